@@ -1,0 +1,1 @@
+//! Deployment ids and URL slugs (owned by the intake work; see issue 3).

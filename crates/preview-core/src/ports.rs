@@ -1,0 +1,1 @@
+//! Port pools (owned by the intake work; see issue 3).
