@@ -92,7 +92,8 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -206,7 +207,11 @@ impl Cmd {
             .args(&self.args)
             .env_clear()
             .envs(&self.env)
-            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -227,7 +232,11 @@ impl Cmd {
             ))),
             None => None,
         };
-        let stdout = tokio::spawn(read_capped(child.stdout.take(), self.output_cap, log.clone()));
+        let stdout = tokio::spawn(read_capped(
+            child.stdout.take(),
+            self.output_cap,
+            log.clone(),
+        ));
         let stderr = tokio::spawn(read_capped(child.stderr.take(), self.output_cap, log));
         if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), self.stdin.clone()) {
             // A child that exits without reading its stdin is not an error of ours.
@@ -240,7 +249,10 @@ impl Cmd {
             Ok(status) => status.map_err(|source| self.io_error(source))?,
             Err(_elapsed) => {
                 group.signal(libc::SIGTERM);
-                if tokio::time::timeout(self.kill_grace, child.wait()).await.is_err() {
+                if tokio::time::timeout(self.kill_grace, child.wait())
+                    .await
+                    .is_err()
+                {
                     group.signal(libc::SIGKILL);
                     let _ = child.wait().await;
                 }
@@ -442,7 +454,11 @@ mod tests {
         assert!(err.to_string().contains("timed out after 0.5s"), "{err}");
         // Bounded by the timeout and grace, far from the sleep's 300 s.
         assert!(started.elapsed() < Duration::from_secs(30));
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(gone(pid).await, "grandchild {pid} survived the timeout");
     }
 
@@ -453,7 +469,11 @@ mod tests {
         let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
         let cmd = sh(&script);
         let _ = tokio::time::timeout(Duration::from_millis(500), cmd.run()).await;
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(gone(pid).await, "child {pid} survived the drop");
     }
 
@@ -462,7 +482,14 @@ mod tests {
         for _ in 0..200 {
             match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => return true,
-                Ok(stat) if stat.rsplit(')').next().unwrap().trim_start().starts_with('Z') => {
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap()
+                        .trim_start()
+                        .starts_with('Z') =>
+                {
                     return true;
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -488,7 +515,13 @@ mod tests {
     async fn failure_carries_description_status_and_stderr_tail() {
         let script = "for i in $(seq 1 100); do echo line$i >&2; done; exit 3";
         let err = sh(script).run().await.unwrap_err();
-        let Error::Failed { code, stderr_tail, description, .. } = &err else {
+        let Error::Failed {
+            code,
+            stderr_tail,
+            description,
+            ..
+        } = &err
+        else {
             panic!("{err}");
         };
         assert_eq!(*code, Some(3));

@@ -4,6 +4,8 @@
 
 mod capture;
 mod cmd;
+pub mod compose;
+pub mod nginx;
 
 pub use capture::CappedBuffer;
 pub use cmd::{Cmd, Output};
@@ -13,7 +15,10 @@ pub use cmd::{Cmd, Output};
 pub enum Error {
     /// The program is not installed or not on PATH.
     #[error("{description}: `{program}` was not found on PATH; install it or fix PATH")]
-    NotFound { description: String, program: String },
+    NotFound {
+        description: String,
+        program: String,
+    },
     /// The program exists but could not be started.
     #[error("{description}: could not start `{program}`: {source}")]
     Spawn {

@@ -17,11 +17,15 @@ pub async fn require_docker() {
         .run()
         .await;
     if let Err(err) = engine {
-        panic!("the Docker engine is not reachable; run scripts/testbed.sh first (it starts dockerd): {err}");
+        panic!(
+            "the Docker engine is not reachable; run scripts/testbed.sh first (it starts dockerd): {err}"
+        );
     }
     let compose = docker(["compose", "version", "--short"]).await;
     let version = compose.unwrap_or_else(|err| {
-        panic!("docker compose v2+ is missing; run scripts/testbed.sh (it installs the plugin): {err}")
+        panic!(
+            "docker compose v2+ is missing; run scripts/testbed.sh (it installs the plugin): {err}"
+        )
     });
     assert!(
         !version.starts_with('1'),
@@ -103,7 +107,10 @@ pub async fn http_get(port: u16, path: &str) -> std::io::Result<HttpAnswer> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status line"))?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -118,7 +125,9 @@ pub async fn http_get(port: u16, path: &str) -> std::io::Result<HttpAnswer> {
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -194,7 +203,10 @@ http {{
         std::fs::write(root.join("nginx.conf"), conf).unwrap();
         let nginx = Self { dir, port };
         nginx.control(&[]).await;
-        wait_for_http(port, "/nginx-health", Duration::from_secs(10), |a| a.status == 200).await;
+        wait_for_http(port, "/nginx-health", Duration::from_secs(10), |a| {
+            a.status == 200
+        })
+        .await;
         nginx
     }
 
@@ -238,7 +250,14 @@ http {{
         let prefix = self.dir.path().display().to_string();
         let conf = self.conf_file().display().to_string();
         Cmd::new(nginx_binary(), "control the private test nginx")
-            .args(["-p", &prefix, "-c", &conf, "-e", &format!("{prefix}/logs/error.log")])
+            .args([
+                "-p",
+                &prefix,
+                "-c",
+                &conf,
+                "-e",
+                &format!("{prefix}/logs/error.log"),
+            ])
             .args(extra)
             .timeout(Duration::from_secs(20))
             .run()

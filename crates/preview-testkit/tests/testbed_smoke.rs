@@ -30,7 +30,14 @@ struct ComposeDown {
 impl ComposeDown {
     fn cmd(&self) -> Cmd {
         Cmd::new("docker", "tear down the smoke-test project")
-            .args(["compose", "-p", &self.project, "down", "--volumes", "--remove-orphans"])
+            .args([
+                "compose",
+                "-p",
+                &self.project,
+                "down",
+                "--volumes",
+                "--remove-orphans",
+            ])
             .current_dir(&self.dir)
             .pass_env("HOME")
             .timeout(Duration::from_secs(120))
@@ -119,16 +126,27 @@ volumes:
     .unwrap();
     nginx.test_config().await.unwrap();
     nginx.reload().await;
-    let proxied = wait_for_http(nginx.port(), "/smoke/pr-1/x?y=1", Duration::from_secs(10), |a| {
-        a.status == 200
-    })
+    let proxied = wait_for_http(
+        nginx.port(),
+        "/smoke/pr-1/x?y=1",
+        Duration::from_secs(10),
+        |a| a.status == 200,
+    )
     .await;
-    assert_eq!(proxied.body, "smoke ok uid=10001 path=/x?y=1", "prefix stripped by nginx");
+    assert_eq!(
+        proxied.body, "smoke ok uid=10001 path=/x?y=1",
+        "prefix stripped by nginx"
+    );
 
     guard.cmd().run().await.unwrap();
     // Compose v5 against this engine's API 1.41 leaves the built image behind despite `--rmi local`.
-    preview_testkit::docker(["image", "rm", &format!("{project}-app")]).await.unwrap();
-    assert_eq!(docker_objects_with_label(&label).await, Vec::<String>::new());
+    preview_testkit::docker(["image", "rm", &format!("{project}-app")])
+        .await
+        .unwrap();
+    assert_eq!(
+        docker_objects_with_label(&label).await,
+        Vec::<String>::new()
+    );
     let images = preview_testkit::docker(["images", "-q", "--filter", &format!("label={label}")])
         .await
         .unwrap();

@@ -1,0 +1,232 @@
+//! Docker Compose, as the v2+ CLI plugin (`docker compose`) or the v1 `docker-compose` fallback.
+//!
+//! Each method returns the [`Cmd`] it would run, so arguments are tested without running anything.
+//! Compose runs in a clean environment: nothing of the orchestrator's (its GitHub token, its webhook
+//! secret) can be interpolated into a repo's compose file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Cmd, Error, Result};
+
+/// Which Compose CLI runs projects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComposeCli {
+    /// `docker compose`, the v2+ plugin.
+    Plugin,
+    /// `docker-compose`, the legacy v1 binary.
+    Standalone,
+}
+
+/// A Compose CLI plus the timeouts it runs with.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    cli: ComposeCli,
+    /// Time allowed for `up --build`, which includes the image build.
+    pub up_timeout: Duration,
+    /// Time allowed for `down` and the short queries.
+    pub short_timeout: Duration,
+}
+
+impl Compose {
+    /// A Compose using `cli`, with default timeouts (15 min for up, 2 min for the rest).
+    pub fn new(cli: ComposeCli) -> Self {
+        Self {
+            cli,
+            up_timeout: Duration::from_secs(15 * 60),
+            short_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Finds a working Compose: the v2+ plugin first, then the v1 binary.
+    pub async fn detect() -> Result<Self> {
+        let plugin = Self::new(ComposeCli::Plugin);
+        let plugin_err = match plugin.version().await {
+            Ok(_) => return Ok(plugin),
+            Err(err) => err,
+        };
+        let standalone = Self::new(ComposeCli::Standalone);
+        match standalone.version().await {
+            Ok(_) => Ok(standalone),
+            Err(_) => Err(Error::NotFound {
+                description: format!("find Docker Compose ({plugin_err})"),
+                program: "docker compose (v2+) or docker-compose".into(),
+            }),
+        }
+    }
+
+    /// Which CLI this is.
+    pub fn cli(&self) -> ComposeCli {
+        self.cli
+    }
+
+    /// The Compose version string, e.g. `5.6.1` or `1.29.2`.
+    pub async fn version(&self) -> Result<String> {
+        let out = self
+            .base("ask Docker Compose for its version")
+            .args(["version", "--short"])
+            .timeout(Duration::from_secs(20))
+            .run()
+            .await?;
+        Ok(out.stdout_text().trim().trim_start_matches('v').to_owned())
+    }
+
+    /// `up -d --build --remove-orphans` for `project` from `file` in `dir`.
+    pub fn up(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
+        Ok(self
+            .project(project, dir, file, "build and start the preview")?
+            .args(["up", "-d", "--build", "--remove-orphans"])
+            .timeout(self.up_timeout))
+    }
+
+    /// `down --volumes --remove-orphans` for `project`: containers, networks and volumes go.
+    pub fn down(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
+        Ok(self
+            .project(project, dir, file, "stop and remove the preview")?
+            .args(["down", "--volumes", "--remove-orphans", "--timeout", "5"])
+            .timeout(self.short_timeout))
+    }
+
+    /// `config --quiet`: validates the file as Compose would read it.
+    pub fn config(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
+        Ok(self
+            .project(project, dir, file, "validate the compose file")?
+            .args(["config", "--quiet"])
+            .timeout(self.short_timeout))
+    }
+
+    /// `logs --no-color --tail N`: the last lines of every service, for failure reports.
+    pub fn logs(&self, project: &str, dir: &Path, file: &str, tail: usize) -> Result<Cmd> {
+        Ok(self
+            .project(project, dir, file, "read the preview's logs")?
+            .args(["logs", "--no-color", "--tail"])
+            .arg(tail.to_string())
+            .timeout(self.short_timeout))
+    }
+
+    fn project(&self, project: &str, dir: &Path, file: &str, description: &str) -> Result<Cmd> {
+        validate_project_name(project)?;
+        Ok(self
+            .base(description)
+            .args(["-p", project, "-f", file])
+            .current_dir(dir))
+    }
+
+    fn base(&self, description: &str) -> Cmd {
+        let cmd = match self.cli {
+            ComposeCli::Plugin => Cmd::new("docker", description).arg("compose"),
+            ComposeCli::Standalone => Cmd::new("docker-compose", description),
+        };
+        with_docker_env(cmd)
+    }
+}
+
+/// Lets through only what the Docker CLI needs to find its daemon and plugins.
+pub fn with_docker_env(cmd: Cmd) -> Cmd {
+    cmd.pass_env("HOME")
+        .pass_env("DOCKER_HOST")
+        .pass_env("DOCKER_CONFIG")
+        .pass_env("DOCKER_CONTEXT")
+}
+
+/// Compose project names: lowercase letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn validate_project_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument {
+            what: "compose project name",
+            reason: format!("{name:?} must be 1-63 of [a-z0-9_-], starting with a letter or digit"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(cmd: &Cmd) -> Vec<String> {
+        cmd.argv()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn plugin_and_standalone_arguments() {
+        let dir = Path::new("/tmp/x");
+        let up = Compose::new(ComposeCli::Plugin)
+            .up("pd-a-b-1", dir, "compose.yml")
+            .unwrap();
+        assert_eq!(
+            argv(&up),
+            [
+                "docker",
+                "compose",
+                "-p",
+                "pd-a-b-1",
+                "-f",
+                "compose.yml",
+                "up",
+                "-d",
+                "--build",
+                "--remove-orphans"
+            ]
+        );
+        let down = Compose::new(ComposeCli::Standalone)
+            .down("p1", dir, "c.yml")
+            .unwrap();
+        assert_eq!(
+            argv(&down),
+            [
+                "docker-compose",
+                "-p",
+                "p1",
+                "-f",
+                "c.yml",
+                "down",
+                "--volumes",
+                "--remove-orphans",
+                "--timeout",
+                "5"
+            ]
+        );
+    }
+
+    #[test]
+    fn environment_carries_no_secrets() {
+        let up = Compose::new(ComposeCli::Plugin)
+            .up("p", Path::new("/"), "c.yml")
+            .unwrap();
+        for key in up.envs().keys() {
+            let key = key.to_string_lossy();
+            assert!(
+                [
+                    "PATH",
+                    "LC_ALL",
+                    "HOME",
+                    "DOCKER_HOST",
+                    "DOCKER_CONFIG",
+                    "DOCKER_CONTEXT"
+                ]
+                .contains(&key.as_ref()),
+                "{key} leaks into compose"
+            );
+        }
+    }
+
+    #[test]
+    fn project_names_are_validated() {
+        for bad in ["", "-x", "UPPER", "a b", "a/b", "a;rm", &"x".repeat(64)] {
+            assert!(validate_project_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "pd-owner-repo-12", "x_1"] {
+            validate_project_name(good).unwrap();
+        }
+    }
+}
