@@ -350,10 +350,8 @@ async fn read_capped(
             break;
         }
         buffer.push(&chunk[..n]);
-        if let Some(log) = &log {
-            if let Ok(mut file) = log.lock() {
-                let _ = file.write_all(&chunk[..n]);
-            }
+        if let Some(mut file) = log.as_ref().and_then(|log| log.lock().ok()) {
+            let _ = file.write_all(&chunk[..n]);
         }
     }
     buffer

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use preview_exec::Cmd;
 
+pub mod fake_github;
+pub use fake_github::{Failure, FakeGitHub, RunningFakeGitHub};
+
 /// Fails the test, naming what is missing, unless the Docker engine and Compose v2+ answer.
 pub async fn require_docker() {
     let engine = Cmd::new("docker", "check that the Docker engine answers")
@@ -145,7 +148,7 @@ pub async fn wait_for_http(
     accept: impl Fn(&HttpAnswer) -> bool,
 ) -> HttpAnswer {
     let deadline = Instant::now() + timeout;
-    let mut last = String::from("no answer yet");
+    let mut last: String;
     loop {
         match http_get(port, path).await {
             Ok(answer) if accept(&answer) => return answer,
