@@ -1,0 +1,109 @@
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result, project_containers};
+
+/// How to wait for a preview to answer its health path.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    /// Delay before the first poll; later polls back off from it.
+    pub first_poll: Duration,
+    /// The interval the back-off stops at (the seed's 5 s).
+    pub max_interval: Duration,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            first_poll: Duration::from_millis(50),
+            max_interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HealthPolicy {
+    /// The wait before poll number `n` (0-based): quick at first, growing 30% a poll to the cap,
+    /// so a fast app is seen within a few tens of ms and a slow one costs few requests.
+    pub fn interval(&self, n: u32) -> Duration {
+        let grown = self.first_poll.as_secs_f64() * 1.3f64.powi(n.min(64) as i32);
+        Duration::from_secs_f64(grown.min(self.max_interval.as_secs_f64()))
+    }
+}
+
+/// Polls `url` until it answers 2xx or 3xx, failing fast when a container of `project` stops.
+/// Returns how long it took.
+pub async fn wait_healthy(url: &str, project: &str, policy: HealthPolicy) -> Result<Duration> {
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| Error::Parse(format!("building the health client: {e}")))?;
+    let mut last = String::from("no answer yet");
+    for n in 0.. {
+        tokio::time::sleep(policy.interval(n)).await;
+        match client.get(url).send().await {
+            Ok(answer) if answer.status().is_success() || answer.status().is_redirection() => {
+                return Ok(started.elapsed());
+            }
+            Ok(answer) => last = format!("HTTP {}", answer.status()),
+            Err(err) => last = describe(&err),
+        }
+        if let Some(stopped) = project_containers(project)
+            .await?
+            .into_iter()
+            .find(|c| c.has_stopped())
+        {
+            return Err(Error::ContainerExited {
+                container: stopped.name,
+                state: stopped.state,
+                exit_code: stopped.exit_code,
+            });
+        }
+        if started.elapsed() >= policy.timeout {
+            break;
+        }
+    }
+    Err(Error::Unhealthy {
+        url: url.to_owned(),
+        timeout: policy.timeout,
+        last,
+    })
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_connect() {
+        "connection refused".into()
+    } else if err.is_timeout() {
+        "request timed out".into()
+    } else {
+        err.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_start_quick_and_cap_at_the_maximum() {
+        let policy = HealthPolicy::default();
+        assert_eq!(policy.interval(0), Duration::from_millis(50));
+        assert!(policy.interval(1) > policy.interval(0));
+        assert_eq!(policy.interval(40), Duration::from_secs(5));
+        assert_eq!(policy.interval(u32::MAX), Duration::from_secs(5));
+        let first_second: u32 = (0..)
+            .scan(Duration::ZERO, |t, n| {
+                *t += policy.interval(n);
+                (*t < Duration::from_secs(1)).then_some(1)
+            })
+            .sum();
+        assert!(
+            first_second >= 6,
+            "{first_second} polls in the first second"
+        );
+    }
+}
