@@ -1,0 +1,662 @@
+//! Structural checks of `terraform/*.tf`, parsed with hcl-rs.
+//!
+//! `terraform validate` needs the DigitalOcean provider, which cannot be downloaded here, so the
+//! properties that matter for safety are checked on the syntax tree instead: what the firewall
+//! opens, what is sensitive, what the CLI can read back. Every check also runs against a mutated
+//! copy of the real files, so a check that silently stopped looking would fail its own test.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use hcl::{Block, Body, Expression};
+use preview_infra::REQUIRED_OUTPUTS;
+
+use crate::terraform_dir;
+
+/// The only inbound ports the server may expose.
+const ALLOWED_INBOUND_PORTS: [u32; 3] = [22, 80, 443];
+const EVERYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
+/// Substrings of variable names that hold secrets.
+const SECRET_NAME_PARTS: [&str; 6] = [
+    "token",
+    "secret",
+    "password",
+    "private_key",
+    "api_key",
+    "access_key",
+];
+
+/// The `.tf` sources, as text, so tests can mutate them before parsing.
+#[derive(Clone)]
+struct Sources(Vec<(String, String)>);
+
+impl Sources {
+    fn load() -> Self {
+        let dir = terraform_dir();
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "tf"))
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(&path).unwrap();
+                (name, text)
+            })
+            .collect();
+        files.sort();
+        let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        for expected in ["main.tf", "outputs.tf", "variables.tf", "versions.tf"] {
+            assert!(
+                names.contains(&expected),
+                "terraform/{expected} is missing; found {names:?}"
+            );
+        }
+        Self(files)
+    }
+
+    /// A copy with `from` (which must occur exactly once in `file`) replaced by `to`.
+    fn replaced(&self, file: &str, from: &str, to: &str) -> Self {
+        let mut copy = self.clone();
+        let (_, text) = copy.0.iter_mut().find(|(name, _)| name == file).unwrap();
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "mutation target {from:?} must occur once in {file}"
+        );
+        *text = text.replacen(from, to, 1);
+        copy
+    }
+
+    fn appended(&self, file: &str, extra: &str) -> Self {
+        let mut copy = self.clone();
+        let (_, text) = copy.0.iter_mut().find(|(name, _)| name == file).unwrap();
+        text.push_str(extra);
+        copy
+    }
+
+    /// All files merged into one body, as terraform does.
+    fn parse(&self) -> Body {
+        let mut merged = Vec::new();
+        for (name, text) in &self.0 {
+            let body = hcl::parse(text).unwrap_or_else(|e| panic!("terraform/{name}: {e}"));
+            merged.extend(body.into_inner());
+        }
+        Body(merged)
+    }
+}
+
+/// Blocks of one kind (`resource`, `variable`, ...), optionally of one resource type.
+fn blocks<'a>(body: &'a Body, kind: &'a str, first_label: Option<&'a str>) -> Vec<&'a Block> {
+    body.blocks()
+        .filter(|b| b.identifier() == kind)
+        .filter(|b| first_label.is_none_or(|l| b.labels().first().map(|x| x.as_str()) == Some(l)))
+        .collect()
+}
+
+fn label(block: &Block, index: usize) -> &str {
+    block.labels().get(index).map(|l| l.as_str()).unwrap_or("")
+}
+
+fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
+    body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+}
+
+fn literal(expr: Option<&Expression>) -> Option<&str> {
+    match expr {
+        Some(Expression::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Follows `local.NAME` to the expression it names, so rules may use locals.
+fn resolve<'a>(config: &'a Body, expr: &'a Expression) -> &'a Expression {
+    let text = expr.to_string();
+    if let Some(name) = text.strip_prefix("local.") {
+        for locals in blocks(config, "locals", None) {
+            if let Some(found) = attr(locals.body(), name) {
+                return resolve(config, found);
+            }
+        }
+    }
+    expr
+}
+
+fn string_list(config: &Body, expr: Option<&Expression>) -> Option<Vec<String>> {
+    match expr.map(|e| resolve(config, e)) {
+        Some(Expression::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Expression::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// Ports of a firewall rule's `port_range` ("22", "8000-9000", "all"; absent means all).
+fn ports(range: Option<&str>) -> Result<(u32, u32), String> {
+    let range = match range {
+        None | Some("all") => return Ok((1, 65535)),
+        Some(r) => r,
+    };
+    let (low, high) = range.split_once('-').unwrap_or((range, range));
+    let parse = |p: &str| {
+        p.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("port_range {range:?}"))
+    };
+    Ok((parse(low)?, parse(high)?))
+}
+
+/// Every problem found, one line each; empty means the configuration is acceptable.
+fn problems(config: &Body) -> Vec<String> {
+    let mut found = Vec::new();
+    check_provider_and_state(config, &mut found);
+    check_droplet(config, &mut found);
+    check_firewall(config, &mut found);
+    check_reserved_ip(config, &mut found);
+    check_alerts(config, &mut found);
+    check_sensitive(config, &mut found);
+    check_outputs(config, &mut found);
+    found
+}
+
+fn check_provider_and_state(config: &Body, found: &mut Vec<String>) {
+    let terraform = blocks(config, "terraform", None);
+    if terraform.is_empty() {
+        found.push("no terraform {} block".into());
+    }
+    let mut pinned = false;
+    for block in &terraform {
+        if attr(block.body(), "required_version").is_none() {
+            found.push("terraform {} has no required_version".into());
+        }
+        for inner in block.body().blocks() {
+            if matches!(inner.identifier(), "backend" | "cloud") {
+                found.push(format!(
+                    "terraform {{}} configures a {} block; local state is the default and a remote backend is opt-in (see README)",
+                    inner.identifier()
+                ));
+            }
+            if inner.identifier() == "required_providers" {
+                let Some(Expression::Object(req)) = attr(inner.body(), "digitalocean") else {
+                    continue;
+                };
+                let get = |k: &str| {
+                    req.iter()
+                        .find(|(key, _)| key.to_string() == k)
+                        .map(|(_, v)| v)
+                };
+                let source = literal(get("source"));
+                let version = literal(get("version"));
+                if source != Some("digitalocean/digitalocean") {
+                    found.push(format!("digitalocean provider source is {source:?}"));
+                }
+                match version {
+                    Some(v) if v.starts_with("~> 2.") => pinned = true,
+                    other => found.push(format!(
+                        "digitalocean provider version must be pinned as \"~> 2.x\", found {other:?}"
+                    )),
+                }
+            }
+        }
+    }
+    if !pinned {
+        found.push("required_providers does not pin digitalocean".into());
+    }
+}
+
+fn check_droplet(config: &Body, found: &mut Vec<String>) {
+    let droplets = blocks(config, "resource", Some("digitalocean_droplet"));
+    if droplets.len() != 1 {
+        found.push(format!(
+            "expected one digitalocean_droplet, found {}",
+            droplets.len()
+        ));
+        return;
+    }
+    let droplet = droplets[0].body();
+    if literal(attr(droplet, "image")) != Some("ubuntu-24-04-x64") {
+        found.push("the droplet's image must be Ubuntu 24.04 LTS (ubuntu-24-04-x64)".into());
+    }
+    if !matches!(attr(droplet, "monitoring"), Some(Expression::Bool(true))) {
+        found.push("the droplet must have monitoring = true".into());
+    }
+    match attr(droplet, "tags") {
+        Some(Expression::Array(items)) if items.is_empty() => {
+            found.push("the droplet's tags are empty".into())
+        }
+        Some(_) => {}
+        None => found.push("the droplet has no tags".into()),
+    }
+    for (key, variable) in [("size", "droplet_size"), ("region", "region")] {
+        let text = attr(droplet, key)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if text != format!("var.{variable}") {
+            found.push(format!(
+                "the droplet's {key} must come from var.{variable}, found {text:?}"
+            ));
+        }
+        let has_validation = blocks(config, "variable", None).iter().any(|v| {
+            label(v, 0) == variable && v.body().blocks().any(|b| b.identifier() == "validation")
+        });
+        if !has_validation {
+            found.push(format!("variable {variable} has no validation block"));
+        }
+    }
+    let keys = attr(droplet, "ssh_keys")
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if !keys.contains("digitalocean_ssh_key.") {
+        found.push("the droplet's ssh_keys must come from a digitalocean_ssh_key resource".into());
+    }
+    let ssh_key_from_var = blocks(config, "resource", Some("digitalocean_ssh_key"))
+        .iter()
+        .any(|k| {
+            attr(k.body(), "public_key")
+                .is_some_and(|e| e.to_string().contains("var.ssh_public_key"))
+        });
+    if !ssh_key_from_var {
+        found.push("no digitalocean_ssh_key takes public_key from var.ssh_public_key".into());
+    }
+}
+
+fn check_firewall(config: &Body, found: &mut Vec<String>) {
+    let firewalls = blocks(config, "resource", Some("digitalocean_firewall"));
+    if firewalls.is_empty() {
+        found.push("no digitalocean_firewall".into());
+    }
+    let droplet_tags = blocks(config, "resource", Some("digitalocean_droplet"))
+        .first()
+        .and_then(|d| attr(d.body(), "tags"))
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let mut opened = BTreeSet::new();
+    for firewall in firewalls {
+        let name = label(firewall, 1);
+        let body = firewall.body();
+        if attr(body, "droplet_ids").is_some() {
+            found.push(format!(
+                "firewall {name} must attach by tag, not droplet_ids"
+            ));
+        }
+        match attr(body, "tags") {
+            Some(Expression::Array(tags)) if !tags.is_empty() => {
+                for tag in tags {
+                    if !droplet_tags.contains(&tag.to_string()) {
+                        found.push(format!("firewall {name} tag {tag} is not on the droplet"));
+                    }
+                }
+            }
+            _ => found.push(format!("firewall {name} is not attached by tags")),
+        }
+        for dynamic in body.blocks().filter(|b| b.identifier() == "dynamic") {
+            found.push(format!(
+                "firewall {name} has a dynamic \"{}\" block, which this check cannot see through",
+                label(dynamic, 0)
+            ));
+        }
+        for rule in body.blocks().filter(|b| b.identifier() == "inbound_rule") {
+            let protocol = literal(attr(rule.body(), "protocol")).unwrap_or("?");
+            let range = literal(attr(rule.body(), "port_range"));
+            if protocol != "tcp" {
+                found.push(format!(
+                    "firewall {name} opens inbound {protocol} (port_range {range:?}); only tcp 22, 80 and 443 may be open"
+                ));
+                continue;
+            }
+            match ports(range) {
+                Err(e) => found.push(format!("firewall {name}: unreadable inbound {e}")),
+                Ok((low, high)) => {
+                    if low != high || !ALLOWED_INBOUND_PORTS.contains(&low) {
+                        found.push(format!(
+                            "firewall {name} opens inbound tcp {low}-{high}; only 22, 80 and 443 may be open"
+                        ));
+                        continue;
+                    }
+                    opened.insert(low);
+                    let sources = attr(rule.body(), "source_addresses");
+                    if low == 22 {
+                        let text = sources.map(ToString::to_string).unwrap_or_default();
+                        if text != "var.admin_cidrs" {
+                            found.push(format!(
+                                "firewall {name}: port 22 must be open to var.admin_cidrs only, found {text:?}"
+                            ));
+                        }
+                    } else if string_list(config, sources).as_deref()
+                        != Some(&EVERYWHERE.map(String::from)[..])
+                    {
+                        found.push(format!(
+                            "firewall {name}: port {low} must be open to everyone"
+                        ));
+                    }
+                }
+            }
+        }
+        let mut outbound = BTreeSet::new();
+        for rule in body.blocks().filter(|b| b.identifier() == "outbound_rule") {
+            let protocol = literal(attr(rule.body(), "protocol")).unwrap_or("?");
+            let everywhere = string_list(config, attr(rule.body(), "destination_addresses"))
+                .is_some_and(|d| EVERYWHERE.iter().all(|e| d.iter().any(|x| x == e)));
+            let all_ports = protocol == "icmp"
+                || ports(literal(attr(rule.body(), "port_range"))) == Ok((1, 65535));
+            if everywhere && all_ports {
+                outbound.insert(protocol.to_string());
+            }
+        }
+        for protocol in ["tcp", "udp", "icmp"] {
+            if !outbound.contains(protocol) {
+                found.push(format!(
+                    "firewall {name} does not allow all outbound {protocol}"
+                ));
+            }
+        }
+    }
+    let expected: BTreeSet<u32> = ALLOWED_INBOUND_PORTS.into_iter().collect();
+    if opened != expected {
+        found.push(format!(
+            "the firewall opens inbound ports {opened:?}; expected exactly {expected:?}"
+        ));
+    }
+}
+
+fn check_reserved_ip(config: &Body, found: &mut Vec<String>) {
+    if blocks(config, "resource", Some("digitalocean_reserved_ip")).is_empty() {
+        found.push("no digitalocean_reserved_ip".into());
+    }
+    let assigned = blocks(
+        config,
+        "resource",
+        Some("digitalocean_reserved_ip_assignment"),
+    )
+    .iter()
+    .any(|a| {
+        let text = |k| {
+            attr(a.body(), k)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        text("ip_address").starts_with("digitalocean_reserved_ip.")
+            && text("droplet_id").starts_with("digitalocean_droplet.")
+    });
+    if !assigned {
+        found.push(
+            "no digitalocean_reserved_ip_assignment ties the reserved IP to the droplet".into(),
+        );
+    }
+}
+
+fn check_alerts(config: &Body, found: &mut Vec<String>) {
+    match blocks(config, "variable", None)
+        .into_iter()
+        .find(|v| label(v, 0) == "alert_email")
+    {
+        None => found.push("no variable alert_email".into()),
+        Some(v) => {
+            if !matches!(attr(v.body(), "default"), None | Some(Expression::Null)) {
+                found.push("variable alert_email must have no default e-mail (null)".into());
+            }
+        }
+    }
+    let alerts = blocks(config, "resource", Some("digitalocean_monitor_alert"));
+    if alerts.is_empty() {
+        found.push("no digitalocean_monitor_alert".into());
+    }
+    for alert in alerts {
+        let name = label(alert, 1);
+        let gate = attr(alert.body(), "for_each").or_else(|| attr(alert.body(), "count"));
+        let gated =
+            gate.is_some_and(|g| resolve(config, g).to_string().contains("var.alert_email"));
+        if !gated {
+            found.push(format!(
+                "monitor alert {name} must be created only when var.alert_email is set (count/for_each)"
+            ));
+        }
+        let mails = alert
+            .body()
+            .blocks()
+            .filter(|b| b.identifier() == "alerts")
+            .filter_map(|b| attr(b.body(), "email"))
+            .map(ToString::to_string)
+            .collect::<String>();
+        if !mails.contains("var.alert_email") || mails.contains('@') {
+            found.push(format!(
+                "monitor alert {name} must mail var.alert_email only, found {mails:?}"
+            ));
+        }
+    }
+}
+
+fn check_sensitive(config: &Body, found: &mut Vec<String>) {
+    let mut secrets = Vec::new();
+    for variable in blocks(config, "variable", None) {
+        let name = label(variable, 0);
+        if !SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
+            continue;
+        }
+        secrets.push(name.to_string());
+        if !matches!(
+            attr(variable.body(), "sensitive"),
+            Some(Expression::Bool(true))
+        ) {
+            found.push(format!(
+                "variable {name} holds a secret and must be sensitive = true"
+            ));
+        }
+        if !matches!(
+            attr(variable.body(), "default"),
+            None | Some(Expression::Null)
+        ) {
+            found.push(format!(
+                "variable {name} holds a secret and must not have a default"
+            ));
+        }
+    }
+    if !secrets.iter().any(|s| s == "do_token") {
+        found.push("no variable do_token for the DigitalOcean API token".into());
+    }
+    for output in blocks(config, "output", None) {
+        let value = attr(output.body(), "value")
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let leaks = secrets.iter().any(|s| value.contains(&format!("var.{s}")));
+        let sensitive = matches!(
+            attr(output.body(), "sensitive"),
+            Some(Expression::Bool(true))
+        );
+        if leaks && !sensitive {
+            found.push(format!(
+                "output {} shows a secret and must be sensitive",
+                label(output, 0)
+            ));
+        }
+    }
+}
+
+fn check_outputs(config: &Body, found: &mut Vec<String>) {
+    let outputs = blocks(config, "output", None);
+    for required in REQUIRED_OUTPUTS {
+        match outputs.iter().find(|o| label(o, 0) == required) {
+            None => found.push(format!("output {required} is missing")),
+            Some(output) => {
+                if attr(output.body(), "value").is_none() {
+                    found.push(format!("output {required} has no value"));
+                }
+                if literal(attr(output.body(), "description")).is_none_or(str::is_empty) {
+                    found.push(format!("output {required} has no description"));
+                }
+            }
+        }
+    }
+}
+
+fn report(problems: &[String]) -> String {
+    let mut text = String::new();
+    for p in problems {
+        let _ = writeln!(text, "  - {p}");
+    }
+    text
+}
+
+/// Asserts that `sources` has a problem containing every one of `needles`.
+fn assert_flagged(sources: &Sources, needles: &[&str]) {
+    let found = problems(&sources.parse());
+    assert!(
+        found.iter().any(|p| needles.iter().all(|n| p.contains(n))),
+        "expected a problem mentioning {needles:?}, found:\n{}",
+        report(&found)
+    );
+}
+
+#[test]
+fn the_terraform_code_passes_every_structural_check() {
+    let found = problems(&Sources::load().parse());
+    assert!(
+        found.is_empty(),
+        "terraform/ has problems:\n{}",
+        report(&found)
+    );
+}
+
+#[test]
+fn the_firewall_opens_exactly_22_80_and_443() {
+    let config = Sources::load().parse();
+    let firewall = blocks(&config, "resource", Some("digitalocean_firewall"))[0];
+    let mut ports: Vec<&str> = firewall
+        .body()
+        .blocks()
+        .filter(|b| b.identifier() == "inbound_rule")
+        .filter_map(|r| literal(attr(r.body(), "port_range")))
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, ["22", "443", "80"]);
+}
+
+#[test]
+fn an_extra_inbound_port_is_caught() {
+    let extra = r#"
+resource "digitalocean_firewall" "debug" {
+  name = "debug"
+  tags = [digitalocean_tag.server.id]
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "3000"
+    source_addresses = ["0.0.0.0/0"]
+  }
+}
+"#;
+    assert_flagged(&Sources::load().appended("main.tf", extra), &["3000"]);
+}
+
+#[test]
+fn a_widened_or_non_tcp_inbound_rule_is_caught() {
+    let sources = Sources::load();
+    let widened = sources.replaced(
+        "main.tf",
+        r#"port_range       = "443""#,
+        r#"port_range       = "443-9000""#,
+    );
+    assert_flagged(&widened, &["443-9000"]);
+    let udp = sources.replaced(
+        "main.tf",
+        "protocol         = \"tcp\"\n    port_range       = \"80\"",
+        "protocol         = \"udp\"\n    port_range       = \"80\"",
+    );
+    assert_flagged(&udp, &["inbound udp"]);
+    let all_ports = sources.replaced(
+        "main.tf",
+        r#"port_range       = "80""#,
+        r#"port_range       = "all""#,
+    );
+    assert_flagged(&all_ports, &["1-65535"]);
+}
+
+#[test]
+fn ssh_must_follow_the_admin_cidrs() {
+    let open = Sources::load().replaced(
+        "main.tf",
+        "source_addresses = var.admin_cidrs",
+        "source_addresses = local.everywhere",
+    );
+    assert_flagged(&open, &["port 22", "admin_cidrs"]);
+}
+
+#[test]
+fn a_firewall_attached_by_droplet_id_is_caught() {
+    let by_id = Sources::load().replaced(
+        "main.tf",
+        "tags = [digitalocean_tag.server.id]\n\n  inbound_rule",
+        "droplet_ids = [digitalocean_droplet.server.id]\n\n  inbound_rule",
+    );
+    assert_flagged(&by_id, &["droplet_ids"]);
+}
+
+#[test]
+fn secrets_must_be_sensitive() {
+    let sources = Sources::load();
+    let plain_token = sources.replaced(
+        "variables.tf",
+        "  default     = null\n  sensitive   = true\n",
+        "  default     = null\n",
+    );
+    assert_flagged(&plain_token, &["do_token", "sensitive"]);
+    let new_secret = sources.appended(
+        "variables.tf",
+        "\nvariable \"webhook_secret\" {\n  type = string\n}\n",
+    );
+    assert_flagged(&new_secret, &["webhook_secret", "sensitive"]);
+    let leaked = sources.appended(
+        "outputs.tf",
+        "\noutput \"token\" {\n  value = var.do_token\n}\n",
+    );
+    assert_flagged(&leaked, &["output token"]);
+}
+
+#[test]
+fn every_output_the_cli_reads_is_declared() {
+    for required in REQUIRED_OUTPUTS {
+        let header = format!("output \"{required}\" {{");
+        let renamed = Sources::load().replaced("outputs.tf", &header, "output \"renamed\" {");
+        assert_flagged(&renamed, &[required, "missing"]);
+    }
+}
+
+#[test]
+fn alerts_exist_only_with_an_email_and_there_is_no_default_email() {
+    let sources = Sources::load();
+    let defaulted = sources.replaced(
+        "variables.tf",
+        "type        = string\n  default     = null\n\n  validation {\n    condition     = var.alert_email",
+        "type        = string\n  default     = \"ops@example.com\"\n\n  validation {\n    condition     = var.alert_email",
+    );
+    assert_flagged(&defaulted, &["alert_email", "no default"]);
+    let ungated = sources.replaced("main.tf", "  for_each = local.alerts\n", "");
+    assert_flagged(&ungated, &["only when var.alert_email"]);
+}
+
+#[test]
+fn the_droplet_is_ubuntu_24_04_with_monitoring() {
+    let sources = Sources::load();
+    assert_flagged(
+        &sources.replaced("main.tf", "\"ubuntu-24-04-x64\"", "\"ubuntu-22-04-x64\""),
+        &["Ubuntu 24.04"],
+    );
+    assert_flagged(
+        &sources.replaced("main.tf", "monitoring = true", "monitoring = false"),
+        &["monitoring"],
+    );
+}
+
+#[test]
+fn state_stays_local_and_the_provider_stays_pinned() {
+    let sources = Sources::load();
+    let remote = sources.appended(
+        "versions.tf",
+        "\nterraform {\n  required_version = \">= 1.5.0\"\n  backend \"s3\" {}\n}\n",
+    );
+    assert_flagged(&remote, &["backend"]);
+    let unpinned = sources.replaced("versions.tf", "version = \"~> 2.", "version = \">= 2.");
+    assert_flagged(&unpinned, &["pinned"]);
+}

@@ -1,0 +1,93 @@
+variable "do_token" {
+  description = "DigitalOcean API token. Leave unset to use the DIGITALOCEAN_TOKEN environment variable."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "name" {
+  description = "Name of the droplet and prefix of every other resource."
+  type        = string
+  default     = "preview-deployer"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,62}[a-z0-9]$", var.name))
+    error_message = "name must be a lowercase hostname label: letters, digits and '-', 2 to 64 characters, starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "DigitalOcean region slug of the droplet and its reserved IP."
+  type        = string
+  default     = "fra1"
+
+  validation {
+    condition     = contains(["ams3", "atl1", "blr1", "fra1", "lon1", "nyc1", "nyc2", "nyc3", "sfo2", "sfo3", "sgp1", "syd1", "tor1"], var.region)
+    error_message = "region must be a DigitalOcean region slug that offers droplets and reserved IPs, for example fra1, nyc3 or sfo3."
+  }
+}
+
+variable "droplet_size" {
+  description = "Droplet size slug. Previews are limited to 512 MB each, so 2 GB is the useful minimum."
+  type        = string
+  default     = "s-2vcpu-4gb"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]*-[0-9]+(vcpu-[0-9]+gb)?(-[a-z0-9]+)*$", var.droplet_size)) && !can(regex("^s-1vcpu-(512mb|1gb)", var.droplet_size))
+    error_message = "droplet_size must be a droplet size slug such as s-2vcpu-4gb, with at least 2 GB of memory."
+  }
+}
+
+variable "ssh_public_key" {
+  description = "OpenSSH public key (one line) installed for root on the droplet."
+  type        = string
+
+  validation {
+    condition     = can(regex("^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh.com) [A-Za-z0-9+/=]+( .*)?$", trimspace(var.ssh_public_key)))
+    error_message = "ssh_public_key must be one OpenSSH public key line, for example the content of ~/.ssh/id_ed25519.pub."
+  }
+}
+
+variable "admin_cidrs" {
+  description = "Source addresses allowed to reach SSH (port 22). Narrow this to your own address, for example [\"203.0.113.7/32\"]."
+  type        = list(string)
+  default     = ["0.0.0.0/0", "::/0"]
+
+  validation {
+    condition     = length(var.admin_cidrs) > 0 && alltrue([for cidr in var.admin_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "admin_cidrs must be a non-empty list of CIDR blocks, for example [\"203.0.113.7/32\"]."
+  }
+}
+
+variable "tags" {
+  description = "Extra tags for the droplet. The firewall attaches through the tag named after var.name."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for tag in var.tags : can(regex("^[A-Za-z0-9:_.-]{1,255}$", tag))])
+    error_message = "tags may contain only letters, digits, ':', '_', '.' and '-'."
+  }
+}
+
+variable "alert_email" {
+  description = "E-mail address for monitor alerts (CPU, memory, disk). No alerts are created when it is null."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alert_email == null || can(regex("^[^@[:space:]]+@[^@[:space:]]+\\.[^@[:space:]]+$", var.alert_email))
+    error_message = "alert_email must be null or one e-mail address."
+  }
+}
+
+variable "alert_threshold_percent" {
+  description = "Usage in percent above which CPU, memory and disk alerts fire (over 5 minutes)."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.alert_threshold_percent > 0 && var.alert_threshold_percent <= 100
+    error_message = "alert_threshold_percent must be between 1 and 100."
+  }
+}
