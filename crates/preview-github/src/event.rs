@@ -1,0 +1,380 @@
+//! Typed webhook events. Every field we use is validated here, and an error names the field's JSON
+//! path, so that nothing unchecked (a branch, a sha, a name) reaches a command line or a path.
+
+use std::borrow::Cow;
+
+use preview_core::id::{BranchName, CommitSha, PrNumber, RepoFullName};
+use serde::Deserialize;
+
+use crate::lenient::{Obj, Scalar, flag, opt_string, string, uint};
+use crate::{Error, Result};
+
+/// A verified, parsed delivery.
+#[derive(Debug, Clone)]
+pub enum WebhookEvent {
+    /// GitHub checking the hook.
+    Ping(Ping),
+    /// A `pull_request` event.
+    PullRequest(Box<PullRequestEvent>),
+    /// Any other event; `name` is `X-GitHub-Event`.
+    Other { name: String },
+}
+
+/// The `ping` event.
+#[derive(Debug, Clone)]
+pub struct Ping {
+    /// GitHub's zen line.
+    pub zen: Option<String>,
+    /// The hook's id.
+    pub hook_id: Option<u64>,
+    /// The repository, for repository hooks.
+    pub repository: Option<RepoFullName>,
+}
+
+/// What happened to the pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullRequestAction {
+    /// `opened`
+    Opened,
+    /// `reopened`
+    Reopened,
+    /// `synchronize`: new commits on the head branch.
+    Synchronize,
+    /// `closed` (merged or not)
+    Closed,
+    /// `ready_for_review`: a draft became ready.
+    ReadyForReview,
+    /// `converted_to_draft`
+    ConvertedToDraft,
+    /// Any other action (`labeled`, `edited`, ...).
+    Other(String),
+}
+
+impl PullRequestAction {
+    fn parse(s: &str) -> Self {
+        match s {
+            "opened" => Self::Opened,
+            "reopened" => Self::Reopened,
+            "synchronize" => Self::Synchronize,
+            "closed" => Self::Closed,
+            "ready_for_review" => Self::ReadyForReview,
+            "converted_to_draft" => Self::ConvertedToDraft,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The action as GitHub spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Opened => "opened",
+            Self::Reopened => "reopened",
+            Self::Synchronize => "synchronize",
+            Self::Closed => "closed",
+            Self::ReadyForReview => "ready_for_review",
+            Self::ConvertedToDraft => "converted_to_draft",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// A validated `pull_request` event.
+#[derive(Debug, Clone)]
+pub struct PullRequestEvent {
+    /// The action.
+    pub action: PullRequestAction,
+    /// The base repository (where the PR is open).
+    pub repo: RepoFullName,
+    /// The PR number.
+    pub number: PrNumber,
+    /// The head commit.
+    pub head_sha: CommitSha,
+    /// The head branch (in `head_repo`).
+    pub head_ref: BranchName,
+    /// The base branch.
+    pub base_ref: BranchName,
+    /// The repository holding the head branch; differs from `repo` for forks, `None` when the
+    /// fork was deleted.
+    pub head_repo: Option<RepoFullName>,
+    /// Whether the PR is a draft.
+    pub draft: bool,
+    /// Whether the PR was merged (for `closed`).
+    pub merged: bool,
+    /// `pull_request.updated_at`: orders deliveries of the same PR.
+    pub updated_at: Option<jiff::Timestamp>,
+    /// `repository.clone_url`, checked to be an http(s) URL.
+    pub clone_url: Option<String>,
+    /// `sender.login`, for logs.
+    pub sender: Option<String>,
+}
+
+impl PullRequestEvent {
+    /// Whether the head branch lives in another repository than the base.
+    pub fn is_fork(&self) -> bool {
+        self.head_repo.as_ref().is_some_and(|h| h != &self.repo)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawPrEvent<'a> {
+    #[serde(borrow)]
+    action: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    number: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pull_request: Option<Obj<RawPr<'a>>>,
+    #[serde(borrow)]
+    repository: Option<Obj<RawRepo<'a>>>,
+    #[serde(borrow)]
+    sender: Option<Obj<RawUser<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RawPr<'a> {
+    #[serde(borrow)]
+    head: Option<Obj<RawBranch<'a>>>,
+    #[serde(borrow)]
+    base: Option<Obj<RawBranch<'a>>>,
+    #[serde(borrow)]
+    draft: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    merged: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    updated_at: Option<Scalar<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawBranch<'a> {
+    #[serde(borrow, rename = "ref")]
+    ref_: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    sha: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    repo: Option<Obj<RawRepo<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RawRepo<'a> {
+    #[serde(borrow)]
+    name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    owner: Option<Obj<RawUser<'a>>>,
+    #[serde(borrow)]
+    clone_url: Option<Scalar<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawUser<'a> {
+    #[serde(borrow)]
+    login: Option<Scalar<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawPing<'a> {
+    #[serde(borrow)]
+    zen: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    hook_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    repository: Option<Obj<RawRepo<'a>>>,
+}
+
+/// Longest clone URL accepted.
+const MAX_URL_LEN: usize = 2048;
+
+fn core_err(field: &str) -> impl FnOnce(preview_core::Error) -> Error + '_ {
+    move |e| match e {
+        preview_core::Error::Invalid { reason, .. } => Error::invalid_field(field, reason),
+        other => Error::invalid_field(field, other.to_string()),
+    }
+}
+
+fn repo_full_name(raw: RawRepo<'_>, path: &str) -> Result<RepoFullName> {
+    let owner_path = format!("{path}.owner.login");
+    let name_path = format!("{path}.name");
+    let owner = Obj::get(raw.owner, &format!("{path}.owner"))?;
+    let login = string(&owner.login, &owner_path)?;
+    let name = string(&raw.name, &name_path)?;
+    preview_core::id::validate_owner(login).map_err(core_err(&owner_path))?;
+    preview_core::id::validate_repo_name(name).map_err(core_err(&name_path))?;
+    RepoFullName::new(login, name).map_err(core_err(path))
+}
+
+fn clone_url(raw: &Option<Scalar<'_>>) -> Result<Option<String>> {
+    const FIELD: &str = "repository.clone_url";
+    let Some(url) = opt_string(raw, FIELD)? else {
+        return Ok(None);
+    };
+    let ok_scheme = url.starts_with("https://") || url.starts_with("http://");
+    if !ok_scheme
+        || url.len() > MAX_URL_LEN
+        || url.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Error::invalid_field(
+            FIELD,
+            "expected an http(s) URL without spaces or control characters",
+        ));
+    }
+    Ok(Some(url.to_owned()))
+}
+
+/// The JSON document of a delivery: the body itself, or the `payload` field of a form-encoded one.
+pub fn json_payload<'a>(content_type: Option<&str>, body: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+    let is_form = content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if !is_form {
+        return Ok(Cow::Borrowed(body));
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| Cow::Owned(v.into_owned().into_bytes()))
+        .ok_or_else(|| Error::invalid_field("payload", "form body has no payload field"))
+}
+
+fn malformed(e: serde_json::Error) -> Error {
+    Error::MalformedPayload(e.to_string())
+}
+
+/// Parses a verified delivery. `event` is `X-GitHub-Event`, `content_type` the request's
+/// `Content-Type`. Call only after [`crate::WebhookVerifier::verify`].
+pub fn parse_event(event: &str, content_type: Option<&str>, body: &[u8]) -> Result<WebhookEvent> {
+    if event.is_empty()
+        || event.len() > 64
+        || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        return Err(Error::MissingHeader("X-GitHub-Event"));
+    }
+    let json = json_payload(content_type, body)?;
+    match event {
+        "ping" => parse_ping(&json).map(WebhookEvent::Ping),
+        "pull_request" => parse_pull_request(&json).map(|e| WebhookEvent::PullRequest(Box::new(e))),
+        other => {
+            // Still insist on JSON, so that garbage is told apart from events we ignore.
+            serde_json::from_slice::<serde::de::IgnoredAny>(&json).map_err(malformed)?;
+            Ok(WebhookEvent::Other {
+                name: other.to_owned(),
+            })
+        }
+    }
+}
+
+fn parse_ping(json: &[u8]) -> Result<Ping> {
+    let raw = Obj::get(
+        Some(serde_json::from_slice::<Obj<RawPing<'_>>>(json).map_err(malformed)?),
+        "payload",
+    )?;
+    let hook_id = match &raw.hook_id {
+        None | Some(Scalar::Null) => None,
+        some => Some(uint(some, "hook_id")?),
+    };
+    let repository = match raw.repository {
+        None | Some(Obj::Not("null")) => None,
+        some => Some(repo_full_name(Obj::get(some, "repository")?, "repository")?),
+    };
+    Ok(Ping {
+        zen: opt_string(&raw.zen, "zen")?.map(str::to_owned),
+        hook_id,
+        repository,
+    })
+}
+
+fn parse_pull_request(json: &[u8]) -> Result<PullRequestEvent> {
+    let raw = Obj::get(
+        Some(serde_json::from_slice::<Obj<RawPrEvent<'_>>>(json).map_err(malformed)?),
+        "payload",
+    )?;
+    let action = PullRequestAction::parse(string(&raw.action, "action")?);
+    let repository = Obj::get(raw.repository, "repository")?;
+    let clone_url = clone_url(&repository.clone_url)?;
+    let repo = repo_full_name(repository, "repository")?;
+    let number = PrNumber::new(uint(&raw.number, "number")?).map_err(core_err("number"))?;
+    let pr = Obj::get(raw.pull_request, "pull_request")?;
+    let head = Obj::get(pr.head, "pull_request.head")?;
+    let base = Obj::get(pr.base, "pull_request.base")?;
+    let head_sha = CommitSha::parse(string(&head.sha, "pull_request.head.sha")?)
+        .map_err(core_err("pull_request.head.sha"))?;
+    let head_ref = BranchName::parse_field(
+        string(&head.ref_, "pull_request.head.ref")?,
+        "pull_request.head.ref",
+    )
+    .map_err(core_err("pull_request.head.ref"))?;
+    let base_ref = BranchName::parse_field(
+        string(&base.ref_, "pull_request.base.ref")?,
+        "pull_request.base.ref",
+    )
+    .map_err(core_err("pull_request.base.ref"))?;
+    let head_repo = match head.repo {
+        None | Some(Obj::Not("null")) => None,
+        some => Some(repo_full_name(
+            Obj::get(some, "pull_request.head.repo")?,
+            "pull_request.head.repo",
+        )?),
+    };
+    let updated_at = opt_string(&pr.updated_at, "pull_request.updated_at")?
+        .map(|s| {
+            s.parse::<jiff::Timestamp>().map_err(|e| {
+                Error::invalid_field("pull_request.updated_at", format!("not RFC 3339: {e}"))
+            })
+        })
+        .transpose()?;
+    let sender = match raw.sender {
+        Some(Obj::Obj(user)) => opt_string(&user.login, "sender.login")?
+            .filter(|l| preview_core::id::validate_owner(l).is_ok())
+            .map(str::to_owned),
+        _ => None,
+    };
+    Ok(PullRequestEvent {
+        action,
+        repo,
+        number,
+        head_sha,
+        head_ref,
+        base_ref,
+        head_repo,
+        draft: flag(&pr.draft, "pull_request.draft")?,
+        merged: flag(&pr.merged, "pull_request.merged")?,
+        updated_at,
+        clone_url,
+        sender,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_payload_is_extracted() {
+        let body = b"payload=%7B%22a%22%3A1%7D&x=y";
+        let json = json_payload(
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+            body,
+        )
+        .unwrap();
+        assert_eq!(&*json, br#"{"a":1}"#);
+        assert!(json_payload(Some("application/x-www-form-urlencoded"), b"x=1").is_err());
+        assert_eq!(
+            &*json_payload(Some("application/json"), b"[]").unwrap(),
+            b"[]"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = parse_pull_request(br#"{"action":"opened","number":"1"}"#).unwrap_err();
+        assert_eq!(err.field(), Some("repository"), "{err}");
+        let err = parse_pull_request(
+            br#"{"action":"opened","number":-1,"repository":{"name":"r","owner":{"login":"o"}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("number"), "{err}");
+        let err = parse_pull_request(br#"[1,2]"#).unwrap_err();
+        assert_eq!(err.field(), Some("payload"));
+        let err = parse_pull_request(br#"{"action":1"#).unwrap_err();
+        assert!(matches!(err, Error::MalformedPayload(_)));
+    }
+}
