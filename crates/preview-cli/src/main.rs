@@ -1,1 +1,67 @@
-fn main() {}
+//! `preview`: the command-line interface of preview-deployer.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Self-hosted previews of backend pull requests, on one droplet.
+#[derive(Debug, Parser)]
+#[command(
+    name = "preview",
+    version,
+    after_help = "\
+Examples:
+  preview init                # answer a few questions
+  preview setup               # create and configure the server, add the webhooks
+  preview status              # server health and live previews"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask for tokens, repositories and options; store the secrets; write config.yml
+    Init(commands::InitArgs),
+    /// Create the server with terraform, configure it with Ansible, add the GitHub webhooks
+    Setup(commands::SetupArgs),
+    /// Build and ship a new orchestrator binary, rolling back if it is not healthy
+    Sync(commands::SyncArgs),
+    /// Show the server's health and the live previews
+    Status(commands::StatusArgs),
+    /// Tear down the previews, the webhooks and the server
+    Destroy(commands::DestroyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Init(args) => commands::init::run(args).await,
+            Command::Setup(args) => commands::setup::run(args).await,
+            Command::Sync(args) => commands::sync::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Destroy(args) => commands::destroy::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

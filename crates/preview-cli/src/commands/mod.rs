@@ -1,0 +1,24 @@
+//! The infrastructure commands of `preview`: `init`, `setup`, `sync`, `status` and `destroy`, and
+//! what they share: the operator's home directory, its config file, the secret store, the setup
+//! state, the server reached over SSH and GitHub's webhooks API.
+
+pub mod config;
+pub mod destroy;
+pub mod home;
+pub mod infra;
+pub mod init;
+pub mod progress;
+pub mod remote;
+pub mod secrets;
+pub mod setup;
+pub mod state;
+pub mod status;
+pub mod sync;
+pub mod tools;
+pub mod webhooks;
+
+pub use destroy::DestroyArgs;
+pub use init::InitArgs;
+pub use setup::SetupArgs;
+pub use status::StatusArgs;
+pub use sync::SyncArgs;

@@ -1,0 +1,492 @@
+//! The server, reached over SSH. The orchestrator's internal API listens on 127.0.0.1 only, so the
+//! CLI runs `curl` on the server through `ssh`; the bearer token travels on curl's stdin
+//! (`-H @-`), never on a command line where `ps` would show it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use preview_exec::{Cmd, Output};
+use serde::{Deserialize, Serialize};
+
+use super::config::Config;
+use super::home::Home;
+use super::state::ServerInfo;
+
+/// Where the orchestrator listens on the server (`ORCHESTRATOR_PORT`, default 3000).
+pub const ORCHESTRATOR_URL: &str = "http://127.0.0.1:3000";
+/// The orchestrator's systemd unit.
+pub const ORCHESTRATOR_UNIT: &str = "preview-orchestrator";
+/// The orchestrator binary on the server, as the playbook installs it.
+pub const ORCHESTRATOR_BINARY: &str = "/opt/preview-deployer/bin/preview-orchestrator";
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when healthy.
+    pub status: String,
+    /// Orchestrator version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Seconds since the orchestrator started.
+    #[serde(default)]
+    pub uptime_seconds: Option<u64>,
+    /// Jobs waiting.
+    #[serde(default)]
+    pub queue_depth: Option<u64>,
+    /// Whether Docker answers.
+    #[serde(default)]
+    pub docker: Option<bool>,
+}
+
+/// One preview in `GET /api/previews`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    /// Preview id, used in `DELETE /api/previews/{id}`.
+    pub id: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// Pull request number.
+    pub pr: u64,
+    /// running, building, failed, ...
+    pub status: String,
+    /// Public URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Host port of the app.
+    #[serde(default)]
+    pub app_port: Option<u16>,
+    /// Host port of the database, if any.
+    #[serde(default)]
+    pub db_port: Option<u16>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// Deployed commit.
+    #[serde(default)]
+    pub sha: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PreviewList {
+    previews: Vec<Preview>,
+}
+
+/// SSH could not reach the server (ssh exited 255).
+#[derive(Debug)]
+pub struct Unreachable {
+    host: String,
+    user: String,
+    detail: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot reach {} over SSH as {}{}",
+            self.host, self.user, self.detail
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// An HTTP answer of the internal API.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+}
+
+/// SSH access to the server.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    host: String,
+    user: String,
+    key: PathBuf,
+    known_hosts: PathBuf,
+    log: Option<PathBuf>,
+}
+
+impl Remote {
+    /// The server of the setup state, with the configured key.
+    pub fn new(server: &ServerInfo, config: &Config, home: &Home) -> Self {
+        Self {
+            host: server.ip.clone(),
+            user: server.ssh_user.clone(),
+            key: config.ssh.private_key.clone(),
+            known_hosts: home.known_hosts_path(),
+            log: None,
+        }
+    }
+
+    /// Appends the output of every command to `log`.
+    pub fn with_log(mut self, log: PathBuf) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// The server's address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The SSH login.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The private key.
+    pub fn key(&self) -> &std::path::Path {
+        &self.key
+    }
+
+    /// The known_hosts file kept in the preview-deployer directory.
+    pub fn known_hosts(&self) -> &std::path::Path {
+        &self.known_hosts
+    }
+
+    /// Options shared by ssh, rsync's ssh and ansible: the key, batch mode, and host keys
+    /// accepted on first contact into our own known_hosts.
+    pub fn ssh_options(&self) -> Vec<OsString> {
+        let mut known = OsString::from("UserKnownHostsFile=");
+        known.push(&self.known_hosts);
+        vec![
+            "-i".into(),
+            self.key.clone().into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=accept-new".into(),
+            "-o".into(),
+            known,
+        ]
+    }
+
+    /// `user@host`.
+    pub fn destination(&self) -> String {
+        format!("{}@{}", self.user, self.host)
+    }
+
+    /// `user@host:path` for rsync (IPv6 addresses bracketed).
+    pub fn rsync_target(&self, path: &str) -> String {
+        if self.host.contains(':') {
+            format!("{}@[{}]:{path}", self.user, self.host)
+        } else {
+            format!("{}:{path}", self.destination())
+        }
+    }
+
+    /// The command that runs `remote_argv` on the server. ssh hands the server's shell one
+    /// string, so each word is quoted; callers pass constants and validated values only.
+    pub fn command(&self, description: &str, remote_argv: &[&str]) -> Cmd {
+        let line = remote_argv
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Cmd::new("ssh", description)
+            .args(self.ssh_options())
+            .arg(self.destination())
+            .arg(line)
+            .pass_env("HOME")
+            .pass_env("SSH_AUTH_SOCK")
+            .timeout(Duration::from_secs(120));
+        if let Some(log) = &self.log {
+            cmd = cmd.log_to(log);
+        }
+        cmd
+    }
+
+    /// Runs `remote_argv` on the server and fails unless it exits 0; an SSH failure names the host.
+    pub async fn run(
+        &self,
+        description: &str,
+        remote_argv: &[&str],
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Output> {
+        let mut cmd = self.command(description, remote_argv).timeout(timeout);
+        if let Some(bytes) = stdin {
+            cmd = cmd.stdin_bytes(bytes);
+        }
+        let output = cmd.output().await?;
+        match output.status.code() {
+            Some(0) => Ok(output),
+            Some(255) => Err(self.unreachable(&output)),
+            _ => bail!(
+                "{description} on {}: `{}` {}{}",
+                self.host,
+                remote_argv.join(" "),
+                status_text(&output),
+                tail(&output)
+            ),
+        }
+    }
+
+    fn unreachable(&self, output: &Output) -> anyhow::Error {
+        anyhow::Error::new(Unreachable {
+            host: self.host.clone(),
+            user: self.user.clone(),
+            detail: tail(output),
+        })
+    }
+
+    /// Polls until `ssh true` succeeds, up to `timeout`.
+    pub async fn wait_for_ssh(&self, timeout: Duration, interval: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = self
+                .run(
+                    "check that the server answers SSH",
+                    &["true"],
+                    None,
+                    Duration::from_secs(30),
+                )
+                .await;
+            match attempt {
+                Ok(_) => return Ok(()),
+                Err(err) if Instant::now() + interval >= deadline => {
+                    return Err(err.context(format!(
+                        "{} did not answer SSH within {}s",
+                        self.host,
+                        timeout.as_secs()
+                    )));
+                }
+                Err(_) => tokio::time::sleep(interval).await,
+            }
+        }
+    }
+
+    /// One request to the internal API through curl on the server.
+    pub async fn api(&self, method: &str, path: &str, token: Option<&str>) -> Result<ApiResponse> {
+        let url = format!("{ORCHESTRATOR_URL}{path}");
+        let mut argv = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-X",
+            method,
+            "-w",
+            "\\n%{http_code}",
+        ];
+        let stdin = token.map(|t| format!("Authorization: Bearer {t}\n").into_bytes());
+        if stdin.is_some() {
+            argv.extend(["-H", "@-"]);
+        }
+        argv.push(&url);
+        let description = format!("{method} {path} on the orchestrator");
+        let output = self
+            .command(&description, &argv)
+            .timeout(Duration::from_secs(60));
+        let output = match stdin {
+            Some(bytes) => output.stdin_bytes(bytes),
+            None => output,
+        }
+        .output()
+        .await?;
+        match output.status.code() {
+            Some(0) => {}
+            Some(255) => return Err(self.unreachable(&output)),
+            Some(7) => bail!(
+                "the orchestrator on {} is not listening on {ORCHESTRATOR_URL}{} (is the {ORCHESTRATOR_UNIT} unit running?)",
+                self.host,
+                tail(&output)
+            ),
+            _ => bail!(
+                "{description} on {}: curl {}{}",
+                self.host,
+                status_text(&output),
+                tail(&output)
+            ),
+        }
+        let text = output.stdout_text();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        let status: u16 = code.trim().parse().map_err(|_| {
+            anyhow!(
+                "{description} on {}: unexpected answer {:?}",
+                self.host,
+                code
+            )
+        })?;
+        Ok(ApiResponse {
+            status,
+            body: body.to_owned(),
+        })
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health> {
+        let response = self.api("GET", "/health", None).await?;
+        if response.status != 200 {
+            bail!(
+                "the orchestrator on {} answered /health with HTTP {}: {}",
+                self.host,
+                response.status,
+                response.body.trim()
+            );
+        }
+        serde_json::from_str(&response.body)
+            .with_context(|| format!("the orchestrator on {} sent a bad /health", self.host))
+    }
+
+    /// Polls `/health` until it is ok (and reports `version`, when given), up to `timeout`.
+    pub async fn wait_for_health(
+        &self,
+        version: Option<&str>,
+        timeout: Duration,
+        interval: Duration,
+    ) -> Result<Health> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.health().await {
+                Ok(h)
+                    if h.status == "ok"
+                        && version.is_none_or(|v| h.version.as_deref() == Some(v)) =>
+                {
+                    return Ok(h);
+                }
+                Ok(h) => anyhow!(
+                    "/health says status {:?}, version {}",
+                    h.status,
+                    h.version.as_deref().unwrap_or("unknown")
+                ),
+                Err(err) => err,
+            };
+            if Instant::now() + interval >= deadline {
+                let wanted = version
+                    .map(|v| format!(" with version {v}"))
+                    .unwrap_or_default();
+                return Err(last.context(format!(
+                    "the orchestrator on {} was not healthy{wanted} within {}s",
+                    self.host,
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// `GET /api/previews`.
+    pub async fn previews(&self, token: &str) -> Result<Vec<Preview>> {
+        let response = self.api("GET", "/api/previews", Some(token)).await?;
+        if response.status != 200 {
+            bail!(
+                "listing previews on {}: HTTP {}: {}",
+                self.host,
+                response.status,
+                response.body.trim()
+            );
+        }
+        let list: PreviewList = serde_json::from_str(&response.body).with_context(|| {
+            format!("the orchestrator on {} sent a bad preview list", self.host)
+        })?;
+        Ok(list.previews)
+    }
+
+    /// `DELETE /api/previews/{id}`; 202, 204 and 404 (already gone) are success.
+    pub async fn delete_preview(&self, token: &str, id: &str) -> Result<()> {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!("refusing the preview id {id:?} from the server: not a plain id");
+        }
+        let path = format!("/api/previews/{id}");
+        let response = self.api("DELETE", &path, Some(token)).await?;
+        match response.status {
+            200 | 202 | 204 | 404 => Ok(()),
+            status => bail!(
+                "deleting preview {id} on {}: HTTP {status}: {}",
+                self.host,
+                response.body.trim()
+            ),
+        }
+    }
+}
+
+/// Single-quotes a word for a POSIX shell unless it is plainly safe.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn status_text(output: &Output) -> String {
+    match output.status.code() {
+        Some(code) => format!("exited with code {code}"),
+        None => "was killed by a signal".to_owned(),
+    }
+}
+
+fn tail(output: &Output) -> String {
+    let text = output.stderr_text();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let kept = &lines[lines.len().saturating_sub(5)..];
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", kept.join(" / "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("curl"), "curl");
+        assert_eq!(shell_quote("\\n%{http_code}"), "'\\n%{http_code}'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn rsync_targets_bracket_ipv6() {
+        let remote = Remote {
+            host: "2001:db8::1".into(),
+            user: "root".into(),
+            key: "/k".into(),
+            known_hosts: "/kh".into(),
+            log: None,
+        };
+        assert_eq!(remote.rsync_target("/x"), "root@[2001:db8::1]:/x");
+    }
+
+    #[test]
+    fn parses_the_api_shapes() {
+        let health: Health = serde_json::from_str(
+            r#"{"status":"ok","version":"0.1.0","uptime_seconds":5,"queue_depth":0,"docker":true}"#,
+        )
+        .unwrap();
+        assert_eq!(health.version.as_deref(), Some("0.1.0"));
+        let list: PreviewList = serde_json::from_str(
+            r#"{"previews":[{"id":"acme-api-pr-1","repo":"acme/api","pr":1,"status":"running",
+            "url":"http://x/acme-api/pr-1/","app_port":8000,"db_port":null,
+            "created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z","sha":"abc"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.previews[0].pr, 1);
+        assert_eq!(list.previews[0].db_port, None);
+    }
+}
