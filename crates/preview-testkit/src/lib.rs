@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use preview_exec::Cmd;
 
-pub mod fake_github;
-pub use fake_github::{Failure, FakeGitHub, RunningFakeGitHub};
 
 /// Fails the test, naming what is missing, unless the Docker engine and Compose v2+ answer.
 pub async fn require_docker() {
