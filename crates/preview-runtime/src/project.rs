@@ -1,0 +1,161 @@
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use preview_exec::Cmd;
+use preview_exec::compose::{Compose, with_docker_env};
+
+use crate::{HealthPolicy, Result, wait_healthy};
+
+/// A rendered compose project on disk: its name (the deployment id), directory and file.
+#[derive(Debug, Clone)]
+pub struct ComposeProject {
+    /// The Compose project name; it prefixes every container, network, volume and built image.
+    pub name: String,
+    /// The directory holding the compose file; build contexts are relative to it.
+    pub dir: PathBuf,
+    /// The compose file's name inside `dir`.
+    pub file: String,
+}
+
+impl ComposeProject {
+    /// `up -d --build --remove-orphans`, its output appended to `log`.
+    pub async fn up(&self, compose: &Compose, log: &Path) -> Result<()> {
+        compose
+            .up(&self.name, &self.dir, &self.file)?
+            .log_to(log)
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    /// Polls `http://127.0.0.1:{port}{path}` until it answers, failing fast if a container stops.
+    pub async fn wait_healthy(
+        &self,
+        port: u16,
+        path: &str,
+        policy: HealthPolicy,
+    ) -> Result<Duration> {
+        wait_healthy(
+            &format!("http://127.0.0.1:{port}{path}"),
+            &self.name,
+            policy,
+        )
+        .await
+    }
+
+    /// The last `lines` lines of every service's log, for failure reports; empty if unreadable.
+    pub async fn logs_tail(&self, compose: &Compose, lines: usize) -> String {
+        match compose.logs(&self.name, &self.dir, &self.file, lines) {
+            Ok(cmd) => match cmd.output().await {
+                Ok(out) => format!("{}{}", out.stdout_text(), out.stderr_text()),
+                Err(err) => err.to_string(),
+            },
+            Err(err) => err.to_string(),
+        }
+    }
+
+    /// `down --volumes --remove-orphans`, then removes the images Compose built for it.
+    pub async fn down(&self, compose: &Compose) -> Result<()> {
+        compose
+            .down(&self.name, &self.dir, &self.file)?
+            .run()
+            .await?;
+        remove_built_images(&self.name).await
+    }
+}
+
+/// Removes the images Compose built for `project` (named `{project}-{service}`): Compose v5
+/// leaves them behind on this engine's API even with `--rmi local`.
+pub async fn remove_built_images(project: &str) -> Result<()> {
+    preview_exec::compose::validate_project_name(project)?;
+    let out = docker("list the preview's built images")
+        .args([
+            "image",
+            "ls",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+        ])
+        .arg(format!("reference={project}-*"))
+        .run()
+        .await?;
+    let images: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .filter(|image| image.starts_with(&format!("{project}-")))
+        .map(str::to_owned)
+        .collect();
+    if !images.is_empty() {
+        docker("remove the preview's built images")
+            .args(["image", "rm", "--force"])
+            .args(&images)
+            .run()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Host ports published by running containers, so the port pool never hands them out.
+pub async fn published_ports() -> Result<BTreeSet<u16>> {
+    let out = docker("list the host ports containers publish")
+        .args(["ps", "--format", "{{.Ports}}"])
+        .run()
+        .await?;
+    Ok(parse_published_ports(&out.stdout_text()))
+}
+
+/// Names of the compose projects whose containers carry the label `key` (any value).
+pub async fn projects_with_label(key: &str) -> Result<BTreeSet<String>> {
+    let out = docker("list the compose projects of previews")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Label \"com.docker.compose.project\"}}",
+            "--filter",
+        ])
+        .arg(format!("label={key}"))
+        .run()
+        .await?;
+    Ok(out
+        .stdout_text()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn docker(description: &str) -> Cmd {
+    with_docker_env(Cmd::new("docker", description)).timeout(Duration::from_secs(60))
+}
+
+/// Parses `docker ps --format {{.Ports}}` lines such as
+/// `127.0.0.1:8000->8080/tcp, :::9000->5432/tcp`.
+fn parse_published_ports(text: &str) -> BTreeSet<u16> {
+    text.split([',', '\n'])
+        .filter_map(|mapping| {
+            let (host, _container) = mapping.trim().split_once("->")?;
+            let port = host.rsplit(':').next()?;
+            // A range such as 8000-8002 publishes each port in it.
+            Some(match port.split_once('-') {
+                Some((a, b)) => (a.parse().ok()?..=b.parse().ok()?).collect::<Vec<u16>>(),
+                None => vec![port.parse().ok()?],
+            })
+        })
+        .flatten()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_published_ports() {
+        let text = "127.0.0.1:8000->8080/tcp\n0.0.0.0:9000->5432/tcp, :::9000->5432/tcp\n5432/tcp\n\n127.0.0.1:8100-8102->80-82/tcp";
+        let ports: Vec<u16> = parse_published_ports(text).into_iter().collect();
+        assert_eq!(ports, [8000, 8100, 8101, 8102, 9000]);
+    }
+}

@@ -1,0 +1,109 @@
+//! ComposeProject on the real engine: healthy, exits at start, never healthy; down leaves nothing.
+
+use std::time::Duration;
+
+use preview_exec::compose::Compose;
+use preview_runtime::{ComposeProject, Error, HealthPolicy, published_ports};
+use preview_testkit::{docker_objects_with_label, free_port, require_docker, unique_suffix};
+
+/// Writes a one-service project whose app runs `script` with python3.
+fn project(kind: &str, script: &str, port: u16) -> (tempfile::TempDir, ComposeProject, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("rt-{kind}-{}", unique_suffix());
+    let label = format!("dev.preview-deployer.test={name}");
+    std::fs::write(dir.path().join("app.py"), script).unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM python:3.12-slim-bookworm\nLABEL {label}\nCOPY app.py /app.py\nUSER 10001\nCMD [\"python3\", \"/app.py\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("compose.yml"),
+        format!(
+            "services:\n  app:\n    build: .\n    init: true\n    restart: on-failure:2\n    ports: [\"127.0.0.1:{port}:8080\"]\n    labels: [\"{label}\"]\n    volumes: [data:/data]\nvolumes:\n  data:\n    labels: [\"{label}\"]\nnetworks:\n  default:\n    labels: [\"{label}\"]\n"
+        ),
+    )
+    .unwrap();
+    let project = ComposeProject {
+        name,
+        dir: dir.path().to_owned(),
+        file: "compose.yml".into(),
+    };
+    (dir, project, label)
+}
+
+const SERVER: &str = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200 if self.path == '/health' else 404)\n        self.end_headers()\n        self.wfile.write(b'ok')\nhttp.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()\n";
+
+async fn run_case(
+    kind: &str,
+    script: &str,
+    policy: HealthPolicy,
+) -> (Result<Duration, Error>, ComposeProject, String, u16) {
+    let compose = Compose::detect().await.unwrap();
+    let port = free_port();
+    let (dir, project, label) = project(kind, script, port);
+    let log = dir.path().join("up.log");
+    project.up(&compose, &log).await.unwrap();
+    assert!(
+        std::fs::read_to_string(&log).unwrap().len() > 0,
+        "compose output goes to the log"
+    );
+    let outcome = project.wait_healthy(port, "/health", policy).await;
+    if kind == "healthy" {
+        assert!(published_ports().await.unwrap().contains(&port));
+    }
+    project.down(&compose).await.unwrap();
+    assert_eq!(
+        docker_objects_with_label(&label).await,
+        Vec::<String>::new(),
+        "{kind}: leftovers"
+    );
+    let images = preview_testkit::docker(["images", "-q", "--filter", &format!("label={label}")])
+        .await
+        .unwrap();
+    assert_eq!(images, "", "{kind}: built image removed");
+    drop(dir);
+    (outcome, project, label, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthy_app_is_seen_and_torn_down_cleanly() {
+    require_docker().await;
+    let (outcome, ..) = run_case("healthy", SERVER, HealthPolicy::default()).await;
+    outcome.expect("the app answers /health");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_that_exits_at_start_fails_fast() {
+    require_docker().await;
+    let policy = HealthPolicy {
+        timeout: Duration::from_secs(120),
+        ..HealthPolicy::default()
+    };
+    let (outcome, ..) = run_case(
+        "exits",
+        "import sys\nprint('boom', file=sys.stderr)\nsys.exit(3)\n",
+        policy,
+    )
+    .await;
+    match outcome {
+        Err(Error::ContainerExited { container, .. }) => {
+            assert!(container.ends_with("-app-1"), "{container}")
+        }
+        other => panic!("expected ContainerExited, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_that_never_answers_times_out() {
+    require_docker().await;
+    let policy = HealthPolicy {
+        timeout: Duration::from_secs(2),
+        ..HealthPolicy::default()
+    };
+    let (outcome, ..) = run_case("silent", "import time\ntime.sleep(600)\n", policy).await;
+    match outcome {
+        Err(Error::Unhealthy { last, .. }) => assert!(!last.is_empty()),
+        other => panic!("expected Unhealthy, got {other:?}"),
+    }
+}
