@@ -45,7 +45,7 @@ async fn run_case(
     let log = dir.path().join("up.log");
     project.up(&compose, &log).await.unwrap();
     assert!(
-        std::fs::read_to_string(&log).unwrap().len() > 0,
+        !std::fs::read_to_string(&log).unwrap().is_empty(),
         "compose output goes to the log"
     );
     let outcome = project.wait_healthy(port, "/health", policy).await;
