@@ -1,6 +1,7 @@
 //! `preview`: the command-line interface of preview-deployer.
 
 mod commands;
+mod plan;
 
 use std::process::ExitCode;
 
@@ -15,7 +16,8 @@ use clap::{Parser, Subcommand};
 Examples:
   preview init                # answer a few questions
   preview setup               # create and configure the server, add the webhooks
-  preview status              # server health and live previews"
+  preview status              # server health and live previews
+  preview plan ./my-app       # what would be built for a checkout, and why"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +36,8 @@ enum Command {
     Status(commands::StatusArgs),
     /// Tear down the previews, the webhooks and the server
     Destroy(commands::DestroyArgs),
+    /// Show what would be built for a checkout, and why; optionally write the generated files
+    Plan(plan::PlanArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => commands::sync::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Destroy(args) => commands::destroy::run(args).await,
+            Command::Plan(args) => plan::run(args),
         }
     });
     match result {

@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn every_role_has_one_pinned_image() {
         let rows: Vec<_> = all().collect();
-        for role in ["python", "node", "go", "php", "rust", "runtime", "postgres", "mysql", "mongodb", "redis"] {
+        for role in [
+            "python", "node", "go", "php", "rust", "runtime", "postgres", "mysql", "mongodb",
+            "redis",
+        ] {
             assert_eq!(rows.iter().filter(|r| r.role == role).count(), 1, "{role}");
         }
         for row in rows {

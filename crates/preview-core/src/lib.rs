@@ -2,9 +2,18 @@
 //! schema, framework detection and rendering of the generated files. No I/O beyond reading a
 //! checkout.
 
+pub mod checkout;
+pub mod config;
+pub mod detect;
 mod error;
 pub mod id;
 pub mod images;
+pub mod model;
+pub mod plan;
 pub mod ports;
+pub mod render;
+pub mod sanitize;
 
 pub use error::{Error, Result};
+pub use model::Plan;
+pub use plan::{Planned, plan};

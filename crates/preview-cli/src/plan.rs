@@ -1,0 +1,191 @@
+//! `preview plan [DIR] [--json] [--write OUT]`: what would be built for a checkout, and why.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
+use preview_core::model::Plan;
+use preview_core::plan::error_json;
+use preview_core::render::{RenderInput, render};
+
+/// Arguments of `preview plan`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  preview plan                      # plan the current directory
+  preview plan ../shop --json       # machine-readable plan (errors too: {\"error\": ...})
+  preview plan ../shop --write out  # also write out/Dockerfile, out/docker-compose.yml, out/nginx.conf
+  preview plan . --write out --repo acme/shop --pr 42 --host-port 8042")]
+pub struct PlanArgs {
+    /// The checkout to plan.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Print the plan as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Also render the generated files into this directory.
+    #[arg(long, value_name = "OUT")]
+    write: Option<PathBuf>,
+    /// Repository (`owner/name`) the written files are labelled with.
+    #[arg(long, default_value = "local/app", requires = "write")]
+    repo: String,
+    /// Pull request number the written files are for.
+    #[arg(long, default_value_t = 1, requires = "write")]
+    pr: u64,
+    /// Commit sha the written files are labelled with (40 hex digits).
+    #[arg(
+        long,
+        default_value = "0000000000000000000000000000000000000000",
+        requires = "write"
+    )]
+    sha: String,
+    /// Port on 127.0.0.1 the app is published on in the written compose file.
+    #[arg(long, default_value_t = 8000, requires = "write")]
+    host_port: u16,
+}
+
+/// Runs `preview plan`. With `--json`, an error is also printed to stdout as `{"error": ...}`.
+pub fn run(args: PlanArgs) -> Result<()> {
+    let json = args.json;
+    let result = plan_and_write(args);
+    if let Err(err) = &result
+        && json
+    {
+        println!("{}", error_json(&format!("{err:#}")));
+    }
+    result
+}
+
+fn plan_and_write(args: PlanArgs) -> Result<()> {
+    let planned = preview_core::plan(&args.dir).map_err(|e| anyhow!(e))?;
+    let mut written = Vec::new();
+    if let Some(out) = &args.write {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let out = out
+            .canonicalize()
+            .with_context(|| format!("resolving {}", out.display()))?;
+        let checkout = args
+            .dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", args.dir.display()))?;
+        let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
+        let pr = PrNumber::new(args.pr).map_err(|e| anyhow!(e))?;
+        let sha = CommitSha::parse(&args.sha).map_err(|e| anyhow!(e))?;
+        let id = PreviewId::new(&RepoSlug::base_for(&repo), pr);
+        let input = RenderInput::for_preview(
+            &id,
+            &repo,
+            &sha,
+            args.host_port,
+            &checkout,
+            out.join("Dockerfile"),
+            random_secret()?,
+        );
+        let rendered = render(&planned, &input).map_err(|e| anyhow!(e))?;
+        for (name, text) in rendered.files() {
+            let path = out.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            written.push(path);
+        }
+    }
+    if args.json {
+        println!("{}", planned.plan.to_json());
+    } else {
+        print!("{}", human(&planned.plan));
+        for path in &written {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// 24 random alphanumerics from the kernel, for database passwords in written files.
+fn random_secret() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}
+
+/// The plan for people: the decisions, then why, then warnings.
+fn human(plan: &Plan) -> String {
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    let mut rows: Vec<(&str, String)> = vec![
+        (
+            "app",
+            if plan.context_dir == plan.app_dir {
+                plan.app_dir.clone()
+            } else {
+                format!("{} (built from {})", plan.app_dir, plan.context_dir)
+            },
+        ),
+        (
+            "language",
+            match plan.language {
+                Some(l) => {
+                    let mut s = l.to_string();
+                    if let Some(v) = &plan.language_version {
+                        s.push_str(&format!(" {v}"));
+                    }
+                    if let Some(pm) = plan.package_manager {
+                        s.push_str(&format!(" ({pm})"));
+                    }
+                    s
+                }
+                None => "-".to_owned(),
+            },
+        ),
+        ("framework", or_none(plan.framework.map(|f| f.to_string()))),
+        ("build", or_none(plan.build_command.clone())),
+        ("start", or_none(plan.start_command.clone())),
+        (
+            "port",
+            match &plan.port_env {
+                Some(env) => format!("{} ({env})", plan.port),
+                None => plan.port.to_string(),
+            },
+        ),
+        ("health", plan.health_path.clone()),
+        ("database", or_none(plan.database.map(|d| d.to_string()))),
+    ];
+    if !plan.extra_services.is_empty() {
+        let list: Vec<String> = plan.extra_services.iter().map(|s| s.to_string()).collect();
+        rows.push(("services", list.join(", ")));
+    }
+    if !plan.startup_commands.is_empty() {
+        rows.push(("startup", plan.startup_commands.join(" && ")));
+    }
+    rows.push((
+        "dockerfile",
+        match (&plan.dockerfile_path, &plan.base_image) {
+            (Some(path), _) => format!("repo ({path})"),
+            (None, Some(image)) => format!("generated (from {image})"),
+            (None, None) => "repo".to_owned(),
+        },
+    ));
+    if let Some(compose) = &plan.compose_file {
+        rows.push(("compose", format!("{compose} (sanitised)")));
+    }
+    let mut out = String::new();
+    for (name, value) in rows {
+        out.push_str(&format!("{:<11} {value}\n", format!("{name}:")));
+    }
+    out.push_str("\nwhy:\n");
+    for reason in &plan.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+    if !plan.warnings.is_empty() {
+        out.push_str("\nwarnings:\n");
+        for warning in &plan.warnings {
+            out.push_str(&format!("  - {warning}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,604 @@
+//! Python: Django, FastAPI, Flask or plain, from requirements.txt, pyproject.toml or Pipfile.
+
+use super::{
+    Ctx, Detection, Detector, Strength, hard_coded_port, normalize_package, version_warning,
+};
+use crate::images;
+use crate::model::{
+    Database, ExtraService, Framework, Language, PackageManager, PythonRecipe, Recipe,
+};
+use crate::{Error, Result};
+
+/// Pinned versions of the tools some package managers need (hadolint DL3013).
+const POETRY_VERSION: &str = "1.8.5";
+const UV_VERSION: &str = "0.5.31";
+const PIPENV_VERSION: &str = "2024.4.1";
+
+const PORT: u16 = 8000;
+
+/// Files that hold a FastAPI or Flask app, tried in order.
+const APP_FILES: [&str; 10] = [
+    "main.py",
+    "app.py",
+    "server.py",
+    "wsgi.py",
+    "asgi.py",
+    "api.py",
+    "app/main.py",
+    "app/__init__.py",
+    "src/main.py",
+    "src/app.py",
+];
+
+/// Detects Python apps.
+pub struct PythonDetector;
+
+struct Requirements {
+    names: Vec<String>,
+    /// Names with extras, e.g. `fastapi[standard]`, lowercased.
+    raw: Vec<String>,
+}
+
+impl Requirements {
+    fn has(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+}
+
+impl Detector for PythonDetector {
+    fn language(&self) -> Language {
+        Language::Python
+    }
+
+    fn markers(&self) -> &'static [&'static str] {
+        &[
+            "requirements.txt",
+            "pyproject.toml",
+            "Pipfile",
+            "manage.py",
+            "main.py",
+            "app.py",
+        ]
+    }
+
+    fn detect(&self, ctx: &Ctx) -> Result<Option<Detection>> {
+        let requirements_txt = ctx.read_manifest("requirements.txt")?;
+        let pyproject_text = ctx.read_manifest("pyproject.toml")?;
+        let pipfile_text = ctx.read_manifest("Pipfile")?;
+        let pyproject = match &pyproject_text {
+            Some(t) => Some(
+                t.parse::<toml::Table>()
+                    .map_err(|e| Error::manifest(ctx.rel("pyproject.toml"), e.message()))?,
+            ),
+            None => None,
+        };
+        let pipfile = match &pipfile_text {
+            Some(t) => Some(
+                t.parse::<toml::Table>()
+                    .map_err(|e| Error::manifest(ctx.rel("Pipfile"), e.message()))?,
+            ),
+            None => None,
+        };
+        let has_manage = ctx.is_file("manage.py");
+        let entry = ["main.py", "app.py", "server.py", "__main__.py"]
+            .into_iter()
+            .find(|f| ctx.is_file(f));
+        if requirements_txt.is_none()
+            && pyproject.is_none()
+            && pipfile.is_none()
+            && !has_manage
+            && entry.is_none()
+            && !ctx.is_file("setup.py")
+        {
+            return Ok(None);
+        }
+        let mut reasons = Vec::new();
+        let mut warnings = Vec::new();
+
+        // Dependencies from every source we understand.
+        let mut reqs = Requirements {
+            names: Vec::new(),
+            raw: Vec::new(),
+        };
+        let mut add = |spec: &str| {
+            let spec = spec.trim();
+            if spec.is_empty() || spec.starts_with('#') || spec.starts_with('-') {
+                return;
+            }
+            let end = spec
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                .unwrap_or(spec.len());
+            let name = normalize_package(&spec[..end]);
+            if !name.is_empty() {
+                reqs.raw.push(spec.to_ascii_lowercase().replace(' ', ""));
+                reqs.names.push(name);
+            }
+        };
+        if let Some(t) = &requirements_txt {
+            t.lines().for_each(&mut add);
+        }
+        if let Some(p) = &pyproject {
+            if let Some(list) = p
+                .get("project")
+                .and_then(|p| p.get("dependencies"))
+                .and_then(|d| d.as_array())
+            {
+                list.iter().filter_map(|v| v.as_str()).for_each(&mut add);
+            }
+            if let Some(table) = p
+                .get("tool")
+                .and_then(|t| t.get("poetry"))
+                .and_then(|t| t.get("dependencies"))
+                .and_then(|d| d.as_table())
+            {
+                table.keys().filter(|k| *k != "python").for_each(|k| add(k));
+            }
+        }
+        if let Some(table) = pipfile
+            .as_ref()
+            .and_then(|p| p.get("packages"))
+            .and_then(|d| d.as_table())
+        {
+            table.keys().for_each(|k| add(k));
+        }
+        let dep_source = if requirements_txt.is_some() {
+            "requirements.txt"
+        } else if pyproject.is_some() {
+            "pyproject.toml"
+        } else {
+            "Pipfile"
+        };
+
+        // Framework.
+        let forced = ctx.forced.filter(|f| f.language() == Language::Python);
+        let framework = match forced {
+            Some(f) => {
+                reasons.push(format!("framework={f} because preview-config.yml says so"));
+                Some(f)
+            }
+            None => [
+                ("django", Framework::Django),
+                ("fastapi", Framework::Fastapi),
+                ("flask", Framework::Flask),
+            ]
+            .into_iter()
+            .find(|(dep, _)| reqs.has(dep))
+            .map(|(dep, f)| {
+                reasons.push(format!(
+                    "framework={f} because {} lists {dep}",
+                    ctx.show(dep_source)
+                ));
+                f
+            }),
+        };
+
+        // Package manager.
+        let has_poetry_section = pyproject
+            .as_ref()
+            .and_then(|p| p.get("tool"))
+            .and_then(|t| t.get("poetry"))
+            .is_some();
+        let (pm, pm_reason) = if ctx.is_file("uv.lock") {
+            (PackageManager::Uv, format!("of {}", ctx.show("uv.lock")))
+        } else if ctx.is_file("poetry.lock") {
+            (
+                PackageManager::Poetry,
+                format!("of {}", ctx.show("poetry.lock")),
+            )
+        } else if has_poetry_section && requirements_txt.is_none() {
+            (
+                PackageManager::Poetry,
+                "pyproject.toml has [tool.poetry]".to_owned(),
+            )
+        } else if pipfile.is_some() && requirements_txt.is_none() {
+            (
+                PackageManager::Pipenv,
+                format!("of {}", ctx.show("Pipfile")),
+            )
+        } else if requirements_txt.is_some() {
+            (
+                PackageManager::Pip,
+                format!("of {}", ctx.show("requirements.txt")),
+            )
+        } else if pyproject.is_some() {
+            (
+                PackageManager::Pip,
+                "pyproject.toml has no lockfile beside it".to_owned(),
+            )
+        } else {
+            (
+                PackageManager::Pip,
+                "there is no dependency file".to_owned(),
+            )
+        };
+        reasons.push(format!("package_manager={pm} because {pm_reason}"));
+        let recipe = python_recipe(pm, ctx, requirements_txt.is_some(), pyproject.is_some());
+
+        // Version.
+        let mut language_version = None;
+        if let Some(v) = ctx
+            .peek_source(".python-version")
+            .map(|t| t.trim().to_owned())
+            && !v.is_empty()
+        {
+            reasons.push(format!(
+                "language_version={v} from {}",
+                ctx.show(".python-version")
+            ));
+            language_version = Some(v);
+        } else if let Some(v) = ctx
+            .peek_source("runtime.txt")
+            .map(|t| t.trim().trim_start_matches("python-").to_owned())
+            && !v.is_empty()
+        {
+            reasons.push(format!(
+                "language_version={v} from {}",
+                ctx.show("runtime.txt")
+            ));
+            language_version = Some(v);
+        } else if let Some(v) = pyproject
+            .as_ref()
+            .and_then(|p| p.get("project"))
+            .and_then(|p| p.get("requires-python"))
+            .and_then(|v| v.as_str())
+        {
+            reasons.push(format!(
+                "language_version={v} from pyproject.toml requires-python"
+            ));
+            language_version = Some(v.to_owned());
+        } else if let Some(v) = pipfile
+            .as_ref()
+            .and_then(|p| p.get("requires"))
+            .and_then(|r| r.get("python_version"))
+            .and_then(|v| v.as_str())
+        {
+            reasons.push(format!("language_version={v} from Pipfile [requires]"));
+            language_version = Some(v.to_owned());
+        }
+        if let Some(w) = language_version
+            .as_deref()
+            .and_then(|v| version_warning(v, images::image_for("python"), "python"))
+        {
+            warnings.push(w);
+        }
+
+        // Start command.
+        let bind = format!("0.0.0.0:{PORT}");
+        let has_gunicorn = reqs.has("gunicorn");
+        let has_uvicorn = reqs.has("uvicorn")
+            || reqs
+                .raw
+                .iter()
+                .any(|r| r.starts_with("fastapi[standard") || r.starts_with("fastapi[all"));
+        let mut port = PORT;
+        let mut port_env = Some("PORT".to_owned());
+        let start_argv: Vec<String> = match framework {
+            Some(Framework::Django) => {
+                let settings = ctx
+                    .peek_source("manage.py")
+                    .and_then(|s| django_settings_module(&s));
+                let project = settings
+                    .as_deref()
+                    .and_then(|s| s.rsplit_once('.').map(|(p, _)| p.to_owned()))
+                    .filter(|p| ctx.is_file(&format!("{}/wsgi.py", p.replace('.', "/"))));
+                match (project, has_gunicorn) {
+                    (Some(project), true) => {
+                        let target = format!("{project}.wsgi:application");
+                        reasons.push(format!(
+                            "start_command=gunicorn {target} because manage.py sets DJANGO_SETTINGS_MODULE={}",
+                            settings.unwrap_or_default()
+                        ));
+                        argv(&[
+                            "gunicorn",
+                            "--bind",
+                            &bind,
+                            "--workers",
+                            "2",
+                            "--access-logfile",
+                            "-",
+                            &target,
+                        ])
+                    }
+                    (Some(_), false) | (None, _) => {
+                        warnings.push(
+                            "gunicorn is not a dependency (or no wsgi.py was found): the app runs on Django's development server; add gunicorn"
+                                .to_owned(),
+                        );
+                        reasons.push(
+                            "start_command=manage.py runserver because gunicorn is missing"
+                                .to_owned(),
+                        );
+                        argv(&["python", "manage.py", "runserver", &bind, "--noreload"])
+                    }
+                }
+            }
+            Some(Framework::Fastapi) => {
+                let target = find_app(ctx, "FastAPI(").unwrap_or_else(|| "main:app".to_owned());
+                reasons.push(format!(
+                    "start_command=uvicorn {target} because it creates the FastAPI app"
+                ));
+                if !has_uvicorn {
+                    warnings.push(
+                        "uvicorn is not a dependency; add uvicorn (or fastapi[standard])"
+                            .to_owned(),
+                    );
+                }
+                argv(&[
+                    "uvicorn",
+                    &target,
+                    "--host",
+                    "0.0.0.0",
+                    "--port",
+                    &PORT.to_string(),
+                    "--proxy-headers",
+                    "--forwarded-allow-ips",
+                    "*",
+                ])
+            }
+            Some(Framework::Flask) => {
+                let target = find_app(ctx, "Flask(").unwrap_or_else(|| "app:app".to_owned());
+                if has_gunicorn {
+                    reasons.push(format!("start_command=gunicorn {target} because it creates the Flask app and gunicorn is a dependency"));
+                    argv(&[
+                        "gunicorn",
+                        "--bind",
+                        &bind,
+                        "--workers",
+                        "2",
+                        "--access-logfile",
+                        "-",
+                        &target,
+                    ])
+                } else {
+                    warnings.push("gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".to_owned());
+                    reasons.push(format!(
+                        "start_command=flask run for {target} because gunicorn is missing"
+                    ));
+                    argv(&[
+                        "flask",
+                        "--app",
+                        &target,
+                        "run",
+                        "--host",
+                        "0.0.0.0",
+                        "--port",
+                        &PORT.to_string(),
+                    ])
+                }
+            }
+            _ => match entry {
+                Some(file) => {
+                    reasons.push(format!(
+                        "start_command=python {file} because {} exists",
+                        ctx.show(file)
+                    ));
+                    if let Some(source) = ctx.peek_source(file) {
+                        if let Some(p) = hard_coded_port(&source, &["PORT"]) {
+                            reasons
+                                .push(format!("port={p} because {} listens on it", ctx.show(file)));
+                            port = p;
+                            port_env = None;
+                        } else if source.contains("PORT") {
+                            reasons.push(format!(
+                                "port={PORT} via PORT, which {} reads",
+                                ctx.show(file)
+                            ));
+                        }
+                    }
+                    argv(&["python", file])
+                }
+                None => Vec::new(),
+            },
+        };
+        if port_env.is_some() && !reasons.iter().any(|r| r.starts_with("port=")) {
+            reasons.push(format!("port={PORT} because the start command binds it"));
+        }
+
+        let strength = match (framework, start_argv.is_empty()) {
+            (_, true) => Strength::Tooling,
+            (Some(_), false) => Strength::Framework,
+            (None, false) => Strength::Plain,
+        };
+
+        // Services.
+        let mut database = None;
+        for (dep, db) in [
+            ("psycopg", Database::Postgres),
+            ("psycopg2", Database::Postgres),
+            ("psycopg2-binary", Database::Postgres),
+            ("asyncpg", Database::Postgres),
+            ("pg8000", Database::Postgres),
+            ("pymysql", Database::Mysql),
+            ("mysqlclient", Database::Mysql),
+            ("mysql-connector-python", Database::Mysql),
+            ("aiomysql", Database::Mysql),
+            ("pymongo", Database::Mongodb),
+            ("motor", Database::Mongodb),
+            ("mongoengine", Database::Mongodb),
+            ("beanie", Database::Mongodb),
+        ] {
+            if reqs.has(dep) {
+                let with = if reqs.has("sqlalchemy") {
+                    " (with sqlalchemy)"
+                } else {
+                    ""
+                };
+                reasons.push(format!(
+                    "database={db} because {} lists {dep}{with}",
+                    ctx.show(dep_source)
+                ));
+                database = Some(db);
+                break;
+            }
+        }
+        let mut extra_services = Vec::new();
+        if let Some(dep) = ["redis", "rq", "django-redis"]
+            .into_iter()
+            .find(|d| reqs.has(d))
+        {
+            extra_services.push(ExtraService::Redis);
+            reasons.push(format!(
+                "extra_services=redis because {} lists {dep}",
+                ctx.show(dep_source)
+            ));
+        }
+
+        let evidence = [dep_source, "manage.py"]
+            .into_iter()
+            .chain(entry)
+            .find(|f| ctx.is_file(f))
+            .map(|f| ctx.show(f))
+            .unwrap_or_else(|| ctx.show("setup.py"));
+
+        Ok(Some(Detection {
+            language: Language::Python,
+            framework,
+            strength,
+            evidence,
+            language_version,
+            package_manager: Some(pm),
+            build_commands: Vec::new(),
+            start_argv,
+            startup_commands: Vec::new(),
+            port,
+            port_env,
+            health_path: "/health".to_owned(),
+            database,
+            extra_services,
+            context_dir: None,
+            recipe: Recipe::Python(recipe),
+            reasons,
+            warnings,
+        }))
+    }
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+/// `os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")` → `mysite.settings`.
+fn django_settings_module(manage_py: &str) -> Option<String> {
+    let at = manage_py.find("DJANGO_SETTINGS_MODULE")?;
+    let rest = &manage_py[at + "DJANGO_SETTINGS_MODULE".len()..];
+    let rest = rest.trim_start_matches(['"', '\'']).trim_start();
+    let rest = rest.strip_prefix(',')?.trim_start();
+    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value: String = rest[1..].chars().take_while(|c| *c != quote).collect();
+    value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        .then_some(value)
+        .filter(|v| !v.is_empty())
+}
+
+/// Finds `NAME = Ctor(` in the usual files and returns `module:NAME`.
+fn find_app(ctx: &Ctx, ctor: &str) -> Option<String> {
+    for file in APP_FILES {
+        let Some(source) = ctx.peek_source(file) else {
+            continue;
+        };
+        for line in source.lines() {
+            let Some((lhs, rhs)) = line.split_once('=') else {
+                continue;
+            };
+            let name = lhs.trim();
+            if rhs.trim_start().starts_with(ctor)
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !line.starts_with(char::is_whitespace)
+            {
+                let module = file
+                    .trim_end_matches(".py")
+                    .trim_end_matches("/__init__")
+                    .replace('/', ".");
+                let module = module
+                    .strip_prefix("src.")
+                    .map(str::to_owned)
+                    .unwrap_or(module);
+                return Some(format!("{module}:{name}"));
+            }
+        }
+    }
+    None
+}
+
+fn python_recipe(
+    pm: PackageManager,
+    ctx: &Ctx,
+    has_requirements: bool,
+    has_pyproject: bool,
+) -> PythonRecipe {
+    let pip = "pip install --no-cache-dir";
+    match pm {
+        PackageManager::Uv => PythonRecipe {
+            manifests: vec!["pyproject.toml".into(), "uv.lock".into()],
+            install: vec![
+                format!("{pip} uv=={UV_VERSION}"),
+                "UV_PROJECT_ENVIRONMENT=/opt/venv uv sync --frozen --no-dev --no-install-project"
+                    .into(),
+            ],
+            install_project: Vec::new(),
+        },
+        PackageManager::Poetry => {
+            let mut manifests = vec!["pyproject.toml".to_owned()];
+            if ctx.is_file("poetry.lock") {
+                manifests.push("poetry.lock".into());
+            }
+            PythonRecipe {
+                manifests,
+                install: vec![
+                    format!("{pip} poetry=={POETRY_VERSION}"),
+                    "POETRY_VIRTUALENVS_CREATE=false poetry install --only main --no-root --no-interaction".into(),
+                ],
+                install_project: Vec::new(),
+            }
+        }
+        PackageManager::Pipenv => {
+            let mut manifests = vec!["Pipfile".to_owned()];
+            if ctx.is_file("Pipfile.lock") {
+                manifests.push("Pipfile.lock".into());
+            }
+            PythonRecipe {
+                manifests,
+                install: vec![
+                    format!("{pip} pipenv=={PIPENV_VERSION}"),
+                    "pipenv requirements > /tmp/requirements.txt".into(),
+                    format!("{pip} -r /tmp/requirements.txt"),
+                ],
+                install_project: Vec::new(),
+            }
+        }
+        _ if has_requirements => PythonRecipe {
+            manifests: vec!["requirements.txt".into()],
+            install: vec![format!("{pip} -r requirements.txt")],
+            install_project: Vec::new(),
+        },
+        _ if has_pyproject => PythonRecipe {
+            manifests: Vec::new(),
+            install: Vec::new(),
+            install_project: vec![format!("{pip} .")],
+        },
+        _ => PythonRecipe {
+            manifests: Vec::new(),
+            install: Vec::new(),
+            install_project: Vec::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn django_settings() {
+        let manage = "import os\ndef main():\n    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n";
+        assert_eq!(
+            django_settings_module(manage).as_deref(),
+            Some("mysite.settings")
+        );
+        let manage = "os.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"a.b; rm\")";
+        assert_eq!(django_settings_module(manage), None);
+    }
+}

@@ -1,0 +1,691 @@
+//! Planning a checkout: read `preview-config.yml`, pick the app, detect its framework, decide
+//! where the image comes from, and sanitise a repo-owned compose file. Every decision is recorded
+//! with its reason.
+
+use std::path::Path;
+
+use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
+use crate::config::{self, FrameworkChoice, PreviewConfig};
+use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
+use crate::images;
+use crate::model::{DockerfileSource, Language, Plan};
+use crate::sanitize::{self, SanitizeContext, SanitizedCompose};
+use crate::{Error, Result};
+
+/// Conventional directories of apps in a monorepo, each expanded one level.
+const CONVENTIONAL_PARENTS: [&str; 4] = ["apps", "services", "packages", "cmd"];
+/// Conventional directories that are an app themselves.
+const CONVENTIONAL_DIRS: [&str; 5] = ["backend", "server", "api", "app", "web"];
+/// Most candidate directories examined in a monorepo.
+const MAX_CANDIDATES: usize = 400;
+
+/// A plan together with the sanitised repo compose file, which rendering needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub plan: Plan,
+    pub repo_compose: Option<SanitizedCompose>,
+}
+
+/// Plans the checkout at `root`.
+pub fn plan(root: &Path) -> Result<Planned> {
+    plan_checkout(&Checkout::open(root)?)
+}
+
+/// Reads and validates preview-config.yml (or .yaml) at the checkout root, if there is one.
+pub fn read_config(checkout: &Checkout) -> Result<Option<PreviewConfig>> {
+    let present: Vec<&str> = config::FILE_NAMES
+        .into_iter()
+        .filter(|f| checkout.kind(Path::new(f)).is_some())
+        .collect();
+    let file = match present.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        _ => {
+            return Err(Error::Config {
+                file: present.join(" and "),
+                line: None,
+                key: None,
+                message: "both exist; keep one".to_owned(),
+            });
+        }
+    };
+    let text = match checkout.read_text(Path::new(file), CONFIG_LIMIT) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(None),
+        Err(Error::TooLarge { limit, .. }) => {
+            return Err(Error::Config {
+                file: file.to_owned(),
+                line: None,
+                key: None,
+                message: format!("the file is larger than the {limit}-byte limit"),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    PreviewConfig::parse(&text, file).map(Some)
+}
+
+/// Plans an opened checkout.
+pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
+    let config = read_config(checkout)?.unwrap_or_default();
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+    let choice = config.framework.as_ref().map(|f| f.value);
+    let forced_language = choice.map(FrameworkChoice::language);
+    let forced_framework = choice.and_then(FrameworkChoice::framework);
+
+    // 1. The app directory.
+    let (app_dir, _explicit, mut found) = select_app(
+        checkout,
+        &config,
+        forced_language,
+        forced_framework,
+        &mut reasons,
+        &mut warnings,
+    )?;
+
+    // 2. The repo's own image: the dockerfile key, or a Dockerfile in the app dir.
+    let dockerfile_path = match &config.dockerfile {
+        Some(d) => {
+            if !checkout.is_file(&d.value) {
+                return Err(config.error(
+                    "dockerfile",
+                    d.line,
+                    format!("{} is not a file in the repository (symlinks leading outside are not followed)", d.value),
+                ));
+            }
+            reasons.push(format!(
+                "dockerfile=repo because {} sets dockerfile: {}",
+                config.file, d.value
+            ));
+            Some(d.value.clone())
+        }
+        None => {
+            let own = join_str(&app_dir, "Dockerfile");
+            checkout.is_file(&own).then(|| {
+                reasons.push(format!("dockerfile=repo because {own} exists"));
+                own
+            })
+        }
+    };
+
+    // 3. A repo-owned compose file, sanitised.
+    let repo_compose = find_compose(checkout, &app_dir)?;
+    if let Some(c) = &repo_compose {
+        reasons.push(format!(
+            "compose={} (sanitised): the app is its service `{}`",
+            c.file, c.app_service
+        ));
+        warnings.extend(c.warnings.iter().cloned());
+    }
+    let compose_builds_app = repo_compose.as_ref().is_some_and(|c| {
+        c.services
+            .iter()
+            .any(|s| s.name == c.app_service && (s.build.is_some() || s.image.is_some()))
+    });
+
+    // 4. Detection, unless the repo builds its own image and nothing was found.
+    let detection = match found.take() {
+        Some(d) => Some(d),
+        None if dockerfile_path.is_some() || compose_builds_app => None,
+        None => {
+            return Err(detect::unsupported_language(checkout, &app_dir).unwrap_or_else(|| {
+                let markers: Vec<&str> = detect::detectors()
+                    .iter()
+                    .flat_map(|d| d.markers().iter().copied())
+                    .collect();
+                Error::NoApp(format!(
+                    "no app found in {}: looked for {} (and a Dockerfile); set app_path in preview-config.yml for a monorepo",
+                    if app_dir == "." { "the repository root" } else { &app_dir },
+                    markers.join(", ")
+                ))
+            }));
+        }
+    };
+    let repo_image = dockerfile_path.is_some() || compose_builds_app;
+    if detection.is_none() {
+        warnings
+            .push("no supported language detected; the repo's own image is used as is".to_owned());
+    }
+
+    let mut plan = Plan {
+        language: None,
+        framework: None,
+        language_version: None,
+        package_manager: None,
+        app_dir: app_dir.clone(),
+        context_dir: app_dir.clone(),
+        build_command: None,
+        build_commands: Vec::new(),
+        start_command: None,
+        start_argv: Vec::new(),
+        startup_commands: Vec::new(),
+        port: 8080,
+        port_env: Some("PORT".to_owned()),
+        health_path: "/health".to_owned(),
+        database: None,
+        extra_services: Vec::new(),
+        dockerfile: if repo_image {
+            DockerfileSource::Repo
+        } else {
+            DockerfileSource::Generated
+        },
+        dockerfile_path: dockerfile_path.clone(),
+        compose_file: repo_compose.as_ref().map(|c| c.file.clone()),
+        env: Default::default(),
+        base_image: None,
+        recipe: None,
+        reasons: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if let Some(d) = detection {
+        let Detection {
+            language,
+            framework,
+            evidence,
+            language_version,
+            package_manager,
+            build_commands,
+            start_argv,
+            startup_commands,
+            port,
+            port_env,
+            health_path,
+            database,
+            extra_services,
+            context_dir,
+            recipe,
+            reasons: detected_reasons,
+            warnings: detected_warnings,
+            ..
+        } = d;
+        if forced_language.is_some() {
+            reasons.push(format!(
+                "language={language} because {} sets framework",
+                config.file
+            ));
+        } else if !detected_reasons.iter().any(|r| r.starts_with("language=")) {
+            reasons.push(format!("language={language} because of {evidence}"));
+        }
+        reasons.extend(detected_reasons);
+        warnings.extend(detected_warnings);
+        plan.language = Some(language);
+        plan.framework = framework;
+        plan.language_version = language_version;
+        plan.package_manager = package_manager;
+        plan.build_commands = build_commands;
+        plan.start_argv = start_argv;
+        plan.startup_commands = startup_commands;
+        plan.port = port;
+        plan.port_env = port_env;
+        plan.health_path = health_path;
+        plan.database = database;
+        plan.extra_services = extra_services;
+        if let Some(c) = context_dir {
+            reasons.push(format!(
+                "context_dir={c} because the app is built from its workspace or module root"
+            ));
+            plan.context_dir = c;
+        }
+        if !repo_image {
+            plan.base_image = Some(images::image_for(language.image_role()).to_owned());
+            plan.recipe = Some(recipe);
+        }
+    }
+
+    // 5. The repo's own image decides its port unless the config does.
+    if let Some(path) = &dockerfile_path
+        && config.app_port.is_none()
+        && let Some(text) = checkout.peek_text(Path::new(path), MANIFEST_LIMIT)
+        && let Some(port) = exposed_port(&text)
+    {
+        reasons.push(format!("port={port} because {path} exposes it"));
+        plan.port = port;
+    }
+    if let Some(c) = &repo_compose
+        && config.app_port.is_none()
+        && let Some(app) = c.services.iter().find(|s| s.name == c.app_service)
+        && let Some(port) = app
+            .expose
+            .first()
+            .and_then(|p| p.split('/').next()?.parse::<u16>().ok())
+    {
+        reasons.push(format!(
+            "port={port} because service `{}` of {} exposes it",
+            app.name, c.file
+        ));
+        plan.port = port;
+    }
+
+    // 6. preview-config.yml overrides.
+    let cfg = &config.file;
+    if let Some(p) = &config.app_port {
+        plan.port = p.value;
+        reasons.push(format!("port={} because {cfg} sets app_port", p.value));
+    }
+    if let Some(e) = &config.app_port_env {
+        plan.port_env = Some(e.value.clone());
+        reasons.push(format!(
+            "port_env={} because {cfg} sets app_port_env",
+            e.value
+        ));
+    }
+    if let Some(h) = &config.health_check_path {
+        plan.health_path = h.value.clone();
+        reasons.push(format!(
+            "health_path={} because {cfg} sets health_check_path",
+            h.value
+        ));
+    } else {
+        reasons.push(format!(
+            "health_path={} by default for {}",
+            plan.health_path,
+            plan.framework
+                .map(|f| f.as_str())
+                .or(plan.language.map(|l| l.as_str()))
+                .unwrap_or("this app")
+        ));
+    }
+    if let Some(e) = &config.app_entrypoint {
+        plan.start_argv = detect::command_argv(&e.value);
+        reasons.push(format!(
+            "start_command={} because {cfg} sets app_entrypoint",
+            e.value
+        ));
+    }
+    if let Some(b) = &config.build_commands {
+        plan.build_commands = b.value.clone();
+        reasons.push(format!("build_commands from {cfg}"));
+    }
+    if let Some(s) = &config.startup_commands {
+        plan.startup_commands = s.value.clone();
+        reasons.push(format!("startup_commands from {cfg}"));
+    }
+    if let Some(d) = &config.database {
+        plan.database = d.value;
+        reasons.push(format!(
+            "database={} because {cfg} says so",
+            d.value.map(|d| d.as_str()).unwrap_or("none")
+        ));
+    }
+    if let Some(e) = &config.extra_services {
+        plan.extra_services = e.value.clone();
+        reasons.push(format!("extra_services from {cfg}"));
+    }
+    if let Some(f) = &config.env_file {
+        let text = match checkout.read_text(Path::new(&f.value), CONFIG_LIMIT) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Err(config.error(
+                    "env_file",
+                    f.line,
+                    format!("{} does not exist", f.value),
+                ));
+            }
+            Err(Error::UnsafePath { reason, .. }) => {
+                return Err(config.error(
+                    "env_file",
+                    f.line,
+                    format!(
+                        "an env_file outside the repo is refused: {}: {reason}",
+                        f.value
+                    ),
+                ));
+            }
+            Err(e) => return Err(config.error("env_file", f.line, e.to_string())),
+        };
+        plan.env.extend(config::parse_env_file(&text, &f.value)?);
+        reasons.push(format!("env from {} (env_file)", f.value));
+    }
+    for (name, value) in &config.env {
+        plan.env.insert(name.clone(), value.value.clone());
+    }
+
+    // 7. Consistency.
+    if plan.start_argv.is_empty() && !repo_image {
+        return Err(Error::NoApp(format!(
+            "{}: found {} but nothing to start; set app_entrypoint in preview-config.yml",
+            if app_dir == "." {
+                "the repository root"
+            } else {
+                &app_dir
+            },
+            plan.language.map(|l| l.as_str()).unwrap_or("an app"),
+        )));
+    }
+    if repo_image && !plan.startup_commands.is_empty() && config.app_entrypoint.is_none() {
+        let line = config
+            .startup_commands
+            .as_ref()
+            .map(|s| s.line)
+            .unwrap_or(1);
+        return Err(config.error(
+            "startup_commands",
+            line,
+            "with the repo's own image, startup_commands need app_entrypoint (the command they run before)",
+        ));
+    }
+    if repo_image && config.build_commands.is_some() {
+        let line = config.build_commands.as_ref().map(|s| s.line).unwrap_or(1);
+        return Err(config.error(
+            "build_commands",
+            line,
+            "the repo's own Dockerfile builds the image; build_commands apply to generated Dockerfiles only (they never run on the host)",
+        ));
+    }
+    if let (Some(port_env), false) = (&plan.port_env, repo_image)
+        && plan
+            .env
+            .get(port_env)
+            .is_some_and(|v| v != &plan.port.to_string())
+    {
+        warnings.push(format!(
+            "env sets {port_env} to something other than the app port {}",
+            plan.port
+        ));
+    }
+    plan.build_command =
+        (!plan.build_commands.is_empty()).then(|| plan.build_commands.join(" && "));
+    plan.start_command = (!plan.start_argv.is_empty()).then(|| display_argv(&plan.start_argv));
+    if repo_image && plan.recipe.is_none() && plan.language.is_some() {
+        reasons.push("the generated Dockerfile is not used".to_owned());
+    }
+    plan.reasons = reasons;
+    plan.warnings = warnings;
+    Ok(Planned { plan, repo_compose })
+}
+
+type Found = (String, bool, Option<Detection>);
+
+/// Picks the app directory: `app_path` when set, else a root manifest, else the single
+/// deployable app of a workspace or conventional layout.
+fn select_app(
+    checkout: &Checkout,
+    config: &PreviewConfig,
+    forced_language: Option<Language>,
+    forced_framework: Option<crate::model::Framework>,
+    reasons: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Found> {
+    if let Some(p) = &config.app_path {
+        if !checkout.is_dir(&p.value) {
+            return Err(config.error(
+                "app_path",
+                p.line,
+                format!("{} is not a directory in the repository (symlinks leading outside are not followed)", p.value),
+            ));
+        }
+        reasons.push(format!(
+            "app_dir={} because {} sets app_path",
+            p.value, config.file
+        ));
+        let found =
+            detect::detect_all(checkout, &p.value, true, forced_language, forced_framework)?;
+        let best = pick(found, &p.value, reasons, warnings);
+        return Ok((p.value.clone(), true, best));
+    }
+
+    let root = detect::detect_all(checkout, ".", false, forced_language, forced_framework)?;
+    if root.first().is_some_and(|d| d.strength >= Strength::Plain) {
+        reasons.push(format!(
+            "app_dir=. because the root has {}",
+            root[0].evidence
+        ));
+        return Ok((".".to_owned(), false, pick(root, ".", reasons, warnings)));
+    }
+    // A root Dockerfile or compose file makes the root the app even without a manifest we know.
+    let root_image =
+        checkout.is_file("Dockerfile") || sanitize::FILE_NAMES.iter().any(|f| checkout.is_file(f));
+
+    let (candidates, source) = workspace_candidates(checkout);
+    let mut deployable: Vec<(String, Detection)> = Vec::new();
+    for dir in candidates.iter().take(MAX_CANDIDATES) {
+        let found = detect::detect_all(checkout, dir, false, forced_language, forced_framework)
+            .unwrap_or_default();
+        if let Some(best) = found
+            .into_iter()
+            .next()
+            .filter(|d| d.strength >= Strength::Plain)
+        {
+            deployable.push((dir.clone(), best));
+        }
+    }
+    match deployable.len() {
+        0 => {
+            if root_image {
+                reasons.push(
+                    "app_dir=. because the root has the repo's own Dockerfile or compose file"
+                        .to_owned(),
+                );
+            }
+            let best = root.into_iter().next();
+            Ok((".".to_owned(), false, best))
+        }
+        1 if !root_image => {
+            let (dir, detection) = deployable.remove(0);
+            reasons.push(format!(
+                "app_dir={dir} because it is the only deployable app of the {source} ({})",
+                detection.evidence
+            ));
+            Ok((dir, false, Some(detection)))
+        }
+        _ if root_image => {
+            reasons.push(
+                "app_dir=. because the root has the repo's own Dockerfile or compose file"
+                    .to_owned(),
+            );
+            Ok((".".to_owned(), false, root.into_iter().next()))
+        }
+        _ => {
+            let list: Vec<String> = deployable
+                .iter()
+                .map(|(dir, d)| {
+                    format!(
+                        "{dir} ({})",
+                        d.framework
+                            .map(|f| f.as_str())
+                            .unwrap_or(d.language.as_str())
+                    )
+                })
+                .collect();
+            Err(Error::NoApp(format!(
+                "several deployable apps in the {source}: {}; set app_path in preview-config.yml, e.g. app_path: {}",
+                list.join(", "),
+                deployable[0].0
+            )))
+        }
+    }
+}
+
+/// The best detection, with a note about the others found in the same directory.
+fn pick(
+    found: Vec<Detection>,
+    dir: &str,
+    reasons: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<Detection> {
+    let mut iter = found.into_iter();
+    let best = iter.next()?;
+    let others: Vec<Detection> = iter.collect();
+    if !others.is_empty() {
+        let list: Vec<String> = others
+            .iter()
+            .map(|o| format!("{} via {}", o.language, o.evidence))
+            .collect();
+        reasons.push(format!(
+            "language={} because {} is the strongest candidate in {dir} (also found: {})",
+            best.language,
+            best.evidence,
+            list.join(", ")
+        ));
+        if others
+            .iter()
+            .any(|o| o.strength == best.strength && o.strength >= Strength::Plain)
+        {
+            warnings.push(format!(
+                "{dir} holds more than one app ({} and {}); picked {} — set framework in preview-config.yml to choose",
+                best.language,
+                others[0].language,
+                best.language
+            ));
+        }
+    }
+    Some(best)
+}
+
+/// Directories that may hold an app: workspace globs of package.json, pnpm-workspace.yaml and
+/// go.work, then conventional ones. Returns them sorted, with a name for the layout.
+fn workspace_candidates(checkout: &Checkout) -> (Vec<String>, &'static str) {
+    let mut patterns: Vec<String> = Vec::new();
+    let mut source = "repository";
+    if let Some(text) = checkout.peek_text(Path::new("package.json"), MANIFEST_LIMIT)
+        && let Ok(pkg) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        let list = pkg
+            .get("workspaces")
+            .and_then(|w| w.as_array().or_else(|| w.get("packages")?.as_array()));
+        for p in list.into_iter().flatten().filter_map(|p| p.as_str()) {
+            patterns.push(p.to_owned());
+            source = "workspace";
+        }
+    }
+    if let Some(text) = checkout.peek_text(Path::new("pnpm-workspace.yaml"), CONFIG_LIMIT)
+        && let Ok(value) = serde_saphyr::from_str_with_options::<serde_json::Value>(
+            &text,
+            config::parser_options(),
+        )
+    {
+        for p in value
+            .get("packages")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+        {
+            patterns.push(p.to_owned());
+            source = "workspace";
+        }
+    }
+    if let Some(text) = checkout.peek_text(Path::new("go.work"), MANIFEST_LIMIT) {
+        let mut in_use = false;
+        for line in text
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or_default().trim())
+        {
+            if in_use {
+                if line == ")" {
+                    in_use = false;
+                } else if !line.is_empty() {
+                    patterns.push(line.to_owned());
+                }
+            } else if let Some(rest) = line.strip_prefix("use") {
+                let rest = rest.trim();
+                if rest == "(" {
+                    in_use = true;
+                } else if !rest.is_empty() {
+                    patterns.push(rest.to_owned());
+                }
+            }
+            source = "workspace";
+        }
+    }
+    if patterns.is_empty() {
+        source = "repository";
+    }
+    patterns.extend(CONVENTIONAL_PARENTS.iter().map(|p| format!("{p}/*")));
+    patterns.extend(CONVENTIONAL_DIRS.iter().map(|d| (*d).to_owned()));
+
+    let mut dirs = Vec::new();
+    for pattern in patterns {
+        if pattern.starts_with('!') {
+            continue;
+        }
+        let pattern = pattern.trim_end_matches("/**").trim_end_matches('/');
+        let Ok(pattern) = crate::checkout::normalize_relative(pattern.trim_start_matches("./"))
+        else {
+            continue;
+        };
+        if pattern == "." {
+            continue;
+        }
+        if let Some(parent) = pattern.strip_suffix("/*") {
+            if parent.contains('*') {
+                continue;
+            }
+            for entry in checkout.list_dir(&join(parent, ".")).unwrap_or_default() {
+                if entry.kind == crate::checkout::EntryKind::Dir && !entry.name.starts_with('.') {
+                    dirs.push(join_str(parent, &entry.name));
+                }
+            }
+        } else if !pattern.contains('*') && checkout.is_dir(&pattern) {
+            dirs.push(pattern);
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    (dirs, source)
+}
+
+/// Finds and sanitises `docker-compose.preview.yml` in the app dir, then at the root.
+fn find_compose(checkout: &Checkout, app_dir: &str) -> Result<Option<SanitizedCompose>> {
+    let mut dirs = vec![app_dir.to_owned()];
+    if app_dir != "." {
+        dirs.push(".".to_owned());
+    }
+    for dir in dirs {
+        for name in sanitize::FILE_NAMES {
+            let file = join_str(&dir, name);
+            let text = match checkout.read_text(Path::new(&file), CONFIG_LIMIT) {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(Error::TooLarge { limit, .. }) => {
+                    return Err(Error::Config {
+                        file,
+                        line: None,
+                        key: None,
+                        message: format!("the file is larger than the {limit}-byte limit"),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let ctx = SanitizeContext { checkout, file };
+            return sanitize::sanitize(&text, &ctx).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The first port of the first `EXPOSE` in a Dockerfile.
+fn exposed_port(dockerfile: &str) -> Option<u16> {
+    dockerfile.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        words.next().filter(|w| w.eq_ignore_ascii_case("EXPOSE"))?;
+        words.next()?.split('/').next()?.parse().ok()
+    })
+}
+
+/// The error as the single-line JSON object `{"error": "..."}`, for `--json` output.
+pub fn error_json(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+impl Plan {
+    /// The plan as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a plan always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_ports() {
+        assert_eq!(
+            exposed_port("FROM x\nexpose 8081/tcp\nEXPOSE 9\n"),
+            Some(8081)
+        );
+        assert_eq!(exposed_port("FROM x\n"), None);
+    }
+}

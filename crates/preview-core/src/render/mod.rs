@@ -1,0 +1,369 @@
+//! Rendering the generated files from minijinja templates (`templates/*.j2`): the Dockerfile
+//! (from the plan alone), the compose project and the nginx location (from the plan plus the
+//! deployment's identity, ports and limits).
+
+use std::path::PathBuf;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+use serde::Serialize;
+
+use crate::plan::Planned;
+use crate::{Error, Result};
+
+pub mod compose;
+pub mod dockerfile;
+pub mod nginx;
+
+pub use compose::render_compose;
+pub use dockerfile::render_dockerfile;
+pub use nginx::render_nginx;
+
+/// The numeric user the app runs as; no `useradd` needed, and it owns nothing on the host.
+pub const APP_UID: u32 = 10001;
+
+/// Labels on every container, image, network and volume of a preview, so cleanup can find them.
+pub mod labels {
+    /// The deployment id (= the compose project name).
+    pub const DEPLOYMENT: &str = "dev.preview-deployer.deployment";
+    /// `owner/name` of the repository.
+    pub const REPO: &str = "dev.preview-deployer.repo";
+    /// The pull request number.
+    pub const PR: &str = "dev.preview-deployer.pr";
+    /// The commit sha being previewed.
+    pub const SHA: &str = "dev.preview-deployer.sha";
+    /// Always `true`: marks objects the orchestrator manages.
+    pub const MANAGED: &str = "dev.preview-deployer.managed";
+}
+
+/// Resource limits of every container of a preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Compose `mem_limit`, e.g. `512m`.
+    pub memory: String,
+    /// Compose `cpus`, e.g. `0.5`.
+    pub cpus: String,
+    /// Compose `pids_limit`.
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    /// The seed's limits: 512 MB and half a CPU, plus a pids limit against fork bombs.
+    fn default() -> Self {
+        Self {
+            memory: "512m".to_owned(),
+            cpus: "0.5".to_owned(),
+            pids: 256,
+        }
+    }
+}
+
+/// What rendering needs beyond the plan: who the preview is, where things are, and its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderInput {
+    /// The deployment id; also the compose project name (`[a-z0-9][a-z0-9_-]*`, at most 63).
+    pub deployment_id: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// The PR number.
+    pub pr: u64,
+    /// The commit being previewed (40 hex digits).
+    pub sha: String,
+    /// The URL path segment of the repo: the preview lives at `/{slug}/pr-{pr}/`.
+    pub slug: String,
+    /// The port on 127.0.0.1 the app is published on.
+    pub host_port: u16,
+    /// The checkout, absolute: build contexts and bind mounts are resolved against it.
+    pub checkout_dir: PathBuf,
+    /// Where the caller writes the generated Dockerfile, absolute; compose points at it.
+    pub dockerfile_path: PathBuf,
+    /// Limits of every container.
+    pub limits: Limits,
+    /// Per-deployment secret (at least 16 of `[A-Za-z0-9]`): database passwords, Laravel's APP_KEY.
+    pub secret: String,
+    /// The preview's public URL, when known (given to the app as PREVIEW_URL).
+    pub public_url: Option<String>,
+    /// How long the app gets to stop before it is killed (compose `stop_grace_period`).
+    pub stop_grace_period: String,
+}
+
+impl RenderInput {
+    /// An input with the default limits and grace period.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        deployment_id: impl Into<String>,
+        repo: impl Into<String>,
+        pr: u64,
+        sha: impl Into<String>,
+        slug: impl Into<String>,
+        host_port: u16,
+        checkout_dir: impl Into<PathBuf>,
+        dockerfile_path: impl Into<PathBuf>,
+        secret: impl Into<String>,
+    ) -> Self {
+        Self {
+            deployment_id: deployment_id.into(),
+            repo: repo.into(),
+            pr,
+            sha: sha.into(),
+            slug: slug.into(),
+            host_port,
+            checkout_dir: checkout_dir.into(),
+            dockerfile_path: dockerfile_path.into(),
+            limits: Limits::default(),
+            secret: secret.into(),
+            public_url: None,
+            stop_grace_period: "3s".to_owned(),
+        }
+    }
+
+    /// The URL path prefix, `/{slug}/pr-{pr}`.
+    pub fn path_prefix(&self) -> String {
+        format!("/{}/pr-{}", self.slug, self.pr)
+    }
+
+    /// Checks every field that reaches a generated file.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: &str| {
+            Err(Error::Invalid {
+                field: field.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        let id = &self.deployment_id;
+        if id.is_empty()
+            || id.len() > 63
+            || !id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return bad(
+                "deployment id",
+                "must be 1-63 of [a-z0-9_-], starting with a letter or digit",
+            );
+        }
+        let (owner, name) = self.repo.split_once('/').unwrap_or_default();
+        let part_ok = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 100
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !part_ok(owner) || !part_ok(name) {
+            return bad("repo", "must be owner/name");
+        }
+        if self.sha.len() != 40 || !self.sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return bad("sha", "must be 40 hex digits");
+        }
+        if self.slug.is_empty()
+            || self.slug.len() > 80
+            || !self
+                .slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return bad("slug", "must be [a-z0-9-]");
+        }
+        if self.pr == 0 {
+            return bad("pr", "must be positive");
+        }
+        if self.host_port == 0 {
+            return bad("host port", "must be 1-65535");
+        }
+        if !self.checkout_dir.is_absolute() || !self.dockerfile_path.is_absolute() {
+            return bad(
+                "paths",
+                "the checkout dir and Dockerfile path must be absolute",
+            );
+        }
+        for p in [&self.checkout_dir, &self.dockerfile_path] {
+            if p.to_str()
+                .is_none_or(|s| s.chars().any(|c| c.is_control() || c == '$'))
+            {
+                return bad("paths", "must be UTF-8 without control characters or `$`");
+            }
+        }
+        if self.secret.len() < 16 || !self.secret.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return bad("secret", "must be at least 16 of [A-Za-z0-9]");
+        }
+        let l = &self.limits;
+        if !l.memory.chars().all(|c| c.is_ascii_alphanumeric()) || l.memory.is_empty() {
+            return bad("limits.memory", "e.g. 512m");
+        }
+        if l.cpus.parse::<f64>().map_or(true, |c| c <= 0.0) {
+            return bad("limits.cpus", "a positive number");
+        }
+        if let Some(url) = &self.public_url
+            && (url.chars().any(|c| c.is_control() || c.is_whitespace())
+                || !url.starts_with("http"))
+        {
+            return bad("public url", "an http(s) URL");
+        }
+        if !self
+            .stop_grace_period
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric())
+        {
+            return bad("stop grace period", "e.g. 3s");
+        }
+        Ok(())
+    }
+}
+
+/// Everything rendered for one preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The generated Dockerfile; `None` when the repo's own image is used.
+    pub dockerfile: Option<String>,
+    /// The compose file.
+    pub compose: String,
+    /// The nginx location block, to be included inside the base config's `server`.
+    pub nginx: String,
+}
+
+impl Rendered {
+    /// The files with conventional names: `Dockerfile` (if generated), `docker-compose.yml`,
+    /// `nginx.conf`.
+    pub fn files(&self) -> Vec<(&'static str, &str)> {
+        let mut files = Vec::new();
+        if let Some(d) = &self.dockerfile {
+            files.push(("Dockerfile", d.as_str()));
+        }
+        files.push(("docker-compose.yml", self.compose.as_str()));
+        files.push(("nginx.conf", self.nginx.as_str()));
+        files
+    }
+}
+
+/// Renders all three files.
+pub fn render(planned: &Planned, input: &RenderInput) -> Result<Rendered> {
+    input.validate()?;
+    Ok(Rendered {
+        dockerfile: render_dockerfile(&planned.plan)?,
+        compose: render_compose(planned, input)?,
+        nginx: render_nginx(input)?,
+    })
+}
+
+/// The template environment: strict about undefined values, no HTML escaping, block tags on
+/// their own lines.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the default delimiters are valid"),
+    );
+    // JSON without HTML escaping: valid as a Dockerfile exec form and as a YAML scalar.
+    env.add_filter(
+        "json",
+        |value: Value| -> std::result::Result<String, minijinja::Error> {
+            serde_json::to_string(&value).map_err(|e| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    "cannot serialise to JSON",
+                )
+                .with_source(e)
+            })
+        },
+    );
+    // A mapping key: bare when plain YAML reads it back as the same string, JSON-quoted otherwise.
+    env.add_filter("key", |value: String| -> String {
+        let plain = value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            && !matches!(
+                value.to_ascii_lowercase().as_str(),
+                "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
+            );
+        if plain {
+            value
+        } else {
+            serde_json::Value::String(value).to_string()
+        }
+    });
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .unwrap_or_else(|e| panic!("template {name} does not parse: {e:#}"));
+    }
+    env
+}
+
+const TEMPLATES: [(&str, &str); 7] = [
+    (
+        "Dockerfile.node.j2",
+        include_str!("../../templates/Dockerfile.node.j2"),
+    ),
+    (
+        "Dockerfile.python.j2",
+        include_str!("../../templates/Dockerfile.python.j2"),
+    ),
+    (
+        "Dockerfile.go.j2",
+        include_str!("../../templates/Dockerfile.go.j2"),
+    ),
+    (
+        "Dockerfile.php.j2",
+        include_str!("../../templates/Dockerfile.php.j2"),
+    ),
+    (
+        "Dockerfile.rust.j2",
+        include_str!("../../templates/Dockerfile.rust.j2"),
+    ),
+    (
+        "docker-compose.yml.j2",
+        include_str!("../../templates/docker-compose.yml.j2"),
+    ),
+    (
+        "nginx-location.conf.j2",
+        include_str!("../../templates/nginx-location.conf.j2"),
+    ),
+];
+
+fn render_template(name: &str, ctx: impl Serialize) -> Result<String> {
+    let env = environment();
+    let template = env.get_template(name).map_err(|e| Error::Render {
+        template: name.to_owned(),
+        message: format!("{e:#}"),
+    })?;
+    template
+        .render(Value::from(minijinja::value::Serde(ctx)))
+        .map_err(|e| Error::Render {
+            template: name.to_owned(),
+            message: format!("{e:#}"),
+        })
+}
+
+impl RenderInput {
+    /// An input for a preview known by its validated ids (see [`crate::id`]).
+    pub fn for_preview(
+        id: &crate::id::PreviewId,
+        repo: &crate::id::RepoFullName,
+        sha: &crate::id::CommitSha,
+        host_port: u16,
+        checkout_dir: impl Into<PathBuf>,
+        dockerfile_path: impl Into<PathBuf>,
+        secret: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            id.as_str(),
+            repo.full_name(),
+            u64::from(id.pr().get()),
+            sha.as_str(),
+            id.slug().as_str(),
+            host_port,
+            checkout_dir,
+            dockerfile_path,
+            secret,
+        )
+    }
+}
