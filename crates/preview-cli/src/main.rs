@@ -2,6 +2,7 @@
 
 mod commands;
 mod plan;
+mod up;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,8 @@ Examples:
   preview init                # answer a few questions
   preview setup               # create and configure the server, add the webhooks
   preview status              # server health and live previews
-  preview plan ./my-app       # what would be built for a checkout, and why"
+  preview plan ./my-app       # what would be built for a checkout, and why
+  preview up ./my-app         # build and run it here, no server needed"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +40,8 @@ enum Command {
     Destroy(commands::DestroyArgs),
     /// Show what would be built for a checkout, and why; optionally write the generated files
     Plan(plan::PlanArgs),
+    /// Build and run a checkout on this machine, no server needed; Ctrl-C removes it
+    Up(up::UpArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Destroy(args) => commands::destroy::run(args).await,
             Command::Plan(args) => plan::run(args),
+            Command::Up(args) => up::run(args).await,
         }
     });
     match result {

@@ -102,7 +102,7 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
 }
 
 /// 24 random alphanumerics from the kernel, for database passwords in written files.
-fn random_secret() -> Result<String> {
+pub(crate) fn random_secret() -> Result<String> {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))

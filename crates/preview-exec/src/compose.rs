@@ -87,6 +87,15 @@ impl Compose {
             .timeout(self.short_timeout))
     }
 
+    /// `down` by project name alone (v2+ finds it by its labels), for projects whose files are gone.
+    pub fn down_project(&self, project: &str) -> Result<Cmd> {
+        validate_project_name(project)?;
+        Ok(self
+            .base("remove an orphaned preview")
+            .args(["-p", project, "down", "--volumes", "--remove-orphans", "--timeout", "5"])
+            .timeout(self.short_timeout))
+    }
+
     /// `config --quiet`: validates the file as Compose would read it.
     pub fn config(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
         Ok(self
