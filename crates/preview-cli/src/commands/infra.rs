@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::config::Config;
 use super::home::{Home, ensure_private_dir, remove_if_exists, write_private};
-use super::remote::{ORCHESTRATOR_URL, Remote};
+use super::remote::Remote;
 use super::state::ServerInfo;
 
 /// The tfvars file the CLI writes into terraform's working directory (no secrets in it).
@@ -228,16 +228,18 @@ pub async fn run_playbook(inputs: &PlaybookInputs<'_>, home: &Home, log: &Path) 
     ensure_private_dir(&dir)?;
     let inventory = dir.join("inventory.yml");
     let vars = dir.join("vars.yml");
+    let secrets = dir.join("secrets.yml");
     let ssh_args = inputs
         .remote
         .ssh_options()
         .iter()
         .skip(2) // the key goes in ansible_ssh_private_key_file
-        .map(|a| a.to_string_lossy().into_owned())
+        .map(|a| super::remote::shell_quote(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ");
+    // The group name is the playbook's `hosts:`.
     let inventory_doc = json!({
-        "all": {
+        "preview_servers": {
             "hosts": {
                 "preview": {
                     "ansible_host": inputs.remote.host(),
@@ -253,33 +255,39 @@ pub async fn run_playbook(inputs: &PlaybookInputs<'_>, home: &Home, log: &Path) 
         serde_saphyr::to_string(&inventory_doc).context("serialising inventory")?;
     write_private(&inventory, inventory_text.as_bytes())?;
 
-    let base_url = match &config.tls {
-        Some(tls) => format!("https://{}", tls.domain),
-        None => format!("http://{}", inputs.remote.host()),
-    };
+    // Names as in ansible/group_vars/all.yml; an empty base URL lets the role derive it.
     let vars_doc = json!({
-        "github_token": inputs.github_token,
-        "github_webhook_secret": inputs.webhook_secret,
-        "orchestrator_api_token": inputs.api_token,
-        "allowed_repos": config.github.repositories,
-        "preview_base_url": base_url,
-        "cleanup_ttl_days": config.previews.ttl_days,
-        "max_concurrent_previews": config.previews.max_previews,
-        "orchestrator_binary": inputs.binary,
-        "orchestrator_url": ORCHESTRATOR_URL,
-        "preview_domain": config.tls.as_ref().map(|t| t.domain.clone()),
-        "letsencrypt_email": config.tls.as_ref().map(|t| t.email.clone()),
+        "orchestrator_allowed_repos": config.github.repositories,
+        "orchestrator_cleanup_ttl_days": config.previews.ttl_days,
+        "orchestrator_max_concurrent_previews": config.previews.max_previews,
+        "orchestrator_binary_src": inputs.binary,
+        "nginx_domain": config.tls.as_ref().map(|t| t.domain.clone()).unwrap_or_default(),
+        "nginx_letsencrypt_email": config.tls.as_ref().map(|t| t.email.clone()).unwrap_or_default(),
     });
     let vars_text = serde_saphyr::to_string(&vars_doc).context("serialising ansible vars")?;
     write_private(&vars, vars_text.as_bytes())?;
+    // As in ansible/secrets.example.yml.
+    let secrets_doc = json!({
+        "orchestrator_github_token": inputs.github_token,
+        "orchestrator_webhook_secret": inputs.webhook_secret,
+        "orchestrator_api_token": inputs.api_token,
+    });
+    let secrets_text =
+        serde_saphyr::to_string(&secrets_doc).context("serialising ansible secrets")?;
+    write_private(&secrets, secrets_text.as_bytes())?;
 
-    let mut vars_arg = std::ffi::OsString::from("@");
-    vars_arg.push(&vars);
+    let at = |path: &Path| {
+        let mut arg = std::ffi::OsString::from("@");
+        arg.push(path);
+        arg
+    };
     let result = Cmd::new("ansible-playbook", "configure the server with Ansible")
         .arg("-i")
         .arg(&inventory)
         .arg("-e")
-        .arg(vars_arg)
+        .arg(at(&vars))
+        .arg("-e")
+        .arg(at(&secrets))
         .arg(&playbook)
         .current_dir(config.ansible_source())
         .env("ANSIBLE_NOCOLOR", "1")
@@ -293,7 +301,7 @@ pub async fn run_playbook(inputs: &PlaybookInputs<'_>, home: &Home, log: &Path) 
         .run()
         .await;
     // The secrets stay on disk only for the playbook's run.
-    let removed = remove_if_exists(&vars);
+    let removed = remove_if_exists(&secrets);
     result?;
     removed?;
     Ok(())

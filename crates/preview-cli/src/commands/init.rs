@@ -512,10 +512,10 @@ fn default_ssh_key() -> Option<String> {
 /// the checkout this binary was built from.
 fn find_infra_dir() -> Option<PathBuf> {
     let is_infra = |d: &Path| d.join("terraform").is_dir() && d.join("ansible").is_dir();
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Some(found) = cwd.ancestors().find(|d| is_infra(d)) {
-            return Some(found.to_owned());
-        }
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(found) = cwd.ancestors().find(|d| is_infra(d))
+    {
+        return Some(found.to_owned());
     }
     let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     built_from.canonicalize().ok().filter(|d| is_infra(d))

@@ -17,11 +17,12 @@ use super::state::ServerInfo;
 /// Where the orchestrator listens on the server (`ORCHESTRATOR_PORT`, default 3000).
 pub const ORCHESTRATOR_URL: &str = "http://127.0.0.1:3000";
 /// The orchestrator's systemd unit.
-pub const ORCHESTRATOR_UNIT: &str = "preview-orchestrator";
-/// The orchestrator binary on the server, as the playbook installs it.
+pub const ORCHESTRATOR_UNIT: &str = preview_infra::ORCHESTRATOR_UNIT;
+/// The orchestrator binary on the server, as the playbook installs it
+/// (`{{ orchestrator_home }}/bin/preview-orchestrator`).
 pub const ORCHESTRATOR_BINARY: &str = "/opt/preview-deployer/bin/preview-orchestrator";
 
-/// `GET /health`.
+/// `GET /health`. The orchestrator writes camelCase keys; snake_case is accepted too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     /// `ok` when healthy.
@@ -30,18 +31,22 @@ pub struct Health {
     #[serde(default)]
     pub version: Option<String>,
     /// Seconds since the orchestrator started.
-    #[serde(default)]
+    #[serde(default, alias = "uptimeSeconds")]
     pub uptime_seconds: Option<u64>,
     /// Jobs waiting.
-    #[serde(default)]
+    #[serde(default, alias = "queueDepth")]
     pub queue_depth: Option<u64>,
+    /// Jobs running.
+    #[serde(default, alias = "activeJobs", skip_serializing_if = "Option::is_none")]
+    pub active_jobs: Option<u64>,
     /// Whether Docker answers.
     #[serde(default)]
     pub docker: Option<bool>,
 }
 
-/// One preview in `GET /api/previews`.
+/// One preview in `GET /api/previews`, in the CLI's own (snake_case) shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PreviewWire")]
 pub struct Preview {
     /// Preview id, used in `DELETE /api/previews/{id}`.
     pub id: String,
@@ -52,23 +57,72 @@ pub struct Preview {
     /// running, building, failed, ...
     pub status: String,
     /// Public URL.
-    #[serde(default)]
     pub url: Option<String>,
     /// Host port of the app.
-    #[serde(default)]
     pub app_port: Option<u16>,
     /// Host port of the database, if any.
-    #[serde(default)]
     pub db_port: Option<u16>,
     /// RFC 3339.
-    #[serde(default)]
     pub created_at: Option<String>,
     /// RFC 3339.
-    #[serde(default)]
     pub updated_at: Option<String>,
     /// Deployed commit.
-    #[serde(default)]
     pub sha: Option<String>,
+}
+
+/// What the orchestrator sends: its deployment record (camelCase, `prNumber`, `ports: {app, db}`)
+/// or the flat snake_case shape; unknown keys are ignored so a newer server still reads.
+#[derive(Debug, Deserialize)]
+struct PreviewWire {
+    id: String,
+    repo: String,
+    #[serde(alias = "prNumber", alias = "pr_number")]
+    pr: u64,
+    status: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default, alias = "appPort")]
+    app_port: Option<u16>,
+    #[serde(default, alias = "dbPort")]
+    db_port: Option<u16>,
+    #[serde(default)]
+    ports: Option<WirePorts>,
+    #[serde(default, alias = "createdAt")]
+    created_at: Option<String>,
+    #[serde(default, alias = "updatedAt")]
+    updated_at: Option<String>,
+    #[serde(default, alias = "deployedSha")]
+    sha: Option<String>,
+    #[serde(default, alias = "headSha")]
+    head_sha: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WirePorts {
+    app: Option<u16>,
+    #[serde(default)]
+    db: Option<u16>,
+}
+
+impl From<PreviewWire> for Preview {
+    fn from(w: PreviewWire) -> Self {
+        let ports = w.ports.unwrap_or(WirePorts {
+            app: None,
+            db: None,
+        });
+        Self {
+            id: w.id,
+            repo: w.repo,
+            pr: w.pr,
+            status: w.status,
+            url: w.url,
+            app_port: w.app_port.or(ports.app),
+            db_port: w.db_port.or(ports.db),
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            sha: w.sha.or(w.head_sha),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,11 +200,6 @@ impl Remote {
     /// The private key.
     pub fn key(&self) -> &std::path::Path {
         &self.key
-    }
-
-    /// The known_hosts file kept in the preview-deployer directory.
-    pub fn known_hosts(&self) -> &std::path::Path {
-        &self.known_hosts
     }
 
     /// Options shared by ssh, rsync's ssh and ansible: the key, batch mode, and host keys
@@ -488,5 +537,28 @@ mod tests {
         .unwrap();
         assert_eq!(list.previews[0].pr, 1);
         assert_eq!(list.previews[0].db_port, None);
+    }
+
+    #[test]
+    fn parses_the_orchestrators_camel_case_records() {
+        let health: Health = serde_json::from_str(
+            r#"{"status":"ok","version":"0.1.0","uptimeSeconds":5,"queueDepth":2,"activeJobs":1,"livePreviews":3,"docker":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (health.uptime_seconds, health.queue_depth),
+            (Some(5), Some(2))
+        );
+        let list: PreviewList = serde_json::from_str(
+            r#"{"previews":[{"id":"acme-api-pr-7","repo":"acme/api","slug":"acme-api","prNumber":7,
+            "status":"running","url":"http://x/acme-api/pr-7/","createdAt":"2025-01-01T00:00:00Z",
+            "updatedAt":"2025-01-01T01:00:00Z","headSha":"abc","deployedSha":"abc","generation":3,
+            "ports":{"app":8001,"db":9001}}]}"#,
+        )
+        .unwrap();
+        let p = &list.previews[0];
+        assert_eq!((p.pr, p.app_port, p.db_port), (7, Some(8001), Some(9001)));
+        assert_eq!(p.created_at.as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(p.sha.as_deref(), Some("abc"));
     }
 }

@@ -94,15 +94,14 @@ async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<Stat
         Ok(previews) => report.previews = previews,
         Err(err) => report.error = Some(format!("{err:#}")),
     }
-    if report.error.is_none() {
-        if let Some(health) = &report.health {
-            if health.status != "ok" {
-                report.error = Some(format!(
-                    "the orchestrator reports status {:?}",
-                    health.status
-                ));
-            }
-        }
+    if report.error.is_none()
+        && let Some(health) = &report.health
+        && health.status != "ok"
+    {
+        report.error = Some(format!(
+            "the orchestrator reports status {:?}",
+            health.status
+        ));
     }
     Ok(report)
 }

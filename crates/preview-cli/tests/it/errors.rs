@@ -1,0 +1,114 @@
+//! What the operator sees when something is missing or wrong.
+
+use crate::harness::Bed;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_shows_an_example_in_its_help() {
+    let bed = Bed::new().await;
+    for command in ["init", "setup", "sync", "status", "destroy"] {
+        let run = bed.run(bed.preview(&[command, "--help"])).await;
+        run.ok();
+        assert!(
+            run.stdout.contains("Example"),
+            "{command} --help:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains(&format!("preview {command}")),
+            "{command}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_tool_says_what_to_install() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    std::fs::create_dir(bed.path("partial")).unwrap();
+    for tool in ["ssh", "ansible-playbook"] {
+        std::fs::copy(
+            bed.path(&format!("bin/{tool}")),
+            bed.path(&format!("partial/{tool}")),
+        )
+        .unwrap();
+    }
+    let mut cmd = bed.preview(&["setup", "--yes"]);
+    cmd.env("PATH", bed.path("partial"));
+    let run = bed.run(cmd).await;
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("`terraform` is not on PATH: install Terraform"),
+        "{run:?}"
+    );
+    assert_eq!(bed.call_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_config_names_the_key() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    let path = bed.pd("config.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("ttl_days:", "ttl_dayz:")).unwrap();
+    let run = bed.run(bed.preview(&["status"])).await;
+    run.failed();
+    assert!(run.stderr.contains("ttl_dayz"), "{run:?}");
+    std::fs::write(&path, text.replace("region: fra1", "region: mars1")).unwrap();
+    let run = bed.run(bed.preview(&["status"])).await;
+    run.failed();
+    assert!(
+        run.stderr.contains("digitalocean.region: \"mars1\""),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_error_names_the_host() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binary = bed.path("preview-orchestrator");
+    let mut cmd = bed.preview(&["setup", "--yes", "--binary", binary.to_str().unwrap()]);
+    cmd.env("GITHUB_API_URL", format!("http://127.0.0.1:{port}"));
+    let run = bed.run(cmd).await;
+    run.failed();
+    assert!(
+        run.stderr.contains("setup stopped in phase `webhooks`"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach the GitHub API at 127.0.0.1:{port}")),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_refuses_secrets_missing_from_the_environment_and_differing_values() {
+    let bed = Bed::new().await;
+    let mut cmd = bed.preview(&["init", "--non-interactive", "--repo", "acme/api"]);
+    cmd.env("PREVIEW_INFRA_DIR", bed.path("infra"));
+    let run = bed.run(cmd).await;
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("set PREVIEW_DO_TOKEN or DIGITALOCEAN_TOKEN"),
+        "{run:?}"
+    );
+    assert!(!bed.pd("config.yml").exists());
+
+    bed.init().await.ok();
+    let mut cmd = bed.preview(&["init", "--non-interactive", "--repo", "acme/other"]);
+    cmd.env("PREVIEW_INFRA_DIR", bed.path("infra"));
+    let run = bed.run(cmd).await;
+    run.failed();
+    assert!(
+        run.stderr.contains("github.repositories differs"),
+        "{run:?}"
+    );
+}

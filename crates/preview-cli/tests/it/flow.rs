@@ -1,0 +1,311 @@
+//! init → setup (failing once in ansible, then resuming) → status → sync → destroy.
+
+use crate::harness::{Bed, DO_TOKEN, GH_TOKEN, REPOS, SERVER_IP, mode};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_setup_status_sync_destroy() {
+    let bed = Bed::new().await;
+
+    // init, non-interactive.
+    let init = bed.init().await;
+    init.ok();
+    assert!(init.stdout.contains("Secrets stored in"), "{init:?}");
+    assert!(init.stdout.contains("(file)"), "{init:?}");
+    let config = std::fs::read_to_string(bed.pd("config.yml")).unwrap();
+    insta::assert_snapshot!("config", bed.normalise(&config));
+    assert_eq!(mode(&bed.pd("config.yml")), 0o600);
+    assert_eq!(mode(&bed.pd("secrets.yml")), 0o600);
+    assert_eq!(mode(&bed.pd("")), 0o700);
+    let secrets = bed.all_secrets();
+    assert_eq!(secrets[2].len(), 64, "generated webhook secret");
+    assert_eq!(secrets[3].len(), 64, "generated API token");
+    for secret in &secrets {
+        assert!(
+            !config.contains(secret.as_str()),
+            "a secret leaked into config.yml"
+        );
+        assert!(!init.stdout.contains(secret.as_str()) && !init.stderr.contains(secret.as_str()));
+    }
+
+    // init again with the same values is a no-op.
+    let again = bed.init().await;
+    again.ok();
+    assert!(again.stdout.contains("Already initialised"), "{again:?}");
+    assert_eq!(
+        bed.all_secrets(),
+        secrets,
+        "a re-run must keep the generated secrets"
+    );
+
+    // setup, with ansible failing once.
+    std::fs::write(bed.path("rec/ansible-fail-next"), "").unwrap();
+    let first = bed.setup().await;
+    first.failed();
+    assert!(
+        first.stderr.contains("setup stopped in phase `ansible`"),
+        "{first:?}"
+    );
+    let log_line = first
+        .stderr
+        .lines()
+        .find(|l| l.contains("full log: "))
+        .expect("the log path is printed on failure");
+    let log_path = log_line.rsplit("full log: ").next().unwrap().trim();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("simulated failure"),
+        "the log holds the tool output:\n{log}"
+    );
+    assert!(log.contains("Plan: 6 to add"), "{log}");
+    let after_failure = bed.call_count();
+
+    let second = bed.setup().await;
+    second.ok();
+    assert!(
+        second
+            .stderr
+            .contains("✓ terraform: done by an earlier run"),
+        "{second:?}"
+    );
+    assert!(
+        second.stderr.contains("✓ ssh: done by an earlier run"),
+        "{second:?}"
+    );
+    assert!(
+        second
+            .stdout
+            .contains(&format!("Server {SERVER_IP} is ready")),
+        "{second:?}"
+    );
+    let resumed: Vec<String> = bed.calls()[after_failure..].to_vec();
+    assert!(
+        resumed[0].starts_with("ansible-playbook"),
+        "the second run starts at the failed phase: {resumed:#?}"
+    );
+    assert!(
+        !resumed.iter().any(|c| c.starts_with("terraform")),
+        "{resumed:#?}"
+    );
+
+    // Secrets reached terraform through its environment only.
+    let calls = bed.calls();
+    let plan = calls
+        .iter()
+        .position(|c| c.starts_with("terraform ⇥ plan"))
+        .unwrap();
+    assert!(
+        bed.env_of(plan, "terraform")
+            .contains(&format!("TF_VAR_do_token={DO_TOKEN}\n"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(bed.path("rec/tfvars.mode"))
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    let tfvars = std::fs::read_to_string(bed.path("rec/tfvars.json")).unwrap();
+    assert!(
+        tfvars.contains("\"ssh_public_key\": \"ssh-ed25519 AAAA"),
+        "{tfvars}"
+    );
+    // and reached Ansible through 0600 files, the secret one removed after the run.
+    let files = std::fs::read_to_string(bed.path("rec/ansible-files")).unwrap();
+    assert_eq!(
+        files,
+        "600 vars.yml\n600 secrets.yml\n600 vars.yml\n600 secrets.yml\n"
+    );
+    let ansible_secrets = std::fs::read_to_string(bed.path("rec/ansible-secrets.yml")).unwrap();
+    assert!(ansible_secrets.contains(GH_TOKEN) && ansible_secrets.contains(&secrets[2]));
+    assert!(
+        !bed.pd("ansible/secrets.yml").exists(),
+        "the ansible secrets file outlived the run"
+    );
+    let inventory = std::fs::read_to_string(bed.pd("ansible/inventory.yml")).unwrap();
+    insta::assert_snapshot!("inventory", bed.normalise(&inventory));
+
+    // Webhooks: created (the existing unrelated hook is left alone), then pinged.
+    let requests = bed.github_requests().await;
+    assert_eq!(
+        requests,
+        [
+            "GET /repos/acme/api/hooks",
+            "POST /repos/acme/api/hooks",
+            "GET /repos/acme/web/hooks",
+            "POST /repos/acme/web/hooks",
+            "POST /repos/acme/api/hooks/101/pings",
+            "POST /repos/acme/web/hooks/102/pings",
+        ]
+    );
+    let received = bed.github.received_requests().await.unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert_eq!(created["events"], serde_json::json!(["pull_request"]));
+    assert_eq!(created["config"]["content_type"], "json");
+    assert_eq!(
+        created["config"]["url"],
+        format!("http://{SERVER_IP}/webhook/github")
+    );
+    assert_eq!(created["config"]["secret"], secrets[2].as_str());
+    assert_eq!(
+        received[1].headers.get("authorization").unwrap(),
+        &format!("Bearer {GH_TOKEN}")
+    );
+
+    // status, as JSON and as a table.
+    let before_status = bed.call_count();
+    let status = bed.run(bed.preview(&["status", "--json"])).await;
+    status.ok();
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(report["reachable"], true);
+    assert_eq!(report["server"]["ip"], SERVER_IP);
+    assert_eq!(report["health"]["version"], "0.1.0");
+    assert_eq!(report["health"]["queue_depth"], 1);
+    assert_eq!(report["previews"].as_array().unwrap().len(), 2);
+    assert_eq!(report["previews"][0]["pr"], 7);
+    assert_eq!(report["previews"][0]["app_port"], 8001);
+    assert_eq!(report["previews"][0]["db_port"], 9001);
+    let api_call = before_status + 1;
+    assert!(
+        bed.stdin_of(api_call)
+            .contains(&format!("Authorization: Bearer {}", secrets[3])),
+        "the API token travels on stdin"
+    );
+    let table = bed.run(bed.preview(&["status"])).await;
+    table.ok();
+    assert!(table.stdout.contains("Orchestrator 0.1.0 ok"), "{table:?}");
+    assert!(table.stdout.contains("acme/api") && table.stdout.contains("app 8001, db 9001"));
+
+    // sync.
+    let sync = bed
+        .run(bed.preview(&[
+            "sync",
+            "--binary",
+            bed.path("preview-orchestrator").to_str().unwrap(),
+            "--health-timeout",
+            "5",
+        ]))
+        .await;
+    sync.ok();
+    assert!(
+        sync.stdout.contains("Orchestrator 0.2.0 is live"),
+        "{sync:?}"
+    );
+
+    // destroy.
+    let destroy = bed.run(bed.preview(&["destroy", "--yes"])).await;
+    destroy.ok();
+    assert!(
+        destroy
+            .stderr
+            .contains("✓ previews: 2 preview(s) torn down"),
+        "{destroy:?}"
+    );
+    assert!(
+        destroy.stderr.contains("✓ webhooks: 2 deleted"),
+        "{destroy:?}"
+    );
+    assert!(!bed.pd("config.yml").exists());
+    assert!(!bed.pd("secrets.yml").exists());
+    assert!(!bed.pd("state.json").exists());
+    let requests = bed.github_requests().await;
+    assert_eq!(
+        requests[requests.len() - 2..],
+        [
+            "DELETE /repos/acme/api/hooks/101",
+            "DELETE /repos/acme/web/hooks/102"
+        ]
+    );
+
+    // The exact calls, in order, and no secret in any argv.
+    insta::assert_snapshot!("calls", bed.calls().join("\n"));
+    let argv = bed.recorded_argv();
+    for secret in &secrets {
+        assert!(
+            !argv.contains(secret.as_str()),
+            "a secret appeared on a command line"
+        );
+    }
+    for repo in REPOS {
+        assert!(requests.iter().any(|r| r.contains(repo)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_rolls_back_when_the_new_version_is_not_healthy() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    bed.setup().await.ok();
+    std::fs::write(bed.path("rec/break-new-binary"), "").unwrap();
+    let before = bed.call_count();
+    let sync = bed
+        .run(bed.preview(&[
+            "sync",
+            "--binary",
+            bed.path("preview-orchestrator").to_str().unwrap(),
+            "--health-timeout",
+            "2",
+        ]))
+        .await;
+    sync.failed();
+    assert!(
+        sync.stderr.contains("previous binary was restored"),
+        "{sync:?}"
+    );
+    assert!(sync.stderr.contains("✓ rollback"), "{sync:?}");
+    let calls = bed.calls()[before..].join("\n");
+    assert!(
+        calls.contains("cp -p /opt/preview-deployer/bin/preview-orchestrator.previous"),
+        "{calls}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bed.path("rec/server-version")).unwrap(),
+        "0.1.0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_reports_every_step_and_keeps_config_when_one_fails() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    bed.setup().await.ok();
+    // GitHub now fails to delete hooks.
+    bed.github.reset().await;
+    wiremock::Mock::given(wiremock::matchers::method("DELETE"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(500)
+                .set_body_json(serde_json::json!({"message": "boom"})),
+        )
+        .mount(&bed.github)
+        .await;
+    let destroy = bed.run(bed.preview(&["destroy", "--yes"])).await;
+    destroy.failed();
+    assert!(destroy.stderr.contains("✓ previews"), "{destroy:?}");
+    assert!(destroy.stderr.contains("✗ webhooks"), "{destroy:?}");
+    assert!(
+        destroy.stderr.contains("✓ terraform destroy"),
+        "{destroy:?}"
+    );
+    assert!(
+        destroy
+            .stderr
+            .contains("kept, because an earlier step failed"),
+        "{destroy:?}"
+    );
+    assert!(
+        destroy
+            .stderr
+            .contains("destroy did not complete: webhooks failed"),
+        "{destroy:?}"
+    );
+    assert!(
+        destroy
+            .stderr
+            .contains("answered 500 Internal Server Error: boom"),
+        "{destroy:?}"
+    );
+    assert!(bed.pd("config.yml").exists() && bed.pd("secrets.yml").exists());
+    let state = std::fs::read_to_string(bed.pd("state.json")).unwrap();
+    assert!(
+        state.contains("\"acme/api\": 101"),
+        "the hooks stay recorded for a retry: {state}"
+    );
+}
