@@ -112,3 +112,67 @@ async fn init_refuses_secrets_missing_from_the_environment_and_differing_values(
         "{run:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_force_overwrites_the_config_and_keeps_generated_secrets() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    let webhook_secret = bed.secret("webhook_secret");
+    let mut cmd = bed.preview(&[
+        "init",
+        "--non-interactive",
+        "--force",
+        "--repo",
+        "acme/other",
+        "--ttl-days",
+        "3",
+    ]);
+    cmd.env("PREVIEW_INFRA_DIR", bed.path("infra"));
+    bed.run(cmd).await.ok();
+    let config = std::fs::read_to_string(bed.pd("config.yml")).unwrap();
+    assert!(
+        config.contains("- acme/other") && !config.contains("acme/api"),
+        "{config}"
+    );
+    assert!(config.contains("ttl_days: 3"), "{config}");
+    assert_eq!(bed.secret("webhook_secret"), webhook_secret);
+    assert_eq!(bed.secret("do_token"), crate::harness::DO_TOKEN);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_will_not_apply_unconfirmed_without_a_terminal() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    let run = bed.run(bed.preview(&["setup"])).await;
+    run.failed();
+    assert!(
+        run.stderr.contains(
+            "terraform would apply `Plan: 6 to add, 0 to change, 0 to destroy.`; pass --yes"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        !bed.calls()
+            .iter()
+            .any(|c| c.starts_with("terraform ⇥ apply"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_before_init_say_to_run_it() {
+    let bed = Bed::new().await;
+    for args in [
+        &["setup", "--yes"][..],
+        &["sync"],
+        &["status"],
+        &["destroy", "--yes"],
+    ] {
+        let command = args[0];
+        let run = bed.run(bed.preview(args)).await;
+        run.failed();
+        assert!(
+            run.stderr.contains("run `preview init` first"),
+            "{command}: {run:?}"
+        );
+    }
+}
