@@ -1,1 +1,74 @@
-fn main() {}
+//! `preview-orchestrator`: the daemon. See the library for what it does.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use preview_orchestrator::config::ConfigError;
+use preview_orchestrator::{
+    Config, DryRunRunner, JobRunner, MissingRuntime, Orchestrator, telemetry,
+};
+
+fn main() -> std::process::ExitCode {
+    let config = match Config::load(std::env::args_os().collect()) {
+        Ok(c) => c,
+        Err(ConfigError::Display(text)) => {
+            print!("{text}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(ConfigError::Invalid(line)) => {
+            eprintln!("preview-orchestrator: {line}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("preview-orchestrator: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let _logs = telemetry::init_logging(
+        &config.log_level,
+        config.log_format,
+        &config.logs_dir,
+        config.log_retention_days,
+    )?;
+    // Two workers are plenty: requests are short and the store writer has its own thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let runner: Arc<dyn JobRunner> = if config.dry_run_jobs {
+            tracing::warn!(
+                "BENCHMARK MODE (--dry-run-jobs): jobs only touch the store; nothing is deployed"
+            );
+            Arc::new(DryRunRunner)
+        } else {
+            // The Docker runtime plugs in here.
+            Arc::new(MissingRuntime)
+        };
+        // Handlers first: a SIGTERM right after the "listening" line must not kill us outright.
+        let signal = shutdown_signal()?;
+        let orchestrator = Orchestrator::start(config, runner).await?;
+        let clean = orchestrator.run_until(signal).await;
+        tracing::info!(clean, "stopped");
+        anyhow::Ok(())
+    })
+}
+
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
+}

@@ -1,0 +1,404 @@
+//! Settings: command-line flags, environment variables (the TypeScript predecessor's names), and
+//! an optional TOML file (`--config`). A flag beats the environment, which beats the file, which
+//! beats the built-in default. TOML keys are the long flag names with `_` for `-`.
+
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use preview_core::id::{RepoFullName, validate_owner};
+use preview_core::ports::{PortPools, PortRange};
+
+use crate::telemetry::LogFormat;
+use crate::{Error, Result};
+
+/// One `ALLOWED_REPOS` entry: `owner/name` or `owner/*`, case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoPattern {
+    /// One repository.
+    Exact(RepoFullName),
+    /// Every repository of an owner (lowercased).
+    Owner(String),
+}
+
+impl RepoPattern {
+    /// Whether `repo` matches.
+    pub fn matches(&self, repo: &RepoFullName) -> bool {
+        match self {
+            RepoPattern::Exact(r) => r == repo,
+            RepoPattern::Owner(o) => repo.owner().eq_ignore_ascii_case(o),
+        }
+    }
+}
+
+impl FromStr for RepoPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        match s.split_once('/') {
+            Some((owner, "*")) => validate_owner(owner)
+                .map(|()| RepoPattern::Owner(owner.to_ascii_lowercase()))
+                .map_err(|e| format!("{s:?}: {e}")),
+            _ => RepoFullName::parse(s)
+                .map(RepoPattern::Exact)
+                .map_err(|e| format!("{s:?}: {e} (expected owner/name or owner/*)")),
+        }
+    }
+}
+
+impl std::fmt::Display for RepoPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepoPattern::Exact(r) => write!(f, "{r}"),
+            RepoPattern::Owner(o) => write!(f, "{o}/*"),
+        }
+    }
+}
+
+/// The orchestrator's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "preview-orchestrator",
+    version,
+    about = "Receives GitHub webhooks and deploys a preview per pull request.",
+    after_help = "Every setting can also be given in a TOML file (--config); its keys are the long \
+                  option names with '_' for '-'. Precedence: flag, environment, file, default."
+)]
+pub struct Config {
+    /// TOML file with settings.
+    #[arg(long, env = "ORCHESTRATOR_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// GitHub token for comments, deployments and statuses.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: String,
+
+    /// Secret that signs webhook deliveries (X-Hub-Signature-256).
+    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: String,
+
+    /// GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// Repositories to deploy, comma-separated: owner/name or owner/* (case-insensitive).
+    #[arg(long, env = "ALLOWED_REPOS", value_delimiter = ',', required = true, num_args = 1..)]
+    pub allowed_repos: Vec<RepoPattern>,
+
+    /// Public base URL of previews; a preview lives at {base}/{slug}/pr-{N}/.
+    #[arg(long, env = "PREVIEW_BASE_URL")]
+    pub preview_base_url: String,
+
+    /// Bearer token for the internal API (/api/...), at least 16 characters.
+    #[arg(long, env = "ORCHESTRATOR_API_TOKEN", hide_env_values = true)]
+    pub api_token: String,
+
+    /// Address to listen on [default: 127.0.0.1:3000, or 127.0.0.1:$ORCHESTRATOR_PORT].
+    #[arg(long, env = "ORCHESTRATOR_BIND")]
+    pub bind: Option<SocketAddr>,
+
+    /// Port on 127.0.0.1 to listen on, when --bind is not given (the predecessor's setting).
+    #[arg(long, env = "ORCHESTRATOR_PORT")]
+    pub port: Option<u16>,
+
+    /// Directory holding one work dir per preview.
+    #[arg(
+        long,
+        env = "DEPLOYMENTS_DIR",
+        default_value = "/opt/preview-deployer/deployments"
+    )]
+    pub deployments_dir: PathBuf,
+
+    /// Directory for the previews' nginx location files.
+    #[arg(
+        long,
+        env = "NGINX_CONFIG_DIR",
+        default_value = "/etc/nginx/preview-deployer"
+    )]
+    pub nginx_config_dir: PathBuf,
+
+    /// The deployment store (JSON).
+    #[arg(
+        long,
+        env = "DEPLOYMENTS_DB",
+        default_value = "/opt/preview-deployer/deployments.json"
+    )]
+    pub deployments_db: PathBuf,
+
+    /// Directory for log files (rotated daily).
+    #[arg(long, env = "LOGS_DIR", default_value = "/opt/preview-deployer/logs")]
+    pub logs_dir: PathBuf,
+
+    /// Log filter: error, warn, info, debug, trace, or env-filter directives.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Daily log files to keep.
+    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 14)]
+    pub log_retention_days: usize,
+
+    /// Days after its last update that a preview is torn down.
+    #[arg(long, env = "CLEANUP_TTL_DAYS", default_value_t = 7)]
+    pub cleanup_ttl_days: u32,
+
+    /// Most previews running at once.
+    #[arg(long, env = "MAX_CONCURRENT_PREVIEWS", default_value_t = 10)]
+    pub max_concurrent_previews: usize,
+
+    /// Most builds running at once.
+    #[arg(long, env = "MAX_CONCURRENT_BUILDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_concurrent_builds: u32,
+
+    /// Skip draft PRs until they are marked ready for review.
+    #[arg(long, env = "SKIP_DRAFTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub skip_drafts: bool,
+
+    /// Host ports for apps, START-END.
+    #[arg(long, env = "APP_PORT_RANGE", default_value = "8000-8999")]
+    pub app_port_range: PortRange,
+
+    /// Host ports for databases, START-END; disjoint from the app ports.
+    #[arg(long, env = "DB_PORT_RANGE", default_value = "9000-9999")]
+    pub db_port_range: PortRange,
+
+    /// Seconds running jobs get to reach a safe point on SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Delivery ids remembered for deduplication.
+    #[arg(long, env = "WEBHOOK_DEDUP_CAPACITY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_dedup_capacity: u32,
+
+    /// The docker binary (for the health check and the runtime).
+    #[arg(long, env = "DOCKER_BIN", default_value = "docker")]
+    pub docker_bin: PathBuf,
+
+    /// BENCHMARK MODE: run jobs that touch nothing but the store (no Docker, git, nginx or
+    /// GitHub). Never use in production.
+    #[arg(long, env = "PREVIEW_BENCH_DRY_RUN_JOBS", hide = true, default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run_jobs: bool,
+}
+
+impl Config {
+    /// The address to listen on.
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, self.port.unwrap_or(3000))))
+    }
+
+    /// The port pools.
+    pub fn port_pools(&self) -> Result<PortPools> {
+        PortPools::new(self.app_port_range, self.db_port_range).map_err(|e| Error::Config {
+            setting: "APP_PORT_RANGE/DB_PORT_RANGE",
+            reason: e.to_string(),
+        })
+    }
+
+    /// How long jobs get on SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Whether `repo` is allowed.
+    pub fn is_allowed(&self, repo: &RepoFullName) -> bool {
+        self.allowed_repos.iter().any(|p| p.matches(repo))
+    }
+
+    /// Checks what clap cannot: URLs, token strength, pools.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |setting: &'static str, reason: &str| {
+            Err(Error::Config {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.github_webhook_secret.is_empty() {
+            return bad("GITHUB_WEBHOOK_SECRET", "must not be empty");
+        }
+        if self.github_token.trim().is_empty() {
+            return bad("GITHUB_TOKEN", "must not be empty");
+        }
+        if self.api_token.len() < 16 {
+            return bad("ORCHESTRATOR_API_TOKEN", "must be at least 16 characters");
+        }
+        if self.allowed_repos.is_empty() {
+            return bad(
+                "ALLOWED_REPOS",
+                "must name at least one owner/name or owner/*",
+            );
+        }
+        for (setting, url) in [
+            ("PREVIEW_BASE_URL", &self.preview_base_url),
+            ("GITHUB_API_URL", &self.github_api_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return bad(setting, "must be an http(s) URL");
+            }
+        }
+        self.port_pools()?;
+        Ok(())
+    }
+
+    /// Parses `args` (program name first) with the process environment and the TOML file they
+    /// or `ORCHESTRATOR_CONFIG` name. Errors are one line naming the setting.
+    pub fn load(args: Vec<OsString>) -> std::result::Result<Config, ConfigError> {
+        let mut cmd = Config::command();
+        if let Some(path) = config_path(&args) {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "invalid setting --config: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::Invalid(format!(
+                    "invalid setting --config: {}: {}",
+                    path.display(),
+                    e.message()
+                ))
+            })?;
+            for (key, value) in table {
+                let id = key.replace('-', "_");
+                if id == "config" || !cmd.get_arguments().any(|a| a.get_id() == id.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "invalid setting --config: {}: unknown key `{key}`",
+                        path.display()
+                    )));
+                }
+                let text = toml_to_arg(&value).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "invalid setting --config: {}: key `{key}` must be a string, number, \
+                         boolean or array of strings",
+                        path.display()
+                    ))
+                })?;
+                // The file's values become the defaults; flags and the environment still win.
+                let text: &'static str = Box::leak(text.into_boxed_str());
+                cmd = cmd.mut_arg(id, |a| a.default_value(text).required(false));
+            }
+        }
+        let matches = cmd
+            .try_get_matches_from(args)
+            .map_err(ConfigError::from_clap)?;
+        let config = Config::from_arg_matches(&matches).map_err(ConfigError::from_clap)?;
+        config
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(config)
+    }
+}
+
+fn toml_to_arg(value: &toml::Value) -> Option<String> {
+    Some(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        _ => return None,
+    })
+}
+
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    std::env::var_os("ORCHESTRATOR_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--help` or `--version`: print this and exit 0.
+    Display(String),
+    /// A one-line message naming the setting.
+    Invalid(String),
+}
+
+impl ConfigError {
+    fn from_clap(e: clap::Error) -> Self {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                return ConfigError::Display(e.render().to_string());
+            }
+            ErrorKind::MissingRequiredArgument => {
+                let names: Vec<String> = match e.get(ContextKind::InvalidArg) {
+                    Some(ContextValue::Strings(v)) => v.clone(),
+                    Some(ContextValue::String(s)) => vec![s.clone()],
+                    _ => Vec::new(),
+                };
+                let names: Vec<String> = names.iter().map(|n| with_env(n)).collect();
+                return ConfigError::Invalid(format!("missing setting: {}", names.join(", ")));
+            }
+            _ => {}
+        }
+        let arg = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(s)) => Some(with_env(s)),
+            _ => None,
+        };
+        let first = e
+            .render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid settings")
+            .trim_start_matches("error: ")
+            .to_owned();
+        ConfigError::Invalid(match arg {
+            Some(arg) if !first.contains(&arg) => format!("invalid setting {arg}: {first}"),
+            _ => first,
+        })
+    }
+}
+
+/// `--github-token <GITHUB_TOKEN>` → `--github-token (env GITHUB_TOKEN)`.
+fn with_env(rendered: &str) -> String {
+    let flag = rendered.split_whitespace().next().unwrap_or(rendered);
+    let long = flag.trim_start_matches('-');
+    let env = Config::command()
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    match env {
+        Some(env) => format!("{flag} (env {env})"),
+        None => flag.to_owned(),
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Display(s) | ConfigError::Invalid(s) => f.write_str(s),
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The HTTP side: `POST /webhook/github` (and `/webhook`, `/webhook/`), the loopback-only
+//! internal API, `/health` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use preview_core::id::PreviewId;
+use preview_github::{
+    DELIVERY_HEADER, EVENT_HEADER, MAX_PAYLOAD_BYTES, PullRequestAction, PullRequestEvent,
+    SIGNATURE_HEADER, WebhookEvent, WebhookVerifier, parse_event,
+};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::dedup::DeliveryDedup;
+use crate::jobs::JobTrigger;
+use crate::queue::{DeployRequest, Scheduler, Submission};
+use crate::telemetry;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The queue (and through it the store).
+    pub scheduler: Scheduler,
+    /// Checks webhook signatures.
+    pub verifier: WebhookVerifier,
+    /// Recent delivery ids.
+    pub dedup: DeliveryDedup,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// When the process started.
+    pub started: Instant,
+    /// Whether Docker answers, cached.
+    pub docker: DockerProbe,
+}
+
+/// Asks `docker version` at most every 10 s.
+pub struct DockerProbe {
+    bin: std::path::PathBuf,
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl DockerProbe {
+    /// A probe running `bin`.
+    pub fn new(bin: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            bin: bin.into(),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether the Docker daemon answered recently.
+    pub async fn ok(&self) -> bool {
+        if let Some((at, ok)) = *self.last.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < Duration::from_secs(10)
+        {
+            return ok;
+        }
+        let ok = preview_exec::Cmd::new(&self.bin, "check that the Docker daemon answers")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .pass_env("DOCKER_HOST")
+            .timeout(Duration::from_secs(3))
+            .run()
+            .await
+            .is_ok();
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ok));
+        ok
+    }
+}
+
+/// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the internal
+/// routes need the peer address.
+pub fn router(state: Arc<AppState>) -> Router {
+    let internal = Router::new()
+        .route("/api/previews", get(list_previews))
+        .route(
+            "/api/previews/{id}",
+            get(get_preview).delete(delete_preview),
+        )
+        .route("/api/previews/{id}/redeploy", post(redeploy_preview))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route("/health", get(health))
+        .route("/metrics", get(render_metrics))
+        .route_layer(middleware::from_fn(require_loopback));
+    Router::new()
+        .route("/webhook/github", post(webhook))
+        .route("/webhook", post(webhook))
+        .route("/webhook/", post(webhook))
+        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
+        .merge(internal)
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+/// Internal routes answer only direct loopback peers: not the world, and not requests nginx
+/// proxied (those carry forwarding headers).
+async fn require_loopback(req: Request, next: Next) -> Response {
+    let peer_ok = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
+    let forwarded = ["x-forwarded-for", "x-real-ip", "forwarded"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    if !peer_ok || forwarded {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the internal API only answers loopback clients",
+        );
+    }
+    next.run(req).await
+}
+
+async fn require_token(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), app.config.api_token.as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn valid_delivery(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+async fn webhook(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let event = headers
+        .get(EVENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            telemetry::webhook(&event, "rejected");
+            tracing::warn!(
+                status = status.as_u16(),
+                "webhook body rejected: {rejection}"
+            );
+            return error(status, rejection.body_text());
+        }
+    };
+    if let Err(e) = app
+        .verifier
+        .verify(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()), &body)
+    {
+        telemetry::webhook(&event, "unauthorized");
+        tracing::warn!(event, "webhook refused: {e}");
+        return error(StatusCode::UNAUTHORIZED, e);
+    }
+    let Some(delivery) = headers
+        .get(DELIVERY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|d| valid_delivery(d))
+    else {
+        telemetry::webhook(&event, "invalid");
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "error": "missing or invalid X-GitHub-Delivery header",
+                "field": "X-GitHub-Delivery",
+            })),
+        )
+            .into_response();
+    };
+    if !app.dedup.claim(delivery) {
+        telemetry::webhook(&event, "duplicate");
+        tracing::info!(delivery, event, "duplicate delivery");
+        return (
+            StatusCode::OK,
+            axum::Json(json!({ "duplicate": true, "delivery": delivery })),
+        )
+            .into_response();
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (status, body, outcome) =
+        handle_delivery(&app, &event, content_type, &body, delivery).await;
+    if !status.is_success() {
+        app.dedup.forget(delivery);
+    }
+    telemetry::webhook(&event, outcome);
+    let id = body.get("id").and_then(Value::as_str).unwrap_or("");
+    let reason = body
+        .get("reason")
+        .or_else(|| body.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    tracing::info!(
+        delivery,
+        event,
+        status = status.as_u16(),
+        outcome,
+        id,
+        reason,
+        "webhook"
+    );
+    (status, axum::Json(body)).into_response()
+}
+
+async fn handle_delivery(
+    app: &AppState,
+    event: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    delivery: &str,
+) -> (StatusCode, Value, &'static str) {
+    let parsed = match parse_event(event, content_type, body) {
+        Ok(ev) => ev,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": e.to_string(), "field": e.field() }),
+                "invalid",
+            );
+        }
+    };
+    match parsed {
+        WebhookEvent::Ping(p) => (
+            StatusCode::OK,
+            json!({ "ok": true, "zen": p.zen, "hookId": p.hook_id }),
+            "ping",
+        ),
+        WebhookEvent::Other { name } => ignored(None, format!("event `{name}` is not handled")),
+        WebhookEvent::PullRequest(pr) => handle_pull_request(app, *pr, delivery).await,
+    }
+}
+
+fn ignored(id: Option<&PreviewId>, reason: String) -> (StatusCode, Value, &'static str) {
+    (
+        StatusCode::ACCEPTED,
+        json!({ "ignored": true, "reason": reason, "id": id.map(PreviewId::as_str) }),
+        "ignored",
+    )
+}
+
+async fn handle_pull_request(
+    app: &AppState,
+    pr: PullRequestEvent,
+    delivery: &str,
+) -> (StatusCode, Value, &'static str) {
+    if !app.config.is_allowed(&pr.repo) {
+        return (
+            StatusCode::FORBIDDEN,
+            json!({ "error": format!("repository {} is not in ALLOWED_REPOS", pr.repo) }),
+            "forbidden",
+        );
+    }
+    let skip_drafts = app.config.skip_drafts;
+    let trigger = JobTrigger::Webhook {
+        action: pr.action.as_str().to_owned(),
+        delivery: delivery.to_owned(),
+    };
+    let deploy = match &pr.action {
+        PullRequestAction::Opened
+        | PullRequestAction::Reopened
+        | PullRequestAction::Synchronize => {
+            if skip_drafts && pr.draft {
+                return ignored(None, "draft pull request (SKIP_DRAFTS is on)".into());
+            }
+            true
+        }
+        PullRequestAction::ReadyForReview => {
+            if !skip_drafts {
+                return ignored(
+                    None,
+                    "drafts are deployed already (SKIP_DRAFTS is off)".into(),
+                );
+            }
+            true
+        }
+        PullRequestAction::Closed => false,
+        other => return ignored(None, format!("action `{}` is not handled", other.as_str())),
+    };
+    let result = if deploy {
+        app.scheduler
+            .submit_deploy(DeployRequest {
+                repo: pr.repo,
+                pr: pr.number,
+                sha: pr.head_sha,
+                branch: pr.head_ref,
+                base_branch: pr.base_ref,
+                head_repo: pr.head_repo,
+                clone_url: pr.clone_url,
+                draft: pr.draft,
+                event_at: pr.updated_at,
+                trigger,
+                force: false,
+            })
+            .await
+    } else {
+        app.scheduler
+            .submit_close(&pr.repo, pr.number, pr.updated_at, trigger)
+            .await
+    };
+    match result {
+        Ok(sub) => submission_response(sub),
+        Err(crate::Error::ShuttingDown) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": "shutting down; GitHub will redeliver" }),
+            "unavailable",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "queueing a job failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+                "error",
+            )
+        }
+    }
+}
+
+fn submission_response(sub: Submission) -> (StatusCode, Value, &'static str) {
+    match sub {
+        Submission::Queued { id, job, sha } => (
+            StatusCode::ACCEPTED,
+            json!({
+                "id": id.as_str(),
+                "status": "queued",
+                "job": job.as_str(),
+                "sha": sha.as_ref().map(|s| s.as_str()),
+            }),
+            "queued",
+        ),
+        Submission::Ignored { id, reason } => ignored(id.as_ref(), reason),
+    }
+}
+
+fn preview_view(app: &AppState, id: &PreviewId) -> Option<Value> {
+    let store = app.scheduler.store();
+    store.read(|s| {
+        let rec = s.deployments.get(id)?;
+        let mut v = serde_json::to_value(rec).ok()?;
+        v["ports"] = serde_json::to_value(s.port_allocations.get(id)).ok()?;
+        Some(v)
+    })
+}
+
+async fn list_previews(State(app): State<Arc<AppState>>) -> Response {
+    let ids: Vec<PreviewId> = app
+        .scheduler
+        .store()
+        .read(|s| s.deployments.keys().cloned().collect());
+    let previews: Vec<Value> = ids.iter().filter_map(|id| preview_view(&app, id)).collect();
+    axum::Json(json!({ "previews": previews })).into_response()
+}
+
+fn parse_id(id: &str) -> Result<PreviewId, Response> {
+    PreviewId::parse(id).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+}
+
+async fn get_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match preview_view(&app, &id) {
+        Some(v) => axum::Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no preview {id}")),
+    }
+}
+
+async fn api_submission(result: crate::Result<Submission>, id: &PreviewId) -> Response {
+    match result {
+        Ok(Submission::Ignored { id: None, .. }) | Err(crate::Error::NotFound(_)) => {
+            error(StatusCode::NOT_FOUND, format!("no preview {id}"))
+        }
+        Ok(sub) => {
+            let (status, body, _) = submission_response(sub);
+            (status, axum::Json(body)).into_response()
+        }
+        Err(crate::Error::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn redeploy_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let result = app.scheduler.redeploy(&id, JobTrigger::Api).await;
+    api_submission(result, &id).await
+}
+
+async fn delete_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let result = app
+        .scheduler
+        .submit_teardown(&id, None, JobTrigger::Api)
+        .await;
+    api_submission(result, &id).await
+}
+
+async fn health(State(app): State<Arc<AppState>>) -> Response {
+    let docker = app.docker.ok().await;
+    let live = app
+        .scheduler
+        .store()
+        .read(crate::store::StoreState::live_count);
+    axum::Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": app.started.elapsed().as_secs(),
+        "queueDepth": app.scheduler.queue_depth(),
+        "activeJobs": app.scheduler.active_jobs(),
+        "livePreviews": live,
+        "docker": docker,
+    }))
+    .into_response()
+}
+
+async fn render_metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,288 @@
+//! The jobs the queue runs, and the interface their bodies sit behind ([`JobRunner`]).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use preview_core::id::{BranchName, CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
+use preview_core::ports::PortAllocation;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::{DeploymentRecord, DeploymentStatus};
+use crate::store::Store;
+
+/// A boxed future, so that [`JobRunner`] can be used as `Arc<dyn JobRunner>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What started a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobTrigger {
+    /// A webhook delivery with this action and delivery id.
+    Webhook { action: String, delivery: String },
+    /// The internal API (redeploy or delete).
+    Api,
+    /// Startup found the job unfinished in the store.
+    Resume,
+    /// The cleanup service (TTL, cap, closed PR found by polling).
+    Cleanup { reason: String },
+}
+
+/// Deploy (or update) a preview at a commit.
+#[derive(Debug, Clone)]
+pub struct DeployJob {
+    /// The preview.
+    pub id: PreviewId,
+    /// Its repository.
+    pub repo: RepoFullName,
+    /// The repository's URL slug.
+    pub slug: RepoSlug,
+    /// The PR.
+    pub pr: PrNumber,
+    /// The commit to deploy.
+    pub sha: CommitSha,
+    /// The head branch.
+    pub branch: BranchName,
+    /// Where to fetch from (`repository.clone_url`), when the event said.
+    pub clone_url: Option<String>,
+    /// The preview's public URL.
+    pub url: String,
+    /// The record's generation this job belongs to.
+    pub generation: u64,
+    /// Why it runs.
+    pub trigger: JobTrigger,
+}
+
+/// Tear a preview down.
+#[derive(Debug, Clone)]
+pub struct TeardownJob {
+    /// The preview.
+    pub id: PreviewId,
+    /// Its repository.
+    pub repo: RepoFullName,
+    /// The PR.
+    pub pr: PrNumber,
+    /// The record's generation this job belongs to.
+    pub generation: u64,
+    /// Why it runs.
+    pub trigger: JobTrigger,
+}
+
+/// How a job ended, other than well.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job stopped at a safe point because it was cancelled (superseded, closed, shutdown).
+    #[error("cancelled")]
+    Cancelled,
+    /// The job failed in `phase`.
+    #[error("{phase}: {reason}")]
+    Failed { phase: String, reason: String },
+}
+
+impl JobError {
+    /// A failure in `phase`.
+    pub fn failed(phase: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self::Failed {
+            phase: phase.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<crate::Error> for JobError {
+    fn from(e: crate::Error) -> Self {
+        JobError::failed("store", e)
+    }
+}
+
+/// The bodies of jobs: the Docker runtime in production, a recorder in tests, a no-op in the
+/// benchmark mode.
+///
+/// A job runs alone in its preview's lane. It should call [`JobContext::checkpoint`] between
+/// phases (the safe points) and report progress through the context, whose writes are dropped
+/// once a newer job superseded this one. Returning `Ok` from `deploy` marks the preview running
+/// at the job's sha; returning `Ok` from `teardown` marks it stopped and releases its ports.
+pub trait JobRunner: Send + Sync + 'static {
+    /// Deploys or updates a preview.
+    fn deploy(&self, job: DeployJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>>;
+    /// Tears a preview down: containers, volumes, networks, nginx conf, work dir.
+    fn teardown(&self, job: TeardownJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>>;
+}
+
+/// What a running job may see and do.
+#[derive(Clone)]
+pub struct JobContext {
+    id: PreviewId,
+    generation: u64,
+    cancel: CancellationToken,
+    store: Store,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        id: PreviewId,
+        generation: u64,
+        cancel: CancellationToken,
+        store: Store,
+    ) -> Self {
+        Self {
+            id,
+            generation,
+            cancel,
+            store,
+        }
+    }
+
+    /// The preview.
+    pub fn id(&self) -> &PreviewId {
+        &self.id
+    }
+
+    /// The generation this job belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Fires when the job should stop at its next safe point.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Whether the job was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// A safe point: `Err(Cancelled)` if the job should stop here.
+    pub fn checkpoint(&self) -> Result<(), JobError> {
+        if self.cancel.is_cancelled() {
+            Err(JobError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether this job is still the newest for its preview.
+    pub fn is_current(&self) -> bool {
+        self.store
+            .read(|s| s.deployments.get(&self.id).map(|r| r.generation))
+            == Some(self.generation)
+    }
+
+    /// A copy of the record.
+    pub fn record(&self) -> Option<DeploymentRecord> {
+        self.store.get(&self.id)
+    }
+
+    /// The store, for reads the context does not cover.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Changes the record if this job is still current, and waits until it is on disk. Returns
+    /// whether the change was made.
+    pub async fn update(
+        &self,
+        f: impl FnOnce(&mut DeploymentRecord),
+    ) -> Result<bool, crate::Error> {
+        let generation = self.generation;
+        let (changed, ticket) = self
+            .store
+            .mutate(|s| match s.deployments.get_mut(&self.id) {
+                Some(rec) if rec.generation == generation => {
+                    f(rec);
+                    rec.updated_at = Timestamp::now();
+                    (true, true)
+                }
+                _ => (false, false),
+            });
+        ticket.wait().await?;
+        Ok(changed)
+    }
+
+    /// Moves the record to `status` if this job is still current.
+    pub async fn set_status(&self, status: DeploymentStatus) -> Result<bool, crate::Error> {
+        self.update(|r| r.set_status(status, Timestamp::now()))
+            .await
+    }
+
+    /// The preview's ports, allocating them on first use (see [`Store::allocate_ports`]).
+    /// `published` holds the host ports published by running containers.
+    pub async fn allocate_ports(
+        &self,
+        need_db: bool,
+        published: &BTreeSet<u16>,
+    ) -> Result<PortAllocation, crate::Error> {
+        self.store
+            .allocate_ports(&self.id, need_db, published)
+            .await
+    }
+
+    /// Gives the preview's ports back.
+    pub async fn release_ports(&self) -> Result<(), crate::Error> {
+        self.store.release_ports(&self.id).await
+    }
+
+    /// Times a phase (`fetch`, `build`, `health`, ...) into the job-duration histogram; the
+    /// time is recorded when the returned guard drops.
+    pub fn phase(&self, phase: &'static str) -> PhaseTimer {
+        PhaseTimer {
+            phase,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Records a phase's duration when dropped.
+pub struct PhaseTimer {
+    phase: &'static str,
+    started: Instant,
+}
+
+impl Drop for PhaseTimer {
+    fn drop(&mut self) {
+        crate::telemetry::record_phase(self.phase, self.started.elapsed());
+    }
+}
+
+/// BENCHMARK MODE ONLY (`--dry-run-jobs`): jobs that touch nothing outside the store. A deploy
+/// takes its ports and marks itself building; the queue then marks it running. A teardown
+/// returns at once. No Docker, no git, no nginx, no GitHub.
+#[derive(Debug, Default)]
+pub struct DryRunRunner;
+
+impl JobRunner for DryRunRunner {
+    fn deploy(&self, _job: DeployJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(async move {
+            ctx.checkpoint()?;
+            ctx.allocate_ports(false, &BTreeSet::new()).await?;
+            ctx.checkpoint()?;
+            ctx.set_status(DeploymentStatus::Building).await?;
+            Ok(())
+        })
+    }
+
+    fn teardown(&self, _job: TeardownJob, _ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Stands in until the Docker runtime is plugged in: every job fails and says why.
+#[derive(Debug, Default)]
+pub struct MissingRuntime;
+
+impl JobRunner for MissingRuntime {
+    fn deploy(&self, _job: DeployJob, _ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(async {
+            Err(JobError::failed(
+                "runtime",
+                "this build has no deploy runtime yet",
+            ))
+        })
+    }
+
+    fn teardown(&self, _job: TeardownJob, _ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

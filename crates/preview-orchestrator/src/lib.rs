@@ -1,0 +1,150 @@
+//! The orchestrator daemon as a library, so that tests (and the runtime) can start it in-process
+//! with their own [`JobRunner`].
+//!
+//! Start-up ([`Orchestrator::start`]): lock and load the store, queue again the work it shows
+//! unfinished, bind the listener and serve. Shut-down ([`Orchestrator::shutdown`]): stop
+//! accepting, let running jobs reach a safe point within the grace period, write the store.
+
+pub mod config;
+pub mod dedup;
+mod error;
+pub mod http;
+pub mod jobs;
+pub mod queue;
+pub mod record;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use jobs::{
+    BoxFuture, DeployJob, DryRunRunner, JobContext, JobError, JobRunner, JobTrigger,
+    MissingRuntime, TeardownJob,
+};
+pub use queue::{DeployRequest, JobKind, Scheduler, Submission};
+pub use record::{DeploymentRecord, DeploymentStatus, DesiredState, StatusChange};
+pub use store::Store;
+
+/// A running orchestrator.
+pub struct Orchestrator {
+    addr: SocketAddr,
+    scheduler: Scheduler,
+    store: Store,
+    stop_http: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    upkeep: tokio::task::JoinHandle<()>,
+    grace: Duration,
+}
+
+impl Orchestrator {
+    /// Opens the store, resumes unfinished work, binds `config.bind_addr()` and serves.
+    pub async fn start(config: Config, runner: Arc<dyn JobRunner>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let pools = config.port_pools()?;
+        let store = Store::open(&config.deployments_db, pools)?;
+        let scheduler = Scheduler::new(
+            store.clone(),
+            runner,
+            config.max_concurrent_builds as usize,
+            &config.preview_base_url,
+        );
+        let resumed = scheduler.resume().await?;
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "resumed unfinished jobs from the store");
+        }
+        let metrics = telemetry::metrics_handle();
+        let upkeep = telemetry::spawn_upkeep(metrics.clone());
+        let bind = config.bind_addr();
+        let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| {
+            format!("invalid setting ORCHESTRATOR_BIND: cannot listen on {bind}")
+        })?;
+        let addr = listener.local_addr()?;
+        let grace = config.shutdown_grace();
+        let state = Arc::new(http::AppState {
+            verifier: preview_github::WebhookVerifier::new(config.github_webhook_secret.as_bytes()),
+            dedup: dedup::DeliveryDedup::new(config.webhook_dedup_capacity as usize),
+            docker: http::DockerProbe::new(config.docker_bin.clone()),
+            config: Arc::new(config),
+            scheduler: scheduler.clone(),
+            metrics,
+            started: Instant::now(),
+        });
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let app = http::router(state);
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        tracing::info!(%addr, store = %store.path().display(), "orchestrator listening");
+        Ok(Self {
+            addr,
+            scheduler,
+            store,
+            stop_http: Some(stop_http),
+            server,
+            upkeep,
+            grace,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The queue.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> bool {
+        signal.await;
+        self.shutdown().await
+    }
+
+    /// Stops accepting connections (requests in flight finish), gives running jobs the grace
+    /// period to reach a safe point, writes the store and releases its lock. Returns whether
+    /// every job stopped in time.
+    pub async fn shutdown(mut self) -> bool {
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        // In-flight requests finish; idle keep-alive connections are closed by the server.
+        match tokio::time::timeout(self.grace, &mut self.server).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server failed"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!("HTTP connections did not close in time");
+                self.server.abort();
+            }
+        }
+        let clean = self.scheduler.shutdown(self.grace).await;
+        if !clean {
+            tracing::warn!(
+                "some jobs did not reach a safe point in time; they resume at next start"
+            );
+        }
+        self.upkeep.abort();
+        self.store.close();
+        clean
+    }
+}

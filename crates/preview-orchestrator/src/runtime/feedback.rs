@@ -1,0 +1,277 @@
+//! What a preview tells its pull request: one sticky comment, a GitHub deployment with statuses,
+//! and a commit status, each optional. Updates go through a lane per preview, in order, in the
+//! background: GitHub being slow or down never blocks or fails a deployment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName};
+use preview_github::{
+    CommitState, DeploymentState, GitHubClient, NewCommitStatus, NewDeployment,
+    NewDeploymentStatus, comment_marker,
+};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::store::Store;
+
+/// Which kinds of feedback are on.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedbackSettings {
+    pub comments: bool,
+    pub deployments: bool,
+    pub commit_statuses: bool,
+}
+
+/// The state a PR comment shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum CommentState {
+    /// A build started; `previous_*` name the preview that keeps serving meanwhile.
+    Building {
+        previous_url: Option<String>,
+        previous_sha_short: Option<String>,
+    },
+    /// Waiting for a free slot under the cap on live previews.
+    Queued {
+        position: usize,
+        cap: usize,
+        oldest: Vec<String>,
+    },
+    /// Serving.
+    Live {
+        framework: Option<String>,
+        build_secs: String,
+        start_secs: String,
+    },
+    /// A job failed in `phase`.
+    Failed {
+        phase: String,
+        reason: String,
+        log_tail: String,
+        previous_url: Option<String>,
+        previous_sha_short: Option<String>,
+    },
+    /// Torn down, and why.
+    Closed { reason: String },
+}
+
+/// One update for one preview.
+#[derive(Debug, Clone)]
+pub struct FeedbackUpdate {
+    pub id: PreviewId,
+    pub repo: RepoFullName,
+    pub pr: PrNumber,
+    pub sha: CommitSha,
+    pub url: String,
+    pub state: CommentState,
+}
+
+/// Sends feedback to GitHub, one ordered lane per preview.
+#[derive(Clone)]
+pub struct Feedback {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Option<GitHubClient>,
+    settings: FeedbackSettings,
+    store: Store,
+    lanes: Mutex<HashMap<PreviewId, mpsc::UnboundedSender<FeedbackUpdate>>>,
+}
+
+impl Feedback {
+    /// Feedback through `client`; `None` turns all of it off.
+    pub fn new(client: Option<GitHubClient>, settings: FeedbackSettings, store: Store) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                settings,
+                store,
+                lanes: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Queues `update` behind the preview's earlier ones and returns at once.
+    pub fn send(&self, update: FeedbackUpdate) {
+        if self.inner.client.is_none() {
+            return;
+        }
+        let mut lanes = self.inner.lanes.lock().expect("feedback lanes");
+        let lane = lanes.entry(update.id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_lane(self.inner.clone(), rx));
+            tx
+        });
+        if let Err(mpsc::error::SendError(update)) = lane.send(update) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_lane(self.inner.clone(), rx));
+            let _ = tx.send(update);
+            *lane = tx;
+        }
+    }
+}
+
+async fn run_lane(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FeedbackUpdate>) {
+    while let Some(update) = rx.recv().await {
+        deliver(&inner, &update).await;
+    }
+}
+
+async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
+    let Some(client) = &inner.client else { return };
+    let settings = inner.settings;
+    let record = inner.store.get(&update.id);
+    if settings.comments {
+        let marker = comment_marker(update.id.as_str());
+        let body = render_comment(update);
+        let known = record.as_ref().and_then(|r| r.comment_id);
+        match client
+            .upsert_comment(&update.repo, update.pr, &marker, &body, known)
+            .await
+        {
+            Ok(comment) if known != Some(comment.id) => {
+                let _ = inner
+                    .store
+                    .update(&update.id, |r| r.comment_id = Some(comment.id))
+                    .await;
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(preview = %update.id, error = %err, "could not write the PR comment"),
+        }
+    }
+    if settings.deployments {
+        deliver_deployment(inner, client, update, record.and_then(|r| r.github_deployment_id)).await;
+    }
+    if settings.commit_statuses {
+        let (state, description) = match &update.state {
+            CommentState::Building { .. } => (CommitState::Pending, "Building the preview".to_owned()),
+            CommentState::Live { .. } => (CommitState::Success, "Preview live".to_owned()),
+            CommentState::Failed { phase, .. } => (CommitState::Failure, format!("Preview failed in {phase}")),
+            CommentState::Queued { .. } | CommentState::Closed { .. } => return,
+        };
+        let status = NewCommitStatus {
+            state,
+            target_url: matches!(update.state, CommentState::Live { .. }).then(|| update.url.clone()),
+            description,
+            context: "preview-deployer".into(),
+        };
+        if let Err(err) = client.create_commit_status(&update.repo, &update.sha, &status).await {
+            tracing::warn!(preview = %update.id, error = %err, "could not set the commit status");
+        }
+    }
+}
+
+async fn deliver_deployment(inner: &Inner, client: &GitHubClient, update: &FeedbackUpdate, known: Option<u64>) {
+    let (state, description) = match &update.state {
+        CommentState::Building { .. } => (DeploymentState::InProgress, "Building"),
+        CommentState::Live { .. } => (DeploymentState::Success, "Preview live"),
+        CommentState::Failed { .. } => (DeploymentState::Failure, "Preview failed"),
+        CommentState::Closed { .. } => (DeploymentState::Inactive, "Preview closed"),
+        CommentState::Queued { .. } => return,
+    };
+    // A build of a new commit gets a new deployment; later states update it.
+    let deployment = match (&update.state, known) {
+        (CommentState::Building { .. }, _) | (_, None) => {
+            let environment = format!("preview/{}", update.id.as_str());
+            match client
+                .create_deployment(&update.repo, &NewDeployment::preview(&update.sha, environment))
+                .await
+            {
+                Ok(id) => {
+                    let _ = inner.store.update(&update.id, |r| r.github_deployment_id = Some(id)).await;
+                    id
+                }
+                Err(err) => {
+                    tracing::warn!(preview = %update.id, error = %err, "could not create the GitHub deployment");
+                    return;
+                }
+            }
+        }
+        (_, Some(id)) => id,
+    };
+    let status = NewDeploymentStatus {
+        state,
+        environment_url: matches!(update.state, CommentState::Live { .. }).then(|| update.url.clone()),
+        log_url: None,
+        description: description.into(),
+        auto_inactive: true,
+    };
+    if let Err(err) = client.create_deployment_status(&update.repo, deployment, &status).await {
+        tracing::warn!(preview = %update.id, error = %err, "could not set the deployment status");
+    }
+}
+
+/// The comment body for `update`, from templates/pr-comment.md.j2.
+pub fn render_comment(update: &FeedbackUpdate) -> String {
+    let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(true);
+    env.add_template("pr-comment", include_str!("../../templates/pr-comment.md.j2"))
+        .expect("the comment template parses");
+    let state = serde_json::to_value(&update.state).expect("serializable");
+    let mut ctx = serde_json::json!({
+        "marker": comment_marker(update.id.as_str()),
+        "preview_id": update.id.as_str(),
+        "url": update.url,
+        "sha": update.sha.as_str(),
+        "sha_short": update.sha.short(),
+    });
+    if let (Some(ctx), Some(state)) = (ctx.as_object_mut(), state.as_object()) {
+        ctx.extend(state.clone());
+    }
+    env.get_template("pr-comment")
+        .and_then(|t| t.render(ctx))
+        .expect("the comment template renders")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preview_core::id::{RepoSlug, PreviewId};
+
+    fn update(state: CommentState) -> FeedbackUpdate {
+        let repo = RepoFullName::parse("octo-org/hello-api").unwrap();
+        let slug = RepoSlug::base_for(&repo);
+        let pr = PrNumber::new(7).unwrap();
+        FeedbackUpdate {
+            id: PreviewId::new(&slug, pr),
+            repo,
+            pr,
+            sha: CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap(),
+            url: "http://203.0.113.10/octo-org-hello-api/pr-7/".into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn comment_states() {
+        let previous = || (Some("http://203.0.113.10/octo-org-hello-api/pr-7/".to_owned()), Some("fedcba9".to_owned()));
+        let states = [
+            ("building", CommentState::Building { previous_url: None, previous_sha_short: None }),
+            ("building_update", CommentState::Building { previous_url: previous().0, previous_sha_short: previous().1 }),
+            ("queued", CommentState::Queued { position: 2, cap: 10, oldest: vec!["#3".into(), "#4".into()] }),
+            ("live", CommentState::Live { framework: Some("fastapi".into()), build_secs: "12.3".into(), start_secs: "0.8".into() }),
+            ("failed", CommentState::Failed {
+                phase: "build".into(),
+                reason: "docker compose up exited with code 1".into(),
+                log_tail: "Step 4/9 : RUN npm ci\nnpm ERR! missing lockfile".into(),
+                previous_url: None,
+                previous_sha_short: None,
+            }),
+            ("failed_update", CommentState::Failed {
+                phase: "health".into(),
+                reason: "the app did not answer".into(),
+                log_tail: String::new(),
+                previous_url: previous().0,
+                previous_sha_short: previous().1,
+            }),
+            ("closed", CommentState::Closed { reason: "the pull request was closed".into() }),
+        ];
+        for (name, state) in states {
+            let body = render_comment(&update(state));
+            assert!(body.starts_with("<!-- preview-deployer id=octo-org-hello-api-pr-7 -->"));
+            insta::assert_snapshot!(name, body);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The real job bodies: fetch, plan, render, build and start with Docker Compose, wait for
+//! health, route through nginx, and tell the pull request. Teardown undoes all of it.
+
+pub mod feedback;
+pub mod reconcile;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use preview_core::plan::Planned;
+use preview_core::render::{Limits, RenderInput};
+use preview_exec::compose::Compose;
+use preview_exec::nginx::NginxControl;
+use preview_runtime::{ComposeProject, HealthPolicy};
+
+use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
+use crate::record::DeploymentStatus;
+use feedback::{CommentState, Feedback, FeedbackUpdate};
+
+/// The compose file's name in a preview's work dir.
+pub const COMPOSE_FILE: &str = "docker-compose.yml";
+/// Lines of a failing phase's log shown on the PR.
+const LOG_TAIL_LINES: usize = 50;
+
+/// Where previews live on disk and how they are run.
+#[derive(Clone)]
+pub struct RuntimeSettings {
+    /// One work dir per preview: `{deployments_dir}/{id}/`.
+    pub deployments_dir: PathBuf,
+    /// One nginx location file per preview: `{nginx_config_dir}/{id}.conf`.
+    pub nginx_config_dir: PathBuf,
+    /// How to test and reload nginx.
+    pub nginx: NginxControl,
+    /// The Compose CLI.
+    pub compose: Compose,
+    /// How long to wait for health, and how often to poll.
+    pub health: HealthPolicy,
+    /// Limits of every container.
+    pub limits: Limits,
+    /// Base URL repositories are cloned from: `{git_base_url}/{owner}/{name}.git`.
+    pub git_base_url: String,
+    /// Token for private repositories; given to git in its environment only.
+    pub git_token: Option<String>,
+    /// Time allowed for one git command.
+    pub git_timeout: Duration,
+}
+
+impl RuntimeSettings {
+    /// The work dir of preview `id`.
+    pub fn work_dir(&self, id: &str) -> PathBuf {
+        self.deployments_dir.join(id)
+    }
+
+    /// The nginx location file of preview `id`.
+    pub fn nginx_conf(&self, id: &str) -> PathBuf {
+        self.nginx_config_dir.join(format!("{id}.conf"))
+    }
+}
+
+/// Runs jobs on the local Docker engine.
+pub struct DockerRunner {
+    settings: RuntimeSettings,
+    feedback: Feedback,
+    /// nginx has one config; tests and reloads of two previews must not interleave.
+    nginx_lock: tokio::sync::Mutex<()>,
+}
+
+/// A phase failure with the log lines that explain it.
+struct PhaseError {
+    phase: &'static str,
+    reason: String,
+    log_tail: String,
+}
+
+impl PhaseError {
+    fn new(phase: &'static str, reason: impl std::fmt::Display, log_tail: impl Into<String>) -> Self {
+        Self {
+            phase,
+            reason: reason.to_string(),
+            log_tail: log_tail.into(),
+        }
+    }
+}
+
+impl DockerRunner {
+    /// A runner with `settings`, sending feedback through `feedback`.
+    pub fn new(settings: RuntimeSettings, feedback: Feedback) -> Self {
+        Self {
+            settings,
+            feedback,
+            nginx_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn send(&self, job: &DeployJob, state: CommentState) {
+        self.feedback.send(FeedbackUpdate {
+            id: job.id.clone(),
+            repo: job.repo.clone(),
+            pr: job.pr,
+            sha: job.sha.clone(),
+            url: job.url.clone(),
+            state,
+        });
+    }
+
+    async fn deploy_job(&self, job: DeployJob, ctx: JobContext) -> Result<(), JobError> {
+        let record = ctx.record();
+        // The commit that serves now, if any: an update that fails leaves it serving.
+        let previous = record
+            .as_ref()
+            .and_then(|r| r.deployed_sha.clone())
+            .filter(|_| record.as_ref().is_some_and(|r| self.settings.nginx_conf(r.id.as_str()).exists()));
+        ctx.checkpoint()?;
+        ctx.set_status(DeploymentStatus::Building).await?;
+        self.send(
+            &job,
+            CommentState::Building {
+                previous_url: previous.as_ref().map(|_| job.url.clone()),
+                previous_sha_short: previous.as_ref().map(|s| s.short().to_owned()),
+            },
+        );
+        match self.deploy_phases(&job, &ctx).await {
+            Ok(()) => Ok(()),
+            Err(Err(cancelled)) => Err(cancelled),
+            Err(Ok(failure)) => {
+                if previous.is_none() {
+                    self.remove_everything(job.id.as_str()).await;
+                    let _ = ctx.release_ports().await;
+                }
+                tracing::warn!(preview = %job.id, phase = failure.phase, reason = %failure.reason, "deploy failed");
+                self.send(
+                    &job,
+                    CommentState::Failed {
+                        phase: failure.phase.to_owned(),
+                        reason: failure.reason.clone(),
+                        log_tail: failure.log_tail,
+                        previous_url: previous.as_ref().map(|_| job.url.clone()),
+                        previous_sha_short: previous.as_ref().map(|s| s.short().to_owned()),
+                    },
+                );
+                Err(JobError::failed(failure.phase, failure.reason))
+            }
+        }
+    }
+
+    /// The phases in order; `Err(Ok(_))` is a failure to report, `Err(Err(_))` a cancellation.
+    async fn deploy_phases(&self, job: &DeployJob, ctx: &JobContext) -> Result<(), Result<PhaseError, JobError>> {
+        let cancelled = |e: JobError| Err(e);
+        let store_failed = |e: crate::Error| Ok(PhaseError::new("store", e, ""));
+        let id = job.id.as_str();
+        let work = self.settings.work_dir(id);
+        let logs = work.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| Ok(PhaseError::new("fetch", format!("creating {}: {e}", logs.display()), "")))?;
+        let started = Instant::now();
+
+        // 1. fetch
+        let checkout = work.join("checkout");
+        {
+            let _t = ctx.phase("fetch");
+            let url = format!("{}/{}/{}.git", self.settings.git_base_url.trim_end_matches('/'), job.repo.owner(), job.repo.name());
+            preview_exec::git::fetch_pull_request(&preview_exec::git::FetchRequest {
+                url,
+                pr: u64::from(job.pr.get()),
+                sha: job.sha.as_str().to_owned(),
+                dest: checkout.clone(),
+                token: self.settings.git_token.clone(),
+                timeout: self.settings.git_timeout,
+            })
+            .await
+            .map_err(|e| Ok(PhaseError::new("fetch", &e, e.stderr_tail())))?;
+        }
+        ctx.checkpoint().or_else(cancelled)?;
+
+        // 2. plan
+        let planned: Planned = {
+            let _t = ctx.phase("plan");
+            let root = checkout.clone();
+            tokio::task::spawn_blocking(move || preview_core::plan::plan(&root))
+                .await
+                .map_err(|e| Ok(PhaseError::new("plan", e, "")))?
+                .map_err(|e| Ok(PhaseError::new("plan", e, "")))?
+        };
+        let framework = planned.plan.framework.map(|f| f.as_str().to_owned());
+        let _ = ctx.update(|r| r.framework = framework.clone()).await;
+        ctx.checkpoint().or_else(cancelled)?;
+
+        // 3. ports, 4. render
+        let published = preview_runtime::published_ports()
+            .await
+            .map_err(|e| Ok(PhaseError::new("ports", e, "")))?;
+        let ports = ctx.allocate_ports(false, &published).await.map_err(store_failed)?;
+        let secret = deployment_secret(&work).map_err(|e| Ok(PhaseError::new("render", e, "")))?;
+        let mut input = RenderInput::for_preview(&job.id, &job.repo, &job.sha, ports.app, &checkout, work.join("Dockerfile"), secret);
+        input.limits = self.settings.limits.clone();
+        input.public_url = Some(job.url.clone());
+        let rendered = preview_core::render::render(&planned, &input).map_err(|e| Ok(PhaseError::new("render", e, "")))?;
+        for (name, contents) in rendered.files() {
+            // nginx.conf is installed by the route phase, under the nginx dir, after health.
+            if name != "nginx.conf" {
+                std::fs::write(work.join(name), contents).map_err(|e| Ok(PhaseError::new("render", format!("writing {name}: {e}"), "")))?;
+            }
+        }
+        ctx.checkpoint().or_else(cancelled)?;
+
+        // 5. build and start
+        let project = ComposeProject {
+            name: id.to_owned(),
+            dir: work.clone(),
+            file: COMPOSE_FILE.to_owned(),
+        };
+        let build_log = logs.join("build.log");
+        let _ = std::fs::remove_file(&build_log);
+        let build_started = Instant::now();
+        {
+            let _t = ctx.phase("build");
+            if let Err(e) = project.up(&self.settings.compose, &build_log).await {
+                return Err(Ok(PhaseError::new("build", short_reason(&e), tail_of_file(&build_log))));
+            }
+        }
+        let build_secs = build_started.elapsed();
+        ctx.set_status(DeploymentStatus::Starting).await.map_err(store_failed)?;
+
+        // 6. health
+        let health_started = Instant::now();
+        {
+            let _t = ctx.phase("health");
+            if let Err(e) = project.wait_healthy(ports.app, &planned.plan.health_path, self.settings.health).await {
+                let logs = project.logs_tail(&self.settings.compose, LOG_TAIL_LINES).await;
+                return Err(Ok(PhaseError::new("health", e, tail_lines(&logs))));
+            }
+        }
+        let start_secs = health_started.elapsed();
+        ctx.checkpoint().or_else(cancelled)?;
+
+        // 7. route
+        {
+            let _t = ctx.phase("route");
+            let _guard = self.nginx_lock.lock().await;
+            if let Err(e) = self.settings.nginx.install(&self.settings.nginx_conf(id), &rendered.nginx).await {
+                return Err(Ok(PhaseError::new("route", short_reason(&e), e.stderr_tail())));
+            }
+        }
+        tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
+        self.send(
+            job,
+            CommentState::Live {
+                framework,
+                build_secs: format!("{:.1}", build_secs.as_secs_f64()),
+                start_secs: format!("{:.1}", start_secs.as_secs_f64()),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes what a preview has on this host: containers, networks, volumes, built images,
+    /// its nginx conf and its work dir. Best effort; each failure is logged.
+    pub async fn remove_everything(&self, id: &str) {
+        let work = self.settings.work_dir(id);
+        if work.join(COMPOSE_FILE).exists() {
+            let project = ComposeProject {
+                name: id.to_owned(),
+                dir: work.clone(),
+                file: COMPOSE_FILE.to_owned(),
+            };
+            if let Err(e) = project.down(&self.settings.compose).await {
+                tracing::warn!(preview = id, error = %e, "compose down failed");
+            }
+        } else if let Err(e) = reconcile::remove_project(id).await {
+            tracing::warn!(preview = id, error = %e, "removing containers failed");
+        }
+        {
+            let _guard = self.nginx_lock.lock().await;
+            if let Err(e) = self.settings.nginx.remove(&self.settings.nginx_conf(id)).await {
+                tracing::warn!(preview = id, error = %e, "removing the nginx conf failed");
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&work)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(preview = id, error = %e, "removing the work dir failed");
+        }
+    }
+
+    async fn teardown_job(&self, job: TeardownJob, ctx: JobContext) -> Result<(), JobError> {
+        let record = ctx.record();
+        self.remove_everything(job.id.as_str()).await;
+        if let Some(record) = record {
+            let reason = match &job.trigger {
+                crate::jobs::JobTrigger::Cleanup { reason } => reason.clone(),
+                crate::jobs::JobTrigger::Api => "an operator removed it".to_owned(),
+                _ => "the pull request was closed".to_owned(),
+            };
+            self.feedback.send(FeedbackUpdate {
+                id: job.id.clone(),
+                repo: job.repo.clone(),
+                pr: job.pr,
+                sha: record.head_sha.clone(),
+                url: record.url.clone(),
+                state: CommentState::Closed { reason },
+            });
+        }
+        Ok(())
+    }
+}
+
+impl JobRunner for DockerRunner {
+    fn deploy(&self, job: DeployJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(self.deploy_job(job, ctx))
+    }
+
+    fn teardown(&self, job: TeardownJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(self.teardown_job(job, ctx))
+    }
+}
+
+/// The preview's own secret (database passwords), made once and kept across updates, because a
+/// database volume keeps the password it was created with.
+fn deployment_secret(work: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = work.join("secret");
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if secret.len() >= 16 => return Ok(secret),
+        Ok(_) => std::fs::remove_file(&path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let secret: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| {
+                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+                ALPHABET[rng.random_range(0..ALPHABET.len())] as char
+            })
+            .collect()
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    file.write_all(secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// The first line of an error: the rest (stderr) goes into the log tail.
+fn short_reason(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+fn tail_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+fn tail_of_file(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| tail_lines(&String::from_utf8_lossy(&bytes)))
+        .unwrap_or_default()
+}

@@ -1,0 +1,98 @@
+//! Reconcile: make the host match the store. Anything that carries our labels or lives under our
+//! directories without a live record goes; a running record whose containers vanished is
+//! deployed again. Runs at startup and in every cleanup sweep.
+
+use std::collections::BTreeSet;
+
+use preview_core::id::PreviewId;
+use preview_core::render::labels;
+use preview_exec::compose::Compose;
+
+use super::DockerRunner;
+use crate::jobs::JobTrigger;
+use crate::queue::Scheduler;
+use crate::record::DeploymentStatus;
+
+/// What one reconcile pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Compose projects, nginx confs and work dirs removed, by id.
+    pub removed: BTreeSet<String>,
+    /// Running previews whose containers were gone and were queued again.
+    pub redeployed: BTreeSet<String>,
+}
+
+/// Removes a compose project by name alone, with its built images.
+pub async fn remove_project(project: &str) -> preview_runtime::Result<()> {
+    let compose = Compose::detect().await?;
+    compose.down_project(project)?.run().await?;
+    preview_runtime::remove_built_images(project).await
+}
+
+/// One pass; `scheduler` queues redeploys.
+pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> ReconcileReport {
+    let store = scheduler.store();
+    let live: BTreeSet<String> = store.read(|s| {
+        s.deployments
+            .values()
+            .filter(|r| r.status != DeploymentStatus::Stopped)
+            .map(|r| r.id.as_str().to_owned())
+            .collect()
+    });
+    let mut report = ReconcileReport::default();
+    let mut orphans = BTreeSet::new();
+    match preview_runtime::projects_with_label(labels::MANAGED).await {
+        Ok(projects) => orphans.extend(projects.into_iter().filter(|p| !live.contains(p))),
+        Err(e) => tracing::warn!(error = %e, "reconcile could not list containers"),
+    }
+    let settings = &runner.settings;
+    for (dir, suffix) in [(&settings.nginx_config_dir, ".conf"), (&settings.deployments_dir, "")] {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(suffix)
+                && PreviewId::parse(id).is_ok()
+                && !live.contains(id)
+            {
+                orphans.insert(id.to_owned());
+            }
+        }
+    }
+    for id in orphans {
+        tracing::info!(preview = %id, "reconcile removes an orphaned preview");
+        runner.remove_everything(&id).await;
+        report.removed.insert(id);
+    }
+    // Ports held by records that are stopped or gone.
+    let stale_ports: Vec<PreviewId> = store.read(|s| {
+        s.port_allocations
+            .keys()
+            .filter(|id| !live.contains(id.as_str()))
+            .cloned()
+            .collect()
+    });
+    for id in stale_ports {
+        let _ = store.release_ports(&id).await;
+    }
+    // Running previews whose containers are gone.
+    let running: Vec<PreviewId> = store.read(|s| {
+        s.deployments
+            .values()
+            .filter(|r| r.status == DeploymentStatus::Running)
+            .map(|r| r.id.clone())
+            .collect()
+    });
+    for id in running {
+        match preview_runtime::project_containers(id.as_str()).await {
+            Ok(containers) if containers.is_empty() => {
+                tracing::warn!(preview = %id, "a running preview has no containers; deploying it again");
+                if scheduler.redeploy(&id, JobTrigger::Resume).await.is_ok() {
+                    report.redeployed.insert(id.as_str().to_owned());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(preview = %id, error = %e, "reconcile could not list containers"),
+        }
+    }
+    report
+}

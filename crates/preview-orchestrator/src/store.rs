@@ -1,0 +1,547 @@
+//! The deployment store: the seed's JSON file (`deployments`, `portAllocations`) plus a schema
+//! version and the slug registry.
+//!
+//! * One writer: a dedicated thread writes the newest state whenever it changed. Mutations that
+//!   arrive while a write is in progress are written together by the next one (group commit), so
+//!   a burst of webhooks costs a few writes, not one each.
+//! * Every write is atomic: temp file, fsync, rename, fsync of the directory (atomic-write-file).
+//!   A reader sees the old file or the new one, never a mix.
+//! * A mutation is acknowledged only once a write containing it has finished ([`Ticket::wait`]).
+//! * A lock file next to the store (`{file}.lock`, `flock`) keeps a second orchestrator out.
+//! * Loading is strict: a file that is not valid JSON of this schema, or carries another schema
+//!   version, stops startup and is left untouched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use jiff::Timestamp;
+use preview_core::id::{PreviewId, RepoSlug, SlugRegistry};
+use preview_core::ports::{PortAllocation, PortPools, port_is_free_on_host};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use tokio::sync::watch;
+
+use crate::record::DeploymentRecord;
+use crate::{Error, Result};
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The in-memory state the file mirrors.
+#[derive(Debug, Default, Clone)]
+pub struct StoreState {
+    /// Records by id.
+    pub deployments: BTreeMap<PreviewId, DeploymentRecord>,
+    /// Ports held, by id.
+    pub port_allocations: BTreeMap<PreviewId, PortAllocation>,
+    /// Slugs handed out, by repository.
+    pub slugs: SlugRegistry,
+}
+
+impl StoreState {
+    /// Every port held by any preview.
+    pub fn allocated_ports(&self) -> BTreeSet<u16> {
+        self.port_allocations
+            .values()
+            .flat_map(PortAllocation::ports)
+            .collect()
+    }
+
+    /// How many previews are running.
+    pub fn live_count(&self) -> usize {
+        self.deployments
+            .values()
+            .filter(|r| r.status == crate::record::DeploymentStatus::Running)
+            .count()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileView<'a> {
+    schema_version: u32,
+    deployments: &'a BTreeMap<PreviewId, DeploymentRecord>,
+    port_allocations: &'a BTreeMap<PreviewId, PortAllocation>,
+    repo_slugs: SlugsView<'a>,
+}
+
+struct SlugsView<'a>(&'a SlugRegistry);
+
+impl Serialize for SlugsView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (repo, slug) in self.0.entries() {
+            map.serialize_entry(repo, slug)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileData {
+    #[allow(dead_code)]
+    schema_version: u32,
+    deployments: BTreeMap<PreviewId, DeploymentRecord>,
+    port_allocations: BTreeMap<PreviewId, PortAllocation>,
+    #[serde(default)]
+    repo_slugs: BTreeMap<String, RepoSlug>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionProbe {
+    schema_version: Option<serde_json::Value>,
+}
+
+/// What the writer has done, for waiters.
+#[derive(Debug, Clone, Default)]
+struct WriteProgress {
+    /// The newest state version on disk.
+    persisted: u64,
+    /// The newest version whose write failed, and why.
+    failed: Option<(u64, String)>,
+}
+
+/// What the writer thread shares with the handles.
+struct Shared {
+    path: PathBuf,
+    state: Mutex<Versioned>,
+    wake: Mutex<WriterFlags>,
+    wake_cv: Condvar,
+    progress: watch::Sender<WriteProgress>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    pools: PortPools,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    // Held for the store's lifetime; dropped (unlocked) after the writer's last write.
+    _lock: File,
+}
+
+struct Versioned {
+    state: StoreState,
+    version: u64,
+}
+
+#[derive(Default)]
+struct WriterFlags {
+    dirty: bool,
+    stop: bool,
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pending write: [`Ticket::wait`] returns once the change is on disk.
+#[must_use = "a change is only durable once its ticket was waited for"]
+pub struct Ticket {
+    version: u64,
+    progress: watch::Receiver<WriteProgress>,
+}
+
+impl Ticket {
+    /// Waits until a write containing the change finished; errors if that write failed.
+    pub async fn wait(mut self) -> Result<()> {
+        let v = self.version;
+        let p = self
+            .progress
+            .wait_for(|p| p.persisted >= v || p.failed.as_ref().is_some_and(|(f, _)| *f >= v))
+            .await
+            .map_err(|_| Error::StoreClosed)?
+            .clone();
+        if p.persisted >= v {
+            Ok(())
+        } else {
+            Err(Error::StoreWrite(
+                p.failed.map(|(_, e)| e).unwrap_or_default(),
+            ))
+        }
+    }
+
+    /// A ticket that is already satisfied (nothing changed).
+    fn done(progress: watch::Receiver<WriteProgress>) -> Self {
+        Self {
+            version: 0,
+            progress,
+        }
+    }
+}
+
+impl Store {
+    /// Locks and loads the store at `path` (an absent file is an empty store), and starts its
+    /// writer thread.
+    pub fn open(path: &Path, pools: PortPools) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::StoreIo {
+                path: dir.to_owned(),
+                action: "create the store's directory",
+                source: e,
+            })?;
+        }
+        let lock_path = lock_path(path);
+        let lock = lock_file(&lock_path)?;
+        let state = load(path)?;
+        let (progress, _) = watch::channel(WriteProgress::default());
+        let shared = Arc::new(Shared {
+            path: path.to_owned(),
+            state: Mutex::new(Versioned { state, version: 0 }),
+            wake: Mutex::new(WriterFlags::default()),
+            wake_cv: Condvar::new(),
+            progress,
+        });
+        let inner = Arc::new(Inner {
+            shared: shared.clone(),
+            pools,
+            writer: Mutex::new(None),
+            _lock: lock,
+        });
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&shared))
+            .map_err(|e| Error::StoreIo {
+                path: path.to_owned(),
+                action: "start the store writer thread",
+                source: e,
+            })?;
+        *inner.writer.lock().unwrap() = Some(handle);
+        Ok(Store { inner })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+
+    /// The port pools.
+    pub fn pools(&self) -> PortPools {
+        self.inner.pools
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, Versioned> {
+        self.inner
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
+        f(&self.lock_state().state)
+    }
+
+    /// A copy of one record.
+    pub fn get(&self, id: &PreviewId) -> Option<DeploymentRecord> {
+        self.read(|s| s.deployments.get(id).cloned())
+    }
+
+    /// The ports of one preview.
+    pub fn ports(&self, id: &PreviewId) -> Option<PortAllocation> {
+        self.read(|s| s.port_allocations.get(id).copied())
+    }
+
+    /// Copies of every record, by id.
+    pub fn list(&self) -> Vec<DeploymentRecord> {
+        self.read(|s| s.deployments.values().cloned().collect())
+    }
+
+    /// Changes the state in memory. `f` returns its result and whether it changed anything; a
+    /// change is written by the writer thread, and the returned ticket says when.
+    pub fn mutate<R>(&self, f: impl FnOnce(&mut StoreState) -> (R, bool)) -> (R, Ticket) {
+        let mut guard = self.lock_state();
+        let (r, changed) = f(&mut guard.state);
+        let progress = self.inner.shared.progress.subscribe();
+        if !changed {
+            return (r, Ticket::done(progress));
+        }
+        guard.version += 1;
+        let version = guard.version;
+        drop(guard);
+        let mut flags = self
+            .inner
+            .shared
+            .wake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        flags.dirty = true;
+        drop(flags);
+        self.inner.shared.wake_cv.notify_one();
+        (r, Ticket { version, progress })
+    }
+
+    /// Changes one record and waits until the change is on disk. `None` if there is no such
+    /// record.
+    pub async fn update<R>(
+        &self,
+        id: &PreviewId,
+        f: impl FnOnce(&mut DeploymentRecord) -> R,
+    ) -> Result<Option<R>> {
+        let (r, ticket) = self.mutate(|s| match s.deployments.get_mut(id) {
+            Some(rec) => {
+                let r = f(rec);
+                rec.updated_at = Timestamp::now();
+                (Some(r), true)
+            }
+            None => (None, false),
+        });
+        ticket.wait().await?;
+        Ok(r)
+    }
+
+    /// The ports of preview `id`: the ones it holds, or new ones from the pools that no other
+    /// preview holds, no container in `published` publishes and nothing on the host listens on.
+    /// A db port is added when `need_db` and the preview has none yet.
+    pub async fn allocate_ports(
+        &self,
+        id: &PreviewId,
+        need_db: bool,
+        published: &BTreeSet<u16>,
+    ) -> Result<PortAllocation> {
+        let pools = self.inner.pools;
+        let (r, ticket) = self.mutate(|s| {
+            let existing = s.port_allocations.get(id).copied();
+            if let Some(a) = existing
+                && (a.db.is_some() || !need_db)
+            {
+                return (Ok(a), false);
+            }
+            let mut taken = s.allocated_ports();
+            if let Some(a) = existing {
+                taken.remove(&a.app);
+            }
+            let result = match existing {
+                Some(a) => pools
+                    .allocate(true, &taken, published, |p| {
+                        p == a.app || port_is_free_on_host(p)
+                    })
+                    .map(|n| PortAllocation {
+                        app: a.app,
+                        db: n.db,
+                    }),
+                None => pools.allocate(need_db, &taken, published, port_is_free_on_host),
+            };
+            match result {
+                Ok(a) => {
+                    s.port_allocations.insert(id.clone(), a);
+                    (Ok(a), true)
+                }
+                Err(e) => (Err(Error::Ports(e.to_string())), false),
+            }
+        });
+        ticket.wait().await?;
+        r
+    }
+
+    /// Gives back the ports of preview `id`.
+    pub async fn release_ports(&self, id: &PreviewId) -> Result<()> {
+        let ((), ticket) = self.mutate(|s| ((), s.port_allocations.remove(id).is_some()));
+        ticket.wait().await
+    }
+
+    /// Waits until everything changed so far is on disk.
+    pub async fn flush(&self) -> Result<()> {
+        let version = self.lock_state().version;
+        Ticket {
+            version,
+            progress: self.inner.shared.progress.subscribe(),
+        }
+        .wait()
+        .await
+    }
+
+    /// Stops the writer after a last write. Later changes are not written.
+    pub fn close(&self) {
+        self.inner.stop_writer();
+    }
+}
+
+fn writer_loop(shared: &Shared) {
+    loop {
+        {
+            let mut flags = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            while !flags.dirty && !flags.stop {
+                flags = shared
+                    .wake_cv
+                    .wait(flags)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            if !flags.dirty {
+                return;
+            }
+            flags.dirty = false;
+        }
+        let (bytes, version) = {
+            let guard = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let view = FileView {
+                schema_version: SCHEMA_VERSION,
+                deployments: &guard.state.deployments,
+                port_allocations: &guard.state.port_allocations,
+                repo_slugs: SlugsView(&guard.state.slugs),
+            };
+            (
+                serde_json::to_vec_pretty(&view).expect("the state serializes"),
+                guard.version,
+            )
+        };
+        let result = write_atomically(&shared.path, &bytes);
+        shared.progress.send_modify(|p| match &result {
+            Ok(()) => p.persisted = p.persisted.max(version),
+            Err(e) => {
+                tracing::error!(path = %shared.path.display(), error = %e, "writing the store failed");
+                p.failed = Some((version, e.to_string()));
+            }
+        });
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = atomic_write_file::AtomicWriteFile::options().open(path)?;
+    file.write_all(bytes)?;
+    file.write_all(b"\n")?;
+    file.commit()
+}
+
+/// `{store}.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+// `File::try_lock` is std since 1.89; the workspace's rust-version still says 1.88.
+#[allow(clippy::incompatible_msrv)]
+fn lock_file(lock_path: &Path) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .map_err(|e| Error::StoreIo {
+            path: lock_path.to_owned(),
+            action: "open the lock file",
+            source: e,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::StoreLocked(lock_path.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::StoreIo {
+            path: lock_path.to_owned(),
+            action: "lock",
+            source: e,
+        }),
+    }
+}
+
+/// Reads and checks the store file; an absent file is an empty store.
+pub fn load(path: &Path) -> Result<StoreState> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoreState::default()),
+        Err(e) => {
+            return Err(Error::StoreIo {
+                path: path.to_owned(),
+                action: "read",
+                source: e,
+            });
+        }
+    };
+    let corrupt = |reason: String| Error::StoreCorrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let probe: VersionProbe =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
+    match probe.schema_version {
+        None => {
+            return Err(corrupt(
+                "it has no schemaVersion (written by the TypeScript orchestrator?); move it \
+                 aside to start with an empty store"
+                    .into(),
+            ));
+        }
+        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(v) => {
+            return Err(Error::StoreVersion {
+                path: path.to_owned(),
+                found: v.to_string(),
+                supported: SCHEMA_VERSION,
+            });
+        }
+    }
+    let data: FileData =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("schema: {e}")))?;
+    let mut state = StoreState::default();
+    for (repo, slug) in data.repo_slugs {
+        state
+            .slugs
+            .restore(&repo, slug)
+            .map_err(|e| corrupt(format!("repoSlugs: {e}")))?;
+    }
+    for (key, rec) in &data.deployments {
+        if key != &rec.id {
+            return Err(corrupt(format!(
+                "deployments.{key} holds record {}",
+                rec.id
+            )));
+        }
+        match state.slugs.get(&rec.repo) {
+            Some(slug) if slug == &rec.slug && rec.id.slug() == rec.slug => {}
+            _ => {
+                return Err(corrupt(format!(
+                    "deployments.{key}: slug {} does not match repoSlugs for {}",
+                    rec.slug, rec.repo
+                )));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (key, alloc) in &data.port_allocations {
+        if !data.deployments.contains_key(key) {
+            return Err(corrupt(format!("portAllocations.{key} has no deployment")));
+        }
+        for p in alloc.ports() {
+            if !seen.insert(p) {
+                return Err(corrupt(format!("port {p} is allocated twice")));
+            }
+        }
+    }
+    state.deployments = data.deployments;
+    state.port_allocations = data.port_allocations;
+    Ok(state)
+}
+
+impl Inner {
+    fn stop_writer(&self) {
+        {
+            let mut flags = self.shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            flags.stop = true;
+        }
+        self.shared.wake_cv.notify_one();
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_writer();
+    }
+}

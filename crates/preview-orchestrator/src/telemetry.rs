@@ -1,0 +1,152 @@
+//! Metrics (Prometheus text at `/metrics`) and logs (stdout and daily files).
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::queue::JobKind;
+
+/// Webhook deliveries, by `event` and `outcome`.
+pub const WEBHOOKS: &str = "preview_webhooks_total";
+/// Jobs queued or waiting for a build slot.
+pub const QUEUE_DEPTH: &str = "preview_queue_depth";
+/// Finished jobs, by `kind` and `outcome`.
+pub const JOBS: &str = "preview_jobs_total";
+/// Job and phase durations, by `phase` (`deploy`, `teardown`, or a runtime phase).
+pub const JOB_DURATION: &str = "preview_job_duration_seconds";
+/// Previews running.
+pub const LIVE_PREVIEWS: &str = "preview_live_previews";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide metrics recorder (once) and returns the handle that renders it.
+pub fn metrics_handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(JOB_DURATION.into()),
+                    &[
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                    ],
+                )
+                .expect("non-empty buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (a test harness); ours then only renders.
+            let _ = metrics::set_global_recorder(recorder);
+            metrics::describe_counter!(WEBHOOKS, "Webhook deliveries by event and outcome");
+            metrics::describe_gauge!(QUEUE_DEPTH, "Jobs queued or waiting for a build slot");
+            metrics::describe_counter!(JOBS, "Finished jobs by kind and outcome");
+            metrics::describe_histogram!(JOB_DURATION, "Job and phase durations in seconds");
+            metrics::describe_gauge!(LIVE_PREVIEWS, "Previews running");
+            metrics::gauge!(QUEUE_DEPTH).set(0.0);
+            handle
+        })
+        .clone()
+}
+
+/// Drains histogram samples now and then, so memory stays flat when nobody scrapes.
+pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
+/// Counts a webhook delivery. `event` is mapped onto a fixed set so labels stay bounded.
+pub fn webhook(event: &str, outcome: &'static str) {
+    let event = match event {
+        "ping" | "pull_request" => event.to_owned(),
+        "" => "none".to_owned(),
+        _ => "other".to_owned(),
+    };
+    metrics::counter!(WEBHOOKS, "event" => event, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn set_queue_depth(depth: usize) {
+    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
+}
+
+pub(crate) fn set_live_previews(n: usize) {
+    metrics::gauge!(LIVE_PREVIEWS).set(n as f64);
+}
+
+pub(crate) fn job_finished(kind: JobKind, outcome: &'static str, took: Option<Duration>) {
+    metrics::counter!(JOBS, "kind" => kind.as_str(), "outcome" => outcome).increment(1);
+    if let Some(took) = took {
+        metrics::histogram!(JOB_DURATION, "phase" => kind.as_str()).record(took.as_secs_f64());
+    }
+}
+
+pub(crate) fn record_phase(phase: &'static str, took: Duration) {
+    metrics::histogram!(JOB_DURATION, "phase" => phase).record(took.as_secs_f64());
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Keeps the log writers flushing; drop at exit.
+pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+
+/// Sets up logging to stdout and to `{dir}/orchestrator.YYYY-MM-DD.log`, rotated daily, keeping
+/// `retention` files. `level` is an env-filter directive (`info`, `debug`, `preview=debug`...).
+pub fn init_logging(
+    level: &str,
+    format: LogFormat,
+    dir: &Path,
+    retention: usize,
+) -> anyhow::Result<LogGuards> {
+    use anyhow::Context;
+    let filter = EnvFilter::try_new(level)
+        .with_context(|| format!("invalid setting LOG_LEVEL: {level:?}"))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("invalid setting LOGS_DIR: cannot create {}", dir.display()))?;
+    let file = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("orchestrator")
+        .filename_suffix("log")
+        .max_log_files(retention.max(1))
+        .build(dir)
+        .with_context(|| {
+            format!(
+                "invalid setting LOGS_DIR: cannot write in {}",
+                dir.display()
+            )
+        })?;
+    let (file, file_guard) = tracing_appender::non_blocking(file);
+    let (stdout, stdout_guard) = tracing_appender::non_blocking(std::io::stdout());
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(stdout))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(file),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(stdout))
+            .with(tracing_subscriber::fmt::layer().json().with_writer(file))
+            .try_init(),
+    }
+    .context("a logger is already installed")?;
+    Ok(LogGuards(vec![file_guard, stdout_guard]))
+}

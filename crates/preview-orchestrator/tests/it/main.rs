@@ -1,0 +1,10 @@
+//! Integration tests of the orchestrator: the webhook endpoint, the queue, the store, the
+//! internal API and the real binary. Servers bind 127.0.0.1:0; jobs run on a recording runner.
+
+mod api;
+mod binary;
+mod harness;
+mod queue;
+mod store;
+mod storm;
+mod webhook;

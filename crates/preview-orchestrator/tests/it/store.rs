@@ -1,0 +1,144 @@
+//! The store file: strict loading, the lock, atomic writes.
+
+use std::collections::BTreeSet;
+
+use preview_core::id::PreviewId;
+use preview_core::ports::PortPools;
+use preview_orchestrator::Error;
+use preview_orchestrator::store::{SCHEMA_VERSION, Store};
+
+fn open(path: &std::path::Path) -> Result<Store, Error> {
+    Store::open(path, PortPools::default())
+}
+
+#[tokio::test]
+async fn an_absent_file_is_an_empty_store_and_writes_are_versioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deployments.json");
+    let store = open(&path).unwrap();
+    assert!(store.list().is_empty());
+    let id = PreviewId::parse("a-b-pr-1").unwrap();
+    // Ports without a record are not valid in the file; use a record-free write path instead.
+    let ((), t) = store.mutate(|s| {
+        let _ = s
+            .slugs
+            .slug_for(&preview_core::id::RepoFullName::parse("a/b").unwrap());
+        ((), true)
+    });
+    t.wait().await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["schemaVersion"], SCHEMA_VERSION);
+    assert!(v["deployments"].as_object().unwrap().is_empty());
+    assert!(v["portAllocations"].as_object().unwrap().is_empty());
+    assert_eq!(v["repoSlugs"]["a/b"], "a-b");
+    assert!(store.ports(&id).is_none());
+}
+
+#[test]
+fn a_second_orchestrator_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deployments.json");
+    let first = open(&path).unwrap();
+    match open(&path) {
+        Err(Error::StoreLocked(p)) => assert!(p.ends_with("deployments.json.lock")),
+        other => panic!("expected StoreLocked, got {other:?}"),
+    }
+    drop(first);
+    open(&path).expect("the lock is released with the store");
+}
+
+#[test]
+fn bad_files_stop_startup_and_stay_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deployments.json");
+    let cases: Vec<(&str, &str)> = vec![
+        ("", "not valid JSON"),
+        ("{\"deployments\":{", "not valid JSON"),
+        ("[]", "not valid JSON"),
+        (
+            "{\"deployments\":{},\"portAllocations\":{}}",
+            "no schemaVersion",
+        ),
+        (
+            "{\"schemaVersion\":2,\"deployments\":{},\"portAllocations\":{}}",
+            "schemaVersion 2",
+        ),
+        (
+            "{\"schemaVersion\":\"1\",\"deployments\":{},\"portAllocations\":{}}",
+            "schemaVersion \"1\"",
+        ),
+        (
+            "{\"schemaVersion\":1,\"deployments\":{},\"portAllocations\":{},\"extra\":1}",
+            "unknown field",
+        ),
+        (
+            "{\"schemaVersion\":1,\"deployments\":{},\"portAllocations\":{\"a-pr-1\":{\"app\":8000}}}",
+            "has no deployment",
+        ),
+        (
+            "{\"schemaVersion\":1,\"deployments\":{\"../x\":{}},\"portAllocations\":{}}",
+            "preview id",
+        ),
+    ];
+    for (content, expected) in cases {
+        std::fs::write(&path, content).unwrap();
+        let err = open(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(expected), "{content:?}: {msg}");
+        assert!(msg.contains("left untouched"), "{msg}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            content,
+            "file was modified"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ports_are_unique_and_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = PortPools::new(
+        "41000-41002".parse().unwrap(),
+        "41010-41011".parse().unwrap(),
+    )
+    .unwrap();
+    let store = Store::open(&dir.path().join("d.json"), pools).unwrap();
+    let ids: Vec<PreviewId> = (1..=4)
+        .map(|n| PreviewId::parse(&format!("a-b-pr-{n}")).unwrap())
+        .collect();
+    let published = BTreeSet::from([41001]);
+    let a = store
+        .allocate_ports(&ids[0], true, &published)
+        .await
+        .unwrap();
+    assert_eq!((a.app, a.db), (41000, Some(41010)));
+    // Same preview again: same ports.
+    assert_eq!(
+        store
+            .allocate_ports(&ids[0], true, &published)
+            .await
+            .unwrap(),
+        a
+    );
+    let b = store
+        .allocate_ports(&ids[1], false, &published)
+        .await
+        .unwrap();
+    assert_eq!((b.app, b.db), (41002, None));
+    let err = store
+        .allocate_ports(&ids[2], false, &published)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no free port in the app port pool 41000-41002"),
+        "{err}"
+    );
+    store.release_ports(&ids[0]).await.unwrap();
+    let c = store
+        .allocate_ports(&ids[2], true, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!((c.app, c.db), (41000, Some(41010)));
+}
