@@ -52,7 +52,13 @@ impl Terraform {
                 home.config_path().display()
             );
         }
-        let public_key = config.ssh.public_key()?;
+        let tfvars = dir.join(TFVARS);
+        let public_key = match config.ssh.public_key() {
+            Ok(key) => key,
+            // `destroy` must still work when the key pair is gone: the last tfvars have it.
+            Err(_) if tfvars.is_file() => return Ok(Self { dir, do_token, log }),
+            Err(err) => return Err(err),
+        };
         let mut vars = json!({
             "name": config.project,
             "region": config.digitalocean.region,
@@ -64,7 +70,7 @@ impl Terraform {
             vars["alert_email"] = json!(tls.email);
         }
         let text = serde_json::to_vec_pretty(&vars).context("serialising tfvars")?;
-        write_private(&dir.join(TFVARS), &text)?;
+        write_private(&tfvars, &text)?;
         Ok(Self { dir, do_token, log })
     }
 
