@@ -22,7 +22,11 @@ async fn up_serves_the_python_sample_until_interrupted() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let url = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().next().expect("a URL line").unwrap()
+        BufReader::new(stdout)
+            .lines()
+            .next()
+            .expect("a URL line")
+            .unwrap()
     })
     .await
     .unwrap();
@@ -31,18 +35,30 @@ async fn up_serves_the_python_sample_until_interrupted() {
         .trim_end_matches('/')
         .parse()
         .unwrap_or_else(|_| panic!("not a local URL: {url}"));
-    let answer = wait_for_http(port, "/health", Duration::from_secs(30), |a| a.status == 200).await;
+    let answer = wait_for_http(port, "/health", Duration::from_secs(30), |a| {
+        a.status == 200
+    })
+    .await;
     assert_eq!(answer.body, "python-plain ok\n");
     let label = "dev.preview-deployer.deployment=local-python-plain-pr-1";
     let running = docker_objects_with_label(label).await;
-    assert!(running.iter().any(|o| o.starts_with("container ")), "{running:?}");
+    assert!(
+        running.iter().any(|o| o.starts_with("container ")),
+        "{running:?}"
+    );
 
     Cmd::new("kill", "interrupt preview up")
         .args(["-INT", &child.id().to_string()])
         .run()
         .await
         .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "preview up exits cleanly on Ctrl-C: {status}");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "preview up exits cleanly on Ctrl-C: {status}"
+    );
     assert_eq!(docker_objects_with_label(label).await, Vec::<String>::new());
 }
