@@ -177,6 +177,25 @@ pub(crate) fn parser_options() -> serde_saphyr::Options {
     }
 }
 
+/// A YAML syntax or budget error of `file`, as a config error; budget breaches (alias bombs,
+/// huge or deeply nested documents) say that they were refused.
+pub(crate) fn yaml_error(file: &str, err: &serde_saphyr::Error) -> Error {
+    let (line, message) = split_parse_error(err);
+    let message = if message.contains("budget") || message.contains("alias") {
+        format!(
+            "refused: the YAML exceeds the parser's limits on aliases, anchors, nodes or depth (an alias bomb?): {message}"
+        )
+    } else {
+        message
+    };
+    Error::Config {
+        file: file.to_owned(),
+        line,
+        key: None,
+        message,
+    }
+}
+
 /// Line of a parse error and its message without the parser's `line N column M:` prefix.
 pub(crate) fn split_parse_error(err: &serde_saphyr::Error) -> (Option<u64>, String) {
     let line = err.location().map(|l| l.line()).filter(|l| *l > 0);
@@ -236,24 +255,24 @@ impl PreviewConfig {
                 ..Self::default()
             });
         }
-        let raw: Raw = serde_saphyr::from_str_with_options(text, parser_options()).map_err(|e| {
-            let (line, message) = split_parse_error(&e);
-            if let Some(rest) = message.strip_prefix("unknown field `") {
-                let key = rest.split('`').next().unwrap_or_default();
-                return err(
-                    line,
-                    Some(key),
-                    format!("unknown key; the known keys are {}", KEYS.join(", ")),
-                );
-            }
-            let key = line.and_then(|l| top_level_key_at(text, l));
-            let message = if message.contains("budget") || message.contains("alias") {
-                format!("refused: {message} (YAML aliases and anchors are limited to stop alias bombs)")
-            } else {
-                message
-            };
-            err(line, key.as_deref(), message)
-        })?;
+        // A first pass into an untyped tree applies the parser budget to the whole file, so an
+        // alias bomb is refused as such, before any key is looked at.
+        serde_saphyr::from_str_with_options::<serde::de::IgnoredAny>(text, parser_options())
+            .map_err(|e| yaml_error(file, &e))?;
+        let raw: Raw =
+            serde_saphyr::from_str_with_options(text, parser_options()).map_err(|e| {
+                let (line, message) = split_parse_error(&e);
+                if let Some(rest) = message.strip_prefix("unknown field `") {
+                    let key = rest.split('`').next().unwrap_or_default();
+                    return err(
+                        line,
+                        Some(key),
+                        format!("unknown key; the known keys are {}", KEYS.join(", ")),
+                    );
+                }
+                let key = line.and_then(|l| top_level_key_at(text, l));
+                err(line, key.as_deref(), message)
+            })?;
 
         let mut config = PreviewConfig {
             file: file.to_owned(),

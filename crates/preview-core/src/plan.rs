@@ -204,7 +204,11 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                 "language={language} because {} sets framework",
                 config.file
             ));
-        } else if !detected_reasons.iter().any(|r| r.starts_with("language=")) {
+        } else if !detected_reasons
+            .iter()
+            .chain(reasons.iter())
+            .any(|r| r.starts_with("language="))
+        {
             reasons.push(format!("language={language} because of {evidence}"));
         }
         reasons.extend(detected_reasons);
@@ -341,7 +345,13 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         plan.env.insert(name.clone(), value.value.clone());
     }
 
-    // 7. Consistency.
+    // 7. Consistency. The repo's own image starts itself, unless app_entrypoint says otherwise.
+    if repo_image && config.app_entrypoint.is_none() && !plan.start_argv.is_empty() {
+        plan.start_argv.clear();
+        reasons.push(
+            "start_command=the image's own CMD, because the repo builds its image".to_owned(),
+        );
+    }
     if plan.start_argv.is_empty() && !repo_image {
         return Err(Error::NoApp(format!(
             "{}: found {} but nothing to start; set app_entrypoint in preview-config.yml",
@@ -510,7 +520,13 @@ fn pick(
     if !others.is_empty() {
         let list: Vec<String> = others
             .iter()
-            .map(|o| format!("{} via {}", o.language, o.evidence))
+            .map(|o| {
+                let what = match o.strength {
+                    Strength::Tooling => ", which has nothing to start",
+                    _ => "",
+                };
+                format!("{} via {}{what}", o.language, o.evidence)
+            })
             .collect();
         reasons.push(format!(
             "language={} because {} is the strongest candidate in {dir} (also found: {})",

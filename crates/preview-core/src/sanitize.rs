@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::checkout::{Checkout, normalize_relative};
-use crate::config::{parser_options, split_parse_error};
+use crate::config::{parser_options, yaml_error};
 use crate::{Error, Result};
 
 /// File names looked for, in the app dir and then at the repo root.
@@ -307,15 +307,8 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
             ),
         });
     }
-    let root: Value = serde_saphyr::from_str_with_options(text, parser_options()).map_err(|e| {
-        let (line, message) = split_parse_error(&e);
-        Error::Config {
-            file: ctx.file.clone(),
-            line,
-            key: None,
-            message,
-        }
-    })?;
+    let root: Value = serde_saphyr::from_str_with_options(text, parser_options())
+        .map_err(|e| yaml_error(&ctx.file, &e))?;
     let Value::Object(root) = root else {
         return Err(r.refuse(
             None,

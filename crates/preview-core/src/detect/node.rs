@@ -219,13 +219,17 @@ impl Detector for NodeDetector {
                 } else if let Some(main) = pkg
                     .get("main")
                     .and_then(Value::as_str)
-                    .filter(|m| ctx.is_file(m))
+                    .filter(|m| serves(ctx, m))
                 {
-                    reasons.push(format!("start_command=node {main} from package.json main"));
+                    reasons.push(format!(
+                        "start_command=node {main} because package.json main starts a server"
+                    ));
                     source_file = Some(main.to_owned());
                     vec!["node".into(), main.to_owned()]
-                } else if let Some(file) = ENTRY_FILES.into_iter().find(|f| ctx.is_file(f)) {
-                    reasons.push(format!("start_command=node {file} because {file} exists"));
+                } else if let Some(file) = ENTRY_FILES.into_iter().find(|f| serves(ctx, f)) {
+                    reasons.push(format!(
+                        "start_command=node {file} because {file} starts a server"
+                    ));
                     source_file = Some(file.to_owned());
                     vec!["node".into(), file.to_owned()]
                 } else if let Some(s) = script("start") {
@@ -366,6 +370,12 @@ impl Detector for NodeDetector {
             warnings,
         }))
     }
+}
+
+/// True if `file` exists and looks like it starts a server; a library's `main` does not.
+fn serves(ctx: &Ctx, file: &str) -> bool {
+    ctx.peek_source(file)
+        .is_some_and(|s| s.contains(".listen(") || s.contains("createServer("))
 }
 
 fn dep_names(pkg: &Value, field: &str) -> Vec<String> {

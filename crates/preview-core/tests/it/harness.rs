@@ -1,0 +1,153 @@
+//! What the tests share: the fixtures, a fixed render input, files written for external tools.
+
+use std::path::{Path, PathBuf};
+
+use preview_core::plan::Planned;
+use preview_core::render::{RenderInput, Rendered, render};
+
+/// Every fixture that plans successfully.
+pub const PLANNABLE: &[&str] = &[
+    "compose-ok",
+    "django",
+    "express",
+    "fastapi",
+    "fastify",
+    "flask",
+    "go",
+    "go-cmd",
+    "laravel",
+    "mixed-language",
+    "monorepo",
+    "monorepo-app-path",
+    "nestjs",
+    "nextjs",
+    "node-plain",
+    "node-postgres",
+    "php-plain",
+    "python-plain",
+    "repo-dockerfile",
+    "rust",
+    "rust-workspace",
+];
+
+/// Every fixture whose plan is refused, with the text its error must contain.
+pub const REFUSED: &[(&str, &str)] = &[
+    (
+        "hostile-alias-bomb",
+        "preview-config.yml:6: refused: the YAML exceeds the parser's limits",
+    ),
+    (
+        "hostile-bad-keys",
+        "preview-config.yml:2: key `app_prot`: unknown key",
+    ),
+    (
+        "hostile-bad-values",
+        "preview-config.yml:2: key `app_port`: port 99999 is out of range 1-65535",
+    ),
+    (
+        "hostile-compose-alias-bomb",
+        "docker-compose.preview.yml:6: refused: the YAML exceeds",
+    ),
+    (
+        "hostile-compose-bind-outside",
+        "service `app`: key `volumes`: the bind mount",
+    ),
+    (
+        "hostile-compose-cap-add",
+        "docker-compose.preview.yml:4: service `app`: key `cap_add`",
+    ),
+    (
+        "hostile-compose-devices",
+        "docker-compose.preview.yml:4: service `app`: key `devices`",
+    ),
+    (
+        "hostile-compose-docker-socket",
+        "service `app`: key `volumes`: the Docker socket",
+    ),
+    (
+        "hostile-compose-host-network",
+        "docker-compose.preview.yml:4: service `app`: key `network_mode`",
+    ),
+    (
+        "hostile-compose-host-pid",
+        "docker-compose.preview.yml:6: service `sidecar`: key `pid`",
+    ),
+    (
+        "hostile-compose-host-ports",
+        "docker-compose.preview.yml:4: service `app`: key `ports`",
+    ),
+    (
+        "hostile-compose-privileged",
+        "docker-compose.preview.yml:4: service `app`: key `privileged`",
+    ),
+    (
+        "hostile-oversized-config",
+        "preview-config.yml: the file is larger than the 65536-byte limit",
+    ),
+    (
+        "hostile-symlink-config",
+        "preview-config.yml: symlink preview-config.yml points to the absolute path /etc/passwd",
+    ),
+    (
+        "hostile-symlink-envfile",
+        "preview-config.yml:1: key `env_file`: an env_file outside the repo is refused",
+    ),
+    (
+        "hostile-symlink-manifest",
+        "package.json: symlink package.json points to",
+    ),
+    (
+        "monorepo-ambiguous",
+        "several deployable apps in the repository: services/api (node), services/worker (go)",
+    ),
+    ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
+];
+
+/// The directory holding the sample apps.
+pub fn fixtures_dir() -> PathBuf {
+    preview_testkit::repo_root().join("fixtures/apps")
+}
+
+/// The absolute path of one fixture.
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+/// Plans one fixture, panicking with the error if it fails.
+pub fn plan(name: &str) -> Planned {
+    preview_core::plan(&fixture(name)).unwrap_or_else(|e| panic!("planning {name}: {e}"))
+}
+
+/// The render input used for snapshots: fixed ids, port and secret, so files are stable.
+pub fn snapshot_input(name: &str) -> RenderInput {
+    RenderInput::new(
+        format!("acme-{name}-pr-7"),
+        format!("acme/{name}"),
+        7,
+        "0123456789abcdef0123456789abcdef01234567",
+        format!("acme-{name}"),
+        8007,
+        fixture(name),
+        format!("/srv/previews/acme-{name}-pr-7/Dockerfile"),
+        "SnapshotSecret0123456789",
+    )
+}
+
+/// Renders `planned` with the Dockerfile path inside `out`, and writes every file there.
+pub fn render_into(
+    name: &str,
+    planned: &Planned,
+    out: &Path,
+    id: &str,
+    host_port: u16,
+) -> Rendered {
+    let mut input = snapshot_input(name);
+    input.deployment_id = id.to_owned();
+    input.host_port = host_port;
+    input.dockerfile_path = out.join("Dockerfile");
+    let rendered = render(planned, &input).unwrap_or_else(|e| panic!("rendering {name}: {e}"));
+    for (file, text) in rendered.files() {
+        std::fs::write(out.join(file), text).unwrap();
+    }
+    rendered
+}

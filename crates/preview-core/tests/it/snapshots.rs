@@ -1,0 +1,123 @@
+//! One snapshot of the plan and of every generated file per fixture, and one of each refusal.
+
+use crate::harness::{PLANNABLE, REFUSED, fixture, fixtures_dir, plan, snapshot_input};
+use preview_core::render::render;
+
+fn settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    let root = fixtures_dir().display().to_string();
+    settings.add_filter(&regex_escape(&root), "[FIXTURES]");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$#&-~".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_fixture_is_covered() {
+    let mut listed: Vec<&str> = PLANNABLE
+        .iter()
+        .copied()
+        .chain(REFUSED.iter().map(|(name, _)| *name))
+        .collect();
+    listed.sort_unstable();
+    let mut present: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    present.sort();
+    assert_eq!(
+        listed, present,
+        "fixtures/apps and the harness's lists differ"
+    );
+}
+
+#[test]
+fn plans_and_generated_files() {
+    let settings = settings();
+    settings.bind(|| {
+        for name in PLANNABLE {
+            let planned = plan(name);
+            insta::assert_snapshot!(format!("{name}@plan"), planned.plan.to_json());
+            let rendered = render(&planned, &snapshot_input(name))
+                .unwrap_or_else(|e| panic!("rendering {name}: {e}"));
+            match &rendered.dockerfile {
+                Some(d) => insta::assert_snapshot!(format!("{name}@Dockerfile"), d),
+                None => assert_eq!(
+                    planned.plan.dockerfile,
+                    preview_core::model::DockerfileSource::Repo,
+                    "{name}"
+                ),
+            }
+            insta::assert_snapshot!(format!("{name}@docker-compose.yml"), rendered.compose);
+            insta::assert_snapshot!(format!("{name}@nginx.conf"), rendered.nginx);
+        }
+    });
+}
+
+#[test]
+fn refusals_name_the_file_and_key() {
+    let settings = settings();
+    settings.bind(|| {
+        for (name, expected) in REFUSED {
+            let err = match preview_core::plan(&fixture(name)) {
+                Ok(planned) => panic!("{name} should be refused, got {:#?}", planned.plan),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains(expected),
+                "{name}:\n got: {err}\nwant: {expected}"
+            );
+            insta::assert_snapshot!(format!("{name}@error"), err);
+        }
+    });
+}
+
+#[test]
+fn json_plan_has_the_documented_fields() {
+    let planned = plan("nestjs");
+    let json: serde_json::Value = serde_json::from_str(&planned.plan.to_json()).unwrap();
+    for field in [
+        "language",
+        "framework",
+        "language_version",
+        "package_manager",
+        "app_dir",
+        "build_command",
+        "start_command",
+        "port",
+        "port_env",
+        "health_path",
+        "database",
+        "extra_services",
+        "dockerfile",
+        "reasons",
+        "warnings",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(json["language"], "node");
+    assert_eq!(json["framework"], "nestjs");
+    assert_eq!(json["dockerfile"], "generated");
+    assert_eq!(json["start_command"], "node dist/main");
+    assert!(
+        json["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "framework=nestjs because package.json depends on @nestjs/core"),
+        "{}",
+        json["reasons"]
+    );
+}
