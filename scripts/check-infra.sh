@@ -6,6 +6,8 @@
 #   of the units; a real converge of the nginx and orchestrator roles on a Debian container (twice, the
 #   second run must change nothing), assertions on its files, users and modes, the nginx reload path
 #   exercised as the orchestrator's user; and the docker role in check mode.
+# The container checks run in the background alongside the local ones; each check prints what it
+# checks, and the script ends non-zero with the list of failed checks if any failed.
 # The HCL structure test runs under `cargo test -p preview-infra`.
 # Tools go to $TESTBED_TOOLS/infra-venv (default /opt/preview-testbed); a warm run reinstalls nothing.
 set -euo pipefail
@@ -26,7 +28,9 @@ die() {
     exit 1
 }
 
+LANE_PID=
 cleanup() {
+    [ -z "$LANE_PID" ] || kill "$LANE_PID" 2>/dev/null || true
     docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -96,10 +100,9 @@ cd "$ROOT"
 
 # --- terraform --------------------------------------------------------------------------------------
 terraform_fmt() {
-    say "terraform fmt -check -diff -recursive terraform/ ($(terraform version | head -n 1))"
+    say "terraform fmt -check -diff -recursive terraform/ ($(terraform version | sed -n 1p))"
     terraform fmt -check -diff -recursive terraform/
 }
-check "terraform fmt" terraform_fmt
 
 # `terraform validate` needs the DigitalOcean provider, which cannot be downloaded here; the
 # variables' validation rules need no provider, so they are exercised by planning variables.tf alone.
@@ -132,31 +135,31 @@ terraform_variables() {
         { echo "accepted an invalid ssh_public_key"; return 1; }
     say "rejected: ssh_public_key=not a key"
 }
-check "terraform variable validation (variables.tf planned without providers)" terraform_variables
 
 # --- ansible: syntax, lint, shellcheck --------------------------------------------------------------
 syntax_check() {
-    say "$(ansible-playbook --version | head -n 1)"
+    say "$(ansible-playbook --version | sed -n 1p)"
     (cd ansible && ansible-playbook -i inventory.example.yml --syntax-check playbook.yml)
     (cd ansible && ansible-playbook -i localhost, --syntax-check tests/render.yml tests/verify.yml)
 }
-check "ansible-playbook --syntax-check" syntax_check
 
 lint() {
-    say "$(ansible-lint --version --nocolor 2>/dev/null | head -n 1)"
+    say "$(ansible-lint --version --nocolor 2>/dev/null | sed -n 1p)"
     (cd ansible && ansible-lint --offline --profile production --nocolor)
 }
-check "ansible-lint --profile production" lint
 
 # --- templates rendered by Ansible on localhost ------------------------------------------------------
 RENDER=$WORK/render
 render() {
-    mkdir -p "$RENDER"
+    local dir
+    for dir in http/preview-configs tls/preview-configs logs root/etc/systemd/system root/etc/tmpfiles.d \
+        root/usr/local/sbin root/usr/local/bin root/opt/preview-deployer/bin; do
+        mkdir -p "$RENDER/$dir"
+    done
     (cd ansible && RENDER_DIR=$RENDER ansible-playbook -i localhost, tests/render.yml) >"$WORK/render.log" 2>&1 ||
         { cat "$WORK/render.log"; return 1; }
     say "rendered into $RENDER: $(cd "$RENDER" && find . -type f | sort | tr '\n' ' ')"
 }
-check "render the roles' templates with Ansible on localhost" render
 
 shellcheck_scripts() {
     shellcheck --version | sed -n 2p
@@ -164,7 +167,6 @@ shellcheck_scripts() {
         "$RENDER/root/usr/local/sbin/preview-nginx-apply" "$RENDER/root/usr/local/bin/preview-nginx-reload"
     say "shellcheck: clean"
 }
-check "shellcheck of the shipped shell scripts" shellcheck_scripts
 
 nginx_test() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=previews.example.test \
@@ -184,7 +186,6 @@ nginx_test() {
     rm "$RENDER/http/preview-configs/broken.conf"
     say "nginx -t refuses a broken preview location, as it should"
 }
-check "nginx -t on the rendered nginx.conf (HTTP and HTTPS) plus a preview location" nginx_test
 
 systemd_verify() {
     local root=$RENDER/root out
@@ -203,7 +204,6 @@ systemd_verify() {
     [ -z "$out" ] || { printf '%s\n' "$out"; return 1; }
     say "systemd-analyze verify: no findings"
 }
-check "systemd-analyze verify of the units" systemd_verify
 
 # --- converge on a Debian container --------------------------------------------------------------------
 INVENTORY=$WORK/inventory.yml
@@ -249,12 +249,11 @@ converge() {
     recap=$(playbook "$WORK/converge-2.log" --skip-tags docker)
     printf '%s\n' "$recap"
     if ! grep -q ' changed=0 ' <<<"$recap"; then
-        grep -B3 -E '^changed:' "$WORK/converge-2.log" | head -n 40
+        grep -B3 -E '^changed:' "$WORK/converge-2.log" | sed -n 1,40p
         echo "the second converge changed something: the roles are not idempotent"
         return 1
     fi
 }
-check "converge nginx + orchestrator roles on a $IMAGE container (twice, idempotent)" converge
 
 converged() { docker inspect "$CONTAINER" >/dev/null 2>&1 && [ -s "$WORK/converge-2.log" ]; }
 
@@ -265,7 +264,6 @@ verify() {
     grep -E '^converge-target +:' "$WORK/verify.log"
     say "files, owners, modes, the user and its groups, the env file and the unit are as specified"
 }
-check "assert the converged files, users and modes (tests/verify.yml)" verify
 
 # Runs the converged nginx for real: the stand-in orchestrator behind /webhook/, a preview app, and
 # the reload path (request as preview-deployer, answer as root) that the path unit drives on a server.
@@ -353,7 +351,6 @@ exercise() {
     as_deployer test -r /opt/preview-deployer/orchestrator.env
     in_box stat -c '%U:%G %a %n' /var/lib/preview-nginx-reload/status /var/lib/preview-nginx-reload/request
 }
-check "run the converged nginx: webhook only, a preview location, reload as preview-deployer" exercise
 
 docker_check_mode() {
     converged || { echo "not run: the converge failed"; return 1; }
@@ -368,10 +365,43 @@ docker_check_mode() {
         echo "more than the two network-bound tasks failed in check mode"
         return 1
     fi
-    grep -E '^(ok|changed|skipping|fatal|\.\.\.ignoring)|^TASK' "$WORK/docker-check.log" | grep -B1 -A0 'ignoring' |
-        sed -n 's/^TASK \[\(.*\)\].*/  ignored in check mode (no network to Docker'"'"'s repository): \1/p'
+    awk '/^TASK \[/ { task = $0; sub(/^TASK \[/, "", task); sub(/\] \**$/, "", task) }
+         /^\.\.\.ignoring/ { print "  ignored in check mode (Docker'"'"'s repository is unreachable here): " task }' \
+        "$WORK/docker-check.log"
 }
-check "docker role in check mode" docker_check_mode
+
+# --- run ----------------------------------------------------------------------------------------------
+check "terraform fmt" terraform_fmt
+check "terraform variable validation (variables.tf planned without providers)" terraform_variables
+check "ansible-playbook --syntax-check" syntax_check
+check "render the roles' templates with Ansible on localhost" render
+
+# The container checks mostly wait on docker exec and apt, so they run in the background while the
+# CPU-bound local checks (ansible-lint above all) run here; their output follows.
+container_lane() {
+    failures=()
+    check "converge nginx + orchestrator roles on a $IMAGE container (twice, idempotent)" converge
+    check "assert the converged files, users and modes (tests/verify.yml)" verify
+    check "run the converged nginx: webhook only, a preview location, reload as preview-deployer" exercise
+    check "docker role in check mode" docker_check_mode
+    [ ${#failures[@]} -eq 0 ] || printf '%s\n' "${failures[@]}" >"$WORK/lane-failures"
+    : >"$WORK/lane-done"
+}
+printf '\n[check-infra] == starting the container checks in the background (output below)\n'
+container_lane >"$WORK/lane.log" 2>&1 &
+LANE_PID=$!
+
+check "ansible-lint --profile production" lint
+check "shellcheck of the shipped shell scripts" shellcheck_scripts
+check "nginx -t on the rendered nginx.conf (HTTP and HTTPS) plus a preview location" nginx_test
+check "systemd-analyze verify of the units" systemd_verify
+
+wait "$LANE_PID" || true
+LANE_PID=
+printf '\n[check-infra] ---- container checks (ran alongside the checks above) ----\n'
+cat "$WORK/lane.log"
+[ -e "$WORK/lane-done" ] || failures+=("the container checks did not finish")
+[ ! -s "$WORK/lane-failures" ] || mapfile -t -O "${#failures[@]}" failures <"$WORK/lane-failures"
 
 # --- summary ------------------------------------------------------------------------------------------
 echo
