@@ -34,6 +34,7 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     output_cap: usize,
     log_file: Option<PathBuf>,
+    daemonizes: bool,
 }
 
 /// What a finished command produced.
@@ -77,6 +78,7 @@ impl Cmd {
             stdin: None,
             output_cap: 1024 * 1024,
             log_file: None,
+            daemonizes: false,
         }
     }
 
@@ -145,6 +147,14 @@ impl Cmd {
     /// Appends everything the child prints, uncapped, to `path`.
     pub fn log_to(mut self, path: impl AsRef<Path>) -> Self {
         self.log_file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// The program starts a daemon that leaves the process group on its own (as `nginx` does):
+    /// stragglers left in the group after a successful exit are not killed then, since the
+    /// daemon may not have left yet. Timeouts and drops still kill the group.
+    pub fn daemonizes(mut self) -> Self {
+        self.daemonizes = true;
         self
     }
 
@@ -220,7 +230,7 @@ impl Cmd {
             command.current_dir(dir);
         }
         let mut child = command.spawn().map_err(|source| self.spawn_error(source))?;
-        let group = ProcessGroup(child.id());
+        let mut group = ProcessGroup(child.id());
 
         let log = match &self.log_file {
             Some(path) => Some(Arc::new(Mutex::new(
@@ -267,7 +277,11 @@ impl Cmd {
             }
         };
         // Stragglers the child left behind in its group must not outlive it, nor hold our pipes.
-        group.signal(libc::SIGKILL);
+        if self.daemonizes {
+            group.0 = None;
+        } else {
+            group.signal(libc::SIGKILL);
+        }
         let stdout = collect(stdout).await;
         let stderr = collect(stderr).await;
         let output = Output {

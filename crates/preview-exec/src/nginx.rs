@@ -11,33 +11,40 @@ use crate::{Cmd, Error, Result};
 /// How to test and reload an nginx.
 #[derive(Debug, Clone)]
 pub struct NginxControl {
-    test: Vec<OsString>,
+    /// `None` when the reload command checks the config itself and fails on a bad one.
+    test: Option<Vec<OsString>>,
     reload: Vec<OsString>,
 }
 
 impl NginxControl {
-    /// From argv vectors, e.g. `["nginx", "-t"]` and `["nginx", "-s", "reload"]`.
+    /// From argv vectors, e.g. `["nginx", "-t"]` and `["nginx", "-s", "reload"]`; an empty test
+    /// command means the reload command checks the config itself.
     pub fn new(test: Vec<OsString>, reload: Vec<OsString>) -> Result<Self> {
-        for (what, argv) in [
-            ("nginx test command", &test),
-            ("nginx reload command", &reload),
-        ] {
-            if argv.is_empty() {
-                return Err(Error::InvalidArgument {
-                    what,
-                    reason: "it is empty".into(),
-                });
-            }
+        if reload.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "nginx reload command",
+                reason: "it is empty".into(),
+            });
         }
+        let test = (!test.is_empty()).then_some(test);
         Ok(Self { test, reload })
     }
 
-    /// `nginx -t` (or the configured test command).
+    /// From space-separated command lines, as settings give them.
+    pub fn from_command_lines(test: &str, reload: &str) -> Result<Self> {
+        let words = |line: &str| line.split_whitespace().map(OsString::from).collect();
+        Self::new(words(test), words(reload))
+    }
+
+    /// `nginx -t` (or the configured test command; nothing when there is none).
     pub async fn test(&self) -> Result<()> {
-        command(&self.test, "check the nginx configuration")
-            .run()
-            .await
-            .map(drop)
+        match &self.test {
+            Some(argv) => command(argv, "check the nginx configuration")
+                .run()
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Reloads nginx (or runs the configured reload command).
@@ -48,8 +55,9 @@ impl NginxControl {
     /// Puts `contents` at `path` only if nginx accepts the result, then reloads.
     ///
     /// The previous file is kept aside under a name nginx does not include, the new one is
-    /// written atomically, and `nginx -t` judges the whole config. On failure the previous file
-    /// comes back (or the new one goes, if there was none) and the error carries nginx's message.
+    /// written atomically, and `nginx -t` (or a checking reload command) judges the whole config.
+    /// On failure the previous file comes back (or the new one goes, if there was none) and the
+    /// error carries nginx's message.
     pub async fn install(&self, path: &Path, contents: &str) -> Result<()> {
         let io = |source| Error::Io {
             description: format!("write nginx conf {}", path.display()),
@@ -64,19 +72,27 @@ impl NginxControl {
         let staged = path.with_extension("conf.staged");
         std::fs::write(&staged, contents).map_err(io)?;
         std::fs::rename(&staged, path).map_err(io)?;
-        if let Err(err) = self.test().await {
+        let outcome = match self.test().await {
+            Ok(()) => self.reload().await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = outcome {
             let restored = if had_previous {
                 std::fs::rename(&backup, path)
             } else {
                 std::fs::remove_file(path)
             };
             restored.map_err(io)?;
+            if self.test.is_none() {
+                // The checking reload refused the new file; make sure the old one serves.
+                let _ = self.reload().await;
+            }
             return Err(err);
         }
         if had_previous {
             std::fs::remove_file(&backup).map_err(io)?;
         }
-        self.reload().await
+        Ok(())
     }
 
     /// Removes the conf at `path`, if any, and reloads.

@@ -109,7 +109,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DEPLOYMENTS_DIR",
-        default_value = "/opt/preview-deployer/deployments"
+        default_value = "/opt/preview-deployments"
     )]
     pub deployments_dir: PathBuf,
 
@@ -117,7 +117,7 @@ pub struct Config {
     #[arg(
         long,
         env = "NGINX_CONFIG_DIR",
-        default_value = "/etc/nginx/preview-deployer"
+        default_value = "/etc/nginx/preview-configs"
     )]
     pub nginx_config_dir: PathBuf,
 
@@ -179,6 +179,47 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_dedup_capacity: u32,
 
+    /// Command that checks nginx's config, as words split on spaces; empty when the reload
+    /// command checks it itself (as the Ansible-installed preview-nginx-reload does).
+    #[arg(long, env = "NGINX_TEST_COMMAND", default_value = "nginx -t")]
+    pub nginx_test_command: String,
+
+    /// Command that reloads nginx, as words split on spaces.
+    #[arg(long, env = "NGINX_RELOAD_COMMAND", default_value = "nginx -s reload")]
+    pub nginx_reload_command: String,
+
+    /// Seconds a preview gets to answer its health path.
+    #[arg(long, env = "HEALTH_TIMEOUT_SECS", default_value_t = 60)]
+    pub health_timeout_secs: u64,
+
+    /// Longest interval between health polls, in seconds (the first polls come much sooner).
+    #[arg(long, env = "HEALTH_INTERVAL_SECS", default_value_t = 5)]
+    pub health_interval_secs: u64,
+
+    /// Where repositories are cloned from: {GIT_BASE_URL}/{owner}/{name}.git.
+    #[arg(long, env = "GIT_BASE_URL", default_value = "https://github.com")]
+    pub git_base_url: String,
+
+    /// Memory limit of every preview container (compose mem_limit).
+    #[arg(long, env = "PREVIEW_MEMORY_LIMIT", default_value = "512m")]
+    pub preview_memory_limit: String,
+
+    /// CPU limit of every preview container (compose cpus).
+    #[arg(long, env = "PREVIEW_CPU_LIMIT", default_value = "0.5")]
+    pub preview_cpu_limit: String,
+
+    /// Post and edit the sticky PR comment.
+    #[arg(long, env = "GITHUB_COMMENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub github_comments: bool,
+
+    /// Create GitHub deployments with statuses.
+    #[arg(long, env = "GITHUB_DEPLOYMENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub github_deployments: bool,
+
+    /// Set a commit status on the PR's head.
+    #[arg(long, env = "GITHUB_COMMIT_STATUSES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub github_commit_statuses: bool,
+
     /// The docker binary (for the health check and the runtime).
     #[arg(long, env = "DOCKER_BIN", default_value = "docker")]
     pub docker_bin: PathBuf,
@@ -237,6 +278,19 @@ impl Config {
                 "ALLOWED_REPOS",
                 "must name at least one owner/name or owner/*",
             );
+        }
+        if self.nginx_reload_command.trim().is_empty() {
+            return bad("NGINX_RELOAD_COMMAND", "must not be empty");
+        }
+        if self
+            .git_base_url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+            || !["https://", "http://", "file://"]
+                .iter()
+                .any(|p| self.git_base_url.starts_with(p))
+        {
+            return bad("GIT_BASE_URL", "must be an http(s):// or file:// URL");
         }
         for (setting, url) in [
             ("PREVIEW_BASE_URL", &self.preview_base_url),

@@ -12,6 +12,7 @@ pub mod http;
 pub mod jobs;
 pub mod queue;
 pub mod record;
+pub mod runtime;
 pub mod store;
 pub mod telemetry;
 

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use preview_orchestrator::config::ConfigError;
-use preview_orchestrator::{
-    Config, DryRunRunner, JobRunner, MissingRuntime, Orchestrator, telemetry,
-};
+use preview_orchestrator::runtime::DockerRunner;
+use preview_orchestrator::runtime::reconcile::spawn_sweeps;
+use preview_orchestrator::{Config, DryRunRunner, JobRunner, Orchestrator, telemetry};
+use std::time::Duration;
 
 fn main() -> std::process::ExitCode {
     let config = match Config::load(std::env::args_os().collect()) {
@@ -43,19 +44,35 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let runner: Arc<dyn JobRunner> = if config.dry_run_jobs {
+        let docker = if config.dry_run_jobs {
             tracing::warn!(
                 "BENCHMARK MODE (--dry-run-jobs): jobs only touch the store; nothing is deployed"
             );
-            Arc::new(DryRunRunner)
+            None
         } else {
-            // The Docker runtime plugs in here.
-            Arc::new(MissingRuntime)
+            Some(Arc::new(DockerRunner::from_config(&config).await?))
         };
+        let runner: Arc<dyn JobRunner> = match &docker {
+            Some(docker) => docker.clone(),
+            None => Arc::new(DryRunRunner),
+        };
+        let ttl = Duration::from_secs(u64::from(config.cleanup_ttl_days) * 86_400);
         // Handlers first: a SIGTERM right after the "listening" line must not kill us outright.
         let signal = shutdown_signal()?;
         let orchestrator = Orchestrator::start(config, runner).await?;
+        let sweeps = docker.map(|docker| {
+            docker.attach_store(orchestrator.store().clone());
+            spawn_sweeps(
+                docker,
+                orchestrator.scheduler().clone(),
+                ttl,
+                Duration::from_secs(3600),
+            )
+        });
         let clean = orchestrator.run_until(signal).await;
+        if let Some(sweeps) = sweeps {
+            sweeps.abort();
+        }
         tracing::info!(clean, "stopped");
         anyhow::Ok(())
     })

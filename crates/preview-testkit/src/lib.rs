@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use preview_exec::Cmd;
 
-
 /// Fails the test, naming what is missing, unless the Docker engine and Compose v2+ answer.
 pub async fn require_docker() {
     let engine = Cmd::new("docker", "check that the Docker engine answers")
@@ -203,7 +202,22 @@ http {{
         );
         std::fs::write(root.join("nginx.conf"), conf).unwrap();
         let nginx = Self { dir, port };
-        nginx.control(&[]).await;
+        let prefix = nginx.prefix().display().to_string();
+        let conf = nginx.conf_file().display().to_string();
+        Cmd::new(nginx_binary(), "start the private test nginx")
+            .args([
+                "-p",
+                &prefix,
+                "-c",
+                &conf,
+                "-e",
+                &format!("{prefix}/logs/error.log"),
+            ])
+            .daemonizes()
+            .timeout(Duration::from_secs(20))
+            .run()
+            .await
+            .unwrap_or_else(|e| panic!("starting the private nginx: {e}"));
         wait_for_http(port, "/nginx-health", Duration::from_secs(10), |a| {
             a.status == 200
         })

@@ -76,21 +76,27 @@ pub struct Feedback {
 struct Inner {
     client: Option<GitHubClient>,
     settings: FeedbackSettings,
-    store: Store,
+    /// Set once the orchestrator has opened its store (it is opened after the runner is made).
+    store: std::sync::OnceLock<Store>,
     lanes: Mutex<HashMap<PreviewId, mpsc::UnboundedSender<FeedbackUpdate>>>,
 }
 
 impl Feedback {
     /// Feedback through `client`; `None` turns all of it off.
-    pub fn new(client: Option<GitHubClient>, settings: FeedbackSettings, store: Store) -> Self {
+    pub fn new(client: Option<GitHubClient>, settings: FeedbackSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
                 settings,
-                store,
+                store: std::sync::OnceLock::new(),
                 lanes: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Gives feedback the store, where it keeps the comment and deployment ids.
+    pub fn attach_store(&self, store: Store) {
+        let _ = self.inner.store.set(store);
     }
 
     /// Queues `update` behind the preview's earlier ones and returns at once.
@@ -120,9 +126,11 @@ async fn run_lane(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<FeedbackUpd
 }
 
 async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
-    let Some(client) = &inner.client else { return };
+    let (Some(client), Some(store)) = (&inner.client, inner.store.get()) else {
+        return;
+    };
     let settings = inner.settings;
-    let record = inner.store.get(&update.id);
+    let record = store.get(&update.id);
     if settings.comments {
         let marker = comment_marker(update.id.as_str());
         let body = render_comment(update);
@@ -132,38 +140,58 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
             .await
         {
             Ok(comment) if known != Some(comment.id) => {
-                let _ = inner
-                    .store
+                let _ = store
                     .update(&update.id, |r| r.comment_id = Some(comment.id))
                     .await;
             }
             Ok(_) => {}
-            Err(err) => tracing::warn!(preview = %update.id, error = %err, "could not write the PR comment"),
+            Err(err) => {
+                tracing::warn!(preview = %update.id, error = %err, "could not write the PR comment")
+            }
         }
     }
     if settings.deployments {
-        deliver_deployment(inner, client, update, record.and_then(|r| r.github_deployment_id)).await;
+        deliver_deployment(
+            store,
+            client,
+            update,
+            record.and_then(|r| r.github_deployment_id),
+        )
+        .await;
     }
     if settings.commit_statuses {
         let (state, description) = match &update.state {
-            CommentState::Building { .. } => (CommitState::Pending, "Building the preview".to_owned()),
+            CommentState::Building { .. } => {
+                (CommitState::Pending, "Building the preview".to_owned())
+            }
             CommentState::Live { .. } => (CommitState::Success, "Preview live".to_owned()),
-            CommentState::Failed { phase, .. } => (CommitState::Failure, format!("Preview failed in {phase}")),
+            CommentState::Failed { phase, .. } => {
+                (CommitState::Failure, format!("Preview failed in {phase}"))
+            }
             CommentState::Queued { .. } | CommentState::Closed { .. } => return,
         };
         let status = NewCommitStatus {
             state,
-            target_url: matches!(update.state, CommentState::Live { .. }).then(|| update.url.clone()),
+            target_url: matches!(update.state, CommentState::Live { .. })
+                .then(|| update.url.clone()),
             description,
             context: "preview-deployer".into(),
         };
-        if let Err(err) = client.create_commit_status(&update.repo, &update.sha, &status).await {
+        if let Err(err) = client
+            .create_commit_status(&update.repo, &update.sha, &status)
+            .await
+        {
             tracing::warn!(preview = %update.id, error = %err, "could not set the commit status");
         }
     }
 }
 
-async fn deliver_deployment(inner: &Inner, client: &GitHubClient, update: &FeedbackUpdate, known: Option<u64>) {
+async fn deliver_deployment(
+    store: &Store,
+    client: &GitHubClient,
+    update: &FeedbackUpdate,
+    known: Option<u64>,
+) {
     let (state, description) = match &update.state {
         CommentState::Building { .. } => (DeploymentState::InProgress, "Building"),
         CommentState::Live { .. } => (DeploymentState::Success, "Preview live"),
@@ -176,11 +204,16 @@ async fn deliver_deployment(inner: &Inner, client: &GitHubClient, update: &Feedb
         (CommentState::Building { .. }, _) | (_, None) => {
             let environment = format!("preview/{}", update.id.as_str());
             match client
-                .create_deployment(&update.repo, &NewDeployment::preview(&update.sha, environment))
+                .create_deployment(
+                    &update.repo,
+                    &NewDeployment::preview(&update.sha, environment),
+                )
                 .await
             {
                 Ok(id) => {
-                    let _ = inner.store.update(&update.id, |r| r.github_deployment_id = Some(id)).await;
+                    let _ = store
+                        .update(&update.id, |r| r.github_deployment_id = Some(id))
+                        .await;
                     id
                 }
                 Err(err) => {
@@ -193,12 +226,16 @@ async fn deliver_deployment(inner: &Inner, client: &GitHubClient, update: &Feedb
     };
     let status = NewDeploymentStatus {
         state,
-        environment_url: matches!(update.state, CommentState::Live { .. }).then(|| update.url.clone()),
+        environment_url: matches!(update.state, CommentState::Live { .. })
+            .then(|| update.url.clone()),
         log_url: None,
         description: description.into(),
         auto_inactive: true,
     };
-    if let Err(err) = client.create_deployment_status(&update.repo, deployment, &status).await {
+    if let Err(err) = client
+        .create_deployment_status(&update.repo, deployment, &status)
+        .await
+    {
         tracing::warn!(preview = %update.id, error = %err, "could not set the deployment status");
     }
 }
@@ -206,9 +243,18 @@ async fn deliver_deployment(inner: &Inner, client: &GitHubClient, update: &Feedb
 /// The comment body for `update`, from templates/pr-comment.md.j2.
 pub fn render_comment(update: &FeedbackUpdate) -> String {
     let mut env = minijinja::Environment::new();
-    env.set_trim_blocks(true);
-    env.add_template("pr-comment", include_str!("../../templates/pr-comment.md.j2"))
-        .expect("the comment template parses");
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .build()
+            .expect("the default delimiters are valid"),
+    );
+    env.add_template(
+        "pr-comment",
+        include_str!("../../templates/pr-comment.md.j2"),
+    )
+    .expect("the comment template parses");
     let state = serde_json::to_value(&update.state).expect("serializable");
     let mut ctx = serde_json::json!({
         "marker": comment_marker(update.id.as_str()),
@@ -221,14 +267,14 @@ pub fn render_comment(update: &FeedbackUpdate) -> String {
         ctx.extend(state.clone());
     }
     env.get_template("pr-comment")
-        .and_then(|t| t.render(ctx))
+        .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&ctx))))
         .expect("the comment template renders")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use preview_core::id::{RepoSlug, PreviewId};
+    use preview_core::id::{PreviewId, RepoSlug};
 
     fn update(state: CommentState) -> FeedbackUpdate {
         let repo = RepoFullName::parse("octo-org/hello-api").unwrap();
@@ -246,27 +292,69 @@ mod tests {
 
     #[test]
     fn comment_states() {
-        let previous = || (Some("http://203.0.113.10/octo-org-hello-api/pr-7/".to_owned()), Some("fedcba9".to_owned()));
+        let previous = || {
+            (
+                Some("http://203.0.113.10/octo-org-hello-api/pr-7/".to_owned()),
+                Some("fedcba9".to_owned()),
+            )
+        };
         let states = [
-            ("building", CommentState::Building { previous_url: None, previous_sha_short: None }),
-            ("building_update", CommentState::Building { previous_url: previous().0, previous_sha_short: previous().1 }),
-            ("queued", CommentState::Queued { position: 2, cap: 10, oldest: vec!["#3".into(), "#4".into()] }),
-            ("live", CommentState::Live { framework: Some("fastapi".into()), build_secs: "12.3".into(), start_secs: "0.8".into() }),
-            ("failed", CommentState::Failed {
-                phase: "build".into(),
-                reason: "docker compose up exited with code 1".into(),
-                log_tail: "Step 4/9 : RUN npm ci\nnpm ERR! missing lockfile".into(),
-                previous_url: None,
-                previous_sha_short: None,
-            }),
-            ("failed_update", CommentState::Failed {
-                phase: "health".into(),
-                reason: "the app did not answer".into(),
-                log_tail: String::new(),
-                previous_url: previous().0,
-                previous_sha_short: previous().1,
-            }),
-            ("closed", CommentState::Closed { reason: "the pull request was closed".into() }),
+            (
+                "building",
+                CommentState::Building {
+                    previous_url: None,
+                    previous_sha_short: None,
+                },
+            ),
+            (
+                "building_update",
+                CommentState::Building {
+                    previous_url: previous().0,
+                    previous_sha_short: previous().1,
+                },
+            ),
+            (
+                "queued",
+                CommentState::Queued {
+                    position: 2,
+                    cap: 10,
+                    oldest: vec!["#3".into(), "#4".into()],
+                },
+            ),
+            (
+                "live",
+                CommentState::Live {
+                    framework: Some("fastapi".into()),
+                    build_secs: "12.3".into(),
+                    start_secs: "0.8".into(),
+                },
+            ),
+            (
+                "failed",
+                CommentState::Failed {
+                    phase: "build".into(),
+                    reason: "docker compose up exited with code 1".into(),
+                    log_tail: "Step 4/9 : RUN npm ci\nnpm ERR! missing lockfile".into(),
+                    previous_url: None,
+                    previous_sha_short: None,
+                },
+            ),
+            (
+                "failed_update",
+                CommentState::Failed {
+                    phase: "health".into(),
+                    reason: "the app did not answer".into(),
+                    log_tail: String::new(),
+                    previous_url: previous().0,
+                    previous_sha_short: previous().1,
+                },
+            ),
+            (
+                "closed",
+                CommentState::Closed {
+                    reason: "the pull request was closed".into(),
+                },
+            ),
         ];
         for (name, state) in states {
             let body = render_comment(&update(state));

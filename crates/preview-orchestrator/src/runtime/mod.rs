@@ -65,6 +65,22 @@ pub struct DockerRunner {
     nginx_lock: tokio::sync::Mutex<()>,
 }
 
+/// Why the phases stopped: a failure to report, or a cancellation at a safe point.
+enum Stop {
+    Failed(PhaseError),
+    Cancelled(JobError),
+}
+
+impl From<JobError> for Stop {
+    fn from(e: JobError) -> Self {
+        Stop::Cancelled(e)
+    }
+}
+
+fn fail(phase: &'static str, reason: impl std::fmt::Display, log_tail: impl Into<String>) -> Stop {
+    Stop::Failed(PhaseError::new(phase, reason, log_tail))
+}
+
 /// A phase failure with the log lines that explain it.
 struct PhaseError {
     phase: &'static str,
@@ -73,7 +89,11 @@ struct PhaseError {
 }
 
 impl PhaseError {
-    fn new(phase: &'static str, reason: impl std::fmt::Display, log_tail: impl Into<String>) -> Self {
+    fn new(
+        phase: &'static str,
+        reason: impl std::fmt::Display,
+        log_tail: impl Into<String>,
+    ) -> Self {
         Self {
             phase,
             reason: reason.to_string(),
@@ -83,6 +103,58 @@ impl PhaseError {
 }
 
 impl DockerRunner {
+    /// A runner configured from the orchestrator's settings; finds Docker Compose.
+    pub async fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let compose = Compose::detect()
+            .await
+            .context("the runtime needs Docker Compose")?;
+        let nginx = NginxControl::from_command_lines(
+            &config.nginx_test_command,
+            &config.nginx_reload_command,
+        )
+        .context("invalid setting NGINX_RELOAD_COMMAND")?;
+        let client =
+            preview_github::GitHubClient::new(&config.github_api_url, &config.github_token)
+                .context("invalid setting GITHUB_API_URL")?;
+        let feedback = Feedback::new(
+            Some(client),
+            feedback::FeedbackSettings {
+                comments: config.github_comments,
+                deployments: config.github_deployments,
+                commit_statuses: config.github_commit_statuses,
+            },
+        );
+        for dir in [&config.deployments_dir, &config.nginx_config_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let settings = RuntimeSettings {
+            deployments_dir: config.deployments_dir.clone(),
+            nginx_config_dir: config.nginx_config_dir.clone(),
+            nginx,
+            compose,
+            health: HealthPolicy {
+                max_interval: Duration::from_secs(config.health_interval_secs.max(1)),
+                timeout: Duration::from_secs(config.health_timeout_secs),
+                ..HealthPolicy::default()
+            },
+            limits: Limits {
+                memory: config.preview_memory_limit.clone(),
+                cpus: config.preview_cpu_limit.clone(),
+                ..Limits::default()
+            },
+            git_base_url: config.git_base_url.clone(),
+            git_token: Some(config.github_token.clone()).filter(|t| !t.is_empty()),
+            git_timeout: Duration::from_secs(300),
+        };
+        Ok(Self::new(settings, feedback))
+    }
+
+    /// Gives the runner the orchestrator's store (opened after the runner is made).
+    pub fn attach_store(&self, store: crate::Store) {
+        self.feedback.attach_store(store);
+    }
+
     /// A runner with `settings`, sending feedback through `feedback`.
     pub fn new(settings: RuntimeSettings, feedback: Feedback) -> Self {
         Self {
@@ -109,7 +181,11 @@ impl DockerRunner {
         let previous = record
             .as_ref()
             .and_then(|r| r.deployed_sha.clone())
-            .filter(|_| record.as_ref().is_some_and(|r| self.settings.nginx_conf(r.id.as_str()).exists()));
+            .filter(|_| {
+                record
+                    .as_ref()
+                    .is_some_and(|r| self.settings.nginx_conf(r.id.as_str()).exists())
+            });
         ctx.checkpoint()?;
         ctx.set_status(DeploymentStatus::Building).await?;
         self.send(
@@ -121,8 +197,8 @@ impl DockerRunner {
         );
         match self.deploy_phases(&job, &ctx).await {
             Ok(()) => Ok(()),
-            Err(Err(cancelled)) => Err(cancelled),
-            Err(Ok(failure)) => {
+            Err(Stop::Cancelled(cancelled)) => Err(cancelled),
+            Err(Stop::Failed(failure)) => {
                 if previous.is_none() {
                     self.remove_everything(job.id.as_str()).await;
                     let _ = ctx.release_ports().await;
@@ -143,21 +219,26 @@ impl DockerRunner {
         }
     }
 
-    /// The phases in order; `Err(Ok(_))` is a failure to report, `Err(Err(_))` a cancellation.
-    async fn deploy_phases(&self, job: &DeployJob, ctx: &JobContext) -> Result<(), Result<PhaseError, JobError>> {
-        let cancelled = |e: JobError| Err(e);
-        let store_failed = |e: crate::Error| Ok(PhaseError::new("store", e, ""));
+    /// The phases in order, with a safe point between each two.
+    async fn deploy_phases(&self, job: &DeployJob, ctx: &JobContext) -> Result<(), Stop> {
+        let store_failed = |e: crate::Error| fail("store", e, "");
         let id = job.id.as_str();
         let work = self.settings.work_dir(id);
         let logs = work.join("logs");
-        std::fs::create_dir_all(&logs).map_err(|e| Ok(PhaseError::new("fetch", format!("creating {}: {e}", logs.display()), "")))?;
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| fail("fetch", format!("creating {}: {e}", logs.display()), ""))?;
         let started = Instant::now();
 
         // 1. fetch
         let checkout = work.join("checkout");
         {
             let _t = ctx.phase("fetch");
-            let url = format!("{}/{}/{}.git", self.settings.git_base_url.trim_end_matches('/'), job.repo.owner(), job.repo.name());
+            let url = format!(
+                "{}/{}/{}.git",
+                self.settings.git_base_url.trim_end_matches('/'),
+                job.repo.owner(),
+                job.repo.name()
+            );
             preview_exec::git::fetch_pull_request(&preview_exec::git::FetchRequest {
                 url,
                 pr: u64::from(job.pr.get()),
@@ -167,9 +248,9 @@ impl DockerRunner {
                 timeout: self.settings.git_timeout,
             })
             .await
-            .map_err(|e| Ok(PhaseError::new("fetch", &e, e.stderr_tail())))?;
+            .map_err(|e| fail("fetch", &e, e.stderr_tail()))?;
         }
-        ctx.checkpoint().or_else(cancelled)?;
+        ctx.checkpoint()?;
 
         // 2. plan
         let planned: Planned = {
@@ -177,30 +258,43 @@ impl DockerRunner {
             let root = checkout.clone();
             tokio::task::spawn_blocking(move || preview_core::plan::plan(&root))
                 .await
-                .map_err(|e| Ok(PhaseError::new("plan", e, "")))?
-                .map_err(|e| Ok(PhaseError::new("plan", e, "")))?
+                .map_err(|e| fail("plan", e, ""))?
+                .map_err(|e| fail("plan", e, ""))?
         };
         let framework = planned.plan.framework.map(|f| f.as_str().to_owned());
         let _ = ctx.update(|r| r.framework = framework.clone()).await;
-        ctx.checkpoint().or_else(cancelled)?;
+        ctx.checkpoint()?;
 
         // 3. ports, 4. render
         let published = preview_runtime::published_ports()
             .await
-            .map_err(|e| Ok(PhaseError::new("ports", e, "")))?;
-        let ports = ctx.allocate_ports(false, &published).await.map_err(store_failed)?;
-        let secret = deployment_secret(&work).map_err(|e| Ok(PhaseError::new("render", e, "")))?;
-        let mut input = RenderInput::for_preview(&job.id, &job.repo, &job.sha, ports.app, &checkout, work.join("Dockerfile"), secret);
+            .map_err(|e| fail("ports", e, ""))?;
+        let ports = ctx
+            .allocate_ports(false, &published)
+            .await
+            .map_err(store_failed)?;
+        let secret = deployment_secret(&work).map_err(|e| fail("render", e, ""))?;
+        let mut input = RenderInput::for_preview(
+            &job.id,
+            &job.repo,
+            &job.sha,
+            ports.app,
+            &checkout,
+            work.join("Dockerfile"),
+            secret,
+        );
         input.limits = self.settings.limits.clone();
         input.public_url = Some(job.url.clone());
-        let rendered = preview_core::render::render(&planned, &input).map_err(|e| Ok(PhaseError::new("render", e, "")))?;
+        let rendered =
+            preview_core::render::render(&planned, &input).map_err(|e| fail("render", e, ""))?;
         for (name, contents) in rendered.files() {
             // nginx.conf is installed by the route phase, under the nginx dir, after health.
             if name != "nginx.conf" {
-                std::fs::write(work.join(name), contents).map_err(|e| Ok(PhaseError::new("render", format!("writing {name}: {e}"), "")))?;
+                std::fs::write(work.join(name), contents)
+                    .map_err(|e| fail("render", format!("writing {name}: {e}"), ""))?;
             }
         }
-        ctx.checkpoint().or_else(cancelled)?;
+        ctx.checkpoint()?;
 
         // 5. build and start
         let project = ComposeProject {
@@ -214,30 +308,42 @@ impl DockerRunner {
         {
             let _t = ctx.phase("build");
             if let Err(e) = project.up(&self.settings.compose, &build_log).await {
-                return Err(Ok(PhaseError::new("build", short_reason(&e), tail_of_file(&build_log))));
+                return Err(fail("build", short_reason(&e), tail_of_file(&build_log)));
             }
         }
         let build_secs = build_started.elapsed();
-        ctx.set_status(DeploymentStatus::Starting).await.map_err(store_failed)?;
+        ctx.set_status(DeploymentStatus::Starting)
+            .await
+            .map_err(store_failed)?;
 
         // 6. health
         let health_started = Instant::now();
         {
             let _t = ctx.phase("health");
-            if let Err(e) = project.wait_healthy(ports.app, &planned.plan.health_path, self.settings.health).await {
-                let logs = project.logs_tail(&self.settings.compose, LOG_TAIL_LINES).await;
-                return Err(Ok(PhaseError::new("health", e, tail_lines(&logs))));
+            if let Err(e) = project
+                .wait_healthy(ports.app, &planned.plan.health_path, self.settings.health)
+                .await
+            {
+                let logs = project
+                    .logs_tail(&self.settings.compose, LOG_TAIL_LINES)
+                    .await;
+                return Err(fail("health", e, tail_lines(&logs)));
             }
         }
         let start_secs = health_started.elapsed();
-        ctx.checkpoint().or_else(cancelled)?;
+        ctx.checkpoint()?;
 
         // 7. route
         {
             let _t = ctx.phase("route");
             let _guard = self.nginx_lock.lock().await;
-            if let Err(e) = self.settings.nginx.install(&self.settings.nginx_conf(id), &rendered.nginx).await {
-                return Err(Ok(PhaseError::new("route", short_reason(&e), e.stderr_tail())));
+            if let Err(e) = self
+                .settings
+                .nginx
+                .install(&self.settings.nginx_conf(id), &rendered.nginx)
+                .await
+            {
+                return Err(fail("route", short_reason(&e), e.stderr_tail()));
             }
         }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
@@ -270,7 +376,12 @@ impl DockerRunner {
         }
         {
             let _guard = self.nginx_lock.lock().await;
-            if let Err(e) = self.settings.nginx.remove(&self.settings.nginx_conf(id)).await {
+            if let Err(e) = self
+                .settings
+                .nginx
+                .remove(&self.settings.nginx_conf(id))
+                .await
+            {
                 tracing::warn!(preview = id, error = %e, "removing the nginx conf failed");
             }
         }
@@ -330,12 +441,17 @@ fn deployment_secret(work: &Path) -> std::io::Result<String> {
         let mut rng = rand::rng();
         (0..32)
             .map(|_| {
-                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+                const ALPHABET: &[u8] =
+                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
                 ALPHABET[rng.random_range(0..ALPHABET.len())] as char
             })
             .collect()
     };
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
     file.write_all(secret.as_bytes())?;
     Ok(secret)
 }

@@ -46,8 +46,13 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
         Err(e) => tracing::warn!(error = %e, "reconcile could not list containers"),
     }
     let settings = &runner.settings;
-    for (dir, suffix) in [(&settings.nginx_config_dir, ".conf"), (&settings.deployments_dir, "")] {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+    for (dir, suffix) in [
+        (&settings.nginx_config_dir, ".conf"),
+        (&settings.deployments_dir, ""),
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(suffix)
@@ -91,8 +96,57 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(preview = %id, error = %e, "reconcile could not list containers"),
+            Err(e) => {
+                tracing::warn!(preview = %id, error = %e, "reconcile could not list containers")
+            }
         }
     }
     report
+}
+
+/// Tears down previews not updated for `ttl` (counted from the last update, not creation).
+pub async fn expire(scheduler: &Scheduler, ttl: std::time::Duration) -> Vec<PreviewId> {
+    let now = jiff::Timestamp::now();
+    let Ok(ttl) = jiff::SignedDuration::try_from(ttl) else {
+        return Vec::new();
+    };
+    let stale: Vec<PreviewId> = scheduler.store().read(|s| {
+        s.deployments
+            .values()
+            .filter(|r| r.status != DeploymentStatus::Stopped && !r.status.is_in_progress())
+            .filter(|r| now.duration_since(r.updated_at) > ttl)
+            .map(|r| r.id.clone())
+            .collect()
+    });
+    for id in &stale {
+        let trigger = JobTrigger::Cleanup {
+            reason: format!("no update for {} days", ttl.as_secs() / 86_400),
+        };
+        if let Err(e) = scheduler.submit_teardown(id, None, trigger).await {
+            tracing::warn!(preview = %id, error = %e, "could not queue the TTL teardown");
+        }
+    }
+    stale
+}
+
+/// Reconciles and expires at start and then every `every`.
+pub fn spawn_sweeps(
+    runner: std::sync::Arc<DockerRunner>,
+    scheduler: Scheduler,
+    ttl: std::time::Duration,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let report = reconcile(&runner, &scheduler).await;
+            let expired = expire(&scheduler, ttl).await;
+            tracing::info!(
+                removed = report.removed.len(),
+                redeployed = report.redeployed.len(),
+                expired = expired.len(),
+                "cleanup sweep"
+            );
+            tokio::time::sleep(every).await;
+        }
+    })
 }

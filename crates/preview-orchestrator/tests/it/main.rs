@@ -5,6 +5,7 @@ mod api;
 mod binary;
 mod harness;
 mod queue;
+mod runtime_e2e;
 mod store;
 mod storm;
 mod webhook;
