@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fuzzes webhook parsing (crates/preview-github/fuzz, target parse_webhook) for a while.
+#
+#   scripts/fuzz-webhook.sh [DURATION_SECONDS]     default 600 (10 minutes)
+#
+# Runs on stable Rust with `--sanitizer none`; installs cargo-fuzz from crates.io if missing.
+# The corpus starts from the vendored real payloads. Prints libFuzzer's final stats (executions)
+# and exits non-zero if a crash was found (the input is left under fuzz/artifacts/).
+set -euo pipefail
+
+duration="${1:-600}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+fuzz_dir="$root/crates/preview-github/fuzz"
+fixtures="$root/crates/preview-github/tests/fixtures"
+corpus="$fuzz_dir/corpus/parse_webhook"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz from crates.io" >&2
+    cargo install cargo-fuzz --locked
+fi
+
+mkdir -p "$corpus"
+# Seeds: each fixture as JSON (event byte 0 = pull_request, 1 = ping), signed (third byte 0).
+for f in "$fixtures"/*.json; do
+    name="$(basename "$f" .json)"
+    case "$name" in
+        ping) ev='\x01' ;;
+        *) ev='\x00' ;;
+    esac
+    { printf "$ev"'\x00\x00'; cat "$f"; } > "$corpus/seed-$name"
+done
+
+cd "$fuzz_dir"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo fuzz run parse_webhook --sanitizer none "$corpus" -- \
+    -max_total_time="$duration" -print_final_stats=1 -max_len=65536 -timeout=10 2>&1 | tee "$log" \
+    | grep --line-buffered -E '^(#[0-9]+[[:space:]]+(DONE|pulse|INITED)|stat::|==[0-9]+== ERROR|SUMMARY|Done )'
+status=${PIPESTATUS[0]}
+set -e
+execs="$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)"
+echo "fuzz-webhook: ${duration}s, executions: ${execs:-unknown}, exit status ${status}"
+if [ "$status" -ne 0 ]; then
+    echo "fuzz-webhook: the fuzzer failed or found a crash; see $fuzz_dir/artifacts/" >&2
+    tail -40 "$log" >&2
+fi
+exit "$status"
