@@ -14,7 +14,7 @@ duration=${1:-600}
 targets=(preview_config compose_sanitizer)
 
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 1; }
-cargo fuzz build --sanitizer none "${targets[@]/#/}" >/dev/null 2>&1 || cargo fuzz build --sanitizer none
+cargo fuzz build --sanitizer none
 
 status=0
 summary=()

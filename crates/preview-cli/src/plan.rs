@@ -1,6 +1,8 @@
 //! `preview plan [DIR] [--json] [--write OUT]`: what would be built for a checkout, and why.
 
 use std::io::Read;
+#[cfg(test)]
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
@@ -188,4 +190,68 @@ fn human(plan: &Plan) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/apps")
+            .join(name)
+    }
+
+    fn args(dir: PathBuf, write: Option<PathBuf>) -> PlanArgs {
+        PlanArgs {
+            dir,
+            json: true,
+            write,
+            repo: "acme/shop".into(),
+            pr: 42,
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            host_port: 8042,
+        }
+    }
+
+    #[test]
+    fn writes_the_generated_files() {
+        let out = tempfile::tempdir().unwrap();
+        run(args(fixture("express"), Some(out.path().to_owned()))).unwrap();
+        let compose = std::fs::read_to_string(out.path().join("docker-compose.yml")).unwrap();
+        assert!(compose.contains("name: \"acme-shop-pr-42\""), "{compose}");
+        assert!(compose.contains("published: \"8042\""), "{compose}");
+        let nginx = std::fs::read_to_string(out.path().join("nginx.conf")).unwrap();
+        assert!(nginx.contains("location /acme-shop/pr-42/ {"), "{nginx}");
+        assert!(out.path().join("Dockerfile").exists());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let err = run(args(fixture("hostile-bad-keys"), None)).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("preview-config.yml:2: key `app_prot`"),
+            "{err:#}"
+        );
+        assert_eq!(
+            error_json("unsupported: ruby (found Gemfile)"),
+            r#"{"error":"unsupported: ruby (found Gemfile)"}"#
+        );
+    }
+
+    #[test]
+    fn human_output_lists_decisions_then_reasons() {
+        let planned = preview_core::plan(&fixture("nestjs")).unwrap();
+        let text = human(&planned.plan);
+        assert!(
+            text.starts_with("app:        .\nlanguage:   node >=18 (npm)\nframework:  nestjs\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwhy:\n  - app_dir=. because the root has package.json\n"),
+            "{text}"
+        );
+    }
 }

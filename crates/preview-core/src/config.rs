@@ -179,19 +179,26 @@ pub(crate) fn parser_options() -> serde_saphyr::Options {
 
 /// A YAML syntax or budget error of `file`, as a config error; budget breaches (alias bombs,
 /// huge or deeply nested documents) say that they were refused.
-pub(crate) fn yaml_error(file: &str, err: &serde_saphyr::Error) -> Error {
+pub(crate) fn yaml_error(file: &str, text: Option<&str>, err: &serde_saphyr::Error) -> Error {
     let (line, message) = split_parse_error(err);
-    let message = if message.contains("budget") || message.contains("alias") {
+    let budget = message.contains("budget") || message.contains("alias");
+    let message = if budget {
         format!(
             "refused: the YAML exceeds the parser's limits on aliases, anchors, nodes or depth (an alias bomb?): {message}"
         )
+    } else if message.starts_with("duplicate mapping key") {
+        "duplicate key".to_owned()
     } else {
         message
+    };
+    let key = match (budget, text, line) {
+        (false, Some(text), Some(line)) => top_level_key_at(text, line),
+        _ => None,
     };
     Error::Config {
         file: file.to_owned(),
         line,
-        key: None,
+        key,
         message,
     }
 }
@@ -258,7 +265,7 @@ impl PreviewConfig {
         // A first pass into an untyped tree applies the parser budget to the whole file, so an
         // alias bomb is refused as such, before any key is looked at.
         serde_saphyr::from_str_with_options::<serde::de::IgnoredAny>(text, parser_options())
-            .map_err(|e| yaml_error(file, &e))?;
+            .map_err(|e| yaml_error(file, Some(text), &e))?;
         let raw: Raw =
             serde_saphyr::from_str_with_options(text, parser_options()).map_err(|e| {
                 let (line, message) = split_parse_error(&e);
@@ -718,7 +725,10 @@ mod tests {
         }
         text.push_str("env: *g\n");
         let message = error(&text);
-        assert!(message.starts_with("preview-config.yml"), "{message}");
+        assert!(
+            message.starts_with("preview-config.yml:") && message.contains("refused"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -308,7 +308,7 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
         });
     }
     let root: Value = serde_saphyr::from_str_with_options(text, parser_options())
-        .map_err(|e| yaml_error(&ctx.file, &e))?;
+        .map_err(|e| yaml_error(&ctx.file, None, &e))?;
     let Value::Object(root) = root else {
         return Err(r.refuse(
             None,

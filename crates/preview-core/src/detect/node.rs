@@ -292,6 +292,12 @@ impl Detector for NodeDetector {
                 Strength::Plain
             };
 
+        if framework == Some(Framework::Nextjs) {
+            warnings.push(
+                "Next.js serves its assets from /_next/ at the site root; behind the preview's path prefix set basePath in next.config.js (the prefix is in PREVIEW_BASE_PATH at run time)"
+                    .to_owned(),
+            );
+        }
         let health_path = if framework == Some(Framework::Nextjs) {
             "/"
         } else {

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{RenderInput, labels, render_template};
 use crate::images;
-use crate::model::{Database, DockerfileSource, ExtraService, Framework, Plan};
+use crate::model::{Database, DockerfileSource, ExtraService, Framework, Language, Plan};
 use crate::plan::Planned;
 use crate::sanitize::{Mount, RepoService};
 use crate::{Error, Result};
@@ -258,7 +258,11 @@ fn generated_env(plan: &Plan, input: &RenderInput) -> Vec<(String, Option<String
     if let Some(port_env) = &plan.port_env {
         env.push((port_env.clone(), plan.port.to_string()));
     }
-    env.push(("HOST".to_owned(), "0.0.0.0".to_owned()));
+    if plan.language == Some(Language::Node) {
+        // Node servers (Fastify, Nuxt, Vite, ...) commonly bind to HOST; inside a container that
+        // must be every interface.
+        env.push(("HOST".to_owned(), "0.0.0.0".to_owned()));
+    }
     env.push(("PREVIEW".to_owned(), "true".to_owned()));
     env.push(("PREVIEW_BASE_PATH".to_owned(), input.path_prefix()));
     env.push(("PREVIEW_PR".to_owned(), input.pr.to_string()));
