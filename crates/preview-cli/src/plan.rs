@@ -1,8 +1,6 @@
 //! `preview plan [DIR] [--json] [--write OUT]`: what would be built for a checkout, and why.
 
 use std::io::Read;
-#[cfg(test)]
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
