@@ -22,6 +22,9 @@ const SYMLINK_HOPS: usize = 40;
 #[derive(Debug, Clone)]
 pub struct Checkout {
     root: PathBuf,
+    /// Relative paths already found to be real directories (not symlinks): a plan probes the same
+    /// few directories many times, and each probe would otherwise `lstat` every component again.
+    real_dirs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 /// What a directory entry is, after resolving symlinks that stay inside the checkout.
@@ -54,7 +57,10 @@ impl Checkout {
                 source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            real_dirs: Default::default(),
+        })
     }
 
     /// The checkout's absolute, canonical root.
@@ -77,9 +83,14 @@ impl Checkout {
                 }
                 continue;
             }
-            let mut here = self.root.clone();
-            here.extend(&done);
-            here.push(&part);
+            let mut prefix = PathBuf::new();
+            prefix.extend(&done);
+            prefix.push(&part);
+            if self.is_known_dir(&prefix) {
+                done.push(part);
+                continue;
+            }
+            let here = self.root.join(&prefix);
             let meta = match std::fs::symlink_metadata(&here) {
                 Ok(meta) => meta,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -133,11 +144,23 @@ impl Checkout {
                 debug_assert_eq!(done.len(), depth_before);
                 continue;
             }
+            if meta.is_dir()
+                && let Ok(mut dirs) = self.real_dirs.lock()
+            {
+                dirs.insert(prefix);
+            }
             done.push(part);
         }
         let mut out = self.root.clone();
         out.extend(&done);
         Ok(Some(out))
+    }
+
+    fn is_known_dir(&self, prefix: &Path) -> bool {
+        self.real_dirs
+            .lock()
+            .map(|dirs| dirs.contains(prefix))
+            .unwrap_or(false)
     }
 
     /// Reads `rel` as UTF-8 text of at most `limit` bytes; `Ok(None)` if it does not exist.

@@ -28,10 +28,13 @@ impl Detector for GoDetector {
         } else {
             vec![ctx.dir.clone()]
         };
-        let Some(module_dir) = search
-            .into_iter()
-            .find(|d| ctx.checkout.is_file(super::join(d, "go.mod")))
-        else {
+        let Some(module_dir) = search.into_iter().find(|d| {
+            if *d == ctx.dir {
+                ctx.is_file("go.mod")
+            } else {
+                ctx.checkout.is_file(super::join(d, "go.mod"))
+            }
+        }) else {
             return Ok(None);
         };
         let go_mod_rel = join_str(&module_dir, "go.mod");
@@ -205,12 +208,7 @@ impl Detector for GoDetector {
 }
 
 fn sub_ctx<'a>(ctx: &Ctx<'a>, dir: &str) -> Ctx<'a> {
-    Ctx {
-        checkout: ctx.checkout,
-        dir: dir.to_owned(),
-        forced: None,
-        explicit: false,
-    }
+    Ctx::new(ctx.checkout, dir, None, false)
 }
 
 /// `dir` and its ancestors up to the checkout root, nearest first.

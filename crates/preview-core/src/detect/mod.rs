@@ -60,9 +60,48 @@ pub struct Ctx<'a> {
     /// True when preview-config.yml's `app_path` chose this dir: detectors may then look upward
     /// for the module or workspace it belongs to.
     pub explicit: bool,
+    /// The directory's entries, read once: most probes are for its direct children, and one
+    /// `readdir` is far cheaper than a `stat` per marker file per detector.
+    listing: std::sync::OnceLock<std::collections::HashMap<String, EntryKind>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// A context for `dir` (relative to the checkout root).
+    pub fn new(
+        checkout: &'a Checkout,
+        dir: &str,
+        forced: Option<Framework>,
+        explicit: bool,
+    ) -> Self {
+        Self {
+            checkout,
+            dir: dir.to_owned(),
+            forced,
+            explicit,
+            listing: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The kind of `name` when it is a direct child, from the cached listing.
+    fn child_kind(&self, name: &str) -> Option<Option<EntryKind>> {
+        if let Some((first, _)) = name.split_once('/') {
+            // Deeper paths are resolved by the checkout, unless their first directory is missing.
+            return match self.child_kind(first) {
+                Some(None) => Some(None),
+                _ => None,
+            };
+        }
+        let listing = self.listing.get_or_init(|| {
+            self.checkout
+                .list_dir(&self.rel("."))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.name, e.kind))
+                .collect()
+        });
+        Some(listing.get(name).copied())
+    }
+
     /// `name` relative to the checkout root.
     pub fn rel(&self, name: &str) -> PathBuf {
         join(&self.dir, name)
@@ -75,21 +114,33 @@ impl Ctx<'_> {
 
     /// True if `name` is a regular file inside the checkout.
     pub fn is_file(&self, name: &str) -> bool {
-        self.checkout.is_file(self.rel(name))
+        match self.child_kind(name) {
+            Some(kind) => kind == Some(EntryKind::File),
+            None => self.checkout.is_file(self.rel(name)),
+        }
     }
 
     /// True if `name` is a directory inside the checkout.
     pub fn is_dir(&self, name: &str) -> bool {
-        self.checkout.is_dir(self.rel(name))
+        match self.child_kind(name) {
+            Some(kind) => kind == Some(EntryKind::Dir),
+            None => self.checkout.is_dir(self.rel(name)),
+        }
     }
 
     /// Reads a manifest; an unsafe or oversized one is an error naming it.
     pub fn read_manifest(&self, name: &str) -> Result<Option<String>> {
+        if self.child_kind(name) == Some(None) {
+            return Ok(None);
+        }
         self.checkout.read_text(&self.rel(name), MANIFEST_LIMIT)
     }
 
     /// Peeks into a source file; anything unreadable is `None`.
     pub fn peek_source(&self, name: &str) -> Option<String> {
+        if self.child_kind(name) == Some(None) {
+            return None;
+        }
         self.checkout.peek_text(&self.rel(name), SOURCE_LIMIT)
     }
 
@@ -172,12 +223,7 @@ pub fn detect_all(
     forced_language: Option<Language>,
     forced: Option<Framework>,
 ) -> Result<Vec<Detection>> {
-    let ctx = Ctx {
-        checkout,
-        dir: dir.to_owned(),
-        forced,
-        explicit,
-    };
+    let ctx = Ctx::new(checkout, dir, forced, explicit);
     let mut found = Vec::new();
     for detector in detectors() {
         if forced_language.is_some_and(|l| l != detector.language()) {

@@ -226,7 +226,11 @@ impl Detector for NodeDetector {
                     ));
                     source_file = Some(main.to_owned());
                     vec!["node".into(), main.to_owned()]
-                } else if let Some(file) = ENTRY_FILES.into_iter().find(|f| serves(ctx, f)) {
+                } else if let Some(file) = ENTRY_FILES
+                    .into_iter()
+                    .filter(|f| pkg.get("main").and_then(Value::as_str) != Some(*f))
+                    .find(|f| serves(ctx, f))
+                {
                     reasons.push(format!(
                         "start_command=node {file} because {file} starts a server"
                     ));

@@ -33,6 +33,9 @@ impl Detector for RustDetector {
     }
 
     fn detect(&self, ctx: &Ctx) -> Result<Option<Detection>> {
+        if !ctx.is_file("Cargo.toml") {
+            return Ok(None);
+        }
         let Some(manifest) = read_toml(ctx, &ctx.dir)? else {
             return Ok(None);
         };
