@@ -239,10 +239,12 @@ async fn through_nginx(dir: &std::path::Path, sample: &str, body: &str) -> Resul
     if answer.body != body {
         return Err(format!("through nginx: body {:?}", answer.body));
     }
-    let redirect = http_get(nginx.port(), &prefix)
-        .await
-        .map_err(|e| e.to_string())?;
-    if redirect.status != 301 || !redirect.headers.contains(&format!("{prefix}/")) {
+    // Old workers may still answer for a moment after the reload: poll until the new config does.
+    let redirect = wait_for_http(nginx.port(), &prefix, Duration::from_secs(10), |a| {
+        a.status == 301
+    })
+    .await;
+    if !redirect.headers.contains(&format!("{prefix}/")) {
         return Err(format!(
             "the bare prefix should redirect to {prefix}/: {redirect:?}"
         ));
