@@ -108,6 +108,14 @@ pub trait JobRunner: Send + Sync + 'static {
     fn deploy(&self, job: DeployJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>>;
     /// Tears a preview down: containers, volumes, networks, nginx conf, work dir.
     fn teardown(&self, job: TeardownJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>>;
+
+    /// Runs once at startup, after the store is loaded and before unfinished jobs are queued
+    /// again and webhooks are served: the place to reconcile Docker, nginx and the work dirs
+    /// with the store. An error stops startup.
+    fn on_start(&self, store: Store) -> BoxFuture<'_, Result<(), JobError>> {
+        let _ = store;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What a running job may see and do.
@@ -247,8 +255,9 @@ impl Drop for PhaseTimer {
 }
 
 /// BENCHMARK MODE ONLY (`--dry-run-jobs`): jobs that touch nothing outside the store. A deploy
-/// takes its ports and marks itself building; the queue then marks it running. A teardown
-/// returns at once. No Docker, no git, no nginx, no GitHub.
+/// takes its ports (a store write the first time) and returns; the queue then marks the preview
+/// running at the job's sha. A teardown returns at once (the queue releases the ports and marks
+/// it stopped). No Docker, no git, no nginx, no GitHub.
 #[derive(Debug, Default)]
 pub struct DryRunRunner;
 
@@ -257,9 +266,7 @@ impl JobRunner for DryRunRunner {
         Box::pin(async move {
             ctx.checkpoint()?;
             ctx.allocate_ports(false, &BTreeSet::new()).await?;
-            ctx.checkpoint()?;
-            ctx.set_status(DeploymentStatus::Building).await?;
-            Ok(())
+            ctx.checkpoint()
         })
     }
 

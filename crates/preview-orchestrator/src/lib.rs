@@ -50,6 +50,10 @@ impl Orchestrator {
         use anyhow::Context;
         let pools = config.port_pools()?;
         let store = Store::open(&config.deployments_db, pools)?;
+        runner
+            .on_start(store.clone())
+            .await
+            .context("the job runner's start-up (reconcile) failed")?;
         let scheduler = Scheduler::new(
             store.clone(),
             runner,

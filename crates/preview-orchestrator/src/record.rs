@@ -5,7 +5,7 @@ use preview_core::id::{BranchName, CommitSha, PrNumber, PreviewId, RepoFullName,
 use serde::{Deserialize, Serialize};
 
 /// How many status changes a record keeps.
-pub const HISTORY_LEN: usize = 20;
+pub const HISTORY_LEN: usize = 10;
 
 /// Where a preview is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

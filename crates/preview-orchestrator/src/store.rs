@@ -372,6 +372,7 @@ impl Store {
 }
 
 fn writer_loop(shared: &Shared) {
+    let mut buf = Vec::new();
     loop {
         {
             let mut flags = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
@@ -386,7 +387,8 @@ fn writer_loop(shared: &Shared) {
             }
             flags.dirty = false;
         }
-        let (bytes, version) = {
+        buf.clear();
+        let version = {
             let guard = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             let view = FileView {
                 schema_version: SCHEMA_VERSION,
@@ -394,12 +396,10 @@ fn writer_loop(shared: &Shared) {
                 port_allocations: &guard.state.port_allocations,
                 repo_slugs: SlugsView(&guard.state.slugs),
             };
-            (
-                serde_json::to_vec_pretty(&view).expect("the state serializes"),
-                guard.version,
-            )
+            serde_json::to_writer(&mut buf, &view).expect("the state serializes");
+            guard.version
         };
-        let result = write_atomically(&shared.path, &bytes);
+        let result = write_atomically(&shared.path, &buf);
         shared.progress.send_modify(|p| match &result {
             Ok(()) => p.persisted = p.persisted.max(version),
             Err(e) => {

@@ -65,10 +65,11 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
 
 /// Counts a webhook delivery. `event` is mapped onto a fixed set so labels stay bounded.
 pub fn webhook(event: &str, outcome: &'static str) {
-    let event = match event {
-        "ping" | "pull_request" => event.to_owned(),
-        "" => "none".to_owned(),
-        _ => "other".to_owned(),
+    let event: &'static str = match event {
+        "ping" => "ping",
+        "pull_request" => "pull_request",
+        "" => "none",
+        _ => "other",
     };
     metrics::counter!(WEBHOOKS, "event" => event, "outcome" => outcome).increment(1);
 }
@@ -102,8 +103,30 @@ pub enum LogFormat {
     Json,
 }
 
-/// Keeps the log writers flushing; drop at exit.
-pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+/// Keeps the log writer flushing; drop at exit.
+pub struct LogGuards(#[allow(dead_code)] WorkerGuard);
+
+/// Writes every log line to stdout and to the rolling file. One writer thread serves both, and
+/// each line is formatted once.
+struct Tee {
+    file: tracing_appender::rolling::RollingFileAppender,
+    stdout: std::io::Stdout,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A failing stdout (closed pipe) must not cost the file its line, nor the reverse.
+        let file = self.file.write_all(buf);
+        let out = self.stdout.write_all(buf);
+        file.and(out).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let file = self.file.flush();
+        let out = self.stdout.flush();
+        file.and(out)
+    }
+}
 
 /// Sets up logging to stdout and to `{dir}/orchestrator.YYYY-MM-DD.log`, rotated daily, keeping
 /// `retention` files. `level` is an env-filter directive (`info`, `debug`, `preview=debug`...).
@@ -130,23 +153,23 @@ pub fn init_logging(
                 dir.display()
             )
         })?;
-    let (file, file_guard) = tracing_appender::non_blocking(file);
-    let (stdout, stdout_guard) = tracing_appender::non_blocking(std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(Tee {
+        file,
+        stdout: std::io::stdout(),
+    });
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(stdout))
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
-                    .with_writer(file),
+                    .with_writer(writer),
             )
             .try_init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(stdout))
-            .with(tracing_subscriber::fmt::layer().json().with_writer(file))
+            .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
             .try_init(),
     }
     .context("a logger is already installed")?;
-    Ok(LogGuards(vec![file_guard, stdout_guard]))
+    Ok(LogGuards(guard))
 }
