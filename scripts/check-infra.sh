@@ -29,8 +29,20 @@ die() {
 }
 
 LANE_PID=
+CHECK_PID=
+# Ends a process and its descendants, by id (an interrupted run must not leave ansible behind).
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do
+        kill_tree "$child"
+    done
+    kill "$1" 2>/dev/null || true
+}
 cleanup() {
-    [ -z "$LANE_PID" ] || kill "$LANE_PID" 2>/dev/null || true
+    local pid
+    for pid in $LANE_PID $CHECK_PID; do
+        kill_tree "$pid"
+    done
     docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -45,7 +57,11 @@ check() {
     t0=$(date +%s)
     printf '\n[check-infra] == %s\n' "$name"
     (set -euo pipefail; "$@") &
-    if wait $!; then
+    CHECK_PID=$!
+    local rc=0
+    wait "$CHECK_PID" || rc=$?
+    CHECK_PID=
+    if [ "$rc" = 0 ]; then
         say "ok: $name ($(($(date +%s) - t0))s)"
     else
         say "FAILED: $name ($(($(date +%s) - t0))s)"
@@ -159,6 +175,7 @@ render() {
     (cd ansible && RENDER_DIR=$RENDER ansible-playbook -i localhost, tests/render.yml) >"$WORK/render.log" 2>&1 ||
         { cat "$WORK/render.log"; return 1; }
     say "rendered into $RENDER: $(cd "$RENDER" && find . -type f | sort | tr '\n' ' ')"
+    : >"$WORK/render-done"
 }
 
 shellcheck_scripts() {
@@ -296,6 +313,13 @@ request_reload() {
 
 exercise() {
     converged || { echo "not run: the converge failed"; return 1; }
+    # The preview location comes from the render check, which runs at the same time.
+    local waited=0
+    until [ -e "$WORK/render-done" ]; do
+        [ ! -e "$WORK/render-failed" ] && [ "$waited" -lt 600 ] || { echo "not run: the render check failed"; return 1; }
+        sleep 0.5
+        waited=$((waited + 1))
+    done
     docker cp ansible/tests/files/http-probe.py "$CONTAINER:/tmp/http-probe.py" >/dev/null
     in_box mkdir -p /tmp/shim /srv/app
     printf '#!/bin/sh\n[ "$*" = "reload nginx" ] && exec nginx -s reload\necho "systemctl stand-in: $*" >&2\nexit 1\n' |
@@ -371,31 +395,44 @@ docker_check_mode() {
 }
 
 # --- run ----------------------------------------------------------------------------------------------
+# The container checks mostly wait on docker exec and apt, so they start first and run in the
+# background while the CPU-bound local checks (ansible-lint above all) run here; their output follows.
+container_lane() {
+    failures=()
+    check "converge nginx + orchestrator roles on a $IMAGE container (twice, idempotent)" converge
+    # Check mode changes nothing on the container, so it runs beside the verification.
+    docker_lane >"$WORK/docker-check.out" 2>&1 &
+    local docker_pid=$!
+    check "assert the converged files, users and modes (tests/verify.yml)" verify
+    check "run the converged nginx: webhook only, a preview location, reload as preview-deployer" exercise
+    wait "$docker_pid" || true
+    cat "$WORK/docker-check.out"
+    [ ! -s "$WORK/docker-failures" ] || mapfile -t -O "${#failures[@]}" failures <"$WORK/docker-failures"
+    [ ${#failures[@]} -eq 0 ] || printf '%s\n' "${failures[@]}" >"$WORK/lane-failures"
+    : >"$WORK/lane-done"
+}
+docker_lane() {
+    local -a failures=()
+    check "docker role in check mode" docker_check_mode
+    [ ${#failures[@]} -eq 0 ] || printf '%s\n' "${failures[@]}" >"$WORK/docker-failures"
+}
+printf '\n[check-infra] == starting the container checks in the background (output at the end)\n'
+container_lane >"$WORK/lane.log" 2>&1 &
+LANE_PID=$!
+
 check "terraform fmt" terraform_fmt
 check "terraform variable validation (variables.tf planned without providers)" terraform_variables
 check "ansible-playbook --syntax-check" syntax_check
 check "render the roles' templates with Ansible on localhost" render
-
-# The container checks mostly wait on docker exec and apt, so they run in the background while the
-# CPU-bound local checks (ansible-lint above all) run here; their output follows.
-container_lane() {
-    failures=()
-    check "converge nginx + orchestrator roles on a $IMAGE container (twice, idempotent)" converge
-    check "assert the converged files, users and modes (tests/verify.yml)" verify
-    check "run the converged nginx: webhook only, a preview location, reload as preview-deployer" exercise
-    check "docker role in check mode" docker_check_mode
-    [ ${#failures[@]} -eq 0 ] || printf '%s\n' "${failures[@]}" >"$WORK/lane-failures"
-    : >"$WORK/lane-done"
-}
-printf '\n[check-infra] == starting the container checks in the background (output below)\n'
-container_lane >"$WORK/lane.log" 2>&1 &
-LANE_PID=$!
-
+[ -e "$WORK/render-done" ] || : >"$WORK/render-failed"
 check "ansible-lint --profile production" lint
 check "shellcheck of the shipped shell scripts" shellcheck_scripts
 check "nginx -t on the rendered nginx.conf (HTTP and HTTPS) plus a preview location" nginx_test
 check "systemd-analyze verify of the units" systemd_verify
 
+if [ -n "$LANE_PID" ] && kill -0 "$LANE_PID" 2>/dev/null; then
+    say "waiting for the container checks"
+fi
 wait "$LANE_PID" || true
 LANE_PID=
 printf '\n[check-infra] ---- container checks (ran alongside the checks above) ----\n'
