@@ -93,6 +93,7 @@ install_tools() {
     [ -x "$python" ] || python=$(command -v python3) || die "no python3; missing: python3"
     if ! "$python" -c 'import ensurepip' 2>/dev/null; then
         say "installing python3-venv"
+        apt-get update -qq || die "apt-get update failed; missing: network access to the Debian mirror"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null ||
             die "apt-get install python3-venv failed; missing: python3-venv"
     fi
