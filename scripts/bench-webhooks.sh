@@ -62,6 +62,20 @@ hz="$(getconf CLK_TCK)"
 
 sleep 1
 idle_rss="$(rss_kb)"
+# Context: how long an fsync takes on this disk right now (every acknowledgement waits for one).
+fsync_ms="$(python3 - "$work" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+lat = []
+for _ in range(50):
+    t = time.perf_counter(); os.write(fd, b"x" * 4096); os.fsync(fd); lat.append(time.perf_counter() - t)
+os.close(fd); os.unlink(path)
+lat.sort()
+print("%.2f" % (lat[25] * 1000))
+PY
+)"
+load="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 lua="$root/scripts/bench/webhooks.lua"
 run_wrk() { # duration nonce
@@ -76,9 +90,11 @@ cal_rps="$(echo "$cal" | awk '/^Requests\/sec/ {print int($2)}')"
 duration=$(( (requests + cal_rps - 1) / cal_rps ))
 echo "   ~${cal_rps} req/s; running ${duration} s for ~${requests} requests"
 
+writes0="$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^preview_store_writes_total/ {print $2}')"
 cpu0="$(cpu_ticks)"
 out="$(run_wrk "$duration" main)"
 cpu1="$(cpu_ticks)"
+writes1="$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^preview_store_writes_total/ {print $2}')"
 sleep 1
 load_rss="$(rss_kb)"
 echo "$out" | grep -v '^WRK '
@@ -103,5 +119,6 @@ latency p99       $(awk -v u="$(val p99_us)" 'BEGIN {printf "%.2f", u / 1000}') 
 server CPU        ${cpu_ms} ms total, ${per_k} ms per 1,000 requests   (bar: <= 60 ms)
 RSS idle          $(awk -v k="$idle_rss" 'BEGIN {printf "%.1f", k / 1024}') MB   (bar: <= 15 MB)
 RSS after load    $(awk -v k="$load_rss" 'BEGIN {printf "%.1f", k / 1024}') MB   (bar: <= 40 MB after 1M requests)
-store             deployments, running: ${stored}
+store             ${stored} (deployments, running); $(( ${writes1%.*} - ${writes0%.*} )) atomic writes during the run, $(awk -v r="$reqs" -v w="$(( ${writes1%.*} - ${writes0%.*} ))" 'BEGIN {printf "%.1f", r / w}') acknowledgements per write
+context           fsync p50 on this disk ${fsync_ms} ms; load average before the run ${load}
 REPORT

@@ -224,6 +224,12 @@ pub struct Config {
     #[arg(long, env = "DOCKER_BIN", default_value = "docker")]
     pub docker_bin: PathBuf,
 
+    /// Async worker threads. One is plenty: requests are short, builds run in child processes
+    /// and the store has its own writer thread; more threads mostly add hand-offs.
+    #[arg(long, env = "ORCHESTRATOR_WORKER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub worker_threads: u16,
+
     /// BENCHMARK MODE: run jobs that touch nothing but the store (no Docker, git, nginx or
     /// GitHub). Never use in production.
     #[arg(long, env = "PREVIEW_BENCH_DRY_RUN_JOBS", hide = true, default_value_t = false,

@@ -37,9 +37,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         &config.logs_dir,
         config.log_retention_days,
     )?;
-    // Two workers are plenty: requests are short and the store writer has its own thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(usize::from(config.worker_threads))
         .enable_all()
         .build()
         .context("starting the async runtime")?;

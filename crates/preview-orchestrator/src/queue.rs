@@ -771,7 +771,7 @@ fn decide_deploy(
                 history: Vec::new(),
             };
             rec.set_status(DeploymentStatus::Queued, now);
-            st.deployments.entry(id.clone()).or_insert(rec)
+            st.deployments.insert(rec)
         }
     };
     let job = deploy_job(rec, req.trigger.clone());

@@ -30,11 +30,83 @@ use crate::{Error, Result};
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The deployment records by id. Reads go through `Deref` to the map; every write goes through
+/// a method that notes the record as changed, so the writer re-serializes only changed records.
+#[derive(Debug, Default, Clone)]
+pub struct Records {
+    map: BTreeMap<PreviewId, DeploymentRecord>,
+    changed: BTreeSet<PreviewId>,
+    /// Each record's JSON as last written.
+    cache: BTreeMap<PreviewId, Vec<u8>>,
+}
+
+impl std::ops::Deref for Records {
+    type Target = BTreeMap<PreviewId, DeploymentRecord>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl Records {
+    /// A record, for changing.
+    pub fn get_mut(&mut self, id: &PreviewId) -> Option<&mut DeploymentRecord> {
+        let rec = self.map.get_mut(id)?;
+        self.changed.insert(id.clone());
+        Some(rec)
+    }
+
+    /// Every record, for changing.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut DeploymentRecord> {
+        self.changed.extend(self.map.keys().cloned());
+        self.map.values_mut()
+    }
+
+    /// Adds or replaces a record; returns it for further changes.
+    pub fn insert(&mut self, rec: DeploymentRecord) -> &mut DeploymentRecord {
+        let id = rec.id.clone();
+        self.changed.insert(id.clone());
+        self.map.insert(id.clone(), rec);
+        self.map.get_mut(&id).expect("just inserted")
+    }
+
+    /// Removes a record.
+    pub fn remove(&mut self, id: &PreviewId) -> Option<DeploymentRecord> {
+        self.changed.insert(id.clone());
+        self.map.remove(id)
+    }
+
+    /// Writes `{"id":record,...}`, serializing only the records changed since the last call.
+    fn write_json(&mut self, out: &mut Vec<u8>) {
+        for id in std::mem::take(&mut self.changed) {
+            match self.map.get(&id) {
+                Some(rec) => {
+                    let json = serde_json::to_vec(rec).expect("records serialize");
+                    self.cache.insert(id, json);
+                }
+                None => {
+                    self.cache.remove(&id);
+                }
+            }
+        }
+        out.push(b'{');
+        for (i, (id, json)) in self.cache.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, id.as_str()).expect("ids serialize");
+            out.push(b':');
+            out.extend_from_slice(json);
+        }
+        out.push(b'}');
+    }
+}
+
 /// The in-memory state the file mirrors.
 #[derive(Debug, Default, Clone)]
 pub struct StoreState {
     /// Records by id.
-    pub deployments: BTreeMap<PreviewId, DeploymentRecord>,
+    pub deployments: Records,
     /// Ports held, by id.
     pub port_allocations: BTreeMap<PreviewId, PortAllocation>,
     /// Slugs handed out, by repository.
@@ -57,15 +129,6 @@ impl StoreState {
             .filter(|r| r.status == crate::record::DeploymentStatus::Running)
             .count()
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileView<'a> {
-    schema_version: u32,
-    deployments: &'a BTreeMap<PreviewId, DeploymentRecord>,
-    port_allocations: &'a BTreeMap<PreviewId, PortAllocation>,
-    repo_slugs: SlugsView<'a>,
 }
 
 struct SlugsView<'a>(&'a SlugRegistry);
@@ -389,17 +452,23 @@ fn writer_loop(shared: &Shared) {
         }
         buf.clear();
         let version = {
-            let guard = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-            let view = FileView {
-                schema_version: SCHEMA_VERSION,
-                deployments: &guard.state.deployments,
-                port_allocations: &guard.state.port_allocations,
-                repo_slugs: SlugsView(&guard.state.slugs),
-            };
-            serde_json::to_writer(&mut buf, &view).expect("the state serializes");
+            let mut guard = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = &mut *guard;
+            let st = &mut guard.state;
+            buf.extend_from_slice(
+                format!("{{\"schemaVersion\":{SCHEMA_VERSION},\"deployments\":").as_bytes(),
+            );
+            st.deployments.write_json(&mut buf);
+            buf.extend_from_slice(b",\"portAllocations\":");
+            serde_json::to_writer(&mut buf, &st.port_allocations).expect("ports serialize");
+            buf.extend_from_slice(b",\"repoSlugs\":");
+            serde_json::to_writer(&mut buf, &SlugsView(&st.slugs)).expect("slugs serialize");
+            buf.push(b'}');
             guard.version
         };
+        let started = std::time::Instant::now();
         let result = write_atomically(&shared.path, &buf);
+        crate::telemetry::store_write(started.elapsed(), buf.len());
         shared.progress.send_modify(|p| match &result {
             Ok(()) => p.persisted = p.persisted.max(version),
             Err(e) => {
@@ -521,7 +590,9 @@ pub fn load(path: &Path) -> Result<StoreState> {
             }
         }
     }
-    state.deployments = data.deployments;
+    for rec in data.deployments.into_values() {
+        state.deployments.insert(rec);
+    }
     state.port_allocations = data.port_allocations;
     Ok(state)
 }

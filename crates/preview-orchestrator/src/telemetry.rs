@@ -22,6 +22,12 @@ pub const JOBS: &str = "preview_jobs_total";
 pub const JOB_DURATION: &str = "preview_job_duration_seconds";
 /// Previews running.
 pub const LIVE_PREVIEWS: &str = "preview_live_previews";
+/// Store writes (each one atomic: temp file, fsync, rename, fsync of the directory).
+pub const STORE_WRITES: &str = "preview_store_writes_total";
+/// Store write durations.
+pub const STORE_WRITE_DURATION: &str = "preview_store_write_seconds";
+/// Size of the last store write.
+pub const STORE_BYTES: &str = "preview_store_bytes";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -37,6 +43,13 @@ pub fn metrics_handle() -> PrometheusHandle {
                     ],
                 )
                 .expect("non-empty buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full(STORE_WRITE_DURATION.into()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ],
+                )
+                .expect("non-empty buckets")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may be installed already (a test harness); ours then only renders.
@@ -46,6 +59,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             metrics::describe_counter!(JOBS, "Finished jobs by kind and outcome");
             metrics::describe_histogram!(JOB_DURATION, "Job and phase durations in seconds");
             metrics::describe_gauge!(LIVE_PREVIEWS, "Previews running");
+            metrics::describe_counter!(STORE_WRITES, "Atomic writes of the deployment store");
+            metrics::describe_histogram!(STORE_WRITE_DURATION, "Store write durations in seconds");
+            metrics::describe_gauge!(STORE_BYTES, "Size of the deployment store file in bytes");
             metrics::gauge!(QUEUE_DEPTH).set(0.0);
             handle
         })
@@ -87,6 +103,12 @@ pub(crate) fn job_finished(kind: JobKind, outcome: &'static str, took: Option<Du
     if let Some(took) = took {
         metrics::histogram!(JOB_DURATION, "phase" => kind.as_str()).record(took.as_secs_f64());
     }
+}
+
+pub(crate) fn store_write(took: Duration, bytes: usize) {
+    metrics::counter!(STORE_WRITES).increment(1);
+    metrics::histogram!(STORE_WRITE_DURATION).record(took.as_secs_f64());
+    metrics::gauge!(STORE_BYTES).set(bytes as f64);
 }
 
 pub(crate) fn record_phase(phase: &'static str, took: Duration) {
