@@ -92,7 +92,15 @@ impl Compose {
         validate_project_name(project)?;
         Ok(self
             .base("remove an orphaned preview")
-            .args(["-p", project, "down", "--volumes", "--remove-orphans", "--timeout", "5"])
+            .args([
+                "-p",
+                project,
+                "down",
+                "--volumes",
+                "--remove-orphans",
+                "--timeout",
+                "5",
+            ])
             .timeout(self.short_timeout))
     }
 
