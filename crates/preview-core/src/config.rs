@@ -709,21 +709,8 @@ mod tests {
 
     #[test]
     fn alias_bomb_is_refused() {
-        let mut text = String::from(
-            "x-a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-        );
-        for (name, prev) in [
-            ("b", "a"),
-            ("c", "b"),
-            ("d", "c"),
-            ("e", "d"),
-            ("f", "e"),
-            ("g", "f"),
-        ] {
-            let items = vec![format!("*{prev}"); 9].join(",");
-            text.push_str(&format!("x-{name}: &{name} [{items}]\n"));
-        }
-        text.push_str("env: *g\n");
+        let (mut text, last) = crate::test_support::alias_bomb(6);
+        text.push_str(&format!("env: *{last}\n"));
         let message = error(&text);
         assert!(
             message.starts_with("preview-config.yml:") && message.contains("refused"),

@@ -13,6 +13,8 @@ pub mod plan;
 pub mod ports;
 pub mod render;
 pub mod sanitize;
+#[cfg(test)]
+mod test_support;
 
 pub use error::{Error, Result};
 pub use model::Plan;

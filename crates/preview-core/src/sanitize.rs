@@ -1063,22 +1063,10 @@ mod tests {
 
     #[test]
     fn alias_bombs_are_refused() {
-        let mut text = String::from(
-            "x-a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-        );
-        for (name, prev) in [
-            ("b", "a"),
-            ("c", "b"),
-            ("d", "c"),
-            ("e", "d"),
-            ("f", "e"),
-            ("g", "f"),
-            ("h", "g"),
-        ] {
-            let items = vec![format!("*{prev}"); 9].join(",");
-            text.push_str(&format!("x-{name}: &{name} [{items}]\n"));
-        }
-        text.push_str("services:\n  app:\n    build: .\n    command: *h\n");
+        let (mut text, last) = crate::test_support::alias_bomb(7);
+        text.push_str(&format!(
+            "services:\n  app:\n    build: .\n    command: *{last}\n"
+        ));
         let err = run(&text).unwrap_err().to_string();
         assert!(err.contains("budget") || err.contains("alias"), "{err}");
     }

@@ -43,35 +43,15 @@ pub async fn fetch_pull_request(req: &FetchRequest) -> Result<()> {
     replace_dir(&staging, &req.dest)
 }
 
-async fn fetch_into(req: &FetchRequest, dir: &Path) -> Result<()> {
-    git(req, dir, "create an empty repository for the checkout")
-        .args(["init", "--quiet"])
-        .run()
-        .await?;
-    let by_sha = with_token(
-        git(req, dir, "fetch the pull request's commit"),
-        req.token.as_deref(),
-    )
-    .args([
-        "fetch",
-        "--quiet",
-        "--depth",
-        "1",
-        "--no-tags",
-        "--no-recurse-submodules",
-        "--",
-        &req.url,
-        &req.sha,
-    ])
-    .run()
-    .await;
-    if by_sha.is_err() {
-        // Servers that refuse a bare sha still serve the PR's ref.
-        let refspec = format!("refs/pull/{}/head", req.pr);
-        with_token(
-            git(req, dir, "fetch the pull request's head"),
-            req.token.as_deref(),
-        )
+/// `git fetch --depth 1` of one `what` (a sha or a ref) from the PR's repository, without tags or
+/// submodules; the token, if any, goes in the environment only.
+async fn shallow_fetch(
+    req: &FetchRequest,
+    dir: &Path,
+    description: &str,
+    what: &str,
+) -> Result<()> {
+    with_token(git(req, dir, description), req.token.as_deref())
         .args([
             "fetch",
             "--quiet",
@@ -81,10 +61,23 @@ async fn fetch_into(req: &FetchRequest, dir: &Path) -> Result<()> {
             "--no-recurse-submodules",
             "--",
             &req.url,
-            &refspec,
+            what,
         ])
         .run()
+        .await
+        .map(drop)
+}
+
+async fn fetch_into(req: &FetchRequest, dir: &Path) -> Result<()> {
+    git(req, dir, "create an empty repository for the checkout")
+        .args(["init", "--quiet"])
+        .run()
         .await?;
+    let by_sha = shallow_fetch(req, dir, "fetch the pull request's commit", &req.sha).await;
+    if by_sha.is_err() {
+        // Servers that refuse a bare sha still serve the PR's ref.
+        let refspec = format!("refs/pull/{}/head", req.pr);
+        shallow_fetch(req, dir, "fetch the pull request's head", &refspec).await?;
     }
     git(req, dir, "check out the pull request's commit")
         .args([
