@@ -1,6 +1,8 @@
 //! Integration tests of the `preview` binary's infrastructure commands, with fake `terraform`,
-//! `ansible-playbook`, `ssh` and `rsync` on PATH and a fake GitHub API.
+//! `ansible-playbook`, `ssh` and `rsync` on PATH and a fake GitHub API; `init`'s prompts on a
+//! pseudo-terminal.
 
 mod errors;
 mod flow;
 mod harness;
+mod prompts;
