@@ -3,6 +3,7 @@
 
 pub mod feedback;
 pub mod reconcile;
+pub mod retry;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use preview_runtime::{ComposeProject, HealthPolicy};
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
 use crate::record::DeploymentStatus;
 use feedback::{CommentState, Feedback, FeedbackUpdate};
+use retry::{RetryPolicy, is_transient_docker, is_transient_git};
 
 /// The compose file's name in a preview's work dir.
 pub const COMPOSE_FILE: &str = "docker-compose.yml";
@@ -43,6 +45,8 @@ pub struct RuntimeSettings {
     pub git_token: Option<String>,
     /// Time allowed for one git command.
     pub git_timeout: Duration,
+    /// Retries of transient git and Docker failures.
+    pub retry: RetryPolicy,
 }
 
 impl RuntimeSettings {
@@ -146,6 +150,7 @@ impl DockerRunner {
             git_base_url: config.git_base_url.clone(),
             git_token: Some(config.github_token.clone()).filter(|t| !t.is_empty()),
             git_timeout: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
         };
         Ok(Self::new(settings, feedback))
     }
@@ -239,18 +244,27 @@ impl DockerRunner {
                 job.repo.owner(),
                 job.repo.name()
             );
-            preview_exec::git::fetch_pull_request(&preview_exec::git::FetchRequest {
+            let request = preview_exec::git::FetchRequest {
                 url,
                 pr: u64::from(job.pr.get()),
                 sha: job.sha.as_str().to_owned(),
                 dest: checkout.clone(),
                 token: self.settings.git_token.clone(),
                 timeout: self.settings.git_timeout,
-            })
-            .await
-            .map_err(|e| fail("fetch", &e, e.stderr_tail()))?;
+            };
+            let fetched = self
+                .settings
+                .retry
+                .run(
+                    "git fetch",
+                    || preview_exec::git::fetch_pull_request(&request),
+                    transient_git,
+                    || !ctx.is_cancelled(),
+                )
+                .await;
+            ctx.checkpoint()?;
+            fetched.map_err(|e| fail("fetch", short_reason(&e), e.stderr_tail()))?;
         }
-        ctx.checkpoint()?;
 
         // 2. plan
         let planned: Planned = {
@@ -266,9 +280,17 @@ impl DockerRunner {
         ctx.checkpoint()?;
 
         // 3. ports, 4. render
-        let published = preview_runtime::published_ports()
+        let published = self
+            .settings
+            .retry
+            .run(
+                "docker ps",
+                preview_runtime::published_ports,
+                transient_docker,
+                || !ctx.is_cancelled(),
+            )
             .await
-            .map_err(|e| fail("ports", e, ""))?;
+            .map_err(|e| fail("ports", short_reason(&e), exec_tail(&e)))?;
         let ports = ctx
             .allocate_ports(false, &published)
             .await
@@ -307,7 +329,17 @@ impl DockerRunner {
         let build_started = Instant::now();
         {
             let _t = ctx.phase("build");
-            if let Err(e) = project.up(&self.settings.compose, &build_log).await {
+            let built = self
+                .settings
+                .retry
+                .run(
+                    "docker compose up",
+                    || project.up(&self.settings.compose, &build_log),
+                    transient_docker,
+                    || !ctx.is_cancelled(),
+                )
+                .await;
+            if let Err(e) = built {
                 return Err(fail("build", short_reason(&e), tail_of_file(&build_log)));
             }
         }
@@ -368,7 +400,17 @@ impl DockerRunner {
                 dir: work.clone(),
                 file: COMPOSE_FILE.to_owned(),
             };
-            if let Err(e) = project.down(&self.settings.compose).await {
+            let down = self
+                .settings
+                .retry
+                .run(
+                    "docker compose down",
+                    || project.down(&self.settings.compose),
+                    transient_docker,
+                    || true,
+                )
+                .await;
+            if let Err(e) = down {
                 tracing::warn!(preview = id, error = %e, "compose down failed");
             }
         } else if let Err(e) = reconcile::remove_project(id).await {
@@ -454,6 +496,28 @@ fn deployment_secret(work: &Path) -> std::io::Result<String> {
         .open(&path)?;
     file.write_all(secret.as_bytes())?;
     Ok(secret)
+}
+
+/// A git failure worth another attempt: git ran and failed on the network or the server.
+/// Our own timeout is not retried (it is minutes long), nor is a bad argument.
+fn transient_git(e: &preview_exec::Error) -> bool {
+    matches!(e, preview_exec::Error::Failed { .. }) && is_transient_git(&e.to_string())
+}
+
+/// A Docker failure worth another attempt: the CLI ran and the daemon hiccuped.
+fn transient_docker(e: &preview_runtime::Error) -> bool {
+    matches!(
+        e,
+        preview_runtime::Error::Exec(preview_exec::Error::Failed { .. })
+    ) && is_transient_docker(&e.to_string())
+}
+
+/// The stderr tail of a runtime error that ran a command.
+fn exec_tail(e: &preview_runtime::Error) -> String {
+    match e {
+        preview_runtime::Error::Exec(e) => e.stderr_tail().to_owned(),
+        _ => String::new(),
+    }
 }
 
 /// The first line of an error: the rest (stderr) goes into the log tail.

@@ -3,6 +3,7 @@
 
 mod api;
 mod binary;
+mod e2e_support;
 mod harness;
 mod queue;
 mod runtime_e2e;

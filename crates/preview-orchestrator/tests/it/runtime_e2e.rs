@@ -1,226 +1,134 @@
-//! The whole loop on the real engine, a private nginx, real git and a fake GitHub: a signed
-//! `opened` webhook deploys the Python sample behind nginx, `synchronize` serves the new commit
-//! under the same sticky comment, and `closed` leaves nothing behind.
+//! The whole loop on the real engine, a private nginx, real git and a fake GitHub, for each
+//! stdlib sample: a signed `opened` webhook deploys it behind nginx, `synchronize` serves the new
+//! commit under the same sticky comment, and `closed` leaves nothing behind. One more run proves
+//! `DATABASE_URL` against the preview's own Postgres.
 
-use std::ffi::OsString;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use preview_exec::Cmd;
-use preview_github::fake::FakeGitHub;
-use preview_orchestrator::runtime::DockerRunner;
-use preview_orchestrator::{Config, DeploymentStatus, Orchestrator};
-use preview_testkit::{
-    PrivateNginx, docker_objects_with_label, nginx_binary, repo_root, require_docker, wait_for_http,
-};
+use preview_orchestrator::DeploymentStatus;
+use preview_testkit::wait_for_http;
 
-use crate::harness::{ID2, SECRET, args, delivery, pr_event};
+use crate::e2e_support::{E2e, Tree, eventually};
 
-async fn git(dir: &Path, args: &[&str]) -> String {
-    Cmd::new("git", "prepare the test origin")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .run()
-        .await
-        .unwrap()
-        .stdout_text()
-        .trim()
-        .to_owned()
-}
+/// Cold builds share 2 cores with other tests.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(300);
+const FEEDBACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Copies the Python sample into `repo` with `body` as its answer, commits, and points
-/// refs/pull/2/head at the commit.
-async fn commit_sample(repo: &Path, body: &str) -> String {
-    let sample = repo_root().join("fixtures/apps/python-plain/main.py");
-    let source = std::fs::read_to_string(sample).unwrap();
-    let source = source.replace("python-plain ok", body);
-    std::fs::write(repo.join("main.py"), source).unwrap();
-    git(repo, &["add", "."]).await;
-    git(repo, &["commit", "--quiet", "-m", body]).await;
-    let sha = git(repo, &["rev-parse", "HEAD"]).await;
-    git(repo, &["update-ref", "refs/pull/2/head", &sha]).await;
-    sha
-}
+/// Opens PR 2 with `sample` (from fixtures/apps), whose health path answers `{sample} ok`,
+/// updates it, closes it, and checks every step through nginx, the fake GitHub, Docker and the
+/// filesystem.
+async fn open_update_close(sample: &str) {
+    let e2e = E2e::start(&format!("e2e-{sample}"), &[]).await;
+    let pr = 2;
+    let marker = format!("{sample} ok");
+    let port = e2e.nginx.port();
+    // The apps answer 200 only on `/` and `/health`: a 200 for `{path}health` proves that nginx
+    // stripped the prefix.
+    let health = format!("{}health", e2e.path(pr));
+    let url = e2e.url(pr);
 
-/// The harness's arguments with `overrides` replacing or adding settings.
-fn settings(dir: &Path, overrides: &[(&str, String)]) -> Vec<OsString> {
-    let base = args(dir, &[]);
-    let mut out: Vec<OsString> = vec![base[0].clone()];
-    for pair in base[1..].chunks(2) {
-        if !overrides.iter().any(|(k, _)| pair[0] == *k) {
-            out.extend_from_slice(pair);
-        }
-    }
-    for (k, v) in overrides {
-        out.push(k.into());
-        out.push(v.into());
-    }
-    out
-}
-
-async fn deliver(base: &str, action: &str, sha: &str, at: &str) -> u16 {
-    let body = pr_event(action, 2, sha, Some(at));
-    let sig = preview_github::sign(SECRET.as_bytes(), &body);
-    reqwest::Client::new()
-        .post(format!("{base}/webhook/github"))
-        .header("x-github-event", "pull_request")
-        .header("x-github-delivery", delivery())
-        .header("x-hub-signature-256", sig)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn open_update_close_on_the_real_engine() {
-    require_docker().await;
-    let nginx = PrivateNginx::start().await;
-    let github = FakeGitHub::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let origin = dir.path().join("git/Codertocat/Hello-World.git");
-    std::fs::create_dir_all(&origin).unwrap();
-    git(&origin, &["init", "--quiet", "-b", "main"]).await;
-    let first = commit_sample(&origin, "e2e first commit").await;
-
-    let nginx_cmd = |extra: &str| {
-        format!(
-            "{} -p {} -c {} {extra}",
-            nginx_binary(),
-            nginx.prefix().display(),
-            nginx.conf_file().display()
-        )
-    };
-    let base_url = format!("http://127.0.0.1:{}", nginx.port());
-    let config = Config::load(settings(
-        dir.path(),
-        &[
-            ("--github-api-url", github.url()),
-            ("--preview-base-url", base_url.clone()),
-            ("--nginx-config-dir", nginx.conf_dir().display().to_string()),
-            ("--nginx-test-command", nginx_cmd("-t")),
-            ("--nginx-reload-command", nginx_cmd("-s reload")),
-            (
-                "--git-base-url",
-                format!("file://{}", dir.path().join("git").display()),
-            ),
-            ("--health-timeout-secs", "120".into()),
-        ],
-    ))
-    .unwrap();
-    let runner = Arc::new(DockerRunner::from_config(&config).await.unwrap());
-    let orch = Orchestrator::start(config, runner.clone()).await.unwrap();
-    runner.attach_store(orch.store().clone());
-    let api = format!("http://{}", orch.addr());
-    let path = "/codertocat-hello-world/pr-2/";
-    let url = format!("{base_url}{path}");
-
-    // opened → live behind nginx, prefix stripped
-    assert_eq!(
-        deliver(&api, "opened", &first, "2026-11-01T00:00:00Z").await,
-        202
-    );
-    let live = wait_for_http(
-        nginx.port(),
-        &format!("{path}health"),
-        Duration::from_secs(240),
-        |a| a.status == 200,
-    )
-    .await;
+    // opened → live behind nginx
+    let first_tree = Tree::fixture(sample).replace(&marker, "e2e first commit");
+    let first = e2e.commit(pr, &first_tree, "first").await;
+    e2e.send("opened", pr, &first).await;
+    let live = wait_for_http(port, &health, LIVE_TIMEOUT, |a| a.status == 200).await;
     assert_eq!(live.body, "e2e first commit\n");
-    let comment = eventually("the live comment", Duration::from_secs(30), || {
-        github
-            .comments()
-            .into_iter()
-            .find(|c| c.body.contains("Preview live"))
-    })
-    .await;
+    let comment = e2e
+        .wait_comment(pr, &["Preview live", &first], FEEDBACK_TIMEOUT)
+        .await;
     assert!(comment.body.contains(&url), "{}", comment.body);
-    assert!(comment.body.contains(&first), "{}", comment.body);
-    eventually("a successful deployment", Duration::from_secs(30), || {
-        github.deployments().into_iter().find(|d| {
+    eventually("a successful deployment", FEEDBACK_TIMEOUT, || {
+        e2e.github.deployments().into_iter().find(|d| {
             d.statuses
                 .iter()
                 .any(|s| s["state"] == "success" && s["environment_url"] == url.as_str())
         })
     })
     .await;
+    e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
 
     // synchronize → the new commit serves, still one comment
-    let second = commit_sample(&origin, "e2e second commit").await;
-    assert_eq!(
-        deliver(&api, "synchronize", &second, "2026-11-02T00:00:00Z").await,
-        202
-    );
-    wait_for_http(
-        nginx.port(),
-        &format!("{path}health"),
-        Duration::from_secs(240),
-        |a| a.body == "e2e second commit\n",
-    )
+    let second_tree = Tree::fixture(sample).replace(&marker, "e2e second commit");
+    let second = e2e.commit(pr, &second_tree, "second").await;
+    e2e.send("synchronize", pr, &second).await;
+    wait_for_http(port, &health, LIVE_TIMEOUT, |a| {
+        a.body == "e2e second commit\n"
+    })
     .await;
-    eventually(
-        "the comment to show the second commit",
-        Duration::from_secs(30),
-        || {
-            let comments = github.comments();
-            (comments.len() == 1 && comments[0].body.contains(&second)).then_some(())
-        },
-    )
-    .await;
+    e2e.wait_comment(pr, &["Preview live", &second], FEEDBACK_TIMEOUT)
+        .await;
 
     // closed → nothing left
-    assert_eq!(
-        deliver(&api, "closed", &second, "2026-11-03T00:00:00Z").await,
-        202
+    e2e.send("closed", pr, &second).await;
+    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+        .await;
+    e2e.assert_nothing_left(pr).await;
+    wait_for_http(port, &health, Duration::from_secs(10), |a| a.status == 404).await;
+    e2e.wait_comment(pr, &["Preview closed"], FEEDBACK_TIMEOUT)
+        .await;
+    e2e.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_plain_opens_updates_and_closes() {
+    open_update_close("python-plain").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_plain_opens_updates_and_closes() {
+    open_update_close("node-plain").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn go_opens_updates_and_closes() {
+    open_update_close("go").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_opens_updates_and_closes() {
+    open_update_close("rust").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn php_plain_opens_updates_and_closes() {
+    open_update_close("php-plain").await;
+}
+
+/// The node-postgres sample answers its health path only after `SELECT 40 + 2` over
+/// `DATABASE_URL` on the preview's own Postgres (postgres:16-bookworm, Debian's postgresql).
+/// Closing removes the database's volume too.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_database_url_reaches_the_preview_database() {
+    let e2e = E2e::start("e2e-postgres", &[]).await;
+    let pr = 3;
+    let sha = e2e
+        .commit(pr, &Tree::fixture("node-postgres"), "with a database")
+        .await;
+    e2e.send("opened", pr, &sha).await;
+    let health = format!("{}health", e2e.path(pr));
+    let live = wait_for_http(e2e.nginx.port(), &health, LIVE_TIMEOUT, |a| a.status == 200).await;
+    assert_eq!(live.body, "node-postgres ok 42\n");
+    e2e.wait_comment(pr, &["Preview live", &sha], FEEDBACK_TIMEOUT)
+        .await;
+    let volumes = preview_testkit::docker([
+        "volume",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=dev.preview-deployer.deployment={}", e2e.id(pr)),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        volumes.contains("db-data"),
+        "the database volume: {volumes}"
     );
-    let id = preview_core::id::PreviewId::parse(ID2).unwrap();
-    eventually("the preview to stop", Duration::from_secs(120), || {
-        (orch.store().get(&id).map(|r| r.status) == Some(DeploymentStatus::Stopped)).then_some(())
-    })
-    .await;
-    let label = format!("dev.preview-deployer.deployment={ID2}");
-    assert_eq!(
-        docker_objects_with_label(&label).await,
-        Vec::<String>::new()
-    );
-    assert!(!nginx.conf_dir().join(format!("{ID2}.conf")).exists());
-    assert!(!dir.path().join("deployments").join(ID2).exists());
-    assert!(orch.store().ports(&id).is_none(), "ports released");
-    wait_for_http(
-        nginx.port(),
-        &format!("{path}health"),
-        Duration::from_secs(10),
-        |a| a.status == 404,
-    )
-    .await;
-    eventually("the closed comment", Duration::from_secs(30), || {
-        let comments = github.comments();
-        (comments.len() == 1 && comments[0].body.contains("Preview closed")).then_some(())
-    })
-    .await;
-    orch.shutdown().await;
+
+    e2e.send("closed", pr, &sha).await;
+    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+        .await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
 }

@@ -1,0 +1,483 @@
+//! Shared set-up for tests of the whole loop on the real engine: a local git origin that serves
+//! `refs/pull/{N}/head`, an in-process orchestrator running the real [`DockerRunner`] against a
+//! private nginx and a fake GitHub, signed webhook deliveries, and the check that a preview left
+//! nothing behind (Docker objects, nginx conf, work dir, ports).
+//!
+//! Each [`E2e`] gets its own repository name (`octo-org/{name}-{unique}`), so its Docker objects
+//! never collide with another test's, in this process or another one.
+
+// Shared by several test modules; not each uses every helper.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use preview_core::id::{PreviewId, RepoFullName, RepoSlug};
+use preview_exec::Cmd;
+use preview_github::fake::{FakeComment, FakeGitHub};
+use preview_orchestrator::runtime::DockerRunner;
+use preview_orchestrator::{Config, DeploymentRecord, DeploymentStatus, Orchestrator};
+use preview_testkit::{
+    PrivateNginx, docker, docker_objects_with_label, nginx_binary, repo_root, require_docker,
+    unique_suffix,
+};
+use serde_json::Value;
+
+use crate::harness::{SECRET, args, delivery, pr_payload};
+
+/// The owner of every e2e repository; the harness's allowlist holds `octo-org/*`.
+pub const OWNER: &str = "octo-org";
+
+/// Runs `git ARGS` in `dir` with a fixed identity; returns trimmed stdout. Panics on failure.
+pub async fn git(dir: &Path, args: &[&str]) -> String {
+    Cmd::new("git", "prepare the test origin")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("git {args:?}: {e}"))
+        .stdout_text()
+        .trim()
+        .to_owned()
+}
+
+/// The files of an app: path relative to the repository root → contents.
+#[derive(Debug, Clone, Default)]
+pub struct Tree(pub BTreeMap<String, Vec<u8>>);
+
+impl Tree {
+    /// The sample app `fixtures/apps/{name}`.
+    pub fn fixture(name: &str) -> Self {
+        Self::dir(&repo_root().join("fixtures/apps").join(name))
+    }
+
+    /// Every file under `root`.
+    pub fn dir(root: &Path) -> Self {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+            for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, out);
+                } else {
+                    let rel = path
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.insert(rel, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut files = BTreeMap::new();
+        walk(root, root, &mut files);
+        assert!(!files.is_empty(), "{} holds no files", root.display());
+        Self(files)
+    }
+
+    /// Adds or replaces the file at `path`.
+    pub fn with(mut self, path: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.0.insert(path.to_owned(), contents.into());
+        self
+    }
+
+    /// Removes the file at `path`.
+    pub fn without(mut self, path: &str) -> Self {
+        self.0.remove(path);
+        self
+    }
+
+    /// Replaces `from` with `to` in every UTF-8 file; panics if `from` occurs nowhere.
+    pub fn replace(mut self, from: &str, to: &str) -> Self {
+        let mut hits = 0;
+        for contents in self.0.values_mut() {
+            if let Ok(text) = std::str::from_utf8(contents)
+                && text.contains(from)
+            {
+                *contents = text.replace(from, to).into_bytes();
+                hits += 1;
+            }
+        }
+        assert!(hits > 0, "{from:?} occurs in no file of the tree");
+        self
+    }
+}
+
+/// A local origin at `{root}/git/{owner}/{name}.git`, served to the orchestrator through
+/// `--git-base-url file://{root}/git`.
+pub struct Origin {
+    /// The repository (a work tree; git serves it like a bare one).
+    pub path: PathBuf,
+}
+
+impl Origin {
+    /// Creates an empty repository for `repo` (`owner/name`) under `{root}/git`.
+    pub async fn init(root: &Path, repo: &str) -> Self {
+        let path = root.join("git").join(format!("{repo}.git"));
+        std::fs::create_dir_all(&path).unwrap();
+        git(&path, &["init", "--quiet", "-b", "main"]).await;
+        Self { path }
+    }
+
+    /// Makes the work tree exactly `tree`, commits it, points `refs/pull/{pr}/head` at the
+    /// commit and returns its sha.
+    pub async fn commit(&self, pr: u64, tree: &Tree, message: &str) -> String {
+        for entry in std::fs::read_dir(&self.path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        for (rel, contents) in &tree.0 {
+            let path = self.path.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, contents).unwrap();
+        }
+        git(&self.path, &["add", "--all", "."]).await;
+        git(
+            &self.path,
+            &["commit", "--quiet", "--allow-empty", "-m", message],
+        )
+        .await;
+        let sha = git(&self.path, &["rev-parse", "HEAD"]).await;
+        git(
+            &self.path,
+            &["update-ref", &format!("refs/pull/{pr}/head"), &sha],
+        )
+        .await;
+        sha
+    }
+}
+
+/// The harness's arguments with `overrides` replacing or adding settings (`--flag`, value).
+pub fn settings(dir: &Path, overrides: &[(&str, String)]) -> Vec<OsString> {
+    let base = args(dir, &[]);
+    let mut out: Vec<OsString> = vec![base[0].clone()];
+    for pair in base[1..].chunks(2) {
+        if !overrides.iter().any(|(k, _)| pair[0] == *k) {
+            out.extend_from_slice(pair);
+        }
+    }
+    for (k, v) in overrides {
+        out.push(k.into());
+        out.push(v.into());
+    }
+    out
+}
+
+/// The settings that point an orchestrator in `dir` at `nginx`, `github` and the origins under
+/// `{dir}/git`; health waits up to 120 s (cold builds on 2 busy cores). `overrides` come last.
+pub fn e2e_settings(
+    dir: &Path,
+    nginx: &PrivateNginx,
+    github: &FakeGitHub,
+    overrides: &[(&str, String)],
+) -> Vec<OsString> {
+    let nginx_cmd = |extra: &str| {
+        format!(
+            "{} -p {} -c {} {extra}",
+            nginx_binary(),
+            nginx.prefix().display(),
+            nginx.conf_file().display()
+        )
+    };
+    let mut all: Vec<(&str, String)> = vec![
+        ("--github-api-url", github.url()),
+        (
+            "--preview-base-url",
+            format!("http://127.0.0.1:{}", nginx.port()),
+        ),
+        ("--nginx-config-dir", nginx.conf_dir().display().to_string()),
+        ("--nginx-test-command", nginx_cmd("-t")),
+        ("--nginx-reload-command", nginx_cmd("-s reload")),
+        (
+            "--git-base-url",
+            format!("file://{}", dir.join("git").display()),
+        ),
+        ("--health-timeout-secs", "120".into()),
+    ];
+    for (k, v) in overrides {
+        all.retain(|(key, _)| key != k);
+        all.push((k, v.clone()));
+    }
+    settings(dir, &all)
+}
+
+/// A signed `pull_request` delivery of `action` for `repo` (`owner/name`) PR `pr` at `sha`,
+/// POSTed to the orchestrator at `api`. Returns the status and the JSON answer.
+pub async fn deliver_to(
+    api: &str,
+    repo: &str,
+    action: &str,
+    pr: u64,
+    sha: &str,
+    updated_at: &str,
+) -> (u16, Value) {
+    let body = pr_event_for(repo, action, pr, sha, updated_at);
+    let sig = preview_github::sign(SECRET.as_bytes(), &body);
+    let resp = reqwest::Client::new()
+        .post(format!("{api}/webhook/github"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", delivery())
+        .header("x-hub-signature-256", sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A real `pull_request` payload moved to `repo` (base, head and repository).
+pub fn pr_event_for(repo: &str, action: &str, pr: u64, sha: &str, updated_at: &str) -> Vec<u8> {
+    let (owner, name) = repo.split_once('/').expect("owner/name");
+    let known = ["opened", "synchronize", "closed", "reopened"];
+    let mut v = pr_payload(if known.contains(&action) {
+        action
+    } else {
+        "opened"
+    });
+    v["action"] = action.into();
+    v["number"] = pr.into();
+    v["pull_request"]["number"] = pr.into();
+    v["pull_request"]["head"]["sha"] = sha.into();
+    v["pull_request"]["updated_at"] = updated_at.into();
+    for pointer in [
+        "/repository",
+        "/pull_request/head/repo",
+        "/pull_request/base/repo",
+    ] {
+        let r = v
+            .pointer_mut(pointer)
+            .expect("the fixture has the repository");
+        r["name"] = name.into();
+        r["full_name"] = repo.into();
+        r["owner"]["login"] = owner.into();
+        r["clone_url"] = format!("https://github.com/{repo}.git").into();
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a preview may leave on this host, as readable lines; empty when nothing is left:
+/// containers, networks and volumes labelled with `id`, images built for it, its nginx conf
+/// (and staged or backup copies) and its work dir.
+pub async fn leftovers(id: &str, nginx_conf_dir: &Path, deployments_dir: &Path) -> Vec<String> {
+    let mut left =
+        docker_objects_with_label(&format!("dev.preview-deployer.deployment={id}")).await;
+    let reference = format!("reference={id}-*");
+    let images = docker([
+        "image",
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "--filter",
+        &reference,
+    ])
+    .await
+    .expect("listing images");
+    left.extend(images.lines().map(|i| format!("image {i}")));
+    for entry in std::fs::read_dir(nginx_conf_dir).into_iter().flatten() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{id}.")) {
+            left.push(format!("nginx conf {name}"));
+        }
+    }
+    let work = deployments_dir.join(id);
+    if work.exists() {
+        left.push(format!("work dir {}", work.display()));
+    }
+    left
+}
+
+/// One in-process orchestrator with the real runtime, its private nginx, fake GitHub and origin.
+pub struct E2e {
+    /// Holds the store, work dirs, logs and origins; removed on drop.
+    pub dir: tempfile::TempDir,
+    pub nginx: PrivateNginx,
+    pub github: FakeGitHub,
+    /// `owner/name`.
+    pub repo: String,
+    pub origin: Origin,
+    pub orch: Orchestrator,
+    pub runner: Arc<DockerRunner>,
+    /// `http://{orchestrator}`.
+    pub api: String,
+    /// Minutes added to a fixed date for each delivery's `updated_at`, so each is newer.
+    clock: AtomicU64,
+}
+
+impl E2e {
+    /// Starts everything for a new repository `octo-org/{name}-{unique}`; `overrides` replace
+    /// settings (e.g. `("--health-timeout-secs", "5".into())`). Fails loudly without Docker.
+    pub async fn start(name: &str, overrides: &[(&str, String)]) -> Self {
+        require_docker().await;
+        let nginx = PrivateNginx::start().await;
+        let github = FakeGitHub::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = format!("{OWNER}/{name}-{}", unique_suffix());
+        let origin = Origin::init(dir.path(), &repo).await;
+        let config = Config::load(e2e_settings(dir.path(), &nginx, &github, overrides)).unwrap();
+        let (orch, runner) = start_orchestrator(config).await;
+        Self {
+            api: format!("http://{}", orch.addr()),
+            dir,
+            nginx,
+            github,
+            repo,
+            origin,
+            orch,
+            runner,
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// The preview id of PR `pr`.
+    pub fn id(&self, pr: u64) -> PreviewId {
+        let repo = RepoFullName::parse(&self.repo).unwrap();
+        PreviewId::parse(&format!("{}-pr-{pr}", RepoSlug::base_for(&repo).as_str())).unwrap()
+    }
+
+    /// The route of PR `pr` on nginx: `/{slug}/pr-{N}/`.
+    pub fn path(&self, pr: u64) -> String {
+        let repo = RepoFullName::parse(&self.repo).unwrap();
+        format!("/{}/pr-{pr}/", RepoSlug::base_for(&repo).as_str())
+    }
+
+    /// The public URL of PR `pr`.
+    pub fn url(&self, pr: u64) -> String {
+        format!("http://127.0.0.1:{}{}", self.nginx.port(), self.path(pr))
+    }
+
+    /// Commits `tree` to the origin as PR `pr`'s head; returns the sha.
+    pub async fn commit(&self, pr: u64, tree: &Tree, message: &str) -> String {
+        self.origin.commit(pr, tree, message).await
+    }
+
+    /// Delivers a signed `action` for PR `pr` at `sha`, each newer than the last.
+    pub async fn deliver(&self, action: &str, pr: u64, sha: &str) -> (u16, Value) {
+        let minutes = self.clock.fetch_add(1, Ordering::Relaxed);
+        let at = jiff::Timestamp::from_second(1_793_491_200 + 60 * minutes as i64)
+            .unwrap()
+            .to_string();
+        deliver_to(&self.api, &self.repo, action, pr, sha, &at).await
+    }
+
+    /// Delivers and asserts the delivery was accepted (202).
+    pub async fn send(&self, action: &str, pr: u64, sha: &str) {
+        let (status, body) = self.deliver(action, pr, sha).await;
+        assert_eq!(status, 202, "{action} for PR {pr}: {body}");
+    }
+
+    /// The store's record of PR `pr`.
+    pub fn record(&self, pr: u64) -> Option<DeploymentRecord> {
+        self.orch.store().get(&self.id(pr))
+    }
+
+    /// Waits until PR `pr`'s record has `status`; returns it.
+    pub async fn wait_status(
+        &self,
+        pr: u64,
+        status: DeploymentStatus,
+        timeout: Duration,
+    ) -> DeploymentRecord {
+        eventually(&format!("PR {pr} to be {status:?}"), timeout, || {
+            self.record(pr).filter(|r| r.status == status)
+        })
+        .await
+    }
+
+    /// Waits until the job queue is idle.
+    pub async fn idle(&self, timeout: Duration) {
+        tokio::time::timeout(timeout, self.orch.scheduler().wait_idle())
+            .await
+            .expect("the queue drains");
+    }
+
+    /// Waits until PR `pr` has exactly one comment and it contains every one of `needles`.
+    pub async fn wait_comment(&self, pr: u64, needles: &[&str], timeout: Duration) -> FakeComment {
+        let what = format!("one comment on PR {pr} containing {needles:?}");
+        eventually(&what, timeout, || {
+            let mine: Vec<FakeComment> = self
+                .github
+                .comments()
+                .into_iter()
+                .filter(|c| c.pr == pr && self.repo.eq_ignore_ascii_case(&c.repo))
+                .collect();
+            match mine.as_slice() {
+                [one] if needles.iter().all(|n| one.body.contains(n)) => Some(one.clone()),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// What PR `pr`'s preview left behind; see [`leftovers`].
+    pub async fn leftovers(&self, pr: u64) -> Vec<String> {
+        leftovers(
+            self.id(pr).as_str(),
+            &self.nginx.conf_dir(),
+            &self.dir.path().join("deployments"),
+        )
+        .await
+    }
+
+    /// Asserts that PR `pr` left nothing: no containers, networks, volumes or built images with
+    /// its label or name, no nginx conf, no work dir and no port allocation.
+    pub async fn assert_nothing_left(&self, pr: u64) {
+        assert_eq!(self.leftovers(pr).await, Vec::<String>::new(), "PR {pr}");
+        assert_eq!(
+            self.orch.store().ports(&self.id(pr)),
+            None,
+            "PR {pr}'s ports are released"
+        );
+    }
+
+    /// Stops the orchestrator (the temp dir, nginx and fake go on drop).
+    pub async fn shutdown(self) {
+        self.orch.shutdown().await;
+    }
+}
+
+/// Starts an orchestrator with a [`DockerRunner`] made from `config`, the store attached.
+pub async fn start_orchestrator(config: Config) -> (Orchestrator, Arc<DockerRunner>) {
+    let runner = Arc::new(DockerRunner::from_config(&config).await.unwrap());
+    let orch = Orchestrator::start(config, runner.clone()).await.unwrap();
+    runner.attach_store(orch.store().clone());
+    (orch, runner)
+}
