@@ -1,7 +1,9 @@
 //! Integration tests of the infrastructure code: the HCL of `terraform/` parsed and checked
-//! structurally, and the real `terraform output -json` format read by [`preview_infra`].
+//! structurally, the real `terraform output -json` format read by [`preview_infra`], and the
+//! Ansible role's orchestrator env file loaded by the orchestrator's own settings parser.
 
 mod hcl_structure;
+mod orchestrator_env;
 mod terraform_outputs;
 
 use std::path::PathBuf;
