@@ -97,25 +97,42 @@ impl Terraform {
     }
 
     /// `terraform plan -out`, returning its summary line.
+    ///
+    /// A saved plan holds every input variable, the DigitalOcean token included, and terraform
+    /// writes it with the umask's mode; it is made 0600 at once, and [`Self::discard_plan`]
+    /// removes it as soon as it has been applied or declined.
     pub async fn plan(&self) -> Result<PlanSummary> {
         let var_file = format!("-var-file={TFVARS}");
         let out = format!("-out={TFPLAN}");
-        let output = self
+        let result = self
             .cmd("terraform plan", Duration::from_secs(600))
             .args(["plan", "-input=false", "-no-color", &var_file, &out])
             .run()
-            .await?;
-        Ok(plan_summary(&output.stdout_text()))
+            .await;
+        let plan = self.dir.join(TFPLAN);
+        if plan.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", plan.display()))?;
+        }
+        Ok(plan_summary(&result?.stdout_text()))
     }
 
-    /// `terraform apply` of the saved plan.
+    /// `terraform apply` of the saved plan; the plan is removed whatever the outcome.
     pub async fn apply(&self) -> Result<()> {
-        self.cmd("terraform apply", Duration::from_secs(1800))
+        let result = self
+            .cmd("terraform apply", Duration::from_secs(1800))
             .args(["apply", "-input=false", "-no-color", TFPLAN])
             .run()
-            .await?;
-        let _ = remove_if_exists(&self.dir.join(TFPLAN));
+            .await;
+        self.discard_plan()?;
+        result?;
         Ok(())
+    }
+
+    /// Removes the saved plan (it holds the DigitalOcean token); absent is fine.
+    pub fn discard_plan(&self) -> Result<()> {
+        remove_if_exists(&self.dir.join(TFPLAN)).map(drop)
     }
 
     /// `terraform output -json`, parsed into the server's address and login.

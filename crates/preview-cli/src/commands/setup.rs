@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::config::Config;
 use super::home::{Home, HomeArgs};
-use super::infra::{self, PlaybookInputs, Terraform};
+use super::infra::{self, PlanSummary, PlaybookInputs, Terraform};
 use super::progress::{self, Phase};
 use super::remote::Remote;
 use super::secrets::{SecretName, SecretStore};
@@ -144,7 +144,25 @@ impl SetupRun<'_> {
         spinner.message("terraform init");
         tf.init().await?;
         spinner.message("terraform plan");
-        let plan = tf.plan().await?;
+        let plan = match tf.plan().await {
+            Ok(plan) => plan,
+            Err(err) => {
+                tf.discard_plan()?;
+                return Err(err);
+            }
+        };
+        // The saved plan holds the DigitalOcean token: it goes whether it is applied or not.
+        let applied = self.apply_plan(&tf, &plan, spinner).await;
+        tf.discard_plan()?;
+        applied?;
+        let server = tf.outputs().await?;
+        let detail = format!("{}; server {} ({})", plan.line, server.ip, server.ssh_user);
+        state.server = Some(server);
+        Ok(detail)
+    }
+
+    /// Shows the plan's summary and applies it, asking first unless `--yes`.
+    async fn apply_plan(&self, tf: &Terraform, plan: &PlanSummary, spinner: &Phase) -> Result<()> {
         if plan.has_changes {
             spinner.suspend(|| eprintln!("terraform: {}", plan.line));
             if !self.args.yes {
@@ -167,10 +185,7 @@ impl SetupRun<'_> {
             spinner.message("terraform apply");
             tf.apply().await?;
         }
-        let server = tf.outputs().await?;
-        let detail = format!("{}; server {} ({})", plan.line, server.ip, server.ssh_user);
-        state.server = Some(server);
-        Ok(detail)
+        Ok(())
     }
 
     async fn ssh(&self, state: &mut SetupState, spinner: &Phase) -> Result<String> {

@@ -156,6 +156,10 @@ async fn setup_will_not_apply_unconfirmed_without_a_terminal() {
             .iter()
             .any(|c| c.starts_with("terraform ⇥ apply"))
     );
+    assert!(
+        !bed.pd("terraform/preview.tfplan").exists(),
+        "a declined plan (it holds the token) is not left on disk"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

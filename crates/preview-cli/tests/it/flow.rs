@@ -103,6 +103,14 @@ async fn init_setup_status_sync_destroy() {
             .trim(),
         "600"
     );
+    // The saved plan holds the token: private while it exists, gone once applied.
+    assert_eq!(
+        std::fs::read_to_string(bed.path("rec/tfplan.mode"))
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    assert!(!bed.pd("terraform/preview.tfplan").exists());
     let tfvars = std::fs::read_to_string(bed.path("rec/tfvars.json")).unwrap();
     assert!(
         tfvars.contains("\"ssh_public_key\": \"ssh-ed25519 AAAA"),

@@ -39,7 +39,9 @@ case "$1" in
     cp preview.tfvars.json "$R/tfvars.json"
     : > preview.tfplan
     echo "Plan: 6 to add, 0 to change, 0 to destroy." ;;
-  apply) echo "Apply complete! Resources: 6 added, 0 changed, 0 destroyed." ;;
+  apply)
+    stat -c '%a' preview.tfplan > "$R/tfplan.mode"
+    echo "Apply complete! Resources: 6 added, 0 changed, 0 destroyed." ;;
   output) cat <<'JSON'
 {
   "droplet_id": {"sensitive": false, "type": "string", "value": "412345678"},
