@@ -1,13 +1,13 @@
-//! `preview init` driven through its interactive prompts on a real pseudo-terminal: the answers
-//! are typed as a person would, bad answers are refused by the prompts' validation, Enter takes
-//! the defaults, and the written config and secret store are checked.
+//! The interactive prompts driven on a real pseudo-terminal, answered as a person would type:
+//! `init`'s questions (validation, defaults, the repository loop, hidden tokens), `setup`'s
+//! confirmation of the terraform plan and `destroy`'s typed project name.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Bed, DO_TOKEN, GH_TOKEN, mode};
+use crate::harness::{Bed, DO_TOKEN, GH_TOKEN, SERVER_IP, mode};
 
 /// How long one prompt may take to appear; generous for a loaded 2-core machine.
 const PROMPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -98,6 +98,12 @@ impl Terminal {
     fn answer(&mut self, text: &str) {
         self.master.write_all(text.as_bytes()).unwrap();
         self.master.write_all(b"\r").unwrap();
+        self.master.flush().unwrap();
+    }
+
+    /// Presses keys without Enter (a yes/no prompt takes one key).
+    fn press(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).unwrap();
         self.master.flush().unwrap();
     }
 
@@ -260,4 +266,105 @@ async fn init_prompts_validate_answers_take_defaults_and_write_the_config() {
             "a secret was echoed on the terminal:\n{screen}"
         );
     }
+}
+
+/// Runs `preview ARGS` on a pseudo-terminal, letting `drive` answer its prompts.
+async fn on_terminal(
+    bed: &Bed,
+    args: &[&str],
+    drive: impl FnOnce(&mut Terminal) + Send + 'static,
+) -> (Option<i32>, String) {
+    let cmd = bed.preview(args);
+    tokio::task::spawn_blocking(move || {
+        let mut term = Terminal::spawn(cmd);
+        drive(&mut term);
+        term.finish()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_applies_the_plan_only_when_confirmed() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    let binary = bed.path("preview-orchestrator");
+    let args = [
+        "setup",
+        "--binary",
+        binary.to_str().unwrap(),
+        "--health-timeout",
+        "5",
+    ];
+
+    let (code, screen) = on_terminal(&bed, &args, |term| {
+        term.expect("Plan: 6 to add");
+        term.expect("Apply this plan?");
+        term.press("n");
+    })
+    .await;
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(
+        screen.contains("cancelled: the plan was not applied"),
+        "{screen}"
+    );
+    assert!(
+        !bed.calls()
+            .iter()
+            .any(|c| c.starts_with("terraform ⇥ apply"))
+    );
+
+    let (code, screen) = on_terminal(&bed, &args, |term| {
+        term.expect("Apply this plan?");
+        term.press("y");
+    })
+    .await;
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains(&format!("Server {SERVER_IP} is ready")),
+        "{screen}"
+    );
+    assert!(
+        bed.calls()
+            .iter()
+            .any(|c| c.starts_with("terraform ⇥ apply"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_proceeds_only_when_the_project_name_is_typed() {
+    let bed = Bed::new().await;
+    bed.init().await.ok();
+    bed.setup().await.ok();
+    let before = bed.call_count();
+
+    let (code, screen) = on_terminal(&bed, &["destroy"], |term| {
+        term.expect("Type the project name (preview-deployer) to continue");
+        term.answer("preview-deployr");
+    })
+    .await;
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(
+        screen.contains("cancelled: the name did not match, nothing was changed"),
+        "{screen}"
+    );
+    assert_eq!(bed.call_count(), before, "nothing ran: {:#?}", bed.calls());
+    assert!(bed.pd("config.yml").exists());
+
+    let (code, screen) = on_terminal(&bed, &["destroy"], |term| {
+        term.expect("Type the project name (preview-deployer) to continue");
+        term.answer("preview-deployer");
+    })
+    .await;
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("Destroyed project preview-deployer."),
+        "{screen}"
+    );
+    assert!(
+        bed.calls()[before..]
+            .iter()
+            .any(|c| c.starts_with("terraform ⇥ destroy"))
+    );
+    assert!(!bed.pd("config.yml").exists());
 }
