@@ -69,6 +69,8 @@ struct FakeState {
     commit_statuses: BTreeMap<String, Vec<Value>>,
     pulls: BTreeMap<(String, u64), Value>,
     failures: VecDeque<Failure>,
+    /// Answers every call not matched by `failures`, until lifted: GitHub down.
+    outage: Option<Failure>,
 }
 
 /// The fake API, serving on `127.0.0.1:{random port}` until dropped.
@@ -146,6 +148,27 @@ impl FakeGitHub {
             .insert((repo.to_ascii_lowercase(), pr), body);
     }
 
+    /// Makes every call answer `status` with `headers` (and change nothing) until
+    /// [`FakeGitHub::recover`]: GitHub down (5xx) or rate-limited (403 with rate-limit headers).
+    /// Calls are still recorded.
+    pub fn fail_all(&self, status: u16, headers: &[(&str, &str)]) {
+        self.state.lock().unwrap().outage = Some(Failure {
+            method: Method::GET,
+            path_prefix: "/".to_owned(),
+            status: StatusCode::from_u16(status).expect("a status code"),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            apply: false,
+        });
+    }
+
+    /// Ends a [`FakeGitHub::fail_all`] outage.
+    pub fn recover(&self) {
+        self.state.lock().unwrap().outage = None;
+    }
+
     /// Makes the next call with `method` whose path starts with `path_prefix` answer `status`
     /// with `headers`. With `apply`, the call takes effect anyway (a create that "fails" after
     /// creating). Several failures queue up.
@@ -201,7 +224,16 @@ async fn handle(
         .failures
         .iter()
         .position(|f| f.method == method && path.starts_with(&f.path_prefix))
-        .and_then(|i| st.failures.remove(i));
+        .and_then(|i| st.failures.remove(i))
+        .or_else(|| {
+            st.outage.as_ref().map(|f| Failure {
+                method: f.method.clone(),
+                path_prefix: f.path_prefix.clone(),
+                status: f.status,
+                headers: f.headers.clone(),
+                apply: false,
+            })
+        });
     match failure {
         Some(f) => {
             if f.apply {

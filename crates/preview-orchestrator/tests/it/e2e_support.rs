@@ -422,6 +422,17 @@ impl E2e {
         .await
     }
 
+    /// Waits until PR `pr`'s record has failed; returns the reason (`phase: message`).
+    pub async fn wait_failed(&self, pr: u64, timeout: Duration) -> String {
+        eventually(&format!("PR {pr} to fail"), timeout, || {
+            match self.record(pr).map(|r| r.status) {
+                Some(DeploymentStatus::Failed { reason }) => Some(reason),
+                _ => None,
+            }
+        })
+        .await
+    }
+
     /// Waits until the job queue is idle.
     pub async fn idle(&self, timeout: Duration) {
         tokio::time::timeout(timeout, self.orch.scheduler().wait_idle())
@@ -431,20 +442,26 @@ impl E2e {
 
     /// Waits until PR `pr` has exactly one comment and it contains every one of `needles`.
     pub async fn wait_comment(&self, pr: u64, needles: &[&str], timeout: Duration) -> FakeComment {
-        let what = format!("one comment on PR {pr} containing {needles:?}");
-        eventually(&what, timeout, || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
             let mine: Vec<FakeComment> = self
                 .github
                 .comments()
                 .into_iter()
                 .filter(|c| c.pr == pr && self.repo.eq_ignore_ascii_case(&c.repo))
                 .collect();
-            match mine.as_slice() {
-                [one] if needles.iter().all(|n| one.body.contains(n)) => Some(one.clone()),
-                _ => None,
+            if let [one] = mine.as_slice()
+                && needles.iter().all(|n| one.body.contains(n))
+            {
+                return one.clone();
             }
-        })
-        .await
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for one comment on PR {pr} containing \
+                 {needles:?}; the comments: {mine:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// What PR `pr`'s preview left behind; see [`leftovers`].
@@ -480,4 +497,142 @@ pub async fn start_orchestrator(config: Config) -> (Orchestrator, Arc<DockerRunn
     let orch = Orchestrator::start(config, runner.clone()).await.unwrap();
     runner.attach_store(orch.store().clone());
     (orch, runner)
+}
+
+/// A git host for the origins under `root`, speaking smart HTTP through a real
+/// `git http-backend`, that answers its first `refuse_first` requests with 503 (a hiccup).
+pub struct GitHttpServer {
+    refused: Arc<AtomicU64>,
+    served: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[derive(Clone)]
+struct GitHttpState {
+    root: PathBuf,
+    refuse_first: u64,
+    refused: Arc<AtomicU64>,
+    served: Arc<AtomicU64>,
+}
+
+impl GitHttpServer {
+    /// Serves `http://127.0.0.1:{port}/{owner}/{name}.git` from `{root}/{owner}/{name}.git`.
+    pub async fn start(port: u16, root: PathBuf, refuse_first: u64) -> Self {
+        let state = GitHttpState {
+            root,
+            refuse_first,
+            refused: Arc::new(AtomicU64::new(0)),
+            served: Arc::new(AtomicU64::new(0)),
+        };
+        let (refused, served) = (state.refused.clone(), state.served.clone());
+        let app = axum::Router::new()
+            .fallback(git_http_backend)
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the git host");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            refused,
+            served,
+            server,
+        }
+    }
+
+    /// Requests answered 503.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Requests served by git.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+}
+
+/// One CGI request to `git http-backend`.
+async fn git_http_backend(
+    axum::extract::State(state): axum::extract::State<GitHttpState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    if state.refused.load(Ordering::SeqCst) < state.refuse_first {
+        state.refused.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response();
+    }
+    state.served.fetch_add(1, Ordering::SeqCst);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let out = Cmd::new("git", "serve the test origin over smart HTTP")
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", &state.root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("PATH_INFO", uri.path())
+        .env("QUERY_STRING", uri.query().unwrap_or(""))
+        .env("REQUEST_METHOD", method.as_str())
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("GIT_PROTOCOL", header("git-protocol"))
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin_bytes(body.to_vec())
+        .timeout(Duration::from_secs(60))
+        .output()
+        .await;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let raw = &out.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| {
+            raw.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, i + 2))
+        });
+    let Some((end, body_at)) = split else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, out.stderr_text()).into_response();
+    };
+    let mut response =
+        axum::response::Response::new(axum::body::Body::from(raw[body_at..].to_vec()));
+    for line in String::from_utf8_lossy(&raw[..end]).lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().and_then(|c| c.parse().ok());
+            *response.status_mut() = code
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        } else if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
+            axum::http::HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }

@@ -7,6 +7,7 @@ mod e2e_support;
 mod harness;
 mod queue;
 mod runtime_e2e;
+mod runtime_failures;
 mod store;
 mod storm;
 mod webhook;

@@ -1,0 +1,274 @@
+//! Failures on the real engine, each a first deploy of a broken app or setup: it must leave
+//! nothing behind (containers, networks, volumes, images, nginx conf, work dir, ports), and the
+//! sticky comment must name the failing phase and show why. GitHub being down or rate-limited
+//! must not fail a deployment at all. A git host that fails at first is retried.
+
+use std::time::Duration;
+
+use preview_orchestrator::DeploymentStatus;
+use preview_testkit::{free_port, wait_for_http};
+
+use crate::e2e_support::{E2e, Tree, eventually};
+
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
+const FEEDBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Python sample with `main.py` replaced by `source`.
+fn python_with(source: &str) -> Tree {
+    Tree::fixture("python-plain").with("main.py", source)
+}
+
+/// Opens PR `pr` at `tree`, waits for it to fail, and checks that the reason and the sticky
+/// comment name `phase` and contain each of `why`, and that nothing is left. Returns the comment.
+async fn open_and_expect_failure(e2e: &E2e, pr: u64, tree: &Tree, phase: &str, why: &[&str]) {
+    let sha = e2e.commit(pr, tree, "broken").await;
+    e2e.send("opened", pr, &sha).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(reason.starts_with(&format!("{phase}:")), "{reason}");
+    let headline = format!("failed in the **{phase}** phase");
+    let mut needles = vec!["Preview failed", headline.as_str(), &sha[..7]];
+    needles.extend_from_slice(why);
+    let comment = e2e.wait_comment(pr, &needles, FEEDBACK_TIMEOUT).await;
+    assert!(
+        !comment.body.contains("keeps serving"),
+        "a first deploy has nothing to keep serving: {}",
+        comment.body
+    );
+    e2e.idle(Duration::from_secs(120)).await;
+    e2e.assert_nothing_left(pr).await;
+    eventually("a failed deployment status", FEEDBACK_TIMEOUT, || {
+        e2e.github
+            .deployments()
+            .into_iter()
+            .find(|d| d.statuses.iter().any(|s| s["state"] == "failure"))
+    })
+    .await;
+}
+
+/// A syntax error that the repo's own build command (`py_compile`) catches: the build step
+/// fails, and the comment shows Python's message from the build log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_error_fails_the_build_phase_and_leaves_nothing() {
+    let e2e = E2e::start("fail-build", &[]).await;
+    let tree = python_with("def broken(:\n    pass\n").with(
+        "preview-config.yml",
+        "build_commands:\n  - python3 -m py_compile main.py\n",
+    );
+    open_and_expect_failure(&e2e, 11, &tree, "build", &["SyntaxError", "py_compile"]).await;
+    e2e.shutdown().await;
+}
+
+/// The app serves, but never 2xx on its health path: the health phase gives up after the
+/// configured timeout (5 s here) and says what the last answer was.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_never_becomes_healthy_fails_the_health_phase() {
+    let e2e = E2e::start("fail-health", &[("--health-timeout-secs", "5".into())]).await;
+    let tree =
+        Tree::fixture("python-plain").with("preview-config.yml", "health_check_path: /never\n");
+    open_and_expect_failure(
+        &e2e,
+        12,
+        &tree,
+        "health",
+        &["did not answer", "/never", "404"],
+    )
+    .await;
+    e2e.shutdown().await;
+}
+
+/// The app exits at start: the health phase fails fast (not after its timeout) and the log
+/// tail shows what the app printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_exits_at_start_fails_fast_with_its_log() {
+    let e2e = E2e::start("fail-exit", &[("--health-timeout-secs", "120".into())]).await;
+    let tree = python_with(
+        "import sys\nprint('boom: DATABASE_URL is not set', flush=True)\nsys.exit(3)\n",
+    );
+    let started = std::time::Instant::now();
+    open_and_expect_failure(
+        &e2e,
+        13,
+        &tree,
+        "health",
+        &["boom: DATABASE_URL is not set"],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(110),
+        "a crashed app fails fast, not at the health timeout"
+    );
+    e2e.shutdown().await;
+}
+
+/// A repository whose compose file mounts the Docker socket is refused by the sanitiser in
+/// the plan phase, before anything is built or started.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_compose_file_is_refused_in_the_plan_phase() {
+    let e2e = E2e::start("fail-compose", &[]).await;
+    let tree = Tree::fixture("python-plain").with(
+        "docker-compose.preview.yml",
+        "services:\n  app:\n    build: .\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+    );
+    open_and_expect_failure(&e2e, 14, &tree, "plan", &["`volumes`", "the Docker socket"]).await;
+    let privileged = Tree::fixture("python-plain").with(
+        "docker-compose.preview.yml",
+        "services:\n  app:\n    build: .\n    privileged: true\n",
+    );
+    open_and_expect_failure(&e2e, 15, &privileged, "plan", &["privileged"]).await;
+    e2e.shutdown().await;
+}
+
+/// `nginx -t` refuses the configuration (another file in the include dir is broken): the new
+/// preview's conf is taken out again, the preview fails and is removed, and the preview that
+/// was already live keeps its conf and keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nginx_test_failure_restores_the_config_and_removes_the_preview() {
+    let e2e = E2e::start("fail-nginx", &[]).await;
+    let port = e2e.nginx.port();
+    let live_pr = 16;
+    let sha = e2e
+        .commit(live_pr, &Tree::fixture("python-plain"), "live")
+        .await;
+    e2e.send("opened", live_pr, &sha).await;
+    let health = format!("{}health", e2e.path(live_pr));
+    wait_for_http(port, &health, DEPLOY_TIMEOUT, |a| a.status == 200).await;
+    e2e.wait_status(live_pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
+    let live_conf = e2e
+        .nginx
+        .conf_dir()
+        .join(format!("{}.conf", e2e.id(live_pr)));
+    let before = std::fs::read_to_string(&live_conf).unwrap();
+
+    let broken = e2e.nginx.conf_dir().join("zz-broken.conf");
+    std::fs::write(&broken, "this_is_not_a_directive on;\n").unwrap();
+    open_and_expect_failure(
+        &e2e,
+        17,
+        &Tree::fixture("python-plain"),
+        "route",
+        &["unknown directive", "this_is_not_a_directive"],
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&live_conf).unwrap(), before);
+    let confs: Vec<String> = std::fs::read_dir(e2e.nginx.conf_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        confs.len(),
+        2,
+        "the live conf and the broken file: {confs:?}"
+    );
+    wait_for_http(port, &health, Duration::from_secs(10), |a| {
+        a.status == 200 && a.body == "python-plain ok\n"
+    })
+    .await;
+
+    std::fs::remove_file(&broken).unwrap();
+    e2e.send("closed", live_pr, &sha).await;
+    e2e.wait_status(live_pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+        .await;
+    e2e.assert_nothing_left(live_pr).await;
+    e2e.shutdown().await;
+}
+
+/// GitHub answers every call with 500, then with a 403 rate limit that lifts in an hour:
+/// deployments go live all the same. Once GitHub is back, the next update writes the one
+/// sticky comment.
+#[tokio::test(flavor = "multi_thread")]
+async fn github_down_or_rate_limited_never_fails_a_deployment() {
+    let e2e = E2e::start("fail-github", &[]).await;
+    let pr = 18;
+    let port = e2e.nginx.port();
+    let health = format!("{}health", e2e.path(pr));
+    let tree = |body: &str| Tree::fixture("python-plain").replace("python-plain ok", body);
+
+    e2e.github.fail_all(500, &[]);
+    let first = e2e.commit(pr, &tree("while github is down"), "first").await;
+    e2e.send("opened", pr, &first).await;
+    wait_for_http(port, &health, DEPLOY_TIMEOUT, |a| {
+        a.body == "while github is down\n"
+    })
+    .await;
+    e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
+    eventually("calls to the failing GitHub", FEEDBACK_TIMEOUT, || {
+        (!e2e.github.calls().is_empty()).then_some(())
+    })
+    .await;
+    assert!(e2e.github.comments().is_empty());
+
+    let reset = (jiff::Timestamp::now().as_second() + 3600).to_string();
+    e2e.github.fail_all(
+        403,
+        &[
+            ("x-ratelimit-limit", "5000"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &reset),
+        ],
+    );
+    let calls_before = e2e.github.calls().len();
+    let second = e2e.commit(pr, &tree("while rate-limited"), "second").await;
+    e2e.send("synchronize", pr, &second).await;
+    wait_for_http(port, &health, DEPLOY_TIMEOUT, |a| {
+        a.body == "while rate-limited\n"
+    })
+    .await;
+    e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
+    eventually("calls to the rate-limited GitHub", FEEDBACK_TIMEOUT, || {
+        (e2e.github.calls().len() > calls_before).then_some(())
+    })
+    .await;
+    assert!(e2e.github.comments().is_empty());
+
+    e2e.github.recover();
+    let third = e2e.commit(pr, &tree("github is back"), "third").await;
+    e2e.send("synchronize", pr, &third).await;
+    wait_for_http(port, &health, DEPLOY_TIMEOUT, |a| {
+        a.body == "github is back\n"
+    })
+    .await;
+    e2e.wait_comment(pr, &["Preview live", &third], FEEDBACK_TIMEOUT)
+        .await;
+
+    e2e.send("closed", pr, &third).await;
+    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+        .await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
+
+/// The git host refuses the first fetches (HTTP 503 from a real `git http-backend`), then
+/// serves: the fetch is retried with backoff and the preview goes live.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_host_that_hiccups_is_retried() {
+    let port = free_port();
+    let e2e = E2e::start(
+        "retry-git",
+        &[("--git-base-url", format!("http://127.0.0.1:{port}"))],
+    )
+    .await;
+    let server =
+        crate::e2e_support::GitHttpServer::start(port, e2e.dir.path().join("git"), 2).await;
+    let pr = 19;
+    let sha = e2e
+        .commit(pr, &Tree::fixture("python-plain"), "behind a flaky host")
+        .await;
+    e2e.send("opened", pr, &sha).await;
+    wait_for_http(
+        e2e.nginx.port(),
+        &format!("{}health", e2e.path(pr)),
+        DEPLOY_TIMEOUT,
+        |a| a.status == 200,
+    )
+    .await;
+    assert!(server.refused() >= 2, "the first fetches were refused");
+    assert!(server.served() > 0, "a retry fetched");
+    e2e.send("closed", pr, &sha).await;
+    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+        .await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
