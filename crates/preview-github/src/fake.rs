@@ -148,6 +148,34 @@ impl FakeGitHub {
             .insert((repo.to_ascii_lowercase(), pr), body);
     }
 
+    /// Sets PR `pr` of `repo` to `state` (`open` or `closed`) at `head_sha`, in the shape of
+    /// `GET /repos/{owner}/{repo}/pulls/{pr}` (the fields the client reads and their usual
+    /// neighbours). A closed PR is not merged; use [`FakeGitHub::set_pull_request`] for more.
+    pub fn set_pull_request_state(&self, repo: &str, pr: u64, state: &str, head_sha: &str) {
+        let closed = state == "closed";
+        let url = format!(
+            "https://api.github.com/repos/{}/pulls/{pr}",
+            repo.to_ascii_lowercase()
+        );
+        self.set_pull_request(
+            repo,
+            pr,
+            json!({
+                "url": url,
+                "number": pr,
+                "state": state,
+                "locked": false,
+                "title": format!("PR {pr}"),
+                "draft": false,
+                "merged": false,
+                "merged_at": null,
+                "closed_at": if closed { json!("2025-01-01T00:00:00Z") } else { Value::Null },
+                "head": { "ref": format!("pr-{pr}"), "sha": head_sha },
+                "base": { "ref": "main" },
+            }),
+        );
+    }
+
     /// Makes every call answer `status` with `headers` (and change nothing) until
     /// [`FakeGitHub::recover`]: GitHub down (5xx) or rate-limited (403 with rate-limit headers).
     /// Calls are still recorded.

@@ -59,6 +59,15 @@ impl std::fmt::Display for RepoPattern {
     }
 }
 
+/// What a new PR does when every preview slot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CapPolicy {
+    /// Wait for a slot; PRs deploy in arrival order as previews are torn down.
+    Queue,
+    /// Tear down the least recently updated live preview, then deploy.
+    EvictOldest,
+}
+
 /// The orchestrator's settings.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -149,9 +158,16 @@ pub struct Config {
     #[arg(long, env = "CLEANUP_TTL_DAYS", default_value_t = 7)]
     pub cleanup_ttl_days: u32,
 
-    /// Most previews running at once.
+    /// Most previews live at once (deploying, serving or being torn down); at least 1. What
+    /// happens to a new PR beyond it is --cap-policy.
     #[arg(long, env = "MAX_CONCURRENT_PREVIEWS", default_value_t = 10)]
     pub max_concurrent_previews: usize,
+
+    /// When MAX_CONCURRENT_PREVIEWS previews are live, a new PR waits in a queue (its comment
+    /// gives its place and the oldest previews to close) or evicts the least recently updated
+    /// preview.
+    #[arg(long, env = "CAP_POLICY", value_enum, default_value = "queue")]
+    pub cap_policy: CapPolicy,
 
     /// Most builds running at once.
     #[arg(long, env = "MAX_CONCURRENT_BUILDS", default_value_t = 2,
@@ -284,6 +300,9 @@ impl Config {
                 "ALLOWED_REPOS",
                 "must name at least one owner/name or owner/*",
             );
+        }
+        if self.max_concurrent_previews == 0 {
+            return bad("MAX_CONCURRENT_PREVIEWS", "must be at least 1");
         }
         if self.nginx_reload_command.trim().is_empty() {
             return bad("NGINX_RELOAD_COMMAND", "must not be empty");

@@ -364,6 +364,16 @@ fn submission_response(sub: Submission) -> (StatusCode, Value, &'static str) {
             }),
             "queued",
         ),
+        Submission::Waiting { id, sha, position } => (
+            StatusCode::ACCEPTED,
+            json!({
+                "id": id.as_str(),
+                "status": "waiting",
+                "sha": sha.as_str(),
+                "position": position,
+            }),
+            "waiting",
+        ),
         Submission::Ignored { id, reason } => ignored(id.as_ref(), reason),
     }
 }

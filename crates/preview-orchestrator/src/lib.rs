@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-pub use config::Config;
+pub use config::{CapPolicy, Config};
 pub use error::{Error, Result};
 pub use jobs::{
     BoxFuture, DeployJob, DryRunRunner, JobContext, JobError, JobRunner, JobTrigger,
     MissingRuntime, TeardownJob,
 };
-pub use queue::{DeployRequest, JobKind, Scheduler, Submission};
+pub use queue::{DeployRequest, JobKind, PreviewCap, Scheduler, Submission};
 pub use record::{DeploymentRecord, DeploymentStatus, DesiredState, StatusChange};
 pub use store::Store;
 
@@ -54,11 +54,15 @@ impl Orchestrator {
             .on_start(store.clone())
             .await
             .context("the job runner's start-up (reconcile) failed")?;
-        let scheduler = Scheduler::new(
+        let scheduler = Scheduler::with_cap(
             store.clone(),
             runner,
             config.max_concurrent_builds as usize,
             &config.preview_base_url,
+            queue::PreviewCap {
+                max_live: config.max_concurrent_previews,
+                policy: config.cap_policy,
+            },
         );
         let resumed = scheduler.resume().await?;
         if resumed > 0 {

@@ -56,14 +56,22 @@ fn run(config: Config) -> anyhow::Result<()> {
             None => Arc::new(DryRunRunner),
         };
         let ttl = Duration::from_secs(u64::from(config.cleanup_ttl_days) * 86_400);
+        let config_github = (config.github_api_url.clone(), config.github_token.clone());
         // Handlers first: a SIGTERM right after the "listening" line must not kill us outright.
         let signal = shutdown_signal()?;
         let orchestrator = Orchestrator::start(config, runner).await?;
+        let github = preview_github::GitHubClient::new(&config_github.0, &config_github.1)
+            .context("invalid setting GITHUB_API_URL")?;
         let sweeps = docker.map(|docker| {
             docker.attach_store(orchestrator.store().clone());
+            // One feedback for the runner and the queue: a PR's comment updates stay in order.
+            orchestrator
+                .scheduler()
+                .set_feedback(docker.feedback().clone());
             spawn_sweeps(
                 docker,
                 orchestrator.scheduler().clone(),
+                Some(github),
                 ttl,
                 Duration::from_secs(3600),
             )

@@ -9,6 +9,14 @@
 //!
 //! A job's writes to its record are dropped once a newer job bumped the record's generation, so
 //! a cancelled job that takes a while to reach its safe point cannot overwrite the newer state.
+//!
+//! The cap on live previews (`MAX_CONCURRENT_PREVIEWS`, see [`PreviewCap`]): a preview holds a
+//! slot from its first queued deploy until its teardown finished
+//! ([`DeploymentRecord::holds_slot`]). A deploy of a PR that holds no slot when all are taken
+//! either waits (status `waiting`, persisted, in arrival order; its comment gives its place and
+//! the oldest previews) or, with `CAP_POLICY=evict-oldest`, tears down the least recently
+//! updated preview and takes the slot once that teardown finished. Whenever a job finishes, the
+//! first waiting PRs take the free slots. Updates of a preview that holds a slot never wait.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,8 +29,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::CapPolicy;
 use crate::jobs::{DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob};
 use crate::record::{DeploymentRecord, DeploymentStatus, DesiredState};
+use crate::runtime::feedback::{CommentState, Feedback, FeedbackUpdate};
 use crate::store::{Store, StoreState};
 use crate::telemetry;
 use crate::{Error, Result};
@@ -85,6 +95,15 @@ pub enum Submission {
         /// The commit, for deploys.
         sha: Option<CommitSha>,
     },
+    /// Every preview slot is taken: the PR waits for one (the record's change is on disk).
+    Waiting {
+        /// The preview.
+        id: PreviewId,
+        /// The commit it will deploy.
+        sha: CommitSha,
+        /// Its place in the queue, from 1.
+        position: usize,
+    },
     /// Nothing to do.
     Ignored {
         /// The preview, when one exists.
@@ -126,8 +145,33 @@ struct Lane {
     running: Option<Running>,
 }
 
+/// The cap on live previews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviewCap {
+    /// Most previews holding a slot at once (at least 1).
+    pub max_live: usize,
+    /// What a PR does when every slot is taken.
+    pub policy: CapPolicy,
+}
+
+impl Default for PreviewCap {
+    /// The seed's cap: 10, and new PRs wait.
+    fn default() -> Self {
+        Self {
+            max_live: 10,
+            policy: CapPolicy::Queue,
+        }
+    }
+}
+
+/// How many of the least recently updated previews a waiting PR's comment names.
+const OLDEST_NAMED: usize = 5;
+
 struct Inner {
     store: Store,
+    cap: PreviewCap,
+    /// Where waiting PRs' comments go; set once the runtime's feedback exists.
+    feedback: std::sync::OnceLock<Feedback>,
     runner: Arc<dyn JobRunner>,
     lanes: Mutex<HashMap<PreviewId, Lane>>,
     builds: Arc<Semaphore>,
@@ -146,17 +190,34 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A queue running jobs with `runner`, at most `max_builds` deploys at once. `base_url` is
-    /// `PREVIEW_BASE_URL`, for records' URLs.
+    /// A queue running jobs with `runner`, at most `max_builds` deploys at once, under the
+    /// default cap (10 live previews, new PRs wait). `base_url` is `PREVIEW_BASE_URL`, for
+    /// records' URLs.
     pub fn new(
         store: Store,
         runner: Arc<dyn JobRunner>,
         max_builds: usize,
         base_url: &str,
     ) -> Self {
+        Self::with_cap(store, runner, max_builds, base_url, PreviewCap::default())
+    }
+
+    /// [`Scheduler::new`] with the cap on live previews `cap`.
+    pub fn with_cap(
+        store: Store,
+        runner: Arc<dyn JobRunner>,
+        max_builds: usize,
+        base_url: &str,
+        cap: PreviewCap,
+    ) -> Self {
         let s = Self {
             inner: Arc::new(Inner {
                 store,
+                cap: PreviewCap {
+                    max_live: cap.max_live.max(1),
+                    policy: cap.policy,
+                },
+                feedback: std::sync::OnceLock::new(),
                 runner,
                 lanes: Mutex::new(HashMap::new()),
                 builds: Arc::new(Semaphore::new(max_builds.max(1))),
@@ -175,6 +236,32 @@ impl Scheduler {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The cap on live previews.
+    pub fn cap(&self) -> PreviewCap {
+        self.inner.cap
+    }
+
+    /// Gives the queue the runtime's feedback, through which it tells waiting PRs their place
+    /// (and that they left the queue). One feedback for the runtime and the queue keeps a PR's
+    /// comment updates in one ordered lane. Only the first call counts.
+    pub fn set_feedback(&self, feedback: Feedback) {
+        feedback.attach_store(self.inner.store.clone());
+        let _ = self.inner.feedback.set(feedback);
+    }
+
+    /// The waiting PRs, first in line first.
+    pub fn waiting(&self) -> Vec<PreviewId> {
+        self.inner.store.read(waiting_queue)
+    }
+
+    fn notify(&self, updates: Vec<FeedbackUpdate>) {
+        if let Some(feedback) = self.inner.feedback.get() {
+            for update in updates {
+                feedback.send(update);
+            }
+        }
     }
 
     /// Jobs queued or waiting for a build slot.
@@ -204,19 +291,25 @@ impl Scheduler {
         self.check_accepting()?;
         let now = Timestamp::now();
         let base_url = &self.inner.base_url;
-        let (outcome, ticket) = {
+        let cap = self.inner.cap;
+        let (decision, ticket) = {
             let mut lanes = self.lanes();
-            let ((outcome, job), ticket) = self
+            let (mut decision, ticket) = self
                 .inner
                 .store
-                .mutate(|st| decide_deploy(st, &req, now, base_url));
-            if let Some(job) = job {
+                .mutate(|st| decide_deploy(st, &req, now, base_url, cap));
+            if let Some(job) = decision.evict.take() {
+                tracing::info!(preview = %job.id, for_preview = ?decision.outcome, "evicting the least recently updated preview for the cap");
+                self.enqueue(&mut lanes, JobSpec::Teardown(job));
+            }
+            if let Some(job) = decision.deploy.take() {
                 self.enqueue(&mut lanes, JobSpec::Deploy(job));
             }
-            (outcome, ticket)
+            (decision, ticket)
         };
         ticket.wait().await?;
-        Ok(outcome)
+        self.notify(decision.notices);
+        Ok(decision.outcome)
     }
 
     /// Queues a teardown of the preview of `repo`#`pr` (a `closed` event).
@@ -250,9 +343,10 @@ impl Scheduler {
     ) -> Result<Submission> {
         self.check_accepting()?;
         let now = Timestamp::now();
-        let (outcome, ticket) = {
+        let cap = self.inner.cap;
+        let (outcome, notices, ticket) = {
             let mut lanes = self.lanes();
-            let ((outcome, job), ticket) = self.inner.store.mutate(|st| {
+            let ((outcome, work), ticket) = self.inner.store.mutate(|st| {
                 let Some(rec) = st.deployments.get_mut(id) else {
                     return (
                         (
@@ -260,7 +354,7 @@ impl Scheduler {
                                 id: None,
                                 reason: format!("no preview {id}"),
                             },
-                            None,
+                            TeardownWork::None,
                         ),
                         false,
                     );
@@ -268,7 +362,7 @@ impl Scheduler {
                 if let (Some(ev), Some(last)) = (event_at, rec.event_updated_at)
                     && ev < last
                 {
-                    return ((stale(id), None), false);
+                    return ((stale(id), TeardownWork::None), false);
                 }
                 if rec.desired == DesiredState::Stopped && rec.status == DeploymentStatus::Stopped {
                     return (
@@ -277,7 +371,7 @@ impl Scheduler {
                                 id: Some(id.clone()),
                                 reason: "the preview is already stopped".into(),
                             },
-                            None,
+                            TeardownWork::None,
                         ),
                         false,
                     );
@@ -288,25 +382,42 @@ impl Scheduler {
                 if let Some(ev) = event_at {
                     rec.event_updated_at = Some(rec.event_updated_at.map_or(ev, |l| l.max(ev)));
                 }
-                let job = teardown_job(rec, trigger);
-                (
-                    (
-                        Submission::Queued {
-                            id: id.clone(),
-                            job: JobKind::Teardown,
-                            sha: None,
+                let queued = Submission::Queued {
+                    id: id.clone(),
+                    job: JobKind::Teardown,
+                    sha: None,
+                };
+                if rec.waiting_since().is_some() {
+                    // Nothing was deployed: it leaves the queue, and the PRs behind it move up.
+                    rec.set_status(DeploymentStatus::Stopped, now);
+                    let mut notices = vec![FeedbackUpdate {
+                        id: rec.id.clone(),
+                        repo: rec.repo.clone(),
+                        pr: rec.pr_number,
+                        sha: rec.head_sha.clone(),
+                        url: rec.url.clone(),
+                        state: CommentState::LeftQueue {
+                            reason: teardown_reason(&trigger),
                         },
-                        Some(job),
-                    ),
-                    true,
-                )
+                    }];
+                    notices.extend(waiting_notices(st, cap.max_live));
+                    return ((queued, TeardownWork::Notify(notices)), true);
+                }
+                let job = teardown_job(rec, trigger);
+                ((queued, TeardownWork::Job(job)), true)
             });
-            if let Some(job) = job {
-                self.enqueue(&mut lanes, JobSpec::Teardown(job));
-            }
-            (outcome, ticket)
+            let notices = match work {
+                TeardownWork::Job(job) => {
+                    self.enqueue(&mut lanes, JobSpec::Teardown(job));
+                    Vec::new()
+                }
+                TeardownWork::Notify(notices) => notices,
+                TeardownWork::None => Vec::new(),
+            };
+            (outcome, notices, ticket)
         };
         ticket.wait().await?;
+        self.notify(notices);
         Ok(outcome)
     }
 
@@ -334,9 +445,11 @@ impl Scheduler {
     }
 
     /// Queues again the work the store shows unfinished (after a restart or crash): deploys of
-    /// records queued, building or starting, and teardowns of records meant to be stopped.
+    /// records queued, building or starting, and teardowns of records meant to be stopped. Then
+    /// waiting PRs take the slots that are free (the cap may have been raised).
     pub async fn resume(&self) -> Result<usize> {
         let now = Timestamp::now();
+        let max_live = self.inner.cap.max_live;
         let (count, ticket) = {
             let mut lanes = self.lanes();
             let (jobs, ticket) = self.inner.store.mutate(|st| {
@@ -356,6 +469,8 @@ impl Scheduler {
                     };
                     jobs.push(job);
                 }
+                let (promoted, _) = promote_waiting(st, max_live, now);
+                jobs.extend(promoted.into_iter().map(JobSpec::Deploy));
                 let changed = !jobs.is_empty();
                 (jobs, changed)
             });
@@ -595,27 +710,39 @@ impl Scheduler {
         telemetry::job_finished(JobKind::Teardown, outcome, Some(started.elapsed()));
     }
 
-    /// Applies a job's final change if the job is still current. Nobody waits for this change
-    /// (the webhook was acknowledged long ago), so it is not awaited: the writer persists it with
-    /// its next write, and shutdown flushes.
+    /// Applies a job's final change if the job is still current, then lets the first waiting
+    /// PRs take the slots that are free. Nobody waits for this change (the webhook was
+    /// acknowledged long ago), so it is not awaited: the writer persists it with its next write,
+    /// and shutdown flushes.
     async fn finish(
         &self,
         id: &PreviewId,
         generation: u64,
         f: impl FnOnce(&mut DeploymentRecord, Timestamp),
     ) {
-        let (live, ticket) = self.inner.store.mutate(|s| {
-            let changed = match s.deployments.get_mut(id) {
+        let max_live = self.inner.cap.max_live;
+        let mut lanes = self.lanes();
+        let ((live, promoted, notices), ticket) = self.inner.store.mutate(|s| {
+            let now = Timestamp::now();
+            let mut changed = match s.deployments.get_mut(id) {
                 Some(rec) if rec.generation == generation => {
-                    f(rec, Timestamp::now());
+                    f(rec, now);
                     true
                 }
                 _ => false,
             };
-            (s.live_count(), changed)
+            let (promoted, notices) = promote_waiting(s, max_live, now);
+            changed |= !promoted.is_empty();
+            ((s.live_count(), promoted, notices), changed)
         });
+        for job in promoted {
+            tracing::info!(preview = %job.id, sha = %job.sha, "a preview slot is free: deploying the first waiting PR");
+            self.enqueue(&mut lanes, JobSpec::Deploy(job));
+        }
+        drop(lanes);
         telemetry::set_live_previews(live);
         drop(ticket);
+        self.notify(notices);
     }
 
     /// Stops taking work, cancels running jobs (they stop at their next safe point), waits up to
@@ -676,25 +803,187 @@ fn teardown_job(rec: &DeploymentRecord, trigger: JobTrigger) -> TeardownJob {
     }
 }
 
-/// The store side of a deploy request: create or update the record, or say why not.
+/// What a teardown request leads to.
+enum TeardownWork {
+    /// Nothing (unknown, stale or already stopped).
+    None,
+    /// A teardown job.
+    Job(TeardownJob),
+    /// A waiting PR left the queue: only comments to update.
+    Notify(Vec<FeedbackUpdate>),
+}
+
+/// Why a preview is torn down, as its comment says.
+pub fn teardown_reason(trigger: &JobTrigger) -> String {
+    match trigger {
+        JobTrigger::Cleanup { reason } => reason.clone(),
+        JobTrigger::Api => "an operator removed it".to_owned(),
+        JobTrigger::Webhook { .. } | JobTrigger::Resume => "the pull request was closed".to_owned(),
+    }
+}
+
+/// The waiting previews, first in line first (by the time they joined, then by id).
+pub fn waiting_queue(st: &StoreState) -> Vec<PreviewId> {
+    let mut waiting: Vec<(Timestamp, &PreviewId)> = st
+        .deployments
+        .values()
+        .filter_map(|r| r.waiting_since().map(|since| (since, &r.id)))
+        .collect();
+    waiting.sort();
+    waiting.into_iter().map(|(_, id)| id.clone()).collect()
+}
+
+fn slots_held(st: &StoreState) -> usize {
+    st.deployments.values().filter(|r| r.holds_slot()).count()
+}
+
+/// Slots that free up once teardowns already queued finish.
+fn slots_freeing(st: &StoreState) -> usize {
+    st.deployments
+        .values()
+        .filter(|r| r.holds_slot() && r.desired == DesiredState::Stopped)
+        .count()
+}
+
+/// The previews a waiting PR could ask to close: the least recently updated that hold a slot
+/// and are meant to run, as GitHub references (`#N`, or `owner/name#N` from another repo).
+fn oldest_previews(st: &StoreState, from: &RepoFullName) -> Vec<String> {
+    let mut live: Vec<&DeploymentRecord> = st
+        .deployments
+        .values()
+        .filter(|r| r.holds_slot() && r.desired == DesiredState::Running)
+        .collect();
+    live.sort_by(|a, b| a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id)));
+    live.iter()
+        .take(OLDEST_NAMED)
+        .map(|r| {
+            if &r.repo == from {
+                format!("#{}", r.pr_number)
+            } else {
+                format!("{}#{}", r.repo, r.pr_number)
+            }
+        })
+        .collect()
+}
+
+/// The comment of the waiting preview `id` at `position`.
+fn waiting_notice(
+    st: &StoreState,
+    id: &PreviewId,
+    position: usize,
+    max_live: usize,
+) -> Option<FeedbackUpdate> {
+    let rec = st.deployments.get(id)?;
+    Some(FeedbackUpdate {
+        id: rec.id.clone(),
+        repo: rec.repo.clone(),
+        pr: rec.pr_number,
+        sha: rec.head_sha.clone(),
+        url: rec.url.clone(),
+        state: CommentState::Queued {
+            position,
+            cap: max_live,
+            oldest: oldest_previews(st, &rec.repo),
+        },
+    })
+}
+
+/// The comments of every waiting PR that no teardown already under way will make room for
+/// (those get a slot within moments, and their next comment says they are building).
+fn waiting_notices(st: &StoreState, max_live: usize) -> Vec<FeedbackUpdate> {
+    let freeing = slots_freeing(st);
+    waiting_queue(st)
+        .iter()
+        .enumerate()
+        .skip(freeing)
+        .filter_map(|(i, id)| waiting_notice(st, id, i + 1, max_live))
+        .collect()
+}
+
+/// Moves the first waiting PRs into the free slots: their deploys, and (when any moved) the
+/// comments of those still waiting, whose places changed.
+fn promote_waiting(
+    st: &mut StoreState,
+    max_live: usize,
+    now: Timestamp,
+) -> (Vec<DeployJob>, Vec<FeedbackUpdate>) {
+    let mut held = slots_held(st);
+    if held >= max_live {
+        return (Vec::new(), Vec::new());
+    }
+    let mut jobs = Vec::new();
+    for id in waiting_queue(st) {
+        if held >= max_live {
+            break;
+        }
+        let Some(rec) = st.deployments.get_mut(&id) else {
+            continue;
+        };
+        rec.generation += 1;
+        rec.set_status(DeploymentStatus::Queued, now);
+        jobs.push(deploy_job(
+            rec,
+            JobTrigger::Cleanup {
+                reason: "a preview slot became free".into(),
+            },
+        ));
+        held += 1;
+    }
+    let notices = if jobs.is_empty() {
+        Vec::new()
+    } else {
+        waiting_notices(st, max_live)
+    };
+    (jobs, notices)
+}
+
+/// What a deploy request does.
+struct DeployDecision {
+    outcome: Submission,
+    /// The deploy to queue.
+    deploy: Option<DeployJob>,
+    /// The preview evicted to make room (`CAP_POLICY=evict-oldest`).
+    evict: Option<TeardownJob>,
+    /// Comments of waiting PRs.
+    notices: Vec<FeedbackUpdate>,
+}
+
+impl DeployDecision {
+    fn nothing(outcome: Submission) -> Self {
+        Self {
+            outcome,
+            deploy: None,
+            evict: None,
+            notices: Vec::new(),
+        }
+    }
+}
+
+/// The store side of a deploy request: create or update the record, or say why not; when every
+/// slot is taken by others, make it wait (and with `evict-oldest`, evict a preview for it).
 fn decide_deploy(
     st: &mut StoreState,
     req: &DeployRequest,
     now: Timestamp,
     base_url: &str,
-) -> ((Submission, Option<DeployJob>), bool) {
+    cap: PreviewCap,
+) -> (DeployDecision, bool) {
     let new_slug = st.slugs.get(&req.repo).is_none();
     let slug = st.slugs.slug_for(&req.repo);
     let id = PreviewId::new(&slug, req.pr);
+    // Whether it may deploy now: it holds a slot already (an update never waits), or one is free.
+    let deploy_now =
+        st.deployments.get(&id).is_some_and(|r| r.holds_slot()) || slots_held(st) < cap.max_live;
     let rec = match st.deployments.get_mut(&id) {
         Some(rec) => {
             if let (Some(ev), Some(last)) = (req.event_at, rec.event_updated_at)
                 && ev < last
             {
-                return ((stale(&id), None), new_slug);
+                return (DeployDecision::nothing(stale(&id)), new_slug);
             }
+            let waiting = rec.waiting_since().is_some();
             let busy_or_live =
-                rec.status.is_in_progress() || rec.status == DeploymentStatus::Running;
+                rec.status.is_in_progress() || rec.status == DeploymentStatus::Running || waiting;
             if !req.force
                 && rec.desired == DesiredState::Running
                 && rec.head_sha == req.sha
@@ -704,6 +993,8 @@ fn decide_deploy(
                     "already {} at {}",
                     if rec.status == DeploymentStatus::Running {
                         "running"
+                    } else if waiting {
+                        "waiting for a free preview slot"
                     } else {
                         "deploying"
                     },
@@ -713,13 +1004,10 @@ fn decide_deploy(
                     rec.event_updated_at = Some(rec.event_updated_at.map_or(ev, |l| l.max(ev)));
                 }
                 return (
-                    (
-                        Submission::Ignored {
-                            id: Some(id),
-                            reason,
-                        },
-                        None,
-                    ),
+                    DeployDecision::nothing(Submission::Ignored {
+                        id: Some(id),
+                        reason,
+                    }),
                     new_slug,
                 );
             }
@@ -741,49 +1029,117 @@ fn decide_deploy(
             if let Some(ev) = req.event_at {
                 rec.event_updated_at = Some(rec.event_updated_at.map_or(ev, |l| l.max(ev)));
             }
-            rec.set_status(DeploymentStatus::Queued, now);
             rec
         }
-        None => {
-            let mut rec = DeploymentRecord {
-                id: id.clone(),
-                repo: req.repo.clone(),
-                slug: slug.clone(),
-                pr_number: req.pr,
-                branch: req.branch.clone(),
-                base_branch: req.base_branch.clone(),
-                head_repo: req.head_repo.clone(),
-                clone_url: req.clone_url.clone(),
-                head_sha: req.sha.clone(),
-                deployed_sha: None,
-                status: DeploymentStatus::Queued,
-                desired: DesiredState::Running,
-                draft: req.draft,
-                url: format!("{base_url}{}", id.url_path()),
-                comment_id: None,
-                github_deployment_id: None,
-                framework: None,
-                created_at: now,
-                updated_at: now,
-                status_changed_at: now,
-                event_updated_at: req.event_at,
-                generation: 1,
-                history: Vec::new(),
-            };
-            rec.set_status(DeploymentStatus::Queued, now);
-            st.deployments.insert(rec)
-        }
+        None => st.deployments.insert(DeploymentRecord {
+            id: id.clone(),
+            repo: req.repo.clone(),
+            slug: slug.clone(),
+            pr_number: req.pr,
+            branch: req.branch.clone(),
+            base_branch: req.base_branch.clone(),
+            head_repo: req.head_repo.clone(),
+            clone_url: req.clone_url.clone(),
+            head_sha: req.sha.clone(),
+            deployed_sha: None,
+            status: DeploymentStatus::Queued,
+            desired: DesiredState::Running,
+            draft: req.draft,
+            url: format!("{base_url}{}", id.url_path()),
+            comment_id: None,
+            github_deployment_id: None,
+            framework: None,
+            created_at: now,
+            updated_at: now,
+            status_changed_at: now,
+            event_updated_at: req.event_at,
+            generation: 1,
+            history: Vec::new(),
+        }),
     };
-    let job = deploy_job(rec, req.trigger.clone());
-    (
-        (
-            Submission::Queued {
-                id,
-                job: JobKind::Deploy,
-                sha: Some(req.sha.clone()),
+    if deploy_now {
+        rec.set_status(DeploymentStatus::Queued, now);
+        let job = deploy_job(rec, req.trigger.clone());
+        let outcome = Submission::Queued {
+            id,
+            job: JobKind::Deploy,
+            sha: Some(req.sha.clone()),
+        };
+        return (
+            DeployDecision {
+                outcome,
+                deploy: Some(job),
+                evict: None,
+                notices: Vec::new(),
             },
-            Some(job),
-        ),
+            true,
+        );
+    }
+    // Every slot is taken: wait, keeping the place in the queue across pushes.
+    let since = rec.waiting_since().unwrap_or(now);
+    rec.set_status(DeploymentStatus::Waiting { since }, now);
+    let queue = waiting_queue(st);
+    let position = queue
+        .iter()
+        .position(|w| *w == id)
+        .map_or(queue.len(), |i| i + 1);
+    let mut freeing = slots_freeing(st);
+    let mut evict = None;
+    if cap.policy == CapPolicy::EvictOldest && freeing < position {
+        evict = evict_oldest(st, cap.max_live, now);
+        freeing += usize::from(evict.is_some());
+    }
+    let notices = if position > freeing {
+        waiting_notice(st, &id, position, cap.max_live)
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    tracing::info!(preview = %id, position, cap = cap.max_live, evicting = ?evict.as_ref().map(|j: &TeardownJob| j.id.to_string()), "every preview slot is taken: the PR waits");
+    (
+        DeployDecision {
+            outcome: Submission::Waiting {
+                id,
+                sha: req.sha.clone(),
+                position,
+            },
+            deploy: None,
+            evict,
+            notices,
+        },
         true,
+    )
+}
+
+/// Marks the least recently updated preview that serves (not one being built) for teardown;
+/// its teardown job.
+fn evict_oldest(st: &mut StoreState, max_live: usize, now: Timestamp) -> Option<TeardownJob> {
+    let victim = st
+        .deployments
+        .values()
+        .filter(|r| {
+            r.desired == DesiredState::Running && r.holds_slot() && !r.status.is_in_progress()
+        })
+        .min_by(|a, b| a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id)))?
+        .id
+        .clone();
+    let rec = st.deployments.get_mut(&victim)?;
+    rec.desired = DesiredState::Stopped;
+    rec.generation += 1;
+    rec.updated_at = now;
+    Some(teardown_job(
+        rec,
+        JobTrigger::Cleanup {
+            reason: eviction_reason(max_live),
+        },
+    ))
+}
+
+/// Why an evicted preview was torn down, as its comment says.
+pub fn eviction_reason(max_live: usize) -> String {
+    format!(
+        "evicted to free a slot: all {max_live} preview slots were in use and this was the least \
+         recently updated preview; a new push deploys it again"
     )
 }

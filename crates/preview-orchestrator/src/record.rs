@@ -28,6 +28,12 @@ pub enum DeploymentStatus {
     Superseded,
     /// Torn down.
     Stopped,
+    /// Waiting for a free slot under the cap on live previews (`MAX_CONCURRENT_PREVIEWS`);
+    /// waiting PRs deploy in the order of `since`.
+    Waiting {
+        /// When it joined the queue.
+        since: Timestamp,
+    },
 }
 
 impl DeploymentStatus {
@@ -41,6 +47,7 @@ impl DeploymentStatus {
             Self::Failed { .. } => "failed",
             Self::Superseded => "superseded",
             Self::Stopped => "stopped",
+            Self::Waiting { .. } => "waiting",
         }
     }
 
@@ -134,6 +141,32 @@ pub struct DeploymentRecord {
 }
 
 impl DeploymentRecord {
+    /// Whether the preview takes one of the `MAX_CONCURRENT_PREVIEWS` slots: a deploy is queued
+    /// or running, it serves (including an older commit after a failed update), or its teardown
+    /// has not finished yet.
+    pub fn holds_slot(&self) -> bool {
+        match &self.status {
+            DeploymentStatus::Queued
+            | DeploymentStatus::Building
+            | DeploymentStatus::Starting
+            | DeploymentStatus::Running => true,
+            DeploymentStatus::Failed { .. } => {
+                self.desired == DesiredState::Running && self.deployed_sha.is_some()
+            }
+            DeploymentStatus::Superseded
+            | DeploymentStatus::Stopped
+            | DeploymentStatus::Waiting { .. } => false,
+        }
+    }
+
+    /// When it joined the queue for a slot, if it waits.
+    pub fn waiting_since(&self) -> Option<Timestamp> {
+        match self.status {
+            DeploymentStatus::Waiting { since } => Some(since),
+            _ => None,
+        }
+    }
+
     /// Moves to `status`, stamping the time and the history.
     pub fn set_status(&mut self, status: DeploymentStatus, now: Timestamp) {
         let sha = self.head_sha.clone();

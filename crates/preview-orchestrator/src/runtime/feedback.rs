@@ -54,6 +54,9 @@ pub enum CommentState {
     },
     /// Torn down, and why.
     Closed { reason: String },
+    /// Closed while it waited for a slot: nothing was ever deployed.
+    #[serde(rename = "left_queue")]
+    LeftQueue { reason: String },
 }
 
 /// One update for one preview.
@@ -168,7 +171,9 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
             CommentState::Failed { phase, .. } => {
                 (CommitState::Failure, format!("Preview failed in {phase}"))
             }
-            CommentState::Queued { .. } | CommentState::Closed { .. } => return,
+            CommentState::Queued { .. }
+            | CommentState::Closed { .. }
+            | CommentState::LeftQueue { .. } => return,
         };
         let status = NewCommitStatus {
             state,
@@ -197,10 +202,12 @@ async fn deliver_deployment(
         CommentState::Live { .. } => (DeploymentState::Success, "Preview live"),
         CommentState::Failed { .. } => (DeploymentState::Failure, "Preview failed"),
         CommentState::Closed { .. } => (DeploymentState::Inactive, "Preview closed"),
-        CommentState::Queued { .. } => return,
+        CommentState::Queued { .. } | CommentState::LeftQueue { .. } => return,
     };
-    // A build of a new commit gets a new deployment; later states update it.
+    // A build of a new commit gets a new deployment; later states update it. Closing what never
+    // had one makes none.
     let deployment = match (&update.state, known) {
+        (CommentState::Closed { .. }, None) => return,
         (CommentState::Building { .. }, _) | (_, None) => {
             let environment = format!("preview/{}", update.id.as_str());
             match client
@@ -318,7 +325,7 @@ mod tests {
                 CommentState::Queued {
                     position: 2,
                     cap: 10,
-                    oldest: vec!["#3".into(), "#4".into()],
+                    oldest: vec!["#3".into(), "octo-org/web#12".into()],
                 },
             ),
             (
@@ -352,6 +359,18 @@ mod tests {
             (
                 "closed",
                 CommentState::Closed {
+                    reason: "the pull request was closed".into(),
+                },
+            ),
+            (
+                "closed_evicted",
+                CommentState::Closed {
+                    reason: crate::queue::eviction_reason(10),
+                },
+            ),
+            (
+                "left_queue",
+                CommentState::LeftQueue {
                     reason: "the pull request was closed".into(),
                 },
             ),

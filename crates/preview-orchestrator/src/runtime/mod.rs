@@ -160,6 +160,11 @@ impl DockerRunner {
         self.feedback.attach_store(store);
     }
 
+    /// The runner's feedback, to share with the queue (waiting PRs' comments).
+    pub fn feedback(&self) -> &Feedback {
+        &self.feedback
+    }
+
     /// A runner with `settings`, sending feedback through `feedback`.
     pub fn new(settings: RuntimeSettings, feedback: Feedback) -> Self {
         Self {

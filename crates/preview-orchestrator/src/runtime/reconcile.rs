@@ -1,12 +1,14 @@
 //! Reconcile: make the host match the store. Anything that carries our labels or lives under our
 //! directories without a live record goes; a running record whose containers vanished is
-//! deployed again. Runs at startup and in every cleanup sweep.
+//! deployed again. Runs at startup and in every cleanup sweep, with the other cleanups: previews
+//! of pull requests GitHub says are closed (a missed `closed` event) and previews past the TTL.
 
 use std::collections::BTreeSet;
 
 use preview_core::id::PreviewId;
 use preview_core::render::labels;
 use preview_exec::compose::Compose;
+use preview_github::{GitHubClient, PullRequestState};
 
 use super::DockerRunner;
 use crate::jobs::JobTrigger;
@@ -129,20 +131,87 @@ pub async fn expire(scheduler: &Scheduler, ttl: std::time::Duration) -> Vec<Prev
     stale
 }
 
-/// Reconciles and expires at start and then every `every`.
+/// What one pass over GitHub's pull requests did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClosedSweep {
+    /// Previews of closed pull requests, queued for teardown.
+    pub closed: Vec<PreviewId>,
+    /// Previews whose pull request could not be read (GitHub down, rate limited, gone).
+    pub unknown: Vec<PreviewId>,
+}
+
+/// The reason a preview's comment gives when polling found its pull request closed.
+pub const CLOSED_PR_REASON: &str = "the pull request was closed";
+
+/// Asks GitHub about the pull request of every preview that is not stopped (live, deploying,
+/// failed or waiting for a slot) and tears down those that are closed, in case a `closed`
+/// event was missed. A failing call is logged and the sweep goes on with the next preview; a
+/// rate limit ends the pass (the next sweep tries again).
+pub async fn sweep_closed_prs(scheduler: &Scheduler, github: &GitHubClient) -> ClosedSweep {
+    let open: Vec<_> = scheduler.store().read(|s| {
+        s.deployments
+            .values()
+            .filter(|r| {
+                r.desired == crate::record::DesiredState::Running
+                    && r.status != DeploymentStatus::Stopped
+            })
+            .map(|r| (r.id.clone(), r.repo.clone(), r.pr_number))
+            .collect()
+    });
+    let mut sweep = ClosedSweep::default();
+    let mut rest = open.into_iter();
+    for (id, repo, pr) in rest.by_ref() {
+        match github.pull_request(&repo, pr).await {
+            Ok(info) if info.state == PullRequestState::Closed => {
+                tracing::info!(preview = %id, merged = info.merged, "GitHub says the pull request is closed; tearing its preview down");
+                let trigger = JobTrigger::Cleanup {
+                    reason: CLOSED_PR_REASON.into(),
+                };
+                match scheduler.submit_teardown(&id, None, trigger).await {
+                    Ok(_) => sweep.closed.push(id),
+                    Err(e) => {
+                        tracing::warn!(preview = %id, error = %e, "could not queue the teardown of a closed pull request")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e @ preview_github::Error::RateLimited { .. }) => {
+                tracing::warn!(preview = %id, error = %e, "GitHub rate-limits us; the closed-PR check resumes at the next sweep");
+                sweep.unknown.push(id);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(preview = %id, error = %e, "could not ask GitHub whether the pull request is closed");
+                sweep.unknown.push(id);
+            }
+        }
+    }
+    sweep.unknown.extend(rest.map(|(id, _, _)| id));
+    sweep
+}
+
+/// Reconciles, tears down previews of closed pull requests (when `github` is given) and
+/// expires, at start and then every `every`.
 pub fn spawn_sweeps(
     runner: std::sync::Arc<DockerRunner>,
     scheduler: Scheduler,
+    github: Option<GitHubClient>,
     ttl: std::time::Duration,
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let report = reconcile(&runner, &scheduler).await;
+            let closed = match &github {
+                Some(github) => sweep_closed_prs(&scheduler, github).await,
+                None => ClosedSweep::default(),
+            };
             let expired = expire(&scheduler, ttl).await;
             tracing::info!(
                 removed = report.removed.len(),
                 redeployed = report.redeployed.len(),
+                closed = closed.closed.len(),
+                unknown_pr_state = closed.unknown.len(),
                 expired = expired.len(),
                 "cleanup sweep"
             );

@@ -99,6 +99,8 @@ pub fn args(dir: &Path, extra: &[&str]) -> Vec<OsString> {
         ("--app-port-range", app),
         ("--db-port-range", db),
         ("--shutdown-grace-secs", "5".to_owned()),
+        // Storms run 50+ PRs at once; tests of the cap (cap.rs) set their own.
+        ("--max-concurrent-previews", "1000".to_owned()),
     ] {
         v.push(k.into());
         v.push(val.into());

@@ -3,6 +3,7 @@
 
 mod api;
 mod binary;
+mod cap;
 mod e2e_support;
 mod harness;
 mod queue;
