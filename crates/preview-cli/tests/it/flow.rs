@@ -317,3 +317,99 @@ async fn destroy_reports_every_step_and_keeps_config_when_one_fails() {
         "the hooks stay recorded for a retry: {state}"
     );
 }
+
+/// `--secret-store auto` on this machine, for real (no mock): init probes the Secret Service and
+/// the kernel keyring, says which store it took (falling back to the 0600 file with a warning
+/// where neither works, as in containers), setup reads the tokens back in another process with
+/// none in its environment, and destroy removes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_secret_store_falls_back_with_a_warning_and_round_trips() {
+    let bed = Bed::new().await;
+    // A project name of its own: keychain entries are per user, shared with other runs.
+    let project = format!("auto-{}-{}", std::process::id(), bed.dir.path().display())
+        .to_ascii_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let project: String = project.trim_end_matches('-').chars().take(60).collect();
+    let key = bed.path("home/.ssh/id_ed25519");
+    let infra = bed.path("infra");
+    let init_args = [
+        "init",
+        "--non-interactive",
+        "--project",
+        &project,
+        "--secret-store",
+        "auto",
+        "--repo",
+        REPOS[0],
+        "--repo",
+        REPOS[1],
+        "--ssh-key",
+        key.to_str().unwrap(),
+        "--infra-dir",
+        infra.to_str().unwrap(),
+    ];
+    let mut init = bed.preview(&init_args);
+    init.env("DIGITALOCEAN_TOKEN", DO_TOKEN)
+        .env("GITHUB_TOKEN", GH_TOKEN);
+    let init = bed.run(init).await;
+    init.ok();
+    let config = std::fs::read_to_string(bed.pd("config.yml")).unwrap();
+    let kind = ["secret-service", "keyutils", "file"]
+        .into_iter()
+        .find(|k| init.stdout.contains(&format!("({k})")))
+        .unwrap_or_else(|| panic!("init does not say which store it used: {init:?}"));
+    assert!(
+        config.contains(&format!("secret_store: {kind}")),
+        "{config}"
+    );
+    if kind == "file" {
+        assert!(
+            init.stderr
+                .contains("warning: no OS keychain is available, so secrets are in"),
+            "{init:?}"
+        );
+        assert!(
+            init.stderr.contains("secret-service is not usable"),
+            "{init:?}"
+        );
+        assert!(init.stderr.contains("keyutils is not usable"), "{init:?}");
+        assert_eq!(mode(&bed.pd("secrets.yml")), 0o600);
+    } else {
+        assert!(!bed.pd("secrets.yml").exists(), "a keychain leaves no file");
+    }
+
+    // setup has no token in its environment: they come from the store init chose.
+    bed.setup().await.ok();
+    let plan = bed
+        .calls()
+        .iter()
+        .position(|c| c.starts_with("terraform ⇥ plan"))
+        .unwrap();
+    assert!(
+        bed.env_of(plan, "terraform")
+            .contains(&format!("TF_VAR_do_token={DO_TOKEN}\n"))
+    );
+    let ansible_secrets = std::fs::read_to_string(bed.path("rec/ansible-secrets.yml")).unwrap();
+    assert!(ansible_secrets.contains(GH_TOKEN));
+
+    let destroy = bed.run(bed.preview(&["destroy", "--yes"])).await;
+    destroy.ok();
+    assert!(!bed.pd("secrets.yml").exists() && !bed.pd("config.yml").exists());
+    // The entries are gone: a fresh init without the tokens in its environment has none to reuse.
+    let again = bed.run(bed.preview(&init_args)).await;
+    // Where keyutils refuses (containers deny its persistent keyring), its probe key stays in
+    // the session keyring and the library cannot remove it; remove it here.
+    let _ = preview_exec::Cmd::new("keyctl", "remove the keyutils probe key of this test")
+        .args([
+            "purge",
+            "user",
+            &format!("keyring:{project}:probe@preview-deployer"),
+        ])
+        .run()
+        .await;
+    again.failed();
+    assert!(
+        again.stderr.contains("the DigitalOcean token is missing"),
+        "{again:?}"
+    );
+}
