@@ -180,3 +180,32 @@ async fn commands_before_init_say_to_run_it() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_json_prints_the_plan_or_an_error_object() {
+    let bed = Bed::new().await;
+    let apps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/apps");
+    let ok = bed
+        .run(bed.preview(&["plan", "--json", apps.join("flask").to_str().unwrap()]))
+        .await;
+    ok.ok();
+    let plan: serde_json::Value = serde_json::from_str(&ok.stdout).unwrap();
+    assert_eq!(plan["language"], "python");
+    assert_eq!(plan["framework"], "flask");
+    assert_eq!(plan["dockerfile"], "generated");
+    assert!(plan["reasons"].as_array().is_some_and(|r| !r.is_empty()));
+
+    for (app, message) in [
+        ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
+        ("hostile-bad-keys", "preview-config.yml:2: key `app_prot`"),
+    ] {
+        let run = bed
+            .run(bed.preview(&["plan", "--json", apps.join(app).to_str().unwrap()]))
+            .await;
+        assert_ne!(run.code, Some(0), "{app}: {run:?}");
+        let error: serde_json::Value = serde_json::from_str(run.stdout.trim())
+            .unwrap_or_else(|e| panic!("{app}: not one JSON object ({e}): {run:?}"));
+        let text = error["error"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{app}: {error}");
+    }
+}
