@@ -47,7 +47,7 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
     --allowed-repos 'Codertocat/*' --preview-base-url https://previews.example \
     --api-token "bench-api-token-0123456789" --bind "127.0.0.1:$port" \
     --deployments-db "$work/deployments.json" --logs-dir "$work/logs" \
-    --app-port-range 42000-42999 --db-port-range 43000-43999 \
+    --app-port-range 42000-42999 --db-port-range 43000-43999 --max-concurrent-previews 1000 \
     >/dev/null 2>"$work/stderr" &
 server_pid=$!
 for _ in $(seq 100); do

@@ -15,7 +15,7 @@ use preview_orchestrator::{
     JobTrigger, Orchestrator, TeardownJob,
 };
 
-use crate::harness::{RecordingRunner, TestServer, args, delivery, pr_event, sha};
+use crate::harness::{RecordingRunner, TestServer, args, sha};
 
 const API_REPO: &str = "Codertocat/Hello-World";
 
@@ -144,7 +144,7 @@ impl Cap {
     }
 
     async fn open(&self, number: u64, k: u64) -> serde_json::Value {
-        let (status, json) = pr(&self.s, "opened", number, &sha(number, k)).await;
+        let (status, json) = self.s.pull_request("opened", number, &sha(number, k)).await;
         assert_eq!(status, 202, "{json}");
         json
     }
@@ -162,16 +162,6 @@ async fn restart_dir(s: TestServer) -> tempfile::TempDir {
     )
     .unwrap();
     dir
-}
-
-/// A signed `pull_request` delivery for PR `number` at `sha`.
-async fn pr(s: &TestServer, action: &str, number: u64, sha: &str) -> (u16, serde_json::Value) {
-    s.deliver(
-        "pull_request",
-        &pr_event(action, number, sha, None),
-        &delivery(),
-    )
-    .await
 }
 
 fn waiting_at(json: &serde_json::Value) -> Option<u64> {
@@ -208,14 +198,14 @@ async fn beyond_the_cap_prs_wait_in_order_and_deploy_as_slots_free() {
     assert!(body.contains("number 2 in the queue"), "{body}");
 
     // A push to a waiting PR only changes what it will deploy; it keeps its place.
-    let (status, json) = pr(&c.s, "synchronize", 3, &sha(3, 2)).await;
+    let (status, json) = c.s.pull_request("synchronize", 3, &sha(3, 2)).await;
     assert_eq!((status, waiting_at(&json)), (202, Some(1)), "{json}");
     let rec = c.s.orch().store().get(&id(3)).unwrap();
     assert_eq!(rec.head_sha.as_str(), sha(3, 2));
     assert_eq!(c.s.orch().scheduler().waiting(), vec![id(3), id(4)]);
 
     // An update of a live preview is never held back by the cap.
-    let (status, json) = pr(&c.s, "synchronize", 2, &sha(2, 2)).await;
+    let (status, json) = c.s.pull_request("synchronize", 2, &sha(2, 2)).await;
     assert_eq!(
         (status, json["job"].as_str()),
         (202, Some("deploy")),
@@ -226,7 +216,7 @@ async fn beyond_the_cap_prs_wait_in_order_and_deploy_as_slots_free() {
     assert!(c.deploys_of(3).is_empty());
 
     // Closing PR 1 frees a slot: PR 3 deploys at its newest push, PR 4 moves up.
-    let (status, _) = pr(&c.s, "closed", 1, &sha(1, 1)).await;
+    let (status, _) = c.s.pull_request("closed", 1, &sha(1, 1)).await;
     assert_eq!(status, 202);
     c.s.idle().await;
     assert_eq!(c.status(1), DeploymentStatus::Stopped);
@@ -246,7 +236,7 @@ async fn beyond_the_cap_prs_wait_in_order_and_deploy_as_slots_free() {
     assert!(body.contains("#2, #3") || body.contains("#3, #2"), "{body}");
 
     // A waiting PR that is closed leaves the queue; nothing ran for it.
-    let (status, json) = pr(&c.s, "closed", 4, &sha(4, 1)).await;
+    let (status, json) = c.s.pull_request("closed", 4, &sha(4, 1)).await;
     assert_eq!(status, 202, "{json}");
     c.s.idle().await;
     let rec = c.s.orch().store().get(&id(4)).unwrap();
@@ -294,7 +284,7 @@ async fn the_queue_survives_a_restart_and_a_raised_cap_drains_it() {
     // Same cap: the order is kept, and a teardown lets the first one in.
     let c = start_in(dir, github, 1, &[]).await;
     assert_eq!(c.s.orch().scheduler().waiting(), before);
-    pr(&c.s, "closed", 1, &sha(1, 1)).await;
+    c.s.pull_request("closed", 1, &sha(1, 1)).await;
     c.s.idle().await;
     assert_eq!(c.status(2), DeploymentStatus::Running);
     assert_eq!(c.s.orch().scheduler().waiting(), vec![id(3), id(4)]);
@@ -319,7 +309,7 @@ async fn evict_oldest_tears_down_the_least_recently_updated_preview() {
     c.open(2, 1).await;
     c.s.idle().await;
     // PR 1 is updated after PR 2: PR 2 is now the least recently updated.
-    pr(&c.s, "synchronize", 1, &sha(1, 2)).await;
+    c.s.pull_request("synchronize", 1, &sha(1, 2)).await;
     c.s.idle().await;
 
     let json = c.open(3, 1).await;
@@ -359,7 +349,7 @@ async fn evict_oldest_tears_down_the_least_recently_updated_preview() {
             .count(),
         2
     );
-    pr(&c.s, "synchronize", 2, &sha(2, 2)).await;
+    c.s.pull_request("synchronize", 2, &sha(2, 2)).await;
     c.s.idle().await;
     assert_eq!(c.status(2), DeploymentStatus::Running);
     assert_eq!(c.status(1), DeploymentStatus::Stopped);

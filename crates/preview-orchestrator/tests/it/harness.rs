@@ -280,6 +280,16 @@ impl TestServer {
         self.dir.path().join("deployments.json")
     }
 
+    /// A signed `pull_request` delivery for PR `number` at `sha`, with a new delivery id.
+    pub async fn pull_request(&self, action: &str, number: u64, sha: &str) -> (u16, Value) {
+        self.deliver(
+            "pull_request",
+            &pr_event(action, number, sha, None),
+            &delivery(),
+        )
+        .await
+    }
+
     /// POSTs a signed delivery; returns the status and the JSON answer.
     pub async fn deliver(&self, event: &str, body: &[u8], delivery: &str) -> (u16, Value) {
         let sig = preview_github::sign(SECRET.as_bytes(), body);

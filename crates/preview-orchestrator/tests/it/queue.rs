@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use preview_orchestrator::{DeploymentStatus, DesiredState};
 
-use crate::harness::{TestServer, delivery, pr_event, sha};
+use crate::harness::{TestServer, sha};
 
 async fn wait_until(mut f: impl FnMut() -> bool) {
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -22,25 +22,10 @@ async fn a_newer_commit_supersedes_the_running_build() {
     let s = TestServer::start(Duration::from_secs(20), &[]).await;
     let a = sha(1, 1);
     let b = sha(1, 2);
-    assert_eq!(
-        s.deliver(
-            "pull_request",
-            &pr_event("opened", 1, &a, None),
-            &delivery()
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(s.pull_request("opened", 1, &a).await.0, 202);
     wait_until(|| s.runner.started.load(Ordering::SeqCst) == 1).await;
     *s.runner.delay.lock().unwrap() = Duration::from_millis(5);
-    let (status, json) = s
-        .deliver(
-            "pull_request",
-            &pr_event("synchronize", 1, &b, None),
-            &delivery(),
-        )
-        .await;
+    let (status, json) = s.pull_request("synchronize", 1, &b).await;
     assert_eq!(status, 202, "{json}");
     s.idle().await;
     let calls = s.runner.calls();
@@ -69,25 +54,10 @@ async fn a_newer_commit_supersedes_the_running_build() {
 #[tokio::test]
 async fn closing_during_a_deploy_cancels_it_then_tears_down() {
     let s = TestServer::start(Duration::from_secs(20), &[]).await;
-    assert_eq!(
-        s.deliver(
-            "pull_request",
-            &pr_event("opened", 3, &sha(3, 1), None),
-            &delivery()
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(s.pull_request("opened", 3, &sha(3, 1)).await.0, 202);
     wait_until(|| s.runner.started.load(Ordering::SeqCst) == 1).await;
     *s.runner.delay.lock().unwrap() = Duration::ZERO;
-    let (status, json) = s
-        .deliver(
-            "pull_request",
-            &pr_event("closed", 3, &sha(3, 1), None),
-            &delivery(),
-        )
-        .await;
+    let (status, json) = s.pull_request("closed", 3, &sha(3, 1)).await;
     assert_eq!(
         (status, json["job"].as_str()),
         (202, Some("teardown")),
@@ -111,8 +81,7 @@ async fn at_most_two_builds_run_at_once_by_default() {
     let s = TestServer::start(Duration::from_millis(40), &[]).await;
     let mut handles = Vec::new();
     for pr in 1..=6u64 {
-        let body = pr_event("opened", pr, &sha(pr, 1), None);
-        handles.push(s.deliver("pull_request", &body, &delivery()).await.0);
+        handles.push(s.pull_request("opened", pr, &sha(pr, 1)).await.0);
     }
     assert!(handles.iter().all(|s| *s == 202));
     s.idle().await;
@@ -125,28 +94,10 @@ async fn a_superseded_job_cannot_overwrite_the_newer_state() {
     let s = TestServer::start(Duration::from_millis(300), &[]).await;
     s.runner.stubborn.store(true, Ordering::SeqCst);
     *s.runner.fail_sha.lock().unwrap() = Some(sha(4, 1));
-    assert_eq!(
-        s.deliver(
-            "pull_request",
-            &pr_event("opened", 4, &sha(4, 1), None),
-            &delivery()
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(s.pull_request("opened", 4, &sha(4, 1)).await.0, 202);
     wait_until(|| s.runner.started.load(Ordering::SeqCst) == 1).await;
     // The first job ignores cancellation and fails late; its failure must not land on the record.
-    assert_eq!(
-        s.deliver(
-            "pull_request",
-            &pr_event("synchronize", 4, &sha(4, 2), None),
-            &delivery()
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(s.pull_request("synchronize", 4, &sha(4, 2)).await.0, 202);
     s.idle().await;
     let rec = &s.orch().store().list()[0];
     assert_eq!(rec.status, DeploymentStatus::Running, "{rec:?}");
@@ -158,16 +109,7 @@ async fn a_superseded_job_cannot_overwrite_the_newer_state() {
 async fn failures_are_recorded_with_their_phase() {
     let s = TestServer::start(Duration::ZERO, &[]).await;
     *s.runner.fail_sha.lock().unwrap() = Some(sha(6, 1));
-    assert_eq!(
-        s.deliver(
-            "pull_request",
-            &pr_event("opened", 6, &sha(6, 1), None),
-            &delivery()
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(s.pull_request("opened", 6, &sha(6, 1)).await.0, 202);
     s.idle().await;
     let rec = &s.orch().store().list()[0];
     assert_eq!(
@@ -178,13 +120,7 @@ async fn failures_are_recorded_with_their_phase() {
     );
     // A redelivery of the same commit retries a failed preview.
     *s.runner.fail_sha.lock().unwrap() = None;
-    let (status, json) = s
-        .deliver(
-            "pull_request",
-            &pr_event("synchronize", 6, &sha(6, 1), None),
-            &delivery(),
-        )
-        .await;
+    let (status, json) = s.pull_request("synchronize", 6, &sha(6, 1)).await;
     assert_eq!(
         (status, json["job"].as_str()),
         (202, Some("deploy")),
@@ -197,26 +133,8 @@ async fn failures_are_recorded_with_their_phase() {
 #[tokio::test]
 async fn unfinished_work_resumes_after_a_restart() {
     let s = TestServer::start(Duration::from_secs(30), &[]).await;
-    assert_eq!(
-        s.deliver(
-            "pull_request",
-            &pr_event("opened", 8, &sha(8, 1), None),
-            &delivery()
-        )
-        .await
-        .0,
-        202
-    );
-    assert_eq!(
-        s.deliver(
-            "pull_request",
-            &pr_event("opened", 9, &sha(9, 1), None),
-            &delivery()
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(s.pull_request("opened", 8, &sha(8, 1)).await.0, 202);
+    assert_eq!(s.pull_request("opened", 9, &sha(9, 1)).await.0, 202);
     wait_until(|| s.runner.started.load(Ordering::SeqCst) == 2).await;
     // Shutdown cancels both builds at a safe point; they stay unfinished in the store.
     let (dir, runner) = s.stop().await;
