@@ -79,6 +79,20 @@ impl Compose {
             .timeout(self.up_timeout))
     }
 
+    /// `up -d --no-build --remove-orphans`: starts `project` from images already built (a
+    /// rollback to the previous commit's images).
+    pub fn start(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
+        Ok(self
+            .project(
+                project,
+                dir,
+                file,
+                "start the preview from its built images",
+            )?
+            .args(["up", "-d", "--no-build", "--remove-orphans"])
+            .timeout(self.up_timeout))
+    }
+
     /// `down --volumes --remove-orphans` for `project`: containers, networks and volumes go.
     pub fn down(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
         Ok(self

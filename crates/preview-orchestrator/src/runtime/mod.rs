@@ -21,6 +21,10 @@ use retry::{RetryPolicy, is_transient_docker, is_transient_git};
 
 /// The compose file's name in a preview's work dir.
 pub const COMPOSE_FILE: &str = "docker-compose.yml";
+/// The serving commit's compose file, kept during an update to roll back to.
+const PREVIOUS_COMPOSE_FILE: &str = "docker-compose.previous.yml";
+/// The tag that keeps the serving commit's images during an update.
+const PREVIOUS_TAG: &str = "previous";
 /// Lines of a failing phase's log shown on the PR.
 const LOG_TAIL_LINES: usize = 50;
 
@@ -205,13 +209,31 @@ impl DockerRunner {
                 previous_sha_short: previous.as_ref().map(|s| s.short().to_owned()),
             },
         );
-        match self.deploy_phases(&job, &ctx).await {
-            Ok(()) => Ok(()),
+        let mut rollback = None;
+        let outcome = self
+            .deploy_phases(&job, &ctx, previous.is_some(), &mut rollback)
+            .await;
+        match outcome {
+            Ok(()) => {
+                if let Some(rollback) = rollback {
+                    rollback
+                        .discard(&self.settings.work_dir(job.id.as_str()))
+                        .await;
+                }
+                Ok(())
+            }
             Err(Stop::Cancelled(cancelled)) => Err(cancelled),
             Err(Stop::Failed(failure)) => {
+                let mut previous = previous;
                 if previous.is_none() {
                     self.remove_everything(job.id.as_str()).await;
                     let _ = ctx.release_ports().await;
+                } else if let Some(rollback) = rollback
+                    && let Err(e) = self.roll_back(job.id.as_str(), rollback).await
+                {
+                    // The previous commit cannot serve again: say so rather than claim it does.
+                    tracing::error!(preview = %job.id, error = %e, "rolling back to the previous commit failed");
+                    previous = None;
                 }
                 tracing::warn!(preview = %job.id, phase = failure.phase, reason = %failure.reason, "deploy failed");
                 self.send(
@@ -229,8 +251,15 @@ impl DockerRunner {
         }
     }
 
-    /// The phases in order, with a safe point between each two.
-    async fn deploy_phases(&self, job: &DeployJob, ctx: &JobContext) -> Result<(), Stop> {
+    /// The phases in order, with a safe point between each two. An update (`updating`) first
+    /// keeps what serves now in `rollback`, so that a failure from the build on can go back.
+    async fn deploy_phases(
+        &self,
+        job: &DeployJob,
+        ctx: &JobContext,
+        updating: bool,
+        rollback: &mut Option<Rollback>,
+    ) -> Result<(), Stop> {
         let store_failed = |e: crate::Error| fail("store", e, "");
         let id = job.id.as_str();
         let work = self.settings.work_dir(id);
@@ -314,6 +343,14 @@ impl DockerRunner {
         input.public_url = Some(job.url.clone());
         let rendered =
             preview_core::render::render(&planned, &input).map_err(|e| fail("render", e, ""))?;
+        if updating {
+            match Rollback::keep(id, &work).await {
+                Ok(kept) => *rollback = Some(kept),
+                Err(e) => {
+                    tracing::warn!(preview = id, error = %e, "cannot keep the previous commit to roll back to")
+                }
+            }
+        }
         for (name, contents) in rendered.files() {
             // nginx.conf is installed by the route phase, under the nginx dir, after health.
             if name != "nginx.conf" {
@@ -392,6 +429,73 @@ impl DockerRunner {
                 start_secs: format!("{:.1}", start_secs.as_secs_f64()),
             },
         );
+        Ok(())
+    }
+
+    /// Puts the previous commit back after a failed update: its images, its compose file, and
+    /// its containers, started from those images without a build. nginx still routes to the
+    /// same port (a failed route phase restored its conf).
+    async fn roll_back(&self, id: &str, rollback: Rollback) -> Result<(), String> {
+        let work = self.settings.work_dir(id);
+        // The failed commit's images, removed once nothing runs them (they would dangle).
+        let mut failed_images = Vec::new();
+        for image in &rollback.images {
+            if let Ok(out) = docker_cmd("read the failed commit's image id")
+                .args([
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{.Id}}",
+                    &format!("{image}:latest"),
+                ])
+                .run()
+                .await
+            {
+                failed_images.push(out.stdout_text().trim().to_owned());
+            }
+        }
+        for image in &rollback.images {
+            docker_cmd("restore the previous commit's image")
+                .args([
+                    "tag",
+                    &format!("{image}:{PREVIOUS_TAG}"),
+                    &format!("{image}:latest"),
+                ])
+                .run()
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        std::fs::rename(work.join(PREVIOUS_COMPOSE_FILE), work.join(COMPOSE_FILE))
+            .map_err(|e| format!("restoring the previous compose file: {e}"))?;
+        let start = self
+            .settings
+            .compose
+            .start(id, &work, COMPOSE_FILE)
+            .map_err(|e| e.to_string())?;
+        self.settings
+            .retry
+            .run(
+                "docker compose up --no-build",
+                || start.run(),
+                |e| {
+                    matches!(e, preview_exec::Error::Failed { .. })
+                        && is_transient_docker(&e.to_string())
+                },
+                || true,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        rollback.discard(&work).await;
+        failed_images.retain(|i| !i.is_empty());
+        if !failed_images.is_empty() {
+            // Without --force: an image still in use (the same build as before) stays.
+            let _ = docker_cmd("remove the failed commit's images")
+                .args(["image", "rm"])
+                .args(&failed_images)
+                .run()
+                .await;
+        }
+        tracing::info!(preview = id, "rolled back to the previous commit");
         Ok(())
     }
 
@@ -501,6 +605,79 @@ fn deployment_secret(work: &Path) -> std::io::Result<String> {
         .open(&path)?;
     file.write_all(secret.as_bytes())?;
     Ok(secret)
+}
+
+/// What an update keeps of the serving commit until it is live: the compose file and the
+/// images Compose built (tagged `:previous`), to roll back to if the update fails.
+struct Rollback {
+    /// Image names (`{project}-{service}`) tagged `:previous`.
+    images: Vec<String>,
+}
+
+impl Rollback {
+    /// Copies the serving compose file aside and tags the serving images `:previous`.
+    async fn keep(id: &str, work: &Path) -> Result<Self, String> {
+        std::fs::copy(work.join(COMPOSE_FILE), work.join(PREVIOUS_COMPOSE_FILE))
+            .map_err(|e| format!("keeping the previous compose file: {e}"))?;
+        let out = docker_cmd("list the serving commit's images")
+            .args([
+                "image",
+                "ls",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "--filter",
+            ])
+            .arg(format!("reference={id}-*:latest"))
+            .run()
+            .await
+            .map_err(|e| e.to_string())?;
+        let images: Vec<String> = out
+            .stdout_text()
+            .lines()
+            .filter_map(|line| line.trim().strip_suffix(":latest"))
+            .filter(|image| image.starts_with(&format!("{id}-")))
+            .map(str::to_owned)
+            .collect();
+        for image in &images {
+            docker_cmd("keep the serving commit's image")
+                .args([
+                    "tag",
+                    &format!("{image}:latest"),
+                    &format!("{image}:{PREVIOUS_TAG}"),
+                ])
+                .run()
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Self { images })
+    }
+
+    /// Drops the kept file and tags; images no container uses any more go with their tag.
+    async fn discard(self, work: &Path) {
+        let _ = std::fs::remove_file(work.join(PREVIOUS_COMPOSE_FILE));
+        if self.images.is_empty() {
+            return;
+        }
+        let tags: Vec<String> = self
+            .images
+            .iter()
+            .map(|image| format!("{image}:{PREVIOUS_TAG}"))
+            .collect();
+        if let Err(e) = docker_cmd("drop the previous commit's image tags")
+            .args(["image", "rm"])
+            .args(&tags)
+            .run()
+            .await
+        {
+            tracing::warn!(error = %e, "dropping the previous images failed");
+        }
+    }
+}
+
+/// A `docker` command with the daemon's environment and a short timeout.
+fn docker_cmd(description: &str) -> preview_exec::Cmd {
+    preview_exec::compose::with_docker_env(preview_exec::Cmd::new("docker", description))
+        .timeout(Duration::from_secs(60))
 }
 
 /// A git failure worth another attempt: git ran and failed on the network or the server.

@@ -272,3 +272,58 @@ async fn a_git_host_that_hiccups_is_retried() {
     e2e.assert_nothing_left(pr).await;
     e2e.shutdown().await;
 }
+
+/// An update whose new commit crashes at start: the previous commit's images and compose file
+/// come back, it keeps serving at the same URL, and the comment says so. Closing then leaves
+/// nothing, not even the kept images.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_update_rolls_back_and_the_previous_commit_keeps_serving() {
+    let e2e = E2e::start("fail-update", &[]).await;
+    let pr = 20;
+    let port = e2e.nginx.port();
+    let health = format!("{}health", e2e.path(pr));
+    let good = Tree::fixture("python-plain").replace("python-plain ok", "the good commit");
+    let first = e2e.commit(pr, &good, "good").await;
+    e2e.send("opened", pr, &first).await;
+    wait_for_http(port, &health, DEPLOY_TIMEOUT, |a| {
+        a.body == "the good commit\n"
+    })
+    .await;
+    e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
+
+    let crash = python_with("import sys\nprint('boom at start', flush=True)\nsys.exit(3)\n");
+    let second = e2e.commit(pr, &crash, "crashes").await;
+    e2e.send("synchronize", pr, &second).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(reason.starts_with("health:"), "{reason}");
+    e2e.wait_comment(
+        pr,
+        &[
+            "Preview failed",
+            &second[..7],
+            "boom at start",
+            "keeps serving",
+            &first[..7],
+        ],
+        FEEDBACK_TIMEOUT,
+    )
+    .await;
+    e2e.idle(Duration::from_secs(120)).await;
+    wait_for_http(port, &health, Duration::from_secs(30), |a| {
+        a.status == 200 && a.body == "the good commit\n"
+    })
+    .await;
+    assert_eq!(
+        e2e.record(pr)
+            .and_then(|r| r.deployed_sha)
+            .map(|s| s.to_string()),
+        Some(first.clone())
+    );
+
+    e2e.send("closed", pr, &second).await;
+    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+        .await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
