@@ -198,15 +198,39 @@ fn tempfile_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
 
 /// Moves `staging` to `dest`: the old checkout is renamed aside first, then removed, so `dest`
 /// is never a half-written tree.
+/// Puts the `staging` checkout at `dest`. An existing checkout is swapped out in one atomic step,
+/// so a reader of `dest` sees the old tree or the new one, never neither; then it is removed.
 fn replace_dir(staging: &Path, dest: &Path) -> Result<()> {
-    let old = dest.with_extension("old");
-    let _ = std::fs::remove_dir_all(&old);
-    if dest.exists() {
-        std::fs::rename(dest, &old).map_err(|e| io("move the old checkout aside", e))?;
+    if !dest.exists() {
+        return std::fs::rename(staging, dest).map_err(|e| io("put the new checkout in place", e));
     }
-    std::fs::rename(staging, dest).map_err(|e| io("put the new checkout in place", e))?;
-    let _ = std::fs::remove_dir_all(&old);
+    exchange(staging, dest).map_err(|e| io("swap the new checkout into place", e))?;
+    // `staging` now holds the old checkout.
+    let _ = std::fs::remove_dir_all(staging);
     Ok(())
+}
+
+/// Swaps two paths atomically: renameat2(2) with RENAME_EXCHANGE.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn io(description: &str, source: std::io::Error) -> Error {
@@ -326,10 +350,12 @@ mod tests {
             .await
             .unwrap();
         let missing = "0123456789abcdef0123456789abcdef01234567";
-        let err = fetch_pull_request(&request(url, missing, dest.clone(), None))
+        let err = fetch_pull_request(&request(url, missing, dest.clone(), Some("ghs_SECRET123")))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("newer push"), "{err}");
+        let report = format!("{err} {err:?} {}", err.stderr_tail());
+        assert!(!report.contains("SECRET"), "the token leaked: {report}");
         assert_eq!(std::fs::read_to_string(dest.join("app.txt")).unwrap(), "v1");
     }
 
