@@ -6,6 +6,7 @@ mod binary;
 mod cap;
 mod e2e_support;
 mod harness;
+mod isolation;
 mod queue;
 mod runtime_e2e;
 mod runtime_failures;

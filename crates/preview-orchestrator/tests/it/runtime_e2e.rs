@@ -125,6 +125,26 @@ async fn postgres_database_url_reaches_the_preview_database() {
         volumes.contains("db-data"),
         "the database volume: {volumes}"
     );
+    // Only the app publishes a port; the database is reachable on the preview's network only.
+    let published = preview_testkit::docker([
+        "ps",
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.Ports}}",
+        "--filter",
+        &format!("label=dev.preview-deployer.deployment={}", e2e.id(pr)),
+    ])
+    .await
+    .unwrap();
+    let publishing: Vec<&str> = published
+        .lines()
+        .filter(|line| line.contains("->"))
+        .map(|line| line.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(publishing, ["app"], "{published}");
+    assert!(
+        published.lines().count() >= 2,
+        "app and database: {published}"
+    );
 
     e2e.send("closed", pr, &sha).await;
     e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
