@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,6 +127,34 @@ pub async fn projects_with_label(key: &str) -> Result<BTreeSet<String>> {
         .collect())
 }
 
+/// The compose projects whose containers carry the label `key` (any value), each with the
+/// directory Compose ran it from (its `com.docker.compose.project.working_dir` label; empty when
+/// absent), so a caller can tell its own projects from those of another orchestrator.
+pub async fn project_dirs_with_label(key: &str) -> Result<BTreeMap<String, PathBuf>> {
+    let out = docker("list the compose projects of previews and their directories")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Label \"com.docker.compose.project\"}}\t{{.Label \"com.docker.compose.project.working_dir\"}}",
+            "--filter",
+        ])
+        .arg(format!("label={key}"))
+        .run()
+        .await?;
+    Ok(parse_project_dirs(&out.stdout_text()))
+}
+
+fn parse_project_dirs(text: &str) -> BTreeMap<String, PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let (project, dir) = line.split_once('\t').unwrap_or((line, ""));
+            let project = project.trim();
+            (!project.is_empty()).then(|| (project.to_owned(), PathBuf::from(dir.trim())))
+        })
+        .collect()
+}
+
 fn docker(description: &str) -> Cmd {
     with_docker_env(Cmd::new("docker", description)).timeout(Duration::from_secs(60))
 }
@@ -151,6 +179,19 @@ fn parse_published_ports(text: &str) -> BTreeSet<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_project_dirs() {
+        let text = "a-pr-1\t/opt/preview-deployer/deployments/a-pr-1\nb-pr-2\t\n\nc-pr-3\n";
+        let dirs = parse_project_dirs(text);
+        assert_eq!(dirs.len(), 3);
+        assert_eq!(
+            dirs["a-pr-1"],
+            PathBuf::from("/opt/preview-deployer/deployments/a-pr-1")
+        );
+        assert_eq!(dirs["b-pr-2"], PathBuf::new());
+        assert_eq!(dirs["c-pr-3"], PathBuf::new());
+    }
 
     #[test]
     fn parses_published_ports() {

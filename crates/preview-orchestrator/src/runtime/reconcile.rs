@@ -43,11 +43,20 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
     });
     let mut report = ReconcileReport::default();
     let mut orphans = BTreeSet::new();
-    match preview_runtime::projects_with_label(labels::MANAGED).await {
-        Ok(projects) => orphans.extend(projects.into_iter().filter(|p| !live.contains(p))),
+    let settings = &runner.settings;
+    // Only projects Compose ran from our deployments dir are ours: another orchestrator on the
+    // same engine (another deployments dir, e.g. a test's) owns the rest.
+    let ours = std::fs::canonicalize(&settings.deployments_dir)
+        .unwrap_or_else(|_| settings.deployments_dir.clone());
+    match preview_runtime::project_dirs_with_label(labels::MANAGED).await {
+        Ok(projects) => orphans.extend(
+            projects
+                .into_iter()
+                .filter(|(p, dir)| !live.contains(p) && dir.starts_with(&ours))
+                .map(|(p, _)| p),
+        ),
         Err(e) => tracing::warn!(error = %e, "reconcile could not list containers"),
     }
-    let settings = &runner.settings;
     for (dir, suffix) in [
         (&settings.nginx_config_dir, ".conf"),
         (&settings.deployments_dir, ""),

@@ -4,6 +4,7 @@
 mod api;
 mod binary;
 mod cap;
+mod crash;
 mod e2e_support;
 mod harness;
 mod isolation;
