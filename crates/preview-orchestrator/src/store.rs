@@ -434,9 +434,15 @@ impl Store {
     }
 }
 
+/// A write that ends less than this before the next change means changes are streaming in.
+const BUSY: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long the writer gathers changes before writing, while they stream in.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+
 fn writer_loop(shared: &Shared) {
     let mut buf = Vec::new();
     let mut seq = 0u64;
+    let mut last_write: Option<std::time::Instant> = None;
     // Unlinks replaced versions off the acknowledgement path (see `write_atomically`).
     let (reap, reaped) = std::sync::mpsc::channel::<PathBuf>();
     let reaper = std::thread::Builder::new()
@@ -463,6 +469,14 @@ fn writer_loop(shared: &Shared) {
                     let _ = r.join();
                 }
                 return;
+            }
+            // Group commit: while changes stream in, gather them a moment longer so that one
+            // write (two fsyncs) acknowledges more of them. A change after a quiet spell is
+            // written at once.
+            if !flags.stop && last_write.is_some_and(|t| t.elapsed() < BUSY) {
+                drop(flags);
+                std::thread::sleep(GATHER);
+                flags = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
             }
             flags.dirty = false;
         }
@@ -496,6 +510,7 @@ fn writer_loop(shared: &Shared) {
         if let Ok(Some(old)) = result {
             let _ = reap.send(old);
         }
+        last_write = Some(std::time::Instant::now());
     }
 }
 

@@ -128,24 +128,40 @@ pub enum LogFormat {
 /// Keeps the log writer flushing; drop at exit.
 pub struct LogGuards(#[allow(dead_code)] WorkerGuard);
 
-/// Writes every log line to stdout and to the rolling file. One writer thread serves both, and
-/// each line is formatted once.
+/// Writes every log line to stdout and to the rolling file. One writer thread serves both, each
+/// line is formatted once, and the lines that queued up while it wrote are written together: the
+/// writer flushes whenever its queue is empty.
 struct Tee {
     file: tracing_appender::rolling::RollingFileAppender,
     stdout: std::io::Stdout,
+    pending: Vec<u8>,
+}
+
+impl Tee {
+    /// Lines held at most before they are written, queue empty or not.
+    const BATCH: usize = 64 * 1024;
 }
 
 impl std::io::Write for Tee {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A failing stdout (closed pipe) must not cost the file its line, nor the reverse.
-        let file = self.file.write_all(buf);
-        let out = self.stdout.write_all(buf);
-        file.and(out).map(|()| buf.len())
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= Self::BATCH {
+            self.flush()?;
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let file = self.file.flush();
-        let out = self.stdout.flush();
+        // A failing stdout (closed pipe) must not cost the file its lines, nor the reverse.
+        let file = self
+            .file
+            .write_all(&self.pending)
+            .and_then(|()| self.file.flush());
+        let mut stdout = self.stdout.lock();
+        let out = stdout
+            .write_all(&self.pending)
+            .and_then(|()| stdout.flush());
+        self.pending.clear();
         file.and(out)
     }
 }
@@ -178,6 +194,7 @@ pub fn init_logging(
     let (writer, guard) = tracing_appender::non_blocking(Tee {
         file,
         stdout: std::io::stdout(),
+        pending: Vec::with_capacity(Tee::BATCH),
     });
     let registry = tracing_subscriber::registry().with(filter);
     match format {
