@@ -74,16 +74,33 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
             }
         }
     }
+    // The sweep runs beside the jobs: a webhook may have made a record (and started on its work
+    // dir) since `live` was read, so each candidate is checked against the store again right
+    // before it goes.
+    let is_live = |id: &str| {
+        store.read(|s| {
+            s.deployments
+                .values()
+                .any(|r| r.id.as_str() == id && r.status != DeploymentStatus::Stopped)
+        })
+    };
     for id in orphans {
+        if is_live(&id) {
+            continue;
+        }
         tracing::info!(preview = %id, "reconcile removes an orphaned preview");
         runner.remove_everything(&id).await;
         report.removed.insert(id);
     }
-    // Ports held by records that are stopped or gone.
+    // Ports held by records that are stopped or gone (judged in the same read, for that reason).
     let stale_ports: Vec<PreviewId> = store.read(|s| {
         s.port_allocations
             .keys()
-            .filter(|id| !live.contains(id.as_str()))
+            .filter(|id| {
+                s.deployments
+                    .get(*id)
+                    .is_none_or(|r| r.status == DeploymentStatus::Stopped)
+            })
             .cloned()
             .collect()
     });

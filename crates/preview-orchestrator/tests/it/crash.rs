@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use preview_core::id::{RepoFullName, RepoSlug};
@@ -36,10 +37,11 @@ fn app(body: &str) -> Tree {
         )
 }
 
-/// A running orchestrator binary, SIGKILLed on drop.
+/// A running orchestrator binary, SIGKILLed on drop; its log is printed if the test fails.
 struct Daemon {
     child: Option<Child>,
     api: String,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Daemon {
@@ -47,6 +49,12 @@ impl Drop for Daemon {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- orchestrator log ({}):", self.api);
+            for line in self.log.lock().unwrap().iter() {
+                eprintln!("{line}");
+            }
         }
     }
 }
@@ -69,10 +77,13 @@ impl Daemon {
         let mut child = cmd.spawn().expect("start the orchestrator binary");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let keep = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                keep.lock().unwrap().push(line.clone());
                 if !sent
                     && let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["fields"]["message"] == "orchestrator listening"
@@ -85,6 +96,7 @@ impl Daemon {
         let mut daemon = Self {
             child: Some(child),
             api: String::new(),
+            log,
         };
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
@@ -235,24 +247,34 @@ impl World {
         assert_eq!(status, 202, "{action}: {body}");
     }
 
-    /// Waits until the build of the commit answering `body` runs its slow step.
-    async fn wait_mid_build(&self, body: &str) {
+    /// Waits until the build of the commit answering `body` runs its slow step; fails at once,
+    /// with the PR comment's log tail, if the deploy fails first.
+    async fn wait_mid_build(&self, daemon: &Daemon, body: &str) {
         let log = self.work().join("logs/build.log");
         let needle = format!("building {body}");
-        eventually(
-            &format!("the build of {body:?} to run its slow step"),
-            Duration::from_secs(300),
-            || {
-                std::fs::read_to_string(&log)
-                    .ok()
-                    .filter(|text| {
-                        text.lines()
-                            .any(|l| l.contains(&needle) && !l.contains("RUN"))
-                    })
-                    .map(drop)
-            },
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text
+                .lines()
+                .any(|l| l.contains(&needle) && !l.contains("RUN"))
+            {
+                return;
+            }
+            if let Some(rec) = daemon.preview(&self.id()).await
+                && rec["status"]["state"] == "failed"
+            {
+                panic!(
+                    "the deploy failed before its slow build step: {rec}\ncomments: {:#?}",
+                    self.github.comments()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the build of {body:?} did not reach its slow step; build.log:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until every process the killed orchestrator left in the work dir has ended.
@@ -302,14 +324,11 @@ impl World {
                 format!("{body}\n"),
                 "its allocated port serves it"
             );
-            // Exactly one app container, on the allocated port; nothing else carries the label
-            // but the project's network.
+            // One app container and one nginx conf (no staged or backup copy).
             let objects = self.leftovers().await;
-            let containers: Vec<_> = objects
-                .iter()
-                .filter(|o| o.starts_with("container"))
-                .collect();
-            assert_eq!(containers.len(), 1, "{objects:?}");
+            let count = |kind: &str| objects.iter().filter(|o| o.starts_with(kind)).count();
+            assert_eq!(count("container "), 1, "{objects:?}");
+            assert_eq!(count("nginx conf "), 1, "{objects:?}");
             true
         } else {
             eprintln!("{} ended {state}: {:#?}", self.id(), self.github.comments());
@@ -344,7 +363,7 @@ async fn sigkill_mid_first_build_then_restart_leaves_a_live_preview_or_nothing()
 
     let daemon = Daemon::start(&world.args);
     world.send(&daemon, "opened", &sha).await;
-    world.wait_mid_build(&body).await;
+    world.wait_mid_build(&daemon, &body).await;
     daemon.kill9();
     eprintln!(
         "survivors of the kill: {:?}",
@@ -385,7 +404,7 @@ async fn sigkill_mid_update_then_restart_leaves_a_live_preview_or_nothing() {
     let second = format!("crash sync second {}", unique_suffix());
     let sha2 = world.origin.commit(PR, &app(&second), "second").await;
     world.send(&daemon, "synchronize", &sha2).await;
-    world.wait_mid_build(&second).await;
+    world.wait_mid_build(&daemon, &second).await;
     daemon.kill9();
     eprintln!(
         "survivors of the kill: {:?}",
