@@ -8,8 +8,8 @@ mod project;
 pub use containers::{ContainerState, project_containers};
 pub use health::{HealthPolicy, wait_healthy};
 pub use project::{
-    ComposeProject, project_dirs_with_label, projects_with_label, published_ports,
-    remove_built_images,
+    ComposeProject, built_images, docker, project_dirs_with_label, projects_with_label,
+    published_ports, remove_built_images,
 };
 
 /// Errors of running a preview.

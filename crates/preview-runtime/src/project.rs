@@ -65,9 +65,9 @@ impl ComposeProject {
     }
 }
 
-/// Removes the images Compose built for `project` (named `{project}-{service}`): Compose v5
-/// leaves them behind on this engine's API even with `--rmi local`.
-pub async fn remove_built_images(project: &str) -> Result<()> {
+/// The images Compose built for `project`, as `repository:tag` (repositories are named
+/// `{project}-{service}`).
+pub async fn built_images(project: &str) -> Result<Vec<String>> {
     preview_exec::compose::validate_project_name(project)?;
     let out = docker("list the preview's built images")
         .args([
@@ -80,12 +80,19 @@ pub async fn remove_built_images(project: &str) -> Result<()> {
         .arg(format!("reference={project}-*"))
         .run()
         .await?;
-    let images: Vec<String> = out
+    Ok(out
         .stdout_text()
         .lines()
+        .map(str::trim)
         .filter(|image| image.starts_with(&format!("{project}-")))
         .map(str::to_owned)
-        .collect();
+        .collect())
+}
+
+/// Removes the images Compose built for `project`: Compose v5 leaves them behind on this
+/// engine's API even with `--rmi local`.
+pub async fn remove_built_images(project: &str) -> Result<()> {
+    let images = built_images(project).await?;
     if !images.is_empty() {
         docker("remove the preview's built images")
             .args(["image", "rm", "--force"])
@@ -155,7 +162,8 @@ fn parse_project_dirs(text: &str) -> BTreeMap<String, PathBuf> {
         .collect()
 }
 
-fn docker(description: &str) -> Cmd {
+/// A `docker` command with the daemon's environment and a short timeout.
+pub fn docker(description: &str) -> Cmd {
     with_docker_env(Cmd::new("docker", description)).timeout(Duration::from_secs(60))
 }
 

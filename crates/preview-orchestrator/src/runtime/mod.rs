@@ -440,7 +440,7 @@ impl DockerRunner {
         // The failed commit's images, removed once nothing runs them (they would dangle).
         let mut failed_images = Vec::new();
         for image in &rollback.images {
-            if let Ok(out) = docker_cmd("read the failed commit's image id")
+            if let Ok(out) = preview_runtime::docker("read the failed commit's image id")
                 .args([
                     "image",
                     "inspect",
@@ -455,7 +455,7 @@ impl DockerRunner {
             }
         }
         for image in &rollback.images {
-            docker_cmd("restore the previous commit's image")
+            preview_runtime::docker("restore the previous commit's image")
                 .args([
                     "tag",
                     &format!("{image}:{PREVIOUS_TAG}"),
@@ -489,7 +489,7 @@ impl DockerRunner {
         failed_images.retain(|i| !i.is_empty());
         if !failed_images.is_empty() {
             // Without --force: an image still in use (the same build as before) stays.
-            let _ = docker_cmd("remove the failed commit's images")
+            let _ = preview_runtime::docker("remove the failed commit's images")
                 .args(["image", "rm"])
                 .args(&failed_images)
                 .run()
@@ -619,27 +619,14 @@ impl Rollback {
     async fn keep(id: &str, work: &Path) -> Result<Self, String> {
         std::fs::copy(work.join(COMPOSE_FILE), work.join(PREVIOUS_COMPOSE_FILE))
             .map_err(|e| format!("keeping the previous compose file: {e}"))?;
-        let out = docker_cmd("list the serving commit's images")
-            .args([
-                "image",
-                "ls",
-                "--format",
-                "{{.Repository}}:{{.Tag}}",
-                "--filter",
-            ])
-            .arg(format!("reference={id}-*:latest"))
-            .run()
+        let images: Vec<String> = preview_runtime::built_images(id)
             .await
-            .map_err(|e| e.to_string())?;
-        let images: Vec<String> = out
-            .stdout_text()
-            .lines()
-            .filter_map(|line| line.trim().strip_suffix(":latest"))
-            .filter(|image| image.starts_with(&format!("{id}-")))
-            .map(str::to_owned)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|image| image.strip_suffix(":latest").map(str::to_owned))
             .collect();
         for image in &images {
-            docker_cmd("keep the serving commit's image")
+            preview_runtime::docker("keep the serving commit's image")
                 .args([
                     "tag",
                     &format!("{image}:latest"),
@@ -663,7 +650,7 @@ impl Rollback {
             .iter()
             .map(|image| format!("{image}:{PREVIOUS_TAG}"))
             .collect();
-        if let Err(e) = docker_cmd("drop the previous commit's image tags")
+        if let Err(e) = preview_runtime::docker("drop the previous commit's image tags")
             .args(["image", "rm"])
             .args(&tags)
             .run()
@@ -672,12 +659,6 @@ impl Rollback {
             tracing::warn!(error = %e, "dropping the previous images failed");
         }
     }
-}
-
-/// A `docker` command with the daemon's environment and a short timeout.
-fn docker_cmd(description: &str) -> preview_exec::Cmd {
-    preview_exec::compose::with_docker_env(preview_exec::Cmd::new("docker", description))
-        .timeout(Duration::from_secs(60))
 }
 
 /// A git failure worth another attempt: git ran and failed on the network or the server.
