@@ -1,11 +1,12 @@
 //! Metrics (Prometheus text at `/metrics`) and logs (stdout and daily files).
 
+use std::io::Write;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -125,44 +126,111 @@ pub enum LogFormat {
     Json,
 }
 
-/// Keeps the log writer flushing; drop at exit.
-pub struct LogGuards(#[allow(dead_code)] WorkerGuard);
+/// Flushes the log and stops its writer when dropped: hold it until exit.
+pub struct LogGuards(LogSink);
 
-/// Writes every log line to stdout and to the rolling file. One writer thread serves both, each
-/// line is formatted once, and the lines that queued up while it wrote are written together: the
-/// writer flushes whenever its queue is empty.
-struct Tee {
-    file: tracing_appender::rolling::RollingFileAppender,
-    stdout: std::io::Stdout,
-    pending: Vec<u8>,
-}
-
-impl Tee {
-    /// Lines held at most before they are written, queue empty or not.
-    const BATCH: usize = 64 * 1024;
-}
-
-impl std::io::Write for Tee {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.pending.extend_from_slice(buf);
-        if self.pending.len() >= Self::BATCH {
-            self.flush()?;
+impl Drop for LogGuards {
+    fn drop(&mut self) {
+        let shared = &self.0.shared;
+        shared.stop.store(true, Ordering::Release);
+        shared.wake.notify_one();
+        if let Some(writer) = shared
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = writer.join();
         }
-        Ok(buf.len())
+    }
+}
+
+/// Where log lines go: a shared buffer that a writer thread empties into stdout and the daily
+/// file every [`LogSink::EVERY`], or at once when it holds [`LogSink::BATCH`] bytes. A busy
+/// orchestrator pays a copy per line and no thread wake-up; each line is formatted once.
+#[derive(Clone)]
+struct LogSink {
+    shared: std::sync::Arc<SinkShared>,
+}
+
+struct SinkShared {
+    pending: Mutex<Vec<u8>>,
+    wake: Condvar,
+    stop: AtomicBool,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl LogSink {
+    const EVERY: Duration = Duration::from_millis(50);
+    const BATCH: usize = 64 * 1024;
+
+    fn start(mut file: tracing_appender::rolling::RollingFileAppender) -> std::io::Result<Self> {
+        let shared = std::sync::Arc::new(SinkShared {
+            pending: Mutex::new(Vec::with_capacity(Self::BATCH)),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            writer: Mutex::new(None),
+        });
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                let shared = writer_shared;
+                let mut batch = Vec::with_capacity(Self::BATCH);
+                loop {
+                    let stop = {
+                        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        if pending.len() < Self::BATCH && !shared.stop.load(Ordering::Acquire) {
+                            pending = shared
+                                .wake
+                                .wait_timeout(pending, Self::EVERY)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
+                        }
+                        std::mem::swap(&mut *pending, &mut batch);
+                        shared.stop.load(Ordering::Acquire)
+                    };
+                    if !batch.is_empty() {
+                        // A failing stdout (closed pipe) must not cost the file its lines.
+                        let _ = file.write_all(&batch).and_then(|()| file.flush());
+                        let mut stdout = std::io::stdout().lock();
+                        let _ = stdout.write_all(&batch).and_then(|()| stdout.flush());
+                        batch.clear();
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            })?;
+        *shared.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
+        Ok(Self { shared })
+    }
+}
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pending.extend_from_slice(line);
+        if pending.len() >= Self::BATCH {
+            self.shared.wake.notify_one();
+        }
+        Ok(line.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        // A failing stdout (closed pipe) must not cost the file its lines, nor the reverse.
-        let file = self
-            .file
-            .write_all(&self.pending)
-            .and_then(|()| self.file.flush());
-        let mut stdout = self.stdout.lock();
-        let out = stdout
-            .write_all(&self.pending)
-            .and_then(|()| stdout.flush());
-        self.pending.clear();
-        file.and(out)
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSink {
+    type Writer = LogSink;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }
 
@@ -191,24 +259,48 @@ pub fn init_logging(
                 dir.display()
             )
         })?;
-    let (writer, guard) = tracing_appender::non_blocking(Tee {
-        file,
-        stdout: std::io::stdout(),
-        pending: Vec::with_capacity(Tee::BATCH),
-    });
+    let writer = LogSink::start(file).context("starting the log writer")?;
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
-                    .with_writer(writer),
+                    .with_writer(writer.clone()),
             )
             .try_init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(writer.clone()),
+            )
             .try_init(),
     }
     .context("a logger is already installed")?;
-    Ok(LogGuards(guard))
+    Ok(LogGuards(writer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_sink_writes_every_line_in_order_by_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::NEVER)
+            .filename_prefix("sink")
+            .build(dir.path())
+            .unwrap();
+        let sink = LogSink::start(file).unwrap();
+        let mut writer = sink.clone();
+        let lines: Vec<String> = (0..5000).map(|n| format!("line {n}\n")).collect();
+        for line in &lines {
+            writer.write_all(line.as_bytes()).unwrap();
+        }
+        drop(LogGuards(sink));
+        let written = std::fs::read_to_string(dir.path().join("sink")).unwrap();
+        assert_eq!(written, lines.concat());
+    }
 }
