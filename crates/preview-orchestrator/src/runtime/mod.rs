@@ -5,7 +5,9 @@ pub mod feedback;
 pub mod reconcile;
 pub mod retry;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use preview_core::plan::Planned;
@@ -71,6 +73,9 @@ pub struct DockerRunner {
     feedback: Feedback,
     /// nginx has one config; tests and reloads of two previews must not interleave.
     nginx_lock: tokio::sync::Mutex<()>,
+    /// One task at a time changes a preview's containers, conf and work dir: its job, or the
+    /// reconcile sweep removing it as an orphan.
+    host_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Why the phases stopped: a failure to report, or a cancellation at a safe point.
@@ -175,6 +180,7 @@ impl DockerRunner {
             settings,
             feedback,
             nginx_lock: tokio::sync::Mutex::new(()),
+            host_locks: std::sync::Mutex::default(),
         }
     }
 
@@ -189,7 +195,19 @@ impl DockerRunner {
         });
     }
 
+    /// The lock over preview `id`'s containers, conf and work dir.
+    pub(crate) fn host_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.host_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
     async fn deploy_job(&self, job: DeployJob, ctx: JobContext) -> Result<(), JobError> {
+        let host = self.host_lock(job.id.as_str());
+        let _host = host.lock().await;
         let record = ctx.record();
         // The commit that serves now, if any: an update that fails leaves it serving.
         let previous = record
@@ -544,6 +562,8 @@ impl DockerRunner {
     }
 
     async fn teardown_job(&self, job: TeardownJob, ctx: JobContext) -> Result<(), JobError> {
+        let host = self.host_lock(job.id.as_str());
+        let _host = host.lock().await;
         let record = ctx.record();
         self.remove_everything(job.id.as_str()).await;
         if let Some(record) = record {

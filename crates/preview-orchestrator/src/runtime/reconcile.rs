@@ -74,9 +74,10 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
             }
         }
     }
-    // The sweep runs beside the jobs: a webhook may have made a record (and started on its work
-    // dir) since `live` was read, so each candidate is checked against the store again right
-    // before it goes.
+    // The sweep runs beside the jobs: a webhook may have made a record since `live` was read.
+    // Each candidate is checked against the store again while the sweep holds the preview's
+    // host lock, so a job for it that starts meanwhile waits until the removal is done, and one
+    // already at work makes the sweep pass it by.
     let is_live = |id: &str| {
         store.read(|s| {
             s.deployments
@@ -85,6 +86,10 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
         })
     };
     for id in orphans {
+        let host = runner.host_lock(&id);
+        let Ok(_host) = host.try_lock() else {
+            continue;
+        };
         if is_live(&id) {
             continue;
         }
