@@ -24,6 +24,8 @@ die() { printf '[testbed] cannot set up the test bed: %s\n' "$*" >&2; exit 1; }
 declare -A wanted=(
     [dockerd]=docker.io [nginx]=nginx [mmdebstrap]=mmdebstrap [git]=git [wrk]=wrk
     [hyperfine]=hyperfine [keyctl]=keyutils [curl]=curl [systemd-analyze]=systemd
+    # A real Secret Service for the CLI's keychain test: a session bus and gnome-keyring.
+    [dbus-daemon]=dbus [gnome-keyring-daemon]=gnome-keyring
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -325,6 +325,75 @@ async fn destroy_reports_every_step_and_keeps_config_when_one_fails() {
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_secret_store_falls_back_with_a_warning_and_round_trips() {
     let bed = Bed::new().await;
+    auto_secret_store_round_trip(&bed).await;
+}
+
+/// The same with a real Secret Service: a private D-Bus session bus and gnome-keyring's secrets
+/// component, unlocked with a throwaway password. `auto` takes it, no token is written to disk
+/// in the clear, setup reads the tokens back from it, and destroy removes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_secret_store_takes_a_real_secret_service() {
+    let mut bed = Bed::new().await;
+    let bus = SessionBus::start(&bed).await;
+    bed.env
+        .push(("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()));
+    assert_eq!(auto_secret_store_round_trip(&bed).await, "secret-service");
+    drop(bus);
+}
+
+/// A D-Bus session bus on a socket in the bed, with gnome-keyring's Secret Service on it.
+/// Both daemons stop when it is dropped.
+struct SessionBus {
+    address: String,
+    bus: std::process::Child,
+}
+
+impl SessionBus {
+    async fn start(bed: &Bed) -> Self {
+        let socket = bed.path("bus");
+        let address = format!("unix:path={}", socket.display());
+        let bus = std::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address={address}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (scripts/testbed.sh installs dbus)");
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(socket.exists(), "the session bus did not start");
+        // `--unlock` reads the login keyring's password on stdin, creates it and unlocks it;
+        // the daemon forks and serves org.freedesktop.secrets on the bus until the bus goes.
+        preview_exec::Cmd::new(
+            "gnome-keyring-daemon",
+            "start a Secret Service for the test",
+        )
+        .args(["--unlock", "--components=secrets"])
+        .env("HOME", bed.path("home"))
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .stdin_bytes(b"throwaway-password".to_vec())
+        .daemonizes()
+        .run()
+        .await
+        .expect("gnome-keyring-daemon (scripts/testbed.sh installs gnome-keyring)");
+        Self { address, bus }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        // gnome-keyring-daemon exits when its bus goes away.
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+/// init with `--secret-store auto`, setup and destroy, for real; returns the store init took.
+async fn auto_secret_store_round_trip(bed: &Bed) -> &'static str {
     // A project name of its own: keychain entries are per user, shared with other runs.
     let project = format!("auto-{}-{}", std::process::id(), bed.dir.path().display())
         .to_ascii_lowercase()
@@ -391,6 +460,13 @@ async fn auto_secret_store_falls_back_with_a_warning_and_round_trips() {
     );
     let ansible_secrets = std::fs::read_to_string(bed.path("rec/ansible-secrets.yml")).unwrap();
     assert!(ansible_secrets.contains(GH_TOKEN));
+    if kind != "file" {
+        assert_eq!(
+            files_containing(&bed.path("home"), DO_TOKEN),
+            Vec::<std::path::PathBuf>::new(),
+            "a keychain leaves no token in the clear"
+        );
+    }
 
     let destroy = bed.run(bed.preview(&["destroy", "--yes"])).await;
     destroy.ok();
@@ -412,4 +488,26 @@ async fn auto_secret_store_falls_back_with_a_warning_and_round_trips() {
         again.stderr.contains("the DigitalOcean token is missing"),
         "{again:?}"
     );
+    kind
+}
+
+/// The files under `dir` that hold `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
 }

@@ -123,6 +123,8 @@ pub const PREVIEWS: &str = r#"{"previews":[{"id":"acme-api-pr-7","repo":"acme/ap
 pub struct Bed {
     pub dir: TempDir,
     pub github: MockServer,
+    /// More environment for every `preview` command (e.g. a D-Bus session's address).
+    pub env: Vec<(String, String)>,
 }
 
 impl Bed {
@@ -132,6 +134,7 @@ impl Bed {
         let bed = Self {
             dir,
             github: MockServer::start().await,
+            env: Vec::new(),
         };
         for sub in [
             "home/.ssh",
@@ -229,6 +232,7 @@ impl Bed {
             .env("PATH", path)
             .env("GITHUB_API_URL", self.github.uri())
             .env("PREVIEW_SECRET_STORE", "file")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(std::process::Stdio::null());
         cmd
