@@ -23,8 +23,8 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             retries: 3,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(5),
         }
     }
 }
@@ -38,14 +38,14 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before retry `n` (0-based): `base · 2ⁿ`, capped at `max`, scaled by `jitter`
-    /// clamped to 0.5..=1.0 ("equal jitter": never less than half, so retries of several
-    /// previews spread out without any of them retrying at once).
-    pub fn delay(&self, n: u32, jitter: f64) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX));
-        exp.min(self.max).mul_f64(jitter.clamp(0.5, 1.0))
+    /// The waits: `base · 2ⁿ` capped at `max`, each plus a random jitter of up to itself, so
+    /// retries of several previews spread out.
+    fn backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.base)
+            .with_max_delay(self.max)
+            .with_max_times(self.retries as usize)
+            .with_jitter()
     }
 
     /// Runs `op` until it succeeds, fails for good, or has been retried `retries` times.
@@ -54,7 +54,7 @@ impl RetryPolicy {
     pub async fn run<T, E, Fut>(
         &self,
         what: &str,
-        mut op: impl FnMut() -> Fut,
+        op: impl FnMut() -> Fut,
         transient: impl Fn(&E) -> bool,
         mut go_on: impl FnMut() -> bool,
     ) -> Result<T, E>
@@ -62,27 +62,20 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
-        let mut n = 0;
-        loop {
-            match op().await {
-                Ok(value) => return Ok(value),
-                Err(err) if n < self.retries && transient(&err) && go_on() => {
-                    let wait = self.delay(n, rand::random_range(0.5..=1.0));
-                    n += 1;
-                    let first_line = err.to_string();
-                    let first_line = first_line.lines().next().unwrap_or_default();
-                    tracing::warn!(
-                        what,
-                        attempt = n,
-                        wait_ms = wait.as_millis() as u64,
-                        error = first_line,
-                        "transient failure; retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        use backon::Retryable;
+        op.retry(self.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|err| transient(err) && go_on())
+            .notify(|err, wait| {
+                let message = err.to_string();
+                tracing::warn!(
+                    what,
+                    wait_ms = wait.as_millis() as u64,
+                    error = message.lines().next().unwrap_or_default(),
+                    "transient failure; retrying"
+                );
+            })
+            .await
     }
 }
 
@@ -152,6 +145,7 @@ pub fn is_transient_docker(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use backon::BackoffBuilder;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
@@ -214,34 +208,30 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_the_cap_with_jitter_between_half_and_whole() {
+    fn backoff_doubles_to_the_cap_with_jitter_of_up_to_the_wait() {
         let p = RetryPolicy::default();
-        let full: Vec<Duration> = (0..6).map(|n| p.delay(n, 1.0)).collect();
-        assert_eq!(
-            full,
-            [1, 2, 4, 8, 10, 10].map(Duration::from_secs),
-            "exponential, capped at 10 s"
-        );
-        assert_eq!(p.delay(2, 0.5), Duration::from_secs(2));
-        assert_eq!(
-            p.delay(2, 0.0),
-            Duration::from_secs(2),
-            "jitter clamps at half"
-        );
-        assert_eq!(p.delay(2, 7.0), Duration::from_secs(4), "and at whole");
-        assert_eq!(p.delay(u32::MAX, 1.0), Duration::from_secs(10));
-        // Three retries wait 3.5 to 7 s in all: long enough for a daemon restart, short next to
-        // a build.
-        let total: Duration = (0..p.retries).map(|n| p.delay(n, 1.0)).sum();
-        assert_eq!(total, Duration::from_secs(7));
+        for _ in 0..100 {
+            let waits: Vec<Duration> = p.backoff().build().collect();
+            assert_eq!(waits.len(), 3, "three retries");
+            for (wait, base_ms) in waits.iter().zip([500u64, 1000, 2000]) {
+                let base = Duration::from_millis(base_ms);
+                assert!(*wait >= base && *wait < base * 2, "{waits:?}");
+            }
+        }
+        let long = RetryPolicy {
+            retries: 8,
+            ..RetryPolicy::default()
+        };
+        let last = long.backoff().build().last().unwrap();
+        assert!(last >= Duration::from_secs(5) && last < Duration::from_secs(10));
     }
 
     /// The default schedule, a thousand times faster.
     fn quick() -> RetryPolicy {
         RetryPolicy {
             retries: 3,
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(10),
+            base: Duration::from_micros(500),
+            max: Duration::from_millis(5),
         }
     }
 
