@@ -88,13 +88,8 @@ async fn init_setup_status_sync_destroy() {
     );
 
     // Secrets reached terraform through its environment only.
-    let calls = bed.calls();
-    let plan = calls
-        .iter()
-        .position(|c| c.starts_with("terraform ⇥ plan"))
-        .unwrap();
     assert!(
-        bed.env_of(plan, "terraform")
+        bed.terraform_plan_env()
             .contains(&format!("TF_VAR_do_token={DO_TOKEN}\n"))
     );
     assert_eq!(
@@ -449,13 +444,8 @@ async fn auto_secret_store_round_trip(bed: &Bed) -> &'static str {
 
     // setup has no token in its environment: they come from the store init chose.
     bed.setup().await.ok();
-    let plan = bed
-        .calls()
-        .iter()
-        .position(|c| c.starts_with("terraform ⇥ plan"))
-        .unwrap();
     assert!(
-        bed.env_of(plan, "terraform")
+        bed.terraform_plan_env()
             .contains(&format!("TF_VAR_do_token={DO_TOKEN}\n"))
     );
     let ansible_secrets = std::fs::read_to_string(bed.path("rec/ansible-secrets.yml")).unwrap();

@@ -338,6 +338,16 @@ impl Bed {
         std::fs::read_to_string(self.path(&format!("rec/stdin/{n:04}"))).unwrap_or_default()
     }
 
+    /// The environment `terraform plan` ran with (the first plan recorded).
+    pub fn terraform_plan_env(&self) -> String {
+        let plan = self
+            .calls()
+            .iter()
+            .position(|c| c.starts_with("terraform ⇥ plan"))
+            .expect("terraform plan ran");
+        self.env_of(plan, "terraform")
+    }
+
     /// Recorded environment of call `n`.
     pub fn env_of(&self, n: usize, program: &str) -> String {
         std::fs::read_to_string(self.path(&format!("rec/env/{n:04}-{program}"))).unwrap()

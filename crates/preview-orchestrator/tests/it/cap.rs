@@ -368,14 +368,7 @@ async fn polling_tears_down_closed_prs_and_survives_github_failures() {
     }
     assert!(matches!(c.status(3), DeploymentStatus::Waiting { .. }));
     c.comment(3, |b| b.contains("Preview queued")).await;
-    let client = GitHubClient::new(&c.github.url(), "gh-test-token")
-        .unwrap()
-        .with_retry(RetryPolicy {
-            max_retries: 1,
-            min_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            max_rate_limit_wait: Duration::from_secs(1),
-        });
+    let client = impatient_client(&c.github.url());
     let scheduler = c.s.orch().scheduler().clone();
 
     // GitHub answers 500 for PR 2 (every retry too) and says PR 3 (waiting) is closed.
@@ -424,17 +417,10 @@ async fn polling_tears_down_closed_prs_and_survives_github_failures() {
     assert_eq!(c.status(1), DeploymentStatus::Running);
 
     // GitHub unreachable: every PR is unknown, nothing changes.
-    let down = GitHubClient::new(
-        &format!("http://127.0.0.1:{}", preview_testkit::free_port()),
-        "t",
-    )
-    .unwrap()
-    .with_retry(RetryPolicy {
-        max_retries: 1,
-        min_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        max_rate_limit_wait: Duration::from_secs(1),
-    });
+    let down = impatient_client(&format!(
+        "http://127.0.0.1:{}",
+        preview_testkit::free_port()
+    ));
     let sweep = sweep_closed_prs(&scheduler, &down).await;
     assert_eq!(
         (sweep.closed.len(), sweep.unknown.len()),
@@ -459,4 +445,16 @@ async fn polling_tears_down_closed_prs_and_survives_github_failures() {
         )]
     );
     c.s.stop().await;
+}
+
+/// A GitHub client that retries once, quickly, and waits at most a second for a rate limit.
+fn impatient_client(url: &str) -> GitHubClient {
+    GitHubClient::new(url, "gh-test-token")
+        .unwrap()
+        .with_retry(RetryPolicy {
+            max_retries: 1,
+            min_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            max_rate_limit_wait: Duration::from_secs(1),
+        })
 }
