@@ -133,7 +133,7 @@ struct RawPr<'a> {
     #[serde(borrow)]
     head: Option<Obj<RawBranch<'a>>>,
     #[serde(borrow)]
-    base: Option<Obj<RawBranch<'a>>>,
+    base: Option<Obj<RawBase<'a>>>,
     #[serde(borrow)]
     draft: Option<Scalar<'a>>,
     #[serde(borrow)]
@@ -150,6 +150,14 @@ struct RawBranch<'a> {
     sha: Option<Scalar<'a>>,
     #[serde(borrow)]
     repo: Option<Obj<RawRepo<'a>>>,
+}
+
+/// `pull_request.base`: only its branch; the base repository is `repository`, and leaving
+/// `base.repo` to be skipped unread saves visiting its hundred keys.
+#[derive(Deserialize)]
+struct RawBase<'a> {
+    #[serde(borrow, rename = "ref")]
+    ref_: Option<Scalar<'a>>,
 }
 
 #[derive(Deserialize)]

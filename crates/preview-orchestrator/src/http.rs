@@ -14,11 +14,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use preview_core::id::PreviewId;
+use preview_core::id::{CommitSha, PreviewId};
 use preview_github::{
     DELIVERY_HEADER, EVENT_HEADER, MAX_PAYLOAD_BYTES, PullRequestAction, PullRequestEvent,
     SIGNATURE_HEADER, WebhookEvent, WebhookVerifier, parse_event,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -158,6 +159,53 @@ fn valid_delivery(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The JSON body of a webhook answer (and of the API's job answers). Fields that do not apply
+/// are left out. A struct rather than a `serde_json::Value`: it is built for every delivery.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hook_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ignored: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<PreviewId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha: Option<CommitSha>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+impl Answer {
+    fn error(message: impl std::fmt::Display) -> Self {
+        Self {
+            error: Some(message.to_string()),
+            ..Self::default()
+        }
+    }
+}
+
+/// An answer, its HTTP status and its outcome label (for metrics and the log).
+type Reply = (StatusCode, Answer, &'static str);
+
 async fn webhook(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -194,49 +242,45 @@ async fn webhook(
         .filter(|d| valid_delivery(d))
     else {
         telemetry::webhook(&event, "invalid");
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({
-                "error": "missing or invalid X-GitHub-Delivery header",
-                "field": "X-GitHub-Delivery",
-            })),
-        )
-            .into_response();
+        let answer = Answer {
+            field: Some("X-GitHub-Delivery".into()),
+            ..Answer::error("missing or invalid X-GitHub-Delivery header")
+        };
+        return (StatusCode::BAD_REQUEST, axum::Json(answer)).into_response();
     };
     if !app.dedup.claim(delivery) {
         telemetry::webhook(&event, "duplicate");
         tracing::info!(delivery, event, "duplicate delivery");
-        return (
-            StatusCode::OK,
-            axum::Json(json!({ "duplicate": true, "delivery": delivery })),
-        )
-            .into_response();
+        let answer = Answer {
+            duplicate: Some(true),
+            delivery: Some(delivery.to_owned()),
+            ..Answer::default()
+        };
+        return (StatusCode::OK, axum::Json(answer)).into_response();
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (status, body, outcome) =
+    let (status, answer, outcome) =
         handle_delivery(&app, &event, content_type, &body, delivery).await;
     if !status.is_success() {
         app.dedup.forget(delivery);
     }
     telemetry::webhook(&event, outcome);
-    let id = body.get("id").and_then(Value::as_str).unwrap_or("");
-    let reason = body
-        .get("reason")
-        .or_else(|| body.get("error"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
     tracing::info!(
         delivery,
         event,
         status = status.as_u16(),
         outcome,
-        id,
-        reason,
+        id = answer.id.as_ref().map_or("", PreviewId::as_str),
+        reason = answer
+            .reason
+            .as_deref()
+            .or(answer.error.as_deref())
+            .unwrap_or(""),
         "webhook"
     );
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(answer)).into_response()
 }
 
 async fn handle_delivery(
@@ -245,47 +289,46 @@ async fn handle_delivery(
     content_type: Option<&str>,
     body: &[u8],
     delivery: &str,
-) -> (StatusCode, Value, &'static str) {
+) -> Reply {
     let parsed = match parse_event(event, content_type, body) {
         Ok(ev) => ev,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                json!({ "error": e.to_string(), "field": e.field() }),
-                "invalid",
-            );
+            let answer = Answer {
+                field: e.field().map(str::to_owned),
+                ..Answer::error(&e)
+            };
+            return (StatusCode::BAD_REQUEST, answer, "invalid");
         }
     };
     match parsed {
-        WebhookEvent::Ping(p) => (
-            StatusCode::OK,
-            json!({ "ok": true, "zen": p.zen, "hookId": p.hook_id }),
-            "ping",
-        ),
+        WebhookEvent::Ping(p) => {
+            let answer = Answer {
+                ok: Some(true),
+                zen: p.zen,
+                hook_id: p.hook_id,
+                ..Answer::default()
+            };
+            (StatusCode::OK, answer, "ping")
+        }
         WebhookEvent::Other { name } => ignored(None, format!("event `{name}` is not handled")),
         WebhookEvent::PullRequest(pr) => handle_pull_request(app, *pr, delivery).await,
     }
 }
 
-fn ignored(id: Option<&PreviewId>, reason: String) -> (StatusCode, Value, &'static str) {
-    (
-        StatusCode::ACCEPTED,
-        json!({ "ignored": true, "reason": reason, "id": id.map(PreviewId::as_str) }),
-        "ignored",
-    )
+fn ignored(id: Option<PreviewId>, reason: String) -> Reply {
+    let answer = Answer {
+        ignored: Some(true),
+        reason: Some(reason),
+        id,
+        ..Answer::default()
+    };
+    (StatusCode::ACCEPTED, answer, "ignored")
 }
 
-async fn handle_pull_request(
-    app: &AppState,
-    pr: PullRequestEvent,
-    delivery: &str,
-) -> (StatusCode, Value, &'static str) {
+async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &str) -> Reply {
     if !app.config.is_allowed(&pr.repo) {
-        return (
-            StatusCode::FORBIDDEN,
-            json!({ "error": format!("repository {} is not in ALLOWED_REPOS", pr.repo) }),
-            "forbidden",
-        );
+        let answer = Answer::error(format!("repository {} is not in ALLOWED_REPOS", pr.repo));
+        return (StatusCode::FORBIDDEN, answer, "forbidden");
     }
     let skip_drafts = app.config.skip_drafts;
     let trigger = JobTrigger::Webhook {
@@ -335,46 +378,46 @@ async fn handle_pull_request(
             .await
     };
     match result {
-        Ok(sub) => submission_response(sub),
+        Ok(sub) => submission_reply(sub),
         Err(crate::Error::ShuttingDown) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "error": "shutting down; GitHub will redeliver" }),
+            Answer::error("shutting down; GitHub will redeliver"),
             "unavailable",
         ),
         Err(e) => {
             tracing::error!(error = %e, "queueing a job failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "error": e.to_string() }),
+                Answer::error(&e),
                 "error",
             )
         }
     }
 }
 
-fn submission_response(sub: Submission) -> (StatusCode, Value, &'static str) {
+fn submission_reply(sub: Submission) -> Reply {
     match sub {
-        Submission::Queued { id, job, sha } => (
-            StatusCode::ACCEPTED,
-            json!({
-                "id": id.as_str(),
-                "status": "queued",
-                "job": job.as_str(),
-                "sha": sha.as_ref().map(|s| s.as_str()),
-            }),
-            "queued",
-        ),
-        Submission::Waiting { id, sha, position } => (
-            StatusCode::ACCEPTED,
-            json!({
-                "id": id.as_str(),
-                "status": "waiting",
-                "sha": sha.as_str(),
-                "position": position,
-            }),
-            "waiting",
-        ),
-        Submission::Ignored { id, reason } => ignored(id.as_ref(), reason),
+        Submission::Queued { id, job, sha } => {
+            let answer = Answer {
+                id: Some(id),
+                status: Some("queued"),
+                job: Some(job.as_str()),
+                sha,
+                ..Answer::default()
+            };
+            (StatusCode::ACCEPTED, answer, "queued")
+        }
+        Submission::Waiting { id, sha, position } => {
+            let answer = Answer {
+                id: Some(id),
+                status: Some("waiting"),
+                sha: Some(sha),
+                position: Some(position),
+                ..Answer::default()
+            };
+            (StatusCode::ACCEPTED, answer, "waiting")
+        }
+        Submission::Ignored { id, reason } => ignored(id, reason),
     }
 }
 
@@ -418,8 +461,8 @@ async fn api_submission(result: crate::Result<Submission>, id: &PreviewId) -> Re
             error(StatusCode::NOT_FOUND, format!("no preview {id}"))
         }
         Ok(sub) => {
-            let (status, body, _) = submission_response(sub);
-            (status, axum::Json(body)).into_response()
+            let (status, answer, _) = submission_reply(sub);
+            (status, axum::Json(answer)).into_response()
         }
         Err(crate::Error::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),

@@ -195,6 +195,9 @@ struct Versioned {
 struct WriterFlags {
     dirty: bool,
     stop: bool,
+    /// The writer waits on `wake_cv`: only then does a change need to notify it (a notify is a
+    /// system call, and changes arrive thousands of times a second).
+    asleep: bool,
 }
 
 /// A handle on the store; cheap to clone.
@@ -343,8 +346,11 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         flags.dirty = true;
+        let asleep = std::mem::take(&mut flags.asleep);
         drop(flags);
-        self.inner.shared.wake_cv.notify_one();
+        if asleep {
+            self.inner.shared.wake_cv.notify_one();
+        }
         (r, Ticket { version, progress })
     }
 
@@ -458,11 +464,13 @@ fn writer_loop(shared: &Shared) {
         {
             let mut flags = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
             while !flags.dirty && !flags.stop {
+                flags.asleep = true;
                 flags = shared
                     .wake_cv
                     .wait(flags)
                     .unwrap_or_else(|p| p.into_inner());
             }
+            flags.asleep = false;
             if !flags.dirty {
                 drop(reap);
                 if let Some(r) = reaper {
