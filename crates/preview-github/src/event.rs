@@ -4,9 +4,8 @@
 use std::borrow::Cow;
 
 use preview_core::id::{BranchName, CommitSha, PrNumber, RepoFullName};
-use serde::Deserialize;
 
-use crate::lenient::{Obj, Scalar, flag, opt_string, string, uint};
+use crate::lenient::{Obj, Scalar, flag, json_fields, opt_string, string, uint};
 use crate::{Error, Result};
 
 /// A verified, parsed delivery.
@@ -103,8 +102,6 @@ pub struct PullRequestEvent {
     pub updated_at: Option<jiff::Timestamp>,
     /// `repository.clone_url`, checked to be an http(s) URL.
     pub clone_url: Option<String>,
-    /// `sender.login`, for logs.
-    pub sender: Option<String>,
 }
 
 impl PullRequestEvent {
@@ -114,76 +111,61 @@ impl PullRequestEvent {
     }
 }
 
-#[derive(Deserialize)]
-struct RawPrEvent<'a> {
-    #[serde(borrow)]
-    action: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    number: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    pull_request: Option<Obj<RawPr<'a>>>,
-    #[serde(borrow)]
-    repository: Option<Obj<RawRepo<'a>>>,
-    #[serde(borrow)]
-    sender: Option<Obj<RawUser<'a>>>,
+json_fields! {
+    struct RawPrEvent<'a> {
+        action: Scalar<'a> = "action",
+        number: Scalar<'a> = "number",
+        pull_request: Obj<RawPr<'a>> = "pull_request",
+        repository: Obj<RawRepo<'a>> = "repository",
+    }
 }
 
-#[derive(Deserialize)]
-struct RawPr<'a> {
-    #[serde(borrow)]
-    head: Option<Obj<RawBranch<'a>>>,
-    #[serde(borrow)]
-    base: Option<Obj<RawBase<'a>>>,
-    #[serde(borrow)]
-    draft: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    merged: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    updated_at: Option<Scalar<'a>>,
+json_fields! {
+    struct RawPr<'a> {
+        head: Obj<RawBranch<'a>> = "head",
+        base: Obj<RawBase<'a>> = "base",
+        draft: Scalar<'a> = "draft",
+        merged: Scalar<'a> = "merged",
+        updated_at: Scalar<'a> = "updated_at",
+    }
 }
 
-#[derive(Deserialize)]
-struct RawBranch<'a> {
-    #[serde(borrow, rename = "ref")]
-    ref_: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    sha: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    repo: Option<Obj<RawRepo<'a>>>,
+json_fields! {
+    struct RawBranch<'a> {
+        ref_: Scalar<'a> = "ref",
+        sha: Scalar<'a> = "sha",
+        repo: Obj<RawRepo<'a>> = "repo",
+    }
 }
 
-/// `pull_request.base`: only its branch; the base repository is `repository`, and leaving
-/// `base.repo` to be skipped unread saves visiting its hundred keys.
-#[derive(Deserialize)]
-struct RawBase<'a> {
-    #[serde(borrow, rename = "ref")]
-    ref_: Option<Scalar<'a>>,
+json_fields! {
+    /// `pull_request.base`: only its branch; the base repository is `repository`, and leaving
+    /// `base.repo` to be skipped unread saves visiting its hundred keys.
+    struct RawBase<'a> {
+        ref_: Scalar<'a> = "ref",
+    }
 }
 
-#[derive(Deserialize)]
-struct RawRepo<'a> {
-    #[serde(borrow)]
-    name: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    owner: Option<Obj<RawUser<'a>>>,
-    #[serde(borrow)]
-    clone_url: Option<Scalar<'a>>,
+json_fields! {
+    struct RawRepo<'a> {
+        name: Scalar<'a> = "name",
+        owner: Obj<RawUser<'a>> = "owner",
+        clone_url: Scalar<'a> = "clone_url",
+    }
 }
 
-#[derive(Deserialize)]
-struct RawUser<'a> {
-    #[serde(borrow)]
-    login: Option<Scalar<'a>>,
+json_fields! {
+    struct RawUser<'a> {
+        login: Scalar<'a> = "login",
+    }
 }
 
-#[derive(Deserialize)]
-struct RawPing<'a> {
-    #[serde(borrow)]
-    zen: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    hook_id: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    repository: Option<Obj<RawRepo<'a>>>,
+json_fields! {
+    struct RawPing<'a> {
+        zen: Scalar<'a> = "zen",
+        hook_id: Scalar<'a> = "hook_id",
+        repository: Obj<RawRepo<'a>> = "repository",
+    }
 }
 
 /// Longest clone URL accepted.
@@ -329,12 +311,6 @@ fn parse_pull_request(json: &[u8]) -> Result<PullRequestEvent> {
             })
         })
         .transpose()?;
-    let sender = match raw.sender {
-        Some(Obj::Obj(user)) => opt_string(&user.login, "sender.login")?
-            .filter(|l| preview_core::id::validate_owner(l).is_ok())
-            .map(str::to_owned),
-        _ => None,
-    };
     Ok(PullRequestEvent {
         action,
         repo,
@@ -347,7 +323,6 @@ fn parse_pull_request(json: &[u8]) -> Result<PullRequestEvent> {
         merged: flag(&pr.merged, "pull_request.merged")?,
         updated_at,
         clone_url,
-        sender,
     })
 }
 
@@ -384,5 +359,23 @@ mod tests {
         assert_eq!(err.field(), Some("payload"));
         let err = parse_pull_request(br#"{"action":1"#).unwrap_err();
         assert!(matches!(err, Error::MalformedPayload(_)));
+    }
+
+    #[test]
+    fn object_fields_read_like_derive() {
+        fn repo(body: &str) -> serde_json::Result<RawRepo<'_>> {
+            serde_json::from_str(body)
+        }
+        // Escaped keys still match; other keys (objects, arrays, escapes) are skipped.
+        let r = repo(r#"{"na\u006de":"n","x":{"name":"inner"},"y":[1,{"a":"\""}],"owner":null}"#)
+            .unwrap();
+        assert!(matches!(&r.name, Some(Scalar::Str(s)) if s == "n"));
+        assert!(r.owner.is_none(), "null is None");
+        assert!(r.clone_url.is_none());
+        // A repeated key is refused, as #[derive(Deserialize)] refuses it.
+        let err = repo(r#"{"name":"a","name":"b"}"#).err().unwrap();
+        assert!(err.to_string().contains("duplicate field `name`"), "{err}");
+        let err = repo(r#"{"name":null,"name":"b"}"#).err().unwrap();
+        assert!(err.to_string().contains("duplicate field `name`"), "{err}");
     }
 }

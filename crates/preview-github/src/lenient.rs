@@ -207,3 +207,97 @@ pub(crate) fn uint(v: &Option<Scalar<'_>>, field: &str) -> crate::Result<u64> {
         )),
     }
 }
+
+/// A key of a JSON object, as bytes: serde_json then skips the UTF-8 check of each key, and the
+/// repository objects of a `pull_request` event have about a hundred keys each.
+struct Key<'a>(Cow<'a, [u8]>);
+
+struct KeyVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
+    type Value = Key<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v.to_vec())))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(v.as_bytes())))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v.as_bytes().to_vec())))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_bytes(KeyVisitor(PhantomData))
+    }
+}
+
+/// Reads the entries of a JSON object: `found(key, map)` reads the value of a key it wants and
+/// returns `true`; the values of other keys are skipped unread.
+pub(crate) fn visit_fields<'de, A: MapAccess<'de>>(
+    mut map: A,
+    mut found: impl FnMut(&[u8], &mut A) -> Result<bool, A::Error>,
+) -> Result<(), A::Error> {
+    while let Some(Key(key)) = map.next_key()? {
+        if !found(&key, &mut map)? {
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(())
+}
+
+/// Declares a struct of optional fields read from a JSON object by key, with keys compared as
+/// bytes and the values of other keys skipped unread. Like `#[derive(Deserialize)]` of `Option`
+/// fields: an absent key or `null` is `None`, and a repeated key is an error.
+macro_rules! json_fields {
+    ($(#[$doc:meta])* struct $name:ident<'a> { $($field:ident: $ty:ty = $key:literal,)* }) => {
+        $(#[$doc])*
+        struct $name<'a> {
+            $($field: Option<$ty>,)*
+        }
+
+        impl<'de: 'a, 'a> serde::Deserialize<'de> for $name<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                struct V<'a>(std::marker::PhantomData<&'a ()>);
+                impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+                    type Value = $name<'a>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> std::result::Result<Self::Value, A::Error> {
+                        let mut out = $name { $($field: None,)* };
+                        let mut seen = 0u64;
+                        crate::lenient::visit_fields(map, |key, map| {
+                            let mut bit = 1u64;
+                            $(if key == $key.as_bytes() {
+                                if seen & bit != 0 {
+                                    return Err(serde::de::Error::duplicate_field($key));
+                                }
+                                seen |= bit;
+                                out.$field = map.next_value()?;
+                                return Ok(true);
+                            }
+                            bit <<= 1;)*
+                            let _ = bit;
+                            Ok(false)
+                        })?;
+                        Ok(out)
+                    }
+                }
+                d.deserialize_map(V(std::marker::PhantomData))
+            }
+        }
+    };
+}
+pub(crate) use json_fields;
