@@ -76,6 +76,16 @@ print("%.2f" % (lat[25] * 1000))
 PY
 )"
 load="$(cut -d' ' -f1-3 /proc/loadavg)"
+# Context: this machine's speed right now. A VM's CPU time per request drifts by 10-20% between
+# runs minutes apart; SHA-256 throughput (OpenSSL, one core) measured before and after the run
+# shows which way. The server's own HMAC is SHA-256 over every 20 KB body.
+sha_mbs() {
+    python3 -c 'import hashlib, time
+b = bytes(1 << 20); t = time.perf_counter()
+for _ in range(256): hashlib.sha256(b).digest()
+print("%.0f" % (256 / (time.perf_counter() - t)))'
+}
+sha_before="$(sha_mbs)"
 
 lua="$root/scripts/bench/webhooks.lua"
 run_wrk() { # duration nonce
@@ -95,6 +105,7 @@ cpu0="$(cpu_ticks)"
 out="$(run_wrk "$duration" main)"
 cpu1="$(cpu_ticks)"
 writes1="$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^preview_store_writes_total/ {print $2}')"
+sha_after="$(sha_mbs)"
 sleep 1
 load_rss="$(rss_kb)"
 echo "$out" | grep -v '^WRK '
@@ -121,4 +132,5 @@ RSS idle          $(awk -v k="$idle_rss" 'BEGIN {printf "%.1f", k / 1024}') MB  
 RSS after load    $(awk -v k="$load_rss" 'BEGIN {printf "%.1f", k / 1024}') MB   (bar: <= 40 MB after 1M requests)
 store             ${stored} (deployments, running); $(( ${writes1%.*} - ${writes0%.*} )) atomic writes during the run, $(awk -v r="$reqs" -v w="$(( ${writes1%.*} - ${writes0%.*} ))" 'BEGIN {printf "%.1f", r / w}') acknowledgements per write
 context           fsync p50 on this disk ${fsync_ms} ms; load average before the run ${load}
+machine speed     SHA-256 ${sha_before} MB/s before the run, ${sha_after} MB/s after (one core; lower means a slower phase of this VM)
 REPORT
