@@ -118,9 +118,7 @@ json_fields! {
         pull_request: Obj<RawPr<'a>> = "pull_request",
         repository: Obj<RawRepo<'a>> = "repository",
     }
-}
 
-json_fields! {
     struct RawPr<'a> {
         head: Obj<RawBranch<'a>> = "head",
         base: Obj<RawBase<'a>> = "base",
@@ -128,39 +126,29 @@ json_fields! {
         merged: Scalar<'a> = "merged",
         updated_at: Scalar<'a> = "updated_at",
     }
-}
 
-json_fields! {
     struct RawBranch<'a> {
         ref_: Scalar<'a> = "ref",
         sha: Scalar<'a> = "sha",
         repo: Obj<RawRepo<'a>> = "repo",
     }
-}
 
-json_fields! {
     /// `pull_request.base`: only its branch; the base repository is `repository`, and leaving
     /// `base.repo` to be skipped unread saves visiting its hundred keys.
     struct RawBase<'a> {
         ref_: Scalar<'a> = "ref",
     }
-}
 
-json_fields! {
     struct RawRepo<'a> {
         name: Scalar<'a> = "name",
         owner: Obj<RawUser<'a>> = "owner",
         clone_url: Scalar<'a> = "clone_url",
     }
-}
 
-json_fields! {
     struct RawUser<'a> {
         login: Scalar<'a> = "login",
     }
-}
 
-json_fields! {
     struct RawPing<'a> {
         zen: Scalar<'a> = "zen",
         hook_id: Scalar<'a> = "hook_id",

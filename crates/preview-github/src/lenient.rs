@@ -254,11 +254,11 @@ pub(crate) fn visit_fields<'de, A: MapAccess<'de>>(
     Ok(())
 }
 
-/// Declares a struct of optional fields read from a JSON object by key, with keys compared as
+/// Declares structs of optional fields read from a JSON object by key, with keys compared as
 /// bytes and the values of other keys skipped unread. Like `#[derive(Deserialize)]` of `Option`
 /// fields: an absent key or `null` is `None`, and a repeated key is an error.
 macro_rules! json_fields {
-    ($(#[$doc:meta])* struct $name:ident<'a> { $($field:ident: $ty:ty = $key:literal,)* }) => {
+    ($($(#[$doc:meta])* struct $name:ident<'a> { $($field:ident: $ty:ty = $key:literal,)* })*) => {$(
         $(#[$doc])*
         struct $name<'a> {
             $($field: Option<$ty>,)*
@@ -298,6 +298,6 @@ macro_rules! json_fields {
                 d.deserialize_map(V(std::marker::PhantomData))
             }
         }
-    };
+    )*};
 }
 pub(crate) use json_fields;
