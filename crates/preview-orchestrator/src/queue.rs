@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::CapPolicy;
-use crate::jobs::{DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob};
+use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob};
 use crate::record::{DeploymentRecord, DeploymentStatus, DesiredState};
 use crate::runtime::feedback::{CommentState, Feedback, FeedbackUpdate};
 use crate::store::{Store, StoreState};
@@ -610,17 +610,10 @@ impl Scheduler {
             Some(permit) => {
                 self.inner.active.fetch_add(1, Ordering::Relaxed);
                 let ctx = JobContext::new(id.clone(), generation, cancel, self.inner.store.clone());
-                let runner = self.inner.runner.clone();
-                // Its own task, so that a panicking runner fails the job, not the lane.
-                let r = tokio::spawn(async move { runner.deploy(job, ctx).await }).await;
+                let r = unless_panicked(self.inner.runner.deploy(job, ctx)).await;
                 drop(permit);
                 self.inner.active.fetch_sub(1, Ordering::Relaxed);
-                r.unwrap_or_else(|e| {
-                    Err(JobError::failed(
-                        "runtime",
-                        format!("the job panicked: {e}"),
-                    ))
-                })
+                r
             }
         };
         let outcome = match result {
@@ -674,15 +667,7 @@ impl Scheduler {
         let started = Instant::now();
         self.inner.active.fetch_add(1, Ordering::Relaxed);
         let ctx = JobContext::new(id.clone(), generation, cancel, self.inner.store.clone());
-        let runner = self.inner.runner.clone();
-        let result = tokio::spawn(async move { runner.teardown(job, ctx).await })
-            .await
-            .unwrap_or_else(|e| {
-                Err(JobError::failed(
-                    "runtime",
-                    format!("the job panicked: {e}"),
-                ))
-            });
+        let result = unless_panicked(self.inner.runner.teardown(job, ctx)).await;
         self.inner.active.fetch_sub(1, Ordering::Relaxed);
         let outcome = match result {
             Ok(()) => {
@@ -961,6 +946,26 @@ impl DeployDecision {
 
 /// The store side of a deploy request: create or update the record, or say why not; when every
 /// slot is taken by others, make it wait (and with `evict-oldest`, evict a preview for it).
+/// Runs a job on the lane's own task and turns a panic into a failed job, so that a panicking
+/// runner fails its job, not its lane (without a task of its own per job).
+async fn unless_panicked(mut job: BoxFuture<'_, Result<(), JobError>>) -> Result<(), JobError> {
+    std::future::poll_fn(|cx| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.as_mut().poll(cx)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("no message");
+                std::task::Poll::Ready(Err(JobError::failed(
+                    "runtime",
+                    format!("the job panicked: {message}"),
+                )))
+            })
+    })
+    .await
+}
+
 fn decide_deploy(
     st: &mut StoreState,
     req: &DeployRequest,

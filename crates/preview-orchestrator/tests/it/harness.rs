@@ -130,6 +130,8 @@ pub struct RecordingRunner {
     pub started: AtomicUsize,
     /// Deploys of this sha fail.
     pub fail_sha: Mutex<Option<String>>,
+    /// Deploys of this sha panic while building.
+    pub panic_sha: Mutex<Option<String>>,
     /// Ignore cancellation (to test that stale writes are dropped).
     pub stubborn: std::sync::atomic::AtomicBool,
 }
@@ -145,6 +147,7 @@ impl RecordingRunner {
             max_parallel_deploys: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             fail_sha: Mutex::new(None),
+            panic_sha: Mutex::new(None),
             stubborn: Default::default(),
         })
     }
@@ -183,6 +186,9 @@ impl RecordingRunner {
 
     async fn do_deploy(&self, job: &DeployJob, ctx: &JobContext) -> Result<(), JobError> {
         ctx.set_status(DeploymentStatus::Building).await?;
+        if self.panic_sha.lock().unwrap().as_deref() == Some(job.sha.as_str()) {
+            panic!("a runner bug at {}", job.sha);
+        }
         self.pause(ctx).await?;
         let ports = ctx.allocate_ports(false, &BTreeSet::new()).await?;
         assert!(ports.app > 0);

@@ -131,6 +131,28 @@ async fn failures_are_recorded_with_their_phase() {
 }
 
 #[tokio::test]
+async fn a_panicking_job_fails_itself_not_its_lane() {
+    let s = TestServer::start(Duration::ZERO, &[]).await;
+    *s.runner.panic_sha.lock().unwrap() = Some(sha(7, 1));
+    assert_eq!(s.pull_request("opened", 7, &sha(7, 1)).await.0, 202);
+    s.idle().await;
+    let rec = &s.orch().store().list()[0];
+    assert_eq!(
+        rec.status,
+        DeploymentStatus::Failed {
+            reason: format!("runtime: the job panicked: a runner bug at {}", sha(7, 1))
+        }
+    );
+    // The lane and the build slot survive: the next commit deploys.
+    assert_eq!(s.pull_request("synchronize", 7, &sha(7, 2)).await.0, 202);
+    s.idle().await;
+    let rec = &s.orch().store().list()[0];
+    assert_eq!(rec.status, DeploymentStatus::Running, "{rec:?}");
+    assert_eq!(rec.deployed_sha.as_ref().unwrap().as_str(), sha(7, 2));
+    assert_eq!(s.orch().scheduler().active_jobs(), 0);
+}
+
+#[tokio::test]
 async fn unfinished_work_resumes_after_a_restart() {
     let s = TestServer::start(Duration::from_secs(30), &[]).await;
     assert_eq!(s.pull_request("opened", 8, &sha(8, 1)).await.0, 202);
