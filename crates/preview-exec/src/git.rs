@@ -196,41 +196,16 @@ fn tempfile_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
     ))
 }
 
-/// Moves `staging` to `dest`: the old checkout is renamed aside first, then removed, so `dest`
-/// is never a half-written tree.
 /// Puts the `staging` checkout at `dest`. An existing checkout is swapped out in one atomic step,
 /// so a reader of `dest` sees the old tree or the new one, never neither; then it is removed.
 fn replace_dir(staging: &Path, dest: &Path) -> Result<()> {
     if !dest.exists() {
         return std::fs::rename(staging, dest).map_err(|e| io("put the new checkout in place", e));
     }
-    exchange(staging, dest).map_err(|e| io("swap the new checkout into place", e))?;
+    crate::fs::exchange(staging, dest).map_err(|e| io("swap the new checkout into place", e))?;
     // `staging` now holds the old checkout.
     let _ = std::fs::remove_dir_all(staging);
     Ok(())
-}
-
-/// Swaps two paths atomically: renameat2(2) with RENAME_EXCHANGE.
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn io(description: &str, source: std::io::Error) -> Error {

@@ -5,6 +5,7 @@
 mod capture;
 mod cmd;
 pub mod compose;
+pub mod fs;
 pub mod git;
 pub mod nginx;
 

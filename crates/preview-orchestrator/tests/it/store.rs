@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use preview_core::id::PreviewId;
 use preview_core::ports::PortPools;
 use preview_orchestrator::Error;
-use preview_orchestrator::store::{SCHEMA_VERSION, Store};
+use preview_orchestrator::store::{SCHEMA_VERSION, Store, StoreFile};
 
 fn open(path: &std::path::Path) -> Result<Store, Error> {
     Store::open(path, PortPools::default())
@@ -141,4 +141,66 @@ async fn ports_are_unique_and_released() {
         .await
         .unwrap();
     assert_eq!((c.app, c.db), (41000, Some(41010)));
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn versions_alternate_between_two_files_when_nobody_reads_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deployments.json");
+    let temp = dir.path().join(".deployments.json.next");
+    let mut file = StoreFile::new(&path);
+    file.write(b"version 1").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let first = inode(&path);
+    file.write(b"version 2, longer").unwrap();
+    assert_eq!(
+        inode(&temp),
+        first,
+        "the previous version is the temp file now"
+    );
+    file.write(b"v3").unwrap();
+    assert_eq!(
+        inode(&path),
+        first,
+        "its file was reused, not a new one made"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"v3",
+        "shorter content is truncated"
+    );
+    assert_eq!(std::fs::read(&temp).unwrap(), b"version 2, longer");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the store file's mode is kept");
+}
+
+#[test]
+fn a_reader_keeps_the_version_it_opened() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deployments.json");
+    let mut file = StoreFile::new(&path);
+    file.write(b"version 1").unwrap();
+    let opened = inode(&path);
+    let mut reader = std::fs::File::open(&path).unwrap();
+    file.write(b"version 2").unwrap();
+    // This write would reuse the reader's file; the lease is refused, so it takes a new one.
+    file.write(b"version 3").unwrap();
+    assert_ne!(inode(&path), opened);
+    let mut seen = String::new();
+    reader.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, "version 1");
+    assert_eq!(std::fs::read(&path).unwrap(), b"version 3");
+    // Once the reader is gone, files are reused again.
+    drop(reader);
+    let live = inode(&path);
+    file.write(b"version 4").unwrap();
+    file.write(b"version 5").unwrap();
+    assert_eq!(inode(&path), live);
 }
