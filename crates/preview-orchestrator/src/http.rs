@@ -104,7 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+    (status, axum::Json(Answer::error(message))).into_response()
 }
 
 /// Internal routes answer only direct loopback peers: not the world, and not requests nginx

@@ -944,8 +944,6 @@ impl DeployDecision {
     }
 }
 
-/// The store side of a deploy request: create or update the record, or say why not; when every
-/// slot is taken by others, make it wait (and with `evict-oldest`, evict a preview for it).
 /// Runs a job on the lane's own task and turns a panic into a failed job, so that a panicking
 /// runner fails its job, not its lane (without a task of its own per job).
 async fn unless_panicked(mut job: BoxFuture<'_, Result<(), JobError>>) -> Result<(), JobError> {
@@ -966,6 +964,8 @@ async fn unless_panicked(mut job: BoxFuture<'_, Result<(), JobError>>) -> Result
     .await
 }
 
+/// The store side of a deploy request: create or update the record, or say why not; when every
+/// slot is taken by others, make it wait (and with `evict-oldest`, evict a preview for it).
 fn decide_deploy(
     st: &mut StoreState,
     req: &DeployRequest,
