@@ -555,14 +555,14 @@ impl StoreFile {
         // Closing releases the lease: readers may open the file once it is the store.
         drop(file);
         match (&live, self.reuse) {
-            (Some(_), true) => match preview_exec::fs::exchange(&self.temp, &self.path) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            (Some(_), true) => {
+                // A refused exchange changed nothing (EINVAL on a file system without it, ENOSYS
+                // on an old kernel): rename instead, from now on.
+                if preview_exec::fs::exchange(&self.temp, &self.path).is_err() {
                     self.reuse = false;
                     std::fs::rename(&self.temp, &self.path)?;
                 }
-                Err(e) => return Err(e),
-            },
+            }
             _ => std::fs::rename(&self.temp, &self.path)?,
         }
         File::open(&self.dir)?.sync_all()
