@@ -472,17 +472,13 @@ impl DockerRunner {
                 failed_images.push(out.stdout_text().trim().to_owned());
             }
         }
-        for image in &rollback.images {
-            preview_runtime::docker("restore the previous commit's image")
-                .args([
-                    "tag",
-                    &format!("{image}:{PREVIOUS_TAG}"),
-                    &format!("{image}:latest"),
-                ])
-                .run()
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        retag(
+            &rollback.images,
+            PREVIOUS_TAG,
+            "latest",
+            "restore the previous commit's image",
+        )
+        .await?;
         std::fs::rename(work.join(PREVIOUS_COMPOSE_FILE), work.join(COMPOSE_FILE))
             .map_err(|e| format!("restoring the previous compose file: {e}"))?;
         let start = self
@@ -645,17 +641,13 @@ impl Rollback {
             .into_iter()
             .filter_map(|image| image.strip_suffix(":latest").map(str::to_owned))
             .collect();
-        for image in &images {
-            preview_runtime::docker("keep the serving commit's image")
-                .args([
-                    "tag",
-                    &format!("{image}:latest"),
-                    &format!("{image}:{PREVIOUS_TAG}"),
-                ])
-                .run()
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        retag(
+            &images,
+            "latest",
+            PREVIOUS_TAG,
+            "keep the serving commit's image",
+        )
+        .await?;
         Ok(Self { images })
     }
 
@@ -717,4 +709,16 @@ fn tail_of_file(path: &Path) -> String {
     std::fs::read(path)
         .map(|bytes| tail_lines(&String::from_utf8_lossy(&bytes)))
         .unwrap_or_default()
+}
+
+/// Tags `{image}:{from}` as `{image}:{to}` for every image.
+async fn retag(images: &[String], from: &str, to: &str, description: &str) -> Result<(), String> {
+    for image in images {
+        preview_runtime::docker(description)
+            .args(["tag", &format!("{image}:{from}"), &format!("{image}:{to}")])
+            .run()
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

@@ -297,6 +297,27 @@ impl World {
         .await
     }
 
+    /// Waits until the build of `sha` (serving `body`) is under way, kills the orchestrator with
+    /// SIGKILL, starts it again and checks the outcome the issue allows; returns the new daemon.
+    async fn kill_mid_build_and_restart(
+        &self,
+        daemon: Daemon,
+        sha: &str,
+        body: &str,
+        what: &str,
+    ) -> Daemon {
+        self.wait_mid_build(&daemon, body).await;
+        daemon.kill9();
+        eprintln!("survivors of the kill: {:?}", processes_under(&self.work()));
+        let daemon = Daemon::start(&self.args);
+        let live = self.assert_running_or_nothing(&daemon, sha, body).await;
+        eprintln!(
+            "{what}: after restart the preview is {}",
+            if live { "live" } else { "gone" }
+        );
+        daemon
+    }
+
     /// The outcome the issue allows: running at `sha` and answering `body` through nginx, with
     /// only the project's own objects; or nothing left at all. Returns which.
     async fn assert_running_or_nothing(&self, daemon: &Daemon, sha: &str, body: &str) -> bool {
@@ -363,19 +384,9 @@ async fn sigkill_mid_first_build_then_restart_leaves_a_live_preview_or_nothing()
 
     let daemon = Daemon::start(&world.args);
     world.send(&daemon, "opened", &sha).await;
-    world.wait_mid_build(&daemon, &body).await;
-    daemon.kill9();
-    eprintln!(
-        "survivors of the kill: {:?}",
-        processes_under(&world.work())
-    );
-
-    let daemon = Daemon::start(&world.args);
-    let live = world.assert_running_or_nothing(&daemon, &sha, &body).await;
-    eprintln!(
-        "crash mid first build: after restart the preview is {}",
-        if live { "live" } else { "gone" }
-    );
+    let daemon = world
+        .kill_mid_build_and_restart(daemon, &sha, &body, "crash mid first build")
+        .await;
     world.close_and_stop(daemon, &sha).await;
 }
 
@@ -404,20 +415,8 @@ async fn sigkill_mid_update_then_restart_leaves_a_live_preview_or_nothing() {
     let second = format!("crash sync second {}", unique_suffix());
     let sha2 = world.origin.commit(PR, &app(&second), "second").await;
     world.send(&daemon, "synchronize", &sha2).await;
-    world.wait_mid_build(&daemon, &second).await;
-    daemon.kill9();
-    eprintln!(
-        "survivors of the kill: {:?}",
-        processes_under(&world.work())
-    );
-
-    let daemon = Daemon::start(&world.args);
-    let live = world
-        .assert_running_or_nothing(&daemon, &sha2, &second)
+    let daemon = world
+        .kill_mid_build_and_restart(daemon, &sha2, &second, "crash mid update")
         .await;
-    eprintln!(
-        "crash mid update: after restart the preview is {}",
-        if live { "live" } else { "gone" }
-    );
     world.close_and_stop(daemon, &sha2).await;
 }
