@@ -515,13 +515,22 @@ fn writer_loop(shared: &Shared) {
 /// Why: a new file per write costs an inode allocation and, later, a free. On ext4 without a
 /// journal (this project's test machine), each allocation also steps over every inode freed in
 /// the last 12 hours; at hundreds of writes a second that search cost more than the write did.
+///
+/// A file that must grow reserves a quarter more room, in one piece (fallocate), so that the two
+/// files do not interleave their blocks as the store grows: each fsync is then one request to the
+/// disk instead of one per fragment (about 15 requests per write fell to 6 in the benchmark).
 pub struct StoreFile {
     path: PathBuf,
     temp: PathBuf,
     dir: PathBuf,
+    /// The directory, open for its fsyncs once the first write opened it.
+    dir_handle: Option<File>,
     /// Whether leases and the exchange work here (until one is refused).
     reuse: bool,
 }
+
+/// The disk space a store file reserves: its size plus a quarter, in steps of this.
+const RESERVE_STEP: u64 = 64 * 1024;
 
 impl StoreFile {
     /// The writer of the store file at `path`.
@@ -535,22 +544,35 @@ impl StoreFile {
             path: path.to_owned(),
             temp: path.with_file_name(format!(".{name}.next")),
             dir,
+            dir_handle: None,
             reuse: true,
         }
     }
 
     /// Writes `bytes` as the new version; returns once it is durable.
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
+        use std::os::unix::fs::{FileExt, MetadataExt};
         let live = std::fs::metadata(&self.path).ok();
         let file = self.open_temp()?;
+        let temp = file.metadata()?;
         if let Some(live) = &live
-            && file.metadata()?.permissions() != live.permissions()
+            && temp.permissions() != live.permissions()
         {
             file.set_permissions(live.permissions())?;
         }
+        // Growing a block at a time, the two files' blocks would interleave on disk, and each
+        // fsync would write one request per fragment: reserve room in one piece instead. Best
+        // effort: a file system without fallocate still gets the write.
+        let len = bytes.len() as u64;
+        if temp.blocks() * 512 < len {
+            let room = (len + len / 4).next_multiple_of(RESERVE_STEP);
+            let _ = preview_exec::fs::reserve(&file, room);
+        }
         file.write_all_at(bytes, 0)?;
-        file.set_len(bytes.len() as u64)?;
+        // Only a shorter version needs the truncate (which costs a write of the inode).
+        if temp.len() > len {
+            file.set_len(len)?;
+        }
         file.sync_all()?;
         // Closing releases the lease: readers may open the file once it is the store.
         drop(file);
@@ -565,7 +587,11 @@ impl StoreFile {
             }
             _ => std::fs::rename(&self.temp, &self.path)?,
         }
-        File::open(&self.dir)?.sync_all()
+        let dir = match &self.dir_handle {
+            Some(dir) => dir,
+            None => self.dir_handle.insert(File::open(&self.dir)?),
+        };
+        dir.sync_all()
     }
 
     /// The temp file, open for writing: the previous version's file when nobody else has it

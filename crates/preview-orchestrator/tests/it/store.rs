@@ -181,6 +181,49 @@ fn versions_alternate_between_two_files_when_nobody_reads_them() {
 }
 
 #[test]
+fn a_growing_store_file_reserves_its_room_in_one_piece() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deployments.json");
+    let mut file = StoreFile::new(&path);
+    // Each file's allocations (in bytes), by inode: versions grow by less than a block each, as
+    // a store does while previews are added, yet a file takes room a few times, not every time.
+    let mut room: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for len in (1..=40).map(|i| i * 3000) {
+        let version = vec![b'x'; len];
+        file.write(&version).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            meta.len(),
+            len as u64,
+            "the size is the content's, not the room's"
+        );
+        assert!(meta.blocks() * 512 >= len as u64);
+        room.entry(meta.ino())
+            .or_default()
+            .insert(meta.blocks() * 512);
+        assert_eq!(std::fs::read(&path).unwrap(), version);
+    }
+    assert_eq!(room.len(), 2, "two files alternate: {room:?}");
+    for (inode, sizes) in &room {
+        assert!(
+            sizes.len() <= 3,
+            "file {inode} took room {} times: {sizes:?}",
+            sizes.len()
+        );
+    }
+    file.write(b"short again").unwrap();
+    file.write(b"short").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        5,
+        "a shorter version is truncated"
+    );
+}
+
+#[test]
 fn a_reader_keeps_the_version_it_opened() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
