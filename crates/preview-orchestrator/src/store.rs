@@ -80,8 +80,10 @@ impl Records {
         for id in std::mem::take(&mut self.changed) {
             match self.map.get(&id) {
                 Some(rec) => {
-                    let json = serde_json::to_vec(rec).expect("records serialize");
-                    self.cache.insert(id, json);
+                    // Into the previous JSON's buffer: it has the room already.
+                    let json = self.cache.entry(id).or_default();
+                    json.clear();
+                    serde_json::to_writer(&mut *json, rec).expect("records serialize");
                 }
                 None => {
                     self.cache.remove(&id);
