@@ -166,15 +166,35 @@ fn core_err(field: &str) -> impl FnOnce(preview_core::Error) -> Error + '_ {
     }
 }
 
-fn repo_full_name(raw: RawRepo<'_>, path: &str) -> Result<RepoFullName> {
-    let owner_path = format!("{path}.owner.login");
-    let name_path = format!("{path}.name");
-    let owner = Obj::get(raw.owner, &format!("{path}.owner"))?;
-    let login = string(&owner.login, &owner_path)?;
-    let name = string(&raw.name, &name_path)?;
-    preview_core::id::validate_owner(login).map_err(core_err(&owner_path))?;
-    preview_core::id::validate_repo_name(name).map_err(core_err(&name_path))?;
-    RepoFullName::new(login, name).map_err(core_err(path))
+/// The JSON paths of a repository object and its fields, for errors.
+struct RepoPaths {
+    repo: &'static str,
+    owner: &'static str,
+    login: &'static str,
+    name: &'static str,
+}
+
+const REPOSITORY: RepoPaths = RepoPaths {
+    repo: "repository",
+    owner: "repository.owner",
+    login: "repository.owner.login",
+    name: "repository.name",
+};
+
+const HEAD_REPO: RepoPaths = RepoPaths {
+    repo: "pull_request.head.repo",
+    owner: "pull_request.head.repo.owner",
+    login: "pull_request.head.repo.owner.login",
+    name: "pull_request.head.repo.name",
+};
+
+fn repo_full_name(raw: RawRepo<'_>, paths: &RepoPaths) -> Result<RepoFullName> {
+    let owner = Obj::get(raw.owner, paths.owner)?;
+    let login = string(&owner.login, paths.login)?;
+    let name = string(&raw.name, paths.name)?;
+    preview_core::id::validate_owner(login).map_err(core_err(paths.login))?;
+    preview_core::id::validate_repo_name(name).map_err(core_err(paths.name))?;
+    RepoFullName::new(login, name).map_err(core_err(paths.repo))
 }
 
 fn clone_url(raw: &Option<Scalar<'_>>) -> Result<Option<String>> {
@@ -251,7 +271,10 @@ fn parse_ping(json: &[u8]) -> Result<Ping> {
     };
     let repository = match raw.repository {
         None | Some(Obj::Not("null")) => None,
-        some => Some(repo_full_name(Obj::get(some, "repository")?, "repository")?),
+        some => Some(repo_full_name(
+            Obj::get(some, REPOSITORY.repo)?,
+            &REPOSITORY,
+        )?),
     };
     Ok(Ping {
         zen: opt_string(&raw.zen, "zen")?.map(str::to_owned),
@@ -268,7 +291,7 @@ fn parse_pull_request(json: &[u8]) -> Result<PullRequestEvent> {
     let action = PullRequestAction::parse(string(&raw.action, "action")?);
     let repository = Obj::get(raw.repository, "repository")?;
     let clone_url = clone_url(&repository.clone_url)?;
-    let repo = repo_full_name(repository, "repository")?;
+    let repo = repo_full_name(repository, &REPOSITORY)?;
     let number = PrNumber::new(uint(&raw.number, "number")?).map_err(core_err("number"))?;
     let pr = Obj::get(raw.pull_request, "pull_request")?;
     let head = Obj::get(pr.head, "pull_request.head")?;
@@ -287,10 +310,7 @@ fn parse_pull_request(json: &[u8]) -> Result<PullRequestEvent> {
     .map_err(core_err("pull_request.base.ref"))?;
     let head_repo = match head.repo {
         None | Some(Obj::Not("null")) => None,
-        some => Some(repo_full_name(
-            Obj::get(some, "pull_request.head.repo")?,
-            "pull_request.head.repo",
-        )?),
+        some => Some(repo_full_name(Obj::get(some, HEAD_REPO.repo)?, &HEAD_REPO)?),
     };
     let updated_at = opt_string(&pr.updated_at, "pull_request.updated_at")?
         .map(|s| {
