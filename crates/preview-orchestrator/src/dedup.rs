@@ -2,7 +2,7 @@
 //! twice. Memory is bounded: the oldest id is forgotten first.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The bounded set of delivery ids.
 pub struct DeliveryDedup {
@@ -10,10 +10,10 @@ pub struct DeliveryDedup {
     inner: Mutex<Ring>,
 }
 
-/// The ids, for lookups, and their arrival order, for eviction.
+/// The ids, for lookups, and their arrival order, for eviction; both share one allocation per id.
 struct Ring {
-    set: HashSet<Box<str>>,
-    order: VecDeque<Box<str>>,
+    set: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl DeliveryDedup {
@@ -41,7 +41,7 @@ impl DeliveryDedup {
         {
             set.remove(&old);
         }
-        let id: Box<str> = id.into();
+        let id: Arc<str> = id.into();
         set.insert(id.clone());
         order.push_back(id);
         true
