@@ -571,7 +571,8 @@ impl StoreFile {
             let _ = preview_exec::fs::reserve(&file, room);
         }
         file.write_all_at(bytes, 0)?;
-        // Only a shorter version needs the truncate (which costs a write of the inode).
+        // Only a shorter version needs the truncate: even one to the same size costs the fsync
+        // another disk request.
         if temp.len() > len {
             file.set_len(len)?;
         }
