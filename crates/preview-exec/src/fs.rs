@@ -60,7 +60,7 @@ pub fn take_write_lease(file: &File) -> io::Result<()> {
 /// Reserves disk space for the first `len` bytes of `file` without changing its size (fallocate(2)
 /// with `FALLOC_FL_KEEP_SIZE`), in as few pieces as the file system can. A file rewritten in
 /// place then stays in one piece as it grows, and an fsync writes it with one request instead
-/// of one per fragment. Fails with `EOPNOTSUPP` where the file system cannot.
+/// of one per fragment. Fails with [`io::ErrorKind::Unsupported`] where the file system cannot.
 pub fn reserve(file: &File, len: u64) -> io::Result<()> {
     let len =
         libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -68,9 +68,12 @@ pub fn reserve(file: &File, len: u64) -> io::Result<()> {
     #[allow(unsafe_code)]
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Err(io::Error::new(io::ErrorKind::Unsupported, err)),
+        _ => Err(err),
     }
 }
 

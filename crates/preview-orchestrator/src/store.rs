@@ -529,6 +529,8 @@ pub struct StoreFile {
     dir_handle: Option<File>,
     /// Whether leases and the exchange work here (until one is refused).
     reuse: bool,
+    /// Whether this file system can reserve room (until fallocate says it cannot).
+    reserve: bool,
 }
 
 /// The disk space a store file reserves: its size plus a quarter, in steps of this.
@@ -548,6 +550,7 @@ impl StoreFile {
             dir,
             dir_handle: None,
             reuse: true,
+            reserve: true,
         }
     }
 
@@ -564,11 +567,13 @@ impl StoreFile {
         }
         // Growing a block at a time, the two files' blocks would interleave on disk, and each
         // fsync would write one request per fragment: reserve room in one piece instead. Best
-        // effort: a file system without fallocate still gets the write.
+        // effort: where fallocate is missing (or the disk is full), files grow as written.
         let len = bytes.len() as u64;
-        if temp.blocks() * 512 < len {
+        if self.reserve && temp.blocks() * 512 < len {
             let room = (len + len / 4).next_multiple_of(RESERVE_STEP);
-            let _ = preview_exec::fs::reserve(&file, room);
+            if let Err(e) = preview_exec::fs::reserve(&file, room) {
+                self.reserve = e.kind() != std::io::ErrorKind::Unsupported;
+            }
         }
         file.write_all_at(bytes, 0)?;
         // Only a shorter version needs the truncate: even one to the same size costs the fsync
