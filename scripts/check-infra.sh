@@ -169,7 +169,7 @@ lint() {
 RENDER=$WORK/render
 render() {
     local dir
-    for dir in http/preview-configs tls/preview-configs logs root/etc/systemd/system root/etc/tmpfiles.d \
+    for dir in http/preview-configs tls/preview-configs hosts/preview-configs logs root/etc/systemd/system root/etc/tmpfiles.d \
         root/usr/local/sbin root/usr/local/bin root/opt/preview-deployer/bin; do
         mkdir -p "$RENDER/$dir"
     done
@@ -195,6 +195,9 @@ nginx_test() {
         say "nginx -t on the $variant nginx.conf with the preview location included"
         nginx -t -c "$RENDER/$variant/nginx.conf"
     done
+    grep -Eq 'server_name a{54}-x1-pr-1[.]previews[.]example[.]test;' "$RENDER/hosts/preview-configs/owner-repo-pr-1.conf"
+    say "nginx -t on the hostname nginx.conf with a preview server block of a 63-character label"
+    nginx -t -c "$RENDER/hosts/nginx.conf"
     # The check must be able to fail: a broken preview location is refused.
     printf 'location /broken/ {\n    proxy_pass http://127.0.0.1:8001/\n}\n' >"$RENDER/http/preview-configs/broken.conf"
     if nginx -t -q -c "$RENDER/http/nginx.conf" 2>/dev/null; then

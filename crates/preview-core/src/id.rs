@@ -521,6 +521,41 @@ impl PreviewId {
     pub fn url_path(&self) -> String {
         format!("/{}/pr-{}/", &self.id[..self.slug_len], self.pr)
     }
+
+    /// The DNS label of the preview's own hostname, `{slug}-pr-{N}`: at most 63 characters of
+    /// `[a-z0-9-]`, never starting or ending with `-`, so that one wildcard certificate for
+    /// `*.{domain}` covers every preview. A longer (or IDNA-looking) id keeps the start of its
+    /// slug and gets a short hash of the whole id, so the label stays unique and stable.
+    pub fn host_label(&self) -> String {
+        let id = &self.id;
+        let plain_ok = id.len() <= 63
+            && !id.starts_with('-')
+            && id.get(2..4) != Some("--")
+            && !id[..self.slug_len].ends_with('-');
+        if plain_ok {
+            return id.clone();
+        }
+        // FNV-1a: stable across versions and machines, which std's hasher is not.
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let suffix = format!("-{:06x}-pr-{}", hash & 0xff_ffff, self.pr);
+        let keep = 63 - suffix.len();
+        let head = id[..self.slug_len]
+            .chars()
+            .take(keep)
+            .collect::<String>()
+            .split('-')
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let head = if head.is_empty() {
+            "p".to_owned()
+        } else {
+            head
+        };
+        format!("{head}{suffix}")
+    }
 }
 
 impl fmt::Display for PreviewId {
@@ -586,6 +621,39 @@ impl<'de> Deserialize<'de> for PrNumber {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_labels_are_dns_labels_of_at_most_63() {
+        let is_label = |l: &str| {
+            l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.get(2..4) != Some("--")
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        let id = |slug: &str, pr: u64| {
+            PreviewId::new(&RepoSlug::parse(slug).unwrap(), PrNumber::new(pr).unwrap())
+        };
+        assert_eq!(
+            id("octo-org-hello-api", 7).host_label(),
+            "octo-org-hello-api-pr-7"
+        );
+        let long = "a".repeat(54) + "-x1";
+        let label = id(&long, 2_147_483_647).host_label();
+        assert!(is_label(&label), "{label}");
+        assert!(label.ends_with("-pr-2147483647"), "{label}");
+        assert_eq!(label, id(&long, 2_147_483_647).host_label(), "stable");
+        assert_ne!(
+            label,
+            id(&("a".repeat(54) + "-x2"), 2_147_483_647).host_label(),
+            "slugs that share a prefix stay apart"
+        );
+        for slug in ["xn--abc", "ab--cd", "trailing-", "a-"] {
+            let label = id(slug, 1).host_label();
+            assert!(is_label(&label), "{slug}: {label}");
+        }
+    }
+
     use super::*;
 
     fn repo(s: &str) -> RepoFullName {

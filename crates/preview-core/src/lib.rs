@@ -12,9 +12,11 @@ pub mod model;
 pub mod plan;
 pub mod ports;
 pub mod render;
+pub mod routing;
 pub mod sanitize;
 #[cfg(test)]
 mod test_support;
+pub mod versions;
 
 pub use error::{Error, Result};
 pub use model::Plan;

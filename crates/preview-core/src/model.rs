@@ -57,6 +57,17 @@ pub enum Framework {
     Express,
     Fastify,
     Nextjs,
+    Nuxt,
+    Sveltekit,
+    Astro,
+    Remix,
+    #[serde(rename = "react-router")]
+    ReactRouter,
+    Angular,
+    Vite,
+    Cra,
+    /// A site of static files (an `index.html`), served as is.
+    Static,
     Django,
     Fastapi,
     Flask,
@@ -65,11 +76,20 @@ pub enum Framework {
 
 impl Framework {
     /// Every framework.
-    pub const ALL: [Framework; 8] = [
+    pub const ALL: [Framework; 17] = [
         Framework::Nestjs,
         Framework::Express,
         Framework::Fastify,
         Framework::Nextjs,
+        Framework::Nuxt,
+        Framework::Sveltekit,
+        Framework::Astro,
+        Framework::Remix,
+        Framework::ReactRouter,
+        Framework::Angular,
+        Framework::Vite,
+        Framework::Cra,
+        Framework::Static,
         Framework::Django,
         Framework::Fastapi,
         Framework::Flask,
@@ -83,6 +103,15 @@ impl Framework {
             Framework::Express => "express",
             Framework::Fastify => "fastify",
             Framework::Nextjs => "nextjs",
+            Framework::Nuxt => "nuxt",
+            Framework::Sveltekit => "sveltekit",
+            Framework::Astro => "astro",
+            Framework::Remix => "remix",
+            Framework::ReactRouter => "react-router",
+            Framework::Angular => "angular",
+            Framework::Vite => "vite",
+            Framework::Cra => "cra",
+            Framework::Static => "static",
             Framework::Django => "django",
             Framework::Fastapi => "fastapi",
             Framework::Flask => "flask",
@@ -93,9 +122,19 @@ impl Framework {
     /// The language it is written in.
     pub fn language(self) -> Language {
         match self {
-            Framework::Nestjs | Framework::Express | Framework::Fastify | Framework::Nextjs => {
-                Language::Node
-            }
+            Framework::Nestjs
+            | Framework::Express
+            | Framework::Fastify
+            | Framework::Nextjs
+            | Framework::Nuxt
+            | Framework::Sveltekit
+            | Framework::Astro
+            | Framework::Remix
+            | Framework::ReactRouter
+            | Framework::Angular
+            | Framework::Vite
+            | Framework::Cra
+            | Framework::Static => Language::Node,
             Framework::Django | Framework::Fastapi | Framework::Flask => Language::Python,
             Framework::Laravel => Language::Php,
         }
@@ -201,6 +240,35 @@ impl fmt::Display for ExtraService {
     }
 }
 
+/// Which answers mean a preview is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyWhen {
+    /// Any HTTP answer below 500: a 404 proves the server is up. The default, at `/`, because
+    /// most apps have no health route.
+    AnyAnswer,
+    /// A 2xx or 3xx: for a `health_check_path` the repo configured.
+    Success,
+}
+
+impl ReadyWhen {
+    /// What it accepts, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ReadyWhen::AnyAnswer => "any HTTP answer below 500",
+            ReadyWhen::Success => "a 2xx or 3xx",
+        }
+    }
+
+    /// True when `status` means ready.
+    pub fn accepts(self, status: u16) -> bool {
+        match self {
+            ReadyWhen::AnyAnswer => status < 500,
+            ReadyWhen::Success => (200..400).contains(&status),
+        }
+    }
+}
+
 /// Where the app's image comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -236,6 +304,22 @@ pub struct NodeRecipe {
     pub prune: Option<String>,
     /// A command run before installing, e.g. to get pnpm.
     pub setup: Option<String>,
+    /// Installs what the start command needs beside Node (Bun) into the final image, when the
+    /// build stage's setup does not reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_setup: Option<String>,
+    /// Dev dependencies stay in the image, because the start command runs one (tsx, ts-node,
+    /// vite preview).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_dev_dependencies: bool,
+    /// A static site: the directory, relative to the app, that the built-in static server
+    /// serves. Only it goes into the final image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_root: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// Python: the requirement source and how to install it into `/opt/venv`.
@@ -258,6 +342,8 @@ pub struct GoRecipe {
     pub has_go_sum: bool,
     /// Whether go.mod requires any module (then `go mod download` gets its own layer).
     pub has_requires: bool,
+    /// Whether the app has a go.mod; without one the build creates a module for it.
+    pub has_go_mod: bool,
 }
 
 /// PHP: document root, Composer, extensions.
@@ -316,8 +402,10 @@ pub struct Plan {
     pub port: u16,
     /// The env variable that tells the app its port, when it has one.
     pub port_env: Option<String>,
-    /// The path polled until the app answers.
+    /// The path polled until the app is ready.
     pub health_path: String,
+    /// Which answers at `health_path` mean ready.
+    pub ready_when: ReadyWhen,
     /// The database it gets, if any.
     pub database: Option<Database>,
     /// Services from the catalogue it gets.

@@ -7,9 +7,9 @@ use std::path::Path;
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
 use crate::config::{self, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
-use crate::images;
-use crate::model::{DockerfileSource, Language, Plan};
+use crate::model::{DockerfileSource, Language, Plan, ReadyWhen};
 use crate::sanitize::{self, SanitizeContext, SanitizedCompose};
+use crate::versions;
 use crate::{Error, Result};
 
 /// Conventional directories of apps in a monorepo, each expanded one level.
@@ -162,7 +162,8 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         startup_commands: Vec::new(),
         port: 8080,
         port_env: Some("PORT".to_owned()),
-        health_path: "/health".to_owned(),
+        health_path: "/".to_owned(),
+        ready_when: ReadyWhen::AnyAnswer,
         database: None,
         extra_services: Vec::new(),
         dockerfile: if repo_image {
@@ -190,7 +191,6 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             startup_commands,
             port,
             port_env,
-            health_path,
             database,
             extra_services,
             context_dir,
@@ -222,7 +222,6 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         plan.startup_commands = startup_commands;
         plan.port = port;
         plan.port_env = port_env;
-        plan.health_path = health_path;
         plan.database = database;
         plan.extra_services = extra_services;
         if let Some(c) = context_dir {
@@ -231,9 +230,42 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             ));
             plan.context_dir = c;
         }
+        // A version manager's pin is the tool the developer runs, so it wins (as in railpack).
+        if let Some((version, file)) = tool_versions_pin(checkout, &app_dir, language) {
+            let over = plan
+                .language_version
+                .as_deref()
+                .map(|v| format!(" (over {v} from the app's manifest)"))
+                .unwrap_or_default();
+            reasons.push(format!("language_version={version} from {file}{over}"));
+            plan.language_version = Some(version);
+        }
         if !repo_image {
-            plan.base_image = Some(images::image_for(language.image_role()).to_owned());
+            let choice = versions::choose(language, plan.language_version.as_deref());
+            reasons.push(choice.reason);
+            warnings.extend(choice.warning);
+            plan.base_image = Some(choice.image);
             plan.recipe = Some(recipe);
+        }
+    }
+
+    // 4b. A Procfile's web process is how the app asks to be started (Heroku's convention, which
+    // nixpacks and railpack honour too); its release process runs before each start.
+    let procfile_path = join_str(&app_dir, "Procfile");
+    if let Some(text) = checkout.peek_text(Path::new(&procfile_path), MANIFEST_LIMIT) {
+        let procfile = detect::parse_procfile(&text);
+        if let Some(web) = &procfile.web {
+            plan.start_argv = detect::command_argv(web);
+            reasons.push(format!("start_command={web} from {procfile_path} web:"));
+            if web.contains("$PORT") || web.contains("${PORT") {
+                plan.port_env = Some("PORT".to_owned());
+            }
+        }
+        if let Some(release) = procfile.release {
+            reasons.push(format!(
+                "startup_commands={release} from {procfile_path} release:"
+            ));
+            plan.startup_commands = vec![release];
         }
     }
 
@@ -276,19 +308,16 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     }
     if let Some(h) = &config.health_check_path {
         plan.health_path = h.value.clone();
+        plan.ready_when = ReadyWhen::Success;
         reasons.push(format!(
-            "health_path={} because {cfg} sets health_check_path",
+            "health_path={} because {cfg} sets health_check_path: ready on a 2xx or 3xx there",
             h.value
         ));
     } else {
-        reasons.push(format!(
-            "health_path={} by default for {}",
-            plan.health_path,
-            plan.framework
-                .map(|f| f.as_str())
-                .or(plan.language.map(|l| l.as_str()))
-                .unwrap_or("this app")
-        ));
+        reasons.push(
+            "health_path=/ by default: ready on any HTTP answer below 500 (set health_check_path to require a 2xx or 3xx)"
+                .to_owned(),
+        );
     }
     if let Some(e) = &config.app_entrypoint {
         plan.start_argv = detect::command_argv(&e.value);
@@ -394,6 +423,10 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             plan.port
         ));
     }
+    // The repo's compose file may refer only to the preview's own variables, now all known.
+    if let Some(c) = &repo_compose {
+        sanitize::check_variables(c, &crate::render::compose::preview_variable_names(&plan))?;
+    }
     plan.build_command =
         (!plan.build_commands.is_empty()).then(|| plan.build_commands.join(" && "));
     plan.start_command = (!plan.start_argv.is_empty()).then(|| display_argv(&plan.start_argv));
@@ -403,6 +436,44 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     plan.reasons = reasons;
     plan.warnings = warnings;
     Ok(Planned { plan, repo_compose })
+}
+
+/// The version of `language` pinned by asdf's `.tool-versions` or mise's `mise.toml`, in the app
+/// dir or at the root, with the file it came from.
+fn tool_versions_pin(
+    checkout: &Checkout,
+    app_dir: &str,
+    language: Language,
+) -> Option<(String, String)> {
+    let names: &[&str] = match language {
+        Language::Node => &["nodejs", "node"],
+        Language::Python => &["python"],
+        Language::Go => &["golang", "go"],
+        Language::Php => &["php"],
+        Language::Rust => &["rust"],
+    };
+    let dirs = if app_dir == "." {
+        vec!["."]
+    } else {
+        vec![app_dir, "."]
+    };
+    for dir in dirs {
+        for file in [".tool-versions", "mise.toml", ".mise.toml"] {
+            let path = join_str(dir, file);
+            let Some(text) = checkout.peek_text(Path::new(&path), CONFIG_LIMIT) else {
+                continue;
+            };
+            let found = if file == ".tool-versions" {
+                detect::tool_versions_entry(&text, names)
+            } else {
+                detect::mise_tools_entry(&text, names)
+            };
+            if let Some(version) = found {
+                return Some((version, path));
+            }
+        }
+    }
+    None
 }
 
 type Found = (String, bool, Option<Detection>);

@@ -120,12 +120,18 @@ pub struct PortAllocation {
     /// The database port, when the preview has a database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<u16>,
+    /// During an update, the app port of the new commit's containers, which start beside the
+    /// serving ones; it becomes `app` when nginx switches to them.
+    #[serde(default, rename = "nextApp", skip_serializing_if = "Option::is_none")]
+    pub next_app: Option<u16>,
 }
 
 impl PortAllocation {
     /// The ports, app first.
     pub fn ports(&self) -> impl Iterator<Item = u16> {
-        std::iter::once(self.app).chain(self.db)
+        std::iter::once(self.app)
+            .chain(self.db)
+            .chain(self.next_app)
     }
 }
 
@@ -191,7 +197,11 @@ impl PortPools {
         } else {
             None
         };
-        Ok(PortAllocation { app, db })
+        Ok(PortAllocation {
+            app,
+            db,
+            next_app: None,
+        })
     }
 }
 
@@ -242,7 +252,8 @@ mod tests {
             got,
             PortAllocation {
                 app: 30003,
-                db: Some(30011)
+                db: Some(30011),
+                next_app: None,
             }
         );
         let err = pools

@@ -3,8 +3,12 @@
 //! network/pid/ipc, `devices`, `cap_add`, the Docker socket, bind mounts outside the checkout and
 //! host ports. Limits, labels, restart policy and published ports are the orchestrator's, so the
 //! repo's are dropped with a warning. What passes is handed to the compose template.
+//!
+//! `$` follows one rule, explained at [`VariableRef`]: a repo's compose file may use only the
+//! preview's own variables, which the orchestrator substitutes itself; Compose never interpolates
+//! anything of the repo's from its environment (on the droplet, the orchestrator's).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -51,7 +55,63 @@ pub struct SanitizedCompose {
     pub networks: Vec<(String, bool)>,
     /// What was dropped or changed, for the plan's warnings.
     pub warnings: Vec<String>,
+    /// Every variable the file refers to, checked by [`check_variables`] once the plan knows the
+    /// preview's own variables.
+    pub variables: Vec<VariableRef>,
 }
+
+/// A reference to a variable in a repo's compose file.
+///
+/// The rule. Compose would resolve `${VAR}` and `$VAR` from its own environment, and on the
+/// droplet that is the orchestrator's (its GitHub token, its webhook secret, HOME, ...). So
+/// references resolve only from the preview's own variables: preview-config.yml's `env` and
+/// `env_file`, and the variables the preview sets for the app (`PORT` or the configured port
+/// variable, `PREVIEW`, `PREVIEW_BASE_PATH`, `PREVIEW_PR`, `PREVIEW_SHA`, `PREVIEW_URL`, and
+/// `HOST` for Node; see [`crate::render::compose::preview_variable_names`]). The orchestrator
+/// substitutes them when rendering, and every `$` of the file Compose reads is escaped.
+/// - `${V}`, `$V`, `${V?msg}`, `${V:?msg}`, and an `environment` or `build.args` entry without a
+///   value (which Compose fills from its environment) need V's value: any other V is refused
+///   when planning, with the file, service and line, so the PR comment says what to change.
+/// - `${V:-text}`, `${V-text}`, `${V:+text}`, `${V+text}` bring their own text: a V outside the
+///   preview counts as unset, so its value is never read and the repo's text is used. The
+///   text follows the same rule (`${A:-${GITHUB_TOKEN}}` is refused).
+/// - `$$` is a literal `$`. Any other `$` is invalid, as it is for Compose.
+/// - References are allowed only in keys whose value the sanitiser does not judge
+///   ([`INTERPOLATED`]): a path, a network mode or a build context must be checked as written,
+///   not after substitution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VariableRef {
+    /// The variable's name.
+    pub name: String,
+    /// Whether the reference needs a value (no text of its own to fall back to).
+    pub required: bool,
+    /// The service it is in.
+    pub service: String,
+    /// The key it is under, e.g. `environment` or `build.args`.
+    pub key: String,
+    /// Its line in the file, when found.
+    pub line: Option<u64>,
+}
+
+/// Service keys (and build keys, as `build.KEY`) whose values may refer to variables.
+pub const INTERPOLATED: [&str; 16] = [
+    "environment",
+    "labels",
+    "command",
+    "entrypoint",
+    "healthcheck",
+    "working_dir",
+    "user",
+    "image",
+    "hostname",
+    "extra_hosts",
+    "post_start",
+    "annotations",
+    "build.args",
+    "build.labels",
+    "build.target",
+    "build.dockerfile_inline",
+];
 
 /// One service of a sanitised compose file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -231,49 +291,84 @@ const BUILD_PASSTHROUGH: [&str; 6] = [
     "extra_hosts",
 ];
 
+fn indent(l: &str) -> usize {
+    l.len() - l.trim_start().len()
+}
+
+fn key_line(l: &str, k: &str) -> bool {
+    let t = l.trim_start().trim_start_matches("- ");
+    t.strip_prefix(k)
+        .is_some_and(|r| r.trim_start().starts_with(':'))
+        || t.strip_prefix(&format!("\"{k}\""))
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+}
+
+/// The lines of `service`'s block (0-based, after its name) in the compose text, by indentation.
+fn service_block<'t>(lines: &[&'t str], service: &str) -> Option<Vec<(usize, &'t str)>> {
+    let services = lines
+        .iter()
+        .position(|l| key_line(l, "services") && indent(l) == 0)?;
+    let at = lines
+        .iter()
+        .enumerate()
+        .skip(services + 1)
+        .find(|(_, l)| key_line(l, service) && indent(l) > 0)?
+        .0;
+    let base = indent(lines[at]);
+    Some(
+        lines
+            .iter()
+            .copied()
+            .enumerate()
+            .skip(at + 1)
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .take_while(|(_, l)| indent(l) > base)
+            .collect(),
+    )
+}
+
 /// The line of `key` inside `service` in the compose text, found by indentation; for messages.
 fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
     let lines: Vec<&str> = text.lines().collect();
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let key_line = |l: &str, k: &str| {
-        let t = l.trim_start().trim_start_matches("- ");
-        t.strip_prefix(k)
-            .is_some_and(|r| r.trim_start().starts_with(':'))
-            || t.strip_prefix(&format!("\"{k}\""))
-                .is_some_and(|r| r.trim_start().starts_with(':'))
+    let found = match service {
+        Some(s) => service_block(&lines, s)?
+            .into_iter()
+            .find(|(_, l)| key_line(l, key)),
+        None => lines
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|(_, l)| key_line(l, key) && indent(l) == 0),
     };
-    let (start, base) = match service {
-        Some(s) => {
-            let services = lines
-                .iter()
-                .position(|l| key_line(l, "services") && indent(l) == 0)?;
-            let at = lines
-                .iter()
-                .enumerate()
-                .skip(services + 1)
-                .find(|(_, l)| key_line(l, s) && indent(l) > 0)?
-                .0;
-            (at + 1, indent(lines[at]))
-        }
-        None => (0, usize::MAX),
-    };
-    for (i, l) in lines.iter().enumerate().skip(start) {
-        if l.trim().is_empty() || l.trim_start().starts_with('#') {
-            continue;
-        }
-        if service.is_some() && indent(l) <= base {
-            break;
-        }
-        if key_line(l, key) && (service.is_some() || indent(l) == 0) {
-            return Some(i as u64 + 1);
-        }
-    }
-    None
+    found.map(|(i, _)| i as u64 + 1)
+}
+
+/// The first line of `service`'s block that contains one of `needles`, else the line of `key`.
+fn locate_text(text: &str, service: &str, key: &str, needles: &[String]) -> Option<u64> {
+    let lines: Vec<&str> = text.lines().collect();
+    let block = service_block(&lines, service)?;
+    needles
+        .iter()
+        .find_map(|n| block.iter().find(|(_, l)| l.contains(n.as_str())))
+        .map(|(i, _)| *i as u64 + 1)
+        .or_else(|| locate(text, Some(service), key.split('.').next().unwrap_or(key)))
 }
 
 struct Refusals<'a> {
     text: &'a str,
     file: &'a str,
+}
+
+impl Refusals<'_> {
+    fn refuse_at(&self, service: &str, key: &str, line: Option<u64>, reason: String) -> Error {
+        Error::ComposeRefused {
+            file: self.file.to_owned(),
+            line,
+            service: Some(service.to_owned()),
+            key: key.to_owned(),
+            reason,
+        }
+    }
 }
 
 impl Refusals<'_> {
@@ -359,6 +454,7 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
         return Err(r.refuse(None, "services", "no services are defined"));
     }
     let mut services = Vec::new();
+    let mut variables = Vec::new();
     for (name, value) in services_map {
         if !valid_service_name(&name) {
             return Err(r.refuse(Some(&name), "services", "service names are [a-zA-Z0-9._-]"));
@@ -366,6 +462,7 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
         let Value::Object(map) = value else {
             return Err(r.refuse(Some(&name), &name, "a service must be a mapping"));
         };
+        variables.extend(scan_variables(&r, &name, &map)?);
         services.push(sanitize_service(
             &r,
             ctx,
@@ -397,6 +494,7 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
         volumes,
         networks,
         warnings,
+        variables,
     })
 }
 
@@ -923,6 +1021,420 @@ fn key_values(
     Ok(out)
 }
 
+/// A piece of a string as Compose's interpolation reads it.
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    /// `$$`, a literal `$`.
+    Dollar,
+    /// `$NAME`, `${NAME}` or `${NAME<op>text}`.
+    Var {
+        name: String,
+        op: Option<(Op, Vec<Piece>)>,
+    },
+}
+
+/// The operators of `${NAME<op>text}`; `colon` means that empty counts as unset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    /// `:-` or `-`: the text when unset.
+    Default { colon: bool },
+    /// `:?` or `?`: an error when unset.
+    Required { colon: bool },
+    /// `:+` or `+`: the text when set, else nothing.
+    Alternative { colon: bool },
+}
+
+fn is_name_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Parses `s` as Compose interpolates it.
+fn parse_template(s: &str) -> std::result::Result<Vec<Piece>, String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut at = 0;
+    parse_pieces(&chars, &mut at, false)
+}
+
+fn parse_pieces(
+    chars: &[char],
+    at: &mut usize,
+    nested: bool,
+) -> std::result::Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let name = |chars: &[char], at: &mut usize| {
+        let start = *at;
+        while chars.get(*at).copied().is_some_and(is_name_char) {
+            *at += 1;
+        }
+        chars[start..*at].iter().collect::<String>()
+    };
+    loop {
+        let Some(&c) = chars.get(*at) else {
+            if nested {
+                return Err("a `${` is not closed by `}`".to_owned());
+            }
+            break;
+        };
+        if nested && c == '}' {
+            *at += 1;
+            break;
+        }
+        if c != '$' {
+            text.push(c);
+            *at += 1;
+            continue;
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(std::mem::take(&mut text)));
+        }
+        match chars.get(*at + 1).copied() {
+            Some('$') => {
+                *at += 2;
+                pieces.push(Piece::Dollar);
+            }
+            Some('{') => {
+                *at += 2;
+                if !chars.get(*at).copied().is_some_and(is_name_start) {
+                    return Err("`${` must be followed by a variable name".to_owned());
+                }
+                let name = name(chars, at);
+                let colon = chars.get(*at) == Some(&':');
+                let op_at = *at + usize::from(colon);
+                let op = match chars.get(op_at) {
+                    Some('}') if !colon => None,
+                    Some('-') => Some(Op::Default { colon }),
+                    Some('?') => Some(Op::Required { colon }),
+                    Some('+') => Some(Op::Alternative { colon }),
+                    _ => {
+                        return Err(format!(
+                            "`${{{name}` must be followed by `}}`, `:-`, `-`, `:?`, `?`, `:+` or `+`"
+                        ));
+                    }
+                };
+                *at = op_at + 1;
+                let op = match op {
+                    None => None,
+                    Some(op) => Some((op, parse_pieces(chars, at, true)?)),
+                };
+                pieces.push(Piece::Var { name, op });
+            }
+            Some(c) if is_name_start(c) => {
+                *at += 1;
+                let name = name(chars, at);
+                pieces.push(Piece::Var { name, op: None });
+            }
+            _ => {
+                return Err(
+                    "a `$` must start a variable (`${NAME}`) or be doubled (`$$`) for a literal `$`"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    Ok(pieces)
+}
+
+/// The variables `pieces` refer to, with whether each needs a value.
+fn referenced(pieces: &[Piece], out: &mut Vec<(String, bool)>) {
+    for p in pieces {
+        if let Piece::Var { name, op } = p {
+            let required = matches!(op, None | Some((Op::Required { .. }, _)));
+            out.push((name.clone(), required));
+            if let Some((_, text)) = op {
+                referenced(text, out);
+            }
+        }
+    }
+}
+
+/// Whether a reference may stand at `key` (see [`INTERPOLATED`]).
+fn may_interpolate(key: &str) -> bool {
+    INTERPOLATED.contains(&key) || INTERPOLATED.contains(&key.split('.').next().unwrap_or(key))
+}
+
+/// Every variable a service refers to, refusing invalid `$` syntax and references in keys whose
+/// values the sanitiser judges.
+fn scan_variables(
+    r: &Refusals,
+    service: &str,
+    map: &Map<String, Value>,
+) -> Result<Vec<VariableRef>> {
+    let mut strings = Vec::new();
+    let mut bare = Vec::new();
+    for (key, value) in map {
+        if key == "build"
+            && let Value::Object(build) = value
+        {
+            for (k, v) in build {
+                let key = format!("build.{k}");
+                if k == "args" {
+                    bare_entries(v, &key, &mut bare);
+                }
+                collect_strings(v, &key, &mut strings);
+            }
+        } else {
+            if key == "environment" {
+                bare_entries(value, key, &mut bare);
+            }
+            collect_strings(value, key, &mut strings);
+        }
+    }
+    let mut refs = Vec::new();
+    for (key, text) in strings {
+        let pieces = parse_template(text).map_err(|why| {
+            r.refuse_at(
+                service,
+                &key,
+                locate_text(r.text, service, &key, &[text.to_owned()]),
+                format!("{text:?}: {why}"),
+            )
+        })?;
+        let mut names = Vec::new();
+        referenced(&pieces, &mut names);
+        if let Some((name, _)) = names.first()
+            && !may_interpolate(&key)
+        {
+            return Err(r.refuse_at(
+                service,
+                &key,
+                locate_text(r.text, service, &key, &needles(name)),
+                format!(
+                    "variables are not substituted in `{key}` (found `{name}`): its value is checked as written; write the value itself"
+                ),
+            ));
+        }
+        for (name, required) in names {
+            let line = locate_text(r.text, service, &key, &needles(&name));
+            refs.push(VariableRef {
+                name,
+                required,
+                service: service.to_owned(),
+                key: key.clone(),
+                line,
+            });
+        }
+    }
+    for (key, name) in bare {
+        refs.push(VariableRef {
+            line: locate_text(r.text, service, &key, std::slice::from_ref(&name)),
+            name,
+            required: true,
+            service: service.to_owned(),
+            key,
+        });
+    }
+    Ok(refs)
+}
+
+fn needles(name: &str) -> [String; 2] {
+    [format!("${{{name}"), format!("${name}")]
+}
+
+/// Every string under `value`, with the key they belong to.
+fn collect_strings<'v>(value: &'v Value, key: &str, out: &mut Vec<(String, &'v str)>) {
+    match value {
+        Value::String(s) if s.contains('$') => out.push((key.to_owned(), s)),
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, key, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_strings(v, key, out)),
+        _ => {}
+    }
+}
+
+/// `environment` and `build.args` entries without a value, which Compose fills from its own
+/// environment: references like `${NAME}`.
+fn bare_entries(value: &Value, key: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                if let Value::String(s) = item
+                    && !s.contains('=')
+                {
+                    out.push((key.to_owned(), s.clone()));
+                }
+            }
+        }
+        Value::Object(map) => {
+            for (name, v) in map {
+                if v.is_null() {
+                    out.push((key.to_owned(), name.clone()));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Refuses a reference to a variable that is not one of `names`, the preview's own, unless it
+/// brings its own text (see [`VariableRef`]).
+pub fn check_variables(compose: &SanitizedCompose, names: &BTreeSet<String>) -> Result<()> {
+    let Some(v) = compose
+        .variables
+        .iter()
+        .find(|v| v.required && !names.contains(&v.name))
+    else {
+        return Ok(());
+    };
+    let known: Vec<&str> = names.iter().map(String::as_str).collect();
+    Err(Error::ComposeRefused {
+        file: compose.file.clone(),
+        line: v.line,
+        service: Some(v.service.clone()),
+        key: v.key.clone(),
+        reason: format!(
+            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of preview-config.yml's env and env_file and those the preview sets ({}); write `$$` for a literal `$`",
+            v.name,
+            known.join(", ")
+        ),
+    })
+}
+
+/// `text` with its references replaced by `values` (the preview's own variables) and every `$`
+/// escaped, so Compose reads it literally.
+pub fn resolve_text(
+    text: &str,
+    values: &BTreeMap<String, String>,
+) -> std::result::Result<String, String> {
+    let pieces = parse_template(text)?;
+    let mut out = String::new();
+    resolve_pieces(&pieces, values, &mut out)?;
+    Ok(out)
+}
+
+fn resolve_pieces(
+    pieces: &[Piece],
+    values: &BTreeMap<String, String>,
+    out: &mut String,
+) -> std::result::Result<(), String> {
+    let escaped = |v: &str| v.replace('$', "$$");
+    for p in pieces {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Dollar => out.push_str("$$"),
+            Piece::Var { name, op } => {
+                let value = values.get(name);
+                let unset = |colon: bool| value.is_none_or(|v| colon && v.is_empty());
+                match op {
+                    None => match value {
+                        Some(v) => out.push_str(&escaped(v)),
+                        None => return Err(format!("`{name}` is not set for this preview")),
+                    },
+                    Some((Op::Default { colon }, text)) => match value {
+                        Some(v) if !unset(*colon) => out.push_str(&escaped(v)),
+                        _ => resolve_pieces(text, values, out)?,
+                    },
+                    Some((Op::Required { colon }, text)) => match value {
+                        Some(v) if !unset(*colon) => out.push_str(&escaped(v)),
+                        _ => {
+                            let mut why = String::new();
+                            resolve_pieces(text, values, &mut why)?;
+                            return Err(format!("`{name}` is required: {why}"));
+                        }
+                    },
+                    Some((Op::Alternative { colon }, text)) => {
+                        if !unset(*colon) {
+                            resolve_pieces(text, values, out)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RepoService {
+    /// The service with its variables substituted from `values` (the preview's own) and every
+    /// `$` escaped for Compose; an entry without a value takes the preview's.
+    pub fn resolved(&self, file: &str, values: &BTreeMap<String, String>) -> Result<RepoService> {
+        let refuse = |key: &str, reason: String| Error::ComposeRefused {
+            file: file.to_owned(),
+            line: None,
+            service: Some(self.name.clone()),
+            key: key.to_owned(),
+            reason,
+        };
+        let text = |key: &str, s: &str| resolve_text(s, values).map_err(|why| refuse(key, why));
+        let pairs = |key: &str, map: &BTreeMap<String, Option<String>>| {
+            map.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Some(v) => text(key, v)?,
+                        None => text(key, &format!("${{{k}}}"))?,
+                    };
+                    Ok((k.clone(), Some(v)))
+                })
+                .collect::<Result<BTreeMap<_, _>>>()
+        };
+        let labels = |key: &str, map: &BTreeMap<String, String>| {
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), text(key, v)?)))
+                .collect::<Result<BTreeMap<_, _>>>()
+        };
+        let mut out = self.clone();
+        out.environment = pairs("environment", &self.environment)?;
+        out.labels = labels("labels", &self.labels)?;
+        out.image = self
+            .image
+            .as_deref()
+            .map(|i| text("image", i))
+            .transpose()?;
+        out.passthrough = resolve_map(&self.passthrough, &text)?;
+        if let Some(b) = &self.build {
+            let mut build = b.clone();
+            build.args = pairs("build.args", &b.args)?;
+            build.labels = labels("build.labels", &b.labels)?;
+            build.target = b
+                .target
+                .as_deref()
+                .map(|t| text("build.target", t))
+                .transpose()?;
+            build.dockerfile_inline = b
+                .dockerfile_inline
+                .as_deref()
+                .map(|d| text("build.dockerfile_inline", d))
+                .transpose()?;
+            build.passthrough = resolve_map(&b.passthrough, &text)?;
+            out.build = Some(build);
+        }
+        Ok(out)
+    }
+}
+
+fn resolve_map(
+    map: &Map<String, Value>,
+    text: &impl Fn(&str, &str) -> Result<String>,
+) -> Result<Map<String, Value>> {
+    fn walk(key: &str, v: &Value, text: &impl Fn(&str, &str) -> Result<String>) -> Result<Value> {
+        Ok(match v {
+            Value::String(s) => Value::String(text(key, s)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| walk(key, i, text))
+                    .collect::<Result<_>>()?,
+            ),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, i)| Ok((k.clone(), walk(key, i, text)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+    map.iter()
+        .map(|(k, v)| Ok((k.clone(), walk(k, v, text)?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1059,6 +1571,154 @@ mod tests {
                 "{text}\n got: {err}\nwant: {expected}"
             );
         }
+    }
+
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn variables_resolve_only_from_the_preview() {
+        let values: BTreeMap<String, String> = [("PORT", "8000"), ("EMPTY", ""), ("D", "a$b")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for (text, expected) in [
+            ("plain", "plain"),
+            ("$$HOME and $${HOME}", "$$HOME and $${HOME}"),
+            ("${PORT}/$PORT", "8000/8000"),
+            ("${D}", "a$$b"),
+            ("${HOME:-x}", "x"),
+            ("${HOME-x}", "x"),
+            ("${EMPTY:-x}|${EMPTY-x}", "x|"),
+            (
+                "${PORT:+on}|${HOME:+on}|${EMPTY+on}|${EMPTY:+on}",
+                "on||on|",
+            ),
+            ("${HOME:-${PORT:-no}}", "8000"),
+            ("${PORT:?needed}", "8000"),
+        ] {
+            assert_eq!(
+                resolve_text(text, &values).as_deref(),
+                Ok(expected),
+                "{text}"
+            );
+        }
+        for (text, why) in [
+            ("${HOME}", "`HOME` is not set"),
+            ("$HOME", "`HOME` is not set"),
+            ("${HOME:?needed}", "`HOME` is required: needed"),
+            ("${EMPTY:?needed}", "`EMPTY` is required"),
+            ("${HOME:-$GITHUB_TOKEN}", "`GITHUB_TOKEN` is not set"),
+            ("a $ b", "must start a variable"),
+            ("${PORT", "must be followed by"),
+            ("${PORT:-x", "not closed"),
+            ("${PORT:x}", "must be followed by"),
+            ("${1}", "variable name"),
+        ] {
+            let err = resolve_text(text, &values).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn references_outside_the_preview_are_refused_with_their_line() {
+        let preview = names(&["PORT", "PREVIEW_URL", "GREETING"]);
+        let ok = run("services:\n  app:\n    build: .\n    environment:\n      - GREETING\n      - A=${PORT}\n      - B=${GITHUB_TOKEN:-none}\n      - C=${X+set}\n      - D=$$HOME\n    command: [\"sh\", \"-c\", \"echo $${HOME} ${PREVIEW_URL:?no url}\"]\n").unwrap();
+        check_variables(&ok, &preview).unwrap();
+        let cases = [
+            (
+                "services:\n  app:\n    build: .\n    environment:\n      TOKEN: ${GITHUB_TOKEN}\n",
+                "docker-compose.preview.yml:5: service `app`: key `environment`: `GITHUB_TOKEN` is not a variable of this preview",
+            ),
+            (
+                "services:\n  app:\n    build: .\n    command: echo $GITHUB_WEBHOOK_SECRET\n",
+                "docker-compose.preview.yml:4: service `app`: key `command`: `GITHUB_WEBHOOK_SECRET`",
+            ),
+            (
+                "services:\n  app:\n    build: .\n    environment: [A=1, GITHUB_TOKEN]\n",
+                "docker-compose.preview.yml:4: service `app`: key `environment`: `GITHUB_TOKEN`",
+            ),
+            (
+                "services:\n  app:\n    build:\n      context: .\n      args:\n        SECRET:\n",
+                "docker-compose.preview.yml:6: service `app`: key `build.args`: `SECRET`",
+            ),
+            (
+                "services:\n  app:\n    build: .\n    healthcheck:\n      test: [\"CMD\", \"curl\", \"${HOME:?}\"]\n",
+                "docker-compose.preview.yml:5: service `app`: key `healthcheck`: `HOME`",
+            ),
+            (
+                "services:\n  app:\n    build: .\n    labels:\n      a: ${X:-${HOME}}\n",
+                "docker-compose.preview.yml:5: service `app`: key `labels`: `HOME`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = run(text)
+                .and_then(|c| check_variables(&c, &preview))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{text}\n got: {err}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn references_in_judged_keys_or_bad_syntax_are_refused_when_sanitising() {
+        for (text, expected) in [
+            (
+                "services:\n  app:\n    build: .\n    network_mode: ${MODE}\n",
+                "docker-compose.preview.yml:4: service `app`: key `network_mode`: variables are not substituted",
+            ),
+            (
+                "services:\n  app:\n    build: ${CONTEXT}\n",
+                "service `app`: key `build`: variables are not substituted",
+            ),
+            (
+                "services:\n  app:\n    build:\n      context: .\n      dockerfile: ${F}\n",
+                "service `app`: key `build.dockerfile`: variables are not substituted",
+            ),
+            (
+                "services:\n  app:\n    build: .\n    volumes:\n      - ./${D}:/d\n",
+                "docker-compose.preview.yml:5: service `app`: key `volumes`: variables are not substituted",
+            ),
+            (
+                "services:\n  app:\n    build: .\n    env_file: ${F}\n",
+                "service `app`: key `env_file`: variables are not substituted",
+            ),
+            (
+                "services:\n  app:\n    build: .\n    environment:\n      A: cost $5\n",
+                "docker-compose.preview.yml:5: service `app`: key `environment`: \"cost $5\": a `$` must start a variable",
+            ),
+        ] {
+            let err = run(text).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{text}\n got: {err}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolved_services_leave_compose_nothing_to_interpolate() {
+        let c = run("services:\n  app:\n    build:\n      context: .\n      args: [V, \"W=${V}x\"]\n    image: ignored\n    environment: [V, P=$$PATH]\n    labels: {l: \"${NO:-d}\"}\n    command: [\"echo\", \"${V}\"]\n").unwrap();
+        let values = BTreeMap::from([("V".to_owned(), "$HOME".to_owned())]);
+        let app = c.services[0].resolved(&c.file, &values).unwrap();
+        assert_eq!(app.environment["V"].as_deref(), Some("$$HOME"));
+        assert_eq!(app.environment["P"].as_deref(), Some("$$PATH"));
+        assert_eq!(app.labels["l"], "d");
+        let build = app.build.unwrap();
+        assert_eq!(build.args["V"].as_deref(), Some("$$HOME"));
+        assert_eq!(build.args["W"].as_deref(), Some("$$HOMEx"));
+        assert_eq!(
+            app.passthrough["command"],
+            serde_json::json!(["echo", "$$HOME"])
+        );
+        let err = c.services[0]
+            .resolved(&c.file, &BTreeMap::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("`V` is not set"), "{err}");
     }
 
     #[test]

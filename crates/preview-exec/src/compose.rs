@@ -79,8 +79,9 @@ impl Compose {
             .timeout(self.up_timeout))
     }
 
-    /// `up -d --no-build --remove-orphans`: starts `project` from images already built (a
-    /// rollback to the previous commit's images).
+    /// `up -d --no-build --remove-orphans`: brings `project` to its file from images already
+    /// built, removing the containers of services the file no longer has (after an update's
+    /// switch, the previous app slot).
     pub fn start(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
         Ok(self
             .project(
@@ -90,6 +91,55 @@ impl Compose {
                 "start the preview from its built images",
             )?
             .args(["up", "-d", "--no-build", "--remove-orphans"])
+            .timeout(self.up_timeout))
+    }
+
+    /// `build`: builds every service of `project` that has a build section, and starts nothing
+    /// (an update builds while the serving containers go on).
+    pub fn build(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
+        Ok(self
+            .project(project, dir, file, "build the preview's images")?
+            .arg("build")
+            .timeout(self.up_timeout))
+    }
+
+    /// `up -d --no-build --no-recreate --no-deps SERVICES`: creates those of `services` that do
+    /// not exist yet and leaves running ones alone (an update's database keeps running).
+    pub fn create_missing(
+        &self,
+        project: &str,
+        dir: &Path,
+        file: &str,
+        services: &[String],
+    ) -> Result<Cmd> {
+        for service in services {
+            validate_service_name(service)?;
+        }
+        Ok(self
+            .project(project, dir, file, "start the preview's missing services")?
+            .args(["up", "-d", "--no-build", "--no-recreate", "--no-deps"])
+            .args(services)
+            .timeout(self.up_timeout))
+    }
+
+    /// `up -d --no-build --no-deps SERVICE`: starts one service from its built image, beside
+    /// the project's other containers (which it neither recreates nor removes).
+    pub fn start_service(
+        &self,
+        project: &str,
+        dir: &Path,
+        file: &str,
+        service: &str,
+    ) -> Result<Cmd> {
+        validate_service_name(service)?;
+        Ok(self
+            .project(
+                project,
+                dir,
+                file,
+                "start the new commit's app beside the serving one",
+            )?
+            .args(["up", "-d", "--no-build", "--no-deps", service])
             .timeout(self.up_timeout))
     }
 
@@ -178,6 +228,24 @@ pub fn validate_project_name(name: &str) -> Result<()> {
     }
 }
 
+/// Compose service names: `[a-zA-Z0-9._-]`, starting with a letter or digit (so never a flag).
+pub fn validate_service_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument {
+            what: "compose service name",
+            reason: format!("{name:?} must be [a-zA-Z0-9._-], starting with a letter or digit"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +315,48 @@ mod tests {
                 ]
                 .contains(&key.as_ref()),
                 "{key} leaks into compose"
+            );
+        }
+    }
+
+    #[test]
+    fn an_update_builds_then_starts_beside() {
+        let compose = Compose::new(ComposeCli::Plugin);
+        let dir = Path::new("/tmp/x");
+        let build = compose.build("p", dir, "next.yml").unwrap();
+        assert_eq!(argv(&build)[2..], ["-p", "p", "-f", "next.yml", "build"]);
+        let missing = compose
+            .create_missing("p", dir, "next.yml", &["db".into(), "redis".into()])
+            .unwrap();
+        assert_eq!(
+            argv(&missing)[6..],
+            [
+                "up",
+                "-d",
+                "--no-build",
+                "--no-recreate",
+                "--no-deps",
+                "db",
+                "redis"
+            ]
+        );
+        let start = compose
+            .start_service("p", dir, "next.yml", "app-green")
+            .unwrap();
+        assert_eq!(
+            argv(&start)[6..],
+            ["up", "-d", "--no-build", "--no-deps", "app-green"]
+        );
+        for bad in ["", "-d", "--remove-orphans", "a b", "a/b", "a;b"] {
+            assert!(
+                compose.start_service("p", dir, "f", bad).is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                compose
+                    .create_missing("p", dir, "f", &[bad.to_owned()])
+                    .is_err(),
+                "{bad:?}"
             );
         }
     }

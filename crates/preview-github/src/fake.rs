@@ -24,6 +24,8 @@ pub struct RecordedCall {
     pub body: Value,
     /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// When it arrived (wall clock, so that tests can compare it with `x-ratelimit-reset`).
+    pub at: std::time::SystemTime,
 }
 
 /// A comment held by the fake.
@@ -247,6 +249,7 @@ async fn handle(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        at: std::time::SystemTime::now(),
     });
     let failure = st
         .failures

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use preview_core::id::{RepoFullName, validate_owner};
 use preview_core::ports::{PortPools, PortRange};
+use preview_core::routing::Routing;
 
 use crate::telemetry::LogFormat;
 use crate::{Error, Result};
@@ -98,9 +99,67 @@ pub struct Config {
     #[arg(long, env = "ALLOWED_REPOS", value_delimiter = ',', required = true, num_args = 1..)]
     pub allowed_repos: Vec<RepoPattern>,
 
-    /// Public base URL of previews; a preview lives at {base}/{slug}/pr-{N}/.
+    /// Public base URL of previews; a preview lives at {base}/{slug}/pr-{N}/ (without
+    /// PREVIEW_DOMAIN), and the webhook at {base}/webhook.
     #[arg(long, env = "PREVIEW_BASE_URL")]
     pub preview_base_url: String,
+
+    /// Serve each preview at the root of its own hostname, {slug}-pr-{N}.{domain}, instead of
+    /// under a path (needs a wildcard DNS record *.{domain}); over HTTPS once the wildcard
+    /// certificate is in TLS_DIR (issued by the orchestrator when DIGITALOCEAN_TOKEN is set).
+    #[arg(long, env = "PREVIEW_DOMAIN")]
+    pub preview_domain: Option<String>,
+
+    /// nginx listen addresses of each preview's server block with PREVIEW_DOMAIN, comma-separated.
+    #[arg(
+        long,
+        env = "NGINX_LISTEN",
+        value_delimiter = ',',
+        default_value = "80"
+    )]
+    pub nginx_listen: Vec<String>,
+
+    /// nginx listen addresses for HTTPS with PREVIEW_DOMAIN, comma-separated (`ssl` is added).
+    #[arg(
+        long,
+        env = "NGINX_TLS_LISTEN",
+        value_delimiter = ',',
+        default_value = "443,[::]:443"
+    )]
+    pub nginx_tls_listen: Vec<String>,
+
+    /// Directory of the wildcard certificate: fullchain.pem and privkey.pem (0600).
+    #[arg(long, env = "TLS_DIR", default_value = "/opt/preview-deployer/tls")]
+    pub tls_dir: PathBuf,
+
+    /// DigitalOcean API token (domain records write): with PREVIEW_DOMAIN, the orchestrator
+    /// issues and renews the wildcard certificate over ACME DNS-01.
+    #[arg(long, env = "DIGITALOCEAN_TOKEN", hide_env_values = true)]
+    pub digitalocean_token: Option<String>,
+
+    /// The domain as added at DigitalOcean (e.g. example.com) [default: PREVIEW_DOMAIN].
+    #[arg(long, env = "DIGITALOCEAN_DNS_ZONE")]
+    pub digitalocean_dns_zone: Option<String>,
+
+    /// DigitalOcean's API base URL (a fake in tests).
+    #[arg(
+        long,
+        env = "DIGITALOCEAN_API_URL",
+        default_value = "https://api.digitalocean.com"
+    )]
+    pub digitalocean_api_url: String,
+
+    /// ACME directory of the certificate authority.
+    #[arg(
+        long,
+        env = "ACME_DIRECTORY_URL",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub acme_directory_url: String,
+
+    /// Contact address for the ACME account (expiry notices).
+    #[arg(long, env = "ACME_EMAIL")]
+    pub acme_email: Option<String>,
 
     /// Bearer token for the internal API (/api/...), at least 16 characters.
     #[arg(long, env = "ORCHESTRATOR_API_TOKEN", hide_env_values = true)]
@@ -211,6 +270,18 @@ pub struct Config {
     /// Longest interval between health polls, in seconds (the first polls come much sooner).
     #[arg(long, env = "HEALTH_INTERVAL_SECS", default_value_t = 5)]
     pub health_interval_secs: u64,
+
+    /// Seconds one git command (init, fetch, checkout) may take before it is killed and the
+    /// deploy fails in the fetch phase.
+    #[arg(long, env = "GIT_TIMEOUT_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub git_timeout_secs: u64,
+
+    /// Seconds `docker compose up --build` (the image build and the containers' start) may take
+    /// before it is killed and the deploy fails in the build phase.
+    #[arg(long, env = "BUILD_TIMEOUT_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub build_timeout_secs: u64,
 
     /// Where repositories are cloned from: {GIT_BASE_URL}/{owner}/{name}.git.
     #[arg(long, env = "GIT_BASE_URL", default_value = "https://github.com")]
@@ -327,8 +398,58 @@ impl Config {
                 return bad(setting, "must be an http(s) URL");
             }
         }
+        if let Some(domain) = &self.preview_domain
+            && !preview_core::render::is_hostname(domain)
+        {
+            return bad(
+                "PREVIEW_DOMAIN",
+                "must be a lowercase DNS name such as preview.example.com",
+            );
+        }
+        if self.nginx_listen.is_empty()
+            || !self
+                .nginx_listen
+                .iter()
+                .all(|l| preview_core::render::is_listen_address(l))
+        {
+            return bad(
+                "NGINX_LISTEN",
+                "must be listen addresses such as 80 or [::]:80, comma-separated",
+            );
+        }
+        if !self
+            .nginx_tls_listen
+            .iter()
+            .all(|l| preview_core::render::is_listen_address(l))
+        {
+            return bad(
+                "NGINX_TLS_LISTEN",
+                "must be listen addresses such as 443 or [::]:443, comma-separated",
+            );
+        }
         self.port_pools()?;
         Ok(())
+    }
+
+    /// How previews are reached: by path under PREVIEW_BASE_URL, or by hostname under
+    /// PREVIEW_DOMAIN.
+    pub fn routing(&self) -> Routing {
+        match &self.preview_domain {
+            None => Routing::Path {
+                base_url: self.preview_base_url.trim_end_matches('/').to_owned(),
+            },
+            // Plain HTTP until the wildcard certificate exists in TLS_DIR; Routing checks that
+            // at each use.
+            Some(domain) => Routing::Hostname {
+                domain: domain.clone(),
+                listen: self.nginx_listen.clone(),
+                tls: Some(preview_core::render::HostTls {
+                    listen: self.nginx_tls_listen.clone(),
+                    certificate: self.tls_dir.join("fullchain.pem").display().to_string(),
+                    key: self.tls_dir.join("privkey.pem").display().to_string(),
+                }),
+            },
+        }
     }
 
     /// Parses `args` (program name first) with the process environment and the TOML file they

@@ -504,6 +504,7 @@ async fn health(State(app): State<Arc<AppState>>) -> Response {
         "activeJobs": app.scheduler.active_jobs(),
         "livePreviews": live,
         "docker": docker,
+        "tls": crate::tls::status(&app.config),
     }))
     .into_response()
 }

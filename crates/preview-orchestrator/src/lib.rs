@@ -15,6 +15,7 @@ pub mod record;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ pub struct Orchestrator {
     stop_http: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     upkeep: tokio::task::JoinHandle<()>,
+    certificate_upkeep: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -58,7 +60,7 @@ impl Orchestrator {
             store.clone(),
             runner,
             config.max_concurrent_builds as usize,
-            &config.preview_base_url,
+            config.routing(),
             queue::PreviewCap {
                 max_live: config.max_concurrent_previews,
                 policy: config.cap_policy,
@@ -70,6 +72,7 @@ impl Orchestrator {
         }
         let metrics = telemetry::metrics_handle();
         let upkeep = telemetry::spawn_upkeep(metrics.clone());
+        let certificate_upkeep = tls::spawn_upkeep(&config, scheduler.clone())?;
         let bind = config.bind_addr();
         let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| {
             format!("invalid setting ORCHESTRATOR_BIND: cannot listen on {bind}")
@@ -105,6 +108,7 @@ impl Orchestrator {
             stop_http: Some(stop_http),
             server,
             upkeep,
+            certificate_upkeep,
             grace,
         })
     }
@@ -153,6 +157,9 @@ impl Orchestrator {
             );
         }
         self.upkeep.abort();
+        if let Some(task) = &self.certificate_upkeep {
+            task.abort();
+        }
         self.store.close();
         clean
     }

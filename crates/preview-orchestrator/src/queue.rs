@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use preview_core::id::{BranchName, CommitSha, PrNumber, PreviewId, RepoFullName};
+use preview_core::routing::Routing;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -180,7 +181,7 @@ struct Inner {
     tracker: TaskTracker,
     waiting: AtomicUsize,
     active: AtomicUsize,
-    base_url: String,
+    routing: Routing,
 }
 
 /// The queue; cheap to clone.
@@ -191,15 +192,14 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A queue running jobs with `runner`, at most `max_builds` deploys at once, under the
-    /// default cap (10 live previews, new PRs wait). `base_url` is `PREVIEW_BASE_URL`, for
-    /// records' URLs.
+    /// default cap (10 live previews, new PRs wait). `routing` gives records their URLs.
     pub fn new(
         store: Store,
         runner: Arc<dyn JobRunner>,
         max_builds: usize,
-        base_url: &str,
+        routing: Routing,
     ) -> Self {
-        Self::with_cap(store, runner, max_builds, base_url, PreviewCap::default())
+        Self::with_cap(store, runner, max_builds, routing, PreviewCap::default())
     }
 
     /// [`Scheduler::new`] with the cap on live previews `cap`.
@@ -207,7 +207,7 @@ impl Scheduler {
         store: Store,
         runner: Arc<dyn JobRunner>,
         max_builds: usize,
-        base_url: &str,
+        routing: Routing,
         cap: PreviewCap,
     ) -> Self {
         let s = Self {
@@ -226,7 +226,7 @@ impl Scheduler {
                 tracker: TaskTracker::new(),
                 waiting: AtomicUsize::new(0),
                 active: AtomicUsize::new(0),
-                base_url: base_url.trim_end_matches('/').to_owned(),
+                routing,
             }),
         };
         telemetry::set_live_previews(s.inner.store.read(StoreState::live_count));
@@ -290,14 +290,14 @@ impl Scheduler {
     pub async fn submit_deploy(&self, req: DeployRequest) -> Result<Submission> {
         self.check_accepting()?;
         let now = Timestamp::now();
-        let base_url = &self.inner.base_url;
+        let routing = &self.inner.routing;
         let cap = self.inner.cap;
         let (decision, ticket) = {
             let mut lanes = self.lanes();
             let (mut decision, ticket) = self
                 .inner
                 .store
-                .mutate(|st| decide_deploy(st, &req, now, base_url, cap));
+                .mutate(|st| decide_deploy(st, &req, now, routing, cap));
             if let Some(job) = decision.evict.take() {
                 tracing::info!(preview = %job.id, for_preview = ?decision.outcome, "evicting the least recently updated preview for the cap");
                 self.enqueue(&mut lanes, JobSpec::Teardown(job));
@@ -970,7 +970,7 @@ fn decide_deploy(
     st: &mut StoreState,
     req: &DeployRequest,
     now: Timestamp,
-    base_url: &str,
+    routing: &Routing,
     cap: PreviewCap,
 ) -> (DeployDecision, bool) {
     let new_slug = st.slugs.get(&req.repo).is_none();
@@ -1031,6 +1031,8 @@ fn decide_deploy(
             rec.draft = req.draft;
             rec.desired = DesiredState::Running;
             rec.generation += 1;
+            // A changed PREVIEW_DOMAIN moves the preview at its next deploy.
+            rec.url = routing.url(&id);
             if let Some(ev) = req.event_at {
                 rec.event_updated_at = Some(rec.event_updated_at.map_or(ev, |l| l.max(ev)));
             }
@@ -1050,7 +1052,7 @@ fn decide_deploy(
             status: DeploymentStatus::Queued,
             desired: DesiredState::Running,
             draft: req.draft,
-            url: format!("{base_url}{}", id.url_path()),
+            url: routing.url(&id),
             comment_id: None,
             github_deployment_id: None,
             framework: None,

@@ -403,6 +403,7 @@ impl Store {
                     .map(|n| PortAllocation {
                         app: a.app,
                         db: n.db,
+                        next_app: a.next_app,
                     }),
                 None => pools.allocate(need_db, &taken, published, port_is_free_on_host),
             };
@@ -416,6 +417,73 @@ impl Store {
         });
         ticket.wait().await?;
         r
+    }
+
+    /// A second app port for preview `id`, for an update's new containers to start on beside
+    /// the serving ones: the one it holds already (an update that did not finish), or a new one
+    /// that no preview holds, no container in `published` publishes and nothing on the host
+    /// listens on. The preview must hold ports already.
+    pub async fn allocate_next_app_port(
+        &self,
+        id: &PreviewId,
+        published: &BTreeSet<u16>,
+    ) -> Result<u16> {
+        let pools = self.inner.pools;
+        let (r, ticket) = self.mutate(|s| {
+            let Some(existing) = s.port_allocations.get(id).copied() else {
+                return (
+                    Err(Error::Ports(format!("{id} holds no ports to update"))),
+                    false,
+                );
+            };
+            if let Some(next) = existing.next_app {
+                return (Ok(next), false);
+            }
+            let taken = s.allocated_ports();
+            match pools.pick(preview_core::ports::PortKind::App, |p| {
+                !taken.contains(&p) && !published.contains(&p) && port_is_free_on_host(p)
+            }) {
+                Ok(next) => {
+                    s.port_allocations.insert(
+                        id.clone(),
+                        PortAllocation {
+                            next_app: Some(next),
+                            ..existing
+                        },
+                    );
+                    (Ok(next), true)
+                }
+                Err(e) => (Err(Error::Ports(e.to_string())), false),
+            }
+        });
+        ticket.wait().await?;
+        r
+    }
+
+    /// Makes `next_app` the app port of preview `id` once nginx routes to it, giving the old
+    /// app port back. Nothing changes unless `next_app` is `port`.
+    pub async fn switch_app_port(&self, id: &PreviewId, port: u16) -> Result<()> {
+        let ((), ticket) = self.mutate(|s| match s.port_allocations.get_mut(id) {
+            Some(a) if a.next_app == Some(port) => {
+                a.app = port;
+                a.next_app = None;
+                ((), true)
+            }
+            _ => ((), false),
+        });
+        ticket.wait().await
+    }
+
+    /// Gives back the second app port of preview `id` (an update that failed or was abandoned).
+    pub async fn release_next_app_port(&self, id: &PreviewId) -> Result<()> {
+        let ((), ticket) = self.mutate(|s| match s.port_allocations.get_mut(id) {
+            Some(a) if a.next_app.is_some() => {
+                a.next_app = None;
+                ((), true)
+            }
+            _ => ((), false),
+        });
+        ticket.wait().await
     }
 
     /// Gives back the ports of preview `id`.

@@ -1,5 +1,7 @@
 use std::time::{Duration, Instant};
 
+use preview_core::model::ReadyWhen;
+
 use crate::{Error, Result, project_containers};
 
 /// How to wait for a preview to answer its health path.
@@ -11,6 +13,9 @@ pub struct HealthPolicy {
     pub max_interval: Duration,
     /// Give up after this long.
     pub timeout: Duration,
+    /// A strict path that keeps answering the same 4xx this long, from a server that is plainly
+    /// up, fails at once: waiting out the timeout would not change the answer.
+    pub settled_4xx: Duration,
 }
 
 impl Default for HealthPolicy {
@@ -19,6 +24,7 @@ impl Default for HealthPolicy {
             first_poll: Duration::from_millis(20),
             max_interval: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
+            settled_4xx: Duration::from_secs(3),
         }
     }
 }
@@ -35,9 +41,28 @@ impl HealthPolicy {
 /// How often [`wait_healthy`] looks for a stopped container between polls.
 const CONTAINER_CHECK_EVERY: Duration = Duration::from_millis(300);
 
-/// Polls `url` until it answers 2xx or 3xx, failing fast when a container of `project` stops.
-/// Returns how long it took.
-pub async fn wait_healthy(url: &str, project: &str, policy: HealthPolicy) -> Result<Duration> {
+/// Polls `url` until its answer is one `ready_when` accepts, failing fast when a container of
+/// `project` stops or when a strict path settles on a 4xx. A 5xx keeps polling until the
+/// timeout: apps warm up. Returns how long it took.
+pub async fn wait_healthy(
+    url: &str,
+    project: &str,
+    ready_when: ReadyWhen,
+    policy: HealthPolicy,
+) -> Result<Duration> {
+    wait_healthy_service(url, project, None, ready_when, policy).await
+}
+
+/// [`wait_healthy`], failing fast only when a container of `service` (every service when
+/// `None`) stops: an update waits for its new app while the serving containers go on as they
+/// are.
+pub async fn wait_healthy_service(
+    url: &str,
+    project: &str,
+    service: Option<&str>,
+    ready_when: ReadyWhen,
+    policy: HealthPolicy,
+) -> Result<Duration> {
     let started = Instant::now();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -46,15 +71,39 @@ pub async fn wait_healthy(url: &str, project: &str, policy: HealthPolicy) -> Res
         .build()
         .map_err(|e| Error::Parse(format!("building the health client: {e}")))?;
     let mut last = String::from("no answer yet");
+    // The 4xx a strict path keeps answering, and since when.
+    let mut same_4xx: Option<(u16, Instant)> = None;
     let mut checked = started;
     for n in 0.. {
         tokio::time::sleep(policy.interval(n)).await;
         match client.get(url).send().await {
-            Ok(answer) if answer.status().is_success() || answer.status().is_redirection() => {
+            Ok(answer) if ready_when.accepts(answer.status().as_u16()) => {
                 return Ok(started.elapsed());
             }
-            Ok(answer) => last = format!("HTTP {}", answer.status()),
-            Err(err) => last = describe(&err),
+            Ok(answer) => {
+                let status = answer.status().as_u16();
+                last = format!("HTTP {}", answer.status());
+                if (400..500).contains(&status) {
+                    let since = match same_4xx {
+                        Some((s, since)) if s == status => since,
+                        _ => Instant::now(),
+                    };
+                    same_4xx = Some((status, since));
+                    if since.elapsed() >= policy.settled_4xx {
+                        return Err(Error::WrongStatus {
+                            url: url.to_owned(),
+                            status,
+                            for_secs: since.elapsed().as_secs_f64(),
+                        });
+                    }
+                } else {
+                    same_4xx = None;
+                }
+            }
+            Err(err) => {
+                last = describe(&err);
+                same_4xx = None;
+            }
         }
         // `docker ps` costs tens of ms: look for a stopped container every so often, not after
         // every poll, so quick polls stay quick.
@@ -65,7 +114,7 @@ pub async fn wait_healthy(url: &str, project: &str, policy: HealthPolicy) -> Res
         if let Some(stopped) = project_containers(project)
             .await?
             .into_iter()
-            .find(|c| c.has_stopped())
+            .find(|c| c.has_stopped() && service.is_none_or(|s| c.service == s))
         {
             return Err(Error::ContainerExited {
                 container: stopped.name,
@@ -79,6 +128,7 @@ pub async fn wait_healthy(url: &str, project: &str, policy: HealthPolicy) -> Res
     }
     Err(Error::Unhealthy {
         url: url.to_owned(),
+        accepted: ready_when.describe(),
         timeout: policy.timeout,
         last,
     })

@@ -1,15 +1,16 @@
 //! Runs a rendered preview on the local Docker engine. The orchestrator and `preview up` share
 //! this path, so what a developer sees locally is what a PR gets on the server.
 
+pub mod build_log;
 mod containers;
 mod health;
 mod project;
 
 pub use containers::{ContainerState, project_containers};
-pub use health::{HealthPolicy, wait_healthy};
+pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};
 pub use project::{
-    ComposeProject, built_images, docker, project_dirs_with_label, projects_with_label,
-    published_ports, remove_built_images,
+    ComposeProject, SlotContainer, built_images, docker, project_dirs_with_label,
+    projects_with_label, published_ports, remove_built_images, remove_containers, slot_containers,
 };
 
 /// Errors of running a preview.
@@ -19,11 +20,21 @@ pub enum Error {
     #[error(transparent)]
     Exec(#[from] preview_exec::Error),
     /// The app did not answer its health path in time.
-    #[error("the app did not answer {url} with a 2xx or 3xx within {}s; last: {last}", timeout.as_secs())]
+    #[error("the app did not answer {url} with {accepted} within {}s; last: {last}{}", timeout.as_secs(), unhealthy_hint(last))]
     Unhealthy {
         url: String,
+        accepted: &'static str,
         timeout: std::time::Duration,
         last: String,
+    },
+    /// A configured health path kept answering the same 4xx from a server that is up.
+    #[error(
+        "{url} answered HTTP {status} for {for_secs:.0} s, but a configured health_check_path must answer 2xx or 3xx; set health_check_path in preview-config.yml to a path that does, or remove it (then any answer below 500 at / counts)"
+    )]
+    WrongStatus {
+        url: String,
+        status: u16,
+        for_secs: f64,
     },
     /// A container of the preview stopped while we waited for it.
     #[error("container {container} {state} while starting{}", exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default())]
@@ -35,6 +46,17 @@ pub enum Error {
     /// Docker answered with something we could not read.
     #[error("could not read docker's answer: {0}")]
     Parse(String),
+}
+
+/// What to change when nothing answered, or the app kept failing.
+fn unhealthy_hint(last: &str) -> &'static str {
+    if last.starts_with("HTTP 5") {
+        " (the app answers with an error: its log below says why)"
+    } else if last.starts_with("HTTP") {
+        ""
+    } else {
+        " (nothing answered: the app must listen on 0.0.0.0 at the port in $PORT; app_port in preview-config.yml sets that port)"
+    }
 }
 
 /// Result alias for this crate.

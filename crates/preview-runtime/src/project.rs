@@ -2,10 +2,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use preview_core::model::ReadyWhen;
+use preview_core::render::AppSlot;
 use preview_exec::Cmd;
 use preview_exec::compose::{Compose, with_docker_env};
 
-use crate::{HealthPolicy, Result, wait_healthy};
+use crate::{HealthPolicy, Result, wait_healthy, wait_healthy_service};
 
 /// A rendered compose project on disk: its name (the deployment id), directory and file.
 #[derive(Debug, Clone)]
@@ -29,16 +31,38 @@ impl ComposeProject {
         Ok(())
     }
 
-    /// Polls `http://127.0.0.1:{port}{path}` until it answers, failing fast if a container stops.
+    /// Polls `http://127.0.0.1:{port}{path}` until `ready_when` accepts its answer, failing fast
+    /// if a container stops.
     pub async fn wait_healthy(
         &self,
         port: u16,
         path: &str,
+        ready_when: ReadyWhen,
         policy: HealthPolicy,
     ) -> Result<Duration> {
         wait_healthy(
             &format!("http://127.0.0.1:{port}{path}"),
             &self.name,
+            ready_when,
+            policy,
+        )
+        .await
+    }
+
+    /// [`ComposeProject::wait_healthy`], failing fast only when a container of `service` stops.
+    pub async fn wait_service_healthy(
+        &self,
+        service: &str,
+        port: u16,
+        path: &str,
+        ready_when: ReadyWhen,
+        policy: HealthPolicy,
+    ) -> Result<Duration> {
+        wait_healthy_service(
+            &format!("http://127.0.0.1:{port}{path}"),
+            &self.name,
+            Some(service),
+            ready_when,
             policy,
         )
         .await
@@ -100,6 +124,69 @@ pub async fn remove_built_images(project: &str) -> Result<()> {
             .run()
             .await?;
     }
+    Ok(())
+}
+
+/// One container of a compose project, with its app slot and the host ports it publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotContainer {
+    /// The container id.
+    pub id: String,
+    /// Its compose service.
+    pub service: String,
+    /// Its app slot (the `dev.preview-deployer.slot` label); `None` for a data service, or an
+    /// app started before slots existed.
+    pub slot: Option<AppSlot>,
+    /// The host ports it publishes (none when it is not running).
+    pub published: BTreeSet<u16>,
+}
+
+/// The containers of compose project `project`, running or not, with their slots and ports.
+pub async fn slot_containers(project: &str) -> Result<Vec<SlotContainer>> {
+    preview_exec::compose::validate_project_name(project)?;
+    let out = docker("list the preview's containers and their slots")
+        .args([
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.Label \"dev.preview-deployer.slot\"}}\t{{.Ports}}",
+            "--filter",
+        ])
+        .arg(format!("label=com.docker.compose.project={project}"))
+        .run()
+        .await?;
+    Ok(parse_slot_containers(&out.stdout_text()))
+}
+
+fn parse_slot_containers(text: &str) -> Vec<SlotContainer> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(4, '\t');
+            let id = fields.next()?.trim();
+            if id.is_empty() {
+                return None;
+            }
+            Some(SlotContainer {
+                id: id.to_owned(),
+                service: fields.next().unwrap_or_default().trim().to_owned(),
+                slot: AppSlot::parse(fields.next().unwrap_or_default().trim()),
+                published: parse_published_ports(fields.next().unwrap_or_default()),
+            })
+        })
+        .collect()
+}
+
+/// Stops and removes containers by id, with their anonymous volumes.
+pub async fn remove_containers(ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    docker("remove the preview's containers")
+        .args(["rm", "--force", "--volumes"])
+        .args(ids)
+        .run()
+        .await?;
     Ok(())
 }
 
@@ -199,6 +286,20 @@ mod tests {
         );
         assert_eq!(dirs["b-pr-2"], PathBuf::new());
         assert_eq!(dirs["c-pr-3"], PathBuf::new());
+    }
+
+    #[test]
+    fn parses_slot_containers() {
+        let text = "abc\tapp-green\tgreen\t127.0.0.1:8001->8080/tcp\ndef\tdb\t\t5432/tcp\nghi\tapp\t\t127.0.0.1:8000->8080/tcp\njkl\tapp\tblue\t\n\n";
+        let got = parse_slot_containers(text);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].slot, Some(AppSlot::Green));
+        assert_eq!(got[0].published, BTreeSet::from([8001]));
+        assert_eq!((got[1].service.as_str(), got[1].slot), ("db", None));
+        assert!(got[1].published.is_empty());
+        assert_eq!(got[2].slot, None);
+        assert_eq!(got[3].slot, Some(AppSlot::Blue));
+        assert!(got[3].published.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use preview_core::model::ReadyWhen;
 use preview_exec::compose::Compose;
 use preview_runtime::{ComposeProject, Error, HealthPolicy, published_ports};
 use preview_testkit::{docker_objects_with_label, free_port, require_docker, unique_suffix};
@@ -37,6 +38,7 @@ const SERVER: &str = "import http.server\nclass H(http.server.BaseHTTPRequestHan
 async fn run_case(
     kind: &str,
     script: &str,
+    (path, ready_when): (&str, ReadyWhen),
     policy: HealthPolicy,
 ) -> (Result<Duration, Error>, ComposeProject, String, u16) {
     let compose = Compose::detect().await.unwrap();
@@ -48,7 +50,7 @@ async fn run_case(
         !std::fs::read_to_string(&log).unwrap().is_empty(),
         "compose output goes to the log"
     );
-    let outcome = project.wait_healthy(port, "/health", policy).await;
+    let outcome = project.wait_healthy(port, path, ready_when, policy).await;
     if kind == "healthy" {
         assert!(published_ports().await.unwrap().contains(&port));
     }
@@ -69,8 +71,46 @@ async fn run_case(
 #[tokio::test(flavor = "multi_thread")]
 async fn healthy_app_is_seen_and_torn_down_cleanly() {
     require_docker().await;
-    let (outcome, ..) = run_case("healthy", SERVER, HealthPolicy::default()).await;
+    let (outcome, ..) = run_case(
+        "healthy",
+        SERVER,
+        ("/health", ReadyWhen::Success),
+        HealthPolicy::default(),
+    )
+    .await;
     outcome.expect("the app answers /health");
+}
+
+/// Without a configured path, a 404 at `/` proves the server is up.
+#[tokio::test(flavor = "multi_thread")]
+async fn any_answer_below_500_is_ready_without_a_health_path() {
+    require_docker().await;
+    let policy = HealthPolicy {
+        timeout: Duration::from_secs(120),
+        ..HealthPolicy::default()
+    };
+    let (outcome, ..) = run_case("any", SERVER, ("/", ReadyWhen::AnyAnswer), policy).await;
+    outcome.expect("a 404 at / counts as up");
+}
+
+/// A configured path that keeps answering 404 fails within seconds, not at the timeout, and the
+/// error names the status and the key that changes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_path_that_settles_on_a_4xx_fails_fast() {
+    require_docker().await;
+    let policy = HealthPolicy {
+        timeout: Duration::from_secs(120),
+        ..HealthPolicy::default()
+    };
+    let (outcome, ..) = run_case("strict", SERVER, ("/", ReadyWhen::Success), policy).await;
+    match outcome {
+        Err(err @ Error::WrongStatus { status: 404, .. }) => {
+            let message = err.to_string();
+            assert!(message.contains("HTTP 404"), "{message}");
+            assert!(message.contains("health_check_path"), "{message}");
+        }
+        other => panic!("expected WrongStatus 404, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,6 +123,7 @@ async fn app_that_exits_at_start_fails_fast() {
     let (outcome, ..) = run_case(
         "exits",
         "import sys\nprint('boom', file=sys.stderr)\nsys.exit(3)\n",
+        ("/", ReadyWhen::AnyAnswer),
         policy,
     )
     .await;
@@ -101,7 +142,13 @@ async fn app_that_never_answers_times_out() {
         timeout: Duration::from_secs(2),
         ..HealthPolicy::default()
     };
-    let (outcome, ..) = run_case("silent", "import time\ntime.sleep(600)\n", policy).await;
+    let (outcome, ..) = run_case(
+        "silent",
+        "import time\ntime.sleep(600)\n",
+        ("/", ReadyWhen::AnyAnswer),
+        policy,
+    )
+    .await;
     match outcome {
         Err(Error::Unhealthy { last, .. }) => assert!(!last.is_empty()),
         other => panic!("expected Unhealthy, got {other:?}"),

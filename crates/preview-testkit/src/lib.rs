@@ -92,9 +92,14 @@ pub struct HttpAnswer {
 
 /// A blocking-free GET of `http://127.0.0.1:{port}{path}`, with `Connection: close`.
 pub async fn http_get(port: u16, path: &str) -> std::io::Result<HttpAnswer> {
+    http_get_host(port, "localhost", path).await
+}
+
+/// [`http_get`] with the `Host` header `host`, as a browser sends for a preview's hostname.
+pub async fn http_get_host(port: u16, host: &str, path: &str) -> std::io::Result<HttpAnswer> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
@@ -169,7 +174,19 @@ pub struct PrivateNginx {
 
 impl PrivateNginx {
     /// Writes the config and starts nginx (it daemonizes, so it outlives the starting command).
+    /// Preview configs in [`Self::conf_dir`] are `location` blocks of its one server.
     pub async fn start() -> Self {
+        Self::start_in_mode(false).await
+    }
+
+    /// Like [`Self::start`], for previews at their own hostnames: the configs in
+    /// [`Self::conf_dir`] are `server` blocks, included at the http level, and a default server
+    /// answers 404 to any other Host (`/nginx-health` aside), as the production config does.
+    pub async fn start_with_hostnames() -> Self {
+        Self::start_in_mode(true).await
+    }
+
+    async fn start_in_mode(hostnames: bool) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir for nginx");
         let port = free_port();
         let root = dir.path();
@@ -187,18 +204,32 @@ http {{
     fastcgi_temp_path {root}/tmp-fastcgi;
     uwsgi_temp_path {root}/tmp-uwsgi;
     scgi_temp_path {root}/tmp-scgi;
+    # Preview hostnames are up to 63 characters before the domain.
+    server_names_hash_bucket_size 256;
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         ''      close;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} default_server;
+        server_name _;
         location = /nginx-health {{ return 200 "ok"; }}
-        include {root}/conf.d/*.conf;
+        {inside}
     }}
+    {outside}
 }}
 "#,
-            root = root.display()
+            root = root.display(),
+            inside = if hostnames {
+                "location / { return 404; }".to_owned()
+            } else {
+                format!("include {}/conf.d/*.conf;", root.display())
+            },
+            outside = if hostnames {
+                format!("include {}/conf.d/*.conf;", root.display())
+            } else {
+                String::new()
+            },
         );
         std::fs::write(root.join("nginx.conf"), conf).unwrap();
         let nginx = Self { dir, port };

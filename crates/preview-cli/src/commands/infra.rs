@@ -285,6 +285,8 @@ pub async fn run_playbook(inputs: &PlaybookInputs<'_>, home: &Home, log: &Path) 
         "orchestrator_max_concurrent_previews": config.previews.max_previews,
         "orchestrator_binary_src": inputs.binary,
         "nginx_domain": config.tls.as_ref().map(|t| t.domain.clone()).unwrap_or_default(),
+        // The same domain puts each preview at its own hostname under it.
+        "preview_domain": config.tls.as_ref().map(|t| t.domain.clone()).unwrap_or_default(),
         "nginx_letsencrypt_email": config.tls.as_ref().map(|t| t.email.clone()).unwrap_or_default(),
     });
     let vars_text = serde_saphyr::to_string(&vars_doc).context("serialising ansible vars")?;

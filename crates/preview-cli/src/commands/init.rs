@@ -55,7 +55,9 @@ pub struct InitArgs {
     /// Live previews at most
     #[arg(long, env = "PREVIEW_MAX_PREVIEWS")]
     pub max_previews: Option<u32>,
-    /// Domain pointing at the server, for TLS (optional)
+    /// Domain pointing at the server (optional): each preview is then served at
+    /// {slug}-pr-{N}.{domain} (create DNS records for *.{domain} and {domain}), and the webhook
+    /// over TLS at the bare domain
     #[arg(long, env = "PREVIEW_DOMAIN")]
     pub domain: Option<String>,
     /// Contact e-mail for the TLS certificate (with --domain)

@@ -42,6 +42,38 @@ pub struct Health {
     /// Whether Docker answers.
     #[serde(default)]
     pub docker: Option<bool>,
+    /// HTTPS of hostname routing: `off`, `pending` (plain HTTP until the wildcard certificate
+    /// exists) or `active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsHealth>,
+}
+
+/// `/health`'s `tls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsHealth {
+    /// `off`, `pending` or `active`.
+    pub state: String,
+    /// When the certificate expires, when active.
+    #[serde(default, alias = "notAfter", skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+}
+
+impl TlsHealth {
+    /// One line for `preview status`, or None when TLS is off (path routing).
+    pub fn summary(&self) -> Option<String> {
+        match self.state.as_str() {
+            "off" => None,
+            "active" => Some(format!(
+                "HTTPS active, wildcard certificate valid until {}",
+                self.not_after.as_deref().unwrap_or("?")
+            )),
+            "pending" => Some(
+                "HTTPS pending: previews are served over plain HTTP until the wildcard certificate is issued"
+                    .to_owned(),
+            ),
+            other => Some(format!("HTTPS {other}")),
+        }
+    }
 }
 
 /// One preview in `GET /api/previews`, in the CLI's own (snake_case) shape.
@@ -542,13 +574,21 @@ mod tests {
     #[test]
     fn parses_the_orchestrators_camel_case_records() {
         let health: Health = serde_json::from_str(
-            r#"{"status":"ok","version":"0.1.0","uptimeSeconds":5,"queueDepth":2,"activeJobs":1,"livePreviews":3,"docker":true}"#,
+            r#"{"status":"ok","version":"0.1.0","uptimeSeconds":5,"queueDepth":2,"activeJobs":1,"livePreviews":3,"docker":true,"tls":{"state":"pending","renewal":"automatic"}}"#,
         )
         .unwrap();
         assert_eq!(
             (health.uptime_seconds, health.queue_depth),
             (Some(5), Some(2))
         );
+        let tls = health.tls.unwrap();
+        assert!(tls.summary().unwrap().contains("pending"), "{tls:?}");
+        let active: TlsHealth =
+            serde_json::from_str(r#"{"state":"active","notAfter":"2027-03-01T00:00:00Z"}"#)
+                .unwrap();
+        assert!(active.summary().unwrap().contains("until 2027-03-01"));
+        let off: TlsHealth = serde_json::from_str(r#"{"state":"off"}"#).unwrap();
+        assert_eq!(off.summary(), None);
         let list: PreviewList = serde_json::from_str(
             r#"{"previews":[{"id":"acme-api-pr-7","repo":"acme/api","slug":"acme-api","prNumber":7,
             "status":"running","url":"http://x/acme-api/pr-7/","createdAt":"2025-01-01T00:00:00Z",

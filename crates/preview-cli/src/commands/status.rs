@@ -141,6 +141,9 @@ fn print_human(report: &StatusReport, config: &Config) {
                     None => "?",
                 }
             );
+            if let Some(line) = h.tls.as_ref().and_then(|t| t.summary()) {
+                println!("TLS         {line}");
+            }
         }
         None => println!("Orchestrator not answering"),
     }

@@ -1,8 +1,7 @@
 //! Go: a main package at the module root, or one under `cmd/*`. With `app_path` pointing into a
 //! module (e.g. `cmd/worker`), that package is built from the module root.
 
-use super::{Ctx, Detection, Detector, Strength, join_str, version_warning};
-use crate::images;
+use super::{Ctx, Detection, Detector, Strength, join_str};
 use crate::model::{Database, ExtraService, GoRecipe, Language, PackageManager, Recipe};
 use crate::{Error, Result};
 
@@ -18,7 +17,7 @@ impl Detector for GoDetector {
     }
 
     fn markers(&self) -> &'static [&'static str] {
-        &["go.mod"]
+        &["go.mod", "main.go"]
     }
 
     fn detect(&self, ctx: &Ctx) -> Result<Option<Detection>> {
@@ -28,27 +27,44 @@ impl Detector for GoDetector {
         } else {
             vec![ctx.dir.clone()]
         };
-        let Some(module_dir) = search.into_iter().find(|d| {
+        let module_dir = search.into_iter().find(|d| {
             if *d == ctx.dir {
                 ctx.is_file("go.mod")
             } else {
                 ctx.checkout.is_file(super::join(d, "go.mod"))
             }
-        }) else {
-            return Ok(None);
-        };
-        let go_mod_rel = join_str(&module_dir, "go.mod");
-        let go_mod = ctx
-            .checkout
-            .read_text(
-                std::path::Path::new(&go_mod_rel),
-                crate::checkout::MANIFEST_LIMIT,
-            )?
-            .ok_or_else(|| Error::manifest(&go_mod_rel, "vanished while reading"))?;
-        let module = GoMod::parse(&go_mod);
+        });
         let mut reasons = Vec::new();
         let mut warnings = Vec::new();
-        reasons.push(format!("language=go because of {go_mod_rel}"));
+        // A lone main.go without go.mod (as `go run main.go` allows): the build makes a module.
+        let (module_dir, go_mod_rel, module) = match module_dir {
+            Some(module_dir) => {
+                let go_mod_rel = join_str(&module_dir, "go.mod");
+                let go_mod = ctx
+                    .checkout
+                    .read_text(
+                        std::path::Path::new(&go_mod_rel),
+                        crate::checkout::MANIFEST_LIMIT,
+                    )?
+                    .ok_or_else(|| Error::manifest(&go_mod_rel, "vanished while reading"))?;
+                reasons.push(format!("language=go because of {go_mod_rel}"));
+                (module_dir, Some(go_mod_rel), GoMod::parse(&go_mod))
+            }
+            None if ctx.is_file("main.go") && has_main(ctx) => {
+                reasons.push(format!(
+                    "language=go because {} is a main package (no go.mod: the build creates one)",
+                    ctx.show("main.go")
+                ));
+                warnings.push(
+                    "no go.mod: only the standard library can be imported; run `go mod init` and commit go.mod"
+                        .to_owned(),
+                );
+                (ctx.dir.clone(), None, GoMod::default())
+            }
+            None => return Ok(None),
+        };
+        let evidence = go_mod_rel.clone().unwrap_or_else(|| ctx.show("main.go"));
+        let go_mod_rel = evidence.clone();
 
         let module_ctx = sub_ctx(ctx, &module_dir);
         let package = if module_dir != ctx.dir {
@@ -126,9 +142,6 @@ impl Detector for GoDetector {
             reasons.push(format!(
                 "language_version={v} from the go directive of {go_mod_rel}"
             ));
-            if let Some(w) = version_warning(v, images::image_for("go"), "go") {
-                warnings.push(w);
-            }
         }
 
         let mut database = None;
@@ -182,13 +195,14 @@ impl Detector for GoDetector {
             package: package.clone().unwrap_or_else(|| ".".to_owned()),
             has_go_sum: module_ctx.is_file("go.sum"),
             has_requires: !module.requires.is_empty(),
+            has_go_mod: evidence.ends_with("go.mod"),
         };
 
         Ok(Some(Detection {
             language: Language::Go,
             framework: None,
             strength,
-            evidence: go_mod_rel,
+            evidence,
             language_version,
             package_manager: Some(PackageManager::Go),
             build_commands: Vec::new(),
@@ -196,7 +210,6 @@ impl Detector for GoDetector {
             startup_commands: Vec::new(),
             port: 8080,
             port_env: Some("PORT".to_owned()),
-            health_path: "/health".to_owned(),
             database,
             extra_services,
             context_dir: (module_dir != ctx.dir).then_some(module_dir),

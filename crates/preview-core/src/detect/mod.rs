@@ -40,7 +40,6 @@ pub struct Detection {
     pub startup_commands: Vec<String>,
     pub port: u16,
     pub port_env: Option<String>,
-    pub health_path: String,
     pub database: Option<Database>,
     pub extra_services: Vec<ExtraService>,
     /// The build context relative to the checkout root, when it lies above the app dir.
@@ -295,6 +294,66 @@ pub fn normalize_package(name: &str) -> String {
     name.trim().to_ascii_lowercase().replace(['_', '.'], "-")
 }
 
+/// The process types of a Procfile that a preview uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Procfile {
+    /// `web:`, the command that serves HTTP on `$PORT`.
+    pub web: Option<String>,
+    /// `release:`, run before each release starts (migrations).
+    pub release: Option<String>,
+}
+
+/// Parses a Procfile (`name: command` lines; `#` comments), as Heroku, nixpacks and railpack do.
+pub fn parse_procfile(text: &str) -> Procfile {
+    let mut procfile = Procfile::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((name, command)) = line.split_once(':') else {
+            continue;
+        };
+        let command = command.trim();
+        if command.is_empty() {
+            continue;
+        }
+        match name.trim() {
+            "web" => procfile.web.get_or_insert_with(|| command.to_owned()),
+            "release" => procfile.release.get_or_insert_with(|| command.to_owned()),
+            _ => continue,
+        };
+    }
+    procfile
+}
+
+/// The first version asdf's `.tool-versions` lists for any of `names` (`nodejs 20.11.0 18.19.0`).
+pub fn tool_versions_entry(text: &str, names: &[&str]) -> Option<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            let tool = words.next()?;
+            names.contains(&tool).then(|| words.next()).flatten()
+        })
+        .map(str::to_owned)
+}
+
+/// The version mise's `[tools]` table pins for any of `names`: `node = "20"`, `node = ["20"]` or
+/// `node = { version = "20" }`.
+pub fn mise_tools_entry(text: &str, names: &[&str]) -> Option<String> {
+    let table: toml::Table = text.parse().ok()?;
+    let tools = table.get("tools")?.as_table()?;
+    let value = names.iter().find_map(|n| tools.get(*n))?;
+    let version = match value {
+        toml::Value::String(s) => Some(s.as_str()),
+        toml::Value::Array(a) => a.first().and_then(|v| v.as_str()),
+        toml::Value::Table(t) => t.get("version").and_then(|v| v.as_str()),
+        _ => None,
+    }?;
+    Some(version.to_owned())
+}
+
 /// Splits a simple command line on whitespace when it holds no shell syntax; otherwise runs it
 /// through `sh -c` (inside the container, never on the host), with `exec` so the app is the
 /// child the init forwards signals to.
@@ -357,31 +416,6 @@ pub fn hard_coded_port(source: &str, env_markers: &[&str]) -> Option<u16> {
     None
 }
 
-/// A version's leading `major.minor` numbers, ignoring operators like `>=`, `^`, `~`, `v`.
-pub fn leading_version(text: &str) -> Option<(u32, u32)> {
-    let start = text.find(|c: char| c.is_ascii_digit())?;
-    let mut parts = text[start..]
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
-    Some((major, minor))
-}
-
-/// A warning when the repo asks for a newer version than the pinned image has.
-pub fn version_warning(asked: &str, image: &str, what: &str) -> Option<String> {
-    let wanted = leading_version(asked)?;
-    let tag = image.split_once(':')?.1;
-    let have = leading_version(tag)?;
-    // Only lower bounds and exact pins can exceed the image; `<` ranges cannot.
-    if asked.trim_start().starts_with('<') {
-        return None;
-    }
-    (wanted > have).then(|| {
-        format!("{what} {asked} is asked for, but the pinned image is {image}; the build may fail")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +434,43 @@ mod tests {
     }
 
     #[test]
+    fn tool_version_files() {
+        let asdf = "# tools\nruby 3.3.0\nnodejs 20.11.0 18.19.0\npython 3.11.4\n";
+        assert_eq!(
+            tool_versions_entry(asdf, &["nodejs", "node"]).as_deref(),
+            Some("20.11.0")
+        );
+        assert_eq!(tool_versions_entry(asdf, &["golang"]), None);
+        let mise =
+            "[tools]\nnode = \"22\"\npython = [\"3.12\", \"3.11\"]\ngo = { version = \"1.23\" }\n";
+        assert_eq!(mise_tools_entry(mise, &["node"]).as_deref(), Some("22"));
+        assert_eq!(mise_tools_entry(mise, &["python"]).as_deref(), Some("3.12"));
+        assert_eq!(
+            mise_tools_entry(mise, &["golang", "go"]).as_deref(),
+            Some("1.23")
+        );
+        assert_eq!(mise_tools_entry("not toml [", &["node"]), None);
+    }
+
+    #[test]
+    fn procfiles() {
+        let p = parse_procfile(
+            "# comment\nrelease: python manage.py migrate\nweb: gunicorn app:app --bind 0.0.0.0:$PORT\nworker: celery -A x\nweb: second\n",
+        );
+        assert_eq!(
+            p.web.as_deref(),
+            Some("gunicorn app:app --bind 0.0.0.0:$PORT")
+        );
+        assert_eq!(p.release.as_deref(), Some("python manage.py migrate"));
+        assert_eq!(parse_procfile("worker: x\nweb:\n"), Procfile::default());
+        // $PORT needs a shell inside the container; the command never runs on the host.
+        assert_eq!(
+            command_argv("gunicorn app:app --bind 0.0.0.0:$PORT"),
+            ["sh", "-c", "exec gunicorn app:app --bind 0.0.0.0:$PORT"]
+        );
+    }
+
+    #[test]
     fn finds_hard_coded_ports() {
         assert_eq!(
             hard_coded_port("app.listen(4000)", &["process.env.PORT"]),
@@ -413,15 +484,5 @@ mod tests {
             None
         );
         assert_eq!(hard_coded_port("x = 1", &[]), None);
-    }
-
-    #[test]
-    fn compares_versions_with_the_image() {
-        assert!(version_warning("1.23", "golang:1.22-bookworm", "go").is_some());
-        assert!(version_warning("1.21", "golang:1.22-bookworm", "go").is_none());
-        assert!(version_warning(">=18", "node:20-bookworm-slim", "node").is_none());
-        assert!(version_warning("22.1.0", "node:20-bookworm-slim", "node").is_some());
-        assert!(version_warning("^8.1", "php:8.2-cli-bookworm", "php").is_none());
-        assert!(version_warning("<3.13,>=3.10", "python:3.12-slim-bookworm", "python").is_none());
     }
 }

@@ -2,8 +2,7 @@
 
 use serde_json::Value;
 
-use super::{Ctx, Detection, Detector, Strength, version_warning};
-use crate::images;
+use super::{Ctx, Detection, Detector, Strength};
 use crate::model::{
     Database, ExtraService, Framework, Language, PackageManager, PhpRecipe, Recipe,
 };
@@ -84,9 +83,6 @@ impl Detector for PhpDetector {
             reasons.push(format!(
                 "language_version={v} from composer.json require.php"
             ));
-            if let Some(w) = version_warning(v, images::image_for("php"), "php") {
-                warnings.push(w);
-            }
         }
         let package_manager = composer.as_ref().map(|_| {
             reasons.push("package_manager=composer because of composer.json".to_owned());
@@ -146,49 +142,46 @@ impl Detector for PhpDetector {
         };
 
         let mut startup_commands = Vec::new();
-        let (start_argv, health_path, writable_dirs): (Vec<String>, &str, Vec<String>) =
-            match framework {
-                Some(Framework::Laravel) => {
+        let (start_argv, writable_dirs): (Vec<String>, Vec<String>) = match framework {
+            Some(Framework::Laravel) => {
+                reasons.push(
+                    "start_command=php artisan serve because the app uses Laravel".to_owned(),
+                );
+                if database.is_some() {
+                    startup_commands.push("php artisan migrate --force".to_owned());
                     reasons.push(
-                        "start_command=php artisan serve because the app uses Laravel".to_owned(),
-                    );
-                    if database.is_some() {
-                        startup_commands.push("php artisan migrate --force".to_owned());
-                        reasons.push(
                         "startup_commands=php artisan migrate --force because the app has a database".to_owned(),
                     );
-                    }
+                }
+                (
+                    [
+                        "php",
+                        "artisan",
+                        "serve",
+                        "--host=0.0.0.0",
+                        &format!("--port={PORT}"),
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                    vec!["storage".to_owned(), "bootstrap/cache".to_owned()],
+                )
+            }
+            _ => match docroot {
+                Some(root) => {
+                    reasons.push(format!(
+                        "start_command=php -S with document root {root} because {} exists",
+                        ctx.show(&super::join_str(root, "index.php"))
+                    ));
                     (
-                        [
-                            "php",
-                            "artisan",
-                            "serve",
-                            "--host=0.0.0.0",
-                            &format!("--port={PORT}"),
-                        ]
-                        .map(str::to_owned)
-                        .to_vec(),
-                        "/up",
-                        vec!["storage".to_owned(), "bootstrap/cache".to_owned()],
+                        ["php", "-S", &format!("0.0.0.0:{PORT}"), "-t", root]
+                            .map(str::to_owned)
+                            .to_vec(),
+                        Vec::new(),
                     )
                 }
-                _ => match docroot {
-                    Some(root) => {
-                        reasons.push(format!(
-                            "start_command=php -S with document root {root} because {} exists",
-                            ctx.show(&super::join_str(root, "index.php"))
-                        ));
-                        (
-                            ["php", "-S", &format!("0.0.0.0:{PORT}"), "-t", root]
-                                .map(str::to_owned)
-                                .to_vec(),
-                            "/health",
-                            Vec::new(),
-                        )
-                    }
-                    None => (Vec::new(), "/health", Vec::new()),
-                },
-            };
+                None => (Vec::new(), Vec::new()),
+            },
+        };
         if !start_argv.is_empty() {
             reasons.push(format!("port={PORT} because the start command binds it"));
         }
@@ -223,7 +216,6 @@ impl Detector for PhpDetector {
             startup_commands,
             port: PORT,
             port_env: None,
-            health_path: health_path.to_owned(),
             database,
             extra_services,
             context_dir: None,

@@ -1,9 +1,6 @@
 //! Python: Django, FastAPI, Flask or plain, from requirements.txt, pyproject.toml or Pipfile.
 
-use super::{
-    Ctx, Detection, Detector, Strength, hard_coded_port, normalize_package, version_warning,
-};
-use crate::images;
+use super::{Ctx, Detection, Detector, Strength, hard_coded_port, normalize_package};
 use crate::model::{
     Database, ExtraService, Framework, Language, PackageManager, PythonRecipe, Recipe,
 };
@@ -212,14 +209,13 @@ impl Detector for PythonDetector {
             )
         };
         reasons.push(format!("package_manager={pm} because {pm_reason}"));
-        let recipe = python_recipe(pm, ctx, requirements_txt.is_some(), pyproject.is_some());
+        let mut recipe = python_recipe(pm, ctx, requirements_txt.is_some(), pyproject.is_some());
 
         // Version.
         let mut language_version = None;
         if let Some(v) = ctx
             .peek_source(".python-version")
-            .map(|t| t.trim().to_owned())
-            && !v.is_empty()
+            .and_then(|t| first_version_line(&t))
         {
             reasons.push(format!(
                 "language_version={v} from {}",
@@ -255,12 +251,6 @@ impl Detector for PythonDetector {
             reasons.push(format!("language_version={v} from Pipfile [requires]"));
             language_version = Some(v.to_owned());
         }
-        if let Some(w) = language_version
-            .as_deref()
-            .and_then(|v| version_warning(v, images::image_for("python"), "python"))
-        {
-            warnings.push(w);
-        }
 
         // Start command.
         let bind = format!("0.0.0.0:{PORT}");
@@ -272,11 +262,58 @@ impl Detector for PythonDetector {
                 .any(|r| r.starts_with("fastapi[standard") || r.starts_with("fastapi[all"));
         let mut port = PORT;
         let mut port_env = Some("PORT".to_owned());
+        let mut build_commands = Vec::new();
+        let django_settings = ctx
+            .peek_source("manage.py")
+            .and_then(|s| django_settings_module(&s));
+        let settings_file = django_settings.as_ref().and_then(|module| {
+            [
+                format!("{}.py", module.replace('.', "/")),
+                format!("{}/__init__.py", module.replace('.', "/")),
+            ]
+            .into_iter()
+            .find(|f| ctx.is_file(f))
+        });
+        let settings_source = settings_file.as_deref().and_then(|f| ctx.peek_source(f));
+        if framework == Some(Framework::Django)
+            && let Some(source) = &settings_source
+            && let Some(line) = source
+                .lines()
+                .find(|l| l.trim_start().starts_with("ALLOWED_HOSTS"))
+            && !line.contains('*')
+            && !["environ", "getenv", "env("]
+                .iter()
+                .any(|e| line.contains(e))
+        {
+            warnings.push(format!(
+                "{} sets {}: Django answers 400 to any other Host, such as the preview's; read it from the environment (PREVIEW_URL holds the preview's URL)",
+                ctx.show(settings_file.as_deref().unwrap_or_default()),
+                line.trim()
+            ));
+        }
+        if framework == Some(Framework::Django)
+            && let Some(file) = &settings_file
+            && settings_source
+                .as_deref()
+                .is_some_and(|s| s.contains("STATIC_ROOT"))
+        {
+            // WhiteNoise's manifest storage (and any STATIC_ROOT server) needs the collected
+            // files, or pages that use {% static %} answer 500.
+            build_commands.push("python manage.py collectstatic --noinput".to_owned());
+            reasons.push(format!(
+                "build_commands=collectstatic because {} sets STATIC_ROOT",
+                ctx.show(file)
+            ));
+        }
+        // A packaged app (Flask's own examples) creates its app in its package's __init__.py.
+        let package = pyproject
+            .as_ref()
+            .and_then(|p| p.get("project")?.get("name")?.as_str())
+            .map(|name| normalize_package(name).replace('-', "_"))
+            .filter(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         let start_argv: Vec<String> = match framework {
             Some(Framework::Django) => {
-                let settings = ctx
-                    .peek_source("manage.py")
-                    .and_then(|s| django_settings_module(&s));
+                let settings = django_settings.clone();
                 let project = settings
                     .as_deref()
                     .and_then(|s| s.rsplit_once('.').map(|(p, _)| p.to_owned()))
@@ -313,7 +350,8 @@ impl Detector for PythonDetector {
                 }
             }
             Some(Framework::Fastapi) => {
-                let target = find_app(ctx, "FastAPI(").unwrap_or_else(|| "main:app".to_owned());
+                let target = find_app(ctx, "FastAPI(", package.as_deref())
+                    .unwrap_or_else(|| "main:app".to_owned());
                 reasons.push(format!(
                     "start_command=uvicorn {target} because it creates the FastAPI app"
                 ));
@@ -336,7 +374,8 @@ impl Detector for PythonDetector {
                 ])
             }
             Some(Framework::Flask) => {
-                let target = find_app(ctx, "Flask(").unwrap_or_else(|| "app:app".to_owned());
+                let target = find_app(ctx, "Flask(", package.as_deref())
+                    .unwrap_or_else(|| "app:app".to_owned());
                 if has_gunicorn {
                     reasons.push(format!("start_command=gunicorn {target} because it creates the Flask app and gunicorn is a dependency"));
                     argv(&[
@@ -366,6 +405,36 @@ impl Detector for PythonDetector {
                     ])
                 }
             }
+            None if let Some(file) = reqs
+                .has("streamlit")
+                .then(|| {
+                    [
+                        "streamlit_app.py",
+                        "app.py",
+                        "main.py",
+                        "Home.py",
+                        "Hello.py",
+                    ]
+                    .into_iter()
+                    .find(|f| ctx.peek_source(f).is_some_and(|s| s.contains("streamlit")))
+                })
+                .flatten() =>
+            {
+                reasons.push(format!(
+                    "start_command=streamlit run {file} because it imports streamlit, a dependency"
+                ));
+                argv(&[
+                    "streamlit",
+                    "run",
+                    file,
+                    "--server.port",
+                    &PORT.to_string(),
+                    "--server.address",
+                    "0.0.0.0",
+                    "--server.headless",
+                    "true",
+                ])
+            }
             _ => match entry {
                 Some(file) => {
                     reasons.push(format!(
@@ -387,7 +456,22 @@ impl Detector for PythonDetector {
                     }
                     argv(&["python", file])
                 }
-                None => Vec::new(),
+                // A packaged app: the console script its pyproject declares, once the project
+                // itself is installed into the virtualenv.
+                None => match pyproject.as_ref().and_then(project_script) {
+                    Some((script, table)) => {
+                        reasons.push(format!(
+                            "start_command={script} because pyproject.toml declares it in {table}"
+                        ));
+                        if let Some(install) = install_project(pm)
+                            && recipe.install_project.is_empty()
+                        {
+                            recipe.install_project = vec![install.to_owned()];
+                        }
+                        vec![script]
+                    }
+                    None => Vec::new(),
+                },
             },
         };
         if port_env.is_some() && !reasons.iter().any(|r| r.starts_with("port=")) {
@@ -431,6 +515,12 @@ impl Detector for PythonDetector {
                 break;
             }
         }
+        let mut startup_commands = Vec::new();
+        if framework == Some(Framework::Django) && database.is_some() {
+            startup_commands.push("python manage.py migrate --noinput".to_owned());
+            reasons
+                .push("startup_commands=migrate because the Django app has a database".to_owned());
+        }
         let mut extra_services = Vec::new();
         if let Some(dep) = ["redis", "rq", "django-redis"]
             .into_iter()
@@ -457,12 +547,11 @@ impl Detector for PythonDetector {
             evidence,
             language_version,
             package_manager: Some(pm),
-            build_commands: Vec::new(),
+            build_commands,
             start_argv,
-            startup_commands: Vec::new(),
+            startup_commands,
             port,
             port_env,
-            health_path: "/health".to_owned(),
             database,
             extra_services,
             context_dir: None,
@@ -471,6 +560,50 @@ impl Detector for PythonDetector {
             warnings,
         }))
     }
+}
+
+/// The first console script of `[project.scripts]` or `[tool.poetry.scripts]`, and which.
+fn project_script(pyproject: &toml::Table) -> Option<(String, &'static str)> {
+    let project = pyproject
+        .get("project")
+        .and_then(|p| p.get("scripts"))
+        .and_then(|s| s.as_table())
+        .map(|t| (t, "[project.scripts]"));
+    let poetry = pyproject
+        .get("tool")
+        .and_then(|t| t.get("poetry"))
+        .and_then(|p| p.get("scripts"))
+        .and_then(|s| s.as_table())
+        .map(|t| (t, "[tool.poetry.scripts]"));
+    let (table, name) = project.or(poetry)?;
+    let script = table.keys().next()?;
+    script
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        .then(|| (script.clone(), name))
+}
+
+/// Installs the project itself (its console scripts) after the sources are copied.
+fn install_project(pm: PackageManager) -> Option<&'static str> {
+    match pm {
+        PackageManager::Uv => {
+            Some("UV_PROJECT_ENVIRONMENT=/opt/venv uv sync --frozen --no-dev --no-editable")
+        }
+        PackageManager::Poetry => {
+            Some("POETRY_VIRTUALENVS_CREATE=false poetry install --only main --no-interaction")
+        }
+        PackageManager::Pip => Some("pip install --no-cache-dir --no-deps ."),
+        _ => None,
+    }
+}
+
+/// The first version in a `.python-version`: pyenv allows comments, blank lines and several
+/// versions, one a line.
+fn first_version_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -492,9 +625,18 @@ fn django_settings_module(manage_py: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Finds `NAME = Ctor(` in the usual files and returns `module:NAME`.
-fn find_app(ctx: &Ctx, ctor: &str) -> Option<String> {
-    for file in APP_FILES {
+/// Finds `NAME = Ctor(` in the usual files, then in `package`'s `__init__.py`, and returns
+/// `module:NAME`.
+fn find_app(ctx: &Ctx, ctor: &str, package: Option<&str>) -> Option<String> {
+    let package_files = package
+        .into_iter()
+        .flat_map(|p| [format!("{p}/__init__.py"), format!("src/{p}/__init__.py")]);
+    for file in APP_FILES
+        .map(str::to_owned)
+        .into_iter()
+        .chain(package_files)
+    {
+        let file = file.as_str();
         let Some(source) = ctx.peek_source(file) else {
             continue;
         };
@@ -590,6 +732,15 @@ fn python_recipe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_version_files_with_comments() {
+        assert_eq!(
+            first_version_line("# pinned for CI\n\n3.11.4  # latest patch\n3.10\n").as_deref(),
+            Some("3.11.4")
+        );
+        assert_eq!(first_version_line("# only a comment\n"), None);
+    }
 
     #[test]
     fn django_settings() {

@@ -5,9 +5,8 @@ use std::path::Path;
 use toml::Table;
 
 use super::go::ancestors;
-use super::{Ctx, Detection, Detector, Strength, join_str, version_warning};
+use super::{Ctx, Detection, Detector, Strength, join_str};
 use crate::checkout::MANIFEST_LIMIT;
-use crate::images;
 use crate::model::{Database, ExtraService, Language, PackageManager, Recipe, RustRecipe};
 use crate::{Error, Result};
 
@@ -121,9 +120,6 @@ impl Detector for RustDetector {
         let language_version = toolchain_version(ctx, &root_dir, &root, &manifest);
         if let Some((v, from)) = &language_version {
             reasons.push(format!("language_version={v} from {from}"));
-            if let Some(w) = version_warning(v, images::image_for("rust"), "rust") {
-                warnings.push(w);
-            }
         }
 
         // Services from the dependencies of the chosen package (and the workspace table).
@@ -184,12 +180,26 @@ impl Detector for RustDetector {
             && manifest.get("bin").is_none()
             && manifest.get("lib").is_none();
 
+        // Rocket ignores PORT: it reads ROCKET_PORT (default 8000) and ROCKET_ADDRESS.
+        let rocket = deps.iter().any(|(n, _)| n == "rocket");
+        let (port, port_env) = if rocket {
+            (8000, "ROCKET_PORT")
+        } else {
+            (8080, "PORT")
+        };
         let (start_argv, strength) = match &chosen {
             Some(_) => {
                 reasons.push(
                     "start_command=/usr/local/bin/app, the binary built in release mode".to_owned(),
                 );
-                reasons.push("port=8080 via PORT, our convention for compiled apps".to_owned());
+                if rocket {
+                    reasons.push(
+                        "port=8000 via ROCKET_PORT because Cargo.toml depends on rocket (ROCKET_ADDRESS is set to 0.0.0.0)"
+                            .to_owned(),
+                    );
+                } else {
+                    reasons.push("port=8080 via PORT, our convention for compiled apps".to_owned());
+                }
                 (vec!["/usr/local/bin/app".to_owned()], Strength::Plain)
             }
             None => (Vec::new(), Strength::Tooling),
@@ -214,9 +224,8 @@ impl Detector for RustDetector {
             build_commands: Vec::new(),
             start_argv,
             startup_commands: Vec::new(),
-            port: 8080,
-            port_env: Some("PORT".to_owned()),
-            health_path: "/health".to_owned(),
+            port,
+            port_env: Some(port_env.to_owned()),
             database,
             extra_services,
             context_dir: (root_dir != ctx.dir).then_some(root_dir),
@@ -384,7 +393,8 @@ fn toolchain_version(
             .and_then(|p| p.get("rust-version"))
             .and_then(|v| v.as_str())
         {
-            return Some((v.to_owned(), from.to_owned()));
+            // rust-version is the oldest compiler the crate supports.
+            return Some((format!(">={v}"), from.to_owned()));
         }
     }
     None

@@ -3,15 +3,19 @@
 //!
 //! Every service gets the limits, `no-new-privileges`, a restart policy and the deployment's
 //! labels; the app alone is published, on 127.0.0.1 only, and runs under an init with a short
-//! stop grace period so a new commit replaces it in about a second. Values we write are escaped
-//! for Compose's `$` interpolation; values from the repo's compose file keep their meaning.
+//! stop grace period so a new commit replaces it in about a second. The app is rendered in one
+//! of two slots ([`AppSlot`]), so that an update starts it beside the serving one; only the app
+//! carries the commit's sha, so everything else keeps one definition across commits. Values we write are escaped
+//! for Compose's `$` interpolation. In the repo's compose file, references to the preview's own
+//! variables are substituted here and everything else is escaped too (the rule is at
+//! [`crate::sanitize::VariableRef`]), so Compose interpolates nothing from its environment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{RenderInput, labels, render_template};
+use super::{AppSlot, ComposeServices, RenderInput, labels, render_template};
 use crate::images;
 use crate::model::{Database, DockerfileSource, ExtraService, Framework, Language, Plan};
 use crate::plan::Planned;
@@ -107,6 +111,8 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
     input.validate()?;
     let plan = &planned.plan;
     let labels = object_labels(input);
+    let app_labels = app_labels(input);
+    let slot = input.app_slot;
     let mut services = Vec::new();
     let mut volumes = Vec::new();
     let mut networks = vec![NetworkView {
@@ -116,7 +122,12 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
 
     match &planned.repo_compose {
         None => {
-            let mut app = app_service(plan, input, &labels);
+            let mut app = app_service(plan, input, &app_labels);
+            if slot == AppSlot::Green {
+                let mut passthrough = serde_json::Map::new();
+                passthrough.insert("networks".to_owned(), aliased_networks(None, APP_SERVICE));
+                app.passthrough = yaml_block(&passthrough, 4);
+            }
             app.environment = merge_env(generated_env(plan, input), &plan.env);
             if let Some(db) = plan.database {
                 services.push(database_service(db, input, &labels));
@@ -130,9 +141,25 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
             services.insert(0, app);
         }
         Some(repo) => {
+            let values = repo_compose_values(plan, input);
+            let slotted = slot.service_name(&repo.app_service);
+            if slot != AppSlot::Blue && repo.services.iter().any(|s| s.name == slotted) {
+                return Err(Error::Render {
+                    template: "docker-compose.yml.j2".to_owned(),
+                    message: format!(
+                        "service `{slotted}` is the name the app service `{}` takes during an update; rename it",
+                        repo.app_service
+                    ),
+                });
+            }
             for service in &repo.services {
                 let is_app = service.name == repo.app_service;
-                services.push(repo_service(plan, input, &labels, service, is_app)?);
+                let service = service.resolved(&repo.file, &values)?;
+                let labels = if is_app { &app_labels } else { &labels };
+                let rename = (slot != AppSlot::Blue)
+                    .then_some((repo.app_service.as_str(), slotted.as_str()));
+                let view = repo_service(plan, input, labels, &service, is_app, rename)?;
+                services.push(view);
             }
             volumes.extend(repo.volumes.iter().cloned());
             networks.extend(repo.networks.iter().filter(|(n, _)| n != "default").map(
@@ -162,14 +189,117 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
     )
 }
 
+/// The labels of every object: the same for every commit (see [`labels::SHA`]).
 fn object_labels(input: &RenderInput) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::DEPLOYMENT.to_owned(), input.deployment_id.clone()),
         (labels::REPO.to_owned(), input.repo.clone()),
         (labels::PR.to_owned(), input.pr.to_string()),
-        (labels::SHA.to_owned(), input.sha.clone()),
         (labels::MANAGED.to_owned(), "true".to_owned()),
     ])
+}
+
+/// The labels of the app's container and image: the object labels plus the commit and slot.
+fn app_labels(input: &RenderInput) -> BTreeMap<String, String> {
+    let mut labels = object_labels(input);
+    labels.insert(labels::SHA.to_owned(), input.sha.clone());
+    labels.insert(labels::SLOT.to_owned(), input.app_slot.as_str().to_owned());
+    labels
+}
+
+/// The service names a render of `planned` in `slot` has.
+pub fn services(planned: &Planned, slot: AppSlot) -> ComposeServices {
+    match &planned.repo_compose {
+        None => ComposeServices {
+            app: slot.service_name(APP_SERVICE),
+            others: planned
+                .plan
+                .database
+                .map(|_| DB_SERVICE.to_owned())
+                .into_iter()
+                .chain(
+                    planned
+                        .plan
+                        .extra_services
+                        .iter()
+                        .map(|e| e.as_str().to_owned()),
+                )
+                .collect(),
+        },
+        Some(repo) => ComposeServices {
+            app: slot.service_name(&repo.app_service),
+            others: repo
+                .services
+                .iter()
+                .filter(|s| s.name != repo.app_service)
+                .map(|s| s.name.clone())
+                .collect(),
+        },
+    }
+}
+
+/// The app's `networks` in the green slot: the same networks (`default` when it names none),
+/// each with the alias `app_name`, so the other services reach it under its usual name.
+fn aliased_networks(networks: Option<Value>, app_name: &str) -> Value {
+    let alias = || serde_json::json!({ "aliases": [app_name] });
+    let mut out = serde_json::Map::new();
+    match networks {
+        Some(Value::Array(names)) => {
+            for name in names.iter().filter_map(Value::as_str) {
+                out.insert(name.to_owned(), alias());
+            }
+        }
+        Some(Value::Object(map)) => {
+            for (name, config) in map {
+                let config = match config {
+                    Value::Object(mut config) => {
+                        let mut aliases = match config.remove("aliases") {
+                            Some(Value::Array(a)) => a,
+                            _ => Vec::new(),
+                        };
+                        aliases.push(Value::String(app_name.to_owned()));
+                        config.insert("aliases".to_owned(), Value::Array(aliases));
+                        Value::Object(config)
+                    }
+                    _ => alias(),
+                };
+                out.insert(name, config);
+            }
+        }
+        _ => {}
+    }
+    if out.is_empty() {
+        out.insert("default".to_owned(), alias());
+    }
+    Value::Object(out)
+}
+
+/// Points another service's `depends_on` and `links` at the app's green service name.
+fn rename_references(passthrough: &mut serde_json::Map<String, Value>, from: &str, to: &str) {
+    match passthrough.get_mut("depends_on") {
+        Some(Value::Array(names)) => {
+            for name in names {
+                if name.as_str() == Some(from) {
+                    *name = Value::String(to.to_owned());
+                }
+            }
+        }
+        Some(Value::Object(map)) => {
+            if let Some(config) = map.remove(from) {
+                map.insert(to.to_owned(), config);
+            }
+        }
+        _ => {}
+    }
+    if let Some(Value::Array(links)) = passthrough.get_mut("links") {
+        for link in links {
+            let Some(text) = link.as_str() else { continue };
+            let (service, alias) = text.split_once(':').unwrap_or((text, from));
+            if service == from {
+                *link = Value::String(format!("{to}:{alias}"));
+            }
+        }
+    }
 }
 
 fn absolute(input: &RenderInput, rel: &str) -> String {
@@ -248,12 +378,56 @@ fn app_service(plan: &Plan, input: &RenderInput, labels: &BTreeMap<String, Strin
             published: input.host_port.to_string(),
         }],
         stop_grace_period: input.stop_grace_period.clone(),
-        ..hardened(APP_SERVICE, labels)
+        ..hardened(&input.app_slot.service_name(APP_SERVICE), labels)
     }
 }
 
-/// The variables every app gets: its port, where it is served, and its services' URLs.
+/// The variables every app gets, escaped for Compose.
 fn generated_env(plan: &Plan, input: &RenderInput) -> Vec<(String, Option<String>)> {
+    generated_values(plan, input)
+        .into_iter()
+        .map(|(k, v)| (k, Some(literal(&v))))
+        .collect()
+}
+
+/// The variables the preview sets for the app of a repo's compose file (which brings its own
+/// database and services): the only names its `${VAR}` may use beside preview-config.yml's env.
+pub fn preview_variable_names(plan: &Plan) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = [
+        "PREVIEW",
+        "PREVIEW_BASE_PATH",
+        "PREVIEW_PR",
+        "PREVIEW_SHA",
+        "PREVIEW_URL",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    names.extend(plan.port_env.clone());
+    if plan.language == Some(Language::Node) {
+        names.insert("HOST".to_owned());
+    }
+    if plan.port_env.as_deref() == Some("ROCKET_PORT") {
+        names.insert("ROCKET_ADDRESS".to_owned());
+    }
+    names.extend(plan.env.keys().cloned());
+    names
+}
+
+/// The values a repo's compose file resolves its variables from, unescaped: ours, then
+/// preview-config.yml's env (which wins, as it does in the app's environment).
+fn repo_compose_values(plan: &Plan, input: &RenderInput) -> BTreeMap<String, String> {
+    let names = preview_variable_names(plan);
+    let mut values: BTreeMap<String, String> = generated_values(plan, input)
+        .into_iter()
+        .filter(|(k, _)| names.contains(k))
+        .collect();
+    values.extend(plan.env.clone());
+    values
+}
+
+/// The variables every app gets, unescaped: its port, where it is served, and its services' URLs.
+fn generated_values(plan: &Plan, input: &RenderInput) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(port_env) = &plan.port_env {
         env.push((port_env.clone(), plan.port.to_string()));
@@ -262,6 +436,10 @@ fn generated_env(plan: &Plan, input: &RenderInput) -> Vec<(String, Option<String
         // Node servers (Fastify, Nuxt, Vite, ...) commonly bind to HOST; inside a container that
         // must be every interface.
         env.push(("HOST".to_owned(), "0.0.0.0".to_owned()));
+    }
+    if plan.port_env.as_deref() == Some("ROCKET_PORT") {
+        // Rocket binds 127.0.0.1 by default, unreachable from outside the container.
+        env.push(("ROCKET_ADDRESS".to_owned(), "0.0.0.0".to_owned()));
     }
     env.push(("PREVIEW".to_owned(), "true".to_owned()));
     env.push(("PREVIEW_BASE_PATH".to_owned(), input.path_prefix()));
@@ -331,9 +509,7 @@ fn generated_env(plan: &Plan, input: &RenderInput) -> Vec<(String, Option<String
         Some(Framework::Nextjs) => env.push(("HOSTNAME".to_owned(), "0.0.0.0".to_owned())),
         _ => {}
     }
-    env.into_iter()
-        .map(|(k, v)| (k, Some(literal(&v))))
-        .collect()
+    env
 }
 
 /// Our variables, then the repo's (which win), as Compose sees them.
@@ -448,6 +624,7 @@ fn repo_service(
     labels: &BTreeMap<String, String>,
     service: &RepoService,
     is_app: bool,
+    rename: Option<(&str, &str)>,
 ) -> Result<ServiceView> {
     let mut passthrough = service.passthrough.clone();
     let mut view = hardened(&service.name, labels);
@@ -525,11 +702,10 @@ fn repo_service(
             published: input.host_port.to_string(),
         }];
         // Our variables where the repo's compose file sets none, then preview-config.yml's env.
+        let names = preview_variable_names(plan);
         let mut env: BTreeMap<String, Option<String>> = generated_env(plan, input)
             .into_iter()
-            .filter(|(k, _)| {
-                k.starts_with("PREVIEW") || Some(k) == plan.port_env.as_ref() || k == "HOST"
-            })
+            .filter(|(k, _)| names.contains(k))
             .collect();
         env.extend(view.environment.drain(..));
         for (k, v) in &plan.env {
@@ -545,6 +721,17 @@ fn repo_service(
         } else if !plan.start_argv.is_empty() {
             passthrough.remove("command");
             view.command = Some(plan.start_argv.iter().map(|a| literal(a)).collect());
+        }
+    }
+    // In the green slot the app's service is renamed: it keeps its usual name as an alias, and
+    // the other services' references follow it.
+    if let Some((from, to)) = rename {
+        if is_app {
+            view.name = to.to_owned();
+            let networks = passthrough.remove("networks");
+            passthrough.insert("networks".to_owned(), aliased_networks(networks, from));
+        } else {
+            rename_references(&mut passthrough, from, to);
         }
     }
     view.passthrough = yaml_block(&passthrough, 4);
@@ -581,25 +768,10 @@ fn key_bytes(secret: &str) -> Vec<u8> {
     secret.bytes().cycle().take(32).collect()
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Standard base64 with padding (RFC 4648).
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -607,16 +779,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_rfc_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expected);
-        }
+    fn the_green_app_keeps_its_name_as_an_alias() {
+        let alias = |v: Value| aliased_networks(Some(v), "web");
+        assert_eq!(
+            aliased_networks(None, "web"),
+            serde_json::json!({"default": {"aliases": ["web"]}})
+        );
+        assert_eq!(
+            alias(serde_json::json!(["front", "back"])),
+            serde_json::json!({"front": {"aliases": ["web"]}, "back": {"aliases": ["web"]}})
+        );
+        assert_eq!(
+            alias(serde_json::json!({"front": null, "back": {"aliases": ["w"], "priority": 2}})),
+            serde_json::json!({"front": {"aliases": ["web"]}, "back": {"aliases": ["w", "web"], "priority": 2}})
+        );
+    }
+
+    #[test]
+    fn references_to_the_app_follow_it_to_the_green_slot() {
+        let mut list =
+            serde_json::json!({"depends_on": ["web", "db"], "links": ["web", "web:site", "db"]});
+        rename_references(list.as_object_mut().unwrap(), "web", "web-green");
+        assert_eq!(
+            list,
+            serde_json::json!({"depends_on": ["web-green", "db"], "links": ["web-green:web", "web-green:site", "db"]})
+        );
+        let mut map = serde_json::json!({"depends_on": {"web": {"condition": "service_started"}}});
+        rename_references(map.as_object_mut().unwrap(), "web", "web-green");
+        assert_eq!(
+            map,
+            serde_json::json!({"depends_on": {"web-green": {"condition": "service_started"}}})
+        );
     }
 
     #[test]

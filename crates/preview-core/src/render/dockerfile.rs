@@ -20,7 +20,20 @@ struct Context<'a> {
     build_commands: &'a [String],
     /// For Rust: the `cargo build` flags.
     cargo_flags: String,
+    /// For Node: the optional parts of its recipe, always defined for the template.
+    runtime_setup: Option<&'a str>,
+    keep_dev_dependencies: bool,
+    static_root: Option<&'a str>,
+    /// For Node static sites: the server's source (base64, which needs no escaping in the
+    /// Dockerfile's JSON and which hadolint parses) and where the image keeps it.
+    static_server: String,
+    static_server_path: &'static str,
 }
+
+/// The static server of static front ends, written into their image.
+pub const STATIC_SERVER: &str = include_str!("../../templates/static-server.mjs");
+/// Where the image keeps the static server; outside /app, so it never meets the site's files.
+pub const STATIC_SERVER_PATH: &str = "/usr/local/lib/preview-static-server.mjs";
 
 /// Renders the Dockerfile, or `None` when the plan uses the repo's own.
 pub fn render_dockerfile(plan: &Plan) -> Result<Option<String>> {
@@ -51,6 +64,10 @@ pub fn render_dockerfile(plan: &Plan) -> Result<Option<String>> {
         }
         _ => String::new(),
     };
+    let node = match recipe {
+        Recipe::Node(r) => Some(r),
+        _ => None,
+    };
     let ctx = Context {
         plan,
         recipe,
@@ -61,6 +78,11 @@ pub fn render_dockerfile(plan: &Plan) -> Result<Option<String>> {
         start_argv: &plan.start_argv,
         build_commands: &plan.build_commands,
         cargo_flags,
+        runtime_setup: node.and_then(|r| r.runtime_setup.as_deref()),
+        keep_dev_dependencies: node.is_some_and(|r| r.keep_dev_dependencies),
+        static_root: node.and_then(|r| r.static_root.as_deref()),
+        static_server: super::compose::base64(STATIC_SERVER.as_bytes()),
+        static_server_path: STATIC_SERVER_PATH,
     };
     render_template(template, ctx).map(Some)
 }

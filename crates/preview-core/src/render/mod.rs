@@ -29,10 +29,63 @@ pub mod labels {
     pub const REPO: &str = "dev.preview-deployer.repo";
     /// The pull request number.
     pub const PR: &str = "dev.preview-deployer.pr";
-    /// The commit sha being previewed.
+    /// The commit sha being previewed. Only on the app's container and image: a data service,
+    /// network or volume keeps the same definition from commit to commit, so Compose leaves it
+    /// running through an update (a changed label would make Compose recreate it).
     pub const SHA: &str = "dev.preview-deployer.sha";
+    /// Which of the two app slots (`blue`, `green`) a container belongs to; only on the app.
+    pub const SLOT: &str = "dev.preview-deployer.slot";
     /// Always `true`: marks objects the orchestrator manages.
     pub const MANAGED: &str = "dev.preview-deployer.managed";
+}
+
+/// One of a preview's two sets of app containers. An update starts the new commit in the slot
+/// that is not serving, beside the serving one, then nginx switches to it (see the
+/// orchestrator's runtime). The slots differ in the app's service name only, so they share the
+/// project's network, volumes and services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AppSlot {
+    /// The app's own service name (`app`, or the repo compose file's app service): a first
+    /// deploy's slot.
+    #[default]
+    Blue,
+    /// `{name}-green`, reachable by the other services under the plain name too.
+    Green,
+}
+
+impl AppSlot {
+    /// The slot's name, as in the [`labels::SLOT`] label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppSlot::Blue => "blue",
+            AppSlot::Green => "green",
+        }
+    }
+
+    /// The slot named `name` ([`AppSlot::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "blue" => Some(AppSlot::Blue),
+            "green" => Some(AppSlot::Green),
+            _ => None,
+        }
+    }
+
+    /// The other slot.
+    pub fn other(self) -> Self {
+        match self {
+            AppSlot::Blue => AppSlot::Green,
+            AppSlot::Green => AppSlot::Blue,
+        }
+    }
+
+    /// The compose service name of app service `app` in this slot.
+    pub fn service_name(self, app: &str) -> String {
+        match self {
+            AppSlot::Blue => app.to_owned(),
+            AppSlot::Green => format!("{app}-green"),
+        }
+    }
 }
 
 /// Resource limits of every container of a preview.
@@ -84,6 +137,43 @@ pub struct RenderInput {
     pub public_url: Option<String>,
     /// How long the app gets to stop before it is killed (compose `stop_grace_period`).
     pub stop_grace_period: String,
+    /// The app slot the compose file starts the app in.
+    pub app_slot: AppSlot,
+    /// Set when each preview has its own hostname (`{label}.{PREVIEW_DOMAIN}`): nginx then
+    /// serves it at `/` of that host, with nothing stripped.
+    pub host: Option<HostRoute>,
+}
+
+/// A preview served at the root of its own hostname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoute {
+    /// The full hostname, e.g. `octo-org-api-pr-7.preview.example.com`.
+    pub hostname: String,
+    /// nginx `listen` addresses of the preview's server block, e.g. `80` and `[::]:80`.
+    pub listen: Vec<String>,
+    /// Set once the wildcard certificate exists: the block then also serves HTTPS, and plain
+    /// HTTP redirects to it.
+    pub tls: Option<HostTls>,
+}
+
+/// HTTPS for a preview's hostname, with the one wildcard certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostTls {
+    /// nginx `listen` addresses for HTTPS, e.g. `443` and `[::]:443` (rendered with `ssl`).
+    pub listen: Vec<String>,
+    /// Absolute path of the full chain (`ssl_certificate`).
+    pub certificate: String,
+    /// Absolute path of the private key (`ssl_certificate_key`).
+    pub key: String,
+}
+
+impl HostTls {
+    /// Whether the certificate and key are there: until the first issuance, previews stay on
+    /// plain HTTP (nginx refuses a config naming a missing certificate).
+    pub fn is_ready(&self) -> bool {
+        std::path::Path::new(&self.certificate).is_file()
+            && std::path::Path::new(&self.key).is_file()
+    }
 }
 
 impl RenderInput {
@@ -113,12 +203,17 @@ impl RenderInput {
             secret: secret.into(),
             public_url: None,
             stop_grace_period: "3s".to_owned(),
+            app_slot: AppSlot::Blue,
+            host: None,
         }
     }
 
-    /// The URL path prefix, `/{slug}/pr-{pr}`.
+    /// The URL path prefix, `/{slug}/pr-{pr}`; empty when the preview has its own hostname.
     pub fn path_prefix(&self) -> String {
-        format!("/{}/pr-{}", self.slug, self.pr)
+        match self.host {
+            Some(_) => String::new(),
+            None => format!("/{}/pr-{}", self.slug, self.pr),
+        }
     }
 
     /// Checks every field that reaches a generated file.
@@ -186,6 +281,28 @@ impl RenderInput {
         if self.secret.len() < 16 || !self.secret.chars().all(|c| c.is_ascii_alphanumeric()) {
             return bad("secret", "must be at least 16 of [A-Za-z0-9]");
         }
+        if let Some(host) = &self.host {
+            if !is_hostname(&host.hostname) {
+                return bad("hostname", "must be a DNS name of [a-z0-9-] labels");
+            }
+            if host.listen.is_empty() || !host.listen.iter().all(|l| is_listen_address(l)) {
+                return bad(
+                    "nginx listen",
+                    "addresses such as 80, [::]:80 or 127.0.0.1:8080",
+                );
+            }
+            if let Some(tls) = &host.tls {
+                if tls.listen.is_empty() || !tls.listen.iter().all(|l| is_listen_address(l)) {
+                    return bad("nginx TLS listen", "addresses such as 443 or [::]:443");
+                }
+                if !is_config_path(&tls.certificate) || !is_config_path(&tls.key) {
+                    return bad(
+                        "certificate path",
+                        "must be absolute, of [A-Za-z0-9._/-] only",
+                    );
+                }
+            }
+        }
         let l = &self.limits;
         if !l.memory.chars().all(|c| c.is_ascii_alphanumeric()) || l.memory.is_empty() {
             return bad("limits.memory", "e.g. 512m");
@@ -219,6 +336,17 @@ pub struct Rendered {
     pub compose: String,
     /// The nginx location block, to be included inside the base config's `server`.
     pub nginx: String,
+    /// The compose services: the app's (in its slot) first, then the others.
+    pub services: ComposeServices,
+}
+
+/// The service names of a rendered compose file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeServices {
+    /// The app's service, under its slot's name.
+    pub app: String,
+    /// Every other service (databases, extra services, the repo's other services).
+    pub others: Vec<String>,
 }
 
 impl Rendered {
@@ -242,7 +370,41 @@ pub fn render(planned: &Planned, input: &RenderInput) -> Result<Rendered> {
         dockerfile: render_dockerfile(&planned.plan)?,
         compose: render_compose(planned, input)?,
         nginx: render_nginx(input)?,
+        services: compose::services(planned, input.app_slot),
     })
+}
+
+/// True for a DNS name: dot-separated labels of 1-63 `[a-z0-9-]`, not starting or ending with
+/// `-`, at most 253 characters in all.
+pub fn is_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// True for a path that is safe to write unquoted into nginx config: absolute, no spaces,
+/// semicolons, braces, quotes or variables.
+fn is_config_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains("..")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+}
+
+/// True for an nginx `listen` address of ours: a port, `host:port` or `[v6]:port`, nothing else.
+pub fn is_listen_address(address: &str) -> bool {
+    !address.is_empty()
+        && address
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "[]:.".contains(c))
 }
 
 /// The template environment: strict about undefined values, no HTML escaping, block tags on
@@ -298,7 +460,7 @@ fn environment() -> Environment<'static> {
     env
 }
 
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 8] = [
     (
         "Dockerfile.node.j2",
         include_str!("../../templates/Dockerfile.node.j2"),
@@ -326,6 +488,10 @@ const TEMPLATES: [(&str, &str); 7] = [
     (
         "nginx-location.conf.j2",
         include_str!("../../templates/nginx-location.conf.j2"),
+    ),
+    (
+        "nginx-server.conf.j2",
+        include_str!("../../templates/nginx-server.conf.j2"),
     ),
 ];
 

@@ -1,4 +1,5 @@
-//! The nginx location block that routes `/{slug}/pr-{N}/` to the app's host port.
+//! The nginx config of one preview: a location block that routes `/{slug}/pr-{N}/` to the app's
+//! host port, or, with hostnames, a server block for the preview's own host.
 
 use serde::Serialize;
 
@@ -14,14 +15,24 @@ struct Context<'a> {
     slug: &'a str,
     prefix: String,
     host_port: u16,
+    hostname: Option<&'a str>,
+    listen: &'a [String],
+    tls_listen: &'a [String],
+    certificate: Option<&'a str>,
+    certificate_key: Option<&'a str>,
 }
 
-/// Renders the location block. It declares nothing outside its `location`s, so any number of
-/// them can be included in one server block.
+/// Renders the location block (it declares nothing outside its `location`s, so any number of
+/// them can be included in one server block), or the server block of the preview's hostname.
 pub fn render_nginx(input: &RenderInput) -> Result<String> {
     input.validate()?;
+    let template = match input.host {
+        Some(_) => "nginx-server.conf.j2",
+        None => "nginx-location.conf.j2",
+    };
+    let tls = input.host.as_ref().and_then(|h| h.tls.as_ref());
     render_template(
-        "nginx-location.conf.j2",
+        template,
         Context {
             repo: &input.repo,
             pr: input.pr,
@@ -30,6 +41,11 @@ pub fn render_nginx(input: &RenderInput) -> Result<String> {
             slug: &input.slug,
             prefix: input.path_prefix(),
             host_port: input.host_port,
+            hostname: input.host.as_ref().map(|h| h.hostname.as_str()),
+            listen: input.host.as_ref().map_or(&[], |h| h.listen.as_slice()),
+            tls_listen: tls.map_or(&[], |t| t.listen.as_slice()),
+            certificate: tls.map(|t| t.certificate.as_str()),
+            certificate_key: tls.map(|t| t.key.as_str()),
         },
     )
 }

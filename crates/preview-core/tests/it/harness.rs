@@ -7,7 +7,9 @@ use preview_core::render::{RenderInput, Rendered, render};
 
 /// Every fixture that plans successfully.
 pub const PLANNABLE: &[&str] = &[
+    "bun-api",
     "compose-ok",
+    "compose-variables",
     "django",
     "express",
     "fastapi",
@@ -23,11 +25,16 @@ pub const PLANNABLE: &[&str] = &[
     "nextjs",
     "node-plain",
     "node-postgres",
+    "nuxt",
     "php-plain",
     "python-plain",
     "repo-dockerfile",
     "rust",
     "rust-workspace",
+    "static-html",
+    "sveltekit-node",
+    "ts-tsx",
+    "vite-spa",
 ];
 
 /// Every fixture whose plan is refused, with the text its error must contain.
@@ -75,6 +82,22 @@ pub const REFUSED: &[(&str, &str)] = &[
     (
         "hostile-compose-host-ports",
         "docker-compose.preview.yml:4: service `app`: key `ports`",
+    ),
+    (
+        "hostile-compose-interpolation-bare-secret",
+        "docker-compose.preview.yml:9: service `worker`: key `environment`: `GITHUB_WEBHOOK_SECRET` is not a variable of this preview",
+    ),
+    (
+        "hostile-compose-interpolation-home-in-default",
+        "docker-compose.preview.yml:6: service `app`: key `environment`: `HOME` is not a variable of this preview",
+    ),
+    (
+        "hostile-compose-interpolation-path",
+        "docker-compose.preview.yml:6: service `app`: key `volumes`: variables are not substituted in `volumes`",
+    ),
+    (
+        "hostile-compose-interpolation-token",
+        "docker-compose.preview.yml:6: service `app`: key `environment`: `GITHUB_TOKEN` is not a variable of this preview",
     ),
     (
         "hostile-compose-privileged",

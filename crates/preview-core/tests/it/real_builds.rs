@@ -1,5 +1,5 @@
 //! Real builds on the local engine: each sample builds unchanged from its generated files, starts
-//! under `docker compose`, and answers its health path on the published 127.0.0.1 port. Builds
+//! under `docker compose`, is ready as the orchestrator judges it, and answers its /health on the published 127.0.0.1 port. Builds
 //! run a few at a time; every project is torn down, even when an assertion fails.
 //!
 //! `PREVIEW_REAL_BUILDS=python-plain,go` limits the run to those samples (all by default).
@@ -31,6 +31,9 @@ const SAMPLES: &[(&str, &str)] = &[
     ("django", "django ok\n"),
     ("fastapi", "fastapi ok\n"),
     ("flask", "flask ok\n"),
+    // Static front ends: built with the app's own build, served by the built-in static server.
+    ("vite-spa", "vite-spa ok\n"),
+    ("static-html", "static-html ok\n"),
     // Proves DATABASE_URL: it answers only after a query on the preview's Postgres.
     ("node-postgres", "node-postgres ok 42\n"),
 ];
@@ -140,21 +143,26 @@ async fn build_and_check(
             logs(&project).await
         ));
     }
-    let health = &planned.plan.health_path;
+    // Ready as the orchestrator judges it, then the sample's own /health route proves it is ours.
+    let (health, ready_when) = (&planned.plan.health_path, planned.plan.ready_when);
     let deadline = Instant::now() + HEALTH_TIMEOUT;
-    let answer = loop {
+    loop {
         match http_get(port, health).await {
-            Ok(a) if a.status == 200 => break a,
+            Ok(a) if ready_when.accepts(a.status) => break,
             other if Instant::now() > deadline => {
                 return Err(format!(
-                    "{sample}: GET {health} never answered 200 (last: {other:?})\n{}",
+                    "{sample}: GET {health} never answered {} (last: {other:?})\n{}",
+                    ready_when.describe(),
                     logs(&project).await
                 ));
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-    };
+    }
     let elapsed = started.elapsed();
+    let answer = http_get(port, "/health")
+        .await
+        .map_err(|e| format!("{sample}: GET /health: {e:?}"))?;
     if answer.body != body {
         return Err(format!(
             "{sample}: body {:?}, expected {body:?}",
@@ -209,6 +217,9 @@ async fn build_and_check(
     if sample == "python-plain" {
         through_nginx(tmp.path(), sample, body).await?;
     }
+    if sample == "vite-spa" {
+        spa_is_served(port).await?;
+    }
 
     project.down(sample).await?;
     let left = docker_objects_with_label(&format!("{}={name}", labels::DEPLOYMENT)).await;
@@ -216,6 +227,40 @@ async fn build_and_check(
         return Err(format!("{sample}: left behind after down: {left:?}"));
     }
     Ok(elapsed)
+}
+
+/// A client-side route gets the app's index.html, and the bundle it names is served.
+async fn spa_is_served(port: u16) -> Result<(), String> {
+    let page = http_get(port, "/some/client/route")
+        .await
+        .map_err(|e| format!("vite-spa: GET a client route: {e:?}"))?;
+    if page.status != 200 || !page.body.contains("<div id=\"app\">") {
+        return Err(format!(
+            "vite-spa: a client route should get index.html: {page:?}"
+        ));
+    }
+    let script = page
+        .body
+        .split("src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .filter(|s| s.starts_with("/assets/"))
+        .ok_or_else(|| format!("vite-spa: no built bundle in {:?}", page.body))?;
+    let bundle = http_get(port, script)
+        .await
+        .map_err(|e| format!("vite-spa: GET {script}: {e:?}"))?;
+    if bundle.status != 200 || !bundle.headers.contains("text/javascript") {
+        return Err(format!("vite-spa: the bundle {script}: {bundle:?}"));
+    }
+    let missing = http_get(port, "/assets/missing.js")
+        .await
+        .map_err(|e| format!("vite-spa: GET a missing asset: {e:?}"))?;
+    if missing.status != 404 {
+        return Err(format!(
+            "vite-spa: a missing asset should be 404: {missing:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// The generated location, in a private nginx: prefix stripped, bare prefix redirected.

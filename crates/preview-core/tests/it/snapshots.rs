@@ -121,3 +121,82 @@ fn json_plan_has_the_documented_fields() {
         json["reasons"]
     );
 }
+
+/// With PREVIEW_DOMAIN, the preview's nginx config is a server block for its own hostname, and
+/// the app is told that nothing prefixes its paths.
+#[test]
+fn hostname_routing_renders_a_server_block() {
+    let settings = settings();
+    settings.bind(|| {
+        let planned = plan("express");
+        let mut input = snapshot_input("express");
+        input.host = Some(preview_core::render::HostRoute {
+            hostname: "octo-org-hello-api-pr-7.preview.example.com".into(),
+            listen: vec!["80".into(), "[::]:80".into()],
+            tls: None,
+        });
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!("express@nginx-hostname.conf", rendered.nginx);
+        input.host.as_mut().unwrap().tls = Some(preview_core::render::HostTls {
+            listen: vec!["443".into(), "[::]:443".into()],
+            certificate: "/opt/preview-deployer/tls/fullchain.pem".into(),
+            key: "/opt/preview-deployer/tls/privkey.pem".into(),
+        });
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!("express@nginx-hostname-tls.conf", rendered.nginx);
+        input.host.as_mut().unwrap().tls.as_mut().unwrap().key =
+            "/etc/x; include /etc/passwd".into();
+        assert!(
+            render(&planned, &input).is_err(),
+            "a certificate path cannot inject"
+        );
+        input.host.as_mut().unwrap().tls = None;
+        assert!(
+            rendered.compose.contains("PREVIEW_BASE_PATH: \"\""),
+            "{}",
+            rendered.compose
+        );
+
+        input.host.as_mut().unwrap().hostname = "bad_host.example.com".into();
+        assert!(
+            render(&planned, &input).is_err(),
+            "an invalid hostname is refused"
+        );
+        input.host.as_mut().unwrap().hostname = "ok.example.com".into();
+        input.host.as_mut().unwrap().listen = vec!["80; include /etc/passwd".into()];
+        assert!(
+            render(&planned, &input).is_err(),
+            "a listen address cannot inject"
+        );
+    });
+}
+
+/// An update renders the app in the green slot: renamed, aliased to its usual name, labelled
+/// with its slot; every other service, network and volume is exactly as in the blue render, so
+/// Compose leaves them running.
+#[test]
+fn green_slot_compose_files() {
+    let settings = settings();
+    settings.bind(|| {
+        for name in ["node-postgres", "compose-ok"] {
+            let planned = plan(name);
+            let blue = render(&planned, &snapshot_input(name)).unwrap();
+            let mut input = snapshot_input(name);
+            input.app_slot = preview_core::render::AppSlot::Green;
+            input.host_port = 8008;
+            let green = render(&planned, &input).unwrap();
+            insta::assert_snapshot!(format!("{name}@green@docker-compose.yml"), green.compose);
+            assert_eq!(green.services.others, blue.services.others, "{name}");
+            assert_eq!(green.services.app, format!("{}-green", blue.services.app));
+            let top = |compose: &str| -> serde_json::Value {
+                let mut v: serde_json::Value = serde_saphyr::from_str(compose).unwrap();
+                v["services"]
+                    .as_object_mut()
+                    .unwrap()
+                    .retain(|k, _| k != "app" && k != "app-green");
+                v
+            };
+            assert_eq!(top(&green.compose), top(&blue.compose), "{name}");
+        }
+    });
+}

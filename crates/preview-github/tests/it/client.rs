@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use preview_core::id::{CommitSha, PrNumber, RepoFullName};
 use preview_github::fake::FakeGitHub;
@@ -156,24 +156,50 @@ async fn rate_limits_are_honoured() {
         7,
         json!({ "state": "open", "head": { "sha": SHA } }),
     );
-    // A secondary limit with Retry-After, then an exhausted primary limit whose reset is past.
+    // An exhausted primary limit that lifts two seconds from now, then a secondary limit with
+    // Retry-After. The backoff policy alone would retry after 10–50 ms, so only honouring the
+    // headers passes the timing checks below.
+    let reset = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let reset_header = reset.to_string();
     fake.fail_next(
         "GET",
         "/repos/Octo/Hello-World/pulls/7",
         403,
+        &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", reset_header.as_str()),
+        ],
+        false,
+    );
+    fake.fail_next(
+        "GET",
+        "/repos/Octo/Hello-World/pulls/7",
+        429,
         &[("retry-after", "1")],
         false,
     );
-    fake.fail_next(
-        "GET",
-        "/repos/Octo/Hello-World/pulls/7",
-        403,
-        &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")],
-        false,
-    );
+    let started = Instant::now();
     let info = gh.pull_request(&repo(), pr()).await.unwrap();
+    let elapsed = started.elapsed();
     assert_eq!(info.state, PullRequestState::Open);
-    assert_eq!(fake.calls().len(), 3);
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 3);
+    let reset_at = UNIX_EPOCH + Duration::from_secs(reset);
+    assert!(
+        calls[1].at >= reset_at,
+        "the retry came {:?} before the limit's reset",
+        reset_at.duration_since(calls[1].at).unwrap_or_default()
+    );
+    let after_retry_after = calls[2].at.duration_since(calls[1].at).unwrap_or_default();
+    assert!(
+        after_retry_after >= Duration::from_secs(1),
+        "the retry came {after_retry_after:?} after a `Retry-After: 1`"
+    );
+    eprintln!("rate limits: Retry-After 1 s waited {after_retry_after:?}; whole call {elapsed:?}");
 
     // A limit longer than we will wait fails at once, without blocking the caller.
     fake.fail_next(
@@ -183,10 +209,16 @@ async fn rate_limits_are_honoured() {
         &[("retry-after", "3600")],
         false,
     );
+    let started = Instant::now();
     let err = gh.pull_request(&repo(), pr()).await.unwrap_err();
     assert!(
         matches!(err, Error::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(3600)),
         "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
     );
     assert_eq!(fake.calls().len(), 4);
 }

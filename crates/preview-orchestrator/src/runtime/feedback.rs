@@ -43,6 +43,8 @@ pub enum CommentState {
         framework: Option<String>,
         build_secs: String,
         start_secs: String,
+        /// The plan's warnings, worth the author's attention.
+        warnings: Vec<String>,
     },
     /// A job failed in `phase`.
     Failed {
@@ -51,6 +53,8 @@ pub enum CommentState {
         log_tail: String,
         previous_url: Option<String>,
         previous_sha_short: Option<String>,
+        /// The plan's warnings, when planning got that far: often the cause.
+        warnings: Vec<String>,
     },
     /// Torn down, and why.
     Closed { reason: String },
@@ -334,16 +338,22 @@ mod tests {
                     framework: Some("fastapi".into()),
                     build_secs: "12.3".into(),
                     start_secs: "0.8".into(),
+                    warnings: vec![
+                        "gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".into(),
+                    ],
                 },
             ),
             (
                 "failed",
                 CommentState::Failed {
                     phase: "build".into(),
-                    reason: "docker compose up exited with code 1".into(),
+                    reason: "step 4/9 `RUN npm ci` failed: npm ERR! missing lockfile".into(),
                     log_tail: "Step 4/9 : RUN npm ci\nnpm ERR! missing lockfile".into(),
                     previous_url: None,
                     previous_sha_short: None,
+                    warnings: vec![
+                        "node 14.x is asked for, but the supported versions are 18, 20, 22, 24; node:18-bookworm-slim is used and the build may fail".into(),
+                    ],
                 },
             ),
             (
@@ -354,6 +364,7 @@ mod tests {
                     log_tail: String::new(),
                     previous_url: previous().0,
                     previous_sha_short: previous().1,
+                    warnings: Vec::new(),
                 },
             ),
             (

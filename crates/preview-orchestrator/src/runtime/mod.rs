@@ -1,6 +1,51 @@
 //! The real job bodies: fetch, plan, render, build and start with Docker Compose, wait for
 //! health, route through nginx, and tell the pull request. Teardown undoes all of it.
+//!
+//! # Updates without downtime
+//!
+//! A first deploy starts the whole compose project (`up -d --build --remove-orphans`). An update
+//! of a preview that serves must not fail a request, so the new commit starts beside the old one
+//! and nginx switches once it is ready:
+//!
+//! 1. **Beside.** Both commits' app containers live in the preview's one compose project, in two
+//!    *slots* ([`AppSlot`]) that differ only in the app's service name (`app` and `app-green`;
+//!    for a repo's compose file, its app service's name and that plus `-green`). The green one
+//!    carries the plain name as a network alias, so the app reaches `db` and `redis`, and they
+//!    reach it, by name as before, on the same network, with the same volumes. The new commit
+//!    gets the slot that is not serving and a second app port from the pool
+//!    ([`Store::allocate_next_app_port`](crate::Store::allocate_next_app_port), recorded as the
+//!    allocation's `nextApp`). Its compose file is written as `docker-compose.next.yml`; the
+//!    serving commit's `docker-compose.yml` stays as it is. Compose then builds the images
+//!    (`build`), creates the services that do not exist yet without touching running ones
+//!    (`up --no-recreate --no-deps db ...`: the database keeps running), and starts the new app
+//!    service alone (`up --no-deps app-green`); the serving app is an orphan to this file and
+//!    Compose leaves it alone.
+//! 2. **Ready.** The usual health wait, on the new port.
+//! 3. **Switch.** The nginx conf, rendered for the new port, is installed with `nginx -t` and a
+//!    reload. Then the next compose file becomes `docker-compose.yml` and the new port becomes
+//!    the allocation's `app`, the old one going back to the pool.
+//! 4. **Drain, retire.** A reload returns before nginx serves the new config, and old workers
+//!    finish their requests: the old port is drained ([`drain`]), then `up --no-build
+//!    --remove-orphans` from the new file removes the old slot's containers (and recreates a
+//!    service whose own definition the commit changed, such as a rebuilt worker); the old
+//!    slot's image goes too.
+//!
+//! Only the app carries the commit's sha and its slot as labels; the other services, networks
+//! and volumes have the same definition at every commit, so Compose never recreates them on an
+//! update. (A preview deployed before this carries the sha on every object: on its first update
+//! Compose recreates its network, so its containers restart once; its volumes stay.) A failed
+//! update (build, health or nginx) removes the new slot's containers and image, the next compose
+//! file and the second port: the serving commit was never touched.
+//!
+//! **Crashes.** What serves is what nginx routes to: the port in the installed conf, and the slot
+//! of the container that publishes it (a switch killed half-way, its backup conf still there,
+//! goes back to the conf before it). An update that was killed is finished or undone from
+//! there ([`DockerRunner::settle`]): a switch that happened is recorded (the next file renamed,
+//! the port switched), and the resumed job first removes whatever the slot it starts in holds.
+//! The reconcile sweep does the same for previews no job is updating
+//! ([`DockerRunner::clear_unfinished_update`]), so a half-finished start never lingers.
 
+pub mod drain;
 pub mod feedback;
 pub mod reconcile;
 pub mod retry;
@@ -10,11 +55,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use preview_core::id::PreviewId;
 use preview_core::plan::Planned;
-use preview_core::render::{Limits, RenderInput};
+use preview_core::render::{AppSlot, ComposeServices, Limits, RenderInput};
 use preview_exec::compose::Compose;
 use preview_exec::nginx::NginxControl;
-use preview_runtime::{ComposeProject, HealthPolicy};
+use preview_runtime::{ComposeProject, HealthPolicy, build_log};
 
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
 use crate::record::DeploymentStatus;
@@ -23,10 +69,8 @@ use retry::{RetryPolicy, is_transient_docker, is_transient_git};
 
 /// The compose file's name in a preview's work dir.
 pub const COMPOSE_FILE: &str = "docker-compose.yml";
-/// The serving commit's compose file, kept during an update to roll back to.
-const PREVIOUS_COMPOSE_FILE: &str = "docker-compose.previous.yml";
-/// The tag that keeps the serving commit's images during an update.
-const PREVIOUS_TAG: &str = "previous";
+/// An update's new commit's compose file, until nginx routes to it.
+pub const NEXT_COMPOSE_FILE: &str = "docker-compose.next.yml";
 /// Lines of a failing phase's log shown on the PR.
 const LOG_TAIL_LINES: usize = 50;
 
@@ -47,12 +91,16 @@ pub struct RuntimeSettings {
     pub limits: Limits,
     /// Base URL repositories are cloned from: `{git_base_url}/{owner}/{name}.git`.
     pub git_base_url: String,
+    /// By path or by hostname: decides the nginx config each preview gets.
+    pub routing: preview_core::routing::Routing,
     /// Token for private repositories; given to git in its environment only.
     pub git_token: Option<String>,
     /// Time allowed for one git command.
     pub git_timeout: Duration,
     /// Retries of transient git and Docker failures.
     pub retry: RetryPolicy,
+    /// How an update drains the old app port after the switch.
+    pub drain: drain::DrainPolicy,
 }
 
 impl RuntimeSettings {
@@ -107,10 +155,11 @@ impl PhaseError {
         reason: impl std::fmt::Display,
         log_tail: impl Into<String>,
     ) -> Self {
+        // Terminal colour codes show as garbage on GitHub.
         Self {
             phase,
-            reason: reason.to_string(),
-            log_tail: log_tail.into(),
+            reason: build_log::strip_ansi(&reason.to_string()),
+            log_tail: build_log::strip_ansi(&log_tail.into()),
         }
     }
 }
@@ -119,9 +168,10 @@ impl DockerRunner {
     /// A runner configured from the orchestrator's settings; finds Docker Compose.
     pub async fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let compose = Compose::detect()
+        let mut compose = Compose::detect()
             .await
             .context("the runtime needs Docker Compose")?;
+        compose.up_timeout = Duration::from_secs(config.build_timeout_secs);
         let nginx = NginxControl::from_command_lines(
             &config.nginx_test_command,
             &config.nginx_reload_command,
@@ -157,9 +207,11 @@ impl DockerRunner {
                 ..Limits::default()
             },
             git_base_url: config.git_base_url.clone(),
+            routing: config.routing(),
             git_token: Some(config.github_token.clone()).filter(|t| !t.is_empty()),
-            git_timeout: Duration::from_secs(300),
+            git_timeout: Duration::from_secs(config.git_timeout_secs),
             retry: RetryPolicy::default(),
+            drain: drain::DrainPolicy::default(),
         };
         Ok(Self::new(settings, feedback))
     }
@@ -227,31 +279,26 @@ impl DockerRunner {
                 previous_sha_short: previous.as_ref().map(|s| s.short().to_owned()),
             },
         );
-        let mut rollback = None;
+        let mut beside = None;
+        let mut warnings = Vec::new();
         let outcome = self
-            .deploy_phases(&job, &ctx, previous.is_some(), &mut rollback)
+            .deploy_phases(&job, &ctx, previous.is_some(), &mut beside, &mut warnings)
             .await;
         match outcome {
-            Ok(()) => {
-                if let Some(rollback) = rollback {
-                    rollback
-                        .discard(&self.settings.work_dir(job.id.as_str()))
-                        .await;
+            Ok(()) => Ok(()),
+            Err(Stop::Cancelled(cancelled)) => {
+                if let Some(beside) = beside {
+                    self.abandon(&job.id, ctx.store(), &beside).await;
                 }
-                Ok(())
+                Err(cancelled)
             }
-            Err(Stop::Cancelled(cancelled)) => Err(cancelled),
             Err(Stop::Failed(failure)) => {
-                let mut previous = previous;
                 if previous.is_none() {
                     self.remove_everything(job.id.as_str()).await;
                     let _ = ctx.release_ports().await;
-                } else if let Some(rollback) = rollback
-                    && let Err(e) = self.roll_back(job.id.as_str(), rollback).await
-                {
-                    // The previous commit cannot serve again: say so rather than claim it does.
-                    tracing::error!(preview = %job.id, error = %e, "rolling back to the previous commit failed");
-                    previous = None;
+                } else if let Some(beside) = beside {
+                    // The serving commit was never touched: only the new one goes.
+                    self.abandon(&job.id, ctx.store(), &beside).await;
                 }
                 tracing::warn!(preview = %job.id, phase = failure.phase, reason = %failure.reason, "deploy failed");
                 self.send(
@@ -262,6 +309,7 @@ impl DockerRunner {
                         log_tail: failure.log_tail,
                         previous_url: previous.as_ref().map(|_| job.url.clone()),
                         previous_sha_short: previous.as_ref().map(|s| s.short().to_owned()),
+                        warnings,
                     },
                 );
                 Err(JobError::failed(failure.phase, failure.reason))
@@ -269,14 +317,17 @@ impl DockerRunner {
         }
     }
 
-    /// The phases in order, with a safe point between each two. An update (`updating`) first
-    /// keeps what serves now in `rollback`, so that a failure from the build on can go back.
+    /// The phases in order, with a safe point between each two. An update (`updating`) starts
+    /// the new commit beside the serving one, described in `beside` as soon as it is chosen, so
+    /// that a failure can remove it (see the module docs). The plan's warnings go to
+    /// `warnings`, for the failure comment.
     async fn deploy_phases(
         &self,
         job: &DeployJob,
         ctx: &JobContext,
         updating: bool,
-        rollback: &mut Option<Rollback>,
+        beside: &mut Option<SideBySide>,
+        warnings: &mut Vec<String>,
     ) -> Result<(), Stop> {
         let store_failed = |e: crate::Error| fail("store", e, "");
         let id = job.id.as_str();
@@ -328,10 +379,25 @@ impl DockerRunner {
                 .map_err(|e| fail("plan", e, ""))?
         };
         let framework = planned.plan.framework.map(|f| f.as_str().to_owned());
+        warnings.clone_from(&planned.plan.warnings);
         let _ = ctx.update(|r| r.framework = framework.clone()).await;
         ctx.checkpoint()?;
 
-        // 3. ports, 4. render
+        // 3. ports: an update first settles what a killed update left, and clears the slot it
+        // starts in, so that the ports its leftovers published are free again.
+        let (serving, slot) = if updating {
+            let serving = self.settle(&job.id, ctx.store()).await;
+            let slot = serving
+                .as_ref()
+                .and_then(|s| s.slot)
+                .map_or(AppSlot::Green, AppSlot::other);
+            self.remove_slot(id, slot)
+                .await
+                .map_err(|e| fail("ports", short_reason(&e), exec_tail(&e)))?;
+            (serving, slot)
+        } else {
+            (None, AppSlot::Blue)
+        };
         let published = self
             .settings
             .retry
@@ -347,34 +413,56 @@ impl DockerRunner {
             .allocate_ports(false, &published)
             .await
             .map_err(store_failed)?;
+        let host_port = if updating {
+            let port = ctx
+                .store()
+                .allocate_next_app_port(&job.id, &published)
+                .await
+                .map_err(store_failed)?;
+            *beside = Some(SideBySide {
+                serving_port: serving.as_ref().map_or(ports.app, |s| s.port),
+                serving_service: serving.and_then(|s| s.service),
+                slot,
+                port,
+                service: None,
+            });
+            port
+        } else {
+            ports.app
+        };
+
+        // 4. render
         let secret = deployment_secret(&work).map_err(|e| fail("render", e, ""))?;
         let mut input = RenderInput::for_preview(
             &job.id,
             &job.repo,
             &job.sha,
-            ports.app,
+            host_port,
             &checkout,
             work.join("Dockerfile"),
             secret,
         );
         input.limits = self.settings.limits.clone();
         input.public_url = Some(job.url.clone());
+        input.host = self.settings.routing.host_route(&job.id);
+        input.app_slot = slot;
         let rendered =
             preview_core::render::render(&planned, &input).map_err(|e| fail("render", e, ""))?;
-        if updating {
-            match Rollback::keep(id, &work).await {
-                Ok(kept) => *rollback = Some(kept),
-                Err(e) => {
-                    tracing::warn!(preview = id, error = %e, "cannot keep the previous commit to roll back to")
-                }
-            }
-        }
+        let compose_file = if let Some(beside) = beside.as_mut() {
+            beside.service = Some(rendered.services.app.clone());
+            NEXT_COMPOSE_FILE
+        } else {
+            COMPOSE_FILE
+        };
         for (name, contents) in rendered.files() {
             // nginx.conf is installed by the route phase, under the nginx dir, after health.
-            if name != "nginx.conf" {
-                std::fs::write(work.join(name), contents)
-                    .map_err(|e| fail("render", format!("writing {name}: {e}"), ""))?;
-            }
+            let name = match name {
+                "nginx.conf" => continue,
+                "docker-compose.yml" => compose_file,
+                other => other,
+            };
+            std::fs::write(work.join(name), contents)
+                .map_err(|e| fail("render", format!("writing {name}: {e}"), ""))?;
         }
         ctx.checkpoint()?;
 
@@ -382,25 +470,33 @@ impl DockerRunner {
         let project = ComposeProject {
             name: id.to_owned(),
             dir: work.clone(),
-            file: COMPOSE_FILE.to_owned(),
+            file: compose_file.to_owned(),
         };
         let build_log = logs.join("build.log");
         let _ = std::fs::remove_file(&build_log);
         let build_started = Instant::now();
         {
             let _t = ctx.phase("build");
-            let built = self
-                .settings
-                .retry
-                .run(
-                    "docker compose up",
-                    || project.up(&self.settings.compose, &build_log),
-                    transient_docker,
-                    || !ctx.is_cancelled(),
-                )
-                .await;
+            let built = if updating {
+                self.start_beside(&project, &rendered.services, &build_log, ctx)
+                    .await
+            } else {
+                self.settings
+                    .retry
+                    .run(
+                        "docker compose up",
+                        || project.up(&self.settings.compose, &build_log),
+                        transient_docker,
+                        || !ctx.is_cancelled(),
+                    )
+                    .await
+            };
             if let Err(e) = built {
-                return Err(fail("build", short_reason(&e), tail_of_file(&build_log)));
+                let log = std::fs::read(&build_log).unwrap_or_default();
+                let log = String::from_utf8_lossy(&log);
+                // The failing Dockerfile step says more than the compose command line.
+                let reason = build_log::build_failure(&log).unwrap_or_else(|| short_reason(&e));
+                return Err(fail("build", reason, tail_lines(&log)));
             }
         }
         let build_secs = build_started.elapsed();
@@ -408,14 +504,31 @@ impl DockerRunner {
             .await
             .map_err(store_failed)?;
 
-        // 6. health
+        // 6. health (of the new app only: during an update the serving one goes on as it is)
         let health_started = Instant::now();
         {
             let _t = ctx.phase("health");
-            if let Err(e) = project
-                .wait_healthy(ports.app, &planned.plan.health_path, self.settings.health)
-                .await
-            {
+            let healthy = if updating {
+                project
+                    .wait_service_healthy(
+                        &rendered.services.app,
+                        host_port,
+                        &planned.plan.health_path,
+                        planned.plan.ready_when,
+                        self.settings.health,
+                    )
+                    .await
+            } else {
+                project
+                    .wait_healthy(
+                        host_port,
+                        &planned.plan.health_path,
+                        planned.plan.ready_when,
+                        self.settings.health,
+                    )
+                    .await
+            };
+            if let Err(e) = healthy {
                 let logs = project
                     .logs_tail(&self.settings.compose, LOG_TAIL_LINES)
                     .await;
@@ -438,6 +551,16 @@ impl DockerRunner {
                 return Err(fail("route", short_reason(&e), e.stderr_tail()));
             }
         }
+        // From here on the new commit serves: nothing may fail the job any more.
+        let beside = beside.take();
+        if let Some(beside) = &beside {
+            if let Err(e) = std::fs::rename(work.join(NEXT_COMPOSE_FILE), work.join(COMPOSE_FILE)) {
+                tracing::warn!(preview = id, error = %e, "could not make the new compose file the current one");
+            }
+            if let Err(e) = ctx.store().switch_app_port(&job.id, beside.port).await {
+                tracing::warn!(preview = id, error = %e, "could not record the new app port");
+            }
+        }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
         self.send(
             job,
@@ -445,72 +568,243 @@ impl DockerRunner {
                 framework,
                 build_secs: format!("{:.1}", build_secs.as_secs_f64()),
                 start_secs: format!("{:.1}", start_secs.as_secs_f64()),
+                warnings: planned.plan.warnings.clone(),
             },
         );
+
+        // 8. drain the old port, then retire the old commit's containers
+        if let Some(beside) = beside {
+            let _t = ctx.phase("retire");
+            self.retire(id, &beside).await;
+        }
         Ok(())
     }
 
-    /// Puts the previous commit back after a failed update: its images, its compose file, and
-    /// its containers, started from those images without a build. nginx still routes to the
-    /// same port (a failed route phase restored its conf).
-    async fn roll_back(&self, id: &str, rollback: Rollback) -> Result<(), String> {
-        let work = self.settings.work_dir(id);
-        // The failed commit's images, removed once nothing runs them (they would dangle).
-        let mut failed_images = Vec::new();
-        for image in &rollback.images {
-            if let Ok(out) = preview_runtime::docker("read the failed commit's image id")
-                .args([
-                    "image",
-                    "inspect",
-                    "--format",
-                    "{{.Id}}",
-                    &format!("{image}:latest"),
-                ])
-                .run()
-                .await
-            {
-                failed_images.push(out.stdout_text().trim().to_owned());
-            }
-        }
-        retag(
-            &rollback.images,
-            PREVIOUS_TAG,
-            "latest",
-            "restore the previous commit's image",
-        )
-        .await?;
-        std::fs::rename(work.join(PREVIOUS_COMPOSE_FILE), work.join(COMPOSE_FILE))
-            .map_err(|e| format!("restoring the previous compose file: {e}"))?;
-        let start = self
-            .settings
-            .compose
-            .start(id, &work, COMPOSE_FILE)
-            .map_err(|e| e.to_string())?;
+    /// Builds the images of `project` (the next compose file), creates its services that do not
+    /// exist yet and starts its app service, leaving every running container as it is.
+    async fn start_beside(
+        &self,
+        project: &ComposeProject,
+        services: &ComposeServices,
+        log: &Path,
+        ctx: &JobContext,
+    ) -> preview_runtime::Result<()> {
+        let compose = &self.settings.compose;
+        let (name, dir, file) = (&project.name, &project.dir, &project.file);
+        let run = |cmd: preview_exec::Result<preview_exec::Cmd>| async move {
+            cmd?.log_to(log).run().await?;
+            Ok::<(), preview_runtime::Error>(())
+        };
+        let go_on = || !ctx.is_cancelled();
         self.settings
             .retry
             .run(
-                "docker compose up --no-build",
-                || start.run(),
-                |e| {
-                    matches!(e, preview_exec::Error::Failed { .. })
-                        && is_transient_docker(&e.to_string())
-                },
-                || true,
+                "docker compose build",
+                || run(compose.build(name, dir, file)),
+                transient_docker,
+                go_on,
+            )
+            .await?;
+        if !services.others.is_empty() {
+            self.settings
+                .retry
+                .run(
+                    "docker compose up (missing services)",
+                    || run(compose.create_missing(name, dir, file, &services.others)),
+                    transient_docker,
+                    go_on,
+                )
+                .await?;
+        }
+        self.settings
+            .retry
+            .run(
+                "docker compose up (the new app)",
+                || run(compose.start_service(name, dir, file, &services.app)),
+                transient_docker,
+                go_on,
             )
             .await
-            .map_err(|e| e.to_string())?;
-        rollback.discard(&work).await;
-        failed_images.retain(|i| !i.is_empty());
-        if !failed_images.is_empty() {
-            // Without --force: an image still in use (the same build as before) stays.
-            let _ = preview_runtime::docker("remove the failed commit's images")
-                .args(["image", "rm"])
-                .args(&failed_images)
-                .run()
-                .await;
+    }
+
+    /// Finishes or reads what an update of preview `id` left, from what nginx routes to: when
+    /// nginx routes to the allocation's `nextApp` (an update was killed after its switch), that
+    /// switch is recorded. Returns what serves, or `None` when nothing is routed.
+    pub(crate) async fn settle(&self, id: &PreviewId, store: &crate::Store) -> Option<Serving> {
+        let conf = self.settings.nginx_conf(id.as_str());
+        let backup = conf.with_extension("conf.previous");
+        if backup.exists() && conf.exists() {
+            // A switch was killed between writing the new conf and finishing the reload: nginx
+            // may serve either. The conf before it goes back, as its containers still run, and
+            // the update counts as not switched.
+            tracing::info!(preview = %id, "an nginx switch was not finished; restoring the conf before it");
+            let _guard = self.nginx_lock.lock().await;
+            match std::fs::rename(&backup, &conf) {
+                Ok(()) => {
+                    if let Err(e) = self.settings.nginx.reload().await {
+                        tracing::warn!(preview = %id, error = %e, "reloading nginx failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(preview = %id, error = %e, "restoring the nginx conf failed")
+                }
+            }
         }
-        tracing::info!(preview = id, "rolled back to the previous commit");
-        Ok(())
+        let port = serving_port(&conf)?;
+        let work = self.settings.work_dir(id.as_str());
+        if store.ports(id).and_then(|a| a.next_app) == Some(port) {
+            tracing::info!(preview = %id, port, "an update was switched but not finished; recording the switch");
+            let next = work.join(NEXT_COMPOSE_FILE);
+            if next.exists()
+                && let Err(e) = std::fs::rename(&next, work.join(COMPOSE_FILE))
+            {
+                tracing::warn!(preview = %id, error = %e, "could not make the new compose file the current one");
+            }
+            if let Err(e) = store.switch_app_port(id, port).await {
+                tracing::warn!(preview = %id, error = %e, "could not record the new app port");
+            }
+        }
+        let containers = match preview_runtime::slot_containers(id.as_str()).await {
+            Ok(containers) => containers,
+            Err(e) => {
+                tracing::warn!(preview = %id, error = %e, "could not list the preview's containers");
+                Vec::new()
+            }
+        };
+        let serving = containers.iter().find(|c| c.published.contains(&port));
+        Some(Serving {
+            port,
+            // An app from before slots has no slot label: it is in the blue one.
+            slot: serving.map(|c| c.slot.unwrap_or(AppSlot::Blue)),
+            service: serving.map(|c| c.service.clone()),
+            containers,
+        })
+    }
+
+    /// Removes the containers of preview `id` in app slot `slot`.
+    async fn remove_slot(&self, id: &str, slot: AppSlot) -> preview_runtime::Result<()> {
+        let ids: Vec<String> = preview_runtime::slot_containers(id)
+            .await?
+            .into_iter()
+            .filter(|c| c.slot == Some(slot))
+            .map(|c| c.id)
+            .collect();
+        if !ids.is_empty() {
+            tracing::info!(
+                preview = id,
+                slot = slot.as_str(),
+                containers = ids.len(),
+                "removing the containers of the slot an update starts in"
+            );
+        }
+        preview_runtime::remove_containers(&ids).await
+    }
+
+    /// Undoes an update's start beside the serving commit: its containers, its image, the next
+    /// compose file and the second port go. Best effort; each failure is logged.
+    async fn abandon(&self, id: &PreviewId, store: &crate::Store, beside: &SideBySide) {
+        if let Err(e) = self.remove_slot(id.as_str(), beside.slot).await {
+            tracing::warn!(preview = %id, error = %e, "removing the new commit's containers failed");
+        }
+        if let Some(service) = &beside.service {
+            remove_image_of(id.as_str(), service, "remove the failed commit's image").await;
+        }
+        let _ = std::fs::remove_file(self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE));
+        if let Err(e) = store.release_next_app_port(id).await {
+            tracing::warn!(preview = %id, error = %e, "could not give back the new commit's port");
+        }
+        tracing::info!(preview = %id, "the update was undone; the previous commit serves on");
+    }
+
+    /// After the switch: drains the old port, then removes the old slot's containers (as
+    /// orphans of the now current compose file) and image. Best effort; failures are logged
+    /// and the next update or the teardown removes what is left.
+    async fn retire(&self, id: &str, beside: &SideBySide) {
+        let started = Instant::now();
+        let open = drain::drain(beside.serving_port, self.settings.drain).await;
+        if open > 0 {
+            tracing::warn!(
+                preview = id,
+                port = beside.serving_port,
+                open,
+                "connections to the old commit are cut after the drain time"
+            );
+        }
+        let drained = started.elapsed();
+        let work = self.settings.work_dir(id);
+        let converged = match self.settings.compose.start(id, &work, COMPOSE_FILE) {
+            Ok(cmd) => {
+                self.settings
+                    .retry
+                    .run(
+                        "docker compose up --remove-orphans",
+                        || async { cmd.run().await.map(drop) },
+                        |e| {
+                            matches!(e, preview_exec::Error::Failed { .. })
+                                && is_transient_docker(&e.to_string())
+                        },
+                        || true,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = converged {
+            tracing::warn!(preview = id, error = %e, "removing the previous commit's containers failed");
+            return;
+        }
+        if let Some(service) = &beside.serving_service
+            && Some(service) != beside.service.as_ref()
+        {
+            remove_image_of(id, service, "remove the previous commit's image").await;
+        }
+        tracing::info!(
+            preview = id,
+            drain_ms = drained.as_millis() as u64,
+            retire_ms = started.elapsed().as_millis() as u64,
+            "the previous commit is retired"
+        );
+    }
+
+    /// For the reconcile sweep, on a preview no job is changing: settles an update that was
+    /// killed (see [`DockerRunner::settle`]) and removes what its start beside left (containers
+    /// of the slot that does not serve, or publishing another port; the next compose file; the
+    /// second port). Leaves everything when it cannot tell what serves. Returns whether it
+    /// removed anything.
+    pub(crate) async fn clear_unfinished_update(
+        &self,
+        id: &PreviewId,
+        store: &crate::Store,
+    ) -> bool {
+        let Some(serving) = self.settle(id, store).await else {
+            return false;
+        };
+        let Some(slot) = serving.slot else {
+            return false;
+        };
+        let leftovers: Vec<String> = serving
+            .containers
+            .iter()
+            .filter(|c| {
+                c.slot == Some(slot.other())
+                    || (!c.published.is_empty() && !c.published.contains(&serving.port))
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        let next_file = self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE);
+        let next_port = store.ports(id).and_then(|a| a.next_app);
+        if leftovers.is_empty() && next_port.is_none() && !next_file.exists() {
+            return false;
+        }
+        tracing::info!(preview = %id, containers = leftovers.len(), "reconcile removes what an unfinished update started");
+        if let Err(e) = preview_runtime::remove_containers(&leftovers).await {
+            tracing::warn!(preview = %id, error = %e, "removing an unfinished update's containers failed");
+        }
+        let _ = std::fs::remove_file(next_file);
+        if let Err(e) = store.release_next_app_port(id).await {
+            tracing::warn!(preview = %id, error = %e, "could not give back an unfinished update's port");
+        }
+        true
     }
 
     /// Removes what a preview has on this host: containers, networks, volumes, built images,
@@ -623,53 +917,63 @@ fn deployment_secret(work: &Path) -> std::io::Result<String> {
     Ok(secret)
 }
 
-/// What an update keeps of the serving commit until it is live: the compose file and the
-/// images Compose built (tagged `:previous`), to roll back to if the update fails.
-struct Rollback {
-    /// Image names (`{project}-{service}`) tagged `:previous`.
-    images: Vec<String>,
+/// What serves a preview, as [`DockerRunner::settle`] finds it.
+pub(crate) struct Serving {
+    /// The app port nginx routes to.
+    port: u16,
+    /// The slot of the container publishing it, if one does.
+    slot: Option<AppSlot>,
+    /// Its compose service.
+    service: Option<String>,
+    /// Every container of the preview's project.
+    containers: Vec<preview_runtime::SlotContainer>,
 }
 
-impl Rollback {
-    /// Copies the serving compose file aside and tags the serving images `:previous`.
-    async fn keep(id: &str, work: &Path) -> Result<Self, String> {
-        std::fs::copy(work.join(COMPOSE_FILE), work.join(PREVIOUS_COMPOSE_FILE))
-            .map_err(|e| format!("keeping the previous compose file: {e}"))?;
-        let images: Vec<String> = preview_runtime::built_images(id)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter_map(|image| image.strip_suffix(":latest").map(str::to_owned))
-            .collect();
-        retag(
-            &images,
-            "latest",
-            PREVIOUS_TAG,
-            "keep the serving commit's image",
-        )
-        .await?;
-        Ok(Self { images })
-    }
+/// An update's new commit, started beside the serving one.
+pub(crate) struct SideBySide {
+    /// The app port nginx routes to until the switch.
+    serving_port: u16,
+    /// The serving app's compose service, when a container publishes that port.
+    serving_service: Option<String>,
+    /// The slot the new commit starts in.
+    slot: AppSlot,
+    /// The new commit's app port.
+    port: u16,
+    /// The new commit's app service, once rendered.
+    service: Option<String>,
+}
 
-    /// Drops the kept file and tags; images no container uses any more go with their tag.
-    async fn discard(self, work: &Path) {
-        let _ = std::fs::remove_file(work.join(PREVIOUS_COMPOSE_FILE));
-        if self.images.is_empty() {
-            return;
-        }
-        let tags: Vec<String> = self
-            .images
-            .iter()
-            .map(|image| format!("{image}:{PREVIOUS_TAG}"))
-            .collect();
-        if let Err(e) = preview_runtime::docker("drop the previous commit's image tags")
-            .args(["image", "rm"])
-            .args(&tags)
+/// The app port an installed nginx conf routes to (`proxy_pass http://127.0.0.1:{port}`);
+/// `None` when there is no conf or it names none.
+fn serving_port(conf: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    port_in_conf(&text)
+}
+
+fn port_in_conf(text: &str) -> Option<u16> {
+    const UPSTREAM: &str = "proxy_pass http://127.0.0.1:";
+    let at = text.find(UPSTREAM)? + UPSTREAM.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Removes the image Compose built for `service` of project `id` (`{id}-{service}`), unless a
+/// container still uses it.
+async fn remove_image_of(id: &str, service: &str, description: &str) {
+    let image = format!("{id}-{service}");
+    let exists = preview_runtime::built_images(id)
+        .await
+        .is_ok_and(|images| images.iter().any(|i| i == &format!("{image}:latest")));
+    if exists
+        && let Err(e) = preview_runtime::docker(description)
+            .args(["image", "rm", &image])
             .run()
             .await
-        {
-            tracing::warn!(error = %e, "dropping the previous images failed");
-        }
+    {
+        tracing::warn!(preview = id, image, error = %e, "removing an image failed");
     }
 }
 
@@ -705,20 +1009,36 @@ fn tail_lines(text: &str) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
-fn tail_of_file(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|bytes| tail_lines(&String::from_utf8_lossy(&bytes)))
-        .unwrap_or_default()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Tags `{image}:{from}` as `{image}:{to}` for every image.
-async fn retag(images: &[String], from: &str, to: &str, description: &str) -> Result<(), String> {
-    for image in images {
-        preview_runtime::docker(description)
-            .args(["tag", &format!("{image}:{from}"), &format!("{image}:{to}")])
-            .run()
-            .await
-            .map_err(|e| e.to_string())?;
+    #[test]
+    fn the_serving_port_is_read_from_the_rendered_conf() {
+        let input = RenderInput::new(
+            "octo-app-pr-1",
+            "octo/app",
+            1,
+            "a".repeat(40),
+            "octo-app",
+            8123,
+            "/checkout",
+            "/work/Dockerfile",
+            "0123456789abcdef",
+        );
+        let conf = preview_core::render::render_nginx(&input).unwrap();
+        assert_eq!(port_in_conf(&conf), Some(8123));
+        // The same with each preview at its own hostname (a server block).
+        let mut input = input;
+        input.host = Some(preview_core::render::HostRoute {
+            hostname: "octo-app-pr-1.preview.example.com".into(),
+            listen: vec!["80".into()],
+            tls: None,
+        });
+        let conf = preview_core::render::render_nginx(&input).unwrap();
+        assert!(conf.contains("server_name"), "{conf}");
+        assert_eq!(port_in_conf(&conf), Some(8123));
+        assert_eq!(port_in_conf("location / { return 404; }"), None);
+        assert_eq!(serving_port(Path::new("/nonexistent/x.conf")), None);
     }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Reconcile: make the host match the store. Anything that carries our labels or lives under our
 //! directories without a live record goes; a running record whose containers vanished is
-//! deployed again. Runs at startup and in every cleanup sweep, with the other cleanups: previews
+//! deployed again; what a killed update started beside the serving commit goes (the two app
+//! slots of a preview are one compose project, so neither is an orphan). Runs at startup and in every cleanup sweep, with the other cleanups: previews
 //! of pull requests GitHub says are closed (a missed `closed` event) and previews past the TTL.
 
 use std::collections::BTreeSet;
@@ -22,6 +23,8 @@ pub struct ReconcileReport {
     pub removed: BTreeSet<String>,
     /// Running previews whose containers were gone and were queued again.
     pub redeployed: BTreeSet<String>,
+    /// Previews whose unfinished update (killed mid-way) was settled and its leftovers removed.
+    pub cleared: BTreeSet<String>,
 }
 
 /// Removes a compose project by name alone, with its built images.
@@ -96,6 +99,30 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
         tracing::info!(preview = %id, "reconcile removes an orphaned preview");
         runner.remove_everything(&id).await;
         report.removed.insert(id);
+    }
+    // Updates that were killed after starting the new commit beside the serving one, of previews
+    // no job is deploying: the new slot's containers, compose file and second port go (or the
+    // switch, if it happened, is recorded). A job at work holds the host lock and is passed by.
+    let settled: Vec<PreviewId> = store.read(|s| {
+        s.deployments
+            .values()
+            .filter(|r| r.status != DeploymentStatus::Stopped && !r.status.is_in_progress())
+            .map(|r| r.id.clone())
+            .collect()
+    });
+    for id in settled {
+        let host = runner.host_lock(id.as_str());
+        let Ok(_host) = host.try_lock() else {
+            continue;
+        };
+        let in_progress = store.read(|s| {
+            s.deployments
+                .get(&id)
+                .is_none_or(|r| r.status == DeploymentStatus::Stopped || r.status.is_in_progress())
+        });
+        if !in_progress && runner.clear_unfinished_update(&id, store).await {
+            report.cleared.insert(id.as_str().to_owned());
+        }
     }
     // Ports held by records that are stopped or gone (judged in the same read, for that reason).
     let stale_ports: Vec<PreviewId> = store.read(|s| {
@@ -241,6 +268,7 @@ pub fn spawn_sweeps(
             tracing::info!(
                 removed = report.removed.len(),
                 redeployed = report.redeployed.len(),
+                cleared = report.cleared.len(),
                 closed = closed.closed.len(),
                 unknown_pr_state = closed.unknown.len(),
                 expired = expired.len(),

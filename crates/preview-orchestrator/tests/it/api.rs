@@ -144,6 +144,7 @@ async fn health_and_metrics() {
     assert_eq!(h["livePreviews"], 1);
     assert!(h["uptimeSeconds"].is_u64());
     assert!(h["docker"].is_boolean());
+    assert_eq!(h["tls"]["state"], "off", "path routing has no certificate");
     let text = s
         .http
         .get(format!("{}/metrics", s.base))
@@ -162,4 +163,92 @@ async fn health_and_metrics() {
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
+}
+
+/// With PREVIEW_DOMAIN, `/health` says HTTPS is pending and URLs are http:// until the wildcard
+/// certificate is in TLS_DIR; then it is active and a redeploy gives the preview an https:// URL.
+#[tokio::test]
+async fn tls_is_pending_until_the_certificate_exists() {
+    let tls = tempfile::tempdir().unwrap();
+    let tls_dir = tls.path().display().to_string();
+    let s = TestServer::start(
+        Duration::ZERO,
+        &[
+            "--preview-domain",
+            "preview.example.test",
+            "--tls-dir",
+            &tls_dir,
+        ],
+    )
+    .await;
+    let health = || async {
+        let h: Value = s
+            .http
+            .get(format!("{}/health", s.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        h["tls"].clone()
+    };
+    assert_eq!(health().await["state"], "pending");
+    assert_eq!(health().await["renewal"], "manual", "no DigitalOcean token");
+    s.deliver(
+        "pull_request",
+        &fixture("pull_request.opened.json"),
+        &delivery(),
+    )
+    .await;
+    s.idle().await;
+    let (_, json) = s.api(Method::GET, "/api/previews").await;
+    let url = json["previews"][0]["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with("http://") && url.ends_with(".preview.example.test/"),
+        "{url}"
+    );
+
+    // A certificate appears (as the issuer writes it).
+    let p = |name: &str| tls.path().join(name).display().to_string();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-keyout",
+            &p("privkey.pem"),
+            "-out",
+            &p("fullchain.pem"),
+        ])
+        .args(["-days", "90", "-subj", "/CN=preview.example.test"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:*.preview.example.test,DNS:preview.example.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tls_health = health().await;
+    assert_eq!(tls_health["state"], "active", "{tls_health}");
+    assert!(tls_health["notAfter"].as_str().is_some(), "{tls_health}");
+
+    let (status, _) = s
+        .api(Method::POST, &format!("/api/previews/{ID2}/redeploy"))
+        .await;
+    assert_eq!(status, 202);
+    s.idle().await;
+    let (_, json) = s.api(Method::GET, "/api/previews").await;
+    let url = json["previews"][0]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://"), "{url}");
 }

@@ -1,4 +1,5 @@
-//! The real binary: settings, SIGKILL during a burst of writes, SIGTERM.
+//! The real binary, started as systemd starts it (settings in the environment, from an env
+//! file): settings, SIGKILL during a burst of writes, SIGTERM.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -9,15 +10,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::e2e_support::{read_env_file, settings_as_env, write_env_file};
 use crate::harness::{SECRET, TOKEN, args, pr_event, sha};
 
 const BIN: &str = env!("CARGO_BIN_EXE_preview-orchestrator");
 
+/// The binary as systemd starts it: no arguments, the harness's settings (secrets included) and
+/// `extra` in its environment, read from an env file in `dir`.
 fn command(dir: &std::path::Path, extra: &[&str]) -> Command {
-    let a = args(dir, extra);
+    let env_file = dir.join("orchestrator.env");
+    write_env_file(&env_file, &settings_as_env(&args(dir, extra)));
     let mut cmd = Command::new(BIN);
-    cmd.args(&a[1..])
-        .env_clear()
+    cmd.env_clear()
+        .envs(read_env_file(&env_file))
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())
@@ -82,6 +87,14 @@ fn help_lists_every_setting_with_its_env_name() {
         "ORCHESTRATOR_BIND",
         "LOGS_DIR",
         "MAX_CONCURRENT_BUILDS",
+        "GIT_TIMEOUT_SECS",
+        "BUILD_TIMEOUT_SECS",
+        "NGINX_TLS_LISTEN",
+        "TLS_DIR",
+        "DIGITALOCEAN_TOKEN",
+        "DIGITALOCEAN_DNS_ZONE",
+        "ACME_DIRECTORY_URL",
+        "ACME_EMAIL",
     ] {
         assert!(
             help.contains(&format!("[env: {env}")),
@@ -105,7 +118,7 @@ fn a_missing_or_invalid_setting_is_one_line_naming_it() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path(), &["--app-port-range", "9000-9100"])
+    let out = command(dir.path(), &["--app-port-range", "9100-9000"])
         .output()
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
@@ -119,6 +132,34 @@ fn a_missing_or_invalid_setting_is_one_line_naming_it() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--max-concurrent-builds"), "{err}");
+
+    for domain in [
+        "Preview.Example.com",
+        "-bad.example.com",
+        "a..b",
+        "x.example.com/path",
+    ] {
+        let out = command(dir.path(), &["--preview-domain", domain])
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{domain}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("PREVIEW_DOMAIN"), "{err}");
+    }
+    let out = command(dir.path(), &["--nginx-listen", "80;include /etc/x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("NGINX_LISTEN"), "{err}");
+    let out = command(
+        dir.path(),
+        &["--nginx-tls-listen", "443 ssl;include /etc/x"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("NGINX_TLS_LISTEN"), "{err}");
 }
 
 async fn sigterm(child: &Child) {

@@ -165,6 +165,9 @@ impl Origin {
     }
 }
 
+/// The domain of the hostname-mode tests; nothing resolves it, requests carry it as `Host`.
+pub const PREVIEW_DOMAIN: &str = "preview.test";
+
 /// The harness's arguments with `overrides` replacing or adding settings (`--flag`, value).
 pub fn settings(dir: &Path, overrides: &[(&str, String)]) -> Vec<OsString> {
     let base = args(dir, &[]);
@@ -211,6 +214,8 @@ pub fn e2e_settings(
             format!("file://{}", dir.join("git").display()),
         ),
         ("--health-timeout-secs", "120".into()),
+        // Hermetic: a certificate on this machine must not switch the test to HTTPS.
+        ("--tls-dir", dir.join("tls").display().to_string()),
     ];
     for (k, v) in overrides {
         all.retain(|(key, _)| key != k);
@@ -347,7 +352,22 @@ impl E2e {
     /// settings (e.g. `("--health-timeout-secs", "5".into())`). Fails loudly without Docker.
     pub async fn start(name: &str, overrides: &[(&str, String)]) -> Self {
         require_docker().await;
-        let nginx = PrivateNginx::start().await;
+        Self::start_on(PrivateNginx::start().await, name, overrides).await
+    }
+
+    /// [`E2e::start`] with each preview at its own hostname under [`PREVIEW_DOMAIN`].
+    pub async fn start_with_hostnames(name: &str, overrides: &[(&str, String)]) -> Self {
+        require_docker().await;
+        let nginx = PrivateNginx::start_with_hostnames().await;
+        let mut all = vec![
+            ("--preview-domain", PREVIEW_DOMAIN.to_owned()),
+            ("--nginx-listen", format!("127.0.0.1:{}", nginx.port())),
+        ];
+        all.extend(overrides.iter().map(|(k, v)| (*k, v.clone())));
+        Self::start_on(nginx, name, &all).await
+    }
+
+    async fn start_on(nginx: PrivateNginx, name: &str, overrides: &[(&str, String)]) -> Self {
         let github = FakeGitHub::start().await;
         let dir = tempfile::tempdir().unwrap();
         let repo = format!("{OWNER}/{name}-{}", unique_suffix());
@@ -474,6 +494,14 @@ impl E2e {
         .await
     }
 
+    /// Closes PR `pr` at `sha`, waits for its teardown, and asserts it left nothing.
+    pub async fn close_and_assert_nothing_left(&self, pr: u64, sha: &str) {
+        self.send("closed", pr, sha).await;
+        self.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+            .await;
+        self.assert_nothing_left(pr).await;
+    }
+
     /// Asserts that PR `pr` left nothing: no containers, networks, volumes or built images with
     /// its label or name, no nginx conf, no work dir and no port allocation.
     pub async fn assert_nothing_left(&self, pr: u64) {
@@ -504,6 +532,8 @@ pub async fn start_orchestrator(config: Config) -> (Orchestrator, Arc<DockerRunn
 pub struct GitHttpServer {
     refused: Arc<AtomicU64>,
     served: Arc<AtomicU64>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -519,6 +549,10 @@ struct GitHttpState {
     refuse_first: u64,
     refused: Arc<AtomicU64>,
     served: Arc<AtomicU64>,
+    /// While set, requests wait before they are served (a git fetch in progress, held).
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests that arrived while stalled.
+    held: Arc<AtomicU64>,
 }
 
 impl GitHttpServer {
@@ -529,8 +563,11 @@ impl GitHttpServer {
             refuse_first,
             refused: Arc::new(AtomicU64::new(0)),
             served: Arc::new(AtomicU64::new(0)),
+            stalled: Arc::default(),
+            held: Arc::default(),
         };
         let (refused, served) = (state.refused.clone(), state.served.clone());
+        let (stalled, held) = (state.stalled.clone(), state.held.clone());
         let app = axum::Router::new()
             .fallback(git_http_backend)
             .with_state(state);
@@ -543,8 +580,25 @@ impl GitHttpServer {
         Self {
             refused,
             served,
+            stalled,
+            held,
             server,
         }
+    }
+
+    /// Holds every request from now on until [`GitHttpServer::release`].
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets held and new requests through.
+    pub fn release(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// Requests that arrived while stalled.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// Requests answered 503.
@@ -568,6 +622,12 @@ async fn git_http_backend(
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
+    if state.stalled.load(Ordering::SeqCst) {
+        state.held.fetch_add(1, Ordering::SeqCst);
+        while state.stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     if state.refused.load(Ordering::SeqCst) < state.refuse_first {
         state.refused.fetch_add(1, Ordering::SeqCst);
         return (StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response();
@@ -635,4 +695,480 @@ async fn git_http_backend(
         }
     }
     response
+}
+
+// The orchestrator as systemd runs it: the real binary, no arguments, every setting (secrets
+// included) in its environment, read from an EnvironmentFile. Tests of leaks need this: only then
+// does the token sit in the environment that git, Docker and Compose could inherit.
+
+const BIN: &str = env!("CARGO_BIN_EXE_preview-orchestrator");
+
+/// The environment name of each `--flag` of `settings` (program name first), with its value; a
+/// flag without a value (`--dry-run-jobs`) is `true`.
+pub fn settings_as_env(settings: &[OsString]) -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    let command = Config::command();
+    let mut vars = Vec::new();
+    let mut rest = settings[1..].iter().map(|s| s.to_string_lossy()).peekable();
+    while let Some(flag) = rest.next() {
+        let long = flag.trim_start_matches("--");
+        let env = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .unwrap_or_else(|| panic!("{flag} has no environment name"))
+            .to_string_lossy()
+            .into_owned();
+        let value = match rest.peek() {
+            Some(next) if !next.starts_with("--") => rest.next().unwrap().into_owned(),
+            _ => "true".to_owned(),
+        };
+        vars.push((env, value));
+    }
+    vars
+}
+
+/// Writes `vars` as a systemd EnvironmentFile, mode 0600 like the Ansible role's
+/// `orchestrator.env`: single-quoted values (literal), or double-quoted with `\"` and `\\` for
+/// a value holding a `'`.
+pub fn write_env_file(path: &Path, vars: &[(String, String)]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::from("# Written by the test, as Ansible writes orchestrator.env.\n");
+    for (name, value) in vars {
+        assert!(!value.contains('\n'), "{name}: one line per value");
+        if value.contains('\'') {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            text.push_str(&format!("{name}=\"{escaped}\"\n"));
+        } else {
+            text.push_str(&format!("{name}='{value}'\n"));
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Reads an EnvironmentFile as systemd does for the forms [`write_env_file`] writes.
+pub fn read_env_file(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut vars = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, raw) = line.split_once('=').expect("KEY=value");
+        let value = if let Some(inner) = raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+            inner.to_owned()
+        } else if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            let mut out = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or('\\')
+                } else {
+                    c
+                });
+            }
+            out
+        } else {
+            raw.to_owned()
+        };
+        vars.push((name.to_owned(), value));
+    }
+    vars
+}
+
+/// A running orchestrator binary, started from an env file; SIGKILLed on drop, its log printed
+/// if the test fails.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    /// `http://{addr}` of its API.
+    pub api: String,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- orchestrator log ({}):", self.api);
+            for line in self.log.lock().unwrap().iter() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts the binary as the systemd unit does (`EnvironmentFile=`, then `Environment=HOME=…
+    /// DOCKER_CONFIG=…`, no arguments) and waits for its "listening" line.
+    pub fn start(env_file: &Path) -> Self {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.env_clear()
+            .envs(read_env_file(env_file))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        // What the unit adds: PATH (systemd's default), HOME and DOCKER_CONFIG; Docker's CLI
+        // finds the Compose plugin under them. DOCKER_HOST when the test bed uses one.
+        for name in ["PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG"] {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        let mut child = cmd.spawn().expect("start the orchestrator binary");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                keep.lock().unwrap().push(line.clone());
+                if !sent
+                    && let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["fields"]["message"] == "orchestrator listening"
+                {
+                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let mut daemon = Self {
+            child: Some(child),
+            api: String::new(),
+            log,
+        };
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the orchestrator binary starts listening");
+        daemon.api = format!("http://{addr}");
+        daemon
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The port its API listens on.
+    pub fn port(&self) -> u16 {
+        self.api.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Its log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub async fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        Cmd::new("kill", "send SIGTERM to the orchestrator under test")
+            .args(["-TERM", &child.id().to_string()])
+            .run()
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "the orchestrator exited with {status}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the orchestrator ignored SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The preview's record with its ports, from the internal API.
+    pub async fn preview(&self, id: &str) -> Option<Value> {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/api/previews/{id}", self.api))
+            .bearer_auth(crate::harness::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 404 {
+            return None;
+        }
+        Some(resp.json().await.unwrap())
+    }
+
+    /// Waits until no job is queued or in progress for `id`; returns the record.
+    pub async fn settled(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let rec = self.preview(id).await;
+            let state = rec.as_ref().map(|r| r["status"]["state"].clone());
+            match state.as_ref().and_then(Value::as_str) {
+                Some("queued" | "building" | "starting") => {}
+                _ => return rec.unwrap_or(Value::Null),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} still in progress: {rec:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Processes whose working directory lies under `dir` (a `docker compose` or `git` the
+/// orchestrator started).
+pub fn processes_under(dir: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd"))
+            && cwd.starts_with(&dir)
+        {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{name}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// Every process descending from `pid`, with its command line and environment (`/proc`).
+pub fn descendants(pid: u32) -> Vec<(String, Vec<u8>)> {
+    let parent_of = |p: &str| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // The command name may hold spaces; the fields after its closing parenthesis do not.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<(String, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|n| parent_of(&n).map(|pp| (n, pp)))
+        .collect();
+    let mut family = vec![pid];
+    let mut found = Vec::new();
+    while let Some(p) = family.pop() {
+        for (child, parent) in &all {
+            if *parent == p {
+                family.push(child.parse().unwrap());
+                let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+                let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap_or_default();
+                found.push((
+                    format!(
+                        "{child}: {}",
+                        String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                    ),
+                    environ,
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// `secret` in every form the orchestrator could write it: as is, percent-encoded (URLs),
+/// base64 (alone, and as git's `http.extraHeader` value `x-access-token:{secret}`).
+pub fn secret_forms(secret: &str) -> Vec<(String, String)> {
+    let percent: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    vec![
+        ("plain".to_owned(), secret.to_owned()),
+        ("percent-encoded".to_owned(), percent),
+        (
+            "base64".to_owned(),
+            preview_core::render::compose::base64(secret.as_bytes()),
+        ),
+        (
+            "base64 of git's extraHeader credentials".to_owned(),
+            preview_core::render::compose::base64(format!("x-access-token:{secret}").as_bytes()),
+        ),
+    ]
+}
+
+/// The first form of any of `secrets` found in `haystack`: (secret, form).
+pub fn find_secret(haystack: &[u8], secrets: &[&str]) -> Option<(String, String)> {
+    let text = String::from_utf8_lossy(haystack);
+    secrets.iter().find_map(|s| {
+        secret_forms(s)
+            .into_iter()
+            .find(|(_, form)| text.contains(form.as_str()))
+            .map(|(label, _)| (s.to_string(), label))
+    })
+}
+
+/// Every file under `dir` (symlinks not followed): path and contents.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_symlink() {
+                continue;
+            } else if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.push((path, bytes));
+            }
+        }
+    }
+    files
+}
+
+/// The world of tests that run the orchestrator binary: dirs, nginx, fake GitHub and origin,
+/// which outlive any one [`Daemon`], and the env file each daemon starts from.
+pub struct DaemonWorld {
+    pub dir: tempfile::TempDir,
+    pub nginx: PrivateNginx,
+    pub github: FakeGitHub,
+    /// `owner/name`.
+    pub repo: String,
+    pub origin: Origin,
+    /// `{dir}/orchestrator.env`.
+    pub env_file: PathBuf,
+    clock: std::sync::atomic::AtomicU64,
+}
+
+impl DaemonWorld {
+    /// A world for `octo-org/{name}-{unique}`; `overrides` replace settings as for [`E2e`]. One
+    /// env file for every life of the daemon, so its port pools stay the same.
+    pub async fn new(name: &str, overrides: &[(&str, String)]) -> Self {
+        require_docker().await;
+        let nginx = PrivateNginx::start().await;
+        let github = FakeGitHub::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = format!("{OWNER}/{name}-{}", unique_suffix());
+        let origin = Origin::init(dir.path(), &repo).await;
+        let env_file = dir.path().join("orchestrator.env");
+        let world = Self {
+            dir,
+            nginx,
+            github,
+            repo,
+            origin,
+            env_file,
+            clock: std::sync::atomic::AtomicU64::new(0),
+        };
+        world.set(overrides);
+        world
+    }
+
+    /// Rewrites the env file with `overrides` (replacing those given before) for the next start.
+    pub fn set(&self, overrides: &[(&str, String)]) {
+        let settings = e2e_settings(self.dir.path(), &self.nginx, &self.github, overrides);
+        let mut vars = settings_as_env(&settings);
+        vars.push(("LOG_FORMAT".to_owned(), "json".to_owned()));
+        write_env_file(&self.env_file, &vars);
+    }
+
+    /// Starts a daemon from the env file.
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.env_file)
+    }
+
+    fn slug(&self) -> String {
+        let repo = RepoFullName::parse(&self.repo).unwrap();
+        RepoSlug::base_for(&repo).as_str().to_owned()
+    }
+
+    /// The preview id of PR `pr`.
+    pub fn id(&self, pr: u64) -> String {
+        format!("{}-pr-{pr}", self.slug())
+    }
+
+    /// The route of PR `pr` on nginx.
+    pub fn path(&self, pr: u64) -> String {
+        format!("/{}/pr-{pr}/", self.slug())
+    }
+
+    /// PR `pr`'s work dir.
+    pub fn work(&self, pr: u64) -> PathBuf {
+        self.dir.path().join("deployments").join(self.id(pr))
+    }
+
+    /// Delivers a signed `action` for PR `pr` at `sha` to `daemon`, each newer than the last.
+    pub async fn send(&self, daemon: &Daemon, action: &str, pr: u64, sha: &str) {
+        let minutes = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        let at = jiff::Timestamp::from_second(1_793_491_200 + 60 * minutes as i64)
+            .unwrap()
+            .to_string();
+        let (status, body) = deliver_to(&daemon.api, &self.repo, action, pr, sha, &at).await;
+        assert_eq!(status, 202, "{action}: {body}");
+    }
+
+    /// What PR `pr` left; see [`leftovers`].
+    pub async fn leftovers(&self, pr: u64) -> Vec<String> {
+        leftovers(
+            &self.id(pr),
+            &self.nginx.conf_dir(),
+            &self.dir.path().join("deployments"),
+        )
+        .await
+    }
+
+    /// Waits until every process left in PR `pr`'s work dir has ended.
+    pub async fn wait_survivors_gone(&self, pr: u64) {
+        let work = self.work(pr);
+        eventually(
+            "the processes the killed orchestrator left to end",
+            Duration::from_secs(300),
+            || processes_under(&work).is_empty().then_some(()),
+        )
+        .await;
+    }
+
+    /// Closes PR `pr` and checks that nothing is left and its ports are released.
+    pub async fn close_and_check(&self, daemon: &Daemon, pr: u64, sha: &str) {
+        self.send(daemon, "closed", pr, sha).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut rec = daemon.settled(&self.id(pr)).await;
+        while rec["status"]["state"] != "stopped" && rec["status"]["state"] != "failed" {
+            assert!(std::time::Instant::now() < deadline, "not stopped: {rec}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rec = daemon.preview(&self.id(pr)).await.unwrap_or(Value::Null);
+        }
+        assert_eq!(self.leftovers(pr).await, Vec::<String>::new());
+        assert!(rec["ports"].is_null(), "{rec}");
+    }
 }

@@ -1,23 +1,26 @@
 //! Preview isolation on the real engine: a preview cannot reach another preview's network, the
-//! orchestrator's API or the Docker socket, runs as non-root, and none of the orchestrator's
-//! secrets reach its environment, its logs or its work dir.
+//! orchestrator's API or the Docker socket, and runs as non-root. The orchestrator runs as systemd
+//! runs it, its secrets in its environment from an env file, and none of them, in any form we
+//! produce (plain, percent-encoded, base64, git's extraHeader), reaches the processes it starts,
+//! the containers' configuration and environment, their logs, the built images, the work dir
+//! with the compose project's files, the nginx conf or the orchestrator's log files.
 
 use std::time::Duration;
 
 use preview_testkit::{docker, unique_suffix, wait_for_http};
 
-use crate::e2e_support::{E2e, Tree};
+use crate::e2e_support::{DaemonWorld, Tree, descendants, files_under, find_secret};
 use crate::harness::{SECRET, TOKEN};
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The id of PR `pr`'s app container.
-async fn app_container(e2e: &E2e, pr: u64) -> String {
+async fn app_container(world: &DaemonWorld, pr: u64) -> String {
     let out = docker([
         "ps",
         "-q",
         "--filter",
-        &format!("label=dev.preview-deployer.deployment={}", e2e.id(pr)),
+        &format!("label=dev.preview-deployer.deployment={}", world.id(pr)),
         "--filter",
         "label=com.docker.compose.service=app",
     ])
@@ -59,24 +62,141 @@ async fn reachable_from(container: &str, targets: &[String]) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
+/// Every place a secret could land for PR `pr`, as (what, bytes).
+async fn leak_surfaces(world: &DaemonWorld, pr: u64) -> Vec<(String, Vec<u8>)> {
+    let id = world.id(pr);
+    let mut found = Vec::new();
+    let containers = docker([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=dev.preview-deployer.deployment={id}"),
+    ])
+    .await
+    .unwrap();
+    for c in containers.split_whitespace() {
+        // The whole configuration: environment, labels, command, mounts.
+        let config = docker(["inspect", c]).await.unwrap();
+        found.push((format!("docker inspect {c}"), config.into_bytes()));
+        let logs = docker(["logs", c]).await.unwrap();
+        found.push((format!("docker logs {c}"), logs.into_bytes()));
+    }
+    let images = docker([
+        "image",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("reference={id}-*"),
+    ])
+    .await
+    .unwrap();
+    for i in images.split_whitespace() {
+        let config = docker(["image", "inspect", i]).await.unwrap();
+        found.push((format!("docker image inspect {i}"), config.into_bytes()));
+        let history = docker(["history", "--no-trunc", i]).await.unwrap();
+        found.push((format!("docker history {i}"), history.into_bytes()));
+    }
+    for dir in [
+        world.work(pr),
+        world.nginx.conf_dir(),
+        world.dir.path().join("logs"),
+    ] {
+        for (path, bytes) in files_under(&dir) {
+            found.push((path.display().to_string(), bytes));
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn previews_cannot_reach_each_other_the_orchestrator_or_docker_and_hold_no_secrets() {
     let github_token = format!("ghs_isolation_{}", unique_suffix());
-    let e2e = E2e::start("isolation", &[("--github-token", github_token.clone())]).await;
-    let (a_pr, b_pr) = (4, 5);
-    for pr in [a_pr, b_pr] {
-        let tree = Tree::fixture("python-plain").replace("python-plain ok", &format!("pr {pr}"));
-        let sha = e2e.commit(pr, &tree, "isolated").await;
-        e2e.send("opened", pr, &sha).await;
+    let world = DaemonWorld::new("isolation", &[("--github-token", github_token.clone())]).await;
+    let secrets = [github_token.as_str(), SECRET, TOKEN];
+    let daemon = world.start();
+    // As under systemd: the secrets are in the daemon's environment, not on its command line.
+    let environ = std::fs::read(format!("/proc/{}/environ", daemon.pid())).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", daemon.pid())).unwrap();
+    for secret in secrets {
+        assert!(
+            String::from_utf8_lossy(&environ).contains(secret),
+            "the daemon's environment holds {secret:?}"
+        );
     }
+    assert_eq!(find_secret(&cmdline, &secrets), None, "no secret in argv");
+
+    let (a_pr, b_pr) = (4, 5);
+    let mut shas = Vec::new();
     for pr in [a_pr, b_pr] {
-        let health = format!("{}health", e2e.path(pr));
-        let live =
-            wait_for_http(e2e.nginx.port(), &health, LIVE_TIMEOUT, |r| r.status == 200).await;
+        // A build step of a few seconds, so the processes the daemon runs for it can be read.
+        let tree = Tree::fixture("python-plain")
+            .replace("python-plain ok", &format!("pr {pr}"))
+            .with(
+                "preview-config.yml",
+                "build_commands:\n  - \"echo building && sleep 4\"\n",
+            );
+        let sha = world.origin.commit(pr, &tree, "isolated").await;
+        world.send(&daemon, "opened", pr, &sha).await;
+        shas.push(sha);
+    }
+    // Until both are live, read the environment and arguments of every process the daemon
+    // started (git, docker, compose and their plugins): inherited secrets would show here.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + LIVE_TIMEOUT;
+    loop {
+        for (process, environ) in descendants(daemon.pid()) {
+            let program = process.split_whitespace().nth(1).unwrap_or("").to_owned();
+            // git alone gets the token, as an extraHeader in its environment (never in argv).
+            let is_git = program
+                .rsplit('/')
+                .next()
+                .is_some_and(|p| p.starts_with("git"));
+            let leak = find_secret(process.as_bytes(), &secrets)
+                .or_else(|| (!is_git).then(|| find_secret(&environ, &secrets)).flatten());
+            if let Some(leak) = leak {
+                panic!("a secret ({leak:?}) reached the process {process}");
+            }
+            seen.insert(program);
+        }
+        let mut live = 0;
+        for pr in [a_pr, b_pr] {
+            if let Some(rec) = daemon.preview(&world.id(pr)).await {
+                assert_ne!(rec["status"]["state"], "failed", "{rec}");
+                live += usize::from(rec["status"]["state"] == "running");
+            }
+        }
+        if live == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not live in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("processes read while deploying: {seen:?}");
+    assert!(
+        seen.iter().any(|p| p == "docker" || p.ends_with("/docker")),
+        "the docker CLI was seen: {seen:?}"
+    );
+    for pr in [a_pr, b_pr] {
+        let health = format!("{}health", world.path(pr));
+        let live = wait_for_http(world.nginx.port(), &health, LIVE_TIMEOUT, |r| {
+            r.status == 200
+        })
+        .await;
         assert_eq!(live.body, format!("pr {pr}\n"));
     }
-    let a = app_container(&e2e, a_pr).await;
-    let b = app_container(&e2e, b_pr).await;
+    // The token from the env file is the one GitHub got.
+    let bearer = format!("Bearer {github_token}");
+    assert!(
+        world
+            .github
+            .calls()
+            .iter()
+            .any(|c| c.authorization.as_deref() == Some(bearer.as_str())),
+        "the fake GitHub saw the env file's token"
+    );
+
+    let a = app_container(&world, a_pr).await;
+    let b = app_container(&world, b_pr).await;
     let ip = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
     let (a_ip, b_ip) = (inspect(&a, ip).await, inspect(&b, ip).await);
     let gateway = inspect(&a, "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}").await;
@@ -86,7 +206,7 @@ async fn previews_cannot_reach_each_other_the_orchestrator_or_docker_and_hold_no
     // orchestrator listens on loopback only, so the same host is closed on its port.
     let host_listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let host_port = host_listener.local_addr().unwrap().port();
-    let orchestrator_port = e2e.orch.addr().port();
+    let orchestrator_port = daemon.port();
     let probes = reachable_from(
         &a,
         &[
@@ -126,47 +246,20 @@ async fn previews_cannot_reach_each_other_the_orchestrator_or_docker_and_hold_no
         "no Docker socket"
     );
 
-    // No secret of the orchestrator in the container's environment, its logs or the work dir.
-    let secrets = [github_token.as_str(), SECRET, TOKEN];
-    let env = inspect(&a, "{{json .Config.Env}}").await;
-    let logs = docker(["logs", &a]).await.unwrap();
-    for secret in secrets {
-        assert!(!env.contains(secret), "a secret in the environment: {env}");
-        assert!(!logs.contains(secret), "a secret in the logs: {logs}");
-    }
-    let work = e2e
-        .dir
-        .path()
-        .join("deployments")
-        .join(e2e.id(a_pr).as_str());
-    let mut stack = vec![work];
-    let mut files = 0;
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_symlink() {
-                continue;
-            } else if path.is_dir() {
-                stack.push(path);
-            } else {
-                files += 1;
-                let bytes = std::fs::read(&path).unwrap();
-                let text = String::from_utf8_lossy(&bytes);
-                for secret in secrets {
-                    assert!(!text.contains(secret), "a secret in {}", path.display());
-                }
+    // No secret, in any form, where a preview or a person reading its files could find it.
+    let mut read = 0;
+    for pr in [a_pr, b_pr] {
+        for (what, bytes) in leak_surfaces(&world, pr).await {
+            if let Some(leak) = find_secret(&bytes, &secrets) {
+                panic!("a secret ({leak:?}) in {what}");
             }
+            read += 1;
         }
     }
-    assert!(files > 5, "the work dir was read ({files} files)");
+    assert!(read > 20, "the leak surfaces were read ({read})");
 
-    for pr in [a_pr, b_pr] {
-        let sha = e2e.record(pr).unwrap().head_sha.as_str().to_owned();
-        e2e.send("closed", pr, &sha).await;
+    for (pr, sha) in [a_pr, b_pr].into_iter().zip(&shas) {
+        world.close_and_check(&daemon, pr, sha).await;
     }
-    e2e.idle(Duration::from_secs(120)).await;
-    for pr in [a_pr, b_pr] {
-        e2e.assert_nothing_left(pr).await;
-    }
-    e2e.shutdown().await;
+    daemon.stop().await;
 }

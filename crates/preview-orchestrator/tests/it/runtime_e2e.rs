@@ -52,18 +52,29 @@ async fn open_update_close(sample: &str) {
     let second_tree = Tree::fixture(sample).replace(&marker, "e2e second commit");
     let second = e2e.commit(pr, &second_tree, "second").await;
     e2e.send("synchronize", pr, &second).await;
-    wait_for_http(port, &health, LIVE_TIMEOUT, |a| {
-        a.body == "e2e second commit\n"
-    })
-    .await;
+    let deadline = std::time::Instant::now() + LIVE_TIMEOUT;
+    loop {
+        let answer = preview_testkit::http_get(port, &health).await;
+        if answer
+            .as_ref()
+            .is_ok_and(|a| a.body == "e2e second commit\n")
+        {
+            break;
+        }
+        // Say what the orchestrator made of the update, not only what nginx answers.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sample}: the update never served; last answer {answer:?}\nrecord: {:?}\ncomments: {:?}",
+            e2e.record(pr),
+            e2e.github.comments().last().map(|c| c.body.clone())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     e2e.wait_comment(pr, &["Preview live", &second], FEEDBACK_TIMEOUT)
         .await;
 
     // closed → nothing left
-    e2e.send("closed", pr, &second).await;
-    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
-        .await;
-    e2e.assert_nothing_left(pr).await;
+    e2e.close_and_assert_nothing_left(pr, &second).await;
     wait_for_http(port, &health, Duration::from_secs(10), |a| a.status == 404).await;
     e2e.wait_comment(pr, &["Preview closed"], FEEDBACK_TIMEOUT)
         .await;
@@ -146,9 +157,6 @@ async fn postgres_database_url_reaches_the_preview_database() {
         "app and database: {published}"
     );
 
-    e2e.send("closed", pr, &sha).await;
-    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
-        .await;
-    e2e.assert_nothing_left(pr).await;
+    e2e.close_and_assert_nothing_left(pr, &sha).await;
     e2e.shutdown().await;
 }

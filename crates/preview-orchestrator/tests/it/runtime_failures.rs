@@ -58,21 +58,59 @@ async fn a_build_error_fails_the_build_phase_and_leaves_nothing() {
     e2e.shutdown().await;
 }
 
-/// The app serves, but never 2xx on its health path: the health phase gives up after the
-/// configured timeout (5 s here) and says what the last answer was.
+/// The app serves, but its configured health path answers 404: the health phase fails within
+/// seconds (not at the 120 s timeout), naming the path, the status and the key that changes it.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_app_that_never_becomes_healthy_fails_the_health_phase() {
-    let e2e = E2e::start("fail-health", &[("--health-timeout-secs", "5".into())]).await;
+async fn a_configured_health_path_that_answers_404_fails_fast() {
+    let e2e = E2e::start("fail-health", &[("--health-timeout-secs", "120".into())]).await;
     let tree =
         Tree::fixture("python-plain").with("preview-config.yml", "health_check_path: /never\n");
+    let started = std::time::Instant::now();
     open_and_expect_failure(
         &e2e,
         12,
         &tree,
         "health",
-        &["did not answer", "/never", "404"],
+        &["/never", "HTTP 404", "health_check_path"],
     )
     .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(110),
+        "a settled 404 fails fast, not at the health timeout"
+    );
+    e2e.shutdown().await;
+}
+
+/// A Go app whose dependencies cannot be fetched (the module proxy is unreachable here, as
+/// behind a firewall): the build fails within seconds and the comment's headline names the
+/// failing Dockerfile step and Go's own error, not the compose command line.
+#[tokio::test(flavor = "multi_thread")]
+async fn unfetchable_go_dependencies_fail_the_build_naming_the_step() {
+    let e2e = E2e::start("fail-godeps", &[]).await;
+    let tree = Tree::fixture("go")
+        .with(
+            "go.mod",
+            "module example.com/hello\n\ngo 1.22\n\nrequire github.com/gin-gonic/gin v1.10.0\n",
+        )
+        .with(
+            "main.go",
+            "package main\n\nimport \"github.com/gin-gonic/gin\"\n\nfunc main() {\n\tr := gin.Default()\n\tr.GET(\"/\", func(c *gin.Context) { c.String(200, \"hi\") })\n\tr.Run()\n}\n",
+        );
+    open_and_expect_failure(
+        &e2e,
+        14,
+        &tree,
+        "build",
+        &["`RUN go mod download` failed: go: github.com/gin-gonic/gin@v1.10.0"],
+    )
+    .await;
+    assert!(
+        e2e.github
+            .comments()
+            .iter()
+            .all(|c| !c.body.contains('\u{1b}')),
+        "no terminal escape codes reach GitHub"
+    );
     e2e.shutdown().await;
 }
 
@@ -100,8 +138,9 @@ async fn an_app_that_exits_at_start_fails_fast_with_its_log() {
     e2e.shutdown().await;
 }
 
-/// A repository whose compose file mounts the Docker socket is refused by the sanitiser in
-/// the plan phase, before anything is built or started.
+/// A repository whose compose file mounts the Docker socket, asks for privileges or refers to
+/// the orchestrator's environment is refused by the sanitiser in the plan phase, before anything
+/// is built or started, and the comment names the file, service, key and line.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_compose_file_is_refused_in_the_plan_phase() {
     let e2e = E2e::start("fail-compose", &[]).await;
@@ -115,6 +154,21 @@ async fn a_hostile_compose_file_is_refused_in_the_plan_phase() {
         "services:\n  app:\n    build: .\n    privileged: true\n",
     );
     open_and_expect_failure(&e2e, 15, &privileged, "plan", &["privileged"]).await;
+    // The orchestrator's own token, which Compose would take from its environment.
+    let token = Tree::fixture("python-plain").with(
+        "docker-compose.preview.yml",
+        "services:\n  app:\n    build: .\n    environment:\n      TOKEN: ${GITHUB_TOKEN}\n",
+    );
+    open_and_expect_failure(
+        &e2e,
+        21,
+        &token,
+        "plan",
+        &[
+            "docker-compose.preview.yml:5: service `app`: key `environment`: `GITHUB_TOKEN` is not a variable of this preview",
+        ],
+    )
+    .await;
     e2e.shutdown().await;
 }
 
@@ -233,10 +287,7 @@ async fn github_down_or_rate_limited_never_fails_a_deployment() {
     e2e.wait_comment(pr, &["Preview live", &third], FEEDBACK_TIMEOUT)
         .await;
 
-    e2e.send("closed", pr, &third).await;
-    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
-        .await;
-    e2e.assert_nothing_left(pr).await;
+    e2e.close_and_assert_nothing_left(pr, &third).await;
     e2e.shutdown().await;
 }
 
@@ -266,16 +317,13 @@ async fn a_git_host_that_hiccups_is_retried() {
     .await;
     assert!(server.refused() >= 2, "the first fetches were refused");
     assert!(server.served() > 0, "a retry fetched");
-    e2e.send("closed", pr, &sha).await;
-    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
-        .await;
-    e2e.assert_nothing_left(pr).await;
+    e2e.close_and_assert_nothing_left(pr, &sha).await;
     e2e.shutdown().await;
 }
 
-/// An update whose new commit crashes at start: the previous commit's images and compose file
-/// come back, it keeps serving at the same URL, and the comment says so. Closing then leaves
-/// nothing, not even the kept images.
+/// An update whose new commit crashes at start: the previous commit, never touched (the new one
+/// started beside it), keeps serving at the same URL, and the comment says so. Closing then
+/// leaves nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_update_rolls_back_and_the_previous_commit_keeps_serving() {
     let e2e = E2e::start("fail-update", &[]).await;
@@ -321,9 +369,6 @@ async fn a_failed_update_rolls_back_and_the_previous_commit_keeps_serving() {
         Some(first.clone())
     );
 
-    e2e.send("closed", pr, &second).await;
-    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
-        .await;
-    e2e.assert_nothing_left(pr).await;
+    e2e.close_and_assert_nothing_left(pr, &second).await;
     e2e.shutdown().await;
 }

@@ -143,6 +143,76 @@ async fn ports_are_unique_and_released() {
     assert_eq!((c.app, c.db), (41000, Some(41010)));
 }
 
+/// An update holds a second app port from the pool (`nextApp` in the file) until nginx switches
+/// to it; then it is the app port and the old one is free, or, if the update fails, it is given
+/// back.
+#[tokio::test]
+async fn an_update_holds_a_second_app_port_until_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    // Below the kernel's ephemeral ports (32768+), so no test's connection can hold one.
+    let pools = PortPools::new(
+        "29100-29103".parse().unwrap(),
+        "29110-29111".parse().unwrap(),
+    )
+    .unwrap();
+    let path = dir.path().join("d.json");
+    let store = Store::open(&path, pools).unwrap();
+    let a = PreviewId::parse("a-b-pr-1").unwrap();
+    let b = PreviewId::parse("a-b-pr-2").unwrap();
+    assert!(
+        store
+            .allocate_next_app_port(&a, &BTreeSet::new())
+            .await
+            .is_err(),
+        "only a preview that holds ports updates"
+    );
+    let first = store
+        .allocate_ports(&a, false, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(first.app, 29100);
+    // 29101 is published by some container: skipped.
+    let next = store
+        .allocate_next_app_port(&a, &BTreeSet::from([29101]))
+        .await
+        .unwrap();
+    assert_eq!(next, 29102);
+    assert_eq!(
+        store
+            .allocate_next_app_port(&a, &BTreeSet::new())
+            .await
+            .unwrap(),
+        next,
+        "an unfinished update's port is reused"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["portAllocations"]["a-b-pr-1"]["nextApp"], 29102);
+    // Another preview does not get it.
+    let other = store
+        .allocate_ports(&b, false, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(other.app, 29101);
+    // The switch: the new port serves, the old one is free for the next update.
+    store.switch_app_port(&a, 29102).await.unwrap();
+    let switched = store.ports(&a).unwrap();
+    assert_eq!((switched.app, switched.next_app), (29102, None));
+    assert_eq!(
+        store
+            .allocate_next_app_port(&a, &BTreeSet::new())
+            .await
+            .unwrap(),
+        29100
+    );
+    // A failed update gives its port back; a switch to another port changes nothing.
+    store.switch_app_port(&a, 29103).await.unwrap();
+    assert_eq!(store.ports(&a).unwrap().app, 29102);
+    store.release_next_app_port(&a).await.unwrap();
+    assert_eq!(store.ports(&a).unwrap().next_app, None);
+    assert_eq!(store.ports(&a).unwrap().app, 29102);
+}
+
 fn inode(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().ino()

@@ -1,0 +1,167 @@
+//! Previews at their own hostnames (PREVIEW_DOMAIN) on the real engine and a real nginx: the app
+//! is served at `/` of `{slug}-pr-{N}.{domain}`, so its root-relative links load; a Host that
+//! names no preview reaches none; the PR comment, the record and the app's PREVIEW_URL carry the
+//! full URL.
+
+use std::time::Duration;
+
+use preview_testkit::{http_get_host, wait_for_http};
+
+use crate::e2e_support::{E2e, PREVIEW_DOMAIN, Tree};
+
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A page whose stylesheet, script and link are root-relative, as most apps write them.
+const APP: &str = r#"import http.server, os
+PAGE = b'<html><head><link rel="stylesheet" href="/static/site.css"><script src="/static/app.js"></script></head><body><a href="/about">about</a> hostname-app</body></html>'
+FILES = {"/": PAGE, "/about": b"about hostname-app", "/static/site.css": b"body { color: teal; }", "/static/app.js": b"console.log(1);"}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/env":
+            body = os.environ.get("PREVIEW_URL", "") + "|" + os.environ.get("PREVIEW_BASE_PATH", "unset")
+            body = body.encode()
+        else:
+            body = FILES.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.end_headers()
+        self.wfile.write(body or b"not here")
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Root-relative `href`/`src` targets in `html`.
+fn root_relative_links(html: &str) -> Vec<String> {
+    html.split(['"', '\''])
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0].ends_with("href=") || w[0].ends_with("src="))
+        .map(|w| w[1].to_owned())
+        .filter(|l| l.starts_with('/') && !l.starts_with("//"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_preview_is_served_at_the_root_of_its_own_hostname() {
+    let e2e = E2e::start_with_hostnames("hosts", &[]).await;
+    let pr = 21;
+    let tree = Tree::fixture("python-plain").with("main.py", APP);
+    let sha = e2e
+        .commit(pr, &tree, "a page with root-relative links")
+        .await;
+    e2e.send("opened", pr, &sha).await;
+
+    let host = format!("{}.{PREVIEW_DOMAIN}", e2e.id(pr).host_label());
+    let url = format!("http://{host}/");
+    let comment = e2e
+        .wait_comment(pr, &["Preview live", &url], DEPLOY_TIMEOUT)
+        .await;
+    assert!(
+        !comment.body.contains("/pr-21/"),
+        "no path-routing URL: {}",
+        comment.body
+    );
+    assert_eq!(
+        e2e.record(pr).unwrap().url,
+        url,
+        "the record carries the URL"
+    );
+
+    // The page and every asset it links, through nginx, by Host alone.
+    let port = e2e.nginx.port();
+    let page = get_until_ok(port, &host, "/").await;
+    assert!(page.body.contains("hostname-app"), "{}", page.body);
+    let links = root_relative_links(&page.body);
+    assert_eq!(links, ["/static/site.css", "/static/app.js", "/about"]);
+    for link in &links {
+        get_until_ok(port, &host, link).await;
+    }
+    // The app knows its public URL, and that nothing prefixes its paths.
+    let env = http_get_host(port, &host, "/env").await.unwrap();
+    assert_eq!(env.body, format!("{url}|"));
+
+    // A Host that names no preview reaches none: not another label, not the bare IP.
+    for other in [
+        format!("{}-pr-999.{PREVIEW_DOMAIN}", e2e.id(pr).slug().as_str()),
+        PREVIEW_DOMAIN.to_owned(),
+        "127.0.0.1".to_owned(),
+        format!("{host}.evil.example"),
+    ] {
+        let answer = http_get_host(port, &other, "/").await.unwrap();
+        assert_eq!(answer.status, 404, "Host {other}: {answer:?}");
+        assert!(!answer.body.contains("hostname-app"), "Host {other}");
+    }
+
+    // Closing removes the server block: its Host reaches nothing any more.
+    e2e.send("closed", pr, &sha).await;
+    wait_for_http(port, "/nginx-health", Duration::from_secs(5), |a| {
+        a.status == 200
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let answer = http_get_host(port, &host, "/").await.unwrap();
+        if answer.status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still served after close: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    e2e.idle(Duration::from_secs(120)).await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
+
+/// Upstream starters as their generators write them, by hostname: Express's page links its
+/// stylesheet at `/stylesheets/style.css` and FastAPI's `/docs` loads `/openapi.json`, both
+/// root-relative, which path routing breaks. Each must load through nginx by Host alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_starters_load_their_root_relative_assets_by_hostname() {
+    let root = crate::upstream_e2e::upstream_dir();
+    let e2e = E2e::start_with_hostnames("hosts-upstream", &[]).await;
+    let port = e2e.nginx.port();
+    for (pr, name, page, assets) in [
+        (31, "express", "/", &["/stylesheets/style.css"][..]),
+        (32, "fastapi", "/docs", &["/openapi.json"][..]),
+    ] {
+        let (tree, _source) = crate::upstream_e2e::load(&root, name);
+        let sha = e2e.commit(pr, &tree, "upstream starter").await;
+        e2e.send("opened", pr, &sha).await;
+        let host = format!("{}.{PREVIEW_DOMAIN}", e2e.id(pr).host_label());
+        e2e.wait_comment(
+            pr,
+            &["Preview live", &format!("http://{host}/")],
+            DEPLOY_TIMEOUT,
+        )
+        .await;
+        let body = get_until_ok(port, &host, page).await.body;
+        for asset in assets {
+            assert!(
+                body.contains(asset),
+                "{name}: {page} no longer refers to {asset}:\n{body}"
+            );
+            let answer = get_until_ok(port, &host, asset).await;
+            assert!(!answer.body.is_empty(), "{name}: {asset} is empty");
+        }
+        e2e.send("closed", pr, &sha).await;
+    }
+    e2e.idle(Duration::from_secs(120)).await;
+    e2e.assert_nothing_left(31).await;
+    e2e.assert_nothing_left(32).await;
+    e2e.shutdown().await;
+}
+
+/// GET by Host until it answers 200 (nginx's old workers may answer 404 right after a reload);
+/// panics with the last answer after 5 s.
+async fn get_until_ok(port: u16, host: &str, path: &str) -> preview_testkit::HttpAnswer {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = http_get_host(port, host, path).await.unwrap();
+        if answer.status == 200 || std::time::Instant::now() > deadline {
+            assert_eq!(answer.status, 200, "{host}{path} through nginx: {answer:?}");
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
