@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use preview_core::id::{CommitSha, PrNumber, RepoFullName};
+use preview_core::id::{BranchName, CommitSha, PrNumber, RepoFullName};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -156,6 +156,61 @@ pub struct PullRequestInfo {
     pub draft: bool,
     /// Its head commit.
     pub head_sha: CommitSha,
+    /// Its head branch, when the answer names a valid one.
+    pub head_ref: Option<BranchName>,
+    /// Its base branch, when the answer names a valid one.
+    pub base_ref: Option<BranchName>,
+    /// The repository holding the head branch; `None` when the fork was deleted.
+    pub head_repo: Option<RepoFullName>,
+}
+
+/// A user's permission on a repository, as `GET /repos/{owner}/{repo}/collaborators/{user}/permission`
+/// answers it (`maintain` is reported as `write`, `triage` as `read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Admin,
+    Write,
+    Read,
+    None,
+}
+
+impl Permission {
+    /// Whether the user may push to the repository, and so approve and command previews.
+    pub fn can_write(self) -> bool {
+        matches!(self, Self::Admin | Self::Write)
+    }
+
+    /// The permission as GitHub spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Write => "write",
+            Self::Read => "read",
+            Self::None => "none",
+        }
+    }
+}
+
+/// A reaction to a comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaction {
+    /// 👀: heard.
+    Eyes,
+    /// 👍: done.
+    ThumbsUp,
+    /// 😕: could not do it.
+    Confused,
+}
+
+impl Reaction {
+    /// The `content` value of the reactions API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eyes => "eyes",
+            Self::ThumbsUp => "+1",
+            Self::Confused => "confused",
+        }
+    }
 }
 
 /// The GitHub REST client.
@@ -541,13 +596,31 @@ impl GitHubClient {
         Ok(())
     }
 
-    /// Reads a pull request's state, draft flag and head commit.
+    /// Reads a pull request's state, draft flag, head commit and branches.
     pub async fn pull_request(&self, repo: &RepoFullName, pr: PrNumber) -> Result<PullRequestInfo> {
         let path = format!("/repos/{}/{}/pulls/{pr}", repo.owner(), repo.name());
         let (_, bytes) = self.request(Method::GET, &path, None, false).await?;
         #[derive(Deserialize)]
+        struct Owner {
+            login: String,
+        }
+        #[derive(Deserialize)]
+        struct Repo {
+            name: String,
+            owner: Owner,
+        }
+        #[derive(Deserialize)]
         struct Head {
             sha: String,
+            #[serde(default, rename = "ref")]
+            ref_: Option<String>,
+            #[serde(default)]
+            repo: Option<Repo>,
+        }
+        #[derive(Deserialize)]
+        struct Base {
+            #[serde(default, rename = "ref")]
+            ref_: Option<String>,
         }
         #[derive(Deserialize)]
         struct Pr {
@@ -557,6 +630,8 @@ impl GitHubClient {
             #[serde(default)]
             draft: Option<bool>,
             head: Head,
+            #[serde(default)]
+            base: Option<Base>,
         }
         let pr: Pr = Self::decode("GET", &path, &bytes)?;
         let head_sha = CommitSha::parse(&pr.head.sha).map_err(|e| Error::Decode {
@@ -564,12 +639,95 @@ impl GitHubClient {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        let branch = |r: Option<String>| r.and_then(|r| BranchName::parse(&r).ok());
         Ok(PullRequestInfo {
             state: pr.state,
             merged: pr.merged.unwrap_or(false),
             draft: pr.draft.unwrap_or(false),
             head_sha,
+            head_ref: branch(pr.head.ref_),
+            base_ref: branch(pr.base.and_then(|b| b.ref_)),
+            head_repo: pr
+                .head
+                .repo
+                .and_then(|r| RepoFullName::new(&r.owner.login, &r.name).ok()),
         })
+    }
+
+    /// `user`'s permission on `repo`. A user GitHub does not know is [`Permission::None`].
+    pub async fn collaborator_permission(
+        &self,
+        repo: &RepoFullName,
+        user: &str,
+    ) -> Result<Permission> {
+        preview_core::id::validate_owner(user)
+            .map_err(|e| Error::invalid_field("user login", e.to_string()))?;
+        let path = format!(
+            "/repos/{}/{}/collaborators/{user}/permission",
+            repo.owner(),
+            repo.name()
+        );
+        let bytes = match self.request(Method::GET, &path, None, false).await {
+            Ok((_, bytes)) => bytes,
+            Err(Error::Api { status: 404, .. }) => return Ok(Permission::None),
+            Err(e) => return Err(e),
+        };
+        #[derive(Deserialize)]
+        struct Answer {
+            permission: String,
+        }
+        let answer: Answer = Self::decode("GET", &path, &bytes)?;
+        Ok(match answer.permission.as_str() {
+            "admin" => Permission::Admin,
+            "write" | "maintain" => Permission::Write,
+            "read" | "triage" => Permission::Read,
+            _ => Permission::None,
+        })
+    }
+
+    /// Adds `reaction` to the PR (issue) comment `comment_id`. Reacting twice is harmless.
+    pub async fn add_reaction(
+        &self,
+        repo: &RepoFullName,
+        comment_id: u64,
+        reaction: Reaction,
+    ) -> Result<()> {
+        let path = format!(
+            "/repos/{}/{}/issues/comments/{comment_id}/reactions",
+            repo.owner(),
+            repo.name()
+        );
+        self.request(
+            Method::POST,
+            &path,
+            Some(json!({ "content": reaction.as_str() })),
+            true,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Posts a new (not sticky) comment on the PR: a reply to a command.
+    pub async fn create_comment(
+        &self,
+        repo: &RepoFullName,
+        pr: PrNumber,
+        body: &str,
+    ) -> Result<u64> {
+        let path = format!(
+            "/repos/{}/{}/issues/{}/comments",
+            repo.owner(),
+            repo.name(),
+            pr
+        );
+        let (_, bytes) = self
+            .request(Method::POST, &path, Some(json!({ "body": body })), false)
+            .await?;
+        #[derive(Deserialize)]
+        struct Created {
+            id: u64,
+        }
+        Ok(Self::decode::<Created>("POST", &path, &bytes)?.id)
     }
 }
 

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use preview_core::id::{BranchName, CommitSha, PrNumber, RepoFullName};
 
+use crate::command::{PreviewCommand, parse_command};
 use crate::lenient::{Obj, Scalar, flag, json_fields, opt_string, string, uint};
 use crate::{Error, Result};
 
@@ -15,6 +16,8 @@ pub enum WebhookEvent {
     Ping(Ping),
     /// A `pull_request` event.
     PullRequest(Box<PullRequestEvent>),
+    /// An `issue_comment` event (comments on issues and on pull requests).
+    IssueComment(Box<IssueCommentEvent>),
     /// Any other event; `name` is `X-GitHub-Event`.
     Other { name: String },
 }
@@ -45,7 +48,9 @@ pub enum PullRequestAction {
     ReadyForReview,
     /// `converted_to_draft`
     ConvertedToDraft,
-    /// Any other action (`labeled`, `edited`, ...).
+    /// `labeled`: `label` names the label added.
+    Labeled,
+    /// Any other action (`unlabeled`, `edited`, ...).
     Other(String),
 }
 
@@ -58,6 +63,7 @@ impl PullRequestAction {
             "closed" => Self::Closed,
             "ready_for_review" => Self::ReadyForReview,
             "converted_to_draft" => Self::ConvertedToDraft,
+            "labeled" => Self::Labeled,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -71,9 +77,70 @@ impl PullRequestAction {
             Self::Closed => "closed",
             Self::ReadyForReview => "ready_for_review",
             Self::ConvertedToDraft => "converted_to_draft",
+            Self::Labeled => "labeled",
             Self::Other(s) => s,
         }
     }
+}
+
+/// How the author of a pull request is related to its repository (`author_association`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorAssociation {
+    Owner,
+    Member,
+    Collaborator,
+    Contributor,
+    FirstTimeContributor,
+    FirstTimer,
+    Mannequin,
+    /// `NONE`, a value GitHub may add later, or no value at all: no relation we know of.
+    None,
+}
+
+impl AuthorAssociation {
+    fn parse(s: &str) -> Self {
+        match s {
+            "OWNER" => Self::Owner,
+            "MEMBER" => Self::Member,
+            "COLLABORATOR" => Self::Collaborator,
+            "CONTRIBUTOR" => Self::Contributor,
+            "FIRST_TIME_CONTRIBUTOR" => Self::FirstTimeContributor,
+            "FIRST_TIMER" => Self::FirstTimer,
+            "MANNEQUIN" => Self::Mannequin,
+            _ => Self::None,
+        }
+    }
+
+    /// The value as GitHub spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "OWNER",
+            Self::Member => "MEMBER",
+            Self::Collaborator => "COLLABORATOR",
+            Self::Contributor => "CONTRIBUTOR",
+            Self::FirstTimeContributor => "FIRST_TIME_CONTRIBUTOR",
+            Self::FirstTimer => "FIRST_TIMER",
+            Self::Mannequin => "MANNEQUIN",
+            Self::None => "NONE",
+        }
+    }
+
+    /// Whether the author belongs to the repository: its owner, a member of its organisation,
+    /// or an invited collaborator. A `CONTRIBUTOR` only had a PR merged once, and is not.
+    pub fn is_trusted(self) -> bool {
+        matches!(self, Self::Owner | Self::Member | Self::Collaborator)
+    }
+}
+
+/// A GitHub account named in an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The login. For a person it is validated like a repository owner (letters, digits, `-`,
+    /// `_`), so it may go into an API path; a bot's (`name[bot]`) is only checked to be short and
+    /// printable, and is never used in a path.
+    pub login: String,
+    /// Whether the account is a bot (`type: Bot`, or a login ending in `[bot]`).
+    pub is_bot: bool,
 }
 
 /// A validated `pull_request` event.
@@ -102,6 +169,33 @@ pub struct PullRequestEvent {
     pub updated_at: Option<jiff::Timestamp>,
     /// `repository.clone_url`, checked to be an http(s) URL.
     pub clone_url: Option<String>,
+    /// `pull_request.author_association`.
+    pub author_association: AuthorAssociation,
+    /// `pull_request.user`: who opened the PR.
+    pub author: Option<Actor>,
+    /// `sender`: who caused the event (pushed, labelled, ...).
+    pub sender: Option<Actor>,
+    /// `label.name`, for `labeled` and `unlabeled`.
+    pub label: Option<String>,
+}
+
+/// A validated `issue_comment` event.
+#[derive(Debug, Clone)]
+pub struct IssueCommentEvent {
+    /// `created`, `edited` or `deleted`.
+    pub action: String,
+    /// The repository.
+    pub repo: RepoFullName,
+    /// The issue's or pull request's number.
+    pub number: PrNumber,
+    /// Whether the comment is on a pull request (`issue.pull_request` is present).
+    pub on_pull_request: bool,
+    /// `comment.id`.
+    pub comment_id: u64,
+    /// The command in the comment, if it is one.
+    pub command: Option<PreviewCommand>,
+    /// `comment.user`.
+    pub commenter: Actor,
 }
 
 impl PullRequestEvent {
@@ -117,6 +211,35 @@ json_fields! {
         number: Scalar<'a> = "number",
         pull_request: Obj<RawPr<'a>> = "pull_request",
         repository: Obj<RawRepo<'a>> = "repository",
+        sender: Obj<RawActor<'a>> = "sender",
+        label: Obj<RawLabel<'a>> = "label",
+    }
+
+    struct RawActor<'a> {
+        login: Scalar<'a> = "login",
+        type_: Scalar<'a> = "type",
+    }
+
+    struct RawLabel<'a> {
+        name: Scalar<'a> = "name",
+    }
+
+    struct RawCommentEvent<'a> {
+        action: Scalar<'a> = "action",
+        issue: Obj<RawIssue<'a>> = "issue",
+        comment: Obj<RawComment<'a>> = "comment",
+        repository: Obj<RawRepo<'a>> = "repository",
+    }
+
+    struct RawIssue<'a> {
+        number: Scalar<'a> = "number",
+        pull_request: Scalar<'a> = "pull_request",
+    }
+
+    struct RawComment<'a> {
+        id: Scalar<'a> = "id",
+        body: Scalar<'a> = "body",
+        user: Obj<RawActor<'a>> = "user",
     }
 
     struct RawPr<'a> {
@@ -125,6 +248,8 @@ json_fields! {
         draft: Scalar<'a> = "draft",
         merged: Scalar<'a> = "merged",
         updated_at: Scalar<'a> = "updated_at",
+        author_association: Scalar<'a> = "author_association",
+        user: Obj<RawActor<'a>> = "user",
     }
 
     struct RawBranch<'a> {
@@ -156,7 +281,66 @@ json_fields! {
     }
 }
 
-/// Longest clone URL accepted.
+/// Longest label name accepted (GitHub allows 50 characters).
+const MAX_LABEL_LEN: usize = 100;
+/// Longest bot login accepted.
+const MAX_BOT_LOGIN_LEN: usize = 64;
+
+/// The JSON paths of an account object and its fields, for errors.
+struct ActorPaths {
+    actor: &'static str,
+    login: &'static str,
+    type_: &'static str,
+}
+
+const PR_USER: ActorPaths = ActorPaths {
+    actor: "pull_request.user",
+    login: "pull_request.user.login",
+    type_: "pull_request.user.type",
+};
+
+const SENDER: ActorPaths = ActorPaths {
+    actor: "sender",
+    login: "sender.login",
+    type_: "sender.type",
+};
+
+const COMMENT_USER: ActorPaths = ActorPaths {
+    actor: "comment.user",
+    login: "comment.user.login",
+    type_: "comment.user.type",
+};
+
+/// An account object; `None` when absent or null.
+fn actor(raw: Option<Obj<RawActor<'_>>>, paths: &ActorPaths) -> Result<Option<Actor>> {
+    let raw = match raw {
+        None | Some(Obj::Not("null")) => return Ok(None),
+        some => Obj::get(some, paths.actor)?,
+    };
+    let login = string(&raw.login, paths.login)?;
+    let is_bot = opt_string(&raw.type_, paths.type_)? == Some("Bot") || login.ends_with("[bot]");
+    if is_bot {
+        let name = login.strip_suffix("[bot]").unwrap_or(login);
+        if login.len() > MAX_BOT_LOGIN_LEN
+            || name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::invalid_field(
+                paths.login,
+                "expected a bot login: letters, digits, '-', '_', then [bot]",
+            ));
+        }
+    } else {
+        preview_core::id::validate_owner(login).map_err(core_err(paths.login))?;
+    }
+    Ok(Some(Actor {
+        login: login.to_owned(),
+        is_bot,
+    }))
+}
+
 const MAX_URL_LEN: usize = 2048;
 
 fn core_err(field: &str) -> impl FnOnce(preview_core::Error) -> Error + '_ {
@@ -250,6 +434,9 @@ pub fn parse_event(event: &str, content_type: Option<&str>, body: &[u8]) -> Resu
     match event {
         "ping" => parse_ping(&json).map(WebhookEvent::Ping),
         "pull_request" => parse_pull_request(&json).map(|e| WebhookEvent::PullRequest(Box::new(e))),
+        "issue_comment" => {
+            parse_issue_comment(&json).map(|e| WebhookEvent::IssueComment(Box::new(e)))
+        }
         other => {
             // Still insist on JSON, so that garbage is told apart from events we ignore.
             serde_json::from_slice::<serde::de::IgnoredAny>(&json).map_err(malformed)?;
@@ -319,7 +506,27 @@ fn parse_pull_request(json: &[u8]) -> Result<PullRequestEvent> {
             })
         })
         .transpose()?;
+    let author_association = opt_string(&pr.author_association, "pull_request.author_association")?
+        .map_or(AuthorAssociation::None, AuthorAssociation::parse);
+    let label = match raw.label {
+        None | Some(Obj::Not("null")) => None,
+        some => {
+            let label = Obj::get(some, "label")?;
+            let name = string(&label.name, "label.name")?;
+            if name.chars().count() > MAX_LABEL_LEN || name.chars().any(char::is_control) {
+                return Err(Error::invalid_field(
+                    "label.name",
+                    format!("expected at most {MAX_LABEL_LEN} printable characters"),
+                ));
+            }
+            Some(name.to_owned())
+        }
+    };
     Ok(PullRequestEvent {
+        author_association,
+        author: actor(pr.user, &PR_USER)?,
+        sender: actor(raw.sender, &SENDER)?,
+        label,
         action,
         repo,
         number,
@@ -331,6 +538,42 @@ fn parse_pull_request(json: &[u8]) -> Result<PullRequestEvent> {
         merged: flag(&pr.merged, "pull_request.merged")?,
         updated_at,
         clone_url,
+    })
+}
+
+fn parse_issue_comment(json: &[u8]) -> Result<IssueCommentEvent> {
+    let raw = Obj::get(
+        Some(serde_json::from_slice::<Obj<RawCommentEvent<'_>>>(json).map_err(malformed)?),
+        "payload",
+    )?;
+    let action = string(&raw.action, "action")?;
+    if action.is_empty()
+        || action.len() > 32
+        || !action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        return Err(Error::invalid_field(
+            "action",
+            "expected a lowercase word such as `created`",
+        ));
+    }
+    let repo = repo_full_name(Obj::get(raw.repository, "repository")?, &REPOSITORY)?;
+    let issue = Obj::get(raw.issue, "issue")?;
+    let number =
+        PrNumber::new(uint(&issue.number, "issue.number")?).map_err(core_err("issue.number"))?;
+    let on_pull_request = !matches!(issue.pull_request, None | Some(Scalar::Null));
+    let comment = Obj::get(raw.comment, "comment")?;
+    let comment_id = uint(&comment.id, "comment.id")?;
+    let command = opt_string(&comment.body, "comment.body")?.and_then(parse_command);
+    let commenter = actor(comment.user, &COMMENT_USER)?
+        .ok_or_else(|| Error::invalid_field("comment.user", "missing"))?;
+    Ok(IssueCommentEvent {
+        action: action.to_owned(),
+        repo,
+        number,
+        on_pull_request,
+        comment_id,
+        command,
+        commenter,
     })
 }
 

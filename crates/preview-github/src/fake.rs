@@ -70,6 +70,10 @@ struct FakeState {
     deployments: Vec<FakeDeployment>,
     commit_statuses: BTreeMap<String, Vec<Value>>,
     pulls: BTreeMap<(String, u64), Value>,
+    /// `(repo, lowercase login)` to the permission GitHub reports.
+    permissions: BTreeMap<(String, String), String>,
+    /// Reactions by comment id, in order.
+    reactions: BTreeMap<u64, Vec<String>>,
     failures: VecDeque<Failure>,
     /// Answers every call not matched by `failures`, until lifted: GitHub down.
     outage: Option<Failure>,
@@ -137,6 +141,26 @@ impl FakeGitHub {
             .unwrap()
             .commit_statuses
             .get(sha)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sets `user`'s permission on `repo` (`admin`, `maintain`, `write`, `triage`, `read` or
+    /// `none`). A user never set answers `read`, as GitHub does for anyone on a public repository.
+    pub fn set_permission(&self, repo: &str, user: &str, permission: &str) {
+        self.state.lock().unwrap().permissions.insert(
+            (repo.to_ascii_lowercase(), user.to_ascii_lowercase()),
+            permission.to_owned(),
+        );
+    }
+
+    /// The reactions (`content` values) added to comment `comment_id`, oldest first.
+    pub fn reactions(&self, comment_id: u64) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .reactions
+            .get(&comment_id)
             .cloned()
             .unwrap_or_default()
     }
@@ -391,6 +415,35 @@ fn route(
                 .or_default()
                 .push(body);
             (StatusCode::CREATED, json!({ "id": 1 }))
+        }
+        ("GET", ["collaborators", user, "permission"]) => {
+            let permission = st
+                .permissions
+                .get(&(repo, user.to_ascii_lowercase()))
+                .cloned()
+                .unwrap_or_else(|| "read".to_owned());
+            let role = permission.clone();
+            let permission = match permission.as_str() {
+                "maintain" => "write".to_owned(),
+                "triage" => "read".to_owned(),
+                other => other.to_owned(),
+            };
+            (
+                StatusCode::OK,
+                json!({ "permission": permission, "role_name": role, "user": { "login": user } }),
+            )
+        }
+        ("POST", ["issues", "comments", id, "reactions"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return not_found;
+            };
+            let content = body
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            st.reactions.entry(id).or_default().push(content.clone());
+            (StatusCode::CREATED, json!({ "id": id, "content": content }))
         }
         ("GET", ["pulls", n]) => {
             let pr = n.parse::<u64>().unwrap_or(0);

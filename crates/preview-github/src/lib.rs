@@ -5,6 +5,7 @@
 
 #[cfg(feature = "client")]
 mod client;
+mod command;
 mod error;
 mod event;
 #[cfg(feature = "fake")]
@@ -15,11 +16,14 @@ mod signature;
 #[cfg(feature = "client")]
 pub use client::{
     CommentRef, CommitState, DeploymentState, GitHubClient, NewCommitStatus, NewDeployment,
-    NewDeploymentStatus, PullRequestInfo, PullRequestState, RetryPolicy, comment_marker,
+    NewDeploymentStatus, Permission, PullRequestInfo, PullRequestState, Reaction, RetryPolicy,
+    comment_marker,
 };
+pub use command::{MAX_ECHO, PreviewCommand, parse_command};
 pub use error::{Error, Result};
 pub use event::{
-    Ping, PullRequestAction, PullRequestEvent, WebhookEvent, json_payload, parse_event,
+    Actor, AuthorAssociation, IssueCommentEvent, Ping, PullRequestAction, PullRequestEvent,
+    WebhookEvent, json_payload, parse_event,
 };
 pub use signature::{WebhookVerifier, sign};
 

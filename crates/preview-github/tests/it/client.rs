@@ -324,3 +324,81 @@ async fn base_url_and_token_are_checked() {
         Err(Error::Transport { .. })
     ));
 }
+
+#[tokio::test]
+async fn permissions_reactions_replies_and_pull_request_branches() {
+    use preview_github::{Permission, Reaction};
+    let (fake, gh) = setup().await;
+    // Anyone is a reader of a public repository; a 404 (unknown user) is no permission.
+    assert_eq!(
+        gh.collaborator_permission(&repo(), "stranger")
+            .await
+            .unwrap(),
+        Permission::Read
+    );
+    fake.set_permission("Octo/Hello-World", "Maint", "maintain");
+    fake.set_permission("octo/hello-world", "boss", "admin");
+    fake.set_permission("octo/hello-world", "tri", "triage");
+    let maint = gh.collaborator_permission(&repo(), "maint").await.unwrap();
+    assert_eq!(maint, Permission::Write);
+    assert!(maint.can_write());
+    assert!(
+        gh.collaborator_permission(&repo(), "boss")
+            .await
+            .unwrap()
+            .can_write()
+    );
+    assert!(
+        !gh.collaborator_permission(&repo(), "tri")
+            .await
+            .unwrap()
+            .can_write()
+    );
+    fake.fail_next(
+        "GET",
+        "/repos/Octo/Hello-World/collaborators/ghost",
+        404,
+        &[],
+        false,
+    );
+    assert_eq!(
+        gh.collaborator_permission(&repo(), "ghost").await.unwrap(),
+        Permission::None
+    );
+    // A login that could change the path is refused before any call.
+    let calls = fake.calls().len();
+    assert!(gh.collaborator_permission(&repo(), "../x").await.is_err());
+    assert_eq!(fake.calls().len(), calls);
+
+    gh.add_reaction(&repo(), 42, Reaction::Eyes).await.unwrap();
+    gh.add_reaction(&repo(), 42, Reaction::ThumbsUp)
+        .await
+        .unwrap();
+    assert_eq!(fake.reactions(42), ["eyes", "+1"]);
+    let id = gh.create_comment(&repo(), pr(), "hello").await.unwrap();
+    assert!(
+        fake.comments()
+            .iter()
+            .any(|c| c.id == id && c.body == "hello")
+    );
+
+    // The real shape of a pull request (the event's `pull_request` object is the REST one).
+    let event: serde_json::Value =
+        serde_json::from_slice(&crate::fixture("pull_request.opened.json")).unwrap();
+    let mut body = event["pull_request"].clone();
+    body["head"]["repo"]["owner"]["login"] = json!("forker");
+    fake.set_pull_request("Octo/Hello-World", 7, body.clone());
+    let info = gh.pull_request(&repo(), pr()).await.unwrap();
+    assert_eq!(info.head_ref.unwrap().as_str(), "changes");
+    assert_eq!(info.base_ref.unwrap().as_str(), "master");
+    assert_eq!(info.head_repo.unwrap().full_name(), "forker/Hello-World");
+    body["head"]["repo"] = serde_json::Value::Null;
+    fake.set_pull_request("Octo/Hello-World", 7, body);
+    assert!(
+        gh.pull_request(&repo(), pr())
+            .await
+            .unwrap()
+            .head_repo
+            .is_none()
+    );
+}

@@ -1,4 +1,7 @@
-use preview_github::{Error, PullRequestAction, WebhookEvent, WebhookVerifier, parse_event, sign};
+use preview_github::{
+    AuthorAssociation, Error, PreviewCommand, PullRequestAction, WebhookEvent, WebhookVerifier,
+    parse_event, sign,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -56,7 +59,7 @@ fn real_payloads_parse_and_carry_their_action() {
         ("reopened", PullRequestAction::Reopened),
         ("ready_for_review", PullRequestAction::ReadyForReview),
         ("converted_to_draft", PullRequestAction::ConvertedToDraft),
-        ("labeled", PullRequestAction::Other("labeled".into())),
+        ("labeled", PullRequestAction::Labeled),
     ] {
         let body = fixture(&format!("pull_request.{file}.json"));
         let WebhookEvent::PullRequest(ev) =
@@ -80,7 +83,155 @@ fn real_payloads_parse_and_carry_their_action() {
             Some("https://github.com/Codertocat/Hello-World.git")
         );
         assert_eq!(ev.draft, file == "converted_to_draft", "{file}");
+        assert_eq!(ev.author_association, AuthorAssociation::Owner, "{file}");
+        assert!(ev.author_association.is_trusted());
+        assert_eq!(ev.author.as_ref().unwrap().login, "Codertocat");
+        assert!(!ev.sender.as_ref().unwrap().is_bot);
+        assert_eq!(ev.label.is_some(), file == "labeled", "{file}");
     }
+}
+
+/// The vendored `issue_comment` example, changed by `edit`.
+fn comment_event(
+    edit: impl FnOnce(&mut Value),
+) -> Result<preview_github::IssueCommentEvent, Error> {
+    let mut v: Value = serde_json::from_slice(&fixture("issue_comment.created.json")).unwrap();
+    edit(&mut v);
+    match parse_event("issue_comment", None, &serde_json::to_vec(&v).unwrap())? {
+        WebhookEvent::IssueComment(c) => Ok(*c),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn issue_comments_carry_their_command_and_author() {
+    // The vendored example is a conversation comment on an issue.
+    let c = comment_event(|_| {}).unwrap();
+    assert_eq!(c.action, "created");
+    assert_eq!(c.repo.full_name(), "Codertocat/Hello-World");
+    assert_eq!(c.number.get(), 1);
+    assert!(!c.on_pull_request);
+    assert_eq!(c.comment_id, 492700400);
+    assert_eq!(c.command, None);
+    assert_eq!(c.commenter.login, "Codertocat");
+    assert!(!c.commenter.is_bot);
+
+    let c = comment_event(|v| {
+        v["issue"]["pull_request"] =
+            json!({"url": "https://api.github.com/repos/Codertocat/Hello-World/pulls/1"});
+        v["comment"]["body"] = json!("/preview destroy\r\nthanks");
+    })
+    .unwrap();
+    assert!(c.on_pull_request);
+    assert_eq!(c.command, Some(PreviewCommand::Destroy));
+
+    let bot = comment_event(|v| {
+        v["comment"]["user"]["login"] = json!("dependabot[bot]");
+        v["comment"]["user"]["type"] = json!("Bot");
+    })
+    .unwrap();
+    assert!(bot.commenter.is_bot);
+    assert!(
+        comment_event(|v| v["comment"]["user"]["login"] = json!("renovate[bot]"))
+            .unwrap()
+            .commenter
+            .is_bot
+    );
+}
+
+#[test]
+fn invalid_comment_fields_are_named() {
+    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+        (
+            Box::new(|v| v["comment"]["user"]["login"] = json!("../admin")),
+            "comment.user.login",
+        ),
+        (
+            Box::new(|v| v["comment"]["user"]["login"] = json!("evil/x[bot]")),
+            "comment.user.login",
+        ),
+        (
+            Box::new(|v| v["comment"]["user"] = json!(null)),
+            "comment.user",
+        ),
+        (Box::new(|v| v["comment"]["id"] = json!("1")), "comment.id"),
+        (
+            Box::new(|v| v["comment"]["body"] = json!(7)),
+            "comment.body",
+        ),
+        (
+            Box::new(|v| v["issue"]["number"] = json!(0)),
+            "issue.number",
+        ),
+        (Box::new(|v| v["issue"] = json!([])), "issue"),
+        (Box::new(|v| v["action"] = json!("Created!")), "action"),
+        (
+            Box::new(|v| v["repository"]["owner"]["login"] = json!("a b")),
+            "repository.owner.login",
+        ),
+    ];
+    for (edit, field) in cases {
+        let err = comment_event(edit).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{err}");
+        assert_eq!(err.webhook_status(), 400);
+    }
+}
+
+#[test]
+fn pull_request_trust_fields() {
+    let parse = |body: Vec<u8>| match parse_event("pull_request", None, &body).unwrap() {
+        WebhookEvent::PullRequest(ev) => *ev,
+        other => panic!("{other:?}"),
+    };
+    for (value, want) in [
+        (json!("NONE"), AuthorAssociation::None),
+        (
+            json!("FIRST_TIME_CONTRIBUTOR"),
+            AuthorAssociation::FirstTimeContributor,
+        ),
+        (json!("CONTRIBUTOR"), AuthorAssociation::Contributor),
+        (json!("MEMBER"), AuthorAssociation::Member),
+        (json!("COLLABORATOR"), AuthorAssociation::Collaborator),
+        (json!("SOMETHING_NEW"), AuthorAssociation::None),
+        (Value::Null, AuthorAssociation::None),
+    ] {
+        let ev = parse(mutated("/pull_request/author_association", value.clone()));
+        assert_eq!(ev.author_association, want, "{value}");
+        assert_eq!(
+            ev.author_association.is_trusted(),
+            matches!(
+                want,
+                AuthorAssociation::Member | AuthorAssociation::Collaborator
+            ),
+            "{value}"
+        );
+    }
+    let missing = parse(mutated(
+        "/pull_request/author_association!remove",
+        Value::Null,
+    ));
+    assert_eq!(missing.author_association, AuthorAssociation::None);
+    let err = parse_event(
+        "pull_request",
+        None,
+        &mutated("/pull_request/author_association", json!(3)),
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), Some("pull_request.author_association"));
+    let err = parse_event(
+        "pull_request",
+        None,
+        &mutated("/sender/login", json!("x y")),
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), Some("sender.login"));
+    let mut labeled: Value = serde_json::from_slice(&fixture("pull_request.labeled.json")).unwrap();
+    labeled["label"]["name"] = json!("a\u{7}b");
+    let err =
+        parse_event("pull_request", None, &serde_json::to_vec(&labeled).unwrap()).unwrap_err();
+    assert_eq!(err.field(), Some("label.name"));
+    let deleted_fork = parse(mutated("/pull_request/head/repo", Value::Null));
+    assert!(deleted_fork.head_repo.is_none());
 }
 
 #[test]
