@@ -141,7 +141,8 @@ fn issue_comments_carry_their_command_and_author() {
 
 #[test]
 fn invalid_comment_fields_are_named() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["comment"]["user"]["login"] = json!("../admin")),
             "comment.user.login",
