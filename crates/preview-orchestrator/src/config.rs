@@ -69,6 +69,16 @@ pub enum CapPolicy {
     EvictOldest,
 }
 
+/// Which pull requests deploy without a maintainer's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeployPolicy {
+    /// PRs whose author is the repository's owner, a member of its organisation or a
+    /// collaborator; anyone else's PR waits for approval.
+    Collaborators,
+    /// Every PR, as before (outside PRs still get no secrets unless approved).
+    Everyone,
+}
+
 /// The orchestrator's settings.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -232,6 +242,19 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_BUILDS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_concurrent_builds: u32,
+
+    /// Which PRs deploy on their own. `collaborators`: those whose author is the repository's
+    /// owner, an organisation member or a collaborator (`author_association`); any other PR, such
+    /// as one from a stranger's fork, waits until someone with write permission comments
+    /// `/preview` on it or adds the `preview` label, and each new commit waits again.
+    /// `everyone`: every PR deploys at once.
+    #[arg(
+        long,
+        env = "DEPLOY_POLICY",
+        value_enum,
+        default_value = "collaborators"
+    )]
+    pub deploy_policy: DeployPolicy,
 
     /// Skip draft PRs until they are marked ready for review.
     #[arg(long, env = "SKIP_DRAFTS", default_value_t = false, action = clap::ArgAction::Set)]

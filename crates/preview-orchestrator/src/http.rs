@@ -14,16 +14,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use preview_core::id::{CommitSha, PreviewId};
+use preview_core::id::{CommitSha, PreviewId, RepoFullName};
 use preview_github::{
-    DELIVERY_HEADER, EVENT_HEADER, MAX_PAYLOAD_BYTES, PullRequestAction, PullRequestEvent,
-    SIGNATURE_HEADER, WebhookEvent, WebhookVerifier, parse_event,
+    DELIVERY_HEADER, EVENT_HEADER, IssueCommentEvent, MAX_PAYLOAD_BYTES, PreviewCommand,
+    PullRequestAction, PullRequestEvent, SIGNATURE_HEADER, WebhookEvent, WebhookVerifier,
+    parse_event,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::dedup::DeliveryDedup;
+use crate::gate::{self, CommandRequest, Commands, Gate};
 use crate::jobs::JobTrigger;
 use crate::queue::{DeployRequest, Scheduler, Submission};
 use crate::telemetry;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub started: Instant,
     /// Whether Docker answers, cached.
     pub docker: DockerProbe,
+    /// Carries out PR commands (`/preview`, the approval label).
+    pub commands: Commands,
 }
 
 /// Asks `docker version` at most every 10 s.
@@ -312,7 +316,59 @@ async fn handle_delivery(
         }
         WebhookEvent::Other { name } => ignored(None, format!("event `{name}` is not handled")),
         WebhookEvent::PullRequest(pr) => handle_pull_request(app, *pr, delivery).await,
+        WebhookEvent::IssueComment(comment) => handle_comment(app, *comment),
     }
+}
+
+fn forbidden_repo(repo: &RepoFullName) -> Reply {
+    let answer = Answer::error(format!("repository {repo} is not in ALLOWED_REPOS"));
+    (StatusCode::FORBIDDEN, answer, "forbidden")
+}
+
+/// A comment: a `/preview` command by a person, on a pull request, runs in the background.
+fn handle_comment(app: &AppState, comment: IssueCommentEvent) -> Reply {
+    if !app.config.is_allowed(&comment.repo) {
+        return forbidden_repo(&comment.repo);
+    }
+    let Some(command) = comment.command else {
+        return ignored(None, "the comment is not a /preview command".into());
+    };
+    if comment.action != "created" {
+        return ignored(
+            None,
+            format!("comment action `{}` is not handled", comment.action),
+        );
+    }
+    if !comment.on_pull_request {
+        return ignored(
+            None,
+            "the comment is on an issue, not a pull request".into(),
+        );
+    }
+    if comment.commenter.is_bot {
+        return ignored(
+            None,
+            format!("comments by bots ({}) are ignored", comment.commenter.login),
+        );
+    }
+    let answer = Answer {
+        status: Some("command_received"),
+        reason: Some(format!(
+            "`{}` by @{}: the permission is checked, then the comment gets a reaction or a reply",
+            command.as_str(),
+            comment.commenter.login
+        )),
+        ..Answer::default()
+    };
+    app.commands.spawn(CommandRequest {
+        repo: comment.repo,
+        pr: comment.number,
+        by: comment.commenter.login,
+        command,
+        comment_id: Some(comment.comment_id),
+        deploy: None,
+    });
+    (StatusCode::ACCEPTED, answer, "command")
 }
 
 fn ignored(id: Option<PreviewId>, reason: String) -> Reply {
@@ -327,8 +383,7 @@ fn ignored(id: Option<PreviewId>, reason: String) -> Reply {
 
 async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &str) -> Reply {
     if !app.config.is_allowed(&pr.repo) {
-        let answer = Answer::error(format!("repository {} is not in ALLOWED_REPOS", pr.repo));
-        return (StatusCode::FORBIDDEN, answer, "forbidden");
+        return forbidden_repo(&pr.repo);
     }
     let skip_drafts = app.config.skip_drafts;
     let trigger = JobTrigger::Webhook {
@@ -354,7 +409,24 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
             true
         }
         PullRequestAction::Closed => false,
+        PullRequestAction::Labeled => return handle_label(app, pr, trigger),
         other => return ignored(None, format!("action `{}` is not handled", other.as_str())),
+    };
+    if deploy && pr.head_repo.is_none() {
+        gate::tell_deleted_fork(&app.scheduler, &pr.repo, pr.number, &pr.head_sha);
+        return ignored(
+            None,
+            "the pull request's fork was deleted (head.repo is null)".into(),
+        );
+    }
+    let trusted = if deploy {
+        let approved = gate::approved(&app.scheduler, &pr.repo, pr.number, &pr.head_sha);
+        match gate::decide(app.config.deploy_policy, pr.author_association, approved) {
+            Gate::Deploy { trusted } => trusted,
+            Gate::AwaitApproval => return awaiting_approval(app, &pr),
+        }
+    } else {
+        false
     };
     let result = if deploy {
         app.scheduler
@@ -370,6 +442,7 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
                 event_at: pr.updated_at,
                 trigger,
                 force: false,
+                trusted,
             })
             .await
     } else {
@@ -393,6 +466,87 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
             )
         }
     }
+}
+
+/// A PR whose author is not trusted, at a commit nobody approved: its comment says how to approve.
+fn awaiting_approval(app: &AppState, pr: &PullRequestEvent) -> Reply {
+    let author = pr
+        .author
+        .as_ref()
+        .map_or("the author", |a| a.login.as_str());
+    gate::tell_awaiting_approval(&app.scheduler, &pr.repo, pr.number, &pr.head_sha, author);
+    let (id, _) = app.scheduler.preview_id_and_url(&pr.repo, pr.number);
+    let answer = Answer {
+        id: Some(id),
+        status: Some("awaiting_approval"),
+        sha: Some(pr.head_sha.clone()),
+        reason: Some(format!(
+            "author_association {} is not trusted under DEPLOY_POLICY=collaborators: someone with \
+             write permission approves this commit by commenting /preview or adding the `{}` label",
+            pr.author_association.as_str(),
+            gate::APPROVAL_LABEL
+        )),
+        ..Answer::default()
+    };
+    (StatusCode::ACCEPTED, answer, "awaiting_approval")
+}
+
+/// The approval label added by a person: approves and deploys the payload's head commit, once
+/// GitHub confirms the person's write permission.
+fn handle_label(app: &AppState, pr: PullRequestEvent, trigger: JobTrigger) -> Reply {
+    let is_approval = pr
+        .label
+        .as_deref()
+        .is_some_and(|l| l.eq_ignore_ascii_case(gate::APPROVAL_LABEL));
+    if !is_approval {
+        return ignored(
+            None,
+            format!("only the `{}` label is handled", gate::APPROVAL_LABEL),
+        );
+    }
+    let Some(sender) = pr.sender.clone().filter(|s| !s.is_bot) else {
+        return ignored(None, "the label was added by a bot or by no one".into());
+    };
+    if pr.head_repo.is_none() {
+        gate::tell_deleted_fork(&app.scheduler, &pr.repo, pr.number, &pr.head_sha);
+        return ignored(
+            None,
+            "the pull request's fork was deleted (head.repo is null)".into(),
+        );
+    }
+    let answer = Answer {
+        status: Some("command_received"),
+        reason: Some(format!(
+            "the `{}` label by @{}: deploys {} once GitHub confirms the permission",
+            gate::APPROVAL_LABEL,
+            sender.login,
+            pr.head_sha.short()
+        )),
+        sha: Some(pr.head_sha.clone()),
+        ..Answer::default()
+    };
+    app.commands.spawn(CommandRequest {
+        repo: pr.repo.clone(),
+        pr: pr.number,
+        by: sender.login,
+        command: PreviewCommand::Deploy,
+        comment_id: None,
+        deploy: Some(DeployRequest {
+            repo: pr.repo,
+            pr: pr.number,
+            sha: pr.head_sha,
+            branch: pr.head_ref,
+            base_branch: pr.base_ref,
+            head_repo: pr.head_repo,
+            clone_url: pr.clone_url,
+            draft: pr.draft,
+            event_at: pr.updated_at,
+            trigger,
+            force: false,
+            trusted: true,
+        }),
+    });
+    (StatusCode::ACCEPTED, answer, "command")
 }
 
 fn submission_reply(sub: Submission) -> Reply {

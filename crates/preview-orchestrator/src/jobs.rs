@@ -27,6 +27,8 @@ pub enum JobTrigger {
     Resume,
     /// The cleanup service (TTL, cap, closed PR found by polling).
     Cleanup { reason: String },
+    /// A PR command (`/preview ...` or the `preview` label) by a user with write permission.
+    Command { command: String, by: String },
 }
 
 /// Deploy (or update) a preview at a commit.

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod dedup;
 mod error;
+pub mod gate;
 pub mod http;
 pub mod jobs;
 pub mod queue;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-pub use config::{CapPolicy, Config};
+pub use config::{CapPolicy, Config, DeployPolicy};
 pub use error::{Error, Result};
 pub use jobs::{
     BoxFuture, DeployJob, DryRunRunner, JobContext, JobError, JobRunner, JobTrigger,
@@ -79,7 +80,11 @@ impl Orchestrator {
         })?;
         let addr = listener.local_addr()?;
         let grace = config.shutdown_grace();
+        let github =
+            preview_github::GitHubClient::new(&config.github_api_url, &config.github_token)
+                .context("invalid setting GITHUB_API_URL or GITHUB_TOKEN")?;
         let state = Arc::new(http::AppState {
+            commands: gate::Commands::new(github, scheduler.clone()),
             verifier: preview_github::WebhookVerifier::new(config.github_webhook_secret.as_bytes()),
             dedup: dedup::DeliveryDedup::new(config.webhook_dedup_capacity as usize),
             docker: http::DockerProbe::new(config.docker_bin.clone()),

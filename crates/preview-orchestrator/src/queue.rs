@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use preview_core::id::{BranchName, CommitSha, PrNumber, PreviewId, RepoFullName};
+use preview_core::id::{BranchName, CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
 use preview_core::routing::Routing;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,8 @@ pub struct DeployRequest {
     pub trigger: JobTrigger,
     /// Deploy even if the preview is already at this sha.
     pub force: bool,
+    /// Whether the commit is trusted (see [`DeploymentRecord::trusted`]).
+    pub trusted: bool,
 }
 
 /// Which kind of job.
@@ -249,6 +251,27 @@ impl Scheduler {
     pub fn set_feedback(&self, feedback: Feedback) {
         feedback.attach_store(self.inner.store.clone());
         let _ = self.inner.feedback.set(feedback);
+    }
+
+    /// The record of PR `repo`#`pr`, if it has one.
+    pub fn record_for(&self, repo: &RepoFullName, pr: PrNumber) -> Option<DeploymentRecord> {
+        self.inner.store.read(|st| {
+            let slug = st.slugs.get(repo)?;
+            st.deployments.get(&PreviewId::new(slug, pr)).cloned()
+        })
+    }
+
+    /// The preview id and URL PR `repo`#`pr` has, or would get if it deployed now.
+    pub fn preview_id_and_url(&self, repo: &RepoFullName, pr: PrNumber) -> (PreviewId, String) {
+        let slug = self.inner.store.read(|st| st.slugs.get(repo).cloned());
+        let id = PreviewId::new(&slug.unwrap_or_else(|| RepoSlug::base_for(repo)), pr);
+        let url = self.inner.routing.url(&id);
+        (id, url)
+    }
+
+    /// Sends `update` to its PR's comment lane (nothing when feedback is off).
+    pub fn send_feedback(&self, update: FeedbackUpdate) {
+        self.notify(vec![update]);
     }
 
     /// The waiting PRs, first in line first.
@@ -440,6 +463,7 @@ impl Scheduler {
             event_at: None,
             trigger,
             force: true,
+            trusted: rec.trusted,
         })
         .await
     }
@@ -803,6 +827,7 @@ pub fn teardown_reason(trigger: &JobTrigger) -> String {
     match trigger {
         JobTrigger::Cleanup { reason } => reason.clone(),
         JobTrigger::Api => "an operator removed it".to_owned(),
+        JobTrigger::Command { command, by } => format!("@{by} commented `{command}`"),
         JobTrigger::Webhook { .. } | JobTrigger::Resume => "the pull request was closed".to_owned(),
     }
 }
@@ -1028,6 +1053,7 @@ fn decide_deploy(
                 rec.clone_url = req.clone_url.clone();
             }
             rec.head_sha = req.sha.clone();
+            rec.trusted = req.trusted;
             rec.draft = req.draft;
             rec.desired = DesiredState::Running;
             rec.generation += 1;
@@ -1052,6 +1078,7 @@ fn decide_deploy(
             status: DeploymentStatus::Queued,
             desired: DesiredState::Running,
             draft: req.draft,
+            trusted: req.trusted,
             url: routing.url(&id),
             comment_id: None,
             github_deployment_id: None,

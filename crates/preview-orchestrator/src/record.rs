@@ -113,6 +113,10 @@ pub struct DeploymentRecord {
     /// Whether the PR is a draft.
     #[serde(default)]
     pub draft: bool,
+    /// Whether `head_sha` is trusted: its PR's author belongs to the repository, or someone with
+    /// write permission approved this commit. Only trusted commits get the repository's secrets.
+    #[serde(default)]
+    pub trusted: bool,
     /// The public URL, `{PREVIEW_BASE_URL}/{slug}/pr-{N}/`.
     pub url: String,
     /// The sticky PR comment's id.

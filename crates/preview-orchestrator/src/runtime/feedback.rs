@@ -61,6 +61,19 @@ pub enum CommentState {
     /// Closed while it waited for a slot: nothing was ever deployed.
     #[serde(rename = "left_queue")]
     LeftQueue { reason: String },
+    /// The PR's author is not trusted (`DEPLOY_POLICY=collaborators`): this commit waits for
+    /// someone with write permission to approve it; `previous_*` name an approved preview that
+    /// keeps serving.
+    #[serde(rename = "awaiting_approval")]
+    AwaitingApproval {
+        author: String,
+        label: String,
+        previous_url: Option<String>,
+        previous_sha_short: Option<String>,
+    },
+    /// Nothing can be deployed, and why.
+    #[serde(rename = "not_deployed")]
+    NotDeployed { reason: String },
 }
 
 /// One update for one preview.
@@ -175,9 +188,14 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
             CommentState::Failed { phase, .. } => {
                 (CommitState::Failure, format!("Preview failed in {phase}"))
             }
+            CommentState::AwaitingApproval { .. } => (
+                CommitState::Pending,
+                "Awaiting approval: someone with write permission comments /preview".to_owned(),
+            ),
             CommentState::Queued { .. }
             | CommentState::Closed { .. }
-            | CommentState::LeftQueue { .. } => return,
+            | CommentState::LeftQueue { .. }
+            | CommentState::NotDeployed { .. } => return,
         };
         let status = NewCommitStatus {
             state,
@@ -206,7 +224,10 @@ async fn deliver_deployment(
         CommentState::Live { .. } => (DeploymentState::Success, "Preview live"),
         CommentState::Failed { .. } => (DeploymentState::Failure, "Preview failed"),
         CommentState::Closed { .. } => (DeploymentState::Inactive, "Preview closed"),
-        CommentState::Queued { .. } | CommentState::LeftQueue { .. } => return,
+        CommentState::Queued { .. }
+        | CommentState::LeftQueue { .. }
+        | CommentState::AwaitingApproval { .. }
+        | CommentState::NotDeployed { .. } => return,
     };
     // A build of a new commit gets a new deployment; later states update it. Closing what never
     // had one makes none.
@@ -383,6 +404,30 @@ mod tests {
                 "left_queue",
                 CommentState::LeftQueue {
                     reason: "the pull request was closed".into(),
+                },
+            ),
+            (
+                "awaiting_approval",
+                CommentState::AwaitingApproval {
+                    author: "stranger".into(),
+                    label: "preview".into(),
+                    previous_url: None,
+                    previous_sha_short: None,
+                },
+            ),
+            (
+                "awaiting_approval_again",
+                CommentState::AwaitingApproval {
+                    author: "stranger".into(),
+                    label: "preview".into(),
+                    previous_url: previous().0,
+                    previous_sha_short: previous().1,
+                },
+            ),
+            (
+                "not_deployed",
+                CommentState::NotDeployed {
+                    reason: crate::gate::DELETED_FORK.into(),
                 },
             ),
         ];

@@ -857,11 +857,7 @@ impl DockerRunner {
         let record = ctx.record();
         self.remove_everything(job.id.as_str()).await;
         if let Some(record) = record {
-            let reason = match &job.trigger {
-                crate::jobs::JobTrigger::Cleanup { reason } => reason.clone(),
-                crate::jobs::JobTrigger::Api => "an operator removed it".to_owned(),
-                _ => "the pull request was closed".to_owned(),
-            };
+            let reason = crate::queue::teardown_reason(&job.trigger);
             self.feedback.send(FeedbackUpdate {
                 id: job.id.clone(),
                 repo: job.repo.clone(),

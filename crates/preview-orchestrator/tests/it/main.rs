@@ -6,6 +6,7 @@ mod binary;
 mod cap;
 mod crash;
 mod e2e_support;
+mod gate;
 mod harness;
 mod hostnames;
 mod isolation;

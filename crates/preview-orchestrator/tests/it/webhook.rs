@@ -132,7 +132,7 @@ async fn real_payloads_are_routed_by_action() {
     );
 
     for (file, reason) in [
-        ("labeled", "action `labeled` is not handled"),
+        ("labeled", "only the `preview` label is handled"),
         (
             "converted_to_draft",
             "action `converted_to_draft` is not handled",
