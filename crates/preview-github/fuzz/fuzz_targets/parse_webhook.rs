@@ -9,7 +9,15 @@ use libfuzzer_sys::fuzz_target;
 use preview_core::id::{BranchName, CommitSha, PrNumber, RepoFullName};
 use preview_github::{WebhookEvent, WebhookVerifier, parse_event, sign};
 
-const EVENTS: [&str; 6] = ["pull_request", "ping", "push", "", "Pull_Request", "issues"];
+const EVENTS: [&str; 7] = [
+    "pull_request",
+    "ping",
+    "push",
+    "",
+    "Pull_Request",
+    "issues",
+    "issue_comment",
+];
 const TYPES: [Option<&str>; 5] = [
     Some("application/json"),
     Some("application/x-www-form-urlencoded"),
@@ -49,6 +57,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(RepoFullName::parse(&ev.repo.full_name()).is_ok());
             if let Some(url) = &ev.clone_url {
                 assert!(url.starts_with("http://") || url.starts_with("https://"));
+            }
+        }
+        Ok(WebhookEvent::IssueComment(ev)) => {
+            assert!(PrNumber::new(u64::from(ev.number.get())).is_ok());
+            assert!(RepoFullName::parse(&ev.repo.full_name()).is_ok());
+            if !ev.commenter.is_bot {
+                assert!(preview_core::id::validate_owner(&ev.commenter.login).is_ok());
             }
         }
         Ok(_) => {}
