@@ -87,6 +87,31 @@ pub struct Previews {
     pub ttl_days: u32,
     /// Live previews at most; the oldest goes first.
     pub max_previews: u32,
+    /// Which PRs deploy on their own: `collaborators` (authors who belong to the repository;
+    /// anyone else's PR waits for a writer's `/preview`) or `everyone`.
+    #[serde(default)]
+    pub deploy_policy: DeployPolicy,
+}
+
+/// `previews.deploy_policy`, the orchestrator's `DEPLOY_POLICY`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployPolicy {
+    /// Authors who are the repository's owner, organisation members or collaborators.
+    #[default]
+    Collaborators,
+    /// Every pull request, including strangers' forks.
+    Everyone,
+}
+
+impl DeployPolicy {
+    /// The value as the orchestrator and the Ansible role spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Collaborators => "collaborators",
+            Self::Everyone => "everyone",
+        }
+    }
 }
 
 /// TLS through a domain pointing at the server.
@@ -456,6 +481,7 @@ mod tests {
             previews: Previews {
                 ttl_days: 7,
                 max_previews: 10,
+                deploy_policy: DeployPolicy::Collaborators,
             },
             tls: Some(Tls {
                 domain: "previews.example.com".into(),

@@ -283,6 +283,7 @@ pub async fn run_playbook(inputs: &PlaybookInputs<'_>, home: &Home, log: &Path) 
         "orchestrator_allowed_repos": config.github.repositories,
         "orchestrator_cleanup_ttl_days": config.previews.ttl_days,
         "orchestrator_max_concurrent_previews": config.previews.max_previews,
+        "orchestrator_deploy_policy": config.previews.deploy_policy.as_str(),
         "orchestrator_binary_src": inputs.binary,
         "nginx_domain": config.tls.as_ref().map(|t| t.domain.clone()).unwrap_or_default(),
         // The same domain puts each preview at its own hostname under it.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
-use super::config::{self, Config, DigitalOcean, GitHub, Previews, Ssh, Tls};
+use super::config::{self, Config, DeployPolicy, DigitalOcean, GitHub, Previews, Ssh, Tls};
 use super::home::{Home, HomeArgs};
 use super::secrets::{SecretName, SecretStore, StoreChoice, generate_secret};
 
@@ -55,6 +55,11 @@ pub struct InitArgs {
     /// Live previews at most
     #[arg(long, env = "PREVIEW_MAX_PREVIEWS")]
     pub max_previews: Option<u32>,
+    /// Which PRs deploy on their own: `collaborators` (the default: authors who belong to the
+    /// repository; a stranger's PR waits until someone with write permission comments `/preview`)
+    /// or `everyone`
+    #[arg(long, env = "PREVIEW_DEPLOY_POLICY", value_enum)]
+    pub deploy_policy: Option<DeployPolicy>,
     /// Domain pointing at the server (optional): each preview is then served at
     /// {slug}-pr-{N}.{domain} (create DNS records for *.{domain} and {domain}), and the webhook
     /// over TLS at the bare domain
@@ -292,6 +297,10 @@ fn gather(args: &InitArgs, previous: Option<&Config>, interactive: bool) -> Resu
         previews: Previews {
             ttl_days,
             max_previews,
+            deploy_policy: args
+                .deploy_policy
+                .or_else(|| previous.map(|c| c.previews.deploy_policy))
+                .unwrap_or_default(),
         },
         tls,
         ssh: Ssh {
@@ -304,7 +313,7 @@ fn gather(args: &InitArgs, previous: Option<&Config>, interactive: bool) -> Resu
 
 /// Flag names for the keys of [`first_difference`].
 fn first_difference(a: &Config, b: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 10] = [
         ("project", a.project == b.project),
         ("infra_dir", a.infra_dir == b.infra_dir),
         ("digitalocean", a.digitalocean == b.digitalocean),
@@ -320,6 +329,10 @@ fn first_difference(a: &Config, b: &Config) -> Option<&'static str> {
         (
             "previews.max_previews",
             a.previews.max_previews == b.previews.max_previews,
+        ),
+        (
+            "previews.deploy_policy",
+            a.previews.deploy_policy == b.previews.deploy_policy,
         ),
         ("tls", a.tls == b.tls),
         ("ssh.private_key", a.ssh == b.ssh),
