@@ -15,7 +15,7 @@
 //! the pull request's head take GitHub calls and GitHub gives a delivery 10 s. A command comment
 //! gets 👀 when heard, then 👍 when done; a refusal or a failure gets a short reply and 😕.
 
-use preview_core::id::{CommitSha, PrNumber, RepoFullName};
+use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName};
 use preview_github::{AuthorAssociation, GitHubClient, PreviewCommand, PullRequestState, Reaction};
 use serde::Serialize;
 
@@ -53,9 +53,12 @@ pub fn decide(policy: DeployPolicy, association: AuthorAssociation, approved: bo
 /// Whether commit `sha` of `repo`#`pr` is approved already: its record holds it as a trusted head
 /// (a redelivery, or a reopened PR at the approved commit).
 pub fn approved(scheduler: &Scheduler, repo: &RepoFullName, pr: PrNumber, sha: &CommitSha) -> bool {
-    scheduler
-        .record_for(repo, pr)
-        .is_some_and(|r| r.trusted && &r.head_sha == sha)
+    scheduler.store().read(|st| {
+        st.slugs
+            .get(repo)
+            .and_then(|slug| st.deployments.get(&PreviewId::new(slug, pr)))
+            .is_some_and(|r| r.trusted && &r.head_sha == sha)
+    })
 }
 
 /// Updates the PR's sticky comment: commit `sha` by `author` waits for approval.

@@ -420,7 +420,9 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
         );
     }
     let trusted = if deploy {
-        let approved = gate::approved(&app.scheduler, &pr.repo, pr.number, &pr.head_sha);
+        // Only an outside author's commit needs the store's word (no lock on the usual path).
+        let approved = !pr.author_association.is_trusted()
+            && gate::approved(&app.scheduler, &pr.repo, pr.number, &pr.head_sha);
         match gate::decide(app.config.deploy_policy, pr.author_association, approved) {
             Gate::Deploy { trusted } => trusted,
             Gate::AwaitApproval => return awaiting_approval(app, &pr),
