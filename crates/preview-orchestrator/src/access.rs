@@ -17,7 +17,9 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use preview_core::access::{AccessFiles, AccessPolicy, BasicAuth, ClientCidr, render_access};
+use preview_core::access::{
+    AccessFiles, AccessPolicy, BasicAuth, ClientCidr, PasswordHash, render_access, validate_user,
+};
 use preview_core::id::RepoFullName;
 use preview_exec::nginx::NginxControl;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -48,16 +50,27 @@ pub fn include_pattern(nginx_config_dir: &Path, repo: &RepoFullName) -> Result<S
 }
 
 /// A change of a repository's access settings: a field left out stays as it is; `null` removes
-/// that kind of control.
+/// that kind of control. Values arrive as text and are checked by [`AccessChange::apply_to`], so
+/// that a bad one is reported with its field.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessChange {
     /// Basic auth: the user and the password's SHA-512-crypt hash, or `null`.
     #[serde(default, deserialize_with = "present")]
-    pub basic_auth: Option<Option<BasicAuth>>,
+    pub basic_auth: Option<Option<BasicAuthChange>>,
     /// The client networks allowed (replacing the list), or `null`.
     #[serde(default, deserialize_with = "present")]
-    pub allow: Option<Option<Vec<ClientCidr>>>,
+    pub allow: Option<Option<Vec<String>>>,
+}
+
+/// Basic auth as the API takes it: the hash, never the password.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuthChange {
+    /// The user name.
+    pub user: String,
+    /// `$6$...`, e.g. from `openssl passwd -6`.
+    pub password_hash: String,
 }
 
 /// A field that is present, even as `null`, becomes `Some`.
@@ -82,7 +95,16 @@ impl AccessChange {
     pub fn apply_to(self, current: &AccessPolicy) -> Result<AccessPolicy> {
         let mut next = current.clone();
         if let Some(auth) = self.basic_auth {
-            next.basic_auth = auth;
+            next.basic_auth = match auth {
+                Some(auth) => {
+                    validate_user(&auth.user).map_err(invalid)?;
+                    Some(BasicAuth {
+                        user: auth.user,
+                        password_hash: PasswordHash::parse(&auth.password_hash).map_err(invalid)?,
+                    })
+                }
+                None => None,
+            };
         }
         if let Some(allow) = self.allow {
             next.allow = match allow {
@@ -93,7 +115,10 @@ impl AccessChange {
                             .into(),
                     });
                 }
-                Some(list) => list,
+                Some(list) => list
+                    .iter()
+                    .map(|c| c.parse::<ClientCidr>().map_err(invalid))
+                    .collect::<Result<_>>()?,
                 None => Vec::new(),
             };
         }
@@ -612,38 +637,49 @@ mod tests {
 
     #[test]
     fn bad_changes_say_what_is_wrong() {
+        let hash = "$6$saltsalt$laiNRSZtsdnm7n7dwsTYnpu4SvuD5SZtnVSj6eFc4qH1lzBFTuli6I..xfpEMpXvdxfTWQCFAkBAngasbGT430";
         for (body, says) in [
-            (r#"{"allow":[]}"#, "send null"),
-            (r#"{"allow":["10.0.0.1/8"]}"#, "the network is 10.0.0.0/8"),
-            (r#"{"allow":["nonsense"]}"#, "not an IPv4 or IPv6 address"),
             (
-                r#"{"basicAuth":{"user":"a:b","passwordHash":"$6$s$h"}}"#,
-                "SHA-512-crypt",
+                r#"{"allow":[]}"#.to_owned(),
+                "invalid allow: an empty allowlist would let no one in; send null",
             ),
             (
-                r#"{"basicAuth":{"user":"alice","password":"hunter22"}}"#,
+                r#"{"allow":["10.0.0.1/8"]}"#.to_owned(),
+                "invalid CIDR: \"10.0.0.1/8\" has bits set after the first 8; the network is 10.0.0.0/8",
+            ),
+            (
+                r#"{"allow":["nonsense"]}"#.to_owned(),
+                "invalid CIDR: \"nonsense\": \"nonsense\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                r#"{"basicAuth":{"user":"alice","passwordHash":"$6$s$h"}}"#.to_owned(),
+                "invalid password hash: must be a SHA-512-crypt hash",
+            ),
+            (
+                format!(r#"{{"basicAuth":{{"user":"a:b","passwordHash":"{hash}"}}}}"#),
+                "invalid basic-auth user: character ':' is not allowed",
+            ),
+            (
+                r#"{"basicAuth":{"user":"alice","password":"hunter22"}}"#.to_owned(),
                 "unknown field `password`",
             ),
-            (r#"{"deny":["10.0.0.0/8"]}"#, "unknown field `deny`"),
+            (
+                r#"{"deny":["10.0.0.0/8"]}"#.to_owned(),
+                "unknown field `deny`",
+            ),
+            (
+                r#"{"allow":"10.0.0.0/8"}"#.to_owned(),
+                "invalid type: string",
+            ),
         ] {
-            let err = serde_json::from_str::<AccessChange>(body)
+            let err = serde_json::from_str::<AccessChange>(&body)
                 .map_err(|e| e.to_string())
                 .and_then(|c| {
                     c.apply_to(&AccessPolicy::default())
                         .map_err(|e| e.to_string())
                 })
                 .unwrap_err();
-            assert!(err.contains(says), "{body}: {err}");
+            assert!(err.starts_with(says), "{body}: {err}");
         }
-        let hash = "$6$saltsalt$laiNRSZtsdnm7n7dwsTYnpu4SvuD5SZtnVSj6eFc4qH1lzBFTuli6I..xfpEMpXvdxfTWQCFAkBAngasbGT430";
-        let bad_user: AccessChange = serde_json::from_str(&format!(
-            r#"{{"basicAuth":{{"user":"a:b","passwordHash":"{hash}"}}}}"#
-        ))
-        .unwrap();
-        let err = bad_user
-            .apply_to(&AccessPolicy::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("basic-auth user"), "{err}");
     }
 }
