@@ -292,8 +292,15 @@ async fn basic_auth_and_cidrs_apply_to_live_previews_through_real_nginx() {
 
     // Both are live previews of the store (the dry-run runner deploys nothing).
     for pr in [1, 2] {
-        let (status, answer) =
-            deliver_to(&api, REPO, "opened", pr, &sha(7, pr), "2026-01-01T00:00:00Z").await;
+        let (status, answer) = deliver_to(
+            &api,
+            REPO,
+            "opened",
+            pr,
+            &sha(7, pr),
+            "2026-01-01T00:00:00Z",
+        )
+        .await;
         assert_eq!(status, 202, "{answer}");
     }
     eventually("both records", Duration::from_secs(10), || {
