@@ -18,6 +18,7 @@ Examples:
   preview init                # answer a few questions
   preview setup               # create and configure the server, add the webhooks
   preview status              # server health and live previews
+  preview access set acme/api --basic-auth reviewer   # previews behind a password
   preview plan ./my-app       # what would be built for a checkout, and why
   preview up ./my-app         # build and run it here, no server needed"
 )]
@@ -38,6 +39,8 @@ enum Command {
     Status(commands::StatusArgs),
     /// Tear down the previews, the webhooks and the server
     Destroy(commands::DestroyArgs),
+    /// Choose who may see a repository's previews: basic auth, client networks
+    Access(commands::AccessArgs),
     /// Show what would be built for a checkout, and why; optionally write the generated files
     Plan(plan::PlanArgs),
     /// Build and run a checkout on this machine, no server needed; Ctrl-C removes it
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => commands::sync::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Destroy(args) => commands::destroy::run(args).await,
+            Command::Access(args) => commands::access::run(args).await,
             Command::Plan(args) => plan::run(args),
             Command::Up(args) => up::run(args).await,
         }

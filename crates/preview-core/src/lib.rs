@@ -2,6 +2,7 @@
 //! schema, framework detection and rendering of the generated files. No I/O beyond reading a
 //! checkout.
 
+pub mod access;
 pub mod checkout;
 pub mod config;
 pub mod detect;

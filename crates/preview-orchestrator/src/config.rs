@@ -286,6 +286,16 @@ pub struct Config {
     #[arg(long, env = "NGINX_RELOAD_COMMAND", default_value = "nginx -s reload")]
     pub nginx_reload_command: String,
 
+    /// The group nginx's worker processes run as (`user` in nginx.conf): the htpasswd files of
+    /// `preview access` are made readable to it (0640), in a setgid directory of that group.
+    #[arg(long, env = "NGINX_WORKER_GROUP", default_value = "www-data")]
+    pub nginx_worker_group: String,
+
+    /// Who may see each repository's previews, as set by `preview access` (JSON, 0600)
+    /// [default: access.json beside DEPLOYMENTS_DB].
+    #[arg(long, env = "ACCESS_DB", value_name = "PATH")]
+    pub access_db: Option<PathBuf>,
+
     /// Seconds a preview gets to answer its health path.
     #[arg(long, env = "HEALTH_TIMEOUT_SECS", default_value_t = 60)]
     pub health_timeout_secs: u64,
@@ -359,6 +369,16 @@ impl Config {
         PortPools::new(self.app_port_range, self.db_port_range).map_err(|e| Error::Config {
             setting: "APP_PORT_RANGE/DB_PORT_RANGE",
             reason: e.to_string(),
+        })
+    }
+
+    /// Where the access settings are kept: ACCESS_DB, or `access.json` beside DEPLOYMENTS_DB.
+    pub fn access_db_path(&self) -> PathBuf {
+        self.access_db.clone().unwrap_or_else(|| {
+            self.deployments_db
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."))
+                .join("access.json")
         })
     }
 
@@ -448,6 +468,28 @@ impl Config {
             return bad(
                 "NGINX_TLS_LISTEN",
                 "must be listen addresses such as 443 or [::]:443, comma-separated",
+            );
+        }
+        if self.nginx_config_dir.to_str().is_none_or(|d| {
+            !d.starts_with('/')
+                || !d
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+        }) {
+            return bad(
+                "NGINX_CONFIG_DIR",
+                "must be an absolute path of [A-Za-z0-9._/-] (it is written into nginx includes)",
+            );
+        }
+        if self.nginx_worker_group.is_empty()
+            || !self
+                .nginx_worker_group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return bad(
+                "NGINX_WORKER_GROUP",
+                "must be a group name such as www-data",
             );
         }
         self.port_pools()?;

@@ -38,6 +38,15 @@ pub enum Error {
     /// The orchestrator is shutting down and takes no new work.
     #[error("shutting down; not accepting new jobs")]
     ShuttingDown,
+    /// A value sent to the API is invalid; `field` names it.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The repository is not one the orchestrator deploys.
+    #[error("repository {0} is not in ALLOWED_REPOS")]
+    RepoNotAllowed(String),
+    /// nginx refused a config change; the files before it were put back.
+    #[error("nginx refused the change, which was undone: {0}")]
+    NginxRefused(String),
     /// A setting is missing or invalid.
     #[error("invalid setting {setting}: {reason}")]
     Config {

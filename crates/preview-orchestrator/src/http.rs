@@ -30,10 +30,14 @@ use crate::jobs::JobTrigger;
 use crate::queue::{DeployRequest, Scheduler, Submission};
 use crate::telemetry;
 
+mod access_api;
+
 /// Everything the handlers share.
 pub struct AppState {
     /// Settings.
     pub config: Arc<Config>,
+    /// Who may see each repository's previews.
+    pub access: crate::access::AccessControl,
     /// The queue (and through it the store).
     pub scheduler: Scheduler,
     /// Checks webhook signatures.
@@ -94,6 +98,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_preview).delete(delete_preview),
         )
         .route("/api/previews/{id}/redeploy", post(redeploy_preview))
+        .route(
+            "/api/repos/{owner}/{repo}/access",
+            get(access_api::get_access)
+                .patch(access_api::patch_access)
+                .delete(access_api::delete_access),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))

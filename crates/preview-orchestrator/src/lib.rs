@@ -5,6 +5,7 @@
 //! unfinished, bind the listener and serve. Shut-down ([`Orchestrator::shutdown`]): stop
 //! accepting, let running jobs reach a safe point within the grace period, write the store.
 
+pub mod access;
 pub mod config;
 pub mod dedup;
 mod error;
@@ -57,6 +58,13 @@ impl Orchestrator {
             .on_start(store.clone())
             .await
             .context("the job runner's start-up (reconcile) failed")?;
+        let access = access::AccessControl::open(&config)?;
+        match access.restore().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(repos = n, "access files written again from the settings"),
+            // The files are in place; nginx takes them at its next successful reload.
+            Err(e) => tracing::error!(error = %e, "restoring the access files of previews failed"),
+        }
         let scheduler = Scheduler::with_cap(
             store.clone(),
             runner,
@@ -89,6 +97,7 @@ impl Orchestrator {
             dedup: dedup::DeliveryDedup::new(config.webhook_dedup_capacity as usize),
             docker: http::DockerProbe::new(config.docker_bin.clone()),
             config: Arc::new(config),
+            access,
             scheduler: scheduler.clone(),
             metrics,
             started: Instant::now(),

@@ -1,7 +1,8 @@
-//! The infrastructure commands of `preview`: `init`, `setup`, `sync`, `status` and `destroy`, and
-//! what they share: the operator's home directory, its config file, the secret store, the setup
-//! state, the server reached over SSH and GitHub's webhooks API.
+//! The infrastructure commands of `preview`: `init`, `setup`, `sync`, `status`, `destroy` and
+//! `access`, and what they share: the operator's home directory, its config file, the secret
+//! store, the setup state, the server reached over SSH and GitHub's webhooks API.
 
+pub mod access;
 pub mod config;
 pub mod destroy;
 pub mod home;
@@ -17,6 +18,7 @@ pub mod sync;
 pub mod tools;
 pub mod webhooks;
 
+pub use access::AccessArgs;
 pub use destroy::DestroyArgs;
 pub use init::InitArgs;
 pub use setup::SetupArgs;

@@ -378,6 +378,44 @@ impl Remote {
         }
         .output()
         .await?;
+        self.api_answer(&description, output)
+    }
+
+    /// One request to the internal API with a JSON body. The token and the body travel together
+    /// in a curl config read from stdin (`-K -`), so neither is on a command line.
+    pub async fn api_json(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Result<ApiResponse> {
+        let url = format!("{ORCHESTRATOR_URL}{path}");
+        let argv = [
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "-X",
+            method,
+            "-w",
+            "\\n%{http_code}",
+            "-K",
+            "-",
+            &url,
+        ];
+        let description = format!("{method} {path} on the orchestrator");
+        let output = self
+            .command(&description, &argv)
+            .timeout(Duration::from_secs(60))
+            .stdin_bytes(curl_config(token, &body.to_string()).into_bytes())
+            .output()
+            .await?;
+        self.api_answer(&description, output)
+    }
+
+    /// The status and body of curl's answer (`-w '\n%{http_code}'`), or why there is none.
+    fn api_answer(&self, description: &str, output: Output) -> Result<ApiResponse> {
         match output.status.code() {
             Some(0) => {}
             Some(255) => return Err(self.unreachable(&output)),
@@ -499,6 +537,32 @@ impl Remote {
     }
 }
 
+/// A curl config (`curl -K -`) with the bearer token and a JSON body. Values are double-quoted,
+/// with `\\` and `"` escaped as curl's config syntax wants.
+pub fn curl_config(token: &str, json_body: &str) -> String {
+    let quote = |text: &str| {
+        let mut out = String::with_capacity(text.len() + 2);
+        out.push('"');
+        for c in text.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    format!(
+        "header = {}\nheader = \"Content-Type: application/json\"\ndata-binary = {}\n",
+        quote(&format!("Authorization: Bearer {token}")),
+        quote(json_body)
+    )
+}
+
 /// Single-quotes a word for a POSIX shell unless it is plainly safe.
 pub fn shell_quote(word: &str) -> String {
     if !word.is_empty()
@@ -540,6 +604,71 @@ mod tests {
         assert_eq!(shell_quote("\\n%{http_code}"), "'\\n%{http_code}'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    /// The config read by the real curl sends exactly the token and the body, quotes,
+    /// backslashes and `$` included.
+    #[tokio::test]
+    async fn curl_reads_the_token_and_body_from_its_config() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                            .await
+                            .unwrap();
+                        return text;
+                    }
+                }
+                if n == 0 {
+                    return text;
+                }
+            }
+        });
+        let body =
+            serde_json::json!({"basicAuth": {"user": "a\"b\\c", "passwordHash": "$6$salt$x"}});
+        let token = "tok\"en\\";
+        Cmd::new("curl", "send a request configured on stdin")
+            .args(["-sS", "-X", "PATCH", "-K", "-"])
+            .arg(format!("http://127.0.0.1:{port}/api"))
+            .stdin_bytes(curl_config(token, &body.to_string()).into_bytes())
+            .run()
+            .await
+            .unwrap();
+        let request = server.await.unwrap();
+        assert!(request.starts_with("PATCH /api HTTP/1.1"), "{request}");
+        assert!(
+            request.contains("Authorization: Bearer tok\"en\\\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains("Content-Type: application/json\r\n"),
+            "{request}"
+        );
+        let sent = request.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(sent).unwrap(),
+            body
+        );
     }
 
     #[test]

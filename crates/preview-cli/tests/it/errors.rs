@@ -5,7 +5,7 @@ use crate::harness::Bed;
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_shows_an_example_in_its_help() {
     let bed = Bed::new().await;
-    for command in ["init", "setup", "sync", "status", "destroy"] {
+    for command in ["init", "setup", "sync", "status", "destroy", "access"] {
         let run = bed.run(bed.preview(&[command, "--help"])).await;
         run.ok();
         assert!(

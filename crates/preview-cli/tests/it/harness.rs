@@ -81,6 +81,12 @@ for last in "$@"; do :; done
 case "$last" in
   *curl*/health*)
     printf '{"status":"ok","version":"%s","uptimeSeconds":12,"queueDepth":1,"activeJobs":0,"livePreviews":2,"docker":true}\n200' "$(cat "$R/server-version")" ;;
+  *curl*/api/repos/*/access*)
+    if grep -q "Bearer $(cat "$R/expected-api-token" 2>/dev/null)" "$R/stdin/$n"; then
+      printf '%s\n%s' "$(cat "$R/access-answer")" "$(cat "$R/access-status" 2>/dev/null || echo 200)"
+    else
+      printf '{"error":"missing or wrong bearer token"}\n401'
+    fi ;;
   *curl*DELETE*/api/previews/*)
     echo '{"previews":[]}' > "$R/previews.json"
     printf '{"status":"queued"}\n202' ;;

@@ -2,6 +2,7 @@
 //! `ansible-playbook`, `ssh` and `rsync` on PATH and a fake GitHub API; `init`'s prompts on a
 //! pseudo-terminal.
 
+mod access;
 mod errors;
 mod flow;
 mod harness;

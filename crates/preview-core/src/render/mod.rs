@@ -142,6 +142,10 @@ pub struct RenderInput {
     /// Set when each preview has its own hostname (`{label}.{PREVIEW_DOMAIN}`): nginx then
     /// serves it at `/` of that host, with nothing stripped.
     pub host: Option<HostRoute>,
+    /// The repository's access file as an nginx `include` glob
+    /// ([`crate::access::AccessFiles::include_pattern`]); it matches nothing while the
+    /// repository is public.
+    pub access_include: Option<String>,
 }
 
 /// A preview served at the root of its own hostname.
@@ -205,6 +209,7 @@ impl RenderInput {
             stop_grace_period: "3s".to_owned(),
             app_slot: AppSlot::Blue,
             host: None,
+            access_include: None,
         }
     }
 
@@ -303,6 +308,14 @@ impl RenderInput {
                 }
             }
         }
+        if let Some(pattern) = &self.access_include
+            && !is_access_include(pattern)
+        {
+            return bad(
+                "access include",
+                "must be an absolute path of [A-Za-z0-9._/-] ending in .con[f]",
+            );
+        }
         let l = &self.limits;
         if !l.memory.chars().all(|c| c.is_ascii_alphanumeric()) || l.memory.is_empty() {
             return bad("limits.memory", "e.g. 512m");
@@ -391,12 +404,20 @@ pub fn is_hostname(name: &str) -> bool {
 
 /// True for a path that is safe to write unquoted into nginx config: absolute, no spaces,
 /// semicolons, braces, quotes or variables.
-fn is_config_path(path: &str) -> bool {
+pub(crate) fn is_config_path(path: &str) -> bool {
     path.starts_with('/')
         && !path.contains("..")
         && path
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+}
+
+/// True for the glob an access file is included by: a config path whose last letter is the
+/// class `[f]`.
+fn is_access_include(pattern: &str) -> bool {
+    pattern
+        .strip_suffix("con[f]")
+        .is_some_and(|head| head.ends_with('.') && is_config_path(head))
 }
 
 /// True for an nginx `listen` address of ours: a port, `host:port` or `[v6]:port`, nothing else.
@@ -460,7 +481,7 @@ fn environment() -> Environment<'static> {
     env
 }
 
-const TEMPLATES: [(&str, &str); 8] = [
+const TEMPLATES: [(&str, &str); 10] = [
     (
         "Dockerfile.node.j2",
         include_str!("../../templates/Dockerfile.node.j2"),
@@ -493,9 +514,14 @@ const TEMPLATES: [(&str, &str); 8] = [
         "nginx-server.conf.j2",
         include_str!("../../templates/nginx-server.conf.j2"),
     ),
+    (
+        "nginx-access.conf.j2",
+        include_str!("../../templates/nginx-access.conf.j2"),
+    ),
+    ("htpasswd.j2", include_str!("../../templates/htpasswd.j2")),
 ];
 
-fn render_template(name: &str, ctx: impl Serialize) -> Result<String> {
+pub(crate) fn render_template(name: &str, ctx: impl Serialize) -> Result<String> {
     let env = environment();
     let template = env.get_template(name).map_err(|e| Error::Render {
         template: name.to_owned(),

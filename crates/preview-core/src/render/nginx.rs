@@ -20,6 +20,7 @@ struct Context<'a> {
     tls_listen: &'a [String],
     certificate: Option<&'a str>,
     certificate_key: Option<&'a str>,
+    access_include: Option<&'a str>,
 }
 
 /// Renders the location block (it declares nothing outside its `location`s, so any number of
@@ -46,6 +47,7 @@ pub fn render_nginx(input: &RenderInput) -> Result<String> {
             tls_listen: tls.map_or(&[], |t| t.listen.as_slice()),
             certificate: tls.map(|t| t.certificate.as_str()),
             certificate_key: tls.map(|t| t.key.as_str()),
+            access_include: input.access_include.as_deref(),
         },
     )
 }

@@ -200,3 +200,73 @@ fn green_slot_compose_files() {
         }
     });
 }
+
+/// Access control (`preview access`): every preview's block includes its repository's access
+/// file by a glob, in both routing modes, and the access file and htpasswd file are rendered from
+/// the repository's policy.
+#[test]
+fn access_files_and_the_includes_that_apply_them() {
+    use preview_core::access::{AccessFiles, AccessPolicy, BasicAuth, PasswordHash, render_access};
+    use preview_core::id::RepoFullName;
+    let settings = settings();
+    settings.bind(|| {
+        let repo = RepoFullName::parse("acme/express").unwrap();
+        let files = AccessFiles::new(
+            std::path::Path::new("/etc/nginx/preview-configs/access"),
+            &repo,
+        )
+        .unwrap();
+        let planned = plan("express");
+        let mut input = snapshot_input("express");
+        input.access_include = Some(files.include_pattern.clone());
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!("express@nginx-access-include.conf", rendered.nginx);
+        input.host = Some(preview_core::render::HostRoute {
+            hostname: "acme-express-pr-7.preview.example.com".into(),
+            listen: vec!["80".into()],
+            tls: None,
+        });
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!("express@nginx-hostname-access-include.conf", rendered.nginx);
+        input.access_include = Some("/etc/x.con[f]; include /etc/passwd".into());
+        assert!(
+            render(&planned, &input).is_err(),
+            "an include pattern cannot inject"
+        );
+
+        let basic_auth = BasicAuth {
+            user: "reviewer".into(),
+            password_hash: PasswordHash::new("correct horse battery", "0123456789abcdef").unwrap(),
+        };
+        let both = AccessPolicy {
+            basic_auth: Some(basic_auth.clone()),
+            allow: vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
+        };
+        let access = render_access(&repo, &files, &both).unwrap();
+        insta::assert_snapshot!("access@both.conf", access.conf.unwrap());
+        insta::assert_snapshot!("access@both.htpasswd", access.htpasswd.unwrap());
+        let only_auth = AccessPolicy {
+            basic_auth: Some(basic_auth),
+            allow: Vec::new(),
+        };
+        insta::assert_snapshot!(
+            "access@basic-auth.conf",
+            render_access(&repo, &files, &only_auth)
+                .unwrap()
+                .conf
+                .unwrap()
+        );
+        let only_cidrs = AccessPolicy {
+            basic_auth: None,
+            allow: vec!["127.0.0.1/32".parse().unwrap()],
+        };
+        let access = render_access(&repo, &files, &only_cidrs).unwrap();
+        assert_eq!(access.htpasswd, None, "no htpasswd without basic auth");
+        insta::assert_snapshot!("access@allow.conf", access.conf.unwrap());
+        let public = render_access(&repo, &files, &AccessPolicy::default()).unwrap();
+        assert_eq!((public.conf, public.htpasswd), (None, None));
+    });
+}

@@ -71,6 +71,9 @@ use retry::{RetryPolicy, is_transient_docker, is_transient_git};
 pub const COMPOSE_FILE: &str = "docker-compose.yml";
 /// An update's new commit's compose file, until nginx routes to it.
 pub const NEXT_COMPOSE_FILE: &str = "docker-compose.next.yml";
+/// nginx has one config: tests and reloads of previews' confs and of access files (see
+/// [`crate::access`]) must not interleave, in this process.
+pub(crate) static NGINX_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Lines of a failing phase's log shown on the PR.
 const LOG_TAIL_LINES: usize = 50;
 
@@ -119,8 +122,8 @@ impl RuntimeSettings {
 pub struct DockerRunner {
     settings: RuntimeSettings,
     feedback: Feedback,
-    /// nginx has one config; tests and reloads of two previews must not interleave.
-    nginx_lock: tokio::sync::Mutex<()>,
+    /// [`NGINX_LOCK`].
+    nginx_lock: &'static tokio::sync::Mutex<()>,
     /// One task at a time changes a preview's containers, conf and work dir: its job, or the
     /// reconcile sweep removing it as an orphan.
     host_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -231,7 +234,7 @@ impl DockerRunner {
         Self {
             settings,
             feedback,
-            nginx_lock: tokio::sync::Mutex::new(()),
+            nginx_lock: &NGINX_LOCK,
             host_locks: std::sync::Mutex::default(),
         }
     }
@@ -445,6 +448,12 @@ impl DockerRunner {
         input.limits = self.settings.limits.clone();
         input.public_url = Some(job.url.clone());
         input.host = self.settings.routing.host_route(&job.id);
+        // Every preview includes its repository's access file, so `preview access` reaches it
+        // without a redeploy.
+        input.access_include = Some(
+            crate::access::include_pattern(&self.settings.nginx_config_dir, &job.repo)
+                .map_err(|e| fail("render", e, ""))?,
+        );
         input.app_slot = slot;
         let rendered =
             preview_core::render::render(&planned, &input).map_err(|e| fail("render", e, ""))?;

@@ -1,6 +1,7 @@
 //! Integration tests of the orchestrator: the webhook endpoint, the queue, the store, the
 //! internal API and the real binary. Servers bind 127.0.0.1:0; jobs run on a recording runner.
 
+mod access;
 mod api;
 mod binary;
 mod cap;
