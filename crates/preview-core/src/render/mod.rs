@@ -2,12 +2,14 @@
 //! (from the plan alone), the compose project and the nginx location (from the plan plus the
 //! deployment's identity, ports and limits).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use crate::plan::Planned;
+use crate::repo_secrets::SecretName;
 use crate::{Error, Result};
 
 pub mod compose;
@@ -142,6 +144,10 @@ pub struct RenderInput {
     /// Set when each preview has its own hostname (`{label}.{PREVIEW_DOMAIN}`): nginx then
     /// serves it at `/` of that host, with nothing stripped.
     pub host: Option<HostRoute>,
+    /// The repository's preview secrets this preview gets (none unless its commit is trusted).
+    /// The compose file names them in the app's environment without a value; Compose takes
+    /// each value from its own environment at start, so no value is ever written to a file.
+    pub secret_names: BTreeSet<SecretName>,
 }
 
 /// A preview served at the root of its own hostname.
@@ -205,6 +211,7 @@ impl RenderInput {
             stop_grace_period: "3s".to_owned(),
             app_slot: AppSlot::Blue,
             host: None,
+            secret_names: BTreeSet::new(),
         }
     }
 
