@@ -38,6 +38,19 @@ pub enum Error {
     /// The orchestrator is shutting down and takes no new work.
     #[error("shutting down; not accepting new jobs")]
     ShuttingDown,
+    /// A preview secret's name or value was refused; the message says why, never the value.
+    #[error("{0}")]
+    SecretInvalid(String),
+    /// A file operation on the preview secrets failed.
+    #[error("could not {action} the preview secrets file {}: {source}", path.display())]
+    SecretsIo {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    /// A preview secrets file is not valid JSON of names and values; it was left untouched.
+    #[error("the preview secrets file {} is corrupt ({reason}); it was left untouched", path.display())]
+    SecretsCorrupt { path: PathBuf, reason: String },
     /// A setting is missing or invalid.
     #[error("invalid setting {setting}: {reason}")]
     Config {

@@ -12,9 +12,10 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
-use preview_core::id::{CommitSha, PreviewId};
+use preview_core::id::{CommitSha, PreviewId, RepoFullName};
+use preview_core::repo_secrets::{MAX_VALUE_BYTES, SecretName};
 use preview_github::{
     DELIVERY_HEADER, EVENT_HEADER, MAX_PAYLOAD_BYTES, PullRequestAction, PullRequestEvent,
     SIGNATURE_HEADER, WebhookEvent, WebhookVerifier, parse_event,
@@ -26,6 +27,7 @@ use crate::config::Config;
 use crate::dedup::DeliveryDedup;
 use crate::jobs::JobTrigger;
 use crate::queue::{DeployRequest, Scheduler, Submission};
+use crate::repo_secrets::RepoSecretStore;
 use crate::telemetry;
 
 /// Everything the handlers share.
@@ -44,6 +46,8 @@ pub struct AppState {
     pub started: Instant,
     /// Whether Docker answers, cached.
     pub docker: DockerProbe,
+    /// The per-repository preview secrets.
+    pub secrets: Arc<RepoSecretStore>,
 }
 
 /// Asks `docker version` at most every 10 s.
@@ -90,6 +94,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_preview).delete(delete_preview),
         )
         .route("/api/previews/{id}/redeploy", post(redeploy_preview))
+        .route("/api/repos/{owner}/{name}/secrets", get(list_secrets))
+        .route(
+            "/api/repos/{owner}/{name}/secrets/{secret}",
+            put(set_secret)
+                .delete(unset_secret)
+                // Room for the largest value and a little more, so that a value just over the
+                // limit gets its precise message from the handler.
+                .layer(DefaultBodyLimit::max(MAX_VALUE_BYTES + 1024)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
@@ -370,6 +383,9 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
                 event_at: pr.updated_at,
                 trigger,
                 force: false,
+                // TODO(gate): trusted only for an author who is OWNER, MEMBER or COLLABORATOR, or
+                // a commit a maintainer approved; until the gate exists every PR is.
+                trusted: true,
             })
             .await
     } else {
@@ -474,6 +490,8 @@ async fn redeploy_preview(State(app): State<Arc<AppState>>, Path(id): Path<Strin
         Ok(id) => id,
         Err(r) => return r,
     };
+    // TODO(gate): a redeploy keeps the trust decision recorded for the preview's commit (so an
+    // untrusted fork PR gets no secrets by being redeployed); the webhook above decides it.
     let result = app.scheduler.redeploy(&id, JobTrigger::Api).await;
     api_submission(result, &id).await
 }
@@ -515,4 +533,144 @@ async fn render_metrics(State(app): State<Arc<AppState>>) -> Response {
         app.metrics.render(),
     )
         .into_response()
+}
+
+/// The repository of an API path, if it is one the orchestrator deploys.
+fn allowed_repo(app: &AppState, owner: &str, name: &str) -> Result<RepoFullName, Response> {
+    let repo = RepoFullName::new(owner, name).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    if !app.config.is_allowed(&repo) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown repository {repo}: it is not in ALLOWED_REPOS"),
+        ));
+    }
+    Ok(repo)
+}
+
+fn secret_name(name: &str) -> Result<SecretName, Response> {
+    SecretName::parse(name).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+}
+
+/// A failure of the secrets store: the message names the file, never a value.
+fn secrets_failed(e: crate::Error) -> Response {
+    match e {
+        crate::Error::SecretInvalid(reason) => error(StatusCode::BAD_REQUEST, reason),
+        e => {
+            tracing::error!(error = %e, "the preview secrets store failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e)
+        }
+    }
+}
+
+/// `GET /api/repos/{owner}/{name}/secrets`: the names of the repository's secrets, never a value.
+async fn list_secrets(
+    State(app): State<Arc<AppState>>,
+    Path((owner, name)): Path<(String, String)>,
+) -> Response {
+    let repo = match allowed_repo(&app, &owner, &name) {
+        Ok(repo) => repo,
+        Err(r) => return r,
+    };
+    match app.secrets.names(&repo) {
+        Ok(names) => {
+            axum::Json(json!({ "repo": repo.full_name(), "secrets": names })).into_response()
+        }
+        Err(e) => secrets_failed(e),
+    }
+}
+
+/// `PUT /api/repos/{owner}/{name}/secrets/{secret}`: the body is the value, as is (at most
+/// 64 KiB of UTF-8 text without NUL). Previews get it at their next deploy.
+async fn set_secret(
+    State(app): State<Arc<AppState>>,
+    Path((owner, name, secret)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let repo = match allowed_repo(&app, &owner, &name) {
+        Ok(repo) => repo,
+        Err(r) => return r,
+    };
+    let secret = match secret_name(&secret) {
+        Ok(secret) => secret,
+        Err(r) => return r,
+    };
+    let value = match body {
+        Ok(value) => value,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("invalid secret value: it is larger than {MAX_VALUE_BYTES} bytes (64 KiB)"),
+            );
+        }
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    if value.len() > MAX_VALUE_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "invalid secret value: it is {} bytes; at most {MAX_VALUE_BYTES} bytes (64 KiB)",
+                value.len()
+            ),
+        );
+    }
+    let store = app.secrets.clone();
+    let (repo_for_task, secret_for_task) = (repo.clone(), secret.clone());
+    let written =
+        tokio::task::spawn_blocking(move || store.set(&repo_for_task, &secret_for_task, &value))
+            .await;
+    match written {
+        Ok(Ok(existed)) => {
+            tracing::info!(repo = %repo, secret = %secret, replaced = existed, "preview secret set");
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let answer = json!({
+                "repo": repo.full_name(),
+                "secret": secret,
+                "status": if existed { "updated" } else { "created" },
+                "note": "previews get it at their next deploy, and only for trusted commits",
+            });
+            (status, axum::Json(answer)).into_response()
+        }
+        Ok(Err(e)) => secrets_failed(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `DELETE /api/repos/{owner}/{name}/secrets/{secret}`.
+async fn unset_secret(
+    State(app): State<Arc<AppState>>,
+    Path((owner, name, secret)): Path<(String, String, String)>,
+) -> Response {
+    let repo = match allowed_repo(&app, &owner, &name) {
+        Ok(repo) => repo,
+        Err(r) => return r,
+    };
+    let secret = match secret_name(&secret) {
+        Ok(secret) => secret,
+        Err(r) => return r,
+    };
+    let store = app.secrets.clone();
+    let (repo_for_task, secret_for_task) = (repo.clone(), secret.clone());
+    let removed =
+        tokio::task::spawn_blocking(move || store.unset(&repo_for_task, &secret_for_task)).await;
+    match removed {
+        Ok(Ok(true)) => {
+            tracing::info!(repo = %repo, secret = %secret, "preview secret removed");
+            axum::Json(json!({
+                "repo": repo.full_name(),
+                "secret": secret,
+                "status": "removed",
+            }))
+            .into_response()
+        }
+        Ok(Ok(false)) => error(
+            StatusCode::NOT_FOUND,
+            format!("repository {repo} has no secret {secret}"),
+        ),
+        Ok(Err(e)) => secrets_failed(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }

@@ -63,6 +63,10 @@ pub struct DeployRequest {
     pub trigger: JobTrigger,
     /// Deploy even if the preview is already at this sha.
     pub force: bool,
+    /// Whether the commit is trusted (its author is a collaborator, or a maintainer approved
+    /// it): only then does the preview get the repository's secrets. Recorded with the commit,
+    /// so a restart or redeploy of the same commit decides the same.
+    pub trusted: bool,
 }
 
 /// Which kind of job.
@@ -440,6 +444,8 @@ impl Scheduler {
             event_at: None,
             trigger,
             force: true,
+            // The same commit: the decision recorded for it.
+            trusted: rec.trusted,
         })
         .await
     }
@@ -775,6 +781,7 @@ fn deploy_job(rec: &DeploymentRecord, trigger: JobTrigger) -> DeployJob {
         url: rec.url.clone(),
         generation: rec.generation,
         trigger,
+        trusted: rec.trusted,
     }
 }
 
@@ -989,9 +996,11 @@ fn decide_deploy(
             let waiting = rec.waiting_since().is_some();
             let busy_or_live =
                 rec.status.is_in_progress() || rec.status == DeploymentStatus::Running || waiting;
+            // A changed trust decision changes what the app gets: it is not a no-op.
             if !req.force
                 && rec.desired == DesiredState::Running
                 && rec.head_sha == req.sha
+                && rec.trusted == req.trusted
                 && busy_or_live
             {
                 let reason = format!(
@@ -1028,6 +1037,7 @@ fn decide_deploy(
                 rec.clone_url = req.clone_url.clone();
             }
             rec.head_sha = req.sha.clone();
+            rec.trusted = req.trusted;
             rec.draft = req.draft;
             rec.desired = DesiredState::Running;
             rec.generation += 1;
@@ -1062,6 +1072,7 @@ fn decide_deploy(
             event_updated_at: req.event_at,
             generation: 1,
             history: Vec::new(),
+            trusted: req.trusted,
         }),
     };
     if deploy_now {

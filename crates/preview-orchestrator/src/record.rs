@@ -138,6 +138,11 @@ pub struct DeploymentRecord {
     /// The last [`HISTORY_LEN`] status changes, oldest first.
     #[serde(default)]
     pub history: Vec<StatusChange>,
+    /// Whether `head_sha` is trusted (see [`crate::DeployRequest::trusted`]): its deploys, and
+    /// the restarts and redeploys of the same commit, get the repository's secrets. Records from
+    /// before secrets existed read as untrusted until their next event.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 impl DeploymentRecord {
