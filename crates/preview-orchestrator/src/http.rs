@@ -99,9 +99,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/repos/{owner}/{name}/secrets/{secret}",
             put(set_secret)
                 .delete(unset_secret)
-                // Room for the largest value and a little more, so that a value just over the
-                // limit gets its precise message from the handler.
-                .layer(DefaultBodyLimit::max(MAX_VALUE_BYTES + 1024)),
+                // Room for the largest value in base64 and more, so that a value just over
+                // the limit gets its precise message from the handler.
+                .layer(DefaultBodyLimit::max(2 * MAX_VALUE_BYTES)),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/health", get(health))
@@ -579,11 +579,14 @@ async fn list_secrets(
     }
 }
 
-/// `PUT /api/repos/{owner}/{name}/secrets/{secret}`: the body is the value, as is (at most
-/// 64 KiB of UTF-8 text without NUL). Previews get it at their next deploy.
+/// `PUT /api/repos/{owner}/{name}/secrets/{secret}`: the body is the value, as is, or in base64
+/// with `?encoding=base64` (the CLI's way: curl's config format, which carries the body, holds
+/// lines of 100 KiB at most, and base64 needs no escaping). At most 64 KiB of UTF-8 text without
+/// NUL. Previews get it at their next deploy.
 async fn set_secret(
     State(app): State<Arc<AppState>>,
     Path((owner, name, secret)): Path<(String, String, String)>,
+    uri: axum::http::Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let repo = match allowed_repo(&app, &owner, &name) {
@@ -603,6 +606,27 @@ async fn set_secret(
             );
         }
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    let value = match uri.query() {
+        None | Some("") => value,
+        Some("encoding=base64") => {
+            use base64::Engine as _;
+            match base64::engine::general_purpose::STANDARD.decode(value.trim_ascii()) {
+                Ok(decoded) => Bytes::from(decoded),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid secret value: the body is not valid base64 (encoding=base64)",
+                    );
+                }
+            }
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the only query this route takes is encoding=base64",
+            );
+        }
     };
     if value.len() > MAX_VALUE_BYTES {
         return error(

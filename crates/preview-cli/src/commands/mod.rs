@@ -7,6 +7,7 @@ pub mod destroy;
 pub mod home;
 pub mod infra;
 pub mod init;
+pub mod preview_secrets;
 pub mod progress;
 pub mod remote;
 pub mod secrets;
@@ -19,6 +20,7 @@ pub mod webhooks;
 
 pub use destroy::DestroyArgs;
 pub use init::InitArgs;
+pub use preview_secrets::SecretsArgs;
 pub use setup::SetupArgs;
 pub use status::StatusArgs;
 pub use sync::SyncArgs;
