@@ -20,7 +20,8 @@ Examples:
   preview status              # server health and live previews
   preview access set acme/api --basic-auth reviewer   # previews behind a password
   preview plan ./my-app       # what would be built for a checkout, and why
-  preview up ./my-app         # build and run it here, no server needed"
+  preview up ./my-app         # build and run it here, no server needed
+  preview secrets set acme/api STRIPE_KEY   # a secret for trusted previews (hidden prompt)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,8 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Build and run a checkout on this machine, no server needed; Ctrl-C removes it
     Up(up::UpArgs),
+    /// Set, list or unset a repository's preview secrets (env variables of trusted previews)
+    Secrets(commands::SecretsArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Command::Access(args) => commands::access::run(args).await,
             Command::Plan(args) => plan::run(args),
             Command::Up(args) => up::run(args).await,
+            Command::Secrets(args) => commands::preview_secrets::run(args).await,
         }
     });
     match result {

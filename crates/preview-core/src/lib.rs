@@ -13,6 +13,7 @@ pub mod model;
 pub mod plan;
 pub mod ports;
 pub mod render;
+pub mod repo_secrets;
 pub mod routing;
 pub mod sanitize;
 #[cfg(test)]

@@ -79,6 +79,13 @@ pub struct SanitizedCompose {
 /// - References are allowed only in keys whose value the sanitiser does not judge
 ///   ([`INTERPOLATED`]): a path, a network mode or a build context must be checked as written,
 ///   not after substitution.
+/// - Per-repository preview secrets ([`crate::repo_secrets`]) are not among the names a
+///   reference may use. They reach the app service's environment by themselves, and only when
+///   the commit is trusted: the renderer names them there without a value and Compose fills them
+///   in at start from its own environment. Substituting them here would write their values into
+///   the compose file in the work dir, and could carry them into a build arg (an image layer),
+///   a label or another service; so `${STRIPE_KEY}` or a bare `STRIPE_KEY` entry is refused like
+///   any other variable outside the preview (or, with a default, counts as unset).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VariableRef {
     /// The variable's name.
@@ -1290,7 +1297,7 @@ pub fn check_variables(compose: &SanitizedCompose, names: &BTreeSet<String>) -> 
         service: Some(v.service.clone()),
         key: v.key.clone(),
         reason: format!(
-            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of preview-config.yml's env and env_file and those the preview sets ({}); write `$$` for a literal `$`",
+            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of preview-config.yml's env and env_file and those the preview sets ({}); preview secrets reach the app's environment by themselves and cannot be referred to; write `$$` for a literal `$`",
             v.name,
             known.join(", ")
         ),

@@ -22,7 +22,7 @@ const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// passes explicitly ([`Cmd::env`]) or lets through by name ([`Cmd::pass_env`]). It runs in its own
 /// process group; on timeout the group gets SIGTERM, then SIGKILL after a grace period, and
 /// dropping a running command's future kills the group too.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
@@ -35,6 +35,26 @@ pub struct Cmd {
     output_cap: usize,
     log_file: Option<PathBuf>,
     daemonizes: bool,
+}
+
+/// Names the environment's variables and counts stdin's bytes, never showing a value: both carry
+/// secrets (git's token, the API token, a preview's secrets).
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cmd")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("description", &self.description)
+            .field("timeout", &self.timeout)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("cwd", &self.cwd)
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .field("log_file", &self.log_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a finished command produced.
@@ -401,6 +421,25 @@ mod tests {
 
     fn sh(script: &str) -> Cmd {
         Cmd::new("sh", "test shell").args(["-c", script])
+    }
+
+    /// A failing command's error, its Debug form and its log line name the variables it got
+    /// but never their values, nor what it read on stdin.
+    #[tokio::test]
+    async fn values_of_the_environment_and_stdin_never_show() {
+        let cmd = sh("cat >/dev/null; echo \"$STRIPE_KEY\" | wc -c; exit 3")
+            .env("STRIPE_KEY", "sk_live_env_value_0123")
+            .stdin_bytes(b"Authorization: Bearer stdin_value_4567\n".to_vec());
+        let debug = format!("{cmd:?}");
+        assert!(debug.contains("STRIPE_KEY"), "{debug}");
+        assert!(debug.contains("<39 bytes>"), "{debug}");
+        let err = cmd.run().await.unwrap_err();
+        for text in [debug, err.to_string(), format!("{err:?}"), cmd.display()] {
+            for value in ["sk_live_env_value_0123", "stdin_value_4567"] {
+                assert!(!text.contains(value), "{value} shows in {text}");
+            }
+        }
+        assert!(err.to_string().contains("exited with code 3"), "{err}");
     }
 
     #[tokio::test]

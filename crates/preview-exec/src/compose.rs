@@ -2,8 +2,10 @@
 //!
 //! Each method returns the [`Cmd`] it would run, so arguments are tested without running anything.
 //! Compose runs in a clean environment: nothing of the orchestrator's (its GitHub token, its webhook
-//! secret) can be interpolated into a repo's compose file.
+//! secret) can be interpolated into a repo's compose file. The one addition is a trusted preview's
+//! secrets ([`AppEnv`]), which the compose file names in the app's environment without a value.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,6 +20,46 @@ pub enum ComposeCli {
     Standalone,
 }
 
+/// A preview's secrets, handed to Compose in its own environment: the rendered compose file
+/// names each in the app's `environment` without a value, and Compose fills it in when it
+/// creates the container. Its Debug form names the variables only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AppEnv(BTreeMap<String, String>);
+
+impl AppEnv {
+    /// No variables.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The variables `vars` (names already validated by the caller).
+    pub fn new(vars: BTreeMap<String, String>) -> Self {
+        Self(vars)
+    }
+
+    /// The variables' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn apply(&self, cmd: Cmd) -> Cmd {
+        self.0.iter().fold(cmd, |cmd, (k, v)| cmd.env(k, v))
+    }
+}
+
+impl std::fmt::Debug for AppEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AppEnv")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// A Compose CLI plus the timeouts it runs with.
 #[derive(Debug, Clone)]
 pub struct Compose {
@@ -26,6 +68,12 @@ pub struct Compose {
     pub up_timeout: Duration,
     /// Time allowed for `down` and the short queries.
     pub short_timeout: Duration,
+    /// Given to every command that may create or recreate a container (`up`, `start`,
+    /// `create_missing`, `start_service`): Compose compares a container's configuration,
+    /// environment included, with the file's, so one of them without these would recreate the
+    /// app without its secrets. Commands that create nothing (`build`, `logs`, `down`, `config`)
+    /// never get them.
+    app_env: AppEnv,
 }
 
 impl Compose {
@@ -35,6 +83,16 @@ impl Compose {
             cli,
             up_timeout: Duration::from_secs(15 * 60),
             short_timeout: Duration::from_secs(120),
+            app_env: AppEnv::none(),
+        }
+    }
+
+    /// This Compose, giving `env` to every command that may create a container (see
+    /// [`AppEnv`]). One value per deploy, used for all of its commands.
+    pub fn with_app_env(&self, env: AppEnv) -> Self {
+        Self {
+            app_env: env,
+            ..self.clone()
         }
     }
 
@@ -73,25 +131,27 @@ impl Compose {
 
     /// `up -d --build --remove-orphans` for `project` from `file` in `dir`.
     pub fn up(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
-        Ok(self
-            .project(project, dir, file, "build and start the preview")?
-            .args(["up", "-d", "--build", "--remove-orphans"])
-            .timeout(self.up_timeout))
+        Ok(self.app_env.apply(
+            self.project(project, dir, file, "build and start the preview")?
+                .args(["up", "-d", "--build", "--remove-orphans"])
+                .timeout(self.up_timeout),
+        ))
     }
 
     /// `up -d --no-build --remove-orphans`: brings `project` to its file from images already
     /// built, removing the containers of services the file no longer has (after an update's
     /// switch, the previous app slot).
     pub fn start(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
-        Ok(self
-            .project(
+        Ok(self.app_env.apply(
+            self.project(
                 project,
                 dir,
                 file,
                 "start the preview from its built images",
             )?
             .args(["up", "-d", "--no-build", "--remove-orphans"])
-            .timeout(self.up_timeout))
+            .timeout(self.up_timeout),
+        ))
     }
 
     /// `build`: builds every service of `project` that has a build section, and starts nothing
@@ -115,11 +175,12 @@ impl Compose {
         for service in services {
             validate_service_name(service)?;
         }
-        Ok(self
-            .project(project, dir, file, "start the preview's missing services")?
-            .args(["up", "-d", "--no-build", "--no-recreate", "--no-deps"])
-            .args(services)
-            .timeout(self.up_timeout))
+        Ok(self.app_env.apply(
+            self.project(project, dir, file, "start the preview's missing services")?
+                .args(["up", "-d", "--no-build", "--no-recreate", "--no-deps"])
+                .args(services)
+                .timeout(self.up_timeout),
+        ))
     }
 
     /// `up -d --no-build --no-deps SERVICE`: starts one service from its built image, beside
@@ -132,15 +193,16 @@ impl Compose {
         service: &str,
     ) -> Result<Cmd> {
         validate_service_name(service)?;
-        Ok(self
-            .project(
+        Ok(self.app_env.apply(
+            self.project(
                 project,
                 dir,
                 file,
                 "start the new commit's app beside the serving one",
             )?
             .args(["up", "-d", "--no-build", "--no-deps", service])
-            .timeout(self.up_timeout))
+            .timeout(self.up_timeout),
+        ))
     }
 
     /// `down --volumes --remove-orphans` for `project`: containers, networks and volumes go.
@@ -316,6 +378,67 @@ mod tests {
                 .contains(&key.as_ref()),
                 "{key} leaks into compose"
             );
+        }
+    }
+
+    /// Every command that may create or recreate the app gets the same secrets; the others,
+    /// which create nothing, get none; and no form of the command shows a value.
+    #[test]
+    fn the_app_env_reaches_exactly_the_commands_that_create_containers() {
+        let value = "sk_live_compose_0123456789";
+        let env = AppEnv::new(BTreeMap::from([
+            ("STRIPE_KEY".to_owned(), value.to_owned()),
+            (
+                "SENTRY_DSN".to_owned(),
+                "https://k@sentry.example/1".to_owned(),
+            ),
+        ]));
+        assert_eq!(
+            format!("{env:?}"),
+            r#"AppEnv(["SENTRY_DSN", "STRIPE_KEY"])"#
+        );
+        let compose = Compose::new(ComposeCli::Plugin).with_app_env(env);
+        assert!(
+            !format!("{compose:?}").contains(value),
+            "{compose:?} shows a value"
+        );
+        let dir = Path::new("/tmp/x");
+        let app = vec!["db".to_owned()];
+        let creating = [
+            compose.up("p", dir, "c.yml").unwrap(),
+            compose.start("p", dir, "c.yml").unwrap(),
+            compose.create_missing("p", dir, "c.yml", &app).unwrap(),
+            compose
+                .start_service("p", dir, "c.yml", "app-green")
+                .unwrap(),
+        ];
+        for cmd in &creating {
+            let got = cmd.envs().get(std::ffi::OsStr::new("STRIPE_KEY"));
+            assert_eq!(
+                got.and_then(|v| v.to_str()),
+                Some(value),
+                "{}",
+                cmd.display()
+            );
+            assert!(cmd.envs().contains_key(std::ffi::OsStr::new("SENTRY_DSN")));
+        }
+        let others = [
+            compose.build("p", dir, "c.yml").unwrap(),
+            compose.logs("p", dir, "c.yml", 5).unwrap(),
+            compose.down("p", dir, "c.yml").unwrap(),
+            compose.config("p", dir, "c.yml").unwrap(),
+            compose.down_project("p").unwrap(),
+        ];
+        for cmd in &others {
+            assert!(
+                !cmd.envs().contains_key(std::ffi::OsStr::new("STRIPE_KEY")),
+                "{}",
+                cmd.display()
+            );
+        }
+        for cmd in creating.iter().chain(&others) {
+            assert!(!cmd.display().contains(value));
+            assert!(!format!("{cmd:?}").contains(value), "{cmd:?}");
         }
     }
 

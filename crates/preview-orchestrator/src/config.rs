@@ -207,6 +207,12 @@ pub struct Config {
     )]
     pub deployments_db: PathBuf,
 
+    /// Directory of the per-repository preview secrets (`preview secrets set`): one 0600 file
+    /// per repository, the dir 0700; outside DEPLOYMENTS_DIR [default: `secrets` beside
+    /// DEPLOYMENTS_DB].
+    #[arg(long, env = "SECRETS_DIR", value_name = "PATH")]
+    pub secrets_dir: Option<PathBuf>,
+
     /// Directory for log files (rotated daily).
     #[arg(long, env = "LOGS_DIR", default_value = "/opt/preview-deployer/logs")]
     pub logs_dir: PathBuf,
@@ -364,6 +370,17 @@ impl Config {
             .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, self.port.unwrap_or(3000))))
     }
 
+    /// Where the per-repository preview secrets live: SECRETS_DIR, or `secrets` beside the
+    /// deployments db.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.secrets_dir.clone().unwrap_or_else(|| {
+            self.deployments_db
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."))
+                .join("secrets")
+        })
+    }
+
     /// The port pools.
     pub fn port_pools(&self) -> Result<PortPools> {
         PortPools::new(self.app_port_range, self.db_port_range).map_err(|e| Error::Config {
@@ -490,6 +507,12 @@ impl Config {
             return bad(
                 "NGINX_WORKER_GROUP",
                 "must be a group name such as www-data",
+            );
+        }
+        if self.secrets_dir().starts_with(&self.deployments_dir) {
+            return bad(
+                "SECRETS_DIR",
+                "must be outside DEPLOYMENTS_DIR: a preview's work dir must never hold a secret",
             );
         }
         self.port_pools()?;

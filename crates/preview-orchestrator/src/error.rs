@@ -47,6 +47,19 @@ pub enum Error {
     /// nginx refused a config change; the files before it were put back.
     #[error("nginx refused the change, which was undone: {0}")]
     NginxRefused(String),
+    /// A preview secret's name or value was refused; the message says why, never the value.
+    #[error("{0}")]
+    SecretInvalid(String),
+    /// A file operation on the preview secrets failed.
+    #[error("could not {action} the preview secrets file {}: {source}", path.display())]
+    SecretsIo {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    /// A preview secrets file is not valid JSON of names and values; it was left untouched.
+    #[error("the preview secrets file {} is corrupt ({reason}); it was left untouched", path.display())]
+    SecretsCorrupt { path: PathBuf, reason: String },
     /// A setting is missing or invalid.
     #[error("invalid setting {setting}: {reason}")]
     Config {

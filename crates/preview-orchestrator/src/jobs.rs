@@ -54,6 +54,8 @@ pub struct DeployJob {
     pub generation: u64,
     /// Why it runs.
     pub trigger: JobTrigger,
+    /// Whether the commit is trusted: only then does the app get the repository's secrets.
+    pub trusted: bool,
 }
 
 /// Tear a preview down.

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jobs;
 pub mod queue;
 pub mod record;
+pub mod repo_secrets;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
@@ -96,6 +97,7 @@ impl Orchestrator {
             verifier: preview_github::WebhookVerifier::new(config.github_webhook_secret.as_bytes()),
             dedup: dedup::DeliveryDedup::new(config.webhook_dedup_capacity as usize),
             docker: http::DockerProbe::new(config.docker_bin.clone()),
+            secrets: Arc::new(repo_secrets::RepoSecretStore::new(config.secrets_dir())),
             config: Arc::new(config),
             access,
             scheduler: scheduler.clone(),

@@ -63,7 +63,9 @@ pub struct DeployRequest {
     pub trigger: JobTrigger,
     /// Deploy even if the preview is already at this sha.
     pub force: bool,
-    /// Whether the commit is trusted (see [`DeploymentRecord::trusted`]).
+    /// Whether the commit is trusted (its author is a collaborator, or a maintainer approved
+    /// it): only then does the preview get the repository's secrets. Recorded with the commit,
+    /// so a restart or redeploy of the same commit decides the same.
     pub trusted: bool,
 }
 
@@ -463,6 +465,7 @@ impl Scheduler {
             event_at: None,
             trigger,
             force: true,
+            // The same commit: the decision recorded for it.
             trusted: rec.trusted,
         })
         .await
@@ -799,6 +802,7 @@ fn deploy_job(rec: &DeploymentRecord, trigger: JobTrigger) -> DeployJob {
         url: rec.url.clone(),
         generation: rec.generation,
         trigger,
+        trusted: rec.trusted,
     }
 }
 
@@ -1014,9 +1018,11 @@ fn decide_deploy(
             let waiting = rec.waiting_since().is_some();
             let busy_or_live =
                 rec.status.is_in_progress() || rec.status == DeploymentStatus::Running || waiting;
+            // A changed trust decision changes what the app gets: it is not a no-op.
             if !req.force
                 && rec.desired == DesiredState::Running
                 && rec.head_sha == req.sha
+                && rec.trusted == req.trusted
                 && busy_or_live
             {
                 let reason = format!(
@@ -1078,7 +1084,6 @@ fn decide_deploy(
             status: DeploymentStatus::Queued,
             desired: DesiredState::Running,
             draft: req.draft,
-            trusted: req.trusted,
             url: routing.url(&id),
             comment_id: None,
             github_deployment_id: None,
@@ -1089,6 +1094,7 @@ fn decide_deploy(
             event_updated_at: req.event_at,
             generation: 1,
             history: Vec::new(),
+            trusted: req.trusted,
         }),
     };
     if deploy_now {

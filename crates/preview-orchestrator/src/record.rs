@@ -113,10 +113,6 @@ pub struct DeploymentRecord {
     /// Whether the PR is a draft.
     #[serde(default)]
     pub draft: bool,
-    /// Whether `head_sha` is trusted: its PR's author belongs to the repository, or someone with
-    /// write permission approved this commit. Only trusted commits get the repository's secrets.
-    #[serde(default)]
-    pub trusted: bool,
     /// The public URL, `{PREVIEW_BASE_URL}/{slug}/pr-{N}/`.
     pub url: String,
     /// The sticky PR comment's id.
@@ -142,6 +138,12 @@ pub struct DeploymentRecord {
     /// The last [`HISTORY_LEN`] status changes, oldest first.
     #[serde(default)]
     pub history: Vec<StatusChange>,
+    /// Whether `head_sha` is trusted (see [`crate::DeployRequest::trusted`]): its PR's author
+    /// belongs to the repository, or someone with write permission approved this commit. Its
+    /// deploys, and the restarts and redeploys of the same commit, get the repository's secrets.
+    /// Records from before the gate existed read as untrusted until their next event.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 impl DeploymentRecord {

@@ -368,9 +368,37 @@ impl Remote {
             argv.extend(["-H", "@-"]);
         }
         argv.push(&url);
+        self.curl(method, path, &argv, stdin).await
+    }
+
+    /// One request to the internal API with `body`: the token and the body travel in a curl
+    /// config on curl's stdin ([`curl_with_body`]), never on a command line on either machine.
+    /// The body goes in base64, and `encoding=base64` is added to the query to say so.
+    pub async fn api_with_body(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> Result<ApiResponse> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{ORCHESTRATOR_URL}{path}{separator}encoding=base64");
+        let (argv, stdin) = curl_with_body(method, &url, token, body);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.curl(method, path, &argv, Some(stdin)).await
+    }
+
+    /// Runs curl's `argv` on the server with `stdin`; the answer's body and HTTP status.
+    async fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        argv: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ApiResponse> {
         let description = format!("{method} {path} on the orchestrator");
         let output = self
-            .command(&description, &argv)
+            .command(&description, argv)
             .timeout(Duration::from_secs(60));
         let output = match stdin {
             Some(bytes) => output.stdin_bytes(bytes),
@@ -540,27 +568,61 @@ impl Remote {
 /// A curl config (`curl -K -`) with the bearer token and a JSON body. Values are double-quoted,
 /// with `\\` and `"` escaped as curl's config syntax wants.
 pub fn curl_config(token: &str, json_body: &str) -> String {
-    let quote = |text: &str| {
-        let mut out = String::with_capacity(text.len() + 2);
-        out.push('"');
-        for c in text.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
-    };
     format!(
         "header = {}\nheader = \"Content-Type: application/json\"\ndata-binary = {}\n",
-        quote(&format!("Authorization: Bearer {token}")),
-        quote(json_body)
+        curl_config_quote(&format!("Authorization: Bearer {token}")),
+        curl_config_quote(json_body)
     )
+}
+
+/// curl's command line and stdin for one request with a body: `-K -` reads a config from stdin
+/// holding the bearer token and the body, so nothing secret is on a command line. The body goes
+/// in base64 (`data-raw`, so no `@` is read as a file name): curl's config lines hold 100 KiB at
+/// most, which 64 KiB of quotes and backslashes, escaped, would not fit, and base64 needs no
+/// escaping. The URL must ask the server to decode it (`?encoding=base64`).
+pub fn curl_with_body(method: &str, url: &str, token: &str, body: &str) -> (Vec<String>, Vec<u8>) {
+    use base64::Engine as _;
+    let argv = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\\n%{http_code}",
+        "-K",
+        "-",
+        url,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let config = format!(
+        "header = {}\nheader = \"Content-Type: application/octet-stream\"\nheader = \"Expect:\"\ndata-raw = {}\n",
+        curl_config_quote(&format!("Authorization: Bearer {token}")),
+        curl_config_quote(&base64::engine::general_purpose::STANDARD.encode(body))
+    );
+    (argv, config.into_bytes())
+}
+
+/// A double-quoted value of curl's config format: `\\`, `\"`, `\n`, `\r`, `\t` and `\v` are its
+/// escapes; every other character stands for itself.
+fn curl_config_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Single-quotes a word for a POSIX shell unless it is plainly safe.
@@ -669,6 +731,87 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(sent).unwrap(),
             body
         );
+    }
+
+    /// Accepts one HTTP request on a loopback port; returns its port and, later, the request's
+    /// head and body.
+    fn one_request() -> (u16, std::thread::JoinHandle<(String, Vec<u8>)>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = stream;
+            stream
+                .write_all(
+                    b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                )
+                .unwrap();
+            (head, body)
+        });
+        (port, handle)
+    }
+
+    /// The real curl, with exactly the command line and stdin the server's curl gets, delivers
+    /// every byte of the value (quotes, backslashes, newlines, a leading `@`, 64 KiB of the
+    /// characters that escaping doubles) as the body, with the token as a header; neither is on
+    /// the command line.
+    #[tokio::test]
+    async fn curl_sends_the_body_and_token_from_stdin_only() {
+        let token = "tok_\"quoted\\token_0123456789";
+        let nasty = "@/etc/passwd \"q\" back\\slash\ttab\r\nline two\u{b} ünï $HOME `x` 'y'";
+        let big = "\\\"\n\t".repeat(64 * 1024 / 4);
+        for value in [nasty, big.as_str()] {
+            let (port, server) = one_request();
+            let url = format!(
+                "http://127.0.0.1:{port}/api/repos/acme/api/secrets/STRIPE_KEY?encoding=base64"
+            );
+            let (argv, stdin) = curl_with_body("PUT", &url, token, value);
+            for word in &argv {
+                assert!(!word.contains("tok_") && !word.contains("back"), "{word}");
+            }
+            let out = Cmd::new(&argv[0], "send a request with curl")
+                .args(&argv[1..])
+                .stdin_bytes(stdin)
+                .run()
+                .await
+                .unwrap();
+            assert_eq!(out.stdout_text(), "ok\n201");
+            let (head, body) = server.join().unwrap();
+            assert!(
+                head.starts_with("PUT /api/repos/acme/api/secrets/STRIPE_KEY?encoding=base64 "),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("Authorization: Bearer {token}\r\n")),
+                "{head}"
+            );
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(&body)
+                .unwrap();
+            assert_eq!(decoded, value.as_bytes(), "the value arrives byte for byte");
+        }
     }
 
     #[test]

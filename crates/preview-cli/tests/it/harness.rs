@@ -87,6 +87,18 @@ case "$last" in
     else
       printf '{"error":"missing or wrong bearer token"}\n401'
     fi ;;
+  *curl*/api/repos/*/secrets*)
+    if ! grep -q "Bearer $(cat "$R/expected-api-token" 2>/dev/null)" "$R/stdin/$n"; then
+      printf '{"error":"missing or wrong bearer token"}\n401'
+    elif echo "$last" | grep -q stranger; then
+      printf '{"error":"unknown repository stranger/repo: it is not in ALLOWED_REPOS"}\n404'
+    elif echo "$last" | grep -q PUT; then
+      printf '{"repo":"acme/api","secret":"STRIPE_KEY","status":"created"}\n201'
+    elif echo "$last" | grep -q DELETE; then
+      printf '{"repo":"acme/api","secret":"STRIPE_KEY","status":"removed"}\n200'
+    else
+      printf '{"repo":"acme/api","secrets":["SENTRY_DSN","STRIPE_KEY"]}\n200'
+    fi ;;
   *curl*DELETE*/api/previews/*)
     echo '{"previews":[]}' > "$R/previews.json"
     printf '{"status":"queued"}\n202' ;;

@@ -7,3 +7,4 @@ mod errors;
 mod flow;
 mod harness;
 mod prompts;
+mod secrets;

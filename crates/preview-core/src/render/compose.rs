@@ -128,7 +128,11 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                 passthrough.insert("networks".to_owned(), aliased_networks(None, APP_SERVICE));
                 app.passthrough = yaml_block(&passthrough, 4);
             }
-            app.environment = merge_env(generated_env(plan, input), &plan.env);
+            app.environment = with_secret_names(
+                merge_env(generated_env(plan, input), &plan.env),
+                plan,
+                input,
+            );
             if let Some(db) = plan.database {
                 services.push(database_service(db, input, &labels));
                 volumes.push("db-data".to_owned());
@@ -524,6 +528,33 @@ fn merge_env(
     merged.into_iter().collect()
 }
 
+/// The app's environment plus the preview's secrets, each named without a value (rendered
+/// `NAME: null`): Compose takes the value from its own process environment when it creates the
+/// container, so no value is written to the compose file, and none reaches an image (only the
+/// app's runtime environment names them, never `build.args`). A secret replaces a variable of
+/// the same name from preview-config.yml or the repo's compose file (the operator set it on
+/// purpose), but never one the preview sets itself (such as a custom `app_port_env`).
+fn with_secret_names(
+    env: Vec<(String, Option<String>)>,
+    plan: &Plan,
+    input: &RenderInput,
+) -> Vec<(String, Option<String>)> {
+    if input.secret_names.is_empty() {
+        return env;
+    }
+    let ours: BTreeSet<String> = generated_values(plan, input)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut merged: BTreeMap<String, Option<String>> = env.into_iter().collect();
+    for name in &input.secret_names {
+        if !ours.contains(name.as_str()) {
+            merged.insert(name.as_str().to_owned(), None);
+        }
+    }
+    merged.into_iter().collect()
+}
+
 fn database_service(
     db: Database,
     input: &RenderInput,
@@ -711,7 +742,7 @@ fn repo_service(
         for (k, v) in &plan.env {
             env.insert(k.clone(), Some(literal(v)));
         }
-        view.environment = env.into_iter().collect();
+        view.environment = with_secret_names(env.into_iter().collect(), plan, input);
         let (entrypoint, command) = startup(plan);
         if entrypoint.is_some() {
             passthrough.remove("entrypoint");
@@ -809,6 +840,58 @@ mod tests {
         assert_eq!(
             map,
             serde_json::json!({"depends_on": {"web-green": {"condition": "service_started"}}})
+        );
+    }
+
+    /// Every variable the preview sets, for any framework, database and service, is a name a
+    /// secret may not take; so a secret never silently loses to (or replaces) one of ours.
+    #[test]
+    fn the_preview_variables_are_reserved_secret_names() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/apps/laravel");
+        let base = crate::plan(&root).unwrap().plan;
+        let mut input = RenderInput::new(
+            "acme-app-pr-1",
+            "acme/app",
+            1,
+            "0".repeat(40),
+            "acme-app",
+            8000,
+            "/checkout",
+            "/work/Dockerfile",
+            "0123456789abcdef",
+        );
+        input.public_url = Some("http://example.test/acme-app/pr-1/".into());
+        let mut seen = BTreeSet::new();
+        for framework in Framework::ALL.map(Some).into_iter().chain([None]) {
+            for database in [
+                None,
+                Some(Database::Postgres),
+                Some(Database::Mysql),
+                Some(Database::Mongodb),
+            ] {
+                for language in Language::ALL {
+                    for port_env in [None, Some("PORT"), Some("ROCKET_PORT")] {
+                        let mut plan = base.clone();
+                        plan.framework = framework;
+                        plan.database = database;
+                        plan.language = Some(language);
+                        plan.port_env = port_env.map(str::to_owned);
+                        plan.extra_services = ExtraService::CATALOGUE.to_vec();
+                        for (name, _) in generated_values(&plan, &input) {
+                            assert!(
+                                crate::repo_secrets::reserved_reason(&name).is_some(),
+                                "{name} is set by the preview but may be a secret's name"
+                            );
+                            seen.insert(name);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            seen.contains("DATABASE_URL") && seen.contains("APP_KEY"),
+            "{seen:?}"
         );
     }
 

@@ -2,12 +2,14 @@
 //! (from the plan alone), the compose project and the nginx location (from the plan plus the
 //! deployment's identity, ports and limits).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use crate::plan::Planned;
+use crate::repo_secrets::SecretName;
 use crate::{Error, Result};
 
 pub mod compose;
@@ -146,6 +148,10 @@ pub struct RenderInput {
     /// ([`crate::access::AccessFiles::include_pattern`]); it matches nothing while the
     /// repository is public.
     pub access_include: Option<String>,
+    /// The repository's preview secrets this preview gets (none unless its commit is trusted).
+    /// The compose file names them in the app's environment without a value; Compose takes
+    /// each value from its own environment at start, so no value is ever written to a file.
+    pub secret_names: BTreeSet<SecretName>,
 }
 
 /// A preview served at the root of its own hostname.
@@ -210,6 +216,7 @@ impl RenderInput {
             app_slot: AppSlot::Blue,
             host: None,
             access_include: None,
+            secret_names: BTreeSet::new(),
         }
     }
 

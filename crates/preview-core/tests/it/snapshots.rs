@@ -270,3 +270,63 @@ fn access_files_and_the_includes_that_apply_them() {
         assert_eq!((public.conf, public.htpasswd), (None, None));
     });
 }
+
+/// A trusted preview's secrets are named in the app's environment without a value (Compose
+/// takes each from its own environment at start): never in another service, in build args or
+/// anywhere with a value. A secret replaces preview-config.yml's or the repo compose file's
+/// variable of the same name.
+#[test]
+fn secret_names_compose_files() {
+    use preview_core::repo_secrets::SecretName;
+    let settings = settings();
+    settings.bind(|| {
+        for name in ["node-postgres", "compose-ok"] {
+            let planned = plan(name);
+            let plain = render(&planned, &snapshot_input(name)).unwrap();
+            let mut input = snapshot_input(name);
+            input.secret_names = ["STRIPE_KEY", "SENTRY_DSN", "FEATURE_FLAG"]
+                .into_iter()
+                .map(|n| SecretName::parse(n).unwrap())
+                .collect();
+            let with = render(&planned, &input).unwrap();
+            insta::assert_snapshot!(format!("{name}@secrets@docker-compose.yml"), with.compose);
+            let v: serde_json::Value = serde_saphyr::from_str(&with.compose).unwrap();
+            let services = v["services"].as_object().unwrap();
+            for (service, config) in services {
+                let env = &config["environment"];
+                for secret in ["STRIPE_KEY", "SENTRY_DSN", "FEATURE_FLAG"] {
+                    if service == &with.services.app {
+                        assert_eq!(env[secret], serde_json::Value::Null, "{name}: {env}");
+                        assert!(
+                            env.as_object().unwrap().contains_key(secret),
+                            "{name}: {secret} is named in the app's environment: {env}"
+                        );
+                    } else {
+                        assert!(env.get(secret).is_none(), "{name}: not in {service}");
+                    }
+                    assert!(
+                        config["build"]["args"].get(secret).is_none(),
+                        "{name}: never a build arg"
+                    );
+                }
+            }
+            // Nothing else changed: the same file once the secrets' lines are taken out.
+            let without_secret_lines: String = with
+                .compose
+                .lines()
+                .filter(|l| {
+                    !["STRIPE_KEY: null", "SENTRY_DSN: null", "FEATURE_FLAG: null"]
+                        .contains(&l.trim())
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let plain_without_flag: String = plain
+                .compose
+                .lines()
+                .filter(|l| !l.trim().starts_with("FEATURE_FLAG:"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert_eq!(without_secret_lines, plain_without_flag, "{name}");
+        }
+    });
+}

@@ -64,6 +64,7 @@ use preview_runtime::{ComposeProject, HealthPolicy, build_log};
 
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
 use crate::record::DeploymentStatus;
+use crate::repo_secrets::{RepoSecretStore, RepoSecrets};
 use feedback::{CommentState, Feedback, FeedbackUpdate};
 use retry::{RetryPolicy, is_transient_docker, is_transient_git};
 
@@ -104,6 +105,8 @@ pub struct RuntimeSettings {
     pub retry: RetryPolicy,
     /// How an update drains the old app port after the switch.
     pub drain: drain::DrainPolicy,
+    /// The per-repository preview secrets: a trusted commit's app gets them at start.
+    pub secrets: Arc<RepoSecretStore>,
 }
 
 impl RuntimeSettings {
@@ -153,6 +156,16 @@ struct PhaseError {
 }
 
 impl PhaseError {
+    /// The failure with every secret value taken out of its reason and log tail: they go to the
+    /// PR comment, the log and the API.
+    fn redacted(self, secrets: &RepoSecrets) -> Self {
+        Self {
+            phase: self.phase,
+            reason: secrets.redact(&self.reason),
+            log_tail: secrets.redact(&self.log_tail),
+        }
+    }
+
     fn new(
         phase: &'static str,
         reason: impl std::fmt::Display,
@@ -215,6 +228,7 @@ impl DockerRunner {
             git_timeout: Duration::from_secs(config.git_timeout_secs),
             retry: RetryPolicy::default(),
             drain: drain::DrainPolicy::default(),
+            secrets: Arc::new(RepoSecretStore::new(config.secrets_dir())),
         };
         Ok(Self::new(settings, feedback))
     }
@@ -284,9 +298,25 @@ impl DockerRunner {
         );
         let mut beside = None;
         let mut warnings = Vec::new();
-        let outcome = self
-            .deploy_phases(&job, &ctx, previous.is_some(), &mut beside, &mut warnings)
-            .await;
+        // The repository's secrets: the app gets them only when the commit is trusted, and
+        // every failure text is redacted of them whatever the commit (a serving trusted app's
+        // logs may be in the tail).
+        let loaded = self.settings.secrets.load(&job.repo);
+        let secrets = loaded.as_ref().cloned().unwrap_or_default();
+        let outcome = match loaded {
+            Err(e) => Err(fail("secrets", e, "")),
+            Ok(_) => {
+                self.deploy_phases(
+                    &job,
+                    &ctx,
+                    previous.is_some(),
+                    &secrets,
+                    &mut beside,
+                    &mut warnings,
+                )
+                .await
+            }
+        };
         match outcome {
             Ok(()) => Ok(()),
             Err(Stop::Cancelled(cancelled)) => {
@@ -296,6 +326,7 @@ impl DockerRunner {
                 Err(cancelled)
             }
             Err(Stop::Failed(failure)) => {
+                let failure = failure.redacted(&secrets);
                 if previous.is_none() {
                     self.remove_everything(job.id.as_str()).await;
                     let _ = ctx.release_ports().await;
@@ -329,6 +360,7 @@ impl DockerRunner {
         job: &DeployJob,
         ctx: &JobContext,
         updating: bool,
+        secrets: &RepoSecrets,
         beside: &mut Option<SideBySide>,
         warnings: &mut Vec<String>,
     ) -> Result<(), Stop> {
@@ -455,6 +487,21 @@ impl DockerRunner {
                 .map_err(|e| fail("render", e, ""))?,
         );
         input.app_slot = slot;
+        // Secrets only for a trusted commit: their names in the compose file, their values in
+        // Compose's environment for every command of this deploy that may create the app.
+        let app_secrets = if job.trusted {
+            secrets.clone()
+        } else {
+            RepoSecrets::default()
+        };
+        input.secret_names = app_secrets.names();
+        let compose = self.settings.compose.with_app_env(app_secrets.app_env());
+        tracing::info!(
+            preview = %job.id,
+            trusted = job.trusted,
+            secrets = input.secret_names.len(),
+            "rendering"
+        );
         let rendered =
             preview_core::render::render(&planned, &input).map_err(|e| fail("render", e, ""))?;
         let compose_file = if let Some(beside) = beside.as_mut() {
@@ -487,14 +534,14 @@ impl DockerRunner {
         {
             let _t = ctx.phase("build");
             let built = if updating {
-                self.start_beside(&project, &rendered.services, &build_log, ctx)
+                self.start_beside(&compose, &project, &rendered.services, &build_log, ctx)
                     .await
             } else {
                 self.settings
                     .retry
                     .run(
                         "docker compose up",
-                        || project.up(&self.settings.compose, &build_log),
+                        || project.up(&compose, &build_log),
                         transient_docker,
                         || !ctx.is_cancelled(),
                     )
@@ -584,21 +631,22 @@ impl DockerRunner {
         // 8. drain the old port, then retire the old commit's containers
         if let Some(beside) = beside {
             let _t = ctx.phase("retire");
-            self.retire(id, &beside).await;
+            self.retire(&compose, id, &beside).await;
         }
         Ok(())
     }
 
     /// Builds the images of `project` (the next compose file), creates its services that do not
     /// exist yet and starts its app service, leaving every running container as it is.
+    /// `compose` carries the deploy's secrets, for the commands that create containers.
     async fn start_beside(
         &self,
+        compose: &Compose,
         project: &ComposeProject,
         services: &ComposeServices,
         log: &Path,
         ctx: &JobContext,
     ) -> preview_runtime::Result<()> {
-        let compose = &self.settings.compose;
         let (name, dir, file) = (&project.name, &project.dir, &project.file);
         let run = |cmd: preview_exec::Result<preview_exec::Cmd>| async move {
             cmd?.log_to(log).run().await?;
@@ -727,8 +775,9 @@ impl DockerRunner {
 
     /// After the switch: drains the old port, then removes the old slot's containers (as
     /// orphans of the now current compose file) and image. Best effort; failures are logged
-    /// and the next update or the teardown removes what is left.
-    async fn retire(&self, id: &str, beside: &SideBySide) {
+    /// and the next update or the teardown removes what is left. `compose` is the deploy's,
+    /// with its secrets: without them Compose would recreate the new app without them.
+    async fn retire(&self, compose: &Compose, id: &str, beside: &SideBySide) {
         let started = Instant::now();
         let open = drain::drain(beside.serving_port, self.settings.drain).await;
         if open > 0 {
@@ -741,7 +790,7 @@ impl DockerRunner {
         }
         let drained = started.elapsed();
         let work = self.settings.work_dir(id);
-        let converged = match self.settings.compose.start(id, &work, COMPOSE_FILE) {
+        let converged = match compose.start(id, &work, COMPOSE_FILE) {
             Ok(cmd) => {
                 self.settings
                     .retry

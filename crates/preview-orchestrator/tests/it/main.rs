@@ -14,6 +14,7 @@ mod isolation;
 mod queue;
 mod runtime_e2e;
 mod runtime_failures;
+mod secrets;
 mod store;
 mod storm;
 mod timeouts;
