@@ -46,7 +46,7 @@
 //! ([`DockerRunner::clear_unfinished_update`]), so a half-finished start never lingers.
 
 pub mod drain;
-pub mod feedback;
+
 pub mod reconcile;
 pub mod retry;
 
@@ -62,19 +62,16 @@ use preview_exec::compose::Compose;
 use preview_exec::nginx::NginxControl;
 use preview_runtime::{ComposeProject, HealthPolicy, build_log};
 
+use crate::feedback::{self, CommentState, Feedback, FeedbackUpdate};
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
 use crate::record::DeploymentStatus;
 use crate::repo_secrets::{RepoSecretStore, RepoSecrets};
-use feedback::{CommentState, Feedback, FeedbackUpdate};
 use retry::{RetryPolicy, is_transient_docker, is_transient_git};
 
 /// The compose file's name in a preview's work dir.
 pub const COMPOSE_FILE: &str = "docker-compose.yml";
 /// An update's new commit's compose file, until nginx routes to it.
 pub const NEXT_COMPOSE_FILE: &str = "docker-compose.next.yml";
-/// nginx has one config: tests and reloads of previews' confs and of access files (see
-/// [`crate::access`]) must not interleave, in this process.
-pub(crate) static NGINX_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Lines of a failing phase's log shown on the PR.
 const LOG_TAIL_LINES: usize = 50;
 
@@ -125,7 +122,7 @@ impl RuntimeSettings {
 pub struct DockerRunner {
     settings: RuntimeSettings,
     feedback: Feedback,
-    /// [`NGINX_LOCK`].
+    /// [`crate::nginx::NGINX_LOCK`].
     nginx_lock: &'static tokio::sync::Mutex<()>,
     /// One task at a time changes a preview's containers, conf and work dir: its job, or the
     /// reconcile sweep removing it as an orphan.
@@ -248,7 +245,7 @@ impl DockerRunner {
         Self {
             settings,
             feedback,
-            nginx_lock: &NGINX_LOCK,
+            nginx_lock: &crate::nginx::NGINX_LOCK,
             host_locks: std::sync::Mutex::default(),
         }
     }
