@@ -8,6 +8,7 @@
 pub mod access;
 pub mod config;
 pub mod dedup;
+pub mod deploy;
 mod error;
 pub mod feedback;
 pub mod gate;
@@ -17,7 +18,6 @@ mod nginx;
 pub mod queue;
 pub mod record;
 pub mod repo_secrets;
-pub mod runtime;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

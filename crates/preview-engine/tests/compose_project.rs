@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use preview_core::model::ReadyWhen;
 use preview_exec::compose::Compose;
-use preview_runtime::{ComposeProject, Error, HealthPolicy, published_ports};
+use preview_engine::{ComposeProject, Error, HealthPolicy, published_ports};
 use preview_testkit::{docker_objects_with_label, free_port, require_docker, unique_suffix};
 
 /// Writes a one-service project whose app runs `script` with python3.

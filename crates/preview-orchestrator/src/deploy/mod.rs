@@ -60,7 +60,7 @@ use preview_core::plan::Planned;
 use preview_core::render::{AppSlot, ComposeServices, Limits, RenderInput};
 use preview_exec::compose::Compose;
 use preview_exec::nginx::NginxControl;
-use preview_runtime::{ComposeProject, HealthPolicy, build_log};
+use preview_engine::{ComposeProject, HealthPolicy, build_log};
 
 use crate::feedback::{self, CommentState, Feedback, FeedbackUpdate};
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
@@ -77,7 +77,7 @@ const LOG_TAIL_LINES: usize = 50;
 
 /// Where previews live on disk and how they are run.
 #[derive(Clone)]
-pub struct RuntimeSettings {
+pub struct DeploySettings {
     /// One work dir per preview: `{deployments_dir}/{id}/`.
     pub deployments_dir: PathBuf,
     /// One nginx location file per preview: `{nginx_config_dir}/{id}.conf`.
@@ -106,7 +106,7 @@ pub struct RuntimeSettings {
     pub secrets: Arc<RepoSecretStore>,
 }
 
-impl RuntimeSettings {
+impl DeploySettings {
     /// The work dir of preview `id`.
     pub fn work_dir(&self, id: &str) -> PathBuf {
         self.deployments_dir.join(id)
@@ -120,7 +120,7 @@ impl RuntimeSettings {
 
 /// Runs jobs on the local Docker engine.
 pub struct DockerRunner {
-    settings: RuntimeSettings,
+    settings: DeploySettings,
     feedback: Feedback,
     /// [`crate::nginx::NGINX_LOCK`].
     nginx_lock: &'static tokio::sync::Mutex<()>,
@@ -204,7 +204,7 @@ impl DockerRunner {
         for dir in [&config.deployments_dir, &config.nginx_config_dir] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let settings = RuntimeSettings {
+        let settings = DeploySettings {
             deployments_dir: config.deployments_dir.clone(),
             nginx_config_dir: config.nginx_config_dir.clone(),
             nginx,
@@ -241,7 +241,7 @@ impl DockerRunner {
     }
 
     /// A runner with `settings`, sending feedback through `feedback`.
-    pub fn new(settings: RuntimeSettings, feedback: Feedback) -> Self {
+    pub fn new(settings: DeploySettings, feedback: Feedback) -> Self {
         Self {
             settings,
             feedback,
@@ -435,7 +435,7 @@ impl DockerRunner {
             .retry
             .run(
                 "docker ps",
-                preview_runtime::published_ports,
+                preview_engine::published_ports,
                 transient_docker,
                 || !ctx.is_cancelled(),
             )
@@ -643,11 +643,11 @@ impl DockerRunner {
         services: &ComposeServices,
         log: &Path,
         ctx: &JobContext,
-    ) -> preview_runtime::Result<()> {
+    ) -> preview_engine::Result<()> {
         let (name, dir, file) = (&project.name, &project.dir, &project.file);
         let run = |cmd: preview_exec::Result<preview_exec::Cmd>| async move {
             cmd?.log_to(log).run().await?;
-            Ok::<(), preview_runtime::Error>(())
+            Ok::<(), preview_engine::Error>(())
         };
         let go_on = || !ctx.is_cancelled();
         self.settings
@@ -718,7 +718,7 @@ impl DockerRunner {
                 tracing::warn!(preview = %id, error = %e, "could not record the new app port");
             }
         }
-        let containers = match preview_runtime::slot_containers(id.as_str()).await {
+        let containers = match preview_engine::slot_containers(id.as_str()).await {
             Ok(containers) => containers,
             Err(e) => {
                 tracing::warn!(preview = %id, error = %e, "could not list the preview's containers");
@@ -736,8 +736,8 @@ impl DockerRunner {
     }
 
     /// Removes the containers of preview `id` in app slot `slot`.
-    async fn remove_slot(&self, id: &str, slot: AppSlot) -> preview_runtime::Result<()> {
-        let ids: Vec<String> = preview_runtime::slot_containers(id)
+    async fn remove_slot(&self, id: &str, slot: AppSlot) -> preview_engine::Result<()> {
+        let ids: Vec<String> = preview_engine::slot_containers(id)
             .await?
             .into_iter()
             .filter(|c| c.slot == Some(slot))
@@ -751,7 +751,7 @@ impl DockerRunner {
                 "removing the containers of the slot an update starts in"
             );
         }
-        preview_runtime::remove_containers(&ids).await
+        preview_engine::remove_containers(&ids).await
     }
 
     /// Undoes an update's start beside the serving commit: its containers, its image, the next
@@ -852,7 +852,7 @@ impl DockerRunner {
             return false;
         }
         tracing::info!(preview = %id, containers = leftovers.len(), "reconcile removes what an unfinished update started");
-        if let Err(e) = preview_runtime::remove_containers(&leftovers).await {
+        if let Err(e) = preview_engine::remove_containers(&leftovers).await {
             tracing::warn!(preview = %id, error = %e, "removing an unfinished update's containers failed");
         }
         let _ = std::fs::remove_file(next_file);
@@ -977,7 +977,7 @@ pub(crate) struct Serving {
     /// Its compose service.
     service: Option<String>,
     /// Every container of the preview's project.
-    containers: Vec<preview_runtime::SlotContainer>,
+    containers: Vec<preview_engine::SlotContainer>,
 }
 
 /// An update's new commit, started beside the serving one.
@@ -1015,11 +1015,11 @@ fn port_in_conf(text: &str) -> Option<u16> {
 /// container still uses it.
 async fn remove_image_of(id: &str, service: &str, description: &str) {
     let image = format!("{id}-{service}");
-    let exists = preview_runtime::built_images(id)
+    let exists = preview_engine::built_images(id)
         .await
         .is_ok_and(|images| images.iter().any(|i| i == &format!("{image}:latest")));
     if exists
-        && let Err(e) = preview_runtime::docker(description)
+        && let Err(e) = preview_engine::docker(description)
             .args(["image", "rm", &image])
             .run()
             .await
@@ -1035,17 +1035,17 @@ fn transient_git(e: &preview_exec::Error) -> bool {
 }
 
 /// A Docker failure worth another attempt: the CLI ran and the daemon hiccuped.
-fn transient_docker(e: &preview_runtime::Error) -> bool {
+fn transient_docker(e: &preview_engine::Error) -> bool {
     matches!(
         e,
-        preview_runtime::Error::Exec(preview_exec::Error::Failed { .. })
+        preview_engine::Error::Exec(preview_exec::Error::Failed { .. })
     ) && is_transient_docker(&e.to_string())
 }
 
 /// The stderr tail of a runtime error that ran a command.
-fn exec_tail(e: &preview_runtime::Error) -> String {
+fn exec_tail(e: &preview_engine::Error) -> String {
     match e {
-        preview_runtime::Error::Exec(e) => e.stderr_tail().to_owned(),
+        preview_engine::Error::Exec(e) => e.stderr_tail().to_owned(),
         _ => String::new(),
     }
 }

@@ -28,10 +28,10 @@ pub struct ReconcileReport {
 }
 
 /// Removes a compose project by name alone, with its built images.
-pub async fn remove_project(project: &str) -> preview_runtime::Result<()> {
+pub async fn remove_project(project: &str) -> preview_engine::Result<()> {
     let compose = Compose::detect().await?;
     compose.down_project(project)?.run().await?;
-    preview_runtime::remove_built_images(project).await
+    preview_engine::remove_built_images(project).await
 }
 
 /// One pass; `scheduler` queues redeploys.
@@ -51,7 +51,7 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
     // same engine (another deployments dir, e.g. a test's) owns the rest.
     let ours = std::fs::canonicalize(&settings.deployments_dir)
         .unwrap_or_else(|_| settings.deployments_dir.clone());
-    match preview_runtime::project_dirs_with_label(labels::MANAGED).await {
+    match preview_engine::project_dirs_with_label(labels::MANAGED).await {
         Ok(projects) => orphans.extend(
             projects
                 .into_iter()
@@ -148,7 +148,7 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
             .collect()
     });
     for id in running {
-        match preview_runtime::project_containers(id.as_str()).await {
+        match preview_engine::project_containers(id.as_str()).await {
             Ok(containers) if containers.is_empty() => {
                 tracing::warn!(preview = %id, "a running preview has no containers; deploying it again");
                 if scheduler.redeploy(&id, JobTrigger::Resume).await.is_ok() {
