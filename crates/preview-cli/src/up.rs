@@ -8,9 +8,9 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
 use preview_core::render::{RenderInput, render};
+use preview_engine::{ComposeProject, HealthPolicy};
 use preview_exec::Cmd;
 use preview_exec::compose::Compose;
-use preview_engine::{ComposeProject, HealthPolicy};
 
 /// Arguments of `preview up`.
 #[derive(Debug, Args)]

@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use preview_core::id::PreviewId;
+use preview_engine::ComposeProject;
 use preview_exec::Cmd;
 use preview_exec::compose::Compose;
 use preview_github::fake::FakeGitHub;
 use preview_orchestrator::deploy::DockerRunner;
 use preview_orchestrator::{Config, DeploymentStatus, Orchestrator};
-use preview_engine::ComposeProject;
 use preview_testkit::{PrivateNginx, free_port, http_get, nginx_binary, repo_root};
 
 const SECRET: &str = "bench-runtime-webhook-secret";

@@ -1,5 +1,8 @@
-//! The real job bodies: fetch, plan, render, build and start with Docker Compose, wait for
-//! health, route through nginx, and tell the pull request. Teardown undoes all of it.
+//! The real job bodies: fetch, plan, render, build and start, wait for readiness, route through
+//! nginx, and tell the pull request. Teardown undoes all of it. Containers are reached only
+//! through [`DeploySettings::engine`], a [`preview_engine::Engine`]: today the compose engine on
+//! this host (the steps below are described in its terms); a Swarm engine plugs in at the same
+//! seam.
 //!
 //! # Updates without downtime
 //!
@@ -58,9 +61,9 @@ use std::time::{Duration, Instant};
 use preview_core::id::PreviewId;
 use preview_core::plan::Planned;
 use preview_core::render::{AppSlot, ComposeServices, Limits, RenderInput};
-use preview_exec::compose::Compose;
+use preview_engine::{ComposeEngine, ComposeProject, Engine, HealthPolicy, build_log};
+use preview_exec::compose::{AppEnv, Compose};
 use preview_exec::nginx::NginxControl;
-use preview_engine::{ComposeProject, HealthPolicy, build_log};
 
 use crate::feedback::{self, CommentState, Feedback, FeedbackUpdate};
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
@@ -84,8 +87,8 @@ pub struct DeploySettings {
     pub nginx_config_dir: PathBuf,
     /// How to test and reload nginx.
     pub nginx: NginxControl,
-    /// The Compose CLI.
-    pub compose: Compose,
+    /// What runs the previews; the jobs reach containers only through it.
+    pub engine: Arc<dyn Engine>,
     /// How long to wait for health, and how often to poll.
     pub health: HealthPolicy,
     /// Limits of every container.
@@ -208,7 +211,7 @@ impl DockerRunner {
             deployments_dir: config.deployments_dir.clone(),
             nginx_config_dir: config.nginx_config_dir.clone(),
             nginx,
-            compose,
+            engine: Arc::new(ComposeEngine::new(compose)),
             health: HealthPolicy {
                 max_interval: Duration::from_secs(config.health_interval_secs.max(1)),
                 timeout: Duration::from_secs(config.health_timeout_secs),
@@ -435,7 +438,7 @@ impl DockerRunner {
             .retry
             .run(
                 "docker ps",
-                preview_engine::published_ports,
+                || self.settings.engine.published_ports(),
                 transient_docker,
                 || !ctx.is_cancelled(),
             )
@@ -492,7 +495,7 @@ impl DockerRunner {
             RepoSecrets::default()
         };
         input.secret_names = app_secrets.names();
-        let compose = self.settings.compose.with_app_env(app_secrets.app_env());
+        let app_env = app_secrets.app_env();
         tracing::info!(
             preview = %job.id,
             trusted = job.trusted,
@@ -531,14 +534,14 @@ impl DockerRunner {
         {
             let _t = ctx.phase("build");
             let built = if updating {
-                self.start_beside(&compose, &project, &rendered.services, &build_log, ctx)
+                self.start_beside(&app_env, &project, &rendered.services, &build_log, ctx)
                     .await
             } else {
                 self.settings
                     .retry
                     .run(
                         "docker compose up",
-                        || project.up(&compose, &build_log),
+                        || self.settings.engine.up(&project, &app_env, &build_log),
                         transient_docker,
                         || !ctx.is_cancelled(),
                     )
@@ -561,29 +564,23 @@ impl DockerRunner {
         let health_started = Instant::now();
         {
             let _t = ctx.phase("health");
-            let healthy = if updating {
-                project
-                    .wait_service_healthy(
-                        &rendered.services.app,
-                        host_port,
-                        &planned.plan.health_path,
-                        planned.plan.ready_when,
-                        self.settings.health,
-                    )
-                    .await
-            } else {
-                project
-                    .wait_healthy(
-                        host_port,
-                        &planned.plan.health_path,
-                        planned.plan.ready_when,
-                        self.settings.health,
-                    )
-                    .await
-            };
+            let healthy = self
+                .settings
+                .engine
+                .wait_ready(
+                    &project,
+                    updating.then_some(rendered.services.app.as_str()),
+                    host_port,
+                    &planned.plan.health_path,
+                    planned.plan.ready_when,
+                    self.settings.health,
+                )
+                .await;
             if let Err(e) = healthy {
-                let logs = project
-                    .logs_tail(&self.settings.compose, LOG_TAIL_LINES)
+                let logs = self
+                    .settings
+                    .engine
+                    .logs_tail(&project, LOG_TAIL_LINES)
                     .await;
                 return Err(fail("health", e, tail_lines(&logs)));
             }
@@ -628,7 +625,7 @@ impl DockerRunner {
         // 8. drain the old port, then retire the old commit's containers
         if let Some(beside) = beside {
             let _t = ctx.phase("retire");
-            self.retire(&compose, id, &beside).await;
+            self.retire(&app_env, id, &beside).await;
         }
         Ok(())
     }
@@ -638,43 +635,37 @@ impl DockerRunner {
     /// `compose` carries the deploy's secrets, for the commands that create containers.
     async fn start_beside(
         &self,
-        compose: &Compose,
+        env: &AppEnv,
         project: &ComposeProject,
         services: &ComposeServices,
         log: &Path,
         ctx: &JobContext,
     ) -> preview_engine::Result<()> {
-        let (name, dir, file) = (&project.name, &project.dir, &project.file);
-        let run = |cmd: preview_exec::Result<preview_exec::Cmd>| async move {
-            cmd?.log_to(log).run().await?;
-            Ok::<(), preview_engine::Error>(())
-        };
+        let engine = &self.settings.engine;
         let go_on = || !ctx.is_cancelled();
-        self.settings
-            .retry
+        let retry = &self.settings.retry;
+        retry
             .run(
                 "docker compose build",
-                || run(compose.build(name, dir, file)),
+                || engine.build(project, log),
                 transient_docker,
                 go_on,
             )
             .await?;
         if !services.others.is_empty() {
-            self.settings
-                .retry
+            retry
                 .run(
                     "docker compose up (missing services)",
-                    || run(compose.create_missing(name, dir, file, &services.others)),
+                    || engine.create_missing(project, env, &services.others, log),
                     transient_docker,
                     go_on,
                 )
                 .await?;
         }
-        self.settings
-            .retry
+        retry
             .run(
                 "docker compose up (the new app)",
-                || run(compose.start_service(name, dir, file, &services.app)),
+                || engine.start_service(project, env, &services.app, log),
                 transient_docker,
                 go_on,
             )
@@ -718,7 +709,7 @@ impl DockerRunner {
                 tracing::warn!(preview = %id, error = %e, "could not record the new app port");
             }
         }
-        let containers = match preview_engine::slot_containers(id.as_str()).await {
+        let containers = match self.settings.engine.slot_containers(id.as_str()).await {
             Ok(containers) => containers,
             Err(e) => {
                 tracing::warn!(preview = %id, error = %e, "could not list the preview's containers");
@@ -737,7 +728,10 @@ impl DockerRunner {
 
     /// Removes the containers of preview `id` in app slot `slot`.
     async fn remove_slot(&self, id: &str, slot: AppSlot) -> preview_engine::Result<()> {
-        let ids: Vec<String> = preview_engine::slot_containers(id)
+        let ids: Vec<String> = self
+            .settings
+            .engine
+            .slot_containers(id)
             .await?
             .into_iter()
             .filter(|c| c.slot == Some(slot))
@@ -751,7 +745,7 @@ impl DockerRunner {
                 "removing the containers of the slot an update starts in"
             );
         }
-        preview_engine::remove_containers(&ids).await
+        self.settings.engine.remove_containers(&ids).await
     }
 
     /// Undoes an update's start beside the serving commit: its containers, its image, the next
@@ -761,7 +755,7 @@ impl DockerRunner {
             tracing::warn!(preview = %id, error = %e, "removing the new commit's containers failed");
         }
         if let Some(service) = &beside.service {
-            remove_image_of(id.as_str(), service, "remove the failed commit's image").await;
+            self.remove_image_of(id.as_str(), service).await;
         }
         let _ = std::fs::remove_file(self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE));
         if let Err(e) = store.release_next_app_port(id).await {
@@ -774,7 +768,7 @@ impl DockerRunner {
     /// orphans of the now current compose file) and image. Best effort; failures are logged
     /// and the next update or the teardown removes what is left. `compose` is the deploy's,
     /// with its secrets: without them Compose would recreate the new app without them.
-    async fn retire(&self, compose: &Compose, id: &str, beside: &SideBySide) {
+    async fn retire(&self, env: &AppEnv, id: &str, beside: &SideBySide) {
         let started = Instant::now();
         let open = drain::drain(beside.serving_port, self.settings.drain).await;
         if open > 0 {
@@ -787,23 +781,21 @@ impl DockerRunner {
         }
         let drained = started.elapsed();
         let work = self.settings.work_dir(id);
-        let converged = match compose.start(id, &work, COMPOSE_FILE) {
-            Ok(cmd) => {
-                self.settings
-                    .retry
-                    .run(
-                        "docker compose up --remove-orphans",
-                        || async { cmd.run().await.map(drop) },
-                        |e| {
-                            matches!(e, preview_exec::Error::Failed { .. })
-                                && is_transient_docker(&e.to_string())
-                        },
-                        || true,
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
+        let project = ComposeProject {
+            name: id.to_owned(),
+            dir: work,
+            file: COMPOSE_FILE.to_owned(),
         };
+        let converged = self
+            .settings
+            .retry
+            .run(
+                "docker compose up --remove-orphans",
+                || self.settings.engine.converge(&project, env),
+                transient_docker,
+                || true,
+            )
+            .await;
         if let Err(e) = converged {
             tracing::warn!(preview = id, error = %e, "removing the previous commit's containers failed");
             return;
@@ -811,7 +803,7 @@ impl DockerRunner {
         if let Some(service) = &beside.serving_service
             && Some(service) != beside.service.as_ref()
         {
-            remove_image_of(id, service, "remove the previous commit's image").await;
+            self.remove_image_of(id, service).await;
         }
         tracing::info!(
             preview = id,
@@ -819,6 +811,13 @@ impl DockerRunner {
             retire_ms = started.elapsed().as_millis() as u64,
             "the previous commit is retired"
         );
+    }
+
+    /// Removes the image built for `service` of preview `id`; best effort.
+    async fn remove_image_of(&self, id: &str, service: &str) {
+        if let Err(e) = self.settings.engine.remove_service_image(id, service).await {
+            tracing::warn!(preview = id, service, error = %e, "removing an image failed");
+        }
     }
 
     /// For the reconcile sweep, on a preview no job is changing: settles an update that was
@@ -852,7 +851,7 @@ impl DockerRunner {
             return false;
         }
         tracing::info!(preview = %id, containers = leftovers.len(), "reconcile removes what an unfinished update started");
-        if let Err(e) = preview_engine::remove_containers(&leftovers).await {
+        if let Err(e) = self.settings.engine.remove_containers(&leftovers).await {
             tracing::warn!(preview = %id, error = %e, "removing an unfinished update's containers failed");
         }
         let _ = std::fs::remove_file(next_file);
@@ -877,7 +876,7 @@ impl DockerRunner {
                 .retry
                 .run(
                     "docker compose down",
-                    || project.down(&self.settings.compose),
+                    || self.settings.engine.tear_down(&project),
                     transient_docker,
                     || true,
                 )
@@ -885,7 +884,7 @@ impl DockerRunner {
             if let Err(e) = down {
                 tracing::warn!(preview = id, error = %e, "compose down failed");
             }
-        } else if let Err(e) = reconcile::remove_project(id).await {
+        } else if let Err(e) = self.settings.engine.tear_down_named(id).await {
             tracing::warn!(preview = id, error = %e, "removing containers failed");
         }
         {
@@ -1009,23 +1008,6 @@ fn port_in_conf(text: &str) -> Option<u16> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
-}
-
-/// Removes the image Compose built for `service` of project `id` (`{id}-{service}`), unless a
-/// container still uses it.
-async fn remove_image_of(id: &str, service: &str, description: &str) {
-    let image = format!("{id}-{service}");
-    let exists = preview_engine::built_images(id)
-        .await
-        .is_ok_and(|images| images.iter().any(|i| i == &format!("{image}:latest")));
-    if exists
-        && let Err(e) = preview_engine::docker(description)
-            .args(["image", "rm", &image])
-            .run()
-            .await
-    {
-        tracing::warn!(preview = id, image, error = %e, "removing an image failed");
-    }
 }
 
 /// A git failure worth another attempt: git ran and failed on the network or the server.
