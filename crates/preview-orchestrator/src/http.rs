@@ -455,20 +455,7 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
     };
     let result = if deploy {
         app.scheduler
-            .submit_deploy(DeployRequest {
-                repo: pr.repo,
-                pr: pr.number,
-                sha: pr.head_sha,
-                branch: pr.head_ref,
-                base_branch: pr.base_ref,
-                head_repo: pr.head_repo,
-                clone_url: pr.clone_url,
-                draft: pr.draft,
-                event_at: pr.updated_at,
-                trigger,
-                force: false,
-                trusted,
-            })
+            .submit_deploy(deploy_request(pr, trigger, trusted))
             .await
     } else {
         app.scheduler
@@ -490,6 +477,24 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
                 "error",
             )
         }
+    }
+}
+
+/// The deploy of the head commit a `pull_request` event describes.
+fn deploy_request(pr: PullRequestEvent, trigger: JobTrigger, trusted: bool) -> DeployRequest {
+    DeployRequest {
+        repo: pr.repo,
+        pr: pr.number,
+        sha: pr.head_sha,
+        branch: pr.head_ref,
+        base_branch: pr.base_ref,
+        head_repo: pr.head_repo,
+        clone_url: pr.clone_url,
+        draft: pr.draft,
+        event_at: pr.updated_at,
+        trigger,
+        force: false,
+        trusted,
     }
 }
 
@@ -556,20 +561,7 @@ fn handle_label(app: &AppState, pr: PullRequestEvent, trigger: JobTrigger) -> Re
         by: sender.login,
         command: PreviewCommand::Deploy,
         comment_id: None,
-        deploy: Some(DeployRequest {
-            repo: pr.repo,
-            pr: pr.number,
-            sha: pr.head_sha,
-            branch: pr.head_ref,
-            base_branch: pr.base_ref,
-            head_repo: pr.head_repo,
-            clone_url: pr.clone_url,
-            draft: pr.draft,
-            event_at: pr.updated_at,
-            trigger,
-            force: false,
-            trusted: true,
-        }),
+        deploy: Some(deploy_request(pr, trigger, true)),
     });
     (StatusCode::ACCEPTED, answer, "command")
 }
