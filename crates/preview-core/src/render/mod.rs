@@ -152,6 +152,20 @@ pub struct RenderInput {
     /// The compose file names them in the app's environment without a value; Compose takes
     /// each value from its own environment at start, so no value is ever written to a file.
     pub secret_names: BTreeSet<SecretName>,
+    /// Set when idle previews sleep: nginx logs the preview's requests to its activity log and
+    /// sends the 502 of a stopped app to the orchestrator's wake endpoint.
+    pub sleep: Option<SleepRoute>,
+}
+
+/// What the nginx config of a preview that may sleep needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SleepRoute {
+    /// The preview's activity log, absolute: its modification time is the last request's.
+    pub activity_log: String,
+    /// How often nginx writes the log's buffer at the latest, in seconds.
+    pub flush_secs: u64,
+    /// The orchestrator's loopback address (`127.0.0.1:3000`), which serves `/_wake/{id}`.
+    pub wake_addr: std::net::SocketAddr,
 }
 
 /// A preview served at the root of its own hostname.
@@ -217,6 +231,7 @@ impl RenderInput {
             host: None,
             access_include: None,
             secret_names: BTreeSet::new(),
+            sleep: None,
         }
     }
 
@@ -322,6 +337,20 @@ impl RenderInput {
                 "access include",
                 "must be an absolute path of [A-Za-z0-9._/-] ending in .con[f]",
             );
+        }
+        if let Some(sleep) = &self.sleep {
+            if !is_config_path(&sleep.activity_log) {
+                return bad(
+                    "activity log",
+                    "must be an absolute path of [A-Za-z0-9._/-] only",
+                );
+            }
+            if !sleep.wake_addr.ip().is_loopback() || sleep.wake_addr.port() == 0 {
+                return bad("wake address", "must be a loopback address with a port");
+            }
+            if !(1..=3600).contains(&sleep.flush_secs) {
+                return bad("activity log flush", "1 to 3600 seconds");
+            }
         }
         let l = &self.limits;
         if !l.memory.chars().all(|c| c.is_ascii_alphanumeric()) || l.memory.is_empty() {
@@ -488,7 +517,7 @@ fn environment() -> Environment<'static> {
     env
 }
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 12] = [
     (
         "Dockerfile.node.j2",
         include_str!("../../templates/Dockerfile.node.j2"),
@@ -520,6 +549,14 @@ const TEMPLATES: [(&str, &str); 10] = [
     (
         "nginx-server.conf.j2",
         include_str!("../../templates/nginx-server.conf.j2"),
+    ),
+    (
+        "nginx-sleep-hooks.conf.j2",
+        include_str!("../../templates/nginx-sleep-hooks.conf.j2"),
+    ),
+    (
+        "nginx-wake.conf.j2",
+        include_str!("../../templates/nginx-wake.conf.j2"),
     ),
     (
         "nginx-access.conf.j2",

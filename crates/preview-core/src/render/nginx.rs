@@ -21,6 +21,9 @@ struct Context<'a> {
     certificate: Option<&'a str>,
     certificate_key: Option<&'a str>,
     access_include: Option<&'a str>,
+    activity_log: Option<&'a str>,
+    flush_secs: u64,
+    wake_addr: Option<String>,
 }
 
 /// Renders the location block (it declares nothing outside its `location`s, so any number of
@@ -48,6 +51,9 @@ pub fn render_nginx(input: &RenderInput) -> Result<String> {
             certificate: tls.map(|t| t.certificate.as_str()),
             certificate_key: tls.map(|t| t.key.as_str()),
             access_include: input.access_include.as_deref(),
+            activity_log: input.sleep.as_ref().map(|s| s.activity_log.as_str()),
+            flush_secs: input.sleep.as_ref().map_or(0, |s| s.flush_secs),
+            wake_addr: input.sleep.as_ref().map(|s| s.wake_addr.to_string()),
         },
     )
 }

@@ -201,6 +201,39 @@ fn green_slot_compose_files() {
     });
 }
 
+/// Sleep and wake: a preview that may sleep logs its requests to its activity log and sends
+/// nginx's own 502 (its port refuses connections while it sleeps) to the orchestrator's wake
+/// endpoint, in both routing modes.
+#[test]
+fn sleeping_previews_log_activity_and_wake_through_the_orchestrator() {
+    let settings = settings();
+    settings.bind(|| {
+        let planned = plan("express");
+        let mut input = snapshot_input("express");
+        input.sleep = Some(preview_core::render::SleepRoute {
+            activity_log: "/opt/preview-deployments/acme-express-pr-7/logs/access.log".into(),
+            flush_secs: 60,
+            wake_addr: "127.0.0.1:3000".parse().unwrap(),
+        });
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!("express@nginx-sleep.conf", rendered.nginx);
+        input.host = Some(preview_core::render::HostRoute {
+            hostname: "octo-org-hello-api-pr-7.preview.example.com".into(),
+            listen: vec!["80".into()],
+            tls: None,
+        });
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!("express@nginx-hostname-sleep.conf", rendered.nginx);
+        // Nothing reaches the config unchecked.
+        let mut bad = input.clone();
+        bad.sleep.as_mut().unwrap().activity_log = "/tmp/x; error_log /etc/passwd".into();
+        assert!(render(&planned, &bad).unwrap_err().to_string().contains("activity log"));
+        let mut bad = input.clone();
+        bad.sleep.as_mut().unwrap().wake_addr = "10.0.0.1:3000".parse().unwrap();
+        assert!(render(&planned, &bad).unwrap_err().to_string().contains("wake address"));
+    });
+}
+
 /// Access control (`preview access`): every preview's block includes its repository's access
 /// file by a glob, in both routing modes, and the access file and htpasswd file are rendered from
 /// the repository's policy.
