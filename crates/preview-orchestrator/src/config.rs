@@ -233,6 +233,17 @@ pub struct Config {
     #[arg(long, env = "CLEANUP_TTL_DAYS", default_value_t = 7)]
     pub cleanup_ttl_days: u32,
 
+    /// Minutes without a request after which a preview sleeps: its containers stop (volumes,
+    /// images and port kept) until the next request through nginx wakes it. 0 turns sleeping
+    /// off.
+    #[arg(long, env = "IDLE_SLEEP_MINUTES", default_value_t = 30)]
+    pub idle_sleep_minutes: u64,
+
+    /// The same in seconds, taking precedence over IDLE_SLEEP_MINUTES when given (tests,
+    /// demos); 0 turns sleeping off.
+    #[arg(long, env = "IDLE_SLEEP_SECS")]
+    pub idle_sleep_secs: Option<u64>,
+
     /// Most previews live at once (deploying, serving or being torn down); at least 1. What
     /// happens to a new PR beyond it is --cap-policy.
     #[arg(long, env = "MAX_CONCURRENT_PREVIEWS", default_value_t = 10)]
@@ -397,6 +408,15 @@ impl Config {
                 .unwrap_or_else(|| std::path::Path::new("."))
                 .join("access.json")
         })
+    }
+
+    /// How long a preview may go without a request before it sleeps; `None` when sleeping is
+    /// off.
+    pub fn idle_sleep(&self) -> Option<Duration> {
+        let secs = self
+            .idle_sleep_secs
+            .unwrap_or(self.idle_sleep_minutes.saturating_mul(60));
+        (secs > 0).then(|| Duration::from_secs(secs))
     }
 
     /// How long jobs get on SIGTERM.

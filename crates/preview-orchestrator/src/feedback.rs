@@ -56,6 +56,13 @@ pub enum CommentState {
         /// The plan's warnings, when planning got that far: often the cause.
         warnings: Vec<String>,
     },
+    /// Asleep after a while without requests; the next visit wakes it.
+    Asleep,
+    /// Woke from sleep for a visit and serves again.
+    Awake {
+        framework: Option<String>,
+        wake_secs: String,
+    },
     /// Torn down, and why.
     Closed { reason: String },
     /// Closed while it waited for a slot: nothing was ever deployed.
@@ -192,7 +199,10 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
                 CommitState::Pending,
                 "Awaiting approval: someone with write permission comments /preview".to_owned(),
             ),
+            // Sleep and wake change neither the commit's status nor the deployment.
             CommentState::Queued { .. }
+            | CommentState::Asleep
+            | CommentState::Awake { .. }
             | CommentState::Closed { .. }
             | CommentState::LeftQueue { .. }
             | CommentState::NotDeployed { .. } => return,
@@ -225,6 +235,8 @@ async fn deliver_deployment(
         CommentState::Failed { .. } => (DeploymentState::Failure, "Preview failed"),
         CommentState::Closed { .. } => (DeploymentState::Inactive, "Preview closed"),
         CommentState::Queued { .. }
+        | CommentState::Asleep
+        | CommentState::Awake { .. }
         | CommentState::LeftQueue { .. }
         | CommentState::AwaitingApproval { .. }
         | CommentState::NotDeployed { .. } => return,
@@ -383,6 +395,14 @@ mod tests {
                     previous_url: previous().0,
                     previous_sha_short: previous().1,
                     warnings: Vec::new(),
+                },
+            ),
+            ("asleep", CommentState::Asleep),
+            (
+                "awake",
+                CommentState::Awake {
+                    framework: Some("fastapi".into()),
+                    wake_secs: "1.4".into(),
                 },
             ),
             (

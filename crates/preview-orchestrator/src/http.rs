@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use preview_core::id::{CommitSha, PreviewId, RepoFullName};
 use preview_core::repo_secrets::MAX_VALUE_BYTES;
@@ -57,6 +57,8 @@ pub struct AppState {
     pub commands: Commands,
     /// The per-repository preview secrets.
     pub secrets: Arc<RepoSecretStore>,
+    /// Wakes sleeping previews, one wake per preview however many requests wait for it.
+    pub wakes: crate::wake::WakeFlights,
 }
 
 /// Asks `docker version` at most every 10 s.
@@ -126,6 +128,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(render_metrics))
         .route_layer(middleware::from_fn(require_loopback));
     Router::new()
+        // Reached through nginx (it carries forwarding headers), so not behind
+        // require_loopback; it checks the peer itself.
+        .route("/_wake/{id}", any(crate::wake::wake_route))
         .route("/webhook/github", post(webhook))
         .route("/webhook", post(webhook))
         .route("/webhook/", post(webhook))

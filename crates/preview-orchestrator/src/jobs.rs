@@ -120,6 +120,37 @@ pub trait JobRunner: Send + Sync + 'static {
         let _ = store;
         Box::pin(async { Ok(()) })
     }
+
+    /// Runs once the HTTP server listens at `addr`, before unfinished jobs are queued again:
+    /// nginx configs rendered from now on send a sleeping preview's requests there.
+    fn on_listening(&self, addr: std::net::SocketAddr) {
+        let _ = addr;
+    }
+
+    /// Puts the previews that had no request for the idle time to sleep; returns them.
+    fn sleep_idle(&self) -> BoxFuture<'_, Vec<PreviewId>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    /// Wakes preview `id` if it sleeps and waits until it answers. Callers share one wake per
+    /// preview ([`crate::wake::WakeFlights`]).
+    fn wake<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, WakeOutcome> {
+        let _ = id;
+        Box::pin(async { WakeOutcome::NotFound })
+    }
+}
+
+/// How a wake ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeOutcome {
+    /// The preview answers: it woke, or it was awake.
+    Awake,
+    /// A job is deploying or removing it; try again shortly. Says which.
+    Busy(String),
+    /// No preview serves under this id.
+    NotFound,
+    /// Waking failed, and why.
+    Failed(String),
 }
 
 /// What a running job may see and do.

@@ -21,6 +21,7 @@ pub mod repo_secrets;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod wake;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ pub use config::{CapPolicy, Config, DeployPolicy};
 pub use error::{Error, Result};
 pub use jobs::{
     BoxFuture, DeployJob, DryRunRunner, JobContext, JobError, JobRunner, JobTrigger,
-    MissingRuntime, TeardownJob,
+    MissingRuntime, TeardownJob, WakeOutcome,
 };
 pub use queue::{DeployRequest, JobKind, PreviewCap, Scheduler, Submission};
 pub use record::{DeploymentRecord, DeploymentStatus, DesiredState, StatusChange};
@@ -48,6 +49,7 @@ pub struct Orchestrator {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     upkeep: tokio::task::JoinHandle<()>,
     certificate_upkeep: Option<tokio::task::JoinHandle<()>>,
+    sleep_sweep: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -68,9 +70,16 @@ impl Orchestrator {
             // The files are in place; nginx takes them at its next successful reload.
             Err(e) => tracing::error!(error = %e, "restoring the access files of previews failed"),
         }
+        let bind = config.bind_addr();
+        let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| {
+            format!("invalid setting ORCHESTRATOR_BIND: cannot listen on {bind}")
+        })?;
+        let addr = listener.local_addr()?;
+        // Before any job renders an nginx config: a sleeping preview's wake comes back here.
+        runner.on_listening(addr);
         let scheduler = Scheduler::with_cap(
             store.clone(),
-            runner,
+            runner.clone(),
             config.max_concurrent_builds as usize,
             config.routing(),
             queue::PreviewCap {
@@ -85,11 +94,9 @@ impl Orchestrator {
         let metrics = telemetry::metrics_handle();
         let upkeep = telemetry::spawn_upkeep(metrics.clone());
         let certificate_upkeep = tls::spawn_upkeep(&config, scheduler.clone())?;
-        let bind = config.bind_addr();
-        let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| {
-            format!("invalid setting ORCHESTRATOR_BIND: cannot listen on {bind}")
-        })?;
-        let addr = listener.local_addr()?;
+        let sleep_sweep = config
+            .idle_sleep()
+            .map(|idle| wake::spawn_sleep_sweep(runner.clone(), idle));
         let grace = config.shutdown_grace();
         let github =
             preview_github::GitHubClient::new(&config.github_api_url, &config.github_token)
@@ -105,6 +112,7 @@ impl Orchestrator {
             scheduler: scheduler.clone(),
             metrics,
             started: Instant::now(),
+            wakes: wake::WakeFlights::new(runner),
         });
         let (stop_http, stopped) = oneshot::channel::<()>();
         let app = http::router(state);
@@ -127,6 +135,7 @@ impl Orchestrator {
             server,
             upkeep,
             certificate_upkeep,
+            sleep_sweep,
             grace,
         })
     }
@@ -176,6 +185,9 @@ impl Orchestrator {
         }
         self.upkeep.abort();
         if let Some(task) = &self.certificate_upkeep {
+            task.abort();
+        }
+        if let Some(task) = &self.sleep_sweep {
             task.abort();
         }
         self.store.close();

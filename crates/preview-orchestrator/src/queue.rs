@@ -620,6 +620,7 @@ impl Scheduler {
         let id = job.id.clone();
         let generation = job.generation;
         let sha = job.sha.clone();
+        let trusted = job.trusted;
         if !self.is_current(&id, generation) {
             self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
             telemetry::job_finished(JobKind::Deploy.as_str(), "superseded", None);
@@ -648,6 +649,7 @@ impl Scheduler {
                 let sha = sha.clone();
                 self.finish(&id, generation, move |rec, now| {
                     rec.deployed_sha = Some(sha);
+                    rec.deployed_trusted = trusted;
                     if rec.status != DeploymentStatus::Running {
                         rec.set_status(DeploymentStatus::Running, now);
                     }
@@ -1016,8 +1018,11 @@ fn decide_deploy(
                 return (DeployDecision::nothing(stale(&id)), new_slug);
             }
             let waiting = rec.waiting_since().is_some();
-            let busy_or_live =
-                rec.status.is_in_progress() || rec.status == DeploymentStatus::Running || waiting;
+            let asleep = rec.status == DeploymentStatus::Sleeping;
+            let busy_or_live = rec.status.is_in_progress()
+                || rec.status == DeploymentStatus::Running
+                || asleep
+                || waiting;
             // A changed trust decision changes what the app gets: it is not a no-op.
             if !req.force
                 && rec.desired == DesiredState::Running
@@ -1029,6 +1034,8 @@ fn decide_deploy(
                     "already {} at {}",
                     if rec.status == DeploymentStatus::Running {
                         "running"
+                    } else if asleep {
+                        "asleep (the next visit wakes it)"
                     } else if waiting {
                         "waiting for a free preview slot"
                     } else {
@@ -1081,6 +1088,7 @@ fn decide_deploy(
             clone_url: req.clone_url.clone(),
             head_sha: req.sha.clone(),
             deployed_sha: None,
+            deployed_trusted: false,
             status: DeploymentStatus::Queued,
             desired: DesiredState::Running,
             draft: req.draft,

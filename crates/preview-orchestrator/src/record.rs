@@ -28,6 +28,9 @@ pub enum DeploymentStatus {
     Superseded,
     /// Torn down.
     Stopped,
+    /// Idle for `IDLE_SLEEP_MINUTES`: its containers are stopped (volumes, images and ports
+    /// kept) and the next request through nginx wakes it.
+    Sleeping,
     /// Waiting for a free slot under the cap on live previews (`MAX_CONCURRENT_PREVIEWS`);
     /// waiting PRs deploy in the order of `since`.
     Waiting {
@@ -48,6 +51,7 @@ impl DeploymentStatus {
             Self::Superseded => "superseded",
             Self::Stopped => "stopped",
             Self::Waiting { .. } => "waiting",
+            Self::Sleeping => "sleeping",
         }
     }
 
@@ -144,6 +148,10 @@ pub struct DeploymentRecord {
     /// Records from before the gate existed read as untrusted until their next event.
     #[serde(default)]
     pub trusted: bool,
+    /// Whether the serving commit (`deployed_sha`) was deployed as trusted, with the
+    /// repository's secrets: a wake starts its app with the same environment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deployed_trusted: bool,
 }
 
 impl DeploymentRecord {
@@ -156,6 +164,8 @@ impl DeploymentRecord {
             | DeploymentStatus::Building
             | DeploymentStatus::Starting
             | DeploymentStatus::Running => true,
+            // It keeps its ports and containers and wakes without asking for a slot.
+            DeploymentStatus::Sleeping => true,
             DeploymentStatus::Failed { .. } => {
                 self.desired == DesiredState::Running && self.deployed_sha.is_some()
             }

@@ -52,6 +52,7 @@ pub mod drain;
 
 pub mod reconcile;
 pub mod retry;
+mod sleep;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,8 @@ pub struct DeploySettings {
     pub drain: drain::DrainPolicy,
     /// The per-repository preview secrets: a trusted commit's app gets them at start.
     pub secrets: Arc<RepoSecretStore>,
+    /// How long a preview may go without a request before it sleeps; `None`: never.
+    pub idle_sleep: Option<Duration>,
 }
 
 impl DeploySettings {
@@ -130,6 +133,10 @@ pub struct DockerRunner {
     /// One task at a time changes a preview's containers, conf and work dir: its job, or the
     /// reconcile sweep removing it as an orphan.
     host_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The store, once the orchestrator has opened it (sleep and wake read and write it).
+    store: std::sync::OnceLock<crate::Store>,
+    /// Where the orchestrator listens: a sleeping preview's nginx config wakes it there.
+    wake_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Why the phases stopped: a failure to report, or a cancellation at a safe point.
@@ -229,12 +236,14 @@ impl DockerRunner {
             retry: RetryPolicy::default(),
             drain: drain::DrainPolicy::default(),
             secrets: Arc::new(RepoSecretStore::new(config.secrets_dir())),
+            idle_sleep: config.idle_sleep(),
         };
         Ok(Self::new(settings, feedback))
     }
 
     /// Gives the runner the orchestrator's store (opened after the runner is made).
     pub fn attach_store(&self, store: crate::Store) {
+        let _ = self.store.set(store.clone());
         self.feedback.attach_store(store);
     }
 
@@ -250,6 +259,8 @@ impl DockerRunner {
             feedback,
             nginx_lock: &crate::nginx::NGINX_LOCK,
             host_locks: std::sync::Mutex::default(),
+            store: std::sync::OnceLock::new(),
+            wake_addr: std::sync::OnceLock::new(),
         }
     }
 
@@ -487,6 +498,7 @@ impl DockerRunner {
                 .map_err(|e| fail("render", e, ""))?,
         );
         input.app_slot = slot;
+        input.sleep = self.sleep_route(id);
         // Secrets only for a trusted commit: their names in the compose file, their values in
         // Compose's environment for every command of this deploy that may create the app.
         let app_secrets = if job.trusted {
@@ -932,6 +944,23 @@ impl JobRunner for DockerRunner {
 
     fn teardown(&self, job: TeardownJob, ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
         Box::pin(self.teardown_job(job, ctx))
+    }
+
+    fn on_start(&self, store: crate::Store) -> BoxFuture<'_, Result<(), JobError>> {
+        let _ = self.store.set(store);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn on_listening(&self, addr: std::net::SocketAddr) {
+        let _ = self.wake_addr.set(addr);
+    }
+
+    fn sleep_idle(&self) -> BoxFuture<'_, Vec<PreviewId>> {
+        Box::pin(self.sleep_idle_previews())
+    }
+
+    fn wake<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, crate::jobs::WakeOutcome> {
+        Box::pin(self.wake_preview(id))
     }
 }
 
