@@ -24,6 +24,9 @@ pub struct ReconcileReport {
     pub redeployed: BTreeSet<String>,
     /// Previews whose unfinished update (killed mid-way) was settled and its leftovers removed.
     pub cleared: BTreeSet<String>,
+    /// Sleeping previews found running (a wake killed after it started them): recorded as
+    /// serving again, so that the sleep sweep watches them.
+    pub awake: BTreeSet<String>,
 }
 
 /// One pass; `scheduler` queues redeploys.
@@ -145,6 +148,45 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
                 tracing::warn!(preview = %id, "a running preview has no containers; deploying it again");
                 if scheduler.redeploy(&id, JobTrigger::Resume).await.is_ok() {
                     report.redeployed.insert(id.as_str().to_owned());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(preview = %id, error = %e, "reconcile could not list containers")
+            }
+        }
+    }
+    // Sleeping previews whose containers run: a wake was killed after starting them, and nginx
+    // reaches the app directly, so no wake will come. Their stopped containers are not "gone":
+    // the next request wakes them.
+    let sleeping: Vec<PreviewId> = store.read(|s| {
+        s.deployments
+            .values()
+            .filter(|r| r.status == DeploymentStatus::Sleeping)
+            .map(|r| r.id.clone())
+            .collect()
+    });
+    for id in sleeping {
+        let host = runner.host_lock(id.as_str());
+        let Ok(_host) = host.try_lock() else {
+            continue;
+        };
+        match runner.settings.engine.containers(id.as_str()).await {
+            Ok(containers) if containers.iter().any(|c| c.state == "running") => {
+                let now = jiff::Timestamp::now();
+                let (woke, ticket) = store.mutate(|s| match s.deployments.get_mut(&id) {
+                    Some(r) if r.status == DeploymentStatus::Sleeping => {
+                        let updated = r.updated_at;
+                        r.set_status(DeploymentStatus::Running, now);
+                        r.updated_at = updated;
+                        (true, true)
+                    }
+                    _ => (false, false),
+                });
+                let _ = ticket.wait().await;
+                if woke {
+                    tracing::info!(preview = %id, "a sleeping preview runs (its wake was interrupted); it serves again");
+                    report.awake.insert(id.as_str().to_owned());
                 }
             }
             Ok(_) => {}

@@ -202,27 +202,23 @@ impl DockerRunner {
         if rec.desired != DesiredState::Running {
             return WakeOutcome::Busy("being removed".into());
         }
-        match &rec.status {
-            DeploymentStatus::Sleeping => {}
-            DeploymentStatus::Running => {
-                // A sleep killed half-way leaves some containers stopped: start them. Running
-                // ones mean the app itself fails; starting nothing would loop the browser.
-                match self.settings.engine.containers(id.as_str()).await {
-                    Ok(c) if !c.is_empty() && c.iter().all(|c| c.state == "running") => {
-                        return WakeOutcome::Awake;
-                    }
-                    Ok(_) => {
-                        tracing::warn!(preview = %id, "a serving preview's containers are stopped; starting them")
-                    }
-                    Err(e) => return WakeOutcome::Failed(e.to_string()),
-                }
-            }
+        // Whether its containers need starting: a sleeping preview's do. So do some of a
+        // serving one's after a sleep killed half-way; when all of them run, the app itself
+        // is slow or failing, and the wake only waits for it to answer (never a redirect the
+        // browser would loop on).
+        let start = match &rec.status {
+            DeploymentStatus::Sleeping => true,
+            DeploymentStatus::Running => match self.settings.engine.containers(id.as_str()).await
+            {
+                Ok(c) => c.is_empty() || c.iter().any(|c| c.state != "running"),
+                Err(e) => return WakeOutcome::Failed(e.to_string()),
+            },
             DeploymentStatus::Waiting { .. } => {
                 return WakeOutcome::Busy("waiting for a free preview slot".into());
             }
             s if s.is_in_progress() => return WakeOutcome::Busy("being deployed".into()),
             _ => return WakeOutcome::NotFound,
-        }
+        };
         let started = Instant::now();
         let secrets = if rec.deployed_trusted {
             match self.settings.secrets.load(&rec.repo) {
@@ -232,7 +228,7 @@ impl DockerRunner {
         } else {
             RepoSecrets::default()
         };
-        if let Err(reason) = self.start_from_images(&rec, store, &secrets).await {
+        if let Err(reason) = self.start_from_images(&rec, store, &secrets, start).await {
             let reason = secrets.redact(&reason);
             tracing::warn!(preview = %id, reason, "waking the preview failed");
             return WakeOutcome::Failed(reason);
@@ -264,26 +260,30 @@ impl DockerRunner {
         WakeOutcome::Awake
     }
 
-    /// Starts preview `rec`'s containers from their built images and waits for readiness.
+    /// Starts preview `rec`'s containers from their built images (when `start`) and waits for
+    /// readiness.
     async fn start_from_images(
         &self,
         rec: &DeploymentRecord,
         store: &crate::Store,
         secrets: &RepoSecrets,
+        start: bool,
     ) -> Result<(), String> {
         let id = rec.id.as_str();
         let project = self.serving_project(id);
         let env = secrets.app_env();
-        self.settings
-            .retry
-            .run(
-                "docker compose up (wake)",
-                || self.settings.engine.converge(&project, &env),
-                transient_docker,
-                || true,
-            )
-            .await
-            .map_err(|e| format!("starting the containers: {e}"))?;
+        if start {
+            self.settings
+                .retry
+                .run(
+                    "docker compose up (wake)",
+                    || self.settings.engine.converge(&project, &env),
+                    transient_docker,
+                    || true,
+                )
+                .await
+                .map_err(|e| format!("starting the containers: {e}"))?;
+        }
         let port = store
             .ports(&rec.id)
             .map(|a| a.app)

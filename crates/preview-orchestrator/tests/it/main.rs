@@ -15,6 +15,7 @@ mod queue;
 mod runtime_e2e;
 mod runtime_failures;
 mod secrets;
+mod sleep_wake;
 mod store;
 mod storm;
 mod timeouts;

@@ -1,0 +1,316 @@
+//! Sleep and wake on the real engine, with a private nginx in the wake path and a fake GitHub:
+//! a preview idle for `IDLE_SLEEP_SECS` sleeps (its containers stopped, its memory freed, its
+//! volumes kept), a visit through nginx wakes it and gets the page, 20 visitors during one wake
+//! share it, a push to a sleeping preview deploys, closing a sleeping PR leaves nothing, and a
+//! `kill -9` of the orchestrator while a preview sleeps, or while it wakes, leaves it wakeable.
+//!
+//! The wake latency (a visitor's first request through nginx to its 200) is printed, never
+//! asserted.
+
+use std::time::{Duration, Instant};
+
+use preview_engine::{ComposeEngine, Engine};
+use preview_exec::compose::Compose;
+use preview_orchestrator::DeploymentStatus;
+use preview_testkit::{docker, free_port, http_get};
+
+use crate::e2e_support::{DaemonWorld, E2e, Tree, eventually};
+use crate::harness::TOKEN;
+
+/// Cold builds share 2 cores with other tests.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Idle time before a preview sleeps, in the tests.
+const IDLE_SECS: &str = "3";
+
+/// The stdlib sample answering `body`, with a Postgres database (a volume to keep).
+fn app(body: &str) -> Tree {
+    Tree::fixture("python-plain")
+        .replace("python-plain ok", body)
+        .with("preview-config.yml", "database: postgres\n")
+}
+
+/// What a visitor saw: the final body, the time from the first request to the 200, and how
+/// many answers before it (waking pages and redirects).
+#[derive(Debug)]
+struct Visit {
+    body: String,
+    took: Duration,
+    waits: usize,
+    redirects: usize,
+}
+
+/// Visits `path` through nginx as a browser does: follows the wake's redirect to the same
+/// URL and reloads the waking page after its `Retry-After`, until a 200. Any other answer
+/// fails the test.
+async fn visit(port: u16, path: &str) -> Visit {
+    let started = Instant::now();
+    let (mut waits, mut redirects) = (0, 0);
+    loop {
+        assert!(
+            started.elapsed() < LIVE_TIMEOUT,
+            "{path} did not answer 200 in {LIVE_TIMEOUT:?}"
+        );
+        let answer = match http_get(port, path).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        let headers = answer.headers.to_ascii_lowercase();
+        match answer.status {
+            200 => {
+                return Visit {
+                    body: answer.body,
+                    took: started.elapsed(),
+                    waits,
+                    redirects,
+                };
+            }
+            307 => {
+                assert!(
+                    headers.contains(&format!("location: {path}")),
+                    "the wake sends the browser back where it was going: {}",
+                    answer.headers
+                );
+                redirects += 1;
+            }
+            503 => {
+                assert!(
+                    headers.contains("retry-after: ")
+                        && answer.body.contains("http-equiv=\"refresh\""),
+                    "a waiting browser gets a page that reloads itself: {} {}",
+                    answer.headers,
+                    answer.body
+                );
+                waits += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            status => panic!("GET {path}: {status}\n{}\n{}", answer.headers, answer.body),
+        }
+    }
+}
+
+/// The compose engine, to read a preview's usage as the orchestrator does.
+async fn engine() -> ComposeEngine {
+    ComposeEngine::new(Compose::detect().await.expect("docker compose"))
+}
+
+/// The names of the volumes labelled with preview `id`.
+async fn volumes(id: &str) -> Vec<String> {
+    let label = format!("label=com.docker.compose.project={id}");
+    let out = docker(["volume", "ls", "-q", "--filter", &label])
+        .await
+        .expect("listing volumes");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// How many `running` entries follow the last `sleeping` one in PR `pr`'s history.
+fn wakes_since_last_sleep(e2e: &E2e, pr: u64) -> usize {
+    let history = e2e.record(pr).expect("the record").history;
+    let last_sleep = history
+        .iter()
+        .rposition(|h| h.status == DeploymentStatus::Sleeping)
+        .expect("the preview slept");
+    history[last_sleep..]
+        .iter()
+        .filter(|h| h.status == DeploymentStatus::Running)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_previews_sleep_and_visits_wake_them() {
+    let e2e = E2e::start("sleep", &[("--idle-sleep-secs", IDLE_SECS.into())]).await;
+    let pr = 1;
+    let id = e2e.id(pr);
+    let port = e2e.nginx.port();
+    let path = e2e.path(pr);
+    let sha = e2e.commit(pr, &app("first ok"), "first").await;
+    e2e.send("opened", pr, &sha).await;
+    e2e.wait_status(pr, DeploymentStatus::Running, LIVE_TIMEOUT)
+        .await;
+    assert_eq!(visit(port, &path).await.body, "first ok\n");
+    let engine = engine().await;
+    let awake = engine.usage(id.as_str()).await.unwrap();
+    assert_eq!(awake.running, 2, "the app and its database run: {awake:?}");
+    let volumes_awake = volumes(id.as_str()).await;
+    assert!(!volumes_awake.is_empty(), "the database has a volume");
+
+    // Idle: it sleeps, with its containers stopped, no memory in use, its volume, port and
+    // route kept, and says so on the PR and in the API.
+    e2e
+        .wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
+        .await;
+    let usage = engine.usage(id.as_str()).await.unwrap();
+    assert_eq!(usage, preview_engine::Usage::default(), "nothing runs");
+    let containers = engine.containers(id.as_str()).await.unwrap();
+    assert_eq!(containers.len(), 2, "the containers stay, stopped");
+    assert_eq!(volumes(id.as_str()).await, volumes_awake, "the volume stays");
+    assert!(e2e.orch.store().ports(&id).is_some(), "the port stays");
+    assert!(e2e.nginx.conf_dir().join(format!("{id}.conf")).exists());
+    e2e.wait_comment(pr, &["Asleep, wakes on the next visit"], Duration::from_secs(10))
+        .await;
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/previews", e2e.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed.to_string().contains(r#""state":"sleeping""#),
+        "the API shows it asleep: {listed}"
+    );
+
+    // A visit wakes it and gets the page.
+    let woke = visit(port, &path).await;
+    assert_eq!(woke.body, "first ok\n");
+    assert!(
+        woke.redirects + woke.waits > 0,
+        "the first request went through the wake: {woke:?}"
+    );
+    eprintln!(
+        "wake latency (first request through nginx to its 200): {:.2} s, {} waiting pages, {} redirects",
+        woke.took.as_secs_f64(),
+        woke.waits,
+        woke.redirects
+    );
+    assert_eq!(e2e.record(pr).unwrap().status, DeploymentStatus::Running);
+    assert_eq!(wakes_since_last_sleep(&e2e, pr), 1);
+    e2e.wait_comment(pr, &["Woke up in"], Duration::from_secs(10))
+        .await;
+
+    // 20 visitors during one wake share it, and each gets the page.
+    e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
+        .await;
+    let visitors: Vec<_> = (0..20)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { visit(port, &path).await })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for visitor in visitors {
+        let visit = visitor.await.expect("a visitor");
+        assert_eq!(visit.body, "first ok\n");
+        took.push(visit.took.as_secs_f64());
+    }
+    assert_eq!(
+        wakes_since_last_sleep(&e2e, pr),
+        1,
+        "one wake for 20 visitors: {:#?}",
+        e2e.record(pr).unwrap().history
+    );
+    took.sort_by(f64::total_cmp);
+    eprintln!(
+        "20 concurrent visitors of a sleeping preview: 200 after {:.2} s (first) to {:.2} s (last)",
+        took[0],
+        took[took.len() - 1]
+    );
+
+    // A push to a sleeping preview deploys as usual.
+    e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
+        .await;
+    let pushed = e2e.commit(pr, &app("second ok"), "second").await;
+    e2e.send("synchronize", pr, &pushed).await;
+    eventually("the push to deploy", LIVE_TIMEOUT, || {
+        e2e.record(pr).filter(|r| {
+            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == pushed)
+                && matches!(
+                    r.status,
+                    DeploymentStatus::Running | DeploymentStatus::Sleeping
+                )
+        })
+    })
+    .await;
+    assert_eq!(visit(port, &path).await.body, "second ok\n");
+    assert_eq!(volumes(id.as_str()).await, volumes_awake, "the volume stays");
+
+    // Closing a sleeping PR tears it down, leaving nothing.
+    e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
+        .await;
+    e2e.close_and_assert_nothing_left(pr, &pushed).await;
+    e2e.shutdown().await;
+}
+
+/// The wake of a visit reaches the orchestrator at its address, which a restart keeps (as
+/// ORCHESTRATOR_PORT does in production).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_orchestrator_leaves_sleeping_and_waking_previews_wakeable() {
+    let api_port = free_port();
+    // The app takes a while to listen, so that the kill can land in the middle of a wake.
+    let slow = Tree::fixture("python-plain")
+        .replace("python-plain ok", "slow ok")
+        .replace(
+            "if __name__ == \"__main__\":\n",
+            "if __name__ == \"__main__\":\n    import time\n    time.sleep(4)\n",
+        );
+    let world = DaemonWorld::new(
+        "sleep-crash",
+        &[
+            ("--idle-sleep-secs", IDLE_SECS.into()),
+            ("--bind", format!("127.0.0.1:{api_port}")),
+        ],
+    )
+    .await;
+    let pr = 1;
+    let id = world.id(pr);
+    let port = world.nginx.port();
+    let path = world.path(pr);
+    let sha = world.origin.commit(pr, &slow, "slow").await;
+    let daemon = world.start();
+    world.send(&daemon, "opened", pr, &sha).await;
+    let state = |rec: &serde_json::Value| rec["status"]["state"].as_str().map(str::to_owned);
+    let wait_state = |want: &'static str| {
+        let daemon = &daemon;
+        let id = id.clone();
+        async move {
+            let deadline = Instant::now() + LIVE_TIMEOUT;
+            loop {
+                let rec = daemon.preview(&id).await.unwrap_or_default();
+                if state(&rec).as_deref() == Some(want) {
+                    return rec;
+                }
+                assert!(Instant::now() < deadline, "{id} never {want}: {rec}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_state("sleeping").await;
+
+    // Killed while the preview sleeps: after the restart a visit wakes it.
+    daemon.kill9();
+    let daemon = world.start();
+    assert_eq!(visit(port, &path).await.body, "slow ok\n");
+
+    // Killed while it wakes (the app takes 4 s to listen): after the restart it serves, or a
+    // visit wakes it.
+    let rec = {
+        let deadline = Instant::now() + LIVE_TIMEOUT;
+        loop {
+            let rec = daemon.preview(&id).await.unwrap_or_default();
+            if state(&rec).as_deref() == Some("sleeping") {
+                break rec;
+            }
+            assert!(Instant::now() < deadline, "{id} never slept again: {rec}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert_eq!(state(&rec).as_deref(), Some("sleeping"));
+    let first = http_get(port, &path).await.expect("the first request");
+    assert!(
+        matches!(first.status, 503 | 307),
+        "the first request joins the wake: {} {}",
+        first.headers,
+        first.body
+    );
+    daemon.kill9();
+    let daemon = world.start();
+    assert_eq!(visit(port, &path).await.body, "slow ok\n");
+    let rec = daemon.settled(&id).await;
+    assert!(
+        matches!(state(&rec).as_deref(), Some("running" | "sleeping")),
+        "{rec}"
+    );
+    world.close_and_check(&daemon, pr, &sha).await;
+    daemon.stop().await;
+}
