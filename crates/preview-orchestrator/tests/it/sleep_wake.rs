@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use preview_engine::{ComposeEngine, Engine};
 use preview_exec::compose::Compose;
 use preview_orchestrator::DeploymentStatus;
-use preview_testkit::{docker, free_port, http_get};
+use preview_testkit::{docker, free_port, http_get, wait_for_http};
 
 use crate::e2e_support::{DaemonWorld, E2e, Tree, eventually};
 use crate::harness::TOKEN;
@@ -126,7 +126,9 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     e2e.send("opened", pr, &sha).await;
     e2e.wait_status(pr, DeploymentStatus::Running, LIVE_TIMEOUT)
         .await;
-    assert_eq!(visit(port, &path).await.body, "first ok\n");
+    // A reload returns before nginx serves the new config.
+    let first = wait_for_http(port, &path, Duration::from_secs(30), |a| a.status == 200).await;
+    assert_eq!(first.body, "first ok\n");
     let engine = engine().await;
     let awake = engine.usage(id.as_str()).await.unwrap();
     assert_eq!(awake.running, 2, "the app and its database run: {awake:?}");
