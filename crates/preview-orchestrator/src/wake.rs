@@ -84,7 +84,11 @@ pub async fn wake_route(
     headers: HeaderMap,
 ) -> Response {
     if !peer.ip().is_loopback() {
-        return (StatusCode::FORBIDDEN, "the wake endpoint only answers nginx").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "the wake endpoint only answers nginx",
+        )
+            .into_response();
     }
     let Ok(id) = PreviewId::parse(&id) else {
         return page(StatusCode::NOT_FOUND, Page::not_found());
@@ -211,7 +215,10 @@ fn page(status: StatusCode, page: Page) -> Response {
 
 /// Puts idle previews to sleep every `idle / 4` (at least every second, at most every minute),
 /// so that a preview sleeps at most a quarter of the idle time late.
-pub fn spawn_sleep_sweep(runner: Arc<dyn JobRunner>, idle: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_sleep_sweep(
+    runner: Arc<dyn JobRunner>,
+    idle: Duration,
+) -> tokio::task::JoinHandle<()> {
     let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
         loop {
@@ -243,7 +250,10 @@ mod tests {
         for (name, page) in [
             ("waking", Page::waking(&id)),
             ("busy", Page::busy(&id, "being deployed")),
-            ("failed", Page::failed(&id, "health: <the app did not answer>")),
+            (
+                "failed",
+                Page::failed(&id, "health: <the app did not answer>"),
+            ),
             ("not_found", Page::not_found()),
         ] {
             insta::assert_snapshot!(name, render_page(&page));

@@ -227,10 +227,20 @@ fn sleeping_previews_log_activity_and_wake_through_the_orchestrator() {
         // Nothing reaches the config unchecked.
         let mut bad = input.clone();
         bad.sleep.as_mut().unwrap().activity_log = "/tmp/x; error_log /etc/passwd".into();
-        assert!(render(&planned, &bad).unwrap_err().to_string().contains("activity log"));
+        assert!(
+            render(&planned, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("activity log")
+        );
         let mut bad = input.clone();
         bad.sleep.as_mut().unwrap().wake_addr = "10.0.0.1:3000".parse().unwrap();
-        assert!(render(&planned, &bad).unwrap_err().to_string().contains("wake address"));
+        assert!(
+            render(&planned, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("wake address")
+        );
     });
 }
 

@@ -95,7 +95,9 @@ impl DockerRunner {
     /// How long preview `rec` has had no request (and no deploy or wake).
     fn idle_for(&self, rec: &DeploymentRecord) -> Duration {
         let changed = SystemTime::UNIX_EPOCH
-            + Duration::from_millis(u64::try_from(rec.status_changed_at.as_millisecond()).unwrap_or(0));
+            + Duration::from_millis(
+                u64::try_from(rec.status_changed_at.as_millisecond()).unwrap_or(0),
+            );
         let log = self.activity_log(rec.id.as_str());
         let requested = std::fs::metadata(&log).and_then(|m| m.modified()).ok();
         if let Some(at) = requested {
@@ -208,8 +210,7 @@ impl DockerRunner {
         // browser would loop on).
         let start = match &rec.status {
             DeploymentStatus::Sleeping => true,
-            DeploymentStatus::Running => match self.settings.engine.containers(id.as_str()).await
-            {
+            DeploymentStatus::Running => match self.settings.engine.containers(id.as_str()).await {
                 Ok(c) => c.is_empty() || c.iter().any(|c| c.state != "running"),
                 Err(e) => return WakeOutcome::Failed(e.to_string()),
             },

@@ -137,18 +137,25 @@ async fn idle_previews_sleep_and_visits_wake_them() {
 
     // Idle: it sleeps, with its containers stopped, no memory in use, its volume, port and
     // route kept, and says so on the PR and in the API.
-    e2e
-        .wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
+    e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
         .await;
     let usage = engine.usage(id.as_str()).await.unwrap();
     assert_eq!(usage, preview_engine::Usage::default(), "nothing runs");
     let containers = engine.containers(id.as_str()).await.unwrap();
     assert_eq!(containers.len(), 2, "the containers stay, stopped");
-    assert_eq!(volumes(id.as_str()).await, volumes_awake, "the volume stays");
+    assert_eq!(
+        volumes(id.as_str()).await,
+        volumes_awake,
+        "the volume stays"
+    );
     assert!(e2e.orch.store().ports(&id).is_some(), "the port stays");
     assert!(e2e.nginx.conf_dir().join(format!("{id}.conf")).exists());
-    e2e.wait_comment(pr, &["Asleep, wakes on the next visit"], Duration::from_secs(10))
-        .await;
+    e2e.wait_comment(
+        pr,
+        &["Asleep, wakes on the next visit"],
+        Duration::from_secs(10),
+    )
+    .await;
     let listed: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/api/previews", e2e.api))
         .bearer_auth(TOKEN)
@@ -216,7 +223,9 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     e2e.send("synchronize", pr, &pushed).await;
     eventually("the push to deploy", LIVE_TIMEOUT, || {
         e2e.record(pr).filter(|r| {
-            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == pushed)
+            r.deployed_sha
+                .as_ref()
+                .is_some_and(|s| s.as_str() == pushed)
                 && matches!(
                     r.status,
                     DeploymentStatus::Running | DeploymentStatus::Sleeping
@@ -225,7 +234,11 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     })
     .await;
     assert_eq!(visit(port, &path).await.body, "second ok\n");
-    assert_eq!(volumes(id.as_str()).await, volumes_awake, "the volume stays");
+    assert_eq!(
+        volumes(id.as_str()).await,
+        volumes_awake,
+        "the volume stays"
+    );
 
     // Closing a sleeping PR tears it down, leaving nothing.
     e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
