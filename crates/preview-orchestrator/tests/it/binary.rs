@@ -81,6 +81,8 @@ fn help_lists_every_setting_with_its_env_name() {
         "DEPLOYMENTS_DB",
         "CLEANUP_TTL_DAYS",
         "MAX_CONCURRENT_PREVIEWS",
+        "IDLE_SLEEP_MINUTES",
+        "IDLE_SLEEP_SECS",
         "LOG_LEVEL",
         "GITHUB_API_URL",
         "ORCHESTRATOR_API_TOKEN",
