@@ -196,6 +196,14 @@ impl DockerRunner {
         let Some(store) = self.store.get() else {
             return WakeOutcome::Busy("starting up".into());
         };
+        // A job holds the host lock for as long as a build takes: say so at once rather than
+        // wait for it.
+        if store
+            .get(id)
+            .is_some_and(|r| r.status.is_in_progress() && r.desired == DesiredState::Running)
+        {
+            return WakeOutcome::Busy("being deployed".into());
+        }
         let host = self.host_lock(id.as_str());
         let _host = host.lock().await;
         let Some(rec) = store.get(id) else {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use preview_engine::{ComposeEngine, Engine};
 use preview_exec::compose::Compose;
 use preview_orchestrator::DeploymentStatus;
-use preview_testkit::{docker, free_port, http_get, wait_for_http};
+use preview_testkit::{docker, free_port, http_get, http_get_host, wait_for_http};
 
 use crate::e2e_support::{DaemonWorld, E2e, Tree, eventually};
 use crate::harness::TOKEN;
@@ -43,6 +43,11 @@ struct Visit {
 /// URL and reloads the waking page after its `Retry-After`, until a 200. Any other answer
 /// fails the test.
 async fn visit(port: u16, path: &str) -> Visit {
+    visit_host(port, "localhost", path).await
+}
+
+/// [`visit`] with the `Host` header `host`.
+async fn visit_host(port: u16, host: &str, path: &str) -> Visit {
     let started = Instant::now();
     let (mut waits, mut redirects) = (0, 0);
     loop {
@@ -50,7 +55,7 @@ async fn visit(port: u16, path: &str) -> Visit {
             started.elapsed() < LIVE_TIMEOUT,
             "{path} did not answer 200 in {LIVE_TIMEOUT:?}"
         );
-        let answer = match http_get(port, path).await {
+        let answer = match http_get_host(port, host, path).await {
             Ok(answer) => answer,
             Err(e) => panic!("GET {path}: {e}"),
         };
@@ -244,6 +249,31 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
         .await;
     e2e.close_and_assert_nothing_left(pr, &pushed).await;
+    e2e.shutdown().await;
+}
+
+/// With each preview at its own hostname, the wake route is in the preview's server block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preview_at_its_own_hostname_sleeps_and_wakes() {
+    let e2e =
+        E2e::start_with_hostnames("sleep-host", &[("--idle-sleep-secs", IDLE_SECS.into())]).await;
+    let pr = 1;
+    let tree = Tree::fixture("python-plain").replace("python-plain ok", "host ok");
+    let sha = e2e.commit(pr, &tree, "host").await;
+    e2e.send("opened", pr, &sha).await;
+    e2e.wait_status(pr, DeploymentStatus::Running, LIVE_TIMEOUT)
+        .await;
+    e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
+        .await;
+    let host = format!(
+        "{}.{}",
+        e2e.id(pr).host_label(),
+        crate::e2e_support::PREVIEW_DOMAIN
+    );
+    let woke = visit_host(e2e.nginx.port(), &host, "/health?from=sleep").await;
+    assert_eq!(woke.body, "host ok\n");
+    assert!(woke.redirects + woke.waits > 0, "{woke:?}");
+    e2e.close_and_assert_nothing_left(pr, &sha).await;
     e2e.shutdown().await;
 }
 
