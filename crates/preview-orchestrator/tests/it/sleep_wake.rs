@@ -14,7 +14,7 @@ use preview_exec::compose::Compose;
 use preview_orchestrator::DeploymentStatus;
 use preview_testkit::{docker, free_port, http_get, http_get_host, wait_for_http};
 
-use crate::e2e_support::{DaemonWorld, E2e, Tree, eventually};
+use crate::e2e_support::{Daemon, DaemonWorld, E2e, Tree, eventually};
 use crate::harness::TOKEN;
 
 /// Cold builds share 2 cores with other tests.
@@ -188,7 +188,9 @@ async fn idle_previews_sleep_and_visits_wake_them() {
         woke.waits,
         woke.redirects
     );
-    assert_eq!(e2e.record(pr).unwrap().status, DeploymentStatus::Running);
+    // The visitor may get its 200 a moment before the wake records it.
+    e2e.wait_status(pr, DeploymentStatus::Running, Duration::from_secs(30))
+        .await;
     assert_eq!(wakes_since_last_sleep(&e2e, pr), 1);
     e2e.wait_comment(pr, &["Woke up in"], Duration::from_secs(10))
         .await;
@@ -208,6 +210,8 @@ async fn idle_previews_sleep_and_visits_wake_them() {
         assert_eq!(visit.body, "first ok\n");
         took.push(visit.took.as_secs_f64());
     }
+    e2e.wait_status(pr, DeploymentStatus::Running, Duration::from_secs(30))
+        .await;
     assert_eq!(
         wakes_since_last_sleep(&e2e, pr),
         1,
@@ -277,6 +281,19 @@ async fn a_preview_at_its_own_hostname_sleeps_and_wakes() {
     e2e.shutdown().await;
 }
 
+/// Waits until the daemon's record of `id` is in state `want`; returns it.
+async fn wait_daemon_state(daemon: &Daemon, id: &str, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + LIVE_TIMEOUT;
+    loop {
+        let rec = daemon.preview(id).await.unwrap_or_default();
+        if rec["status"]["state"] == want {
+            return rec;
+        }
+        assert!(Instant::now() < deadline, "{id} never {want}: {rec}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The wake of a visit reaches the orchestrator at its address, which a restart keeps (as
 /// ORCHESTRATOR_PORT does in production).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -304,23 +321,7 @@ async fn a_killed_orchestrator_leaves_sleeping_and_waking_previews_wakeable() {
     let sha = world.origin.commit(pr, &slow, "slow").await;
     let daemon = world.start();
     world.send(&daemon, "opened", pr, &sha).await;
-    let state = |rec: &serde_json::Value| rec["status"]["state"].as_str().map(str::to_owned);
-    let wait_state = |want: &'static str| {
-        let daemon = &daemon;
-        let id = id.clone();
-        async move {
-            let deadline = Instant::now() + LIVE_TIMEOUT;
-            loop {
-                let rec = daemon.preview(&id).await.unwrap_or_default();
-                if state(&rec).as_deref() == Some(want) {
-                    return rec;
-                }
-                assert!(Instant::now() < deadline, "{id} never {want}: {rec}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    wait_state("sleeping").await;
+    wait_daemon_state(&daemon, &id, "sleeping").await;
 
     // Killed while the preview sleeps: after the restart a visit wakes it.
     daemon.kill9();
@@ -328,19 +329,10 @@ async fn a_killed_orchestrator_leaves_sleeping_and_waking_previews_wakeable() {
     assert_eq!(visit(port, &path).await.body, "slow ok\n");
 
     // Killed while it wakes (the app takes 4 s to listen): after the restart it serves, or a
-    // visit wakes it.
-    let rec = {
-        let deadline = Instant::now() + LIVE_TIMEOUT;
-        loop {
-            let rec = daemon.preview(&id).await.unwrap_or_default();
-            if state(&rec).as_deref() == Some("sleeping") {
-                break rec;
-            }
-            assert!(Instant::now() < deadline, "{id} never slept again: {rec}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    assert_eq!(state(&rec).as_deref(), Some("sleeping"));
+    // visit wakes it. The visitor may get its 200 before the wake records it: wait for that,
+    // then for the next sleep.
+    wait_daemon_state(&daemon, &id, "running").await;
+    wait_daemon_state(&daemon, &id, "sleeping").await;
     let first = http_get(port, &path).await.expect("the first request");
     assert!(
         matches!(first.status, 503 | 307),
@@ -353,7 +345,7 @@ async fn a_killed_orchestrator_leaves_sleeping_and_waking_previews_wakeable() {
     assert_eq!(visit(port, &path).await.body, "slow ok\n");
     let rec = daemon.settled(&id).await;
     assert!(
-        matches!(state(&rec).as_deref(), Some("running" | "sleeping")),
+        rec["status"]["state"] == "running" || rec["status"]["state"] == "sleeping",
         "{rec}"
     );
     world.close_and_check(&daemon, pr, &sha).await;
