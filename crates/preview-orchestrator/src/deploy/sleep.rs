@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use preview_core::id::PreviewId;
 use preview_core::render::SleepRoute;
-use preview_engine::ComposeProject;
+use preview_engine::{ComposeProject, HealthPolicy};
 
 use super::{COMPOSE_FILE, DockerRunner, transient_docker};
 use crate::feedback::{CommentState, FeedbackUpdate};
@@ -35,6 +35,8 @@ use crate::repo_secrets::RepoSecrets;
 
 /// An activity log longer than this is emptied by the sweep (only its time matters).
 const MAX_ACTIVITY_LOG: u64 = 1 << 20;
+/// The longest pause between a wake's readiness polls.
+const WAKE_POLL: Duration = Duration::from_millis(100);
 /// Marks a config that routes a sleeping preview's requests to the wake endpoint.
 const WAKE_ROUTE: &str = "/_preview_wake/";
 
@@ -311,7 +313,11 @@ impl DockerRunner {
                 port,
                 &planned.plan.health_path,
                 planned.plan.ready_when,
-                self.settings.health,
+                // Someone waits for this answer: poll at least every 100 ms.
+                HealthPolicy {
+                    max_interval: self.settings.health.max_interval.min(WAKE_POLL),
+                    ..self.settings.health
+                },
             )
             .await
             .map_err(|e| format!("health: {e}"))?;

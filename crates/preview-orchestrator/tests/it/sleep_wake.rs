@@ -192,8 +192,17 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     e2e.wait_status(pr, DeploymentStatus::Running, Duration::from_secs(30))
         .await;
     assert_eq!(wakes_since_last_sleep(&e2e, pr), 1);
-    e2e.wait_comment(pr, &["Woke up in"], Duration::from_secs(10))
+    let comment = e2e
+        .wait_comment(pr, &["Woke up in"], Duration::from_secs(10))
         .await;
+    eprintln!(
+        "the wake itself (containers started to the app ready), from the comment: {}",
+        comment
+            .body
+            .lines()
+            .find(|l| l.contains("Woke up in"))
+            .unwrap_or_default()
+    );
 
     // 20 visitors during one wake share it, and each gets the page.
     e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
@@ -277,6 +286,10 @@ async fn a_preview_at_its_own_hostname_sleeps_and_wakes() {
     let woke = visit_host(e2e.nginx.port(), &host, "/health?from=sleep").await;
     assert_eq!(woke.body, "host ok\n");
     assert!(woke.redirects + woke.waits > 0, "{woke:?}");
+    eprintln!(
+        "wake latency without a database (first request through nginx to its 200): {:.2} s",
+        woke.took.as_secs_f64()
+    );
     e2e.close_and_assert_nothing_left(pr, &sha).await;
     e2e.shutdown().await;
 }
