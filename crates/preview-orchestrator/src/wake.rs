@@ -55,6 +55,8 @@ impl WakeFlights {
         {
             return flight.clone();
         }
+        // Finished flights go: the map holds only wakes in progress.
+        flights.retain(|_, f| f.borrow().is_none());
         let (done, flight) = watch::channel(None);
         flights.insert(id.clone(), flight.clone());
         let runner = self.runner.clone();
@@ -65,13 +67,6 @@ impl WakeFlights {
             let _ = done.send(Some(outcome));
         });
         flight
-    }
-
-    /// How many wakes are in flight.
-    pub fn in_flight(&self) -> usize {
-        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        flights.retain(|_, f| f.borrow().is_none());
-        flights.len()
     }
 }
 
@@ -242,6 +237,52 @@ mod tests {
         assert_eq!(back_to("/\\evil.example"), "/evil.example");
         assert_eq!(back_to(""), "/");
         assert_eq!(back_to("/a\r\nSet-Cookie: x"), "/");
+    }
+
+    /// Counts its wakes; each takes 200 ms.
+    #[derive(Default)]
+    struct CountingRunner(std::sync::atomic::AtomicUsize);
+
+    impl JobRunner for CountingRunner {
+        fn deploy(
+            &self,
+            _job: crate::DeployJob,
+            _ctx: crate::JobContext,
+        ) -> crate::BoxFuture<'_, Result<(), crate::JobError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn teardown(
+            &self,
+            _job: crate::TeardownJob,
+            _ctx: crate::JobContext,
+        ) -> crate::BoxFuture<'_, Result<(), crate::JobError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn wake<'a>(&'a self, _id: &'a PreviewId) -> crate::BoxFuture<'a, WakeOutcome> {
+            Box::pin(async {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                WakeOutcome::Awake
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_during_a_wake_share_it_and_a_later_one_starts_another() {
+        let runner = Arc::new(CountingRunner::default());
+        let flights = WakeFlights::new(runner.clone());
+        let id = PreviewId::parse("octo-org-hello-api-pr-7").unwrap();
+        let waiters: Vec<_> = (0..20).map(|_| flights.join(&id)).collect();
+        for mut flight in waiters {
+            let outcome = flight.wait_for(Option::is_some).await.unwrap().clone();
+            assert_eq!(outcome, Some(WakeOutcome::Awake));
+        }
+        assert_eq!(runner.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let mut again = flights.join(&id);
+        again.wait_for(Option::is_some).await.unwrap();
+        assert_eq!(runner.0.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
