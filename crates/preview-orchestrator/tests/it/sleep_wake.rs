@@ -107,6 +107,15 @@ async fn volumes(id: &str) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
+/// The images built for preview `id`.
+async fn images(id: &str) -> Vec<String> {
+    let reference = format!("reference={id}-*");
+    let out = docker(["image", "ls", "-q", "--filter", &reference])
+        .await
+        .expect("listing images");
+    out.lines().map(str::to_owned).collect()
+}
+
 /// How many `running` entries follow the last `sleeping` one in PR `pr`'s history.
 fn wakes_since_last_sleep(e2e: &E2e, pr: u64) -> usize {
     let history = e2e.record(pr).expect("the record").history;
@@ -139,6 +148,8 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     assert_eq!(awake.running, 2, "the app and its database run: {awake:?}");
     let volumes_awake = volumes(id.as_str()).await;
     assert!(!volumes_awake.is_empty(), "the database has a volume");
+    let images_awake = images(id.as_str()).await;
+    assert!(!images_awake.is_empty(), "the app's image is built");
 
     // Idle: it sleeps, with its containers stopped, no memory in use, its volume, port and
     // route kept, and says so on the PR and in the API.
@@ -153,6 +164,7 @@ async fn idle_previews_sleep_and_visits_wake_them() {
         volumes_awake,
         "the volume stays"
     );
+    assert_eq!(images(id.as_str()).await, images_awake, "the images stay");
     assert!(e2e.orch.store().ports(&id).is_some(), "the port stays");
     assert!(e2e.nginx.conf_dir().join(format!("{id}.conf")).exists());
     e2e.wait_comment(
