@@ -105,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_preview).delete(delete_preview),
         )
         .route("/api/previews/{id}/redeploy", post(redeploy_preview))
+        .route("/api/previews/{id}/sleep", post(sleep_preview))
         .route(
             "/api/repos/{owner}/{repo}/access",
             get(access_api::get_access)
@@ -658,6 +659,23 @@ async fn redeploy_preview(State(app): State<Arc<AppState>>, Path(id): Path<Strin
     // PR gets no secrets by being redeployed); the gate decides it (see `gate`).
     let result = app.scheduler.redeploy(&id, JobTrigger::Api).await;
     api_submission(result, &id).await
+}
+
+/// Puts a serving preview to sleep now (an operator making room, a benchmark); the next visit
+/// wakes it.
+async fn sleep_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if app.scheduler.store().get(&id).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no preview {id}"));
+    }
+    match app.wakes.runner().sleep_now(&id).await {
+        Ok(()) => axum::Json(json!({ "ok": true, "id": id.as_str(), "status": "sleeping" }))
+            .into_response(),
+        Err(reason) => error(StatusCode::CONFLICT, format!("{id} cannot sleep: {reason}")),
+    }
 }
 
 async fn delete_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {

@@ -132,6 +132,13 @@ pub trait JobRunner: Send + Sync + 'static {
         Box::pin(async { Vec::new() })
     }
 
+    /// Puts preview `id` to sleep now, idle or not (`POST /api/previews/{id}/sleep`); the
+    /// error says why it cannot.
+    fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {
+        let _ = id;
+        Box::pin(async { Err("this runner does not put previews to sleep".to_owned()) })
+    }
+
     /// Wakes preview `id` if it sleeps and waits until it answers. Callers share one wake per
     /// preview ([`crate::wake::WakeFlights`]).
     fn wake<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, WakeOutcome> {

@@ -46,6 +46,11 @@ impl WakeFlights {
         }
     }
 
+    /// The runner that wakes (and puts to sleep).
+    pub fn runner(&self) -> &Arc<dyn JobRunner> {
+        &self.runner
+    }
+
     /// The wake of `id` in flight, or a new one. The wake runs in its own task: a browser that
     /// gives up does not cancel it.
     pub fn join(&self, id: &PreviewId) -> Flight {

@@ -959,6 +959,10 @@ impl JobRunner for DockerRunner {
         Box::pin(self.sleep_idle_previews())
     }
 
+    fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.sleep_preview_now(id))
+    }
+
     fn wake<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, crate::jobs::WakeOutcome> {
         Box::pin(self.wake_preview(id))
     }

@@ -137,6 +137,26 @@ impl DockerRunner {
         slept
     }
 
+    /// Puts preview `id` to sleep now, whatever its idle time; the error says why it cannot.
+    pub(super) async fn sleep_preview_now(&self, id: &PreviewId) -> Result<(), String> {
+        let store = self.store.get().ok_or("the orchestrator is starting")?;
+        if store.get(id).map(|r| r.status) == Some(DeploymentStatus::Sleeping) {
+            return Ok(());
+        }
+        if !self.wakes_through_nginx(id.as_str()) {
+            return Err(
+                "its nginx config has no wake route (sleeping is off, or it was deployed before \
+                 sleeping was on; a redeploy adds it)"
+                    .into(),
+            );
+        }
+        if self.put_to_sleep(id, store, Duration::ZERO).await {
+            Ok(())
+        } else {
+            Err("it is not serving, or a job is deploying or removing it".into())
+        }
+    }
+
     /// Stops preview `id`'s containers and records it as sleeping, unless a job holds it or it
     /// was used meanwhile. Returns whether it sleeps.
     async fn put_to_sleep(&self, id: &PreviewId, store: &crate::Store, idle: Duration) -> bool {

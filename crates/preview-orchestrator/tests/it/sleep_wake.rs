@@ -277,19 +277,36 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     e2e.shutdown().await;
 }
 
-/// With each preview at its own hostname, the wake route is in the preview's server block.
+/// With each preview at its own hostname, the wake route is in the preview's server block. Here
+/// previews sleep only when asked, through the internal API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_preview_at_its_own_hostname_sleeps_and_wakes() {
+async fn a_preview_at_its_own_hostname_sleeps_when_asked_and_wakes() {
     let e2e =
-        E2e::start_with_hostnames("sleep-host", &[("--idle-sleep-secs", IDLE_SECS.into())]).await;
+        E2e::start_with_hostnames("sleep-host", &[("--idle-sleep-minutes", "600".into())]).await;
     let pr = 1;
     let tree = Tree::fixture("python-plain").replace("python-plain ok", "host ok");
     let sha = e2e.commit(pr, &tree, "host").await;
     e2e.send("opened", pr, &sha).await;
     e2e.wait_status(pr, DeploymentStatus::Running, LIVE_TIMEOUT)
         .await;
-    e2e.wait_status(pr, DeploymentStatus::Sleeping, Duration::from_secs(60))
-        .await;
+    let api = reqwest::Client::new();
+    let sleep = |id: String| {
+        let api = api.clone();
+        let url = format!("{}/api/previews/{id}/sleep", e2e.api);
+        async move {
+            let resp = api.post(url).bearer_auth(TOKEN).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = sleep(e2e.id(pr).as_str().to_owned()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(e2e.record(pr).unwrap().status, DeploymentStatus::Sleeping);
+    assert_eq!(
+        engine().await.usage(e2e.id(pr).as_str()).await.unwrap(),
+        preview_engine::Usage::default()
+    );
+    let (status, body) = sleep(e2e.id(2).as_str().to_owned()).await;
+    assert_eq!(status, 404, "{body}");
     let host = format!(
         "{}.{}",
         e2e.id(pr).host_label(),
