@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod config;
+pub mod dashboard;
 pub mod dedup;
 mod error;
 pub mod gate;
@@ -105,7 +106,12 @@ impl Orchestrator {
             started: Instant::now(),
         });
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let app = http::router(state);
+        let dashboard = Arc::new(dashboard::Dashboard::new(
+            state.config.clone(),
+            scheduler.clone(),
+            state.secrets.clone(),
+        ));
+        let app = http::router(state).merge(dashboard::router(dashboard));
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,
