@@ -141,7 +141,10 @@ pub fn list(logs_dir: &Path, deployments_dir: &Path, id: &PreviewId) -> Vec<Buil
 
 /// The work dir's log of the latest build, as the runtime writes it.
 pub fn current_path(deployments_dir: &Path, id: &PreviewId) -> PathBuf {
-    deployments_dir.join(id.as_str()).join("logs").join("build.log")
+    deployments_dir
+        .join(id.as_str())
+        .join("logs")
+        .join("build.log")
 }
 
 /// A build log's text, colour codes stripped; only its last [`MAX_SHOWN_BYTES`] when longer

@@ -41,7 +41,10 @@ pub struct LiveLogs {
 }
 
 /// The running containers of a Compose project: id and service name.
-pub async fn containers(docker: &Path, project: &PreviewId) -> preview_exec::Result<Vec<(String, String)>> {
+pub async fn containers(
+    docker: &Path,
+    project: &PreviewId,
+) -> preview_exec::Result<Vec<(String, String)>> {
     let out = preview_exec::compose::with_docker_env(preview_exec::Cmd::new(
         docker,
         "list a preview's running containers",
@@ -128,20 +131,30 @@ impl LiveLogs {
             return;
         }
         if std::fs::create_dir_all(&self.scratch).is_err() {
-            let _ = tx.send(info("cannot create a scratch dir for the logs")).await;
+            let _ = tx
+                .send(info("cannot create a scratch dir for the logs"))
+                .await;
             return;
         }
         let prefix_services = containers.len() > 1;
         let mut followers = Vec::new();
         for (container, service) in containers {
-            let file = self
-                .scratch
-                .join(format!("live-{}-{}.log", container, super::auth::random_hex(6)));
+            let file = self.scratch.join(format!(
+                "live-{}-{}.log",
+                container,
+                super::auth::random_hex(6)
+            ));
             let cmd = preview_exec::compose::with_docker_env(preview_exec::Cmd::new(
                 &self.docker,
                 format!("follow the logs of {} ({service})", self.id),
             ))
-            .args(["logs", "--follow", "--tail", &TAIL_LINES.to_string(), &container])
+            .args([
+                "logs",
+                "--follow",
+                "--tail",
+                &TAIL_LINES.to_string(),
+                &container,
+            ])
             .log_to(&file)
             // Everything goes to the file; the wrapper's own buffer is only for errors.
             .output_cap(16 * 1024)
@@ -240,7 +253,10 @@ mod tests {
             [("STRIPE_KEY".to_owned(), "sk_live_planted".to_owned())].into(),
         );
         let line = "\u{1b}[32mGET /\u{1b}[0m key=sk_live_planted\u{7}";
-        assert_eq!(clean_line(line, &secrets), "GET / key=[redacted STRIPE_KEY]");
+        assert_eq!(
+            clean_line(line, &secrets),
+            "GET / key=[redacted STRIPE_KEY]"
+        );
     }
 
     #[test]

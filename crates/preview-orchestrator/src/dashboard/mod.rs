@@ -83,7 +83,11 @@ impl Dashboard {
             Ok(html) => Html(html).into_response(),
             Err(e) => {
                 tracing::error!(template = name, error = %e, "rendering a dashboard page failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page could not be rendered",
+                )
+                    .into_response()
             }
         }
     }
@@ -122,7 +126,10 @@ pub fn templates() -> Environment<'static> {
         ("layout.html.j2", include_str!("templates/layout.html.j2")),
         ("list.html.j2", include_str!("templates/list.html.j2")),
         ("preview.html.j2", include_str!("templates/preview.html.j2")),
-        ("build_log.html.j2", include_str!("templates/build_log.html.j2")),
+        (
+            "build_log.html.j2",
+            include_str!("templates/build_log.html.j2"),
+        ),
         ("confirm.html.j2", include_str!("templates/confirm.html.j2")),
         ("login.html.j2", include_str!("templates/login.html.j2")),
         ("message.html.j2", include_str!("templates/message.html.j2")),
@@ -142,7 +149,10 @@ pub fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/dashboard/login", get(login_page).post(login))
         .route("/dashboard/logout", axum::routing::post(logout))
         .route("/dashboard/previews/{id}", get(preview_page))
-        .route("/dashboard/previews/{id}/builds/{name}", get(build_log_page))
+        .route(
+            "/dashboard/previews/{id}/builds/{name}",
+            get(build_log_page),
+        )
         .route("/dashboard/previews/{id}/logs/live", get(live_logs_stream))
         .route(
             "/dashboard/previews/{id}/actions/{action}",
@@ -251,10 +261,15 @@ async fn preview_page(
     let history = views::history(&rec, &redaction);
     let builds = build_logs::list(&d.config.logs_dir, &d.config.deployments_dir, &rec.id);
     let newest_log = builds.first().and_then(|b| {
-        build_logs::read(&d.config.logs_dir, &d.config.deployments_dir, &rec.id, &b.name)
-            .map(|(text, truncated)| {
-                context! { name => b.name.clone(), text => redaction.redact(&text), truncated }
-            })
+        build_logs::read(
+            &d.config.logs_dir,
+            &d.config.deployments_dir,
+            &rec.id,
+            &b.name,
+        )
+        .map(|(text, truncated)| {
+            context! { name => b.name.clone(), text => redaction.redact(&text), truncated }
+        })
     });
     let notice = views::notice(query.get("notice").map(String::as_str));
     d.render(
@@ -281,10 +296,16 @@ async fn build_log_page(
     else {
         return d.not_found(&base, "There is no preview with this id.");
     };
-    let Some((text, truncated)) =
-        build_logs::read(&d.config.logs_dir, &d.config.deployments_dir, &rec.id, &name)
-    else {
-        return d.not_found(&base, "There is no such build log (it may be past its retention).");
+    let Some((text, truncated)) = build_logs::read(
+        &d.config.logs_dir,
+        &d.config.deployments_dir,
+        &rec.id,
+        &name,
+    ) else {
+        return d.not_found(
+            &base,
+            "There is no such build log (it may be past its retention).",
+        );
     };
     let text = d.secrets_of(&rec.repo).redact(&text);
     d.render(
@@ -496,7 +517,10 @@ async fn login_page(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Resp
     if auth::viewer_of(&d, &headers).is_some() {
         return Redirect::to(&format!("{base}/")).into_response();
     }
-    d.render("login.html.j2", context! { base, error => false, plain_http => plain_http(&headers) })
+    d.render(
+        "login.html.j2",
+        context! { base, error => false, plain_http => plain_http(&headers) },
+    )
 }
 
 /// Whether nginx says the browser came over plain HTTP, where a `Secure` cookie is not kept.

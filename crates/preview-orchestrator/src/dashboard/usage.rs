@@ -116,7 +116,14 @@ fn disk_space(path: &Path) -> Option<(u64, u64)> {
     #[allow(unsafe_code)]
     let (rc, stat) = unsafe {
         let rc = libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr());
-        (rc, if rc == 0 { Some(stat.assume_init()) } else { None })
+        (
+            rc,
+            if rc == 0 {
+                Some(stat.assume_init())
+            } else {
+                None
+            },
+        )
     };
     let stat = stat.filter(|_| rc == 0)?;
     let block = stat.f_frsize as u64;

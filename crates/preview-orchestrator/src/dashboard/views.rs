@@ -66,10 +66,9 @@ impl PreviewRow {
                 }
                 Some(note)
             }
-            DeploymentStatus::Waiting { since } => Some(format!(
-                "for a free slot since {}",
-                ago(*since, now)
-            )),
+            DeploymentStatus::Waiting { since } => {
+                Some(format!("for a free slot since {}", ago(*since, now)))
+            }
             _ => None,
         };
         let (build, start) = last_deploy_times(rec);

@@ -6,6 +6,7 @@ mod api;
 mod binary;
 mod cap;
 mod crash;
+mod dashboard;
 mod e2e_support;
 mod gate;
 mod harness;
