@@ -126,8 +126,9 @@ fn disk_space(path: &Path) -> Option<(u64, u64)> {
         )
     };
     let stat = stat.filter(|_| rc == 0)?;
-    let block = stat.f_frsize as u64;
-    Some((stat.f_blocks as u64 * block, stat.f_bavail as u64 * block))
+    // 64-bit on the Linux targets we build for.
+    let block = stat.f_frsize;
+    Some((stat.f_blocks * block, stat.f_bavail * block))
 }
 
 /// One preview's containers, summed.
@@ -141,10 +142,13 @@ pub struct PreviewUsage {
     pub containers: usize,
 }
 
+/// Each Compose project's usage, by project name (the preview id).
+pub type UsageByProject = Arc<HashMap<String, PreviewUsage>>;
+
 /// Per-preview usage by Compose project name, cached for [`USAGE_TTL`].
 pub struct ContainerUsage {
     docker: PathBuf,
-    cached: tokio::sync::Mutex<Option<(Instant, Arc<HashMap<String, PreviewUsage>>)>>,
+    cached: tokio::sync::Mutex<Option<(Instant, UsageByProject)>>,
 }
 
 impl ContainerUsage {
@@ -158,7 +162,7 @@ impl ContainerUsage {
 
     /// The usage of every Compose project, at most [`USAGE_TTL`] old; empty when Docker does not
     /// answer (the page then shows "—").
-    pub async fn by_project(&self) -> Arc<HashMap<String, PreviewUsage>> {
+    pub async fn by_project(&self) -> UsageByProject {
         let mut cached = self.cached.lock().await;
         if let Some((at, usage)) = cached.as_ref()
             && at.elapsed() < USAGE_TTL
