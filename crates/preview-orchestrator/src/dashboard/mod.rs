@@ -596,3 +596,140 @@ async fn logout(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::DeploymentRecord;
+
+    fn config() -> Config {
+        Config::load(
+            [
+                "preview-orchestrator",
+                "--github-token=t",
+                "--github-webhook-secret=s",
+                "--allowed-repos=acme/*",
+                "--preview-base-url=https://previews.example",
+                "--api-token=0123456789abcdef0123",
+            ]
+            .map(std::ffi::OsString::from)
+            .to_vec(),
+        )
+        .unwrap()
+    }
+
+    fn record(pr: u32, status: serde_json::Value, history: serde_json::Value) -> DeploymentRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("acme-api-pr-{pr}"), "repo": "acme/api", "slug": "acme-api",
+            "prNumber": pr, "branch": "feature", "baseBranch": "main",
+            "headSha": "0123456789abcdef0123456789abcdef01234567",
+            "deployedSha": "0123456789abcdef0123456789abcdef01234567",
+            "status": status, "desired": "running", "framework": "fastapi",
+            "url": format!("https://previews.example/acme-api/pr-{pr}/"),
+            "createdAt": "2026-12-01T10:00:00Z", "updatedAt": "2026-12-06T09:00:00Z",
+            "statusChangedAt": "2026-12-06T09:00:00Z", "generation": 3, "history": history,
+            "trusted": true,
+        }))
+        .unwrap()
+    }
+
+    fn change(state: &str, at: &str) -> serde_json::Value {
+        let status = if state == "failed" {
+            serde_json::json!({ "state": "failed", "reason": "build: npm ERR! key=sk_planted" })
+        } else {
+            serde_json::json!({ "state": state })
+        };
+        serde_json::json!({ "status": status, "sha": "0123456789abcdef0123456789abcdef01234567", "at": at })
+    }
+
+    /// The pages' templates with real view models, at a fixed time, snapshot-tested.
+    #[test]
+    fn pages_render_as_snapshotted() {
+        let config = config();
+        let now: jiff::Timestamp = "2026-12-06T10:00:00Z".parse().unwrap();
+        let history = serde_json::json!([
+            change("queued", "2026-12-06T09:00:00Z"),
+            change("building", "2026-12-06T09:00:01Z"),
+            change("starting", "2026-12-06T09:00:31.5Z"),
+            change("running", "2026-12-06T09:00:33Z"),
+        ]);
+        let running = record(1, serde_json::json!({ "state": "running" }), history);
+        let failed = record(
+            2,
+            serde_json::json!({ "state": "failed", "reason": "build: npm ERR! key=sk_planted" }),
+            serde_json::json!([
+                change("building", "2026-12-06T09:00:01Z"),
+                change("failed", "2026-12-06T09:01:00Z")
+            ]),
+        );
+        let redaction =
+            RepoSecrets::from_values([("NPM_KEY".to_owned(), "sk_planted".to_owned())].into());
+        let usage = usage::PreviewUsage {
+            memory: 48 * 1024 * 1024,
+            disk: 12_000,
+            containers: 2,
+        };
+        let rows = vec![
+            views::PreviewRow::new(&running, &config, Some(&usage), &redaction, now),
+            views::PreviewRow::new(&failed, &config, None, &redaction, now),
+        ];
+        assert_eq!(
+            (rows[0].build_time.as_str(), rows[0].start_time.as_str()),
+            ("30.5 s", "1.5 s")
+        );
+        let host = views::HostView::new(&usage::HostUsage {
+            memory_used: Some(1 << 30),
+            memory_total: Some(4 << 30),
+            disk_used: Some(20 << 30),
+            disk_total: Some(80 << 30),
+            load1: Some(0.5),
+            cpus: 2,
+            cpu_busy_percent: Some(12.0),
+        });
+        let queue = views::QueueView {
+            depth: 1,
+            active: 1,
+            waiting: vec!["acme-api-pr-9".into()],
+        };
+        let env = templates();
+        let list = env
+            .get_template("list.html.j2")
+            .unwrap()
+            .render(context! {
+                base => "/_dashboard", previews => Value::from(minijinja::value::Serde(&rows)),
+                host => Value::from(minijinja::value::Serde(&host)),
+                queue => Value::from(minijinja::value::Serde(&queue)),
+                notice => views::notice(Some("redeploy")), viewer => "session 1a2b3c4d", csrf => "CSRF",
+            })
+            .unwrap();
+        assert!(!list.contains("sk_planted"));
+        insta::assert_snapshot!("list_page", list);
+        let page = env
+            .get_template("preview.html.j2")
+            .unwrap()
+            .render(context! {
+                base => "/_dashboard", preview => Value::from(minijinja::value::Serde(&rows[1])),
+                history => Value::from(minijinja::value::Serde(views::history(&failed, &redaction))),
+                builds => Value::from(minijinja::value::Serde(vec![build_logs::BuildLogEntry {
+                    name: "20261206T090100Z-0123456.log".into(), sha: "0123456".into(),
+                    at: "2026-12-06 09:01:00 UTC".into(), bytes: 42,
+                }])),
+                newest_log => context! { name => "20261206T090100Z-0123456.log", text => "Step 1/2 : FROM node\n<script>alert(1)</script>\n", truncated => false },
+                notice => None::<&str>, actions => Value::from(minijinja::value::Serde(views::actions())),
+                viewer => "api-token", csrf => "CSRF",
+            })
+            .unwrap();
+        assert!(!page.contains("<script>alert"), "log text is escaped");
+        insta::assert_snapshot!("preview_page", page);
+        let confirm = env
+            .get_template("confirm.html.j2")
+            .unwrap()
+            .render(context! {
+                base => "/dashboard", id => "acme-api-pr-1", repo => "acme/api", pr => 1,
+                action => "destroy", explanation => Action::Destroy.explanation(),
+                viewer => "api-token", csrf => "CSRF",
+            })
+            .unwrap();
+        insta::assert_snapshot!("confirm_page", confirm);
+    }
+}
