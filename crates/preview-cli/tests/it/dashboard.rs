@@ -21,10 +21,7 @@ async fn prints_the_url_the_tunnel_and_opens_it() {
     let text = bed.run(bed.preview(&["dashboard"])).await;
     text.ok();
     let first = text.stdout.lines().next().unwrap();
-    assert!(
-        first.starts_with("http://") && first.ends_with("/_dashboard/"),
-        "{text:?}"
-    );
+    assert_eq!(first, format!("http://{SERVER_IP}/_dashboard/"), "{text:?}");
     assert!(
         text.stdout.contains("ssh -N -L 3000:127.0.0.1:3000 "),
         "{text:?}"
