@@ -710,3 +710,135 @@ async fn live_logs_stream_a_real_containers_lines_without_colours_or_secrets() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The Ansible role's dashboard `location`, for a private nginx in front of `orchestrator`.
+fn dashboard_location(orchestrator: &str) -> String {
+    let template = preview_testkit::repo_root()
+        .join("ansible/roles/nginx/templates/dashboard-location.conf.j2");
+    std::fs::read_to_string(&template)
+        .unwrap()
+        .replace("{{ nginx_orchestrator_upstream }}", orchestrator)
+}
+
+#[tokio::test]
+async fn through_nginx_at_slash_dashboard_only_the_dashboard_is_exposed() {
+    let s = two_previews().await;
+    let nginx = preview_testkit::PrivateNginx::start().await;
+    let upstream = s.base.trim_start_matches("http://").to_owned();
+    std::fs::write(
+        nginx.conf_dir().join("dashboard.conf"),
+        dashboard_location(&upstream),
+    )
+    .unwrap();
+    nginx
+        .test_config()
+        .await
+        .expect("nginx takes the role's dashboard location");
+    nginx.reload().await;
+    let front = format!("http://127.0.0.1:{}", nginx.port());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client()
+            .get(format!("{front}/_dashboard/"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx serves /_dashboard/ after the reload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let r = client()
+        .get(format!("{front}/_dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()[header::LOCATION].to_str().unwrap(),
+        format!("{front}/_dashboard/")
+    );
+    let r = client()
+        .get(format!("{front}/_dashboard/"))
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[header::LOCATION], "/_dashboard/login");
+
+    // The login through nginx: the cookie's path is the public prefix.
+    let r = client()
+        .post(format!("{front}/_dashboard/login"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[header::LOCATION], "/_dashboard/");
+    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Path=/_dashboard;"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = client()
+        .get(format!("{front}/_dashboard/previews/{ID2}"))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = unescape(&r.text().await.unwrap());
+    assert!(
+        page.contains(&format!(
+            r#"href="/_dashboard/previews/{ID2}/actions/redeploy""#
+        )),
+        "{page}"
+    );
+
+    // Live logs pass through unbuffered: the first event arrives (no containers for this one).
+    let r = client()
+        .get(format!("{front}/_dashboard/previews/{ID2}/logs/live"))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(20), r.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(body.contains("no running containers"), "{body}");
+
+    // Nothing else of the orchestrator is reachable, not even by walking up from the prefix.
+    for path in [
+        "/api/previews",
+        "/health",
+        "/metrics",
+        "/dashboard/",
+        "/_dashboard/%2e%2e/api/previews",
+        "/_dashboard/..%2fapi/previews",
+        "/_dashboard/%2e%2e/health",
+    ] {
+        let r = client()
+            .get(format!("{front}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(
+            status == 404 || status == 403 || status == 400,
+            "{path} through nginx: {status} {body}"
+        );
+        assert!(
+            !body.contains("\"previews\"") && !body.contains("uptimeSeconds"),
+            "{path}: {body}"
+        );
+    }
+}
