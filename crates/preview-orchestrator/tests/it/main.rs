@@ -7,6 +7,7 @@ mod binary;
 mod cap;
 mod crash;
 mod dashboard;
+mod dashboard_browser;
 mod e2e_support;
 mod gate;
 mod harness;
