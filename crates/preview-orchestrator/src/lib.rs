@@ -110,6 +110,7 @@ impl Orchestrator {
             state.config.clone(),
             scheduler.clone(),
             state.secrets.clone(),
+            addr,
         ));
         let app = http::router(state).merge(dashboard::router(dashboard));
         let server = tokio::spawn(async move {

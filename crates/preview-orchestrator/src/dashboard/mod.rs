@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod build_logs;
 pub mod live_logs;
+pub mod nginx_site;
 pub mod usage;
 mod views;
 
@@ -58,12 +59,30 @@ pub struct Dashboard {
     templates: Environment<'static>,
     host: HostSampler,
     containers: ContainerUsage,
+    /// Keeps the `DASHBOARD_HOST` server block in place; stops with the dashboard.
+    site_upkeep: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        if let Some(task) = &self.site_upkeep {
+            task.abort();
+        }
+    }
 }
 
 impl Dashboard {
-    /// A dashboard over the orchestrator's queue and settings.
-    pub fn new(config: Arc<Config>, scheduler: Scheduler, secrets: Arc<RepoSecretStore>) -> Self {
+    /// A dashboard over the orchestrator's queue and settings, served on `listening` (the
+    /// bound address, which nginx proxies to). With `DASHBOARD_HOST` it also starts keeping its
+    /// nginx server block (so call it inside the runtime).
+    pub fn new(
+        config: Arc<Config>,
+        scheduler: Scheduler,
+        secrets: Arc<RepoSecretStore>,
+        listening: SocketAddr,
+    ) -> Self {
         Self {
+            site_upkeep: nginx_site::spawn_upkeep(config.clone(), listening),
             host: HostSampler::new(config.deployments_dir.clone()),
             containers: ContainerUsage::new(config.docker_bin.clone()),
             sessions: Sessions::new(SESSION_LIFETIME),

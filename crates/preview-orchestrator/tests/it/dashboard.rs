@@ -842,3 +842,167 @@ async fn through_nginx_at_slash_dashboard_only_the_dashboard_is_exposed() {
         );
     }
 }
+
+#[tokio::test]
+async fn at_its_own_hostname_the_orchestrator_keeps_the_dashboards_server_block() {
+    let nginx = preview_testkit::PrivateNginx::start_with_hostnames().await;
+    let port = nginx.port();
+    let nginx_cmd = |extra: &str| {
+        format!(
+            "{} -p {} -c {} {extra}",
+            preview_testkit::nginx_binary(),
+            nginx.prefix().display(),
+            nginx.conf_file().display()
+        )
+    };
+    let tls_dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--preview-domain".to_owned(),
+        "previews.test".to_owned(),
+        "--dashboard-host".to_owned(),
+        "dashboard.previews.test".to_owned(),
+        "--nginx-config-dir".to_owned(),
+        nginx.conf_dir().display().to_string(),
+        "--nginx-test-command".to_owned(),
+        nginx_cmd("-t"),
+        "--nginx-reload-command".to_owned(),
+        nginx_cmd("-s reload"),
+        "--nginx-listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--nginx-tls-listen".to_owned(),
+        format!("127.0.0.1:{}", preview_testkit::free_port()),
+        "--tls-dir".to_owned(),
+        tls_dir.path().display().to_string(),
+    ];
+    let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let s = TestServer::start(Duration::ZERO, &extra_refs).await;
+    assert_eq!(s.pull_request("opened", 2, &sha(2, 1)).await.0, 202);
+    s.idle().await;
+
+    let front = format!("http://127.0.0.1:{port}");
+    let at_host = |path: &str| {
+        client()
+            .get(format!("{front}{path}"))
+            .header(header::HOST, "dashboard.previews.test")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = at_host("/").send().await.unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard's server block serves: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let block = std::fs::read_to_string(nginx.conf_dir().join("_dashboard.conf")).unwrap();
+    assert!(
+        block.contains("server_name dashboard.previews.test;") && !block.contains(" ssl;"),
+        "{block}"
+    );
+
+    // At the root of its hostname: links, redirects and the cookie's path start at `/`.
+    let r = at_host("/")
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()[header::LOCATION].to_str().unwrap()
+        ),
+        (303, "/login")
+    );
+    let r = client()
+        .post(format!("{front}/login"))
+        .header(header::HOST, "dashboard.previews.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("; Path=/;")
+    );
+    let r = at_host("/").bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = unescape(&r.text().await.unwrap());
+    assert!(
+        page.contains(&format!(r#"href="/previews/{ID2}""#)),
+        "{page}"
+    );
+    // Only the dashboard is behind it.
+    let r = at_host("/api/previews")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!r.text().await.unwrap().contains("\"previews\""));
+    // Other hostnames still fall to the default server.
+    let r = client()
+        .get(format!("{front}/_dashboard/"))
+        .header(header::HOST, "elsewhere.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Once the wildcard certificate exists, the block moves to HTTPS (nginx accepts it).
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=*.previews.test",
+        ])
+        .arg("-keyout")
+        .arg(tls_dir.path().join("privkey.pem"))
+        .arg("-out")
+        .arg(tls_dir.path().join("fullchain.pem"))
+        .output()
+        .unwrap();
+    assert!(openssl.status.success(), "{openssl:?}");
+    let config =
+        preview_orchestrator::Config::load(crate::harness::args(s.dir.path(), &extra_refs))
+            .unwrap();
+    let written = preview_orchestrator::dashboard::nginx_site::sync(
+        &config,
+        "dashboard.previews.test",
+        s.orch().addr(),
+    )
+    .await
+    .expect("nginx accepts the HTTPS block");
+    assert!(written);
+    let block = std::fs::read_to_string(nginx.conf_dir().join("_dashboard.conf")).unwrap();
+    assert!(
+        block.contains(" ssl;") && block.contains("return 308 https://$host$request_uri;"),
+        "{block}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = at_host("/").send().await.unwrap();
+        if r.status() == 308 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "plain HTTP redirects: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
