@@ -10,6 +10,7 @@ mod dashboard;
 mod dashboard_browser;
 mod e2e_support;
 mod gate;
+mod grafana;
 mod harness;
 mod hostnames;
 mod isolation;
