@@ -38,6 +38,8 @@ pub struct LiveLogs {
     pub secrets: RepoSecrets,
     /// Where the temporary files go.
     pub scratch: PathBuf,
+    /// The stream's place among the few allowed at once; freed when the stream ends.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The running containers of a Compose project: id and service name.
@@ -101,8 +103,22 @@ impl LiveLogs {
     pub fn stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
         let (tx, rx) = mpsc::channel::<Event>(256);
         tokio::spawn(async move {
+            let LiveLogs {
+                docker,
+                id,
+                secrets,
+                scratch,
+                permit,
+            } = self;
+            let _permit = permit;
+            let follow = Follow {
+                docker,
+                id,
+                secrets,
+                scratch,
+            };
             tokio::select! {
-                () = self.follow(tx.clone()) => {}
+                () = follow.run(tx.clone()) => {}
                 () = tx.closed() => {}
                 () = tokio::time::sleep(MAX_STREAM) => {}
             }
@@ -111,8 +127,18 @@ impl LiveLogs {
             rx.recv().await.map(|event| (Ok(event), rx))
         })
     }
+}
 
-    async fn follow(self, tx: mpsc::Sender<Event>) {
+/// What one stream follows, once it holds its permit.
+struct Follow {
+    docker: PathBuf,
+    id: PreviewId,
+    secrets: RepoSecrets,
+    scratch: PathBuf,
+}
+
+impl Follow {
+    async fn run(self, tx: mpsc::Sender<Event>) {
         let info = |text: &str| Event::default().event("info").data(text);
         let containers = match containers(&self.docker, &self.id).await {
             Ok(list) => list,

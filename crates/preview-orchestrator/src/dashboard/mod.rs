@@ -47,6 +47,8 @@ use self::usage::{ContainerUsage, HostSampler};
 /// The header through which nginx tells the dashboard the path it is served under
 /// (`/_dashboard`, or `/` at its own hostname); without it, links point under `/dashboard`.
 pub const PREFIX_HEADER: &str = "x-dashboard-prefix";
+/// Live log streams open at once (each runs one `docker logs -f` per container).
+const MAX_LIVE_STREAMS: usize = 16;
 /// Lifetime of a login session.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
@@ -59,6 +61,8 @@ pub struct Dashboard {
     templates: Environment<'static>,
     host: HostSampler,
     containers: ContainerUsage,
+    /// Bounds the live log streams open at once.
+    live_streams: Arc<tokio::sync::Semaphore>,
     /// Keeps the `DASHBOARD_HOST` server block in place; stops with the dashboard.
     site_upkeep: Option<tokio::task::JoinHandle<()>>,
 }
@@ -83,6 +87,7 @@ impl Dashboard {
     ) -> Self {
         Self {
             site_upkeep: nginx_site::spawn_upkeep(config.clone(), listening),
+            live_streams: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_STREAMS)),
             host: HostSampler::new(config.deployments_dir.clone()),
             containers: ContainerUsage::new(config.docker_bin.clone()),
             sessions: Sessions::new(SESSION_LIFETIME),
@@ -344,7 +349,15 @@ async fn live_logs_stream(
     else {
         return d.not_found(&base_path(&headers), "There is no preview with this id.");
     };
+    let Ok(permit) = d.live_streams.clone().try_acquire_owned() else {
+        return d.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "message.html.j2",
+            context! { base => base_path(&headers), title => "Busy", message => "Too many live log streams are open; close one and try again." },
+        );
+    };
     let logs = live_logs::LiveLogs {
+        permit,
         docker: d.config.docker_bin.clone(),
         secrets: d.secrets_of(&rec.repo),
         scratch: std::env::temp_dir().join("preview-dashboard-logs"),
