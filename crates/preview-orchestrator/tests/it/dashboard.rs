@@ -1006,3 +1006,80 @@ async fn at_its_own_hostname_the_orchestrator_keeps_the_dashboards_server_block(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A writer for a tracing subscriber that keeps what it is given.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_orchestrators_log_names_who_did_an_action() {
+    // The test's runtime runs on this one thread, with the server's tasks, so a thread-local
+    // subscriber sees the orchestrator's log.
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let s = two_previews().await;
+    let session = login(&s).await;
+    let (_, confirm) = get(
+        &s,
+        &format!("/dashboard/previews/{ID2}/actions/destroy"),
+        Auth::Cookie(&session),
+    )
+    .await;
+    let label = confirm
+        .split("<span class=\"who\">session ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the page names the session")
+        .to_owned();
+    let r = post(
+        &s,
+        &format!("/dashboard/previews/{ID2}/actions/destroy"),
+        Auth::Cookie(&session),
+        &[("csrf", &csrf_of(&confirm)), ("confirmed", "yes")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let forged = post(
+        &s,
+        &format!("/dashboard/previews/{ID2}/actions/redeploy"),
+        Auth::Cookie(&session),
+        &[("csrf", "forged")],
+    )
+    .await;
+    assert_eq!(forged.status(), 403);
+    s.idle().await;
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("dashboard action") && l.contains("destroy"))
+        .unwrap_or_else(|| panic!("no action line in:\n{text}"));
+    assert!(line.contains(&format!("by=session {label}")), "{line}");
+    assert!(
+        line.contains(&format!("preview={ID2}")) && line.contains("outcome=\"queued\""),
+        "{line}"
+    );
+    assert!(
+        !text.contains(&session),
+        "the session's secret id is never logged"
+    );
+    assert!(text.contains("dashboard action refused: missing or wrong CSRF token"));
+    assert!(
+        text.contains(&format!("dashboard login session={label}")),
+        "{text}"
+    );
+}
