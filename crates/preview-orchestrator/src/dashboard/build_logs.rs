@@ -12,15 +12,40 @@ pub const MAX_SHOWN_BYTES: u64 = 4 * 1024 * 1024;
 /// The name under which the work dir's current `build.log` is shown when no copy exists yet.
 pub const CURRENT: &str = "current";
 
+/// Where and how long deploys' build logs are kept: the runtime's handle on [`archive`].
+///
+/// The runtime holds one in its settings (`build_logs: BuildLogArchive::new(config)`) and calls
+/// `self.settings.build_logs.keep(&job.id, &job.sha, &build_log)` once `docker compose up`
+/// has ended, before looking at its outcome.
+#[derive(Debug, Clone)]
+pub struct BuildLogArchive {
+    logs_dir: PathBuf,
+    retention_days: usize,
+}
+
+impl BuildLogArchive {
+    /// Under `LOGS_DIR`, for `LOG_RETENTION_DAYS`.
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            logs_dir: config.logs_dir.clone(),
+            retention_days: config.log_retention_days,
+        }
+    }
+
+    /// Keeps a copy of `build_log`. A failure is logged and never fails the deploy.
+    pub fn keep(&self, id: &PreviewId, sha: &CommitSha, build_log: &Path) {
+        if let Err(e) = archive(&self.logs_dir, id, sha, build_log, self.retention_days) {
+            tracing::warn!(preview = %id, error = %e, "keeping a copy of the build log failed");
+        }
+    }
+}
+
 /// Where the copies of `id`'s build logs are kept.
 pub fn archive_dir(logs_dir: &Path, id: &PreviewId) -> PathBuf {
     logs_dir.join("builds").join(id.as_str())
 }
 
 /// Keeps a copy of a deploy's build log and drops copies older than `retention_days`.
-///
-/// The runtime calls it once a build ends, successful or not:
-/// `crate::dashboard::build_logs::archive(&config.logs_dir, &job.id, &job.sha, &build_log, config.log_retention_days)`.
 pub fn archive(
     logs_dir: &Path,
     id: &PreviewId,
@@ -186,6 +211,36 @@ mod tests {
         assert!(!valid_name("20261206T064419Z-0123abc.log/.."));
         assert!(!valid_name("20261206X064419Z-0123abc.log"));
         assert!(!valid_name("20261206T064419Z-xyz1234.log"));
+    }
+
+    #[test]
+    fn the_runtimes_handle_keeps_copies_under_the_logs_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::load(
+            [
+                "preview-orchestrator",
+                "--github-token=t",
+                "--github-webhook-secret=s",
+                "--allowed-repos=acme/*",
+                "--preview-base-url=https://previews.example",
+                "--api-token=0123456789abcdef0123",
+                &format!("--logs-dir={}", dir.path().join("logs").display()),
+            ]
+            .map(std::ffi::OsString::from)
+            .to_vec(),
+        )
+        .unwrap();
+        let id = PreviewId::parse("acme-api-pr-2").unwrap();
+        let sha = CommitSha::parse(&"cd".repeat(20)).unwrap();
+        let log = dir.path().join("build.log");
+        std::fs::write(&log, "built\n").unwrap();
+        let keeper = BuildLogArchive::new(&config);
+        keeper.keep(&id, &sha, &log);
+        // A missing log is only a warning.
+        keeper.keep(&id, &sha, &dir.path().join("missing.log"));
+        let kept = list(&dir.path().join("logs"), dir.path(), &id);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].sha, "cdcdcdc");
     }
 
     #[test]
