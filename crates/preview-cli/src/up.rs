@@ -8,9 +8,9 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
 use preview_core::render::{RenderInput, render};
+use preview_engine::{ComposeProject, HealthPolicy};
 use preview_exec::Cmd;
 use preview_exec::compose::Compose;
-use preview_runtime::{ComposeProject, HealthPolicy};
 
 /// Arguments of `preview up`.
 #[derive(Debug, Args)]
@@ -121,7 +121,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if let Err(err) = outcome {
         let build_log = std::fs::read(&log).unwrap_or_default();
         if let Some(step) =
-            preview_runtime::build_log::build_failure(&String::from_utf8_lossy(&build_log))
+            preview_engine::build_log::build_failure(&String::from_utf8_lossy(&build_log))
         {
             let _ = project.down(&compose).await;
             return Err(anyhow!(err)).context(format!(
@@ -129,7 +129,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 log.display()
             ));
         }
-        let logs = preview_runtime::build_log::strip_ansi(&project.logs_tail(&compose, 30).await);
+        let logs = preview_engine::build_log::strip_ansi(&project.logs_tail(&compose, 30).await);
         let _ = project.down(&compose).await;
         return Err(anyhow!(err))
             .context(format!("the app did not start; last log lines:\n{logs}"));

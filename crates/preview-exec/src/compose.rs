@@ -205,6 +205,15 @@ impl Compose {
         ))
     }
 
+    /// `stop`: stops every container of `project`, keeping the containers, their volumes and
+    /// networks (a preview that sleeps).
+    pub fn stop(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
+        Ok(self
+            .project(project, dir, file, "stop the preview's containers")?
+            .args(["stop", "--timeout", "5"])
+            .timeout(self.short_timeout))
+    }
+
     /// `down --volumes --remove-orphans` for `project`: containers, networks and volumes go.
     pub fn down(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
         Ok(self

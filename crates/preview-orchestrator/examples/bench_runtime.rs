@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use preview_core::id::PreviewId;
+use preview_engine::ComposeProject;
 use preview_exec::Cmd;
 use preview_exec::compose::Compose;
 use preview_github::fake::FakeGitHub;
-use preview_orchestrator::runtime::DockerRunner;
+use preview_orchestrator::deploy::DockerRunner;
 use preview_orchestrator::{Config, DeploymentStatus, Orchestrator};
-use preview_runtime::ComposeProject;
 use preview_testkit::{PrivateNginx, free_port, http_get, nginx_binary, repo_root};
 
 const SECRET: &str = "bench-runtime-webhook-secret";
@@ -439,7 +439,7 @@ impl Bench {
         let raw = ComposeProject {
             name: project.clone(),
             dir: raw_dir.clone(),
-            file: preview_orchestrator::runtime::COMPOSE_FILE.to_owned(),
+            file: preview_orchestrator::deploy::COMPOSE_FILE.to_owned(),
         };
         let checkout = raw_dir.join("checkout");
         let raw_nonce = format!("raw {run} {}", unique());
@@ -554,7 +554,7 @@ async fn copy_rendered(work: &Path, to: &Path) -> anyhow::Result<()> {
     for name in [
         "checkout",
         "Dockerfile",
-        preview_orchestrator::runtime::COMPOSE_FILE,
+        preview_orchestrator::deploy::COMPOSE_FILE,
     ] {
         Cmd::new("cp", "copy the rendered preview for the raw compose run")
             .arg("-a")
@@ -570,7 +570,7 @@ async fn copy_rendered(work: &Path, to: &Path) -> anyhow::Result<()> {
 /// Points the copied compose file at its new directory and port, and renames our labels, so no
 /// reconcile of any orchestrator on this engine mistakes the raw project for one of its own.
 fn retarget_compose(dir: &Path, id: &str, from_port: u16, to_port: u16) -> anyhow::Result<()> {
-    let file = dir.join(preview_orchestrator::runtime::COMPOSE_FILE);
+    let file = dir.join(preview_orchestrator::deploy::COMPOSE_FILE);
     let text = std::fs::read_to_string(&file)?;
     let work = dir
         .parent()

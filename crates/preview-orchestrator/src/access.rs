@@ -307,7 +307,7 @@ impl AccessControl {
         let current = self.policy_of(&db, repo);
         let next = change.apply_to(&current)?;
         {
-            let _nginx = crate::runtime::NGINX_LOCK.lock().await;
+            let _nginx = crate::nginx::NGINX_LOCK.lock().await;
             self.install(repo, &next).await?;
             let previous = db.repos.get(repo.key()).cloned();
             if next.is_public() {
@@ -347,7 +347,7 @@ impl AccessControl {
     /// differ, then checks and reloads nginx once. Returns how many repositories needed it.
     pub async fn restore(&self) -> Result<usize> {
         let db = self.db.lock().await;
-        let _nginx = crate::runtime::NGINX_LOCK.lock().await;
+        let _nginx = crate::nginx::NGINX_LOCK.lock().await;
         let mut rewritten = 0;
         for access in db.repos.values() {
             let files = self.files(&access.repo)?;

@@ -20,9 +20,9 @@ use preview_github::{AuthorAssociation, GitHubClient, PreviewCommand, PullReques
 use serde::Serialize;
 
 use crate::config::DeployPolicy;
+use crate::feedback::{CommentState, FeedbackUpdate};
 use crate::jobs::JobTrigger;
 use crate::queue::{DeployRequest, Scheduler};
-use crate::runtime::feedback::{CommentState, FeedbackUpdate};
 
 /// The label that approves a waiting PR's head commit.
 pub const APPROVAL_LABEL: &str = "preview";

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use preview_core::id::{CommitSha, PreviewId, RepoFullName};
-use preview_core::repo_secrets::{MAX_VALUE_BYTES, SecretName};
+use preview_core::repo_secrets::MAX_VALUE_BYTES;
 use preview_github::{
     DELIVERY_HEADER, EVENT_HEADER, IssueCommentEvent, MAX_PAYLOAD_BYTES, PreviewCommand,
     PullRequestAction, PullRequestEvent, SIGNATURE_HEADER, WebhookEvent, WebhookVerifier,
@@ -33,6 +33,7 @@ use crate::repo_secrets::RepoSecretStore;
 use crate::telemetry;
 
 mod access_api;
+mod secrets_api;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -108,11 +109,14 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .patch(access_api::patch_access)
                 .delete(access_api::delete_access),
         )
-        .route("/api/repos/{owner}/{name}/secrets", get(list_secrets))
+        .route(
+            "/api/repos/{owner}/{name}/secrets",
+            get(secrets_api::list_secrets),
+        )
         .route(
             "/api/repos/{owner}/{name}/secrets/{secret}",
-            put(set_secret)
-                .delete(unset_secret)
+            put(secrets_api::set_secret)
+                .delete(secrets_api::unset_secret)
                 // Room for the largest value in base64 and more, so that a value just over
                 // the limit gets its precise message from the handler.
                 .layer(DefaultBodyLimit::max(2 * MAX_VALUE_BYTES)),
@@ -455,20 +459,7 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
     };
     let result = if deploy {
         app.scheduler
-            .submit_deploy(DeployRequest {
-                repo: pr.repo,
-                pr: pr.number,
-                sha: pr.head_sha,
-                branch: pr.head_ref,
-                base_branch: pr.base_ref,
-                head_repo: pr.head_repo,
-                clone_url: pr.clone_url,
-                draft: pr.draft,
-                event_at: pr.updated_at,
-                trigger,
-                force: false,
-                trusted,
-            })
+            .submit_deploy(deploy_request(pr, trigger, trusted))
             .await
     } else {
         app.scheduler
@@ -490,6 +481,24 @@ async fn handle_pull_request(app: &AppState, pr: PullRequestEvent, delivery: &st
                 "error",
             )
         }
+    }
+}
+
+/// The deploy of the head commit a `pull_request` event describes.
+fn deploy_request(pr: PullRequestEvent, trigger: JobTrigger, trusted: bool) -> DeployRequest {
+    DeployRequest {
+        repo: pr.repo,
+        pr: pr.number,
+        sha: pr.head_sha,
+        branch: pr.head_ref,
+        base_branch: pr.base_ref,
+        head_repo: pr.head_repo,
+        clone_url: pr.clone_url,
+        draft: pr.draft,
+        event_at: pr.updated_at,
+        trigger,
+        force: false,
+        trusted,
     }
 }
 
@@ -556,20 +565,7 @@ fn handle_label(app: &AppState, pr: PullRequestEvent, trigger: JobTrigger) -> Re
         by: sender.login,
         command: PreviewCommand::Deploy,
         comment_id: None,
-        deploy: Some(DeployRequest {
-            repo: pr.repo,
-            pr: pr.number,
-            sha: pr.head_sha,
-            branch: pr.head_ref,
-            base_branch: pr.base_ref,
-            head_repo: pr.head_repo,
-            clone_url: pr.clone_url,
-            draft: pr.draft,
-            event_at: pr.updated_at,
-            trigger,
-            force: false,
-            trusted: true,
-        }),
+        deploy: Some(deploy_request(pr, trigger, true)),
     });
     (StatusCode::ACCEPTED, answer, "command")
 }
@@ -696,168 +692,4 @@ async fn render_metrics(State(app): State<Arc<AppState>>) -> Response {
         app.metrics.render(),
     )
         .into_response()
-}
-
-/// The repository of an API path, if it is one the orchestrator deploys.
-fn allowed_repo(app: &AppState, owner: &str, name: &str) -> Result<RepoFullName, Response> {
-    let repo = RepoFullName::new(owner, name).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-    if !app.config.is_allowed(&repo) {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("unknown repository {repo}: it is not in ALLOWED_REPOS"),
-        ));
-    }
-    Ok(repo)
-}
-
-fn secret_name(name: &str) -> Result<SecretName, Response> {
-    SecretName::parse(name).map_err(|e| error(StatusCode::BAD_REQUEST, e))
-}
-
-/// A failure of the secrets store: the message names the file, never a value.
-fn secrets_failed(e: crate::Error) -> Response {
-    match e {
-        crate::Error::SecretInvalid(reason) => error(StatusCode::BAD_REQUEST, reason),
-        e => {
-            tracing::error!(error = %e, "the preview secrets store failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e)
-        }
-    }
-}
-
-/// `GET /api/repos/{owner}/{name}/secrets`: the names of the repository's secrets, never a value.
-async fn list_secrets(
-    State(app): State<Arc<AppState>>,
-    Path((owner, name)): Path<(String, String)>,
-) -> Response {
-    let repo = match allowed_repo(&app, &owner, &name) {
-        Ok(repo) => repo,
-        Err(r) => return r,
-    };
-    match app.secrets.names(&repo) {
-        Ok(names) => {
-            axum::Json(json!({ "repo": repo.full_name(), "secrets": names })).into_response()
-        }
-        Err(e) => secrets_failed(e),
-    }
-}
-
-/// `PUT /api/repos/{owner}/{name}/secrets/{secret}`: the body is the value, as is, or in base64
-/// with `?encoding=base64` (the CLI's way: curl's config format, which carries the body, holds
-/// lines of 100 KiB at most, and base64 needs no escaping). At most 64 KiB of UTF-8 text without
-/// NUL. Previews get it at their next deploy.
-async fn set_secret(
-    State(app): State<Arc<AppState>>,
-    Path((owner, name, secret)): Path<(String, String, String)>,
-    uri: axum::http::Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let repo = match allowed_repo(&app, &owner, &name) {
-        Ok(repo) => repo,
-        Err(r) => return r,
-    };
-    let secret = match secret_name(&secret) {
-        Ok(secret) => secret,
-        Err(r) => return r,
-    };
-    let value = match body {
-        Ok(value) => value,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("invalid secret value: it is larger than {MAX_VALUE_BYTES} bytes (64 KiB)"),
-            );
-        }
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
-    };
-    let value = match uri.query() {
-        None | Some("") => value,
-        Some("encoding=base64") => {
-            use base64::Engine as _;
-            match base64::engine::general_purpose::STANDARD.decode(value.trim_ascii()) {
-                Ok(decoded) => Bytes::from(decoded),
-                Err(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid secret value: the body is not valid base64 (encoding=base64)",
-                    );
-                }
-            }
-        }
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "the only query this route takes is encoding=base64",
-            );
-        }
-    };
-    if value.len() > MAX_VALUE_BYTES {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "invalid secret value: it is {} bytes; at most {MAX_VALUE_BYTES} bytes (64 KiB)",
-                value.len()
-            ),
-        );
-    }
-    let store = app.secrets.clone();
-    let (repo_for_task, secret_for_task) = (repo.clone(), secret.clone());
-    let written =
-        tokio::task::spawn_blocking(move || store.set(&repo_for_task, &secret_for_task, &value))
-            .await;
-    match written {
-        Ok(Ok(existed)) => {
-            tracing::info!(repo = %repo, secret = %secret, replaced = existed, "preview secret set");
-            let status = if existed {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            let answer = json!({
-                "repo": repo.full_name(),
-                "secret": secret,
-                "status": if existed { "updated" } else { "created" },
-                "note": "previews get it at their next deploy, and only for trusted commits",
-            });
-            (status, axum::Json(answer)).into_response()
-        }
-        Ok(Err(e)) => secrets_failed(e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
-}
-
-/// `DELETE /api/repos/{owner}/{name}/secrets/{secret}`.
-async fn unset_secret(
-    State(app): State<Arc<AppState>>,
-    Path((owner, name, secret)): Path<(String, String, String)>,
-) -> Response {
-    let repo = match allowed_repo(&app, &owner, &name) {
-        Ok(repo) => repo,
-        Err(r) => return r,
-    };
-    let secret = match secret_name(&secret) {
-        Ok(secret) => secret,
-        Err(r) => return r,
-    };
-    let store = app.secrets.clone();
-    let (repo_for_task, secret_for_task) = (repo.clone(), secret.clone());
-    let removed =
-        tokio::task::spawn_blocking(move || store.unset(&repo_for_task, &secret_for_task)).await;
-    match removed {
-        Ok(Ok(true)) => {
-            tracing::info!(repo = %repo, secret = %secret, "preview secret removed");
-            axum::Json(json!({
-                "repo": repo.full_name(),
-                "secret": secret,
-                "status": "removed",
-            }))
-            .into_response()
-        }
-        Ok(Ok(false)) => error(
-            StatusCode::NOT_FOUND,
-            format!("repository {repo} has no secret {secret}"),
-        ),
-        Ok(Err(e)) => secrets_failed(e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
 }

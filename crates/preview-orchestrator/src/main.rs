@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use preview_orchestrator::config::ConfigError;
-use preview_orchestrator::runtime::DockerRunner;
-use preview_orchestrator::runtime::reconcile::spawn_sweeps;
+use preview_orchestrator::deploy::DockerRunner;
+use preview_orchestrator::deploy::reconcile::spawn_sweeps;
 use preview_orchestrator::{Config, DryRunRunner, JobRunner, Orchestrator, telemetry};
 use std::time::Duration;
 

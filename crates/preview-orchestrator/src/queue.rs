@@ -31,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::CapPolicy;
+use crate::feedback::{CommentState, Feedback, FeedbackUpdate};
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob};
 use crate::record::{DeploymentRecord, DeploymentStatus, DesiredState};
-use crate::runtime::feedback::{CommentState, Feedback, FeedbackUpdate};
 use crate::store::{Store, StoreState};
 use crate::telemetry;
 use crate::{Error, Result};
@@ -545,7 +545,7 @@ impl Scheduler {
         }
         let dropped = before - lane.pending.len();
         for _ in 0..dropped {
-            telemetry::job_finished(JobKind::Deploy, "superseded", None);
+            telemetry::job_finished(JobKind::Deploy.as_str(), "superseded", None);
         }
         lane.pending.push_back(job);
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);
@@ -622,7 +622,7 @@ impl Scheduler {
         let sha = job.sha.clone();
         if !self.is_current(&id, generation) {
             self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
-            telemetry::job_finished(JobKind::Deploy, "superseded", None);
+            telemetry::job_finished(JobKind::Deploy.as_str(), "superseded", None);
             return;
         }
         let permit = tokio::select! {
@@ -683,7 +683,7 @@ impl Scheduler {
             }
         };
         tracing::debug!(preview = %id, sha = %sha, outcome, "deploy finished");
-        telemetry::job_finished(JobKind::Deploy, outcome, Some(started.elapsed()));
+        telemetry::job_finished(JobKind::Deploy.as_str(), outcome, Some(started.elapsed()));
     }
 
     async fn run_teardown(&self, job: TeardownJob, cancel: CancellationToken) {
@@ -719,7 +719,7 @@ impl Scheduler {
                 "failed"
             }
         };
-        telemetry::job_finished(JobKind::Teardown, outcome, Some(started.elapsed()));
+        telemetry::job_finished(JobKind::Teardown.as_str(), outcome, Some(started.elapsed()));
     }
 
     /// Applies a job's final change if the job is still current, then lets the first waiting

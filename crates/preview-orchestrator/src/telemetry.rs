@@ -11,8 +11,6 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::queue::JobKind;
-
 /// Webhook deliveries, by `event` and `outcome`.
 pub const WEBHOOKS: &str = "preview_webhooks_total";
 /// Jobs queued or waiting for a build slot.
@@ -99,10 +97,10 @@ pub(crate) fn set_live_previews(n: usize) {
     metrics::gauge!(LIVE_PREVIEWS).set(n as f64);
 }
 
-pub(crate) fn job_finished(kind: JobKind, outcome: &'static str, took: Option<Duration>) {
-    metrics::counter!(JOBS, "kind" => kind.as_str(), "outcome" => outcome).increment(1);
+pub(crate) fn job_finished(kind: &'static str, outcome: &'static str, took: Option<Duration>) {
+    metrics::counter!(JOBS, "kind" => kind, "outcome" => outcome).increment(1);
     if let Some(took) = took {
-        metrics::histogram!(JOB_DURATION, "phase" => kind.as_str()).record(took.as_secs_f64());
+        metrics::histogram!(JOB_DURATION, "phase" => kind).record(took.as_secs_f64());
     }
 }
 

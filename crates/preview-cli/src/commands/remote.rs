@@ -353,21 +353,9 @@ impl Remote {
     /// One request to the internal API through curl on the server.
     pub async fn api(&self, method: &str, path: &str, token: Option<&str>) -> Result<ApiResponse> {
         let url = format!("{ORCHESTRATOR_URL}{path}");
-        let mut argv = vec![
-            "curl",
-            "-sS",
-            "--max-time",
-            "20",
-            "-X",
-            method,
-            "-w",
-            "\\n%{http_code}",
-        ];
         let stdin = token.map(|t| format!("Authorization: Bearer {t}\n").into_bytes());
-        if stdin.is_some() {
-            argv.extend(["-H", "@-"]);
-        }
-        argv.push(&url);
+        let header_on_stdin: &[&str] = if stdin.is_some() { &["-H", "@-"] } else { &[] };
+        let argv = curl_argv(method, header_on_stdin, &url);
         self.curl(method, path, &argv, stdin).await
     }
 
@@ -384,7 +372,6 @@ impl Remote {
         let separator = if path.contains('?') { '&' } else { '?' };
         let url = format!("{ORCHESTRATOR_URL}{path}{separator}encoding=base64");
         let (argv, stdin) = curl_with_body(method, &url, token, body);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.curl(method, path, &argv, Some(stdin)).await
     }
 
@@ -393,12 +380,15 @@ impl Remote {
         &self,
         method: &str,
         path: &str,
-        argv: &[&str],
+        argv: &[String],
         stdin: Option<Vec<u8>>,
     ) -> Result<ApiResponse> {
         let description = format!("{method} {path} on the orchestrator");
         let output = self
-            .command(&description, argv)
+            .command(
+                &description,
+                &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
             .timeout(Duration::from_secs(60));
         let output = match stdin {
             Some(bytes) => output.stdin_bytes(bytes),
@@ -419,27 +409,9 @@ impl Remote {
         body: &serde_json::Value,
     ) -> Result<ApiResponse> {
         let url = format!("{ORCHESTRATOR_URL}{path}");
-        let argv = [
-            "curl",
-            "-sS",
-            "--max-time",
-            "30",
-            "-X",
-            method,
-            "-w",
-            "\\n%{http_code}",
-            "-K",
-            "-",
-            &url,
-        ];
-        let description = format!("{method} {path} on the orchestrator");
-        let output = self
-            .command(&description, &argv)
-            .timeout(Duration::from_secs(60))
-            .stdin_bytes(curl_config(token, &body.to_string()).into_bytes())
-            .output()
-            .await?;
-        self.api_answer(&description, output)
+        let argv = curl_argv(method, &["-K", "-"], &url);
+        let stdin = curl_config(token, &body.to_string()).into_bytes();
+        self.curl(method, path, &argv, Some(stdin)).await
     }
 
     /// The status and body of curl's answer (`-w '\n%{http_code}'`), or why there is none.
@@ -565,6 +537,18 @@ impl Remote {
     }
 }
 
+/// curl's command line for one internal API request: `method`, the answer's HTTP status on a
+/// last line of its own, `extra` options (how the token and body come from stdin), then `url`.
+fn curl_argv(method: &str, extra: &[&str], url: &str) -> Vec<String> {
+    let mut argv: Vec<String> = ["curl", "-sS", "--max-time", "20", "-X", method, "-w"]
+        .map(str::to_owned)
+        .to_vec();
+    argv.push("\\n%{http_code}".to_owned());
+    argv.extend(extra.iter().map(|s| (*s).to_owned()));
+    argv.push(url.to_owned());
+    argv
+}
+
 /// A curl config (`curl -K -`) with the bearer token and a JSON body. Values are double-quoted,
 /// with `\\` and `"` escaped as curl's config syntax wants.
 pub fn curl_config(token: &str, json_body: &str) -> String {
@@ -582,21 +566,7 @@ pub fn curl_config(token: &str, json_body: &str) -> String {
 /// escaping. The URL must ask the server to decode it (`?encoding=base64`).
 pub fn curl_with_body(method: &str, url: &str, token: &str, body: &str) -> (Vec<String>, Vec<u8>) {
     use base64::Engine as _;
-    let argv = [
-        "curl",
-        "-sS",
-        "--max-time",
-        "20",
-        "-X",
-        method,
-        "-w",
-        "\\n%{http_code}",
-        "-K",
-        "-",
-        url,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let argv = curl_argv(method, &["-K", "-"], url);
     let config = format!(
         "header = {}\nheader = \"Content-Type: application/octet-stream\"\nheader = \"Expect:\"\ndata-raw = {}\n",
         curl_config_quote(&format!("Authorization: Bearer {token}")),

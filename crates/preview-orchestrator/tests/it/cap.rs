@@ -8,8 +8,8 @@ use std::time::Duration;
 use preview_core::id::PreviewId;
 use preview_github::fake::FakeGitHub;
 use preview_github::{GitHubClient, RetryPolicy};
-use preview_orchestrator::runtime::feedback::{Feedback, FeedbackSettings};
-use preview_orchestrator::runtime::reconcile::{CLOSED_PR_REASON, sweep_closed_prs};
+use preview_orchestrator::deploy::reconcile::{CLOSED_PR_REASON, sweep_closed_prs};
+use preview_orchestrator::feedback::{Feedback, FeedbackSettings};
 use preview_orchestrator::{
     BoxFuture, Config, DeployJob, DeploymentStatus, DesiredState, JobContext, JobError, JobRunner,
     JobTrigger, Orchestrator, TeardownJob,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use preview_core::id::{PreviewId, RepoFullName, RepoSlug};
 use preview_exec::Cmd;
 use preview_github::fake::{FakeComment, FakeGitHub};
-use preview_orchestrator::runtime::DockerRunner;
+use preview_orchestrator::deploy::DockerRunner;
 use preview_orchestrator::{Config, DeploymentRecord, DeploymentStatus, Orchestrator};
 use preview_testkit::{
     PrivateNginx, docker, docker_objects_with_label, nginx_binary, repo_root, require_docker,

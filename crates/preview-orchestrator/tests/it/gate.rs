@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use preview_github::fake::FakeGitHub;
 use preview_github::{GitHubClient, RetryPolicy};
-use preview_orchestrator::runtime::feedback::{Feedback, FeedbackSettings};
+use preview_orchestrator::feedback::{Feedback, FeedbackSettings};
 use serde_json::{Value, json};
 
 use crate::e2e_support::eventually;

@@ -460,8 +460,7 @@ async fn reconcile_clears_a_half_finished_start_beside() {
     .to_owned();
 
     let report =
-        preview_orchestrator::runtime::reconcile::reconcile(&e2e.runner, e2e.orch.scheduler())
-            .await;
+        preview_orchestrator::deploy::reconcile::reconcile(&e2e.runner, e2e.orch.scheduler()).await;
     assert!(report.cleared.contains(id.as_str()), "{report:?}");
     assert!(report.removed.is_empty(), "{report:?}");
     let gone = preview_testkit::docker(["ps", "-a", "-q", "--filter", &format!("id={left}")])

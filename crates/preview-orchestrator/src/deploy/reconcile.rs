@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 
 use preview_core::id::PreviewId;
 use preview_core::render::labels;
-use preview_exec::compose::Compose;
 use preview_github::{GitHubClient, PullRequestState};
 
 use super::DockerRunner;
@@ -25,13 +24,6 @@ pub struct ReconcileReport {
     pub redeployed: BTreeSet<String>,
     /// Previews whose unfinished update (killed mid-way) was settled and its leftovers removed.
     pub cleared: BTreeSet<String>,
-}
-
-/// Removes a compose project by name alone, with its built images.
-pub async fn remove_project(project: &str) -> preview_runtime::Result<()> {
-    let compose = Compose::detect().await?;
-    compose.down_project(project)?.run().await?;
-    preview_runtime::remove_built_images(project).await
 }
 
 /// One pass; `scheduler` queues redeploys.
@@ -51,7 +43,7 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
     // same engine (another deployments dir, e.g. a test's) owns the rest.
     let ours = std::fs::canonicalize(&settings.deployments_dir)
         .unwrap_or_else(|_| settings.deployments_dir.clone());
-    match preview_runtime::project_dirs_with_label(labels::MANAGED).await {
+    match settings.engine.list_ours(labels::MANAGED).await {
         Ok(projects) => orphans.extend(
             projects
                 .into_iter()
@@ -148,7 +140,7 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
             .collect()
     });
     for id in running {
-        match preview_runtime::project_containers(id.as_str()).await {
+        match runner.settings.engine.containers(id.as_str()).await {
             Ok(containers) if containers.is_empty() => {
                 tracing::warn!(preview = %id, "a running preview has no containers; deploying it again");
                 if scheduler.redeploy(&id, JobTrigger::Resume).await.is_ok() {

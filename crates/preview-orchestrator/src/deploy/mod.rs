@@ -1,5 +1,8 @@
-//! The real job bodies: fetch, plan, render, build and start with Docker Compose, wait for
-//! health, route through nginx, and tell the pull request. Teardown undoes all of it.
+//! The real job bodies: fetch, plan, render, build and start, wait for readiness, route through
+//! nginx, and tell the pull request. Teardown undoes all of it. Containers are reached only
+//! through [`DeploySettings::engine`], a [`preview_engine::Engine`]: today the compose engine on
+//! this host (the steps below are described in its terms); a Swarm engine plugs in at the same
+//! seam.
 //!
 //! # Updates without downtime
 //!
@@ -46,7 +49,7 @@
 //! ([`DockerRunner::clear_unfinished_update`]), so a half-finished start never lingers.
 
 pub mod drain;
-pub mod feedback;
+
 pub mod reconcile;
 pub mod retry;
 
@@ -58,37 +61,34 @@ use std::time::{Duration, Instant};
 use preview_core::id::PreviewId;
 use preview_core::plan::Planned;
 use preview_core::render::{AppSlot, ComposeServices, Limits, RenderInput};
-use preview_exec::compose::Compose;
+use preview_engine::{ComposeEngine, ComposeProject, Engine, HealthPolicy, build_log};
+use preview_exec::compose::{AppEnv, Compose};
 use preview_exec::nginx::NginxControl;
-use preview_runtime::{ComposeProject, HealthPolicy, build_log};
 
+use crate::feedback::{self, CommentState, Feedback, FeedbackUpdate};
 use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, TeardownJob};
 use crate::record::DeploymentStatus;
 use crate::repo_secrets::{RepoSecretStore, RepoSecrets};
-use feedback::{CommentState, Feedback, FeedbackUpdate};
 use retry::{RetryPolicy, is_transient_docker, is_transient_git};
 
 /// The compose file's name in a preview's work dir.
 pub const COMPOSE_FILE: &str = "docker-compose.yml";
 /// An update's new commit's compose file, until nginx routes to it.
 pub const NEXT_COMPOSE_FILE: &str = "docker-compose.next.yml";
-/// nginx has one config: tests and reloads of previews' confs and of access files (see
-/// [`crate::access`]) must not interleave, in this process.
-pub(crate) static NGINX_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Lines of a failing phase's log shown on the PR.
 const LOG_TAIL_LINES: usize = 50;
 
 /// Where previews live on disk and how they are run.
 #[derive(Clone)]
-pub struct RuntimeSettings {
+pub struct DeploySettings {
     /// One work dir per preview: `{deployments_dir}/{id}/`.
     pub deployments_dir: PathBuf,
     /// One nginx location file per preview: `{nginx_config_dir}/{id}.conf`.
     pub nginx_config_dir: PathBuf,
     /// How to test and reload nginx.
     pub nginx: NginxControl,
-    /// The Compose CLI.
-    pub compose: Compose,
+    /// What runs the previews; the jobs reach containers only through it.
+    pub engine: Arc<dyn Engine>,
     /// How long to wait for health, and how often to poll.
     pub health: HealthPolicy,
     /// Limits of every container.
@@ -109,7 +109,7 @@ pub struct RuntimeSettings {
     pub secrets: Arc<RepoSecretStore>,
 }
 
-impl RuntimeSettings {
+impl DeploySettings {
     /// The work dir of preview `id`.
     pub fn work_dir(&self, id: &str) -> PathBuf {
         self.deployments_dir.join(id)
@@ -123,9 +123,9 @@ impl RuntimeSettings {
 
 /// Runs jobs on the local Docker engine.
 pub struct DockerRunner {
-    settings: RuntimeSettings,
+    settings: DeploySettings,
     feedback: Feedback,
-    /// [`NGINX_LOCK`].
+    /// [`crate::nginx::NGINX_LOCK`].
     nginx_lock: &'static tokio::sync::Mutex<()>,
     /// One task at a time changes a preview's containers, conf and work dir: its job, or the
     /// reconcile sweep removing it as an orphan.
@@ -207,11 +207,11 @@ impl DockerRunner {
         for dir in [&config.deployments_dir, &config.nginx_config_dir] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let settings = RuntimeSettings {
+        let settings = DeploySettings {
             deployments_dir: config.deployments_dir.clone(),
             nginx_config_dir: config.nginx_config_dir.clone(),
             nginx,
-            compose,
+            engine: Arc::new(ComposeEngine::new(compose)),
             health: HealthPolicy {
                 max_interval: Duration::from_secs(config.health_interval_secs.max(1)),
                 timeout: Duration::from_secs(config.health_timeout_secs),
@@ -244,11 +244,11 @@ impl DockerRunner {
     }
 
     /// A runner with `settings`, sending feedback through `feedback`.
-    pub fn new(settings: RuntimeSettings, feedback: Feedback) -> Self {
+    pub fn new(settings: DeploySettings, feedback: Feedback) -> Self {
         Self {
             settings,
             feedback,
-            nginx_lock: &NGINX_LOCK,
+            nginx_lock: &crate::nginx::NGINX_LOCK,
             host_locks: std::sync::Mutex::default(),
         }
     }
@@ -438,7 +438,7 @@ impl DockerRunner {
             .retry
             .run(
                 "docker ps",
-                preview_runtime::published_ports,
+                || self.settings.engine.published_ports(),
                 transient_docker,
                 || !ctx.is_cancelled(),
             )
@@ -495,7 +495,7 @@ impl DockerRunner {
             RepoSecrets::default()
         };
         input.secret_names = app_secrets.names();
-        let compose = self.settings.compose.with_app_env(app_secrets.app_env());
+        let app_env = app_secrets.app_env();
         tracing::info!(
             preview = %job.id,
             trusted = job.trusted,
@@ -534,14 +534,14 @@ impl DockerRunner {
         {
             let _t = ctx.phase("build");
             let built = if updating {
-                self.start_beside(&compose, &project, &rendered.services, &build_log, ctx)
+                self.start_beside(&app_env, &project, &rendered.services, &build_log, ctx)
                     .await
             } else {
                 self.settings
                     .retry
                     .run(
                         "docker compose up",
-                        || project.up(&compose, &build_log),
+                        || self.settings.engine.up(&project, &app_env, &build_log),
                         transient_docker,
                         || !ctx.is_cancelled(),
                     )
@@ -564,29 +564,23 @@ impl DockerRunner {
         let health_started = Instant::now();
         {
             let _t = ctx.phase("health");
-            let healthy = if updating {
-                project
-                    .wait_service_healthy(
-                        &rendered.services.app,
-                        host_port,
-                        &planned.plan.health_path,
-                        planned.plan.ready_when,
-                        self.settings.health,
-                    )
-                    .await
-            } else {
-                project
-                    .wait_healthy(
-                        host_port,
-                        &planned.plan.health_path,
-                        planned.plan.ready_when,
-                        self.settings.health,
-                    )
-                    .await
-            };
+            let healthy = self
+                .settings
+                .engine
+                .wait_ready(
+                    &project,
+                    updating.then_some(rendered.services.app.as_str()),
+                    host_port,
+                    &planned.plan.health_path,
+                    planned.plan.ready_when,
+                    self.settings.health,
+                )
+                .await;
             if let Err(e) = healthy {
-                let logs = project
-                    .logs_tail(&self.settings.compose, LOG_TAIL_LINES)
+                let logs = self
+                    .settings
+                    .engine
+                    .logs_tail(&project, LOG_TAIL_LINES)
                     .await;
                 return Err(fail("health", e, tail_lines(&logs)));
             }
@@ -631,7 +625,7 @@ impl DockerRunner {
         // 8. drain the old port, then retire the old commit's containers
         if let Some(beside) = beside {
             let _t = ctx.phase("retire");
-            self.retire(&compose, id, &beside).await;
+            self.retire(&app_env, id, &beside).await;
         }
         Ok(())
     }
@@ -641,43 +635,37 @@ impl DockerRunner {
     /// `compose` carries the deploy's secrets, for the commands that create containers.
     async fn start_beside(
         &self,
-        compose: &Compose,
+        env: &AppEnv,
         project: &ComposeProject,
         services: &ComposeServices,
         log: &Path,
         ctx: &JobContext,
-    ) -> preview_runtime::Result<()> {
-        let (name, dir, file) = (&project.name, &project.dir, &project.file);
-        let run = |cmd: preview_exec::Result<preview_exec::Cmd>| async move {
-            cmd?.log_to(log).run().await?;
-            Ok::<(), preview_runtime::Error>(())
-        };
+    ) -> preview_engine::Result<()> {
+        let engine = &self.settings.engine;
         let go_on = || !ctx.is_cancelled();
-        self.settings
-            .retry
+        let retry = &self.settings.retry;
+        retry
             .run(
                 "docker compose build",
-                || run(compose.build(name, dir, file)),
+                || engine.build(project, log),
                 transient_docker,
                 go_on,
             )
             .await?;
         if !services.others.is_empty() {
-            self.settings
-                .retry
+            retry
                 .run(
                     "docker compose up (missing services)",
-                    || run(compose.create_missing(name, dir, file, &services.others)),
+                    || engine.create_missing(project, env, &services.others, log),
                     transient_docker,
                     go_on,
                 )
                 .await?;
         }
-        self.settings
-            .retry
+        retry
             .run(
                 "docker compose up (the new app)",
-                || run(compose.start_service(name, dir, file, &services.app)),
+                || engine.start_service(project, env, &services.app, log),
                 transient_docker,
                 go_on,
             )
@@ -721,7 +709,7 @@ impl DockerRunner {
                 tracing::warn!(preview = %id, error = %e, "could not record the new app port");
             }
         }
-        let containers = match preview_runtime::slot_containers(id.as_str()).await {
+        let containers = match self.settings.engine.slot_containers(id.as_str()).await {
             Ok(containers) => containers,
             Err(e) => {
                 tracing::warn!(preview = %id, error = %e, "could not list the preview's containers");
@@ -739,8 +727,11 @@ impl DockerRunner {
     }
 
     /// Removes the containers of preview `id` in app slot `slot`.
-    async fn remove_slot(&self, id: &str, slot: AppSlot) -> preview_runtime::Result<()> {
-        let ids: Vec<String> = preview_runtime::slot_containers(id)
+    async fn remove_slot(&self, id: &str, slot: AppSlot) -> preview_engine::Result<()> {
+        let ids: Vec<String> = self
+            .settings
+            .engine
+            .slot_containers(id)
             .await?
             .into_iter()
             .filter(|c| c.slot == Some(slot))
@@ -754,7 +745,7 @@ impl DockerRunner {
                 "removing the containers of the slot an update starts in"
             );
         }
-        preview_runtime::remove_containers(&ids).await
+        self.settings.engine.remove_containers(&ids).await
     }
 
     /// Undoes an update's start beside the serving commit: its containers, its image, the next
@@ -764,7 +755,7 @@ impl DockerRunner {
             tracing::warn!(preview = %id, error = %e, "removing the new commit's containers failed");
         }
         if let Some(service) = &beside.service {
-            remove_image_of(id.as_str(), service, "remove the failed commit's image").await;
+            self.remove_image_of(id.as_str(), service).await;
         }
         let _ = std::fs::remove_file(self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE));
         if let Err(e) = store.release_next_app_port(id).await {
@@ -777,7 +768,7 @@ impl DockerRunner {
     /// orphans of the now current compose file) and image. Best effort; failures are logged
     /// and the next update or the teardown removes what is left. `compose` is the deploy's,
     /// with its secrets: without them Compose would recreate the new app without them.
-    async fn retire(&self, compose: &Compose, id: &str, beside: &SideBySide) {
+    async fn retire(&self, env: &AppEnv, id: &str, beside: &SideBySide) {
         let started = Instant::now();
         let open = drain::drain(beside.serving_port, self.settings.drain).await;
         if open > 0 {
@@ -790,23 +781,21 @@ impl DockerRunner {
         }
         let drained = started.elapsed();
         let work = self.settings.work_dir(id);
-        let converged = match compose.start(id, &work, COMPOSE_FILE) {
-            Ok(cmd) => {
-                self.settings
-                    .retry
-                    .run(
-                        "docker compose up --remove-orphans",
-                        || async { cmd.run().await.map(drop) },
-                        |e| {
-                            matches!(e, preview_exec::Error::Failed { .. })
-                                && is_transient_docker(&e.to_string())
-                        },
-                        || true,
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
+        let project = ComposeProject {
+            name: id.to_owned(),
+            dir: work,
+            file: COMPOSE_FILE.to_owned(),
         };
+        let converged = self
+            .settings
+            .retry
+            .run(
+                "docker compose up --remove-orphans",
+                || self.settings.engine.converge(&project, env),
+                transient_docker,
+                || true,
+            )
+            .await;
         if let Err(e) = converged {
             tracing::warn!(preview = id, error = %e, "removing the previous commit's containers failed");
             return;
@@ -814,7 +803,7 @@ impl DockerRunner {
         if let Some(service) = &beside.serving_service
             && Some(service) != beside.service.as_ref()
         {
-            remove_image_of(id, service, "remove the previous commit's image").await;
+            self.remove_image_of(id, service).await;
         }
         tracing::info!(
             preview = id,
@@ -822,6 +811,13 @@ impl DockerRunner {
             retire_ms = started.elapsed().as_millis() as u64,
             "the previous commit is retired"
         );
+    }
+
+    /// Removes the image built for `service` of preview `id`; best effort.
+    async fn remove_image_of(&self, id: &str, service: &str) {
+        if let Err(e) = self.settings.engine.remove_service_image(id, service).await {
+            tracing::warn!(preview = id, service, error = %e, "removing an image failed");
+        }
     }
 
     /// For the reconcile sweep, on a preview no job is changing: settles an update that was
@@ -855,7 +851,7 @@ impl DockerRunner {
             return false;
         }
         tracing::info!(preview = %id, containers = leftovers.len(), "reconcile removes what an unfinished update started");
-        if let Err(e) = preview_runtime::remove_containers(&leftovers).await {
+        if let Err(e) = self.settings.engine.remove_containers(&leftovers).await {
             tracing::warn!(preview = %id, error = %e, "removing an unfinished update's containers failed");
         }
         let _ = std::fs::remove_file(next_file);
@@ -880,7 +876,7 @@ impl DockerRunner {
                 .retry
                 .run(
                     "docker compose down",
-                    || project.down(&self.settings.compose),
+                    || self.settings.engine.tear_down(&project),
                     transient_docker,
                     || true,
                 )
@@ -888,7 +884,7 @@ impl DockerRunner {
             if let Err(e) = down {
                 tracing::warn!(preview = id, error = %e, "compose down failed");
             }
-        } else if let Err(e) = reconcile::remove_project(id).await {
+        } else if let Err(e) = self.settings.engine.tear_down_named(id).await {
             tracing::warn!(preview = id, error = %e, "removing containers failed");
         }
         {
@@ -980,7 +976,7 @@ pub(crate) struct Serving {
     /// Its compose service.
     service: Option<String>,
     /// Every container of the preview's project.
-    containers: Vec<preview_runtime::SlotContainer>,
+    containers: Vec<preview_engine::SlotContainer>,
 }
 
 /// An update's new commit, started beside the serving one.
@@ -1014,23 +1010,6 @@ fn port_in_conf(text: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
-/// Removes the image Compose built for `service` of project `id` (`{id}-{service}`), unless a
-/// container still uses it.
-async fn remove_image_of(id: &str, service: &str, description: &str) {
-    let image = format!("{id}-{service}");
-    let exists = preview_runtime::built_images(id)
-        .await
-        .is_ok_and(|images| images.iter().any(|i| i == &format!("{image}:latest")));
-    if exists
-        && let Err(e) = preview_runtime::docker(description)
-            .args(["image", "rm", &image])
-            .run()
-            .await
-    {
-        tracing::warn!(preview = id, image, error = %e, "removing an image failed");
-    }
-}
-
 /// A git failure worth another attempt: git ran and failed on the network or the server.
 /// Our own timeout is not retried (it is minutes long), nor is a bad argument.
 fn transient_git(e: &preview_exec::Error) -> bool {
@@ -1038,17 +1017,17 @@ fn transient_git(e: &preview_exec::Error) -> bool {
 }
 
 /// A Docker failure worth another attempt: the CLI ran and the daemon hiccuped.
-fn transient_docker(e: &preview_runtime::Error) -> bool {
+fn transient_docker(e: &preview_engine::Error) -> bool {
     matches!(
         e,
-        preview_runtime::Error::Exec(preview_exec::Error::Failed { .. })
+        preview_engine::Error::Exec(preview_exec::Error::Failed { .. })
     ) && is_transient_docker(&e.to_string())
 }
 
 /// The stderr tail of a runtime error that ran a command.
-fn exec_tail(e: &preview_runtime::Error) -> String {
+fn exec_tail(e: &preview_engine::Error) -> String {
     match e {
-        preview_runtime::Error::Exec(e) => e.stderr_tail().to_owned(),
+        preview_engine::Error::Exec(e) => e.stderr_tail().to_owned(),
         _ => String::new(),
     }
 }

@@ -1,12 +1,17 @@
-//! Runs a rendered preview on the local Docker engine. The orchestrator and `preview up` share
-//! this path, so what a developer sees locally is what a PR gets on the server.
+//! What runs previews, behind the [`Engine`] trait: [`ComposeEngine`] runs a rendered preview on
+//! the local Docker engine. The orchestrator and `preview up` share this path, so what a developer
+//! sees locally is what a PR gets on the server.
 
 pub mod build_log;
+mod compose_engine;
 mod containers;
+mod engine;
 mod health;
 mod project;
 
+pub use compose_engine::ComposeEngine;
 pub use containers::{ContainerState, project_containers};
+pub use engine::{BoxFuture, Engine, Usage};
 pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};
 pub use project::{
     ComposeProject, SlotContainer, built_images, docker, project_dirs_with_label,

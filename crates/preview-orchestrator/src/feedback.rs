@@ -282,11 +282,8 @@ pub fn render_comment(update: &FeedbackUpdate) -> String {
             .build()
             .expect("the default delimiters are valid"),
     );
-    env.add_template(
-        "pr-comment",
-        include_str!("../../templates/pr-comment.md.j2"),
-    )
-    .expect("the comment template parses");
+    env.add_template("pr-comment", include_str!("../templates/pr-comment.md.j2"))
+        .expect("the comment template parses");
     let state = serde_json::to_value(&update.state).expect("serializable");
     let mut ctx = serde_json::json!({
         "marker": comment_marker(update.id.as_str()),
@@ -397,7 +394,9 @@ mod tests {
             (
                 "closed_evicted",
                 CommentState::Closed {
-                    reason: crate::queue::eviction_reason(10),
+                    reason: "evicted to free a slot: all 10 preview slots were in use and this was the least \
+                         recently updated preview; a new push deploys it again"
+                        .into(),
                 },
             ),
             (
@@ -427,7 +426,10 @@ mod tests {
             (
                 "not_deployed",
                 CommentState::NotDeployed {
-                    reason: crate::gate::DELETED_FORK.into(),
+                    reason: "The fork this pull request comes from was deleted, so there is no \
+                         branch to preview. Restore the fork, or open a new pull request from a \
+                         branch that exists."
+                        .into(),
                 },
             ),
         ];

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use preview_core::model::ReadyWhen;
+use preview_engine::{ComposeProject, Error, HealthPolicy, published_ports};
 use preview_exec::compose::Compose;
-use preview_runtime::{ComposeProject, Error, HealthPolicy, published_ports};
 use preview_testkit::{docker_objects_with_label, free_port, require_docker, unique_suffix};
 
 /// Writes a one-service project whose app runs `script` with python3.
@@ -153,4 +153,65 @@ async fn app_that_never_answers_times_out() {
         Err(Error::Unhealthy { last, .. }) => assert!(!last.is_empty()),
         other => panic!("expected Unhealthy, got {other:?}"),
     }
+}
+
+/// The Engine seam on the compose engine: up, ready, usage, stop (sleep: no memory, volume and
+/// image kept), converge (wake: ready again), list_ours, tear down leaving nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compose_engine_sleeps_wakes_and_reports_usage() {
+    use preview_engine::{ComposeEngine, Engine};
+    use preview_exec::compose::AppEnv;
+    require_docker().await;
+    let engine = ComposeEngine::new(Compose::detect().await.unwrap());
+    assert_eq!(engine.name(), "compose");
+    let port = free_port();
+    let (dir, project, label) = project("engine", SERVER, port);
+    let env = AppEnv::default();
+    let log = dir.path().join("up.log");
+    engine.up(&project, &env, &log).await.unwrap();
+    let ready = |service| {
+        engine.wait_ready(
+            &project,
+            service,
+            port,
+            "/health",
+            ReadyWhen::Success,
+            HealthPolicy::default(),
+        )
+    };
+    ready(None).await.unwrap();
+    let awake = engine.usage(&project.name).await.unwrap();
+    assert_eq!(awake.running, 1, "{awake:?}");
+    assert!(
+        awake.memory_bytes > 1_000_000,
+        "a python server uses memory: {awake:?}"
+    );
+
+    engine.stop(&project).await.unwrap();
+    let asleep = engine.usage(&project.name).await.unwrap();
+    assert_eq!((asleep.running, asleep.memory_bytes), (0, 0), "{asleep:?}");
+    let containers = engine.containers(&project.name).await.unwrap();
+    assert_eq!(containers.len(), 1, "the container is kept: {containers:?}");
+    assert!(containers[0].has_stopped(), "{containers:?}");
+    assert!(!published_ports().await.unwrap().contains(&port));
+
+    engine.converge(&project, &env).await.unwrap();
+    ready(Some("app")).await.unwrap();
+    assert_eq!(engine.usage(&project.name).await.unwrap().running, 1);
+    let ours = engine
+        .list_ours("com.docker.compose.project")
+        .await
+        .unwrap();
+    assert_eq!(
+        ours.get(&project.name)
+            .map(|d| std::fs::canonicalize(d).unwrap()),
+        Some(std::fs::canonicalize(dir.path()).unwrap())
+    );
+
+    engine.tear_down(&project).await.unwrap();
+    assert_eq!(
+        docker_objects_with_label(&label).await,
+        Vec::<String>::new()
+    );
+    assert!(engine.containers(&project.name).await.unwrap().is_empty());
 }

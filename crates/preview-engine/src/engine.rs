@@ -1,0 +1,132 @@
+//! The seam between the orchestrator's jobs and what runs previews.
+//!
+//! The deploy and teardown jobs (in the orchestrator) decide *what* happens to a preview: fetch,
+//! plan, render, build, start, readiness, route, retire, tear down. An [`Engine`] carries out
+//! each step on some container platform. [`ComposeEngine`](crate::ComposeEngine), on the local
+//! Docker engine, is the one there is. A Swarm engine (`docker stack deploy` of the same rendered
+//! file, placed by reservations, routed to the node's address) or a Kubernetes one would
+//! implement the same trait; nothing above it names Compose.
+//!
+//! A preview is a [`ComposeProject`]: its name (the preview id, prefixing everything the engine
+//! creates), its directory with the rendered files, and the file to run. `env` is the app's
+//! environment (its trusted commit's secrets), handed to every operation that may create the
+//! app's containers and never written to a file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use preview_core::model::ReadyWhen;
+use preview_exec::compose::AppEnv;
+
+use crate::{ComposeProject, ContainerState, HealthPolicy, Result, SlotContainer};
+
+/// A boxed future, so that [`Engine`] can be used as `dyn Engine`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a preview's containers use right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Memory in use by its running containers, in bytes.
+    pub memory_bytes: u64,
+    /// How many of its containers run.
+    pub running: usize,
+}
+
+/// Runs previews. Every operation is safe to retry; errors carry the failing command's output.
+pub trait Engine: Send + Sync + 'static {
+    /// The engine's name, for logs and `/health`: `compose`.
+    fn name(&self) -> &'static str;
+
+    /// A first deploy: builds the images and starts every service, removing orphans. Output
+    /// goes to `log`.
+    fn up<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        env: &'a AppEnv,
+        log: &'a Path,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Builds the images and starts nothing (an update builds while the serving app goes on).
+    fn build<'a>(&'a self, project: &'a ComposeProject, log: &'a Path)
+    -> BoxFuture<'a, Result<()>>;
+
+    /// Creates those of `services` that do not exist yet, leaving running ones alone (an
+    /// update's database keeps running).
+    fn create_missing<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        env: &'a AppEnv,
+        services: &'a [String],
+        log: &'a Path,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Starts `service` alone from its built image, beside the project's other containers.
+    fn start_service<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        env: &'a AppEnv,
+        service: &'a str,
+        log: &'a Path,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Brings the project to its file from built images: starts what is stopped, recreates what
+    /// changed and removes the containers of services the file no longer has (an update's old
+    /// app slot). Also wakes a preview that sleeps.
+    fn converge<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        env: &'a AppEnv,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Stops the project's containers, keeping its volumes, images and ports (sleep).
+    fn stop<'a>(&'a self, project: &'a ComposeProject) -> BoxFuture<'a, Result<()>>;
+
+    /// Waits until the app answers at `port` and `path` as `ready_when` asks, failing fast when
+    /// a container of `service` (or of any service, when `None`) stops. Returns the time taken.
+    fn wait_ready<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        service: Option<&'a str>,
+        port: u16,
+        path: &'a str,
+        ready_when: ReadyWhen,
+        policy: HealthPolicy,
+    ) -> BoxFuture<'a, Result<Duration>>;
+
+    /// The last `lines` lines of every service's log, for failure reports; empty if unreadable.
+    fn logs_tail<'a>(&'a self, project: &'a ComposeProject, lines: usize) -> BoxFuture<'a, String>;
+
+    /// Removes the project: containers, networks, volumes and the images built for it.
+    fn tear_down<'a>(&'a self, project: &'a ComposeProject) -> BoxFuture<'a, Result<()>>;
+
+    /// [`Engine::tear_down`] by name alone, for a project whose files are gone.
+    fn tear_down_named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// The projects carrying label `key`, with the directory each was run from.
+    fn list_ours<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<BTreeMap<String, PathBuf>>>;
+
+    /// The containers of project `name`, running or not.
+    fn containers<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<ContainerState>>>;
+
+    /// The containers of project `name` with their app slot and published ports.
+    fn slot_containers<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<SlotContainer>>>;
+
+    /// Removes containers by id.
+    fn remove_containers<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes the image built for `service` of project `name`, unless a container uses it.
+    fn remove_service_image<'a>(
+        &'a self,
+        name: &'a str,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// The host ports any container publishes (the port pools skip them).
+    fn published_ports(&self) -> BoxFuture<'_, Result<BTreeSet<u16>>>;
+
+    /// What project `name` uses now.
+    fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>>;
+}
