@@ -12,11 +12,11 @@ pub const MAX_SHOWN_BYTES: u64 = 4 * 1024 * 1024;
 /// The name under which the work dir's current `build.log` is shown when no copy exists yet.
 pub const CURRENT: &str = "current";
 
-/// Where and how long deploys' build logs are kept: the runtime's handle on [`archive`].
+/// Where and how long deploys' build logs are kept: the deploy job's handle on [`archive`].
 ///
-/// The runtime holds one in its settings (`build_logs: BuildLogArchive::new(config)`) and calls
-/// `self.settings.build_logs.keep(&job.id, &job.sha, &build_log)` once `docker compose up`
-/// has ended, before looking at its outcome.
+/// The deploy job holds one in its settings (`build_logs: BuildLogArchive::new(config)` in
+/// `DeploySettings`) and calls `self.settings.build_logs.keep(&job.id, &job.sha, &build_log)`
+/// once the build (`let built = ...`) has ended, before looking at its outcome.
 #[derive(Debug, Clone)]
 pub struct BuildLogArchive {
     logs_dir: PathBuf,
@@ -197,7 +197,7 @@ pub fn read(
     let mut bytes = Vec::new();
     file.take(MAX_SHOWN_BYTES).read_to_end(&mut bytes).ok()?;
     let text = String::from_utf8_lossy(&bytes);
-    Some((preview_runtime::build_log::strip_ansi(&text), truncated))
+    Some((preview_engine::build_log::strip_ansi(&text), truncated))
 }
 
 #[cfg(test)]

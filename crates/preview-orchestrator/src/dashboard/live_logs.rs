@@ -76,7 +76,7 @@ pub async fn containers(
 /// Cleans one line for the page: no colour codes, no secret values, no control characters, at
 /// most [`MAX_LINE`] bytes.
 pub fn clean_line(line: &str, secrets: &RepoSecrets) -> String {
-    let stripped = preview_runtime::build_log::strip_ansi(line);
+    let stripped = preview_engine::build_log::strip_ansi(line);
     let redacted = if secrets.is_empty() {
         stripped
     } else {
