@@ -156,7 +156,7 @@ impl Follow {
             let _ = tx.send(Event::default().event("end").data("")).await;
             return;
         }
-        if std::fs::create_dir_all(&self.scratch).is_err() {
+        if private_dir(&self.scratch).is_err() {
             let _ = tx
                 .send(info("cannot create a scratch dir for the logs"))
                 .await;
@@ -246,6 +246,13 @@ async fn follow_one(
     }
 }
 
+/// Creates `dir` (and its parents) and makes it readable by its owner only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// The complete lines appended to `file` since `offset`; an unfinished last line waits in
 /// `partial` for the next read.
 fn read_new_lines(file: &Path, offset: u64, partial: &mut String) -> (Vec<String>, u64) {
@@ -283,6 +290,16 @@ mod tests {
             clean_line(line, &secrets),
             "GET / key=[redacted STRIPE_KEY]"
         );
+    }
+
+    #[test]
+    fn the_scratch_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("logs/.live-logs");
+        private_dir(&scratch).unwrap();
+        let mode = std::fs::metadata(&scratch).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

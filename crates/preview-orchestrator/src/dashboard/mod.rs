@@ -360,7 +360,9 @@ async fn live_logs_stream(
         permit,
         docker: d.config.docker_bin.clone(),
         secrets: d.secrets_of(&rec.repo),
-        scratch: std::env::temp_dir().join("preview-dashboard-logs"),
+        // The app's raw output passes through these files: a private dir the orchestrator owns,
+        // not a shared /tmp.
+        scratch: d.config.logs_dir.join(".live-logs"),
         id: rec.id,
     };
     let mut response = Sse::new(logs.stream())
