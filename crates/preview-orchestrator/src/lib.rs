@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod config;
+pub mod dashboard;
 pub mod dedup;
 pub mod deploy;
 mod error;
@@ -107,7 +108,13 @@ impl Orchestrator {
             started: Instant::now(),
         });
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let app = http::router(state);
+        let dashboard = Arc::new(dashboard::Dashboard::new(
+            state.config.clone(),
+            scheduler.clone(),
+            state.secrets.clone(),
+            addr,
+        ));
+        let app = http::router(state).merge(dashboard::router(dashboard));
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,
