@@ -6,6 +6,7 @@
 //! accepting, let running jobs reach a safe point within the grace period, write the store.
 
 pub mod access;
+pub mod build_logs;
 pub mod config;
 pub mod dashboard;
 pub mod dedup;

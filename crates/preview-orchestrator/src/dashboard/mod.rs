@@ -14,7 +14,7 @@
 //! through the repository's redaction first.
 
 pub mod auth;
-pub mod build_logs;
+
 pub mod live_logs;
 pub mod nginx_site;
 pub mod usage;
@@ -36,6 +36,7 @@ use axum::routing::get;
 use minijinja::{AutoEscape, Environment, Value, context};
 use preview_core::id::{PreviewId, RepoFullName};
 
+use crate::build_logs;
 use crate::config::Config;
 use crate::jobs::JobTrigger;
 use crate::queue::{Scheduler, Submission};

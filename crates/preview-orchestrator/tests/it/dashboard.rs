@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use preview_core::id::{CommitSha, PreviewId};
-use preview_orchestrator::dashboard::build_logs;
+use preview_orchestrator::build_logs;
 use reqwest::header;
 
 use crate::harness::{ID2, REPO, TOKEN, TestServer, sha};

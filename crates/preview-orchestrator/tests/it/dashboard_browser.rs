@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use preview_core::id::{CommitSha, PreviewId};
-use preview_orchestrator::dashboard::build_logs;
+use preview_orchestrator::build_logs;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -12,11 +12,9 @@ pub const MAX_SHOWN_BYTES: u64 = 4 * 1024 * 1024;
 /// The name under which the work dir's current `build.log` is shown when no copy exists yet.
 pub const CURRENT: &str = "current";
 
-/// Where and how long deploys' build logs are kept: the deploy job's handle on [`archive`].
-///
-/// The deploy job holds one in its settings (`build_logs: BuildLogArchive::new(config)` in
-/// `DeploySettings`) and calls `self.settings.build_logs.keep(&job.id, &job.sha, &build_log)`
-/// once the build (`let built = ...`) has ended, before looking at its outcome.
+/// Where and how long deploys' build logs are kept: the deploy job's handle on [`archive`]. The
+/// job keeps a copy once each build has ended, before looking at its outcome; the dashboard
+/// lists and shows them.
 #[derive(Debug, Clone)]
 pub struct BuildLogArchive {
     logs_dir: PathBuf,
