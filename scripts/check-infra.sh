@@ -148,6 +148,9 @@ terraform_variables() {
     reject -var alert_email=not-an-address
     reject -var name=Bad_Name
     reject -var alert_threshold_percent=0
+    accept -var preview_domain=preview.example.com -var dns_zone=example.com
+    reject -var preview_domain=Preview.Example.com
+    reject -var dns_zone=example..com
     (cd "$dir" && terraform plan -input=false -no-color -lock=false -var "ssh_public_key=not a key" >"$dir/out" 2>&1) &&
         { echo "accepted an invalid ssh_public_key"; return 1; }
     say "rejected: ssh_public_key=not a key"

@@ -32,6 +32,8 @@ declare -A wanted=(
     # The wildcard-certificate test: pebble (ACME test server) and pebble-challtestsrv (mock DNS),
     # and openssl for pebble's listener certificate, which the package does not ship.
     [pebble]=pebble [pebble-challtestsrv]=pebble [openssl]=openssl
+    # The dashboard's browser test: headless Chromium, driven over the DevTools protocol.
+    [chromium]=chromium
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

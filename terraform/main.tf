@@ -90,6 +90,42 @@ resource "digitalocean_reserved_ip_assignment" "server" {
   droplet_id = digitalocean_droplet.server.id
 }
 
+# Hostname routing: {preview_domain} (the webhook) and *.{preview_domain} (one name per preview)
+# point at the reserved IP, when DigitalOcean hosts the DNS zone that holds them.
+locals {
+  manage_dns = var.dns_zone != "" && var.preview_domain != ""
+  # The records' names relative to the zone: "" when preview_domain is the zone itself.
+  dns_name = local.manage_dns ? trimsuffix(trimsuffix(var.preview_domain, var.dns_zone), ".") : ""
+}
+
+resource "terraform_data" "dns_zone_holds_preview_domain" {
+  count = local.manage_dns ? 1 : 0
+  lifecycle {
+    precondition {
+      condition     = var.preview_domain == var.dns_zone || endswith(var.preview_domain, ".${var.dns_zone}")
+      error_message = "preview_domain must be dns_zone itself or a name under it."
+    }
+  }
+}
+
+resource "digitalocean_record" "preview_domain" {
+  count  = local.manage_dns ? 1 : 0
+  domain = var.dns_zone
+  type   = "A"
+  name   = local.dns_name == "" ? "@" : local.dns_name
+  value  = digitalocean_reserved_ip.server.ip_address
+  ttl    = 300
+}
+
+resource "digitalocean_record" "previews_wildcard" {
+  count  = local.manage_dns ? 1 : 0
+  domain = var.dns_zone
+  type   = "A"
+  name   = local.dns_name == "" ? "*" : "*.${local.dns_name}"
+  value  = digitalocean_reserved_ip.server.ip_address
+  ttl    = 300
+}
+
 resource "digitalocean_monitor_alert" "usage" {
   for_each = local.alerts
 

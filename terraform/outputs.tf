@@ -22,3 +22,8 @@ output "ssh_user" {
   description = "User that Ansible and the CLI log in as. Ubuntu droplets allow only root at first."
   value       = "root"
 }
+
+output "dns_records" {
+  description = "The A records Terraform manages for hostname routing (empty without dns_zone and preview_domain)."
+  value       = [for r in concat(digitalocean_record.preview_domain, digitalocean_record.previews_wildcard) : "${r.fqdn} A ${r.value}"]
+}

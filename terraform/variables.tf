@@ -91,3 +91,25 @@ variable "alert_threshold_percent" {
     error_message = "alert_threshold_percent must be between 1 and 100."
   }
 }
+
+variable "preview_domain" {
+  description = "The domain previews are served under ({slug}-pr-{N}.{preview_domain}), the orchestrator's PREVIEW_DOMAIN. With dns_zone set, Terraform creates its two A records; empty: path routing, or create the records yourself (README)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.preview_domain == "" || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.preview_domain))
+    error_message = "preview_domain must be empty or a lowercase domain name such as preview.example.com."
+  }
+}
+
+variable "dns_zone" {
+  description = "A domain whose DNS is hosted at DigitalOcean that holds preview_domain (the domain itself or a parent, e.g. example.com). Set, Terraform creates the A records {preview_domain} and *.{preview_domain} pointing at the reserved IP. Empty: Terraform leaves DNS alone."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.dns_zone == "" || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.dns_zone))
+    error_message = "dns_zone must be empty or a lowercase domain name such as example.com."
+  }
+}

@@ -21,7 +21,8 @@ Examples:
   preview access set acme/api --basic-auth reviewer   # previews behind a password
   preview plan ./my-app       # what would be built for a checkout, and why
   preview up ./my-app         # build and run it here, no server needed
-  preview secrets set acme/api STRIPE_KEY   # a secret for trusted previews (hidden prompt)"
+  preview secrets set acme/api STRIPE_KEY   # a secret for trusted previews (hidden prompt)
+  preview dashboard --open    # previews, build logs and live logs in the browser"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +49,8 @@ enum Command {
     Up(up::UpArgs),
     /// Set, list or unset a repository's preview secrets (env variables of trusted previews)
     Secrets(commands::SecretsArgs),
+    /// Print the URL of the server's dashboard (previews, logs, actions), or open it
+    Dashboard(commands::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Plan(args) => plan::run(args),
             Command::Up(args) => up::run(args).await,
             Command::Secrets(args) => commands::preview_secrets::run(args).await,
+            Command::Dashboard(args) => commands::dashboard::run(args).await,
         }
     });
     match result {

@@ -175,6 +175,12 @@ pub struct Config {
     #[arg(long, env = "ORCHESTRATOR_API_TOKEN", hide_env_values = true)]
     pub api_token: String,
 
+    /// Serve the dashboard at the root of this hostname too (e.g. dashboard.{PREVIEW_DOMAIN}):
+    /// the orchestrator keeps its nginx server block in NGINX_CONFIG_DIR, over HTTPS once the
+    /// wildcard certificate exists. It is always at /dashboard on the listener.
+    #[arg(long, env = "DASHBOARD_HOST", value_name = "HOSTNAME")]
+    pub dashboard_host: Option<String>,
+
     /// Address to listen on [default: 127.0.0.1:3000, or 127.0.0.1:$ORCHESTRATOR_PORT].
     #[arg(long, env = "ORCHESTRATOR_BIND")]
     pub bind: Option<SocketAddr>,
@@ -439,6 +445,14 @@ impl Config {
         };
         if self.github_webhook_secret.is_empty() {
             return bad("GITHUB_WEBHOOK_SECRET", "must not be empty");
+        }
+        if let Some(host) = &self.dashboard_host
+            && !crate::dashboard::nginx_site::valid_host(host)
+        {
+            return bad(
+                "DASHBOARD_HOST",
+                "must be a hostname: labels of letters, digits and '-', joined by '.'",
+            );
         }
         if self.github_token.trim().is_empty() {
             return bad("GITHUB_TOKEN", "must not be empty");

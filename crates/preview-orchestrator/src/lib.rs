@@ -6,7 +6,9 @@
 //! accepting, let running jobs reach a safe point within the grace period, write the store.
 
 pub mod access;
+pub mod build_logs;
 pub mod config;
+pub mod dashboard;
 pub mod dedup;
 pub mod deploy;
 mod error;
@@ -115,7 +117,13 @@ impl Orchestrator {
             wakes: wake::WakeFlights::new(runner),
         });
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let app = http::router(state);
+        let dashboard = Arc::new(dashboard::Dashboard::new(
+            state.config.clone(),
+            scheduler.clone(),
+            state.secrets.clone(),
+            addr,
+        ));
+        let app = http::router(state).merge(dashboard::router(dashboard));
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,

@@ -66,6 +66,11 @@ pub struct DigitalOcean {
     /// Source addresses allowed to reach SSH.
     #[serde(default = "everywhere", skip_serializing_if = "is_everywhere")]
     pub admin_cidrs: Vec<String>,
+    /// A DNS zone hosted at DigitalOcean that holds the TLS domain (e.g. `example.com`): Terraform
+    /// then creates the domain's A records, `{domain}` and `*.{domain}`. Unset: create them
+    /// yourself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_zone: Option<String>,
 }
 
 /// GitHub side.
@@ -233,6 +238,20 @@ impl Config {
         if let Some(tls) = &self.tls {
             validate_domain(&tls.domain).map_err(|r| anyhow!("tls.domain: {r}"))?;
             validate_email(&tls.email).map_err(|r| anyhow!("tls.email: {r}"))?;
+        }
+        if let Some(zone) = &self.digitalocean.dns_zone {
+            validate_domain(zone).map_err(|r| anyhow!("digitalocean.dns_zone: {r}"))?;
+            let Some(tls) = &self.tls else {
+                bail!(
+                    "digitalocean.dns_zone: set tls.domain (--domain) too: the zone holds its records"
+                );
+            };
+            if tls.domain != *zone && !tls.domain.ends_with(&format!(".{zone}")) {
+                bail!(
+                    "digitalocean.dns_zone: {zone} does not hold tls.domain {}; name the zone the domain is in",
+                    tls.domain
+                );
+            }
         }
         if !self.ssh.private_key.is_absolute() {
             bail!(
@@ -473,6 +492,7 @@ mod tests {
                 region: "fra1".into(),
                 droplet_size: "s-2vcpu-4gb".into(),
                 admin_cidrs: everywhere(),
+                dns_zone: None,
             },
             github: GitHub {
                 repositories: vec!["acme/api".into(), "acme/web".into()],
@@ -499,6 +519,32 @@ mod tests {
         let text = config.to_yaml().unwrap();
         insta::assert_snapshot!(text);
         assert_eq!(Config::parse(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn a_dns_zone_must_hold_the_tls_domain() {
+        let with_zone = |zone: &str, tls: bool| {
+            let mut config = sample();
+            config.digitalocean.dns_zone = Some(zone.into());
+            if !tls {
+                config.tls = None;
+            }
+            Config::parse(&config.to_yaml().unwrap()).map_err(|e| format!("{e:#}"))
+        };
+        let ok = with_zone("example.com", true).unwrap();
+        assert_eq!(ok.digitalocean.dns_zone.as_deref(), Some("example.com"));
+        with_zone("previews.example.com", true).unwrap();
+        let err = with_zone("example.org", true).unwrap_err();
+        assert!(
+            err.contains("does not hold tls.domain previews.example.com"),
+            "{err}"
+        );
+        let err = with_zone("ample.com", true).unwrap_err();
+        assert!(err.contains("does not hold"), "{err}");
+        let err = with_zone("example.com", false).unwrap_err();
+        assert!(err.contains("set tls.domain"), "{err}");
+        let err = with_zone("not a zone", true).unwrap_err();
+        assert!(err.contains("digitalocean.dns_zone"), "{err}");
     }
 
     #[test]

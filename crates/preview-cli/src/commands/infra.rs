@@ -68,6 +68,10 @@ impl Terraform {
         });
         if let Some(tls) = &config.tls {
             vars["alert_email"] = json!(tls.email);
+            vars["preview_domain"] = json!(tls.domain);
+            if let Some(zone) = &config.digitalocean.dns_zone {
+                vars["dns_zone"] = json!(zone);
+            }
         }
         let text = serde_json::to_vec_pretty(&vars).context("serialising tfvars")?;
         write_private(&tfvars, &text)?;

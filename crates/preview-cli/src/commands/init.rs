@@ -65,6 +65,10 @@ pub struct InitArgs {
     /// over TLS at the bare domain
     #[arg(long, env = "PREVIEW_DOMAIN")]
     pub domain: Option<String>,
+    /// DNS zone hosted at DigitalOcean that holds --domain (e.g. example.com): Terraform then
+    /// creates the A records {domain} and *.{domain} pointing at the server
+    #[arg(long, env = "PREVIEW_DNS_ZONE", requires = "domain")]
+    pub dns_zone: Option<String>,
     /// Contact e-mail for the TLS certificate (with --domain)
     #[arg(long, env = "PREVIEW_TLS_EMAIL")]
     pub email: Option<String>,
@@ -286,6 +290,10 @@ fn gather(args: &InitArgs, previous: Option<&Config>, interactive: bool) -> Resu
             region,
             droplet_size,
             admin_cidrs,
+            dns_zone: args
+                .dns_zone
+                .clone()
+                .or_else(|| previous.and_then(|c| c.digitalocean.dns_zone.clone())),
         },
         github: GitHub {
             repositories,

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod config;
+pub mod dashboard;
 pub mod destroy;
 pub mod home;
 pub mod infra;
@@ -20,6 +21,7 @@ pub mod tools;
 pub mod webhooks;
 
 pub use access::AccessArgs;
+pub use dashboard::DashboardArgs;
 pub use destroy::DestroyArgs;
 pub use init::InitArgs;
 pub use preview_secrets::SecretsArgs;

@@ -3,6 +3,7 @@
 //! pseudo-terminal.
 
 mod access;
+mod dashboard;
 mod errors;
 mod flow;
 mod harness;

@@ -90,6 +90,8 @@ pub struct DeploySettings {
     pub nginx: NginxControl,
     /// What runs the previews; the jobs reach containers only through it.
     pub engine: Arc<dyn Engine>,
+    /// Keeps a copy of each deploy's build log, for the dashboard.
+    pub build_logs: crate::build_logs::BuildLogArchive,
     /// How long to wait for health, and how often to poll.
     pub health: HealthPolicy,
     /// Limits of every container.
@@ -219,6 +221,7 @@ impl DockerRunner {
             nginx_config_dir: config.nginx_config_dir.clone(),
             nginx,
             engine: Arc::new(ComposeEngine::new(compose)),
+            build_logs: crate::build_logs::BuildLogArchive::new(config),
             health: HealthPolicy {
                 max_interval: Duration::from_secs(config.health_interval_secs.max(1)),
                 timeout: Duration::from_secs(config.health_timeout_secs),
@@ -559,6 +562,7 @@ impl DockerRunner {
                     )
                     .await
             };
+            self.settings.build_logs.keep(&job.id, &job.sha, &build_log);
             if let Err(e) = built {
                 let log = std::fs::read(&build_log).unwrap_or_default();
                 let log = String::from_utf8_lossy(&log);

@@ -14,7 +14,7 @@
 //! compose` or `git` it started may outlive it, and the test waits for every process it left in
 //! the work dir to end before it judges the result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use preview_testkit::{free_port, http_get, nginx_binary, unique_suffix, wait_for_http};
@@ -197,8 +197,9 @@ impl CrashWorld {
     }
 
     /// The required outcome: PR `pr` running at `sha`, answering `body` through nginx and on its
-    /// own port, with one app container and one nginx conf (no staged or backup copy). A failed
-    /// deploy passes only if the build log shows the build step itself failing.
+    /// own port, with one app container and one nginx conf (no staged or backup copy). No
+    /// failure is excused: these apps' build steps cannot fail by themselves, and a step killed
+    /// by the crash prints what a failing step prints (`exit code: 137`).
     async fn assert_running_at(&self, daemon: &Daemon, pr: u64, sha: &str, body: &str) {
         let id = self.world.id(pr);
         daemon.settled(&id).await;
@@ -206,12 +207,6 @@ impl CrashWorld {
         self.world.wait_survivors_gone(pr).await;
         let rec = daemon.settled(&id).await;
         let state = rec["status"]["state"].as_str().unwrap_or("none");
-        if state == "failed" && build_step_failed(&self.world.work(pr)) {
-            eprintln!(
-                "PR {pr}: the build itself failed, which a crash does not excuse nor cause: {rec}"
-            );
-            return;
-        }
         assert_eq!(
             state,
             "running",
@@ -242,12 +237,6 @@ impl CrashWorld {
         assert_eq!(count("container "), 1, "{objects:?}");
         assert_eq!(count("nginx conf "), 1, "{objects:?}");
     }
-}
-
-/// Whether the build log shows a build step failing by itself (its command's exit code).
-fn build_step_failed(work: &Path) -> bool {
-    let log = std::fs::read_to_string(work.join("logs/build.log")).unwrap_or_default();
-    log.contains("returned a non-zero code") || log.contains("did not complete successfully")
 }
 
 #[tokio::test(flavor = "multi_thread")]

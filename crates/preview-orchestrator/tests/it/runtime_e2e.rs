@@ -72,6 +72,15 @@ async fn open_update_close(sample: &str) {
     }
     e2e.wait_comment(pr, &["Preview live", &second], FEEDBACK_TIMEOUT)
         .await;
+    // Each deploy's build log is kept for the dashboard, beside the orchestrator's logs.
+    let kept = preview_orchestrator::build_logs::list(
+        &e2e.dir.path().join("logs"),
+        &e2e.dir.path().join("deployments"),
+        &e2e.id(pr),
+    );
+    let kept_shas: Vec<&str> = kept.iter().map(|k| k.sha.as_str()).collect();
+    assert_eq!(kept_shas, [&second[..7], &first[..7]], "{kept:?}");
+    assert!(kept.iter().all(|k| k.bytes > 0), "{kept:?}");
 
     // closed → nothing left
     e2e.close_and_assert_nothing_left(pr, &second).await;
