@@ -69,6 +69,10 @@ impl PreviewRow {
             DeploymentStatus::Waiting { since } => {
                 Some(format!("for a free slot since {}", ago(*since, now)))
             }
+            DeploymentStatus::Sleeping => Some(format!(
+                "since {}; wakes on the next visit",
+                ago(rec.status_changed_at, now)
+            )),
             _ => None,
         };
         let (build, start) = last_deploy_times(rec);
