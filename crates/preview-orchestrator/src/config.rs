@@ -447,7 +447,7 @@ impl Config {
             return bad("GITHUB_WEBHOOK_SECRET", "must not be empty");
         }
         if let Some(host) = &self.dashboard_host
-            && !crate::dashboard::nginx_site::valid_host(host)
+            && !valid_host(host)
         {
             return bad(
                 "DASHBOARD_HOST",
@@ -723,4 +723,19 @@ impl std::fmt::Display for ConfigError {
             ConfigError::Display(s) | ConfigError::Invalid(s) => f.write_str(s),
         }
     }
+}
+
+/// Valid hostnames only reach nginx's config: letters, digits, `-` and `.`.
+pub fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }

@@ -34,6 +34,7 @@ use crate::telemetry;
 
 mod access_api;
 mod secrets_api;
+pub mod wake;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -58,7 +59,7 @@ pub struct AppState {
     /// The per-repository preview secrets.
     pub secrets: Arc<RepoSecretStore>,
     /// Wakes sleeping previews, one wake per preview however many requests wait for it.
-    pub wakes: crate::wake::WakeFlights,
+    pub wakes: wake::WakeFlights,
 }
 
 /// Asks `docker version` at most every 10 s.
@@ -131,7 +132,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         // Reached through nginx (it carries forwarding headers), so not behind
         // require_loopback; it checks the peer itself.
-        .route("/_wake/{id}", any(crate::wake::wake_route))
+        .route("/_wake/{id}", any(wake::wake_route))
         .route("/webhook/github", post(webhook))
         .route("/webhook", post(webhook))
         .route("/webhook/", post(webhook))

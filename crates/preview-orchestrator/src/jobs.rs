@@ -140,7 +140,7 @@ pub trait JobRunner: Send + Sync + 'static {
     }
 
     /// Wakes preview `id` if it sleeps and waits until it answers. Callers share one wake per
-    /// preview ([`crate::wake::WakeFlights`]).
+    /// preview (the wake endpoint's `WakeFlights`).
     fn wake<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, WakeOutcome> {
         let _ = id;
         Box::pin(async { WakeOutcome::NotFound })
@@ -334,4 +334,25 @@ impl JobRunner for MissingRuntime {
     fn teardown(&self, _job: TeardownJob, _ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Puts idle previews to sleep every `idle / 4` (at least every second, at most every minute),
+/// so that a preview sleeps at most a quarter of the idle time late.
+pub fn spawn_sleep_sweep(
+    runner: std::sync::Arc<dyn JobRunner>,
+    idle: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let every = (idle / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let slept = runner.sleep_idle().await;
+            if !slept.is_empty() {
+                tracing::info!(previews = slept.len(), "idle previews put to sleep");
+            }
+        }
+    })
 }

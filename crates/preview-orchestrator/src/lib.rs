@@ -23,7 +23,6 @@ pub mod repo_secrets;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
-pub mod wake;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -98,7 +97,7 @@ impl Orchestrator {
         let certificate_upkeep = tls::spawn_upkeep(&config, scheduler.clone())?;
         let sleep_sweep = config
             .idle_sleep()
-            .map(|idle| wake::spawn_sleep_sweep(runner.clone(), idle));
+            .map(|idle| jobs::spawn_sleep_sweep(runner.clone(), idle));
         let grace = config.shutdown_grace();
         let github =
             preview_github::GitHubClient::new(&config.github_api_url, &config.github_token)
@@ -114,7 +113,7 @@ impl Orchestrator {
             scheduler: scheduler.clone(),
             metrics,
             started: Instant::now(),
-            wakes: wake::WakeFlights::new(runner),
+            wakes: http::wake::WakeFlights::new(runner),
         });
         let (stop_http, stopped) = oneshot::channel::<()>();
         let dashboard = Arc::new(dashboard::Dashboard::new(

@@ -53,21 +53,6 @@ pub fn site_path(config: &Config) -> PathBuf {
     config.nginx_config_dir.join(SITE_FILE)
 }
 
-/// Valid hostnames only reach nginx's config: letters, digits, `-` and `.`.
-pub fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// Writes the block when it differs from what is installed; nginx must accept it.
 pub async fn sync(config: &Config, host: &str, upstream: SocketAddr) -> Result<bool, String> {
     let wanted = server_block(config, host, upstream);
@@ -111,7 +96,7 @@ pub fn spawn_upkeep(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::valid_host;
 
     #[test]
     fn hostnames_are_checked() {

@@ -1,5 +1,5 @@
-//! Sleep and wake, the orchestrator's side: the sweep that puts idle previews to sleep, and the
-//! wake endpoint nginx sends a sleeping preview's requests to.
+//! The wake endpoint nginx sends a sleeping preview's requests to (the sweep that puts idle
+//! previews to sleep is [`crate::jobs::spawn_sleep_sweep`]).
 //!
 //! A sleeping preview's app port refuses connections, so nginx makes a 502 of its own, and the
 //! preview's config sends that (and only that) to `/_wake/{id}` here, with the request's URI in
@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use preview_core::id::PreviewId;
 use tokio::sync::watch;
 
-use crate::http::AppState;
+use super::AppState;
 use crate::jobs::{JobRunner, WakeOutcome};
 
 /// How long a request waits for the wake before it gets the page that reloads itself.
@@ -192,8 +192,11 @@ impl Page {
 fn render_page(page: &Page) -> String {
     let mut env = minijinja::Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-    env.add_template("waking.html", include_str!("../templates/waking.html.j2"))
-        .expect("the waking page template parses");
+    env.add_template(
+        "waking.html",
+        include_str!("../../templates/waking.html.j2"),
+    )
+    .expect("the waking page template parses");
     env.get_template("waking.html")
         .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(page))))
         .expect("the waking page renders")
@@ -211,24 +214,6 @@ fn page(status: StatusCode, page: Page) -> Response {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
-}
-
-/// Puts idle previews to sleep every `idle / 4` (at least every second, at most every minute),
-/// so that a preview sleeps at most a quarter of the idle time late.
-pub fn spawn_sleep_sweep(
-    runner: Arc<dyn JobRunner>,
-    idle: Duration,
-) -> tokio::task::JoinHandle<()> {
-    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let slept = runner.sleep_idle().await;
-            if !slept.is_empty() {
-                tracing::info!(previews = slept.len(), "idle previews put to sleep");
-            }
-        }
-    })
 }
 
 #[cfg(test)]
