@@ -200,15 +200,17 @@ impl Engine for ComposeEngine {
     }
 }
 
-/// A size as `docker stats` prints it: `12.5MiB`, `980KiB`, `1.2GiB`, `0B`, `3kB`, `4MB`.
-fn parse_size(text: &str) -> Option<u64> {
+/// A size as Docker's CLI prints it (`docker stats`, `docker ps --size`): `12.5MiB`, `980KiB`,
+/// `1.2GiB`, `0B`, `3kB`, `4MB`; a bare number is bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor: f64 = match unit.trim() {
-        "B" => 1.0,
+        "B" | "" => 1.0,
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,

@@ -9,7 +9,7 @@ mod engine;
 mod health;
 mod project;
 
-pub use compose_engine::ComposeEngine;
+pub use compose_engine::{ComposeEngine, parse_size};
 pub use containers::{ContainerState, project_containers};
 pub use engine::{BoxFuture, Engine, Usage};
 pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};

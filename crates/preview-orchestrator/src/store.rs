@@ -23,7 +23,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use tokio::sync::watch;
 
-use crate::record::DeploymentRecord;
+use crate::record::{DeploymentRecord, DeploymentStatus};
 use crate::{Error, Result};
 
 /// The schema version this build reads and writes.
@@ -326,6 +326,26 @@ impl Store {
     /// Copies of every record, by id.
     pub fn list(&self) -> Vec<DeploymentRecord> {
         self.read(|s| s.deployments.values().cloned().collect())
+    }
+
+    /// Moves preview `id` from status `from` to `to` (sleep and wake), leaving `updated_at`, the
+    /// TTL's clock, as it was. Returns whether it was in `from`, and the write's ticket.
+    pub fn switch_status(
+        &self,
+        id: &PreviewId,
+        from: &DeploymentStatus,
+        to: DeploymentStatus,
+        now: jiff::Timestamp,
+    ) -> (bool, Ticket) {
+        self.mutate(|s| match s.deployments.get_mut(id) {
+            Some(r) if r.status == *from => {
+                let updated = r.updated_at;
+                r.set_status(to, now);
+                r.updated_at = updated;
+                (true, true)
+            }
+            _ => (false, false),
+        })
     }
 
     /// Changes the state in memory. `f` returns its result and whether it changed anything; a

@@ -2,6 +2,7 @@
 //! `statvfs`, and each preview's memory and disk from `docker stats` / `docker ps --size`,
 //! cached for a few seconds since a `docker stats` sample takes about a second.
 
+use preview_engine::parse_size;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -256,29 +257,6 @@ fn sum_usage(
         usage.memory += memory.get(id).copied().unwrap_or(0);
     }
     by_project
-}
-
-/// Docker's human sizes: `12.5MiB`, `2.1kB`, `0B`, `1.2GB`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match unit.trim() {
-        "B" | "" => 1.0,
-        "kB" | "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some((number * factor).round() as u64)
 }
 
 /// Bytes for people: `512 MiB`, `1.4 GiB`.

@@ -174,15 +174,12 @@ pub async fn reconcile(runner: &DockerRunner, scheduler: &Scheduler) -> Reconcil
         match runner.settings.engine.containers(id.as_str()).await {
             Ok(containers) if containers.iter().any(|c| c.state == "running") => {
                 let now = jiff::Timestamp::now();
-                let (woke, ticket) = store.mutate(|s| match s.deployments.get_mut(&id) {
-                    Some(r) if r.status == DeploymentStatus::Sleeping => {
-                        let updated = r.updated_at;
-                        r.set_status(DeploymentStatus::Running, now);
-                        r.updated_at = updated;
-                        (true, true)
-                    }
-                    _ => (false, false),
-                });
+                let (woke, ticket) = store.switch_status(
+                    &id,
+                    &DeploymentStatus::Sleeping,
+                    DeploymentStatus::Running,
+                    now,
+                );
                 let _ = ticket.wait().await;
                 if woke {
                     tracing::info!(preview = %id, "a sleeping preview runs (its wake was interrupted); it serves again");

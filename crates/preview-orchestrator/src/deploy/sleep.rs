@@ -193,16 +193,13 @@ impl DockerRunner {
         let now = jiff::Timestamp::now();
         // A webhook may have queued a deploy meanwhile: it then runs from the stopped
         // containers, as a push to a sleeping preview does.
-        let (slept, ticket) = store.mutate(|s| match s.deployments.get_mut(id) {
-            Some(r) if r.status == DeploymentStatus::Running => {
-                // The TTL counts from the last push, not from the last sleep.
-                let updated = r.updated_at;
-                r.set_status(DeploymentStatus::Sleeping, now);
-                r.updated_at = updated;
-                (true, true)
-            }
-            _ => (false, false),
-        });
+        // The TTL counts from the last push, not from the last sleep.
+        let (slept, ticket) = store.switch_status(
+            id,
+            &DeploymentStatus::Running,
+            DeploymentStatus::Sleeping,
+            now,
+        );
         if let Err(e) = ticket.wait().await {
             tracing::warn!(preview = %id, error = %e, "could not save the sleeping state");
         }
@@ -265,15 +262,12 @@ impl DockerRunner {
             return WakeOutcome::Failed(reason);
         }
         let now = jiff::Timestamp::now();
-        let (woke, ticket) = store.mutate(|s| match s.deployments.get_mut(id) {
-            Some(r) if r.status == DeploymentStatus::Sleeping => {
-                let updated = r.updated_at;
-                r.set_status(DeploymentStatus::Running, now);
-                r.updated_at = updated;
-                (true, true)
-            }
-            _ => (false, false),
-        });
+        let (woke, ticket) = store.switch_status(
+            id,
+            &DeploymentStatus::Sleeping,
+            DeploymentStatus::Running,
+            now,
+        );
         if let Err(e) = ticket.wait().await {
             tracing::warn!(preview = %id, error = %e, "could not save the awake state");
         }
