@@ -112,6 +112,10 @@ impl Engine for ComposeEngine {
         })
     }
 
+    fn app_host<'a>(&'a self, _name: &'a str, _port: u16) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async { Ok(Some("127.0.0.1".to_owned())) })
+    }
+
     fn logs_tail<'a>(&'a self, p: &'a ComposeProject, lines: usize) -> BoxFuture<'a, String> {
         Box::pin(p.logs_tail(&self.compose, lines))
     }

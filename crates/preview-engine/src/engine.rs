@@ -2,10 +2,11 @@
 //!
 //! The deploy and teardown jobs (in the orchestrator) decide *what* happens to a preview: fetch,
 //! plan, render, build, start, readiness, route, retire, tear down. An [`Engine`] carries out
-//! each step on some container platform. [`ComposeEngine`](crate::ComposeEngine), on the local
-//! Docker engine, is the one there is. A Swarm engine (`docker stack deploy` of the same rendered
-//! file, placed by reservations, routed to the node's address) or a Kubernetes one would
-//! implement the same trait; nothing above it names Compose.
+//! each step on some container platform: [`ComposeEngine`](crate::ComposeEngine) on the local
+//! Docker engine, or [`SwarmEngine`](crate::SwarmEngine) on a Docker Swarm (`docker stack deploy`
+//! of a stack file derived from the same rendered file, placed by reservations, routed to the
+//! node's address). A Kubernetes engine would implement the same trait; nothing above it names
+//! Compose or Swarm.
 //!
 //! A preview is a [`ComposeProject`]: its name (the preview id, prefixing everything the engine
 //! creates), its directory with the rendered files, and the file to run. `env` is the app's
@@ -37,7 +38,7 @@ pub struct Usage {
 
 /// Runs previews. Every operation is safe to retry; errors carry the failing command's output.
 pub trait Engine: Send + Sync + 'static {
-    /// The engine's name, for logs and `/health`: `compose`.
+    /// The engine's name, for logs and `/health`: `compose` or `swarm`.
     fn name(&self) -> &'static str;
 
     /// A first deploy: builds the images and starts every service, removing orphans. Output
@@ -95,6 +96,11 @@ pub trait Engine: Send + Sync + 'static {
         ready_when: ReadyWhen,
         policy: HealthPolicy,
     ) -> BoxFuture<'a, Result<Duration>>;
+
+    /// The host address nginx reaches the app published at `port` of project `name` at:
+    /// `127.0.0.1` on one host, the address of the node that runs it on a swarm; `None` while
+    /// nothing runs it.
+    fn app_host<'a>(&'a self, name: &'a str, port: u16) -> BoxFuture<'a, Result<Option<String>>>;
 
     /// The last `lines` lines of every service's log, for failure reports; empty if unreadable.
     fn logs_tail<'a>(&'a self, project: &'a ComposeProject, lines: usize) -> BoxFuture<'a, String>;
