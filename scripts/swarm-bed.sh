@@ -22,6 +22,9 @@ WORKER_ADDR=10.231.0.2
 STATE=/run/preview-swarm-bed
 WORKER_SOCK=unix://$STATE/worker/docker.sock
 REGISTRY_PORT=5000
+# The worker's containers go under their own cgroup, so that killing the worker kills them too
+# (their processes live outside its network namespace).
+CGROUP=preview-swarm-worker
 
 say() { echo "[swarm-bed] $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -83,7 +86,7 @@ up() {
     setsid nsenter --net="/var/run/netns/$NS" dockerd \
         --data-root "$STATE/worker/data" --exec-root "$STATE/worker/exec" \
         --pidfile "$STATE/worker/dockerd.pid" -H "$WORKER_SOCK" \
-        --bridge none --iptables=false --ip-masq=false \
+        --bridge none --iptables=false --ip-masq=false --cgroup-parent "/$CGROUP" \
         --insecure-registry "$MANAGER_ADDR:$REGISTRY_PORT" \
         >"$STATE/worker/dockerd.log" 2>&1 &
     wait_for 60 "the worker's dockerd" worker info
@@ -108,12 +111,16 @@ up() {
 }
 
 kill_worker() {
-    pids=$(ip netns pids "$NS" 2>/dev/null || true)
-    # Containers of the worker run in namespaces of their own: their shims are children of
-    # the worker's containerd, in $NS.
-    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
-    for pid in $(pgrep -f "$STATE/worker" || true); do kill -9 "$pid" 2>/dev/null || true; done
-    say "killed the worker ($(echo $pids | wc -w) processes in $NS)"
+    local pids=()
+    # Its daemons are in $NS; its containers' processes are in the worker's cgroup.
+    mapfile -t pids < <(ip netns pids "$NS" 2>/dev/null || true)
+    mapfile -t -O "${#pids[@]}" pids < <(pgrep -f "$STATE/worker" || true)
+    mapfile -t -O "${#pids[@]}" pids < <(find "/sys/fs/cgroup/pids/$CGROUP" -name cgroup.procs \
+        -exec cat {} + 2>/dev/null || true)
+    if [ ${#pids[@]} -gt 0 ]; then
+        kill -9 "${pids[@]}" 2>/dev/null || true
+    fi
+    say "killed the worker (${#pids[@]} processes)"
 }
 
 down() {
@@ -138,6 +145,8 @@ down() {
     # The worker's mounts (overlay layers, netns files) must go before its data root.
     grep " $STATE/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$STATE"
+    # The worker's empty cgroups, deepest first.
+    find /sys/fs/cgroup/*/"$CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null || true
     say "down: no swarm, no worker, no namespace"
 }
 

@@ -36,6 +36,32 @@ pub struct Usage {
     pub running: usize,
 }
 
+/// One machine that runs previews: the host itself for the compose engine, each node of the
+/// swarm for the swarm engine.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Node {
+    /// The engine's id for it (`local` on one host, Swarm's node id).
+    pub id: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// `ready`, `down`, ...
+    pub state: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// The address nginx reaches its previews at.
+    pub address: String,
+    /// Its memory, in bytes.
+    pub memory_bytes: u64,
+    /// Memory a new preview can still have there, in bytes: what the kernel reports available
+    /// on one host; on a swarm its memory less what the tasks on it reserve.
+    pub free_memory_bytes: u64,
+    /// The previews with a container (on a swarm: a running task) on it.
+    pub previews: BTreeSet<String>,
+    /// Its Docker endpoint for cleaning up (`ssh://root@10.10.0.3`); `None` for the local engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+}
+
 /// Runs previews. Every operation is safe to retry; errors carry the failing command's output.
 pub trait Engine: Send + Sync + 'static {
     /// The engine's name, for logs and `/health`: `compose` or `swarm`.
@@ -132,6 +158,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The host ports any container publishes (the port pools skip them).
     fn published_ports(&self) -> BoxFuture<'_, Result<BTreeSet<u16>>>;
+
+    /// The machines previews run on, with their memory and previews.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>>;
 
     /// What project `name` uses now.
     fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>>;

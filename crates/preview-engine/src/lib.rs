@@ -13,13 +13,13 @@ mod swarm_engine;
 
 pub use compose_engine::{ComposeEngine, parse_size};
 pub use containers::{ContainerState, project_containers};
-pub use engine::{BoxFuture, Engine, Usage};
+pub use engine::{BoxFuture, Engine, Node, Usage};
 pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};
 pub use project::{
     ComposeProject, SlotContainer, built_images, docker, project_dirs_with_label,
     projects_with_label, published_ports, remove_built_images, remove_containers, slot_containers,
 };
-pub use swarm_engine::{DOCKER_HOST_LABEL, SwarmEngine, SwarmNode};
+pub use swarm_engine::{DOCKER_HOST_LABEL, SwarmEngine};
 
 /// Errors of running a preview.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use preview_exec::Cmd;
 use preview_exec::compose::{AppEnv, Compose, validate_project_name};
 use serde_json::Value;
 
-use crate::engine::{BoxFuture, Engine, Usage};
+use crate::engine::{BoxFuture, Engine, Node, Usage};
 use crate::stack_file::{
     StackInputs, WORK_DIR_LABEL, service_images, services_with_volumes, stack_file,
 };
@@ -45,29 +45,6 @@ pub struct SwarmEngine {
     /// Where the manager pushes them: the same registry, possibly by another address
     /// (`127.0.0.1:5000`, which Docker trusts without TLS).
     push_registry: String,
-}
-
-/// One node of the swarm.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SwarmNode {
-    /// Swarm's node id.
-    pub id: String,
-    /// `manager` or `worker`.
-    pub role: String,
-    /// `ready`, `down`, ...
-    pub state: String,
-    /// `active`, `pause` or `drain`.
-    pub availability: String,
-    /// The address other nodes (and nginx) reach it at.
-    pub address: String,
-    /// Its memory, in bytes.
-    pub memory_bytes: u64,
-    /// Memory reserved by the tasks that run on it, in bytes.
-    pub reserved_bytes: u64,
-    /// The previews (stacks) with a running task on it.
-    pub previews: BTreeSet<String>,
-    /// Its Docker endpoint for cleaning up ([`DOCKER_HOST_LABEL`]); `None` for the manager.
-    pub docker_host: Option<String>,
 }
 
 impl SwarmEngine {
@@ -174,7 +151,7 @@ impl SwarmEngine {
             .await?;
         // `stack rm` returns before the containers are gone; volumes in use cannot be removed.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let nodes = self.nodes().await?;
+        let nodes = self.swarm_nodes().await?;
         loop {
             let mut left = 0;
             for node in nodes.iter().filter(|n| n.state == "ready") {
@@ -252,7 +229,7 @@ impl SwarmEngine {
     }
 
     /// The swarm's nodes, with what runs on them.
-    pub async fn nodes(&self) -> Result<Vec<SwarmNode>> {
+    async fn swarm_nodes(&self) -> Result<Vec<Node>> {
         let ids = docker("list the swarm's nodes")
             .args(["node", "ls", "-q"])
             .run()
@@ -274,7 +251,7 @@ impl SwarmEngine {
         let mut nodes = parse_nodes(&out.stdout_text())?;
         for task in all_running_tasks().await? {
             if let Some(node) = nodes.iter_mut().find(|n| n.id == task.node) {
-                node.reserved_bytes += task.reserved_bytes;
+                node.free_memory_bytes = node.free_memory_bytes.saturating_sub(task.reserved_bytes);
                 if let Some(stack) = task.stack {
                     node.previews.insert(stack);
                 }
@@ -321,7 +298,7 @@ enum Endpoint<'a> {
 
 /// The endpoint to clean `node` through: the local engine for the manager the orchestrator
 /// runs on, the labelled endpoint for a worker, `None` for a worker without one.
-fn endpoint_of(node: &SwarmNode) -> Option<Endpoint<'_>> {
+fn endpoint_of(node: &Node) -> Option<Endpoint<'_>> {
     match (&node.docker_host, node.role.as_str()) {
         (Some(host), _) => Some(Endpoint::Remote(host)),
         (None, "manager") => Some(Endpoint::Local),
@@ -368,7 +345,7 @@ async fn image_id(image: &str) -> Result<String> {
     Ok(id)
 }
 
-fn parse_nodes(json: &str) -> Result<Vec<SwarmNode>> {
+fn parse_nodes(json: &str) -> Result<Vec<Node>> {
     let nodes: Vec<Value> = serde_json::from_str(json)
         .map_err(|e| Error::Parse(format!("docker node inspect: {e}")))?;
     Ok(nodes
@@ -383,16 +360,17 @@ fn parse_nodes(json: &str) -> Result<Vec<SwarmNode>> {
                     .rsplit_once(':')
                     .map_or(manager.clone(), |(host, _)| host.to_owned());
             }
-            SwarmNode {
+            let memory_bytes = n["Description"]["Resources"]["MemoryBytes"]
+                .as_u64()
+                .unwrap_or(0);
+            Node {
                 id: text(&n["ID"]),
                 role: text(&n["Spec"]["Role"]),
                 state: text(&n["Status"]["State"]),
                 availability: text(&n["Spec"]["Availability"]),
                 address,
-                memory_bytes: n["Description"]["Resources"]["MemoryBytes"]
-                    .as_u64()
-                    .unwrap_or(0),
-                reserved_bytes: 0,
+                memory_bytes,
+                free_memory_bytes: memory_bytes,
                 previews: BTreeSet::new(),
                 docker_host: n["Spec"]["Labels"][DOCKER_HOST_LABEL]
                     .as_str()
@@ -855,10 +833,19 @@ impl Engine for SwarmEngine {
         })
     }
 
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>> {
+        Box::pin(self.swarm_nodes())
+    }
+
     fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>> {
         Box::pin(async move {
             let mut usage = Usage::default();
-            for node in self.nodes().await?.iter().filter(|n| n.state == "ready") {
+            for node in self
+                .swarm_nodes()
+                .await?
+                .iter()
+                .filter(|n| n.state == "ready")
+            {
                 let Some(endpoint) = endpoint_of(node) else {
                     continue;
                 };

@@ -138,6 +138,11 @@ pub trait JobRunner: Send + Sync + 'static {
         Box::pin(async { Vec::new() })
     }
 
+    /// The engine's name and the machines previews run on (`GET /api/nodes`).
+    fn nodes(&self) -> BoxFuture<'_, Result<(&'static str, Vec<preview_engine::Node>), String>> {
+        Box::pin(async { Err("this runner runs no previews".to_owned()) })
+    }
+
     /// Puts preview `id` to sleep now, idle or not (`POST /api/previews/{id}/sleep`); the
     /// error says why it cannot.
     fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {

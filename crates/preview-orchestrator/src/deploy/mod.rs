@@ -993,6 +993,14 @@ impl JobRunner for DockerRunner {
         Box::pin(self.follow_moves())
     }
 
+    fn nodes(&self) -> BoxFuture<'_, Result<(&'static str, Vec<preview_engine::Node>), String>> {
+        Box::pin(async {
+            let engine = &self.settings.engine;
+            let nodes = engine.nodes().await.map_err(|e| e.to_string())?;
+            Ok((engine.name(), nodes))
+        })
+    }
+
     fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(self.sleep_preview_now(id))
     }

@@ -15,6 +15,7 @@ use preview_engine::{Engine, SwarmEngine};
 use preview_orchestrator::record::DeploymentStatus;
 
 use crate::e2e_support::{E2e, Tree, eventually};
+use crate::harness::TOKEN;
 
 /// Cold builds share 2 cores with other work.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -262,17 +263,37 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         swarm_live.as_secs_f64()
     );
 
-    // The engine sees both nodes and where the preview runs.
+    // The API lists both nodes, and where the preview runs (what `preview status` shows).
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/nodes", e2e.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["engine"], "swarm", "{listed}");
+    let nodes = listed["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{listed}");
+    let worker = nodes
+        .iter()
+        .find(|n| n["id"] == worker_id.as_str())
+        .unwrap();
+    assert_eq!(worker["address"], worker_addr.as_str(), "{listed}");
+    assert_eq!(worker["previews"][0], id.as_str(), "{listed}");
+    let reserved =
+        worker["memory_bytes"].as_u64().unwrap() - worker["free_memory_bytes"].as_u64().unwrap();
+    assert_eq!(
+        reserved,
+        512 << 20,
+        "the preview reserves its memory limit: {listed}"
+    );
     let engine = SwarmEngine::new(
         preview_exec::compose::Compose::detect().await.unwrap(),
         registry.clone(),
         push_registry.clone(),
     );
-    let nodes = engine.nodes().await.unwrap();
-    assert_eq!(nodes.len(), 2, "{nodes:?}");
-    let worker = nodes.iter().find(|n| n.id == worker_id).unwrap();
-    assert!(worker.previews.contains(id.as_str()), "{worker:?}");
-    assert_eq!(worker.address, worker_addr);
     let usage = engine.usage(id.as_str()).await.unwrap();
     assert_eq!(usage.running, 1, "{usage:?}");
     assert!(usage.memory_bytes > 0, "{usage:?}");
@@ -324,9 +345,13 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     let pr = 2;
     let id = e2e.id(pr);
     let sha = e2e.commit(pr, &app("swarm survivor"), "first").await;
-    e2e.send("opened", pr, &sha).await;
     let sent = Instant::now();
-    wait_live(&e2e, pr, &sha, sent).await;
+    e2e.send("opened", pr, &sha).await;
+    let warm_live = wait_live(&e2e, pr, &sha, sent).await;
+    eprintln!(
+        "time to live on the swarm with the base image already on the worker: {:.1} s",
+        warm_live.as_secs_f64()
+    );
     assert_eq!(
         app_node(id.as_str()).await,
         worker_id,
