@@ -108,6 +108,40 @@ impl SwarmEngine {
         Ok(())
     }
 
+    /// Pins the services of a new stack that hold a volume to the node Swarm placed them on,
+    /// so that their data stays theirs (a volume is local to its node). Done once, during the
+    /// first deploy (the database restarts once, empty), so that no update changes their spec.
+    async fn pin_volumes(&self, p: &ComposeProject, env: &AppEnv, log: &Path) -> Result<()> {
+        let compose_yaml = std::fs::read_to_string(p.dir.join(&p.file))
+            .map_err(|e| Error::Parse(format!("reading {}: {e}", p.file)))?;
+        let with_volumes: Vec<String> = services_with_volumes(&compose_yaml)?
+            .into_iter()
+            .map(|s| format!("{}_{s}", p.name))
+            .collect();
+        if with_volumes.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let tasks = running_tasks(&p.name).await?;
+            let placed = with_volumes
+                .iter()
+                .all(|s| tasks.iter().any(|t| t.service == *s && !t.node.is_empty()));
+            if placed {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Parse(format!(
+                    "Swarm placed no task of {} within 60 s",
+                    with_volumes.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.publish(p, Some(log)).await?;
+        self.deploy(p, env, true, Some(log)).await
+    }
+
     /// `docker stack deploy` of `p`'s stack file, with the app's environment; `prune` removes
     /// the services the file no longer has.
     async fn deploy(
@@ -279,6 +313,18 @@ impl SwarmEngine {
             .map(|n| n.address))
     }
 
+    /// Why the app of stack `name` published at `port` has no running task, as Swarm says.
+    async fn why_not_running(&self, name: &str, port: u16) -> Option<String> {
+        let service = self.service_publishing(name, port).await.ok()??;
+        let full = format!("{name}_{service}");
+        running_tasks(name)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|t| t.service == full)
+            .map(|t| t.error.unwrap_or(t.state))
+    }
+
     /// The service of stack `name` that publishes `port`.
     async fn service_publishing(&self, name: &str, port: u16) -> Result<Option<String>> {
         Ok(stack_services(name)
@@ -390,6 +436,9 @@ struct Task {
     node: String,
     /// `running`, `pending`, `failed`, ...
     state: String,
+    /// Why it is not running, as Swarm says (`no suitable node (insufficient resources on 2
+    /// nodes)`).
+    error: Option<String>,
     exit_code: Option<i32>,
     reserved_bytes: u64,
 }
@@ -474,6 +523,10 @@ fn parse_tasks(json: &str) -> Result<Vec<Task>> {
                 .map(str::to_owned),
             node: t["NodeID"].as_str().unwrap_or_default().to_owned(),
             state: t["Status"]["State"].as_str().unwrap_or_default().to_owned(),
+            error: t["Status"]["Err"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned),
             exit_code: t["Status"]["ContainerStatus"]["ExitCode"]
                 .as_i64()
                 .and_then(|c| i32::try_from(c).ok()),
@@ -575,7 +628,8 @@ impl Engine for SwarmEngine {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.build(p, log).await?;
-            self.deploy(p, env, true, Some(log)).await
+            self.deploy(p, env, true, Some(log)).await?;
+            self.pin_volumes(p, env, log).await
         })
     }
 
@@ -658,6 +712,9 @@ impl Engine for SwarmEngine {
             let mut n = 0;
             while started.elapsed() < policy.timeout {
                 let Some(host) = self.app_host(&p.name, port).await? else {
+                    if let Some(why) = self.why_not_running(&p.name, port).await {
+                        last = format!("Swarm runs no task of the app: {why}");
+                    }
                     tokio::time::sleep(policy.interval(n)).await;
                     n += 1;
                     continue;

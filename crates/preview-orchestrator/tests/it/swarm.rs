@@ -78,22 +78,19 @@ async fn left_on_node(host: Option<&str>, id: &str) -> Vec<String> {
     left
 }
 
-/// The node running the app of stack `id`.
+/// The node running the app of stack `id` (its one app slot's service, `app` or `app-green`).
 async fn app_node(id: &str) -> String {
     let services = docker(&[
         "service",
         "ls",
-        "-q",
+        "--format",
+        "{{.Name}}",
         "--filter",
-        &format!("label=com.docker.stack.namespace={id}"),
+        &format!("name={id}_app"),
     ])
     .await;
     let services: Vec<&str> = services.lines().collect();
-    assert_eq!(
-        services.len(),
-        1,
-        "one service (the app) for {id}: {services:?}"
-    );
+    assert_eq!(services.len(), 1, "one app service for {id}: {services:?}");
     let task = docker(&[
         "service",
         "ps",
@@ -198,13 +195,17 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     let worker_addr = bed("SWARM_WORKER_ADDR");
     let manager_addr = bed("SWARM_MANAGER_ADDR");
 
-    // Time to live on one host, for comparison: the same app through the compose engine.
+    // Time to live on one host, for comparison: the same apps through the compose engine.
+    let with_db = |body| app(body).with("preview-config.yml", "database: postgres\n");
     let compose = E2e::start("swarm-compare", &[]).await;
-    let sha = compose.commit(1, &app("compose ok"), "first").await;
-    let sent = Instant::now();
-    compose.send("opened", 1, &sha).await;
-    let compose_live = wait_live(&compose, 1, &sha, sent).await;
-    compose.close_and_assert_nothing_left(1, &sha).await;
+    let mut compose_live = Vec::new();
+    for (pr, tree) in [(1, with_db("compose ok")), (2, app("compose ok"))] {
+        let sha = compose.commit(pr, &tree, "first").await;
+        let sent = Instant::now();
+        compose.send("opened", pr, &sha).await;
+        compose_live.push(wait_live(&compose, pr, &sha, sent).await);
+        compose.close_and_assert_nothing_left(pr, &sha).await;
+    }
     compose.shutdown().await;
 
     let e2e = E2e::start(
@@ -243,7 +244,8 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     // Open: built on the manager, pushed, placed on the worker, routed there by nginx.
     let pr = 1;
     let id = e2e.id(pr);
-    let sha = e2e.commit(pr, &app("swarm first"), "first").await;
+    // With a database: its volume is on the worker too, and must go with the preview.
+    let sha = e2e.commit(pr, &with_db("swarm first"), "first").await;
     let sent = Instant::now();
     e2e.send("opened", pr, &sha).await;
     let swarm_live = wait_live(&e2e, pr, &sha, sent).await;
@@ -258,8 +260,8 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     );
     wait_body(&e2e.url(pr), "swarm first\n", Duration::from_secs(30)).await;
     eprintln!(
-        "time to live, webhook to running, same app: compose {:.1} s, swarm {:.1} s",
-        compose_live.as_secs_f64(),
+        "time to live, webhook to running, app with Postgres: compose {:.1} s, swarm {:.1} s (the worker pulls every image first)",
+        compose_live[0].as_secs_f64(),
         swarm_live.as_secs_f64()
     );
 
@@ -286,7 +288,7 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         worker["memory_bytes"].as_u64().unwrap() - worker["free_memory_bytes"].as_u64().unwrap();
     assert_eq!(
         reserved,
-        512 << 20,
+        1024 << 20,
         "the preview reserves its memory limit: {listed}"
     );
     let engine = SwarmEngine::new(
@@ -295,11 +297,25 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         push_registry.clone(),
     );
     let usage = engine.usage(id.as_str()).await.unwrap();
-    assert_eq!(usage.running, 1, "{usage:?}");
+    assert_eq!(usage.running, 2, "the app and its database: {usage:?}");
     assert!(usage.memory_bytes > 0, "{usage:?}");
 
     // Update: the new commit starts beside the old one and takes over; the old slot goes.
-    let sha2 = e2e.commit(pr, &app("swarm second"), "second").await;
+    let db_task = || async {
+        let service = format!("{id}_db");
+        docker(&[
+            "service",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+            &service,
+        ])
+        .await
+    };
+    let db_before = db_task().await;
+    let sha2 = e2e.commit(pr, &with_db("swarm second"), "second").await;
     let sent = Instant::now();
     e2e.send("synchronize", pr, &sha2).await;
     let update_live = wait_live(&e2e, pr, &sha2, sent).await;
@@ -319,10 +335,16 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
                 ])
                 .output()
                 .ok()?;
-            (String::from_utf8_lossy(&services.stdout).lines().count() == 1).then_some(())
+            (String::from_utf8_lossy(&services.stdout).lines().count() == 2).then_some(())
         },
     )
     .await;
+
+    assert_eq!(
+        db_task().await,
+        db_before,
+        "the database's task ran through the update"
+    );
 
     // Close: nothing left on either node.
     e2e.send("closed", pr, &sha2).await;
@@ -349,7 +371,8 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     e2e.send("opened", pr, &sha).await;
     let warm_live = wait_live(&e2e, pr, &sha, sent).await;
     eprintln!(
-        "time to live on the swarm with the base image already on the worker: {:.1} s",
+        "time to live, webhook to running, app alone: compose {:.1} s, swarm {:.1} s (its base image already on the worker)",
+        compose_live[1].as_secs_f64(),
         warm_live.as_secs_f64()
     );
     assert_eq!(
