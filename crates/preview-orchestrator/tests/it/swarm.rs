@@ -296,7 +296,15 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         registry.clone(),
         push_registry.clone(),
     );
-    let usage = engine.usage(id.as_str()).await.unwrap();
+    // The database restarted once when it was pinned to its node: it may still be starting.
+    let mut usage = engine.usage(id.as_str()).await.unwrap();
+    for _ in 0..100 {
+        if usage.running == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        usage = engine.usage(id.as_str()).await.unwrap();
+    }
     assert_eq!(usage.running, 2, "the app and its database: {usage:?}");
     assert!(usage.memory_bytes > 0, "{usage:?}");
 
