@@ -204,23 +204,27 @@ impl Engine for ComposeEngine {
                 .args(&running)
                 .run()
                 .await?;
-            let memory_bytes = out
-                .stdout_text()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    let used = l.split('/').next().unwrap_or("").trim();
-                    parse_size(used).ok_or_else(|| {
-                        Error::Parse(format!("docker stats memory {l:?}: not a size"))
-                    })
-                })
-                .sum::<Result<u64>>()?;
+            let (memory_bytes, _) = memory_in_use(&out.stdout_text())?;
             Ok(Usage {
                 memory_bytes,
                 running: running.len(),
             })
         })
     }
+}
+
+/// The memory in use and the count of containers in `docker stats --format {{.MemUsage}}`
+/// output (`12.5MiB / 512MiB` per line).
+pub(crate) fn memory_in_use(stats: &str) -> Result<(u64, usize)> {
+    let mut total = 0;
+    let mut count = 0;
+    for line in stats.lines().filter(|l| !l.trim().is_empty()) {
+        let used = line.split('/').next().unwrap_or("").trim();
+        total += parse_size(used)
+            .ok_or_else(|| Error::Parse(format!("docker stats memory {line:?}: not a size")))?;
+        count += 1;
+    }
+    Ok((total, count))
 }
 
 /// The value of `key` in /proc/meminfo's text, in KiB.

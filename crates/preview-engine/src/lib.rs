@@ -11,6 +11,7 @@ mod project;
 pub mod stack_file;
 mod swarm_engine;
 
+use compose_engine::memory_in_use;
 pub use compose_engine::{ComposeEngine, parse_size};
 pub use containers::{ContainerState, project_containers};
 pub use engine::{BoxFuture, Engine, Node, Usage};

@@ -26,8 +26,8 @@ use crate::stack_file::{
     StackInputs, WORK_DIR_LABEL, service_images, services_with_volumes, stack_file,
 };
 use crate::{
-    ComposeProject, ContainerState, Error, HealthPolicy, Result, SlotContainer, docker, parse_size,
-    published_ports, remove_built_images, wait_healthy_service,
+    ComposeProject, ContainerState, Error, HealthPolicy, Result, SlotContainer, docker,
+    memory_in_use, published_ports, remove_built_images, wait_healthy_service,
 };
 
 /// The node label naming a worker's Docker endpoint, for cleaning up on it.
@@ -220,45 +220,31 @@ impl SwarmEngine {
 
     /// Removes the images and volumes of stack `name` from one node.
     async fn clean_node(&self, endpoint: Endpoint<'_>, name: &str) -> Result<()> {
-        let images = on_node(endpoint, "list the preview's images on a node")
-            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
-            .run()
-            .await?
-            .stdout_text();
         let prefixes = [
             format!("{}/{name}-", self.registry),
             format!("{}/{name}-", self.push_registry),
         ];
-        let ours: Vec<&str> = images
-            .lines()
-            .map(str::trim)
-            .filter(|i| prefixes.iter().any(|p| i.starts_with(p.as_str())))
-            .collect();
-        if !ours.is_empty() {
+        with_listed(
+            on_node(endpoint, "list the images on a node").args([
+                "image",
+                "ls",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ]),
+            |image| prefixes.iter().any(|p| image.starts_with(p.as_str())),
             on_node(endpoint, "remove the preview's images from a node")
-                .args(["image", "rm", "--force"])
-                .args(&ours)
-                .run()
-                .await?;
-        }
-        let volumes = on_node(endpoint, "list the preview's volumes on a node")
-            .args(["volume", "ls", "-q", "--filter"])
-            .arg(format!("label=com.docker.stack.namespace={name}"))
-            .run()
-            .await?
-            .stdout_text();
-        let volumes: Vec<&str> = volumes
-            .lines()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        if !volumes.is_empty() {
+                .args(["image", "rm", "--force"]),
+        )
+        .await?;
+        with_listed(
+            on_node(endpoint, "list the preview's volumes on a node")
+                .args(["volume", "ls", "-q", "--filter"])
+                .arg(format!("label=com.docker.stack.namespace={name}")),
+            |_| true,
             on_node(endpoint, "remove the preview's volumes from a node")
-                .args(["volume", "rm", "--force"])
-                .args(&volumes)
-                .run()
-                .await?;
-        }
+                .args(["volume", "rm", "--force"]),
+        )
+        .await?;
         Ok(())
     }
 
@@ -319,25 +305,28 @@ impl SwarmEngine {
 
 /// The swarm's nodes, without what runs on them.
 async fn node_list() -> Result<Vec<Node>> {
-    let ids = docker("list the swarm's nodes")
-        .args(["node", "ls", "-q"])
-        .run()
-        .await?
-        .stdout_text();
-    let ids: Vec<&str> = ids
+    let json = with_listed(
+        docker("list the swarm's nodes").args(["node", "ls", "-q"]),
+        |_| true,
+        docker("inspect the swarm's nodes").args(["node", "inspect"]),
+    )
+    .await?;
+    json.map_or(Ok(Vec::new()), |json| parse_nodes(&json))
+}
+
+/// Runs `list`, which prints one id or name per line, then `then` with those that `keep`
+/// accepts; `then`'s output, or `None` when none are left.
+async fn with_listed(list: Cmd, keep: impl Fn(&str) -> bool, then: Cmd) -> Result<Option<String>> {
+    let listed = list.run().await?.stdout_text();
+    let items: Vec<&str> = listed
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && keep(l))
         .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    if items.is_empty() {
+        return Ok(None);
     }
-    let out = docker("inspect the swarm's nodes")
-        .args(["node", "inspect"])
-        .args(&ids)
-        .run()
-        .await?;
-    parse_nodes(&out.stdout_text())
+    Ok(Some(then.args(&items).run().await?.stdout_text()))
 }
 
 /// A Docker endpoint: the local engine, or a worker's `-H` address.
@@ -480,33 +469,25 @@ async fn tasks_filtered(service_filter: &str) -> Result<Vec<Task>> {
     if services.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = docker("list the stacks' tasks")
-        .args([
-            "service",
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            "desired-state=running",
-        ])
-        .args(services.iter().map(|(id, _)| id))
-        .run()
-        .await?
-        .stdout_text();
-    let ids: Vec<&str> = ids
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if ids.is_empty() {
+    let json = with_listed(
+        docker("list the stacks' tasks")
+            .args([
+                "service",
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                "desired-state=running",
+            ])
+            .args(services.iter().map(|(id, _)| id)),
+        |_| true,
+        docker("inspect the stacks' tasks").args(["inspect", "--type", "task"]),
+    )
+    .await?;
+    let Some(json) = json else {
         return Ok(Vec::new());
-    }
-    let out = docker("inspect the stacks' tasks")
-        .args(["inspect", "--type", "task"])
-        .args(&ids)
-        .run()
-        .await?;
-    let mut tasks = parse_tasks(&out.stdout_text())?;
+    };
+    let mut tasks = parse_tasks(&json)?;
     for task in &mut tasks {
         if let Some((_, name)) = services.iter().find(|(id, _)| task.service.starts_with(id)) {
             task.service = (*name).to_owned();
@@ -561,25 +542,13 @@ async fn stack_services(name: &str) -> Result<Vec<StackService>> {
 }
 
 async fn services_filtered(filter: &str) -> Result<Vec<StackService>> {
-    let ids = docker("list the stacks' services")
-        .args(["service", "ls", "-q", "--filter", filter])
-        .run()
-        .await?
-        .stdout_text();
-    let ids: Vec<&str> = ids
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let out = docker("inspect the stacks' services")
-        .args(["service", "inspect"])
-        .args(&ids)
-        .run()
-        .await?;
-    parse_services(&out.stdout_text())
+    let json = with_listed(
+        docker("list the stacks' services").args(["service", "ls", "-q", "--filter", filter]),
+        |_| true,
+        docker("inspect the stacks' services").args(["service", "inspect"]),
+    )
+    .await?;
+    json.map_or(Ok(Vec::new()), |json| parse_services(&json))
 }
 
 fn parse_services(json: &str) -> Result<Vec<StackService>> {
@@ -903,41 +872,28 @@ impl Engine for SwarmEngine {
     fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>> {
         Box::pin(async move {
             let mut usage = Usage::default();
-            for node in self
-                .swarm_nodes()
-                .await?
-                .iter()
-                .filter(|n| n.state == "ready")
-            {
+            for node in node_list().await?.iter().filter(|n| n.state == "ready") {
                 let Some(endpoint) = endpoint_of(node) else {
                     continue;
                 };
-                let ids = on_node(endpoint, "list the preview's containers on a node")
-                    .args(["ps", "-q", "--filter"])
-                    .arg(format!("label=com.docker.stack.namespace={name}"))
-                    .run()
-                    .await?
-                    .stdout_text();
-                let ids: Vec<&str> = ids
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .collect();
-                if ids.is_empty() {
-                    continue;
+                let stats = with_listed(
+                    on_node(endpoint, "list the preview's containers on a node")
+                        .args(["ps", "-q", "--filter"])
+                        .arg(format!("label=com.docker.stack.namespace={name}")),
+                    |_| true,
+                    on_node(endpoint, "read the preview's memory use on a node").args([
+                        "stats",
+                        "--no-stream",
+                        "--format",
+                        "{{.MemUsage}}",
+                    ]),
+                )
+                .await?;
+                if let Some(stats) = stats {
+                    let (memory_bytes, running) = memory_in_use(&stats)?;
+                    usage.memory_bytes += memory_bytes;
+                    usage.running += running;
                 }
-                let out = on_node(endpoint, "read the preview's memory use on a node")
-                    .args(["stats", "--no-stream", "--format", "{{.MemUsage}}"])
-                    .args(&ids)
-                    .run()
-                    .await?;
-                for line in out.stdout_text().lines().filter(|l| !l.trim().is_empty()) {
-                    let used = line.split('/').next().unwrap_or("").trim();
-                    usage.memory_bytes += parse_size(used).ok_or_else(|| {
-                        Error::Parse(format!("docker stats memory {line:?}: not a size"))
-                    })?;
-                }
-                usage.running += ids.len();
             }
             Ok(usage)
         })

@@ -328,6 +328,21 @@ impl Store {
         self.read(|s| s.deployments.values().cloned().collect())
     }
 
+    /// Copies of the records of the previews that serve now and are meant to (not asleep,
+    /// deploying or being torn down).
+    pub fn serving(&self) -> Vec<DeploymentRecord> {
+        self.read(|s| {
+            s.deployments
+                .values()
+                .filter(|r| {
+                    r.status == crate::record::DeploymentStatus::Running
+                        && r.desired == crate::record::DesiredState::Running
+                })
+                .cloned()
+                .collect()
+        })
+    }
+
     /// Moves preview `id` from status `from` to `to` (sleep and wake), leaving `updated_at`, the
     /// TTL's clock, as it was. Returns whether it was in `from`, and the write's ticket.
     pub fn switch_status(

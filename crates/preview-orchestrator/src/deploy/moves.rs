@@ -12,7 +12,6 @@ use preview_core::id::PreviewId;
 use preview_core::model::ReadyWhen;
 
 use super::{DockerRunner, upstream_in_conf};
-use crate::record::{DeploymentStatus, DesiredState};
 
 impl DockerRunner {
     /// The address nginx reaches preview `id`'s app at, published at `port`.
@@ -34,17 +33,8 @@ impl DockerRunner {
         let Some(store) = self.store.get() else {
             return Vec::new();
         };
-        let serving: Vec<PreviewId> = store.read(|s| {
-            s.deployments
-                .values()
-                .filter(|r| {
-                    r.status == DeploymentStatus::Running && r.desired == DesiredState::Running
-                })
-                .map(|r| r.id.clone())
-                .collect()
-        });
         let mut moved = Vec::new();
-        for id in serving {
+        for id in store.serving().into_iter().map(|r| r.id) {
             match self.follow_move(&id).await {
                 Ok(true) => moved.push(id),
                 Ok(false) => {}

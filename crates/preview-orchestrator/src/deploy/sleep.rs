@@ -116,15 +116,7 @@ impl DockerRunner {
         let (Some(idle), Some(store)) = (self.settings.idle_sleep, self.store.get()) else {
             return Vec::new();
         };
-        let serving: Vec<DeploymentRecord> = store.read(|s| {
-            s.deployments
-                .values()
-                .filter(|r| {
-                    r.status == DeploymentStatus::Running && r.desired == DesiredState::Running
-                })
-                .cloned()
-                .collect()
-        });
+        let serving = store.serving();
         let mut slept = Vec::new();
         for rec in serving {
             if self.idle_for(&rec) >= idle

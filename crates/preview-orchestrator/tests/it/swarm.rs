@@ -174,6 +174,37 @@ async fn wait_live(e2e: &E2e, pr: u64, sha: &str, since: Instant) -> Duration {
     }
 }
 
+/// Opens PR `pr` with `tree`; returns its sha and its time to live (webhook to running).
+async fn open(e2e: &E2e, pr: u64, tree: &Tree) -> (String, Duration) {
+    let sha = e2e.commit(pr, tree, "first").await;
+    let sent = Instant::now();
+    e2e.send("opened", pr, &sha).await;
+    let took = wait_live(e2e, pr, &sha, sent).await;
+    (sha, took)
+}
+
+/// Closes PR `pr` and asserts it left nothing: on the manager (and the orchestrator's own
+/// leftovers: nginx conf, work dir, ports), and on each node behind `hosts`.
+async fn close_leaving_nothing(e2e: &E2e, pr: u64, sha: &str, hosts: &[&str]) {
+    e2e.send("closed", pr, sha).await;
+    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
+        .await;
+    e2e.assert_nothing_left(pr).await;
+    let id = e2e.id(pr);
+    assert_eq!(
+        left_on_node(None, id.as_str()).await,
+        Vec::<String>::new(),
+        "on the manager"
+    );
+    for host in hosts {
+        assert_eq!(
+            left_on_node(Some(host), id.as_str()).await,
+            Vec::<String>::new(),
+            "on {host}"
+        );
+    }
+}
+
 /// The upstream the installed nginx conf of `id` routes to.
 fn routed_to(e2e: &E2e, id: &str) -> String {
     let conf = std::fs::read_to_string(e2e.nginx.conf_dir().join(format!("{id}.conf"))).unwrap();
@@ -201,10 +232,8 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     let compose = E2e::start("swarm-compare", &[]).await;
     let mut compose_live = Vec::new();
     for (pr, tree) in [(1, with_db("compose ok")), (2, app("compose ok"))] {
-        let sha = compose.commit(pr, &tree, "first").await;
-        let sent = Instant::now();
-        compose.send("opened", pr, &sha).await;
-        compose_live.push(wait_live(&compose, pr, &sha, sent).await);
+        let (sha, took) = open(&compose, pr, &tree).await;
+        compose_live.push(took);
         compose.close_and_assert_nothing_left(pr, &sha).await;
     }
     compose.shutdown().await;
@@ -246,10 +275,7 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     let pr = 1;
     let id = e2e.id(pr);
     // With a database: its volume is on the worker too, and must go with the preview.
-    let sha = e2e.commit(pr, &with_db("swarm first"), "first").await;
-    let sent = Instant::now();
-    e2e.send("opened", pr, &sha).await;
-    let swarm_live = wait_live(&e2e, pr, &sha, sent).await;
+    let (_, swarm_live) = open(&e2e, pr, &with_db("swarm first")).await;
     assert_eq!(
         app_node(id.as_str()).await,
         worker_id,
@@ -356,29 +382,13 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     );
 
     // Close: nothing left on either node.
-    e2e.send("closed", pr, &sha2).await;
-    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
-        .await;
-    e2e.assert_nothing_left(pr).await;
-    assert_eq!(
-        left_on_node(None, id.as_str()).await,
-        Vec::<String>::new(),
-        "on the manager"
-    );
-    assert_eq!(
-        left_on_node(Some(&worker_host), id.as_str()).await,
-        Vec::<String>::new(),
-        "on the worker"
-    );
+    close_leaving_nothing(&e2e, pr, &sha2, &[&worker_host]).await;
 
     // A worker failure: the preview on the worker is rescheduled on the manager (the ballast
     // is gone, so it fits there), and nginx follows it.
     let pr = 2;
     let id = e2e.id(pr);
-    let sha = e2e.commit(pr, &app("swarm survivor"), "first").await;
-    let sent = Instant::now();
-    e2e.send("opened", pr, &sha).await;
-    let warm_live = wait_live(&e2e, pr, &sha, sent).await;
+    let (sha, warm_live) = open(&e2e, pr, &app("swarm survivor")).await;
     eprintln!(
         "time to live, webhook to running, app alone: compose {:.1} s, swarm {:.1} s (its base image already on the worker)",
         compose_live[1].as_secs_f64(),
@@ -418,24 +428,14 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         back.as_secs_f64(),
         killed.elapsed().as_secs_f64()
     );
-    e2e.send("closed", pr, &sha).await;
-    e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
-        .await;
-    e2e.assert_nothing_left(pr).await;
-    assert_eq!(
-        left_on_node(None, id.as_str()).await,
-        Vec::<String>::new(),
-        "on the manager"
-    );
+    // The dead worker cannot be cleaned: it keeps the preview's image until it is pruned.
+    close_leaving_nothing(&e2e, pr, &sha, &[]).await;
 
     // Reconcile covers stacks: a stack whose record says stopped (its teardown was lost to a
     // crash) is an orphan, and goes.
     let pr = 3;
     let id = e2e.id(pr);
-    let sha = e2e.commit(pr, &app("swarm orphan"), "first").await;
-    let sent = Instant::now();
-    e2e.send("opened", pr, &sha).await;
-    wait_live(&e2e, pr, &sha, sent).await;
+    open(&e2e, pr, &app("swarm orphan")).await;
     let (_, ticket) = e2e.orch.store().mutate(|s| {
         s.deployments.get_mut(&id).unwrap().status = DeploymentStatus::Stopped;
         ((), true)
