@@ -657,8 +657,9 @@ impl Engine for SwarmEngine {
                 .map(|s| format!("{}_{}=0", s.stack, s.service))
                 .collect();
             if !scales.is_empty() {
+                // Not detached: it returns once the tasks have stopped and freed their memory.
                 docker("scale the preview's services to zero")
-                    .args(["service", "scale", "--detach"])
+                    .args(["service", "scale"])
                     .args(&scales)
                     .run()
                     .await?;

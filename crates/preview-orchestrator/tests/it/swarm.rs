@@ -381,6 +381,27 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         "the database's task ran through the update"
     );
 
+    // Sleep scales the preview's services to zero; a visit through nginx wakes it.
+    let slept = reqwest::Client::new()
+        .post(format!("{}/api/previews/{id}/sleep", e2e.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slept.status(), 200, "{:?}", slept.text().await);
+    assert_eq!(
+        engine.usage(id.as_str()).await.unwrap().running,
+        0,
+        "nothing runs asleep"
+    );
+    let woke = wait_body(&e2e.url(pr), "swarm second\n", Duration::from_secs(60)).await;
+    e2e.wait_status(pr, DeploymentStatus::Running, Duration::from_secs(10))
+        .await;
+    eprintln!(
+        "wake on the swarm, first request to its 200: {:.1} s",
+        woke.as_secs_f64()
+    );
+
     // Close: nothing left on either node.
     close_leaving_nothing(&e2e, pr, &sha2, &[&worker_host]).await;
 
