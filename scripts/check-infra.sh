@@ -151,6 +151,18 @@ terraform_variables() {
     accept -var preview_domain=preview.example.com -var dns_zone=example.com
     reject -var preview_domain=Preview.Example.com
     reject -var dns_zone=example..com
+    accept -var worker_count=3 -var worker_size=s-4vcpu-8gb -var vpc_ip_range=10.20.0.0/16
+    accept -var worker_count=20 -var vpc_uuid=0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b
+    reject -var worker_count=21
+    reject -var worker_count=-1
+    reject -var worker_count=1.5
+    reject -var worker_size=s-1vcpu-1gb
+    reject -var vpc_uuid=default
+    reject -var vpc_ip_range=172.16.0.0/16
+    reject -var vpc_ip_range=10.10.0.0/12
+    reject -var vpc_ip_range=10.10.0.0/28
+    reject -var vpc_ip_range=10.10.0.1/20
+    reject -var vpc_ip_range=10.300.0.0/16
     (cd "$dir" && terraform plan -input=false -no-color -lock=false -var "ssh_public_key=not a key" >"$dir/out" 2>&1) &&
         { echo "accepted an invalid ssh_public_key"; return 1; }
     say "rejected: ssh_public_key=not a key"
