@@ -7,7 +7,7 @@ use std::time::Duration;
 use preview_core::model::ReadyWhen;
 use preview_exec::compose::{AppEnv, Compose};
 
-use crate::engine::{BoxFuture, Engine, Usage};
+use crate::engine::{BoxFuture, Engine, Node, Usage};
 use crate::{
     ComposeProject, ContainerState, Error, HealthPolicy, Result, SlotContainer, built_images,
     docker, project_containers, project_dirs_with_label, published_ports, remove_built_images,
@@ -112,6 +112,10 @@ impl Engine for ComposeEngine {
         })
     }
 
+    fn app_host<'a>(&'a self, _name: &'a str, _port: u16) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async { Ok(Some("127.0.0.1".to_owned())) })
+    }
+
     fn logs_tail<'a>(&'a self, p: &'a ComposeProject, lines: usize) -> BoxFuture<'a, String> {
         Box::pin(p.logs_tail(&self.compose, lines))
     }
@@ -165,6 +169,25 @@ impl Engine for ComposeEngine {
         Box::pin(published_ports())
     }
 
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>> {
+        Box::pin(async {
+            let meminfo = std::fs::read_to_string("/proc/meminfo")
+                .map_err(|e| Error::Parse(format!("reading /proc/meminfo: {e}")))?;
+            let kib = |key: &str| meminfo_kib(&meminfo, key).unwrap_or(0) * 1024;
+            Ok(vec![Node {
+                id: "local".to_owned(),
+                role: "manager".to_owned(),
+                state: "ready".to_owned(),
+                availability: "active".to_owned(),
+                address: "127.0.0.1".to_owned(),
+                memory_bytes: kib("MemTotal"),
+                free_memory_bytes: kib("MemAvailable"),
+                previews: crate::projects_with_label(preview_core::render::labels::MANAGED).await?,
+                docker_host: None,
+            }])
+        })
+    }
+
     fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>> {
         Box::pin(async move {
             let running: Vec<String> = project_containers(name)
@@ -200,6 +223,14 @@ impl Engine for ComposeEngine {
     }
 }
 
+/// The value of `key` in /proc/meminfo's text, in KiB.
+fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
 /// A size as Docker's CLI prints it (`docker stats`, `docker ps --size`): `12.5MiB`, `980KiB`,
 /// `1.2GiB`, `0B`, `3kB`, `4MB`; a bare number is bytes.
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -227,6 +258,15 @@ pub fn parse_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_values() {
+        let text = "MemTotal:        4014276 kB\nMemFree:  1000 kB\nMemAvailable:    2917128 kB\n";
+        assert_eq!(meminfo_kib(text, "MemTotal"), Some(4_014_276));
+        assert_eq!(meminfo_kib(text, "MemAvailable"), Some(2_917_128));
+        assert_eq!(meminfo_kib(text, "Mem"), None);
+        assert_eq!(meminfo_kib(text, "SwapTotal"), None);
+    }
 
     #[test]
     fn docker_stats_sizes() {

@@ -51,6 +51,7 @@ pub struct Orchestrator {
     upkeep: tokio::task::JoinHandle<()>,
     certificate_upkeep: Option<tokio::task::JoinHandle<()>>,
     sleep_sweep: Option<tokio::task::JoinHandle<()>>,
+    route_watch: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -98,6 +99,9 @@ impl Orchestrator {
         let sleep_sweep = config
             .idle_sleep()
             .map(|idle| jobs::spawn_sleep_sweep(runner.clone(), idle));
+        // On a swarm, apps move when their node fails: routes follow them.
+        let route_watch = (config.engine == config::EngineKind::Swarm)
+            .then(|| jobs::spawn_route_watch(runner.clone(), std::time::Duration::from_secs(2)));
         let grace = config.shutdown_grace();
         let github =
             preview_github::GitHubClient::new(&config.github_api_url, &config.github_token)
@@ -143,6 +147,7 @@ impl Orchestrator {
             upkeep,
             certificate_upkeep,
             sleep_sweep,
+            route_watch,
             grace,
         })
     }
@@ -194,7 +199,7 @@ impl Orchestrator {
         if let Some(task) = &self.certificate_upkeep {
             task.abort();
         }
-        if let Some(task) = &self.sleep_sweep {
+        for task in [&self.sleep_sweep, &self.route_watch].into_iter().flatten() {
             task.abort();
         }
         self.store.close();
