@@ -238,12 +238,13 @@ systemd_verify() {
     [ -e "$root/usr/lib/systemd/system/docker-registry.service" ] ||
         { echo "the docker-registry package's unit is missing; missing: docker-registry (apt-get install docker-registry)"; return 1; }
     mkdir -p "$root/usr/bin"
-    install -m 0755 /usr/bin/docker-registry "$root/usr/bin/docker-registry"
+    install -m 0755 /usr/bin/docker-registry /usr/bin/systemctl "$root/usr/bin/"
     grep -q '^ReadWritePaths=/var/lib/docker-registry$' "$root/etc/systemd/system/docker-registry.service.d/preview-deployer.conf"
-    say "systemd-analyze verify: preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path docker-registry.service (+ drop-in)"
+    say "systemd-analyze verify: preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path docker-registry.service (+ drop-in) docker-registry-gc.service docker-registry-gc.timer"
     # verify exits 0 on unknown keys and bad values; any output at all is a failure here.
     out=$(systemd-analyze verify --root="$root" --man=no \
-        preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path docker-registry.service 2>&1) || {
+        preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path docker-registry.service \
+        docker-registry-gc.service docker-registry-gc.timer 2>&1) || {
         printf '%s\n' "$out"
         return 1
     }
@@ -309,9 +310,18 @@ registry_check() {
     status=$(curl -sS -o /dev/null -w '%{http_code}' "$url/v2/check-infra/tiny/manifests/$digest")
     [ "$status" = 404 ] || { echo "the deleted manifest still answers $status"; return 1; }
     say "deleted it again (202, then 404)"
+    local blobs_before blobs_after
+    blobs_before=$(find "$RENDER/registry/data" -name data -path '*/blobs/*' | wc -l)
     kill "$REGISTRY_PID"
     wait "$REGISTRY_PID" 2>/dev/null || true
     REGISTRY_PID=
+    # As docker-registry-gc.service runs it, with the registry stopped.
+    docker-registry garbage-collect --delete-untagged "$RENDER/registry/config.yml" >"$WORK/registry-gc.log" 2>&1 ||
+        { cat "$WORK/registry-gc.log"; return 1; }
+    blobs_after=$(find "$RENDER/registry/data" -name data -path '*/blobs/*' | wc -l)
+    [ "$blobs_before" -gt 0 ] && [ "$blobs_after" = 0 ] ||
+        { echo "garbage-collect left $blobs_after of $blobs_before blobs"; return 1; }
+    say "garbage-collect --delete-untagged removed the deleted image's $blobs_before blobs"
 }
 
 # The swarm role for real, on two private dockerds (not the test bed's engine) in two network
