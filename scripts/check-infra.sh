@@ -106,6 +106,22 @@ install_tools() {
     printf '%s\n' "$want" >"$VENV/.requirements.sha256"
 }
 install_tools
+
+# sshd for the swarm role's SSH check: the binary of Debian's openssh-server, unpacked (not
+# installed, so no service starts) into $TOOLS/sshd with the one library it needs beyond the base.
+SSHD_ROOT=$TOOLS/sshd
+install_sshd() {
+    [ -x "$SSHD_ROOT/usr/sbin/sshd" ] && [ -e "$SSHD_ROOT/usr/lib/x86_64-linux-gnu/libwrap.so.0" ] && return
+    say "unpacking openssh-server and libwrap0 (apt-get download) into $SSHD_ROOT"
+    local dir
+    dir=$(mktemp -d)
+    (cd "$dir" && apt-get download openssh-server libwrap0 >/dev/null 2>&1) ||
+        die "apt-get download openssh-server libwrap0 failed; missing: network access to the Debian mirror"
+    mkdir -p "$SSHD_ROOT"
+    for deb in "$dir"/*.deb; do dpkg -x "$deb" "$SSHD_ROOT"; done
+    rm -rf "$dir"
+}
+install_sshd
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_CONFIG=$ROOT/ansible/ansible.cfg ANSIBLE_NOCOLOR=1 ANSIBLE_PIPELINING=1
 export ANSIBLE_HOME=$TOOLS/ansible-home ANSIBLE_LOCAL_TEMP=$WORK/ansible-tmp
@@ -374,8 +390,22 @@ swarm_converge() {
             --storage-driver vfs --bridge none --iptables=false >"$dir/dockerd.log" 2>&1 &
         pid=$!
         # Ansible reaches the node through this process's namespaces: `ip netns exec` gives it a
-        # /sys of the namespace, so the gathered facts (addresses) are the node's.
-        ip netns exec "$ns" sleep infinity &
+        # /sys of the namespace, so the gathered facts (addresses) are the node's. Its own /root,
+        # /etc/ssh and /run (tmpfs, in a private mount namespace) take the SSH keys the role writes;
+        # /run/docker.sock there is the node's dockerd (what `docker system dial-stdio` dials), and
+        # /etc/passwd gains the user sshd's privilege separation needs.
+        cp /etc/passwd "$dir/passwd"
+        grep -q '^sshd:' "$dir/passwd" || echo 'sshd:x:64999:65534::/run/sshd:/usr/sbin/nologin' >>"$dir/passwd"
+        # shellcheck disable=SC2016 # $1 is the inner shell's argument
+        ip netns exec "$ns" unshare --mount --propagation private sh -c '
+            mount -t tmpfs -o mode=0700 tmpfs /root
+            mount -t tmpfs -o mode=0755 tmpfs /etc/ssh
+            mount -t tmpfs -o mode=0755 tmpfs /run
+            mount --bind "$1/passwd" /etc/passwd
+            mkdir -m 0755 /run/sshd
+            ln -s "$1/docker.sock" /run/docker.sock
+            ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+            exec sleep infinity' sh "$dir" &
         target=$!
         printf '%s %s %s\n' "$node" "$pid" "$target" >>"$WORK/swarm/nodes"
         tries=0
@@ -409,6 +439,9 @@ swarm_converge() {
         echo "      ansible_python_interpreter: /usr/bin/python3"
         echo "      vpc_address: ${address[worker]}"
         echo "      swarm_test_docker_host: unix://$WORK/swarm/worker/docker.sock"
+        echo "all:"
+        echo "  vars:"
+        echo "    swarm_ssh_users: [root]"
     } >"$WORK/swarm/inventory.yml"
     swarm_play() {
         local log=$1
@@ -452,6 +485,47 @@ swarm_converge() {
     fi
     grep -q 'Set vpc_address for every host' "$WORK/swarm/wrong-address.log" || { tail -n 30 "$WORK/swarm/wrong-address.log"; return 1; }
     say "a vpc_address on no interface of the host is refused with a message naming vpc_address"
+
+    say "the SSH access tasks (tests/swarm-ssh-access.yml), twice"
+    local play=tests/swarm-ssh-access.yml
+    (cd ansible && ansible-playbook -i "$WORK/swarm/inventory.yml" "$play") >"$WORK/swarm/ssh-1.log" 2>&1 ||
+        { tail -n 60 "$WORK/swarm/ssh-1.log"; return 1; }
+    (cd ansible && ansible-playbook -i "$WORK/swarm/inventory.yml" "$play") >"$WORK/swarm/ssh-2.log" 2>&1 ||
+        { tail -n 60 "$WORK/swarm/ssh-2.log"; return 1; }
+    recap=$(grep -E '^swarm-(manager|worker-1) +:' "$WORK/swarm/ssh-2.log")
+    printf '%s\n' "$recap"
+    if grep -vq ' changed=0 ' <<<"$recap"; then
+        grep -B3 -E '^changed:' "$WORK/swarm/ssh-2.log" | sed -n 1,40p
+        echo "the second run of ssh_access.yml changed something"
+        return 1
+    fi
+    local in_manager=(nsenter --target "${pids[0]}" --mount --net) in_worker=(nsenter --target "${pids[1]}" --mount --net)
+    "${in_worker[@]}" grep -q '^restrict,command="docker system dial-stdio" ssh-ed25519 ' /root/.ssh/authorized_keys
+    [ "$("${in_manager[@]}" stat -c %a /root/.ssh/id_ed25519)" = 600 ]
+    # The worker's sshd, on its VPC address, with the host key the role put in the manager's known_hosts.
+    printf '%s\n' "ListenAddress ${address[worker]}:22" 'HostKey /etc/ssh/ssh_host_ed25519_key' \
+        'PermitRootLogin prohibit-password' 'PasswordAuthentication no' 'KbdInteractiveAuthentication no' \
+        'UsePAM no' 'PidFile /run/sshd.pid' >"$WORK/swarm/sshd_config"
+    "${in_worker[@]}" env LD_LIBRARY_PATH="$SSHD_ROOT/usr/lib/x86_64-linux-gnu" "$SSHD_ROOT/usr/sbin/sshd" -D -e \
+        -f "$WORK/swarm/sshd_config" >"$WORK/swarm/sshd.log" 2>&1 &
+    printf 'sshd %s %s\n' "$!" "$!" >>"$WORK/swarm/nodes"
+    tries=0
+    until "${in_manager[@]}" bash -c "exec 3<>/dev/tcp/${address[worker]}/22" 2>/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 50 ] || { cat "$WORK/swarm/sshd.log"; echo "sshd did not listen"; return 1; }
+        sleep 0.1
+    done
+    local remote
+    remote=$("${in_manager[@]}" timeout 60 docker -H "ssh://root@${address[worker]}" info --format '{{.Swarm.NodeAddr}}') ||
+        { cat "$WORK/swarm/sshd.log"; return 1; }
+    [ "$remote" = "${address[worker]}" ] || { echo "docker -H ssh:// reached $remote"; return 1; }
+    say "from the manager, as root: docker -H ssh://root@${address[worker]} reaches the worker's dockerd (strict host key check)"
+    remote=$("${in_manager[@]}" timeout 10 ssh -o BatchMode=yes "root@${address[worker]}" echo hello </dev/null 2>&1 || true)
+    if grep -q '^hello$' <<<"$remote"; then
+        echo "the key runs any command on the worker, not only docker system dial-stdio"
+        return 1
+    fi
+    say "but the same key cannot run another command (\`ssh root@worker echo hello\` does not echo)"
 }
 
 # --- converge on a Debian container --------------------------------------------------------------------
