@@ -473,10 +473,17 @@ swarm_converge() {
     pool=$($m info --format '{{json .Swarm.Cluster.DefaultAddrPool}}')
     [ "$pool" = '["172.24.0.0/13"]' ] || { echo "the Swarm's address pool is $pool"; return 1; }
     $m network create --driver overlay check-infra-overlay >/dev/null
-    subnet=$($m network inspect --format '{{(index .IPAM.Config 0).Subnet}}' check-infra-overlay)
+    # The Swarm's allocator assigns the subnet a moment after the network exists.
+    tries=0
+    until subnet=$($m network inspect --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}' check-infra-overlay) &&
+        [ -n "$subnet" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || { echo "the overlay network got no subnet"; return 1; }
+        sleep 0.1
+    done
     $m network rm check-infra-overlay >/dev/null
     [[ $subnet == 172.2[4-9].*/24 || $subnet == 172.3[01].*/24 ]] || { echo "an overlay network got $subnet"; return 1; }
-    subnet=$($m network inspect --format '{{(index .IPAM.Config 0).Subnet}}' docker_gwbridge)
+    subnet=$($m network inspect --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}' docker_gwbridge)
     [[ $subnet == 172.1[6-9].*/24 || $subnet == 172.2[0-3].*/24 ]] || { echo "docker_gwbridge got $subnet"; return 1; }
     say "overlay networks come from $pool in /24s; bridges (docker_gwbridge $subnet) from 172.16.0.0/13"
     if swarm_play "$WORK/swarm/wrong-address.log" -e vpc_address=10.232.$net.3; then
