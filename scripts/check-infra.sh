@@ -5,7 +5,11 @@
 #   (HTTP and HTTPS) plus a preview location, rendered by Ansible on localhost; systemd-analyze verify
 #   of the units; a real converge of the nginx and orchestrator roles on a Debian container (twice, the
 #   second run must change nothing), assertions on its files, users and modes, the nginx reload path
-#   exercised as the orchestrator's user; and the docker role in check mode.
+#   exercised as the orchestrator's user; and the docker role in check mode. The swarm role (issue 16):
+#   daemon.json rendered for a single server and a Swarm node; the registry's rendered config served by the
+#   real docker-registry (push, delete, garbage-collect); the role converged for real on two private
+#   dockerds in network namespaces (twice), then its SSH access tasks and `docker -H ssh://` through a real
+#   sshd in the worker's namespace.
 # The container checks run in the background alongside the local ones; each check prints what it
 # checks, and the script ends non-zero with the list of failed checks if any failed.
 # The HCL structure test runs under `cargo test -p preview-infra`.
