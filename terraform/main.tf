@@ -33,8 +33,8 @@ resource "digitalocean_tag" "worker" {
 
 # Every droplet sits in one VPC: the Swarm's control and data traffic, the private registry and
 # the previews' app ports are open on its private addresses only. Terraform creates the VPC
-# unless vpc_uuid names an existing one (for example the one an existing droplet is already in:
-# moving a droplet to another VPC replaces it).
+# unless vpc_uuid names an existing one. The workers join whatever VPC the server is in: a server
+# created before this VPC existed stays where it is (moving a droplet replaces it).
 resource "digitalocean_vpc" "previews" {
   count    = var.vpc_uuid == "" ? 1 : 0
   name     = "${var.name}-vpc"
@@ -42,15 +42,18 @@ resource "digitalocean_vpc" "previews" {
   ip_range = var.vpc_ip_range
 }
 
-data "digitalocean_vpc" "existing" {
-  count = var.vpc_uuid == "" ? 0 : 1
-  id    = var.vpc_uuid
+locals {
+  vpc_id = var.vpc_uuid == "" ? digitalocean_vpc.previews[0].id : var.vpc_uuid
+}
+
+# The VPC the server is really in.
+data "digitalocean_vpc" "server" {
+  id = digitalocean_droplet.server.vpc_uuid
 }
 
 locals {
-  vpc_id = var.vpc_uuid == "" ? digitalocean_vpc.previews[0].id : var.vpc_uuid
-  # The VPC's address range: the only source of the Swarm, registry and preview-port rules.
-  vpc_ip_range = var.vpc_uuid == "" ? digitalocean_vpc.previews[0].ip_range : data.digitalocean_vpc.existing[0].ip_range
+  # Its address range: the only source of the Swarm, registry and preview-port rules.
+  vpc_ip_range = data.digitalocean_vpc.server.ip_range
 }
 
 resource "digitalocean_droplet" "server" {
@@ -65,8 +68,9 @@ resource "digitalocean_droplet" "server" {
   tags       = concat([digitalocean_tag.server.id, "preview-deployer"], var.tags)
 
   lifecycle {
-    # A new Ubuntu image or key must not silently replace a server that holds live previews.
-    ignore_changes = [image, ssh_keys]
+    # A new Ubuntu image or key, or a VPC it was not created in, must not silently replace a
+    # server that holds live previews.
+    ignore_changes = [image, ssh_keys, vpc_uuid]
   }
 }
 
@@ -151,7 +155,7 @@ resource "digitalocean_droplet" "worker" {
   image      = "ubuntu-24-04-x64"
   region     = var.region
   size       = var.worker_size == "" ? var.droplet_size : var.worker_size
-  vpc_uuid   = local.vpc_id
+  vpc_uuid   = digitalocean_droplet.server.vpc_uuid
   monitoring = true
   ipv6       = true
   ssh_keys   = [digitalocean_ssh_key.deployer.fingerprint]

@@ -137,7 +137,7 @@ variable "worker_size" {
 }
 
 variable "vpc_uuid" {
-  description = "ID of an existing VPC (in region) for every droplet; empty creates one with vpc_ip_range. Moving an existing droplet into another VPC replaces it, so a server created before VPCs were managed here should name the VPC it is in (doctl compute droplet get ID --format VPCUUID)."
+  description = "ID of an existing VPC (in region) to create the server in; empty creates one with vpc_ip_range. The workers join the server's VPC; a server keeps the VPC it was created in (a move would replace it)."
   type        = string
   default     = ""
 

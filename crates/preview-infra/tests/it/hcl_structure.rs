@@ -251,12 +251,35 @@ fn check_droplet(config: &Body, found: &mut Vec<String>) {
                 text("size")
             ));
         }
-        // One VPC for every node: the Swarm and registry rules admit its range only.
-        if text("vpc_uuid") != "local.vpc_id" {
+        // One VPC for every node: the Swarm and registry rules admit its range only. The
+        // workers follow the server into whichever VPC it is really in.
+        let vpc = if name == "server" {
+            "local.vpc_id"
+        } else {
+            "digitalocean_droplet.server.vpc_uuid"
+        };
+        if text("vpc_uuid") != vpc {
             found.push(format!(
-                "droplet {name} must be in the VPC (vpc_uuid = local.vpc_id), found {:?}",
+                "droplet {name} must be in the VPC (vpc_uuid = {vpc}), found {:?}",
                 text("vpc_uuid")
             ));
+        }
+        let ignored = droplet
+            .body()
+            .blocks()
+            .filter(|b| b.identifier() == "lifecycle")
+            .filter_map(|b| attr(b.body(), "ignore_changes"))
+            .map(ToString::to_string)
+            .collect::<String>();
+        for key in ["image", "ssh_keys"]
+            .into_iter()
+            .chain((name == "server").then_some("vpc_uuid"))
+        {
+            if !ignored.contains(key) {
+                found.push(format!(
+                    "droplet {name} must ignore changes of {key}: a change would replace it with its previews"
+                ));
+            }
         }
         if !text("ssh_keys").contains("digitalocean_ssh_key.") {
             found.push(format!(
@@ -811,12 +834,18 @@ fn every_droplet_is_in_the_vpc_and_workers_follow_worker_count() {
     let sources = Sources::load();
     let outside = sources.replaced(
         "main.tf",
-        "var.worker_size\n  vpc_uuid   = local.vpc_id",
+        "var.worker_size\n  vpc_uuid   = digitalocean_droplet.server.vpc_uuid",
         "var.worker_size\n  vpc_uuid   = var.vpc_uuid",
     );
     assert_flagged(&outside, &["droplet worker", "VPC"]);
     let fixed = sources.replaced("main.tf", "count      = var.worker_count", "count      = 2");
     assert_flagged(&fixed, &["var.worker_count"]);
+    let replaceable = sources.replaced(
+        "main.tf",
+        "ignore_changes = [image, ssh_keys, vpc_uuid]",
+        "ignore_changes = [image, ssh_keys]",
+    );
+    assert_flagged(&replaceable, &["droplet server", "vpc_uuid"]);
     let public_worker = sources.appended(
         "main.tf",
         r#"
@@ -955,8 +984,11 @@ fn the_droplet_is_ubuntu_24_04_with_monitoring() {
         ),
         &["droplet worker", "Ubuntu 24.04"],
     );
-    for droplet in ["droplet_size", "var.worker_size"] {
-        let at = format!("{droplet}\n  vpc_uuid   = local.vpc_id\n  monitoring = true");
+    for (droplet, vpc) in [
+        ("droplet_size", "local.vpc_id"),
+        ("var.worker_size", "digitalocean_droplet.server.vpc_uuid"),
+    ] {
+        let at = format!("{droplet}\n  vpc_uuid   = {vpc}\n  monitoring = true");
         assert_flagged(
             &sources.replaced("main.tf", &at, &at.replace("= true", "= false")),
             &["monitoring"],
