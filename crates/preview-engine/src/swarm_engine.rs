@@ -185,7 +185,7 @@ impl SwarmEngine {
             .await?;
         // `stack rm` returns before the containers are gone; volumes in use cannot be removed.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let nodes = self.swarm_nodes().await?;
+        let nodes = node_list().await?;
         loop {
             let mut left = 0;
             for node in nodes.iter().filter(|n| n.state == "ready") {
@@ -264,25 +264,7 @@ impl SwarmEngine {
 
     /// The swarm's nodes, with what runs on them.
     async fn swarm_nodes(&self) -> Result<Vec<Node>> {
-        let ids = docker("list the swarm's nodes")
-            .args(["node", "ls", "-q"])
-            .run()
-            .await?
-            .stdout_text();
-        let ids: Vec<&str> = ids
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = docker("inspect the swarm's nodes")
-            .args(["node", "inspect"])
-            .args(&ids)
-            .run()
-            .await?;
-        let mut nodes = parse_nodes(&out.stdout_text())?;
+        let mut nodes = node_list().await?;
         for task in all_running_tasks().await? {
             if let Some(node) = nodes.iter_mut().find(|n| n.id == task.node) {
                 node.free_memory_bytes = node.free_memory_bytes.saturating_sub(task.reserved_bytes);
@@ -333,6 +315,29 @@ impl SwarmEngine {
             .find(|s| s.published.contains(&port))
             .map(|s| s.service))
     }
+}
+
+/// The swarm's nodes, without what runs on them.
+async fn node_list() -> Result<Vec<Node>> {
+    let ids = docker("list the swarm's nodes")
+        .args(["node", "ls", "-q"])
+        .run()
+        .await?
+        .stdout_text();
+    let ids: Vec<&str> = ids
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = docker("inspect the swarm's nodes")
+        .args(["node", "inspect"])
+        .args(&ids)
+        .run()
+        .await?;
+    parse_nodes(&out.stdout_text())
 }
 
 /// A Docker endpoint: the local engine, or a worker's `-H` address.
@@ -715,7 +720,8 @@ impl Engine for SwarmEngine {
                     if let Some(why) = self.why_not_running(&p.name, port).await {
                         last = format!("Swarm runs no task of the app: {why}");
                     }
-                    tokio::time::sleep(policy.interval(n)).await;
+                    // Swarm starts a task within a second or two: look often.
+                    tokio::time::sleep(policy.interval(n).min(Duration::from_millis(250))).await;
                     n += 1;
                     continue;
                 };

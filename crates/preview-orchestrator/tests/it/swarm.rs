@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use preview_engine::{Engine, SwarmEngine};
+use preview_orchestrator::deploy::reconcile::reconcile;
 use preview_orchestrator::record::DeploymentStatus;
 
 use crate::e2e_support::{E2e, Tree, eventually};
@@ -296,7 +297,15 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         registry.clone(),
         push_registry.clone(),
     );
-    let usage = engine.usage(id.as_str()).await.unwrap();
+    // The database restarted once when it was pinned to its node: it may still be starting.
+    let mut usage = engine.usage(id.as_str()).await.unwrap();
+    for _ in 0..100 {
+        if usage.running == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        usage = engine.usage(id.as_str()).await.unwrap();
+    }
     assert_eq!(usage.running, 2, "the app and its database: {usage:?}");
     assert!(usage.memory_bytes > 0, "{usage:?}");
 
@@ -413,6 +422,27 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     e2e.wait_status(pr, DeploymentStatus::Stopped, Duration::from_secs(120))
         .await;
     e2e.assert_nothing_left(pr).await;
+    assert_eq!(
+        left_on_node(None, id.as_str()).await,
+        Vec::<String>::new(),
+        "on the manager"
+    );
+
+    // Reconcile covers stacks: a stack whose record says stopped (its teardown was lost to a
+    // crash) is an orphan, and goes.
+    let pr = 3;
+    let id = e2e.id(pr);
+    let sha = e2e.commit(pr, &app("swarm orphan"), "first").await;
+    let sent = Instant::now();
+    e2e.send("opened", pr, &sha).await;
+    wait_live(&e2e, pr, &sha, sent).await;
+    let (_, ticket) = e2e.orch.store().mutate(|s| {
+        s.deployments.get_mut(&id).unwrap().status = DeploymentStatus::Stopped;
+        ((), true)
+    });
+    ticket.wait().await.unwrap();
+    let report = reconcile(&e2e.runner, e2e.orch.scheduler()).await;
+    assert!(report.removed.contains(id.as_str()), "{report:?}");
     assert_eq!(
         left_on_node(None, id.as_str()).await,
         Vec::<String>::new(),
