@@ -5,7 +5,11 @@
 #   (HTTP and HTTPS) plus a preview location, rendered by Ansible on localhost; systemd-analyze verify
 #   of the units; a real converge of the nginx and orchestrator roles on a Debian container (twice, the
 #   second run must change nothing), assertions on its files, users and modes, the nginx reload path
-#   exercised as the orchestrator's user; and the docker role in check mode.
+#   exercised as the orchestrator's user; and the docker role in check mode. The swarm role (issue 16):
+#   daemon.json rendered for a single server and a Swarm node; the registry's rendered config served by the
+#   real docker-registry (push, delete, garbage-collect); the role converged for real on two private
+#   dockerds in network namespaces (twice), then its SSH access tasks and `docker -H ssh://` through a real
+#   sshd in the worker's namespace.
 # The container checks run in the background alongside the local ones; each check prints what it
 # checks, and the script ends non-zero with the list of failed checks if any failed.
 # The HCL structure test runs under `cargo test -p preview-infra`.
@@ -43,6 +47,7 @@ cleanup() {
     for pid in $LANE_PID $CHECK_PID; do
         kill_tree "$pid"
     done
+    swarm_cleanup
     docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -105,6 +110,22 @@ install_tools() {
     printf '%s\n' "$want" >"$VENV/.requirements.sha256"
 }
 install_tools
+
+# sshd for the swarm role's SSH check: the binary of Debian's openssh-server, unpacked (not
+# installed, so no service starts) into $TOOLS/sshd with the one library it needs beyond the base.
+SSHD_ROOT=$TOOLS/sshd
+install_sshd() {
+    [ -x "$SSHD_ROOT/usr/sbin/sshd" ] && [ -e "$SSHD_ROOT/usr/lib/x86_64-linux-gnu/libwrap.so.0" ] && return
+    say "unpacking openssh-server and libwrap0 (apt-get download) into $SSHD_ROOT"
+    local dir
+    dir=$(mktemp -d)
+    (cd "$dir" && apt-get download openssh-server libwrap0 >/dev/null 2>&1) ||
+        die "apt-get download openssh-server libwrap0 failed; missing: network access to the Debian mirror"
+    mkdir -p "$SSHD_ROOT"
+    for deb in "$dir"/*.deb; do dpkg -x "$deb" "$SSHD_ROOT"; done
+    rm -rf "$dir"
+}
+install_sshd
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_CONFIG=$ROOT/ansible/ansible.cfg ANSIBLE_NOCOLOR=1 ANSIBLE_PIPELINING=1
 export ANSIBLE_HOME=$TOOLS/ansible-home ANSIBLE_LOCAL_TEMP=$WORK/ansible-tmp
@@ -151,6 +172,18 @@ terraform_variables() {
     accept -var preview_domain=preview.example.com -var dns_zone=example.com
     reject -var preview_domain=Preview.Example.com
     reject -var dns_zone=example..com
+    accept -var worker_count=3 -var worker_size=s-4vcpu-8gb -var vpc_ip_range=10.20.0.0/16
+    accept -var worker_count=20 -var vpc_uuid=0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b
+    reject -var worker_count=21
+    reject -var worker_count=-1
+    reject -var worker_count=1.5
+    reject -var worker_size=s-1vcpu-1gb
+    reject -var vpc_uuid=default
+    reject -var vpc_ip_range=172.16.0.0/16
+    reject -var vpc_ip_range=10.10.0.0/12
+    reject -var vpc_ip_range=10.10.0.0/28
+    reject -var vpc_ip_range=10.10.0.1/20
+    reject -var vpc_ip_range=10.300.0.0/16
     (cd "$dir" && terraform plan -input=false -no-color -lock=false -var "ssh_public_key=not a key" >"$dir/out" 2>&1) &&
         { echo "accepted an invalid ssh_public_key"; return 1; }
     say "rejected: ssh_public_key=not a key"
@@ -170,13 +203,16 @@ lint() {
 
 # --- templates rendered by Ansible on localhost ------------------------------------------------------
 RENDER=$WORK/render
+# A free loopback port for the registry check.
+REGISTRY_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 render() {
     local dir
     for dir in http/preview-configs tls/preview-configs hosts/preview-configs logs root/etc/systemd/system root/etc/tmpfiles.d \
-        root/usr/local/sbin root/usr/local/bin root/opt/preview-deployer/bin; do
+        root/usr/local/sbin root/usr/local/bin root/opt/preview-deployer/bin docker registry/data \
+        root/etc/systemd/system/docker-registry.service.d; do
         mkdir -p "$RENDER/$dir"
     done
-    (cd ansible && RENDER_DIR=$RENDER ansible-playbook -i localhost, tests/render.yml) >"$WORK/render.log" 2>&1 ||
+    (cd ansible && RENDER_DIR=$RENDER REGISTRY_PORT=$REGISTRY_PORT ansible-playbook -i localhost, tests/render.yml) >"$WORK/render.log" 2>&1 ||
         { cat "$WORK/render.log"; return 1; }
     say "rendered into $RENDER: $(cd "$RENDER" && find . -type f | sort | tr '\n' ' ')"
     : >"$WORK/render-done"
@@ -218,15 +254,289 @@ systemd_verify() {
     mkdir -p "$root/usr/lib/systemd" "$root/opt/preview-deployer/bin"
     cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
     install -m 0755 ansible/tests/files/stand-in-orchestrator.py "$root/opt/preview-deployer/bin/preview-orchestrator"
-    say "systemd-analyze verify: preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path"
+    # The registry's unit is the docker-registry package's, with the swarm role's drop-in.
+    [ -e "$root/usr/lib/systemd/system/docker-registry.service" ] ||
+        { echo "the docker-registry package's unit is missing; missing: docker-registry (apt-get install docker-registry)"; return 1; }
+    mkdir -p "$root/usr/bin"
+    install -m 0755 /usr/bin/docker-registry /usr/bin/systemctl "$root/usr/bin/"
+    grep -q '^ReadWritePaths=/var/lib/docker-registry$' "$root/etc/systemd/system/docker-registry.service.d/preview-deployer.conf"
+    say "systemd-analyze verify: preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path docker-registry.service (+ drop-in) docker-registry-gc.service docker-registry-gc.timer"
     # verify exits 0 on unknown keys and bad values; any output at all is a failure here.
     out=$(systemd-analyze verify --root="$root" --man=no \
-        preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path 2>&1) || {
+        preview-orchestrator.service preview-nginx-reload.service preview-nginx-reload.path docker-registry.service \
+        docker-registry-gc.service docker-registry-gc.timer 2>&1) || {
         printf '%s\n' "$out"
         return 1
     }
     [ -z "$out" ] || { printf '%s\n' "$out"; return 1; }
     say "systemd-analyze verify: no findings"
+}
+
+# --- the docker role's daemon.json and the swarm role -----------------------------------------------
+daemon_json() {
+    python3 - "$RENDER/docker/daemon-single.json" "$RENDER/docker/daemon-swarm.json" <<'PY'
+import ipaddress, json, sys
+single, swarm = (json.load(open(p)) for p in sys.argv[1:3])
+pools = [{"base": "172.16.0.0/13", "size": 24}]
+for name, conf in (("single", single), ("swarm", swarm)):
+    assert conf["default-address-pools"] == pools, (name, conf)
+    assert conf["log-opts"] == {"max-size": "10m", "max-file": "3"}, (name, conf)
+assert single["insecure-registries"] == [] and single["live-restore"] is True, single
+# Swarm mode refuses live-restore; the one insecure registry is the manager's VPC address.
+assert swarm["insecure-registries"] == ["10.10.0.2:5000"] and swarm["live-restore"] is False, swarm
+bridges = ipaddress.ip_network("172.16.0.0/13")
+overlays = ipaddress.ip_network("172.24.0.0/13")
+vpc = ipaddress.ip_network("10.0.0.0/8")
+assert not bridges.overlaps(overlays) and not bridges.overlaps(vpc) and not overlays.overlaps(vpc)
+print(f"[check-infra] daemon.json: pools {pools[0]['base']} in /{pools[0]['size']}s "
+      f"({2 ** (24 - 13)} networks), disjoint from the overlays {overlays} and the VPC {vpc}; "
+      f"a Swarm node trusts only {swarm['insecure-registries'][0]} over HTTP and has live-restore off")
+PY
+}
+
+# The registry's rendered configuration, served by the real docker-registry on 127.0.0.1: the test
+# bed's engine pushes an image to it (Docker trusts 127.0.0.0/8 without TLS), and a manifest can be
+# deleted (delete.enabled). It listens on the configured address only.
+registry_check() {
+    REGISTRY_PID=
+    local url=http://127.0.0.1:$REGISTRY_PORT image=127.0.0.1:$REGISTRY_PORT/check-infra/tiny:$$ digest tries=0 status
+    trap '[ -z "$REGISTRY_PID" ] || kill "$REGISTRY_PID" 2>/dev/null || true' EXIT
+    command -v docker-registry >/dev/null || { echo "missing: docker-registry (apt-get install docker-registry)"; return 1; }
+    grep -q "addr: 127.0.0.1:$REGISTRY_PORT" "$RENDER/registry/config.yml"
+    docker-registry serve "$RENDER/registry/config.yml" >"$WORK/registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    until curl -fsS "$url/v2/" >/dev/null 2>&1; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || { cat "$WORK/registry.log"; echo "the registry did not answer on $url"; return 1; }
+        sleep 0.1
+    done
+    say "docker-registry $(docker-registry --version | awk '{print $3}') answers on $url/v2/"
+    if curl -fsS -m 2 "http://127.0.0.2:$REGISTRY_PORT/v2/" >/dev/null 2>&1; then
+        echo "the registry answers on 127.0.0.2 too: http.addr is not honoured"
+        return 1
+    fi
+    say "and not on 127.0.0.2 (http.addr binds the one address)"
+    printf 'tiny\n' >"$WORK/tiny.txt"
+    tar -C "$WORK" -cf "$WORK/tiny.tar" tiny.txt
+    docker import "$WORK/tiny.tar" "$image" >/dev/null
+    docker push --quiet "$image" >/dev/null || { docker image rm "$image" >/dev/null; return 1; }
+    docker image rm "$image" >/dev/null
+    digest=$(curl -fsS -o /dev/null -D - -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "$url/v2/check-infra/tiny/manifests/$$" | tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}')
+    [ -n "$digest" ] || { echo "no manifest for the pushed image"; return 1; }
+    say "pushed $image from the test bed's engine: $digest"
+    status=$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE "$url/v2/check-infra/tiny/manifests/$digest")
+    [ "$status" = 202 ] || { echo "DELETE of the manifest answered $status, not 202 (delete.enabled)"; return 1; }
+    status=$(curl -sS -o /dev/null -w '%{http_code}' "$url/v2/check-infra/tiny/manifests/$digest")
+    [ "$status" = 404 ] || { echo "the deleted manifest still answers $status"; return 1; }
+    say "deleted it again (202, then 404)"
+    local blobs_before blobs_after
+    blobs_before=$(find "$RENDER/registry/data" -name data -path '*/blobs/*' | wc -l)
+    kill "$REGISTRY_PID"
+    wait "$REGISTRY_PID" 2>/dev/null || true
+    REGISTRY_PID=
+    # As docker-registry-gc.service runs it, with the registry stopped.
+    docker-registry garbage-collect --delete-untagged "$RENDER/registry/config.yml" >"$WORK/registry-gc.log" 2>&1 ||
+        { cat "$WORK/registry-gc.log"; return 1; }
+    blobs_after=$(find "$RENDER/registry/data" -name data -path '*/blobs/*' | wc -l)
+    [ "$blobs_before" -gt 0 ] && [ "$blobs_after" = 0 ] ||
+        { echo "garbage-collect left $blobs_after of $blobs_before blobs"; return 1; }
+    say "garbage-collect --delete-untagged removed the deleted image's $blobs_before blobs"
+}
+
+# The swarm role for real, on two private dockerds (not the test bed's engine) in two network
+# namespaces joined by a veth pair; each daemon runs with the docker role's rendered daemon.json for
+# a Swarm node. Converged twice (the second run must change nothing), then: both nodes ready, the
+# worker labelled with its Docker endpoint, overlay networks from the role's pool, and a wrong
+# vpc_address refused.
+# Also run by the script's own clean-up: it works from the names and the pid file, since the check
+# itself runs in a subshell.
+swarm_cleanup() {
+    local node pid target ns
+    if [ -e "$WORK/swarm/nodes" ]; then
+        while read -r node pid target; do
+            kill "$pid" "$target" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null || kill -0 "$target" 2>/dev/null; do sleep 0.1; done
+        done <"$WORK/swarm/nodes"
+    fi
+    for ns in "pdci-m-$$" "pdci-w-$$"; do
+        [ ! -e "/var/run/netns/$ns" ] || ip netns delete "$ns"
+    done
+    rm -rf "$WORK/swarm"
+}
+
+swarm_converge() {
+    local net=$((RANDOM % 200 + 20)) node ns dir pid target tries manager worker recap
+    local -A address=([manager]=10.232.$net.1 [worker]=10.232.$net.2)
+    for tool in ip nsenter dockerd; do
+        command -v "$tool" >/dev/null || { echo "missing: $tool"; return 1; }
+    done
+    manager=pdci-m-$$
+    worker=pdci-w-$$
+    trap swarm_cleanup EXIT
+    mkdir -p "$WORK/swarm"
+    for ns in "$manager" "$worker"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    ip link add "pdm$$" netns "$manager" type veth peer name "pdw$$" netns "$worker"
+    ip -n "$manager" addr add "${address[manager]}/30" dev "pdm$$"
+    ip -n "$worker" addr add "${address[worker]}/30" dev "pdw$$"
+    ip -n "$manager" link set "pdm$$" up
+    ip -n "$worker" link set "pdw$$" up
+    for node in manager worker; do
+        ns=pdci-${node:0:1}-$$
+        dir=$WORK/swarm/$node
+        mkdir -p "$dir"
+        # nsenter --net, not `ip netns exec`, which remounts /sys (dockerd then misses its cgroups).
+        nsenter --net="/var/run/netns/$ns" dockerd --config-file "$RENDER/docker/daemon-swarm.json" \
+            --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" -H "unix://$dir/docker.sock" \
+            --storage-driver vfs --bridge none --iptables=false >"$dir/dockerd.log" 2>&1 &
+        pid=$!
+        # Ansible reaches the node through this process's namespaces: `ip netns exec` gives it a
+        # /sys of the namespace, so the gathered facts (addresses) are the node's. Its own /root,
+        # /etc/ssh and /run (tmpfs, in a private mount namespace) take the SSH keys the role writes;
+        # /run/docker.sock there is the node's dockerd (what `docker system dial-stdio` dials), and
+        # /etc/passwd gains the user sshd's privilege separation needs.
+        cp /etc/passwd "$dir/passwd"
+        grep -q '^sshd:' "$dir/passwd" || echo 'sshd:x:64999:65534::/run/sshd:/usr/sbin/nologin' >>"$dir/passwd"
+        # shellcheck disable=SC2016 # $1 is the inner shell's argument
+        ip netns exec "$ns" unshare --mount --propagation private sh -c '
+            mount -t tmpfs -o mode=0700 tmpfs /root
+            mount -t tmpfs -o mode=0755 tmpfs /etc/ssh
+            mount -t tmpfs -o mode=0755 tmpfs /run
+            mount --bind "$1/passwd" /etc/passwd
+            mkdir -m 0755 /run/sshd
+            ln -s "$1/docker.sock" /run/docker.sock
+            ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+            exec sleep infinity' sh "$dir" &
+        target=$!
+        printf '%s %s %s\n' "$node" "$pid" "$target" >>"$WORK/swarm/nodes"
+        tries=0
+        until docker -H "unix://$dir/docker.sock" info >/dev/null 2>&1; do
+            tries=$((tries + 1))
+            if [ "$tries" -ge 150 ] || ! kill -0 "$pid" 2>/dev/null; then
+                tail -n 20 "$dir/dockerd.log"
+                echo "the $node's dockerd did not start"
+                return 1
+            fi
+            sleep 0.2
+        done
+    done
+    local -a pids
+    mapfile -t pids < <(awk '{print $3}' "$WORK/swarm/nodes")
+    say "two private dockerds (with the rendered daemon-swarm.json) in namespaces $manager and $worker: ${address[manager]} and ${address[worker]}"
+    {
+        echo "preview_servers:"
+        echo "  hosts:"
+        echo "    swarm-manager:"
+        echo "      ansible_connection: community.docker.nsenter"
+        echo "      ansible_nsenter_pid: ${pids[0]}"
+        echo "      ansible_python_interpreter: /usr/bin/python3"
+        echo "      vpc_address: ${address[manager]}"
+        echo "      swarm_test_docker_host: unix://$WORK/swarm/manager/docker.sock"
+        echo "preview_workers:"
+        echo "  hosts:"
+        echo "    swarm-worker-1:"
+        echo "      ansible_connection: community.docker.nsenter"
+        echo "      ansible_nsenter_pid: ${pids[1]}"
+        echo "      ansible_python_interpreter: /usr/bin/python3"
+        echo "      vpc_address: ${address[worker]}"
+        echo "      swarm_test_docker_host: unix://$WORK/swarm/worker/docker.sock"
+        echo "all:"
+        echo "  vars:"
+        echo "    swarm_ssh_users: [root]"
+    } >"$WORK/swarm/inventory.yml"
+    swarm_play() {
+        local log=$1
+        shift
+        (cd ansible && ansible-playbook -i "$WORK/swarm/inventory.yml" tests/swarm-converge.yml --skip-tags swarm-registry "$@") >"$log" 2>&1
+    }
+    say "converging the swarm role (--skip-tags swarm-registry)"
+    swarm_play "$WORK/swarm/converge-1.log" || { tail -n 60 "$WORK/swarm/converge-1.log"; return 1; }
+    grep -E '^swarm-(manager|worker-1) +:' "$WORK/swarm/converge-1.log"
+    say "converging again: nothing may change"
+    swarm_play "$WORK/swarm/converge-2.log" || { tail -n 60 "$WORK/swarm/converge-2.log"; return 1; }
+    recap=$(grep -E '^swarm-(manager|worker-1) +:' "$WORK/swarm/converge-2.log")
+    printf '%s\n' "$recap"
+    if grep -vq ' changed=0 ' <<<"$recap"; then
+        grep -B3 -E '^changed:' "$WORK/swarm/converge-2.log" | sed -n 1,40p
+        echo "the second converge changed something: the swarm role is not idempotent"
+        return 1
+    fi
+    local m="docker -H unix://$WORK/swarm/manager/docker.sock"
+    local nodes label pool subnet
+    nodes=$($m node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}' | sort)
+    printf '  %s\n' "${nodes//$'\n'/$'\n'  }"
+    [ "$(grep -c ' Ready' <<<"$nodes")" = 2 ] || { echo "expected two ready nodes"; return 1; }
+    [ "$($m info --format '{{.Swarm.NodeAddr}}')" = "${address[manager]}" ] || { echo "the manager does not advertise ${address[manager]}"; return 1; }
+    label=$($m node inspect --format '{{index .Spec.Labels "dev.preview-deployer.docker-host"}}' \
+        "$(docker -H "unix://$WORK/swarm/worker/docker.sock" info --format '{{.Swarm.NodeID}}')")
+    [ "$label" = "ssh://root@${address[worker]}" ] || { echo "the worker's label is '$label'"; return 1; }
+    say "the worker is labelled dev.preview-deployer.docker-host=$label"
+    pool=$($m info --format '{{json .Swarm.Cluster.DefaultAddrPool}}')
+    [ "$pool" = '["172.24.0.0/13"]' ] || { echo "the Swarm's address pool is $pool"; return 1; }
+    $m network create --driver overlay check-infra-overlay >/dev/null
+    # The Swarm's allocator assigns the subnet a moment after the network exists.
+    tries=0
+    until subnet=$($m network inspect --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}' check-infra-overlay) &&
+        [ -n "$subnet" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || { echo "the overlay network got no subnet"; return 1; }
+        sleep 0.1
+    done
+    $m network rm check-infra-overlay >/dev/null
+    [[ $subnet == 172.2[4-9].*/24 || $subnet == 172.3[01].*/24 ]] || { echo "an overlay network got $subnet"; return 1; }
+    subnet=$($m network inspect --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}' docker_gwbridge)
+    [[ $subnet == 172.1[6-9].*/24 || $subnet == 172.2[0-3].*/24 ]] || { echo "docker_gwbridge got $subnet"; return 1; }
+    say "overlay networks come from $pool in /24s; bridges (docker_gwbridge $subnet) from 172.16.0.0/13"
+    if swarm_play "$WORK/swarm/wrong-address.log" -e vpc_address=10.232.$net.3; then
+        echo "the role accepted a vpc_address that is on no interface"
+        return 1
+    fi
+    grep -q 'Set vpc_address for every host' "$WORK/swarm/wrong-address.log" || { tail -n 30 "$WORK/swarm/wrong-address.log"; return 1; }
+    say "a vpc_address on no interface of the host is refused with a message naming vpc_address"
+
+    say "the SSH access tasks (tests/swarm-ssh-access.yml), twice"
+    local play=tests/swarm-ssh-access.yml
+    (cd ansible && ansible-playbook -i "$WORK/swarm/inventory.yml" "$play") >"$WORK/swarm/ssh-1.log" 2>&1 ||
+        { tail -n 60 "$WORK/swarm/ssh-1.log"; return 1; }
+    (cd ansible && ansible-playbook -i "$WORK/swarm/inventory.yml" "$play") >"$WORK/swarm/ssh-2.log" 2>&1 ||
+        { tail -n 60 "$WORK/swarm/ssh-2.log"; return 1; }
+    recap=$(grep -E '^swarm-(manager|worker-1) +:' "$WORK/swarm/ssh-2.log")
+    printf '%s\n' "$recap"
+    if grep -vq ' changed=0 ' <<<"$recap"; then
+        grep -B3 -E '^changed:' "$WORK/swarm/ssh-2.log" | sed -n 1,40p
+        echo "the second run of ssh_access.yml changed something"
+        return 1
+    fi
+    local in_manager=(nsenter --target "${pids[0]}" --mount --net) in_worker=(nsenter --target "${pids[1]}" --mount --net)
+    "${in_worker[@]}" grep -q '^restrict,command="docker system dial-stdio" ssh-ed25519 ' /root/.ssh/authorized_keys
+    [ "$("${in_manager[@]}" stat -c %a /root/.ssh/id_ed25519)" = 600 ]
+    # The worker's sshd, on its VPC address, with the host key the role put in the manager's known_hosts.
+    printf '%s\n' "ListenAddress ${address[worker]}:22" 'HostKey /etc/ssh/ssh_host_ed25519_key' \
+        'PermitRootLogin prohibit-password' 'PasswordAuthentication no' 'KbdInteractiveAuthentication no' \
+        'UsePAM no' 'PidFile /run/sshd.pid' >"$WORK/swarm/sshd_config"
+    "${in_worker[@]}" env LD_LIBRARY_PATH="$SSHD_ROOT/usr/lib/x86_64-linux-gnu" "$SSHD_ROOT/usr/sbin/sshd" -D -e \
+        -f "$WORK/swarm/sshd_config" >"$WORK/swarm/sshd.log" 2>&1 &
+    printf 'sshd %s %s\n' "$!" "$!" >>"$WORK/swarm/nodes"
+    tries=0
+    until "${in_manager[@]}" bash -c "exec 3<>/dev/tcp/${address[worker]}/22" 2>/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 50 ] || { cat "$WORK/swarm/sshd.log"; echo "sshd did not listen"; return 1; }
+        sleep 0.1
+    done
+    local remote
+    remote=$("${in_manager[@]}" timeout 60 docker -H "ssh://root@${address[worker]}" info --format '{{.Swarm.NodeAddr}}') ||
+        { cat "$WORK/swarm/sshd.log"; return 1; }
+    [ "$remote" = "${address[worker]}" ] || { echo "docker -H ssh:// reached $remote"; return 1; }
+    say "from the manager, as root: docker -H ssh://root@${address[worker]} reaches the worker's dockerd (strict host key check)"
+    remote=$("${in_manager[@]}" timeout 10 ssh -o BatchMode=yes "root@${address[worker]}" echo hello </dev/null 2>&1 || true)
+    if grep -q '^hello$' <<<"$remote"; then
+        echo "the key runs any command on the worker, not only docker system dial-stdio"
+        return 1
+    fi
+    say "but the same key cannot run another command (\`ssh root@worker echo hello\` does not echo)"
 }
 
 # --- converge on a Debian container --------------------------------------------------------------------
@@ -436,6 +746,9 @@ check "ansible-lint --profile production" lint
 check "shellcheck of the shipped shell scripts" shellcheck_scripts
 check "nginx -t on the rendered nginx.conf (HTTP and HTTPS) plus a preview location" nginx_test
 check "systemd-analyze verify of the units" systemd_verify
+check "the docker role's daemon.json: address pools, insecure registry only with a Swarm" daemon_json
+check "the swarm role's registry configuration, served by docker-registry: push and delete" registry_check
+check "the swarm role on two private dockerds in network namespaces (twice, idempotent)" swarm_converge
 
 if [ -n "$LANE_PID" ] && kill -0 "$LANE_PID" 2>/dev/null; then
     say "waiting for the container checks"

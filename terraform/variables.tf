@@ -113,3 +113,51 @@ variable "dns_zone" {
     error_message = "dns_zone must be empty or a lowercase domain name such as example.com."
   }
 }
+
+variable "worker_count" {
+  description = "Number of Swarm worker droplets beside the server (0 to 20). With 0, previews run on the server alone (ENGINE=compose); with workers, Ansible forms a Docker Swarm and previews spread over every node (ENGINE=swarm)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.worker_count >= 0 && var.worker_count <= 20 && floor(var.worker_count) == var.worker_count
+    error_message = "worker_count must be a whole number from 0 to 20."
+  }
+}
+
+variable "worker_size" {
+  description = "Droplet size slug of the workers; empty uses droplet_size."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.worker_size == "" || (can(regex("^[a-z][a-z0-9_]*-[0-9]+(vcpu-[0-9]+gb)?(-[a-z0-9]+)*$", var.worker_size)) && !can(regex("^s-1vcpu-(512mb|1gb)", var.worker_size)))
+    error_message = "worker_size must be empty or a droplet size slug such as s-2vcpu-4gb, with at least 2 GB of memory."
+  }
+}
+
+variable "vpc_uuid" {
+  description = "ID of an existing VPC (in region) to create the server in; empty creates one with vpc_ip_range. The workers join the server's VPC; a server keeps the VPC it was created in (a move would replace it)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.vpc_uuid == "" || can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.vpc_uuid))
+    error_message = "vpc_uuid must be empty or a VPC's UUID such as 0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b."
+  }
+}
+
+variable "vpc_ip_range" {
+  description = "Address range of the VPC Terraform creates (unused with vpc_uuid): a /16 to /24 inside 10.0.0.0/8, free in your account. Docker's own networks use 172.16.0.0/12 (ansible/README.md), so they cannot collide with it."
+  type        = string
+  default     = "10.10.0.0/20"
+
+  validation {
+    condition = (
+      can(cidrhost(var.vpc_ip_range, 0))
+      && can(regex("^10\\.[0-9]+\\.[0-9]+\\.[0-9]+/(1[6-9]|2[0-4])$", var.vpc_ip_range))
+      && try(cidrhost(var.vpc_ip_range, 0) == split("/", var.vpc_ip_range)[0], false)
+    )
+    error_message = "vpc_ip_range must be a network address with a /16 to /24 prefix inside 10.0.0.0/8, for example 10.10.0.0/20."
+  }
+}

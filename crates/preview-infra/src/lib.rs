@@ -10,7 +10,15 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 /// The outputs `terraform/outputs.tf` must declare; the CLI relies on each of them.
-pub const REQUIRED_OUTPUTS: [&str; 4] = ["server_ip", "droplet_id", "ssh_user", "reserved_ip"];
+pub const REQUIRED_OUTPUTS: [&str; 7] = [
+    "server_ip",
+    "droplet_id",
+    "ssh_user",
+    "reserved_ip",
+    "server_private_ipv4",
+    "worker_ipv4",
+    "worker_private_ipv4",
+];
 
 /// Path of the orchestrator's environment file on the server (mode 0600).
 pub const ORCHESTRATOR_ENV_FILE: &str = "/opt/preview-deployer/orchestrator.env";
@@ -61,6 +69,19 @@ pub struct ServerOutputs {
     pub droplet_id: String,
     /// User to log in as over SSH.
     pub ssh_user: String,
+    /// The server's address in the VPC: the Swarm manager's and the private registry's.
+    pub server_private_ip: IpAddr,
+    /// The Swarm workers, in terraform's order; empty with `worker_count = 0`.
+    pub workers: Vec<WorkerAddresses>,
+}
+
+/// Where one Swarm worker droplet is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerAddresses {
+    /// Its public address, for Ansible over SSH.
+    pub public_ip: IpAddr,
+    /// Its VPC address, where the Swarm and nginx reach it.
+    pub private_ip: IpAddr,
 }
 
 impl ServerOutputs {
@@ -79,12 +100,31 @@ impl ServerOutputs {
                 }),
             }
         };
-        let ip = |name: &'static str| -> Result<IpAddr> {
-            let value = text(name)?;
+        let parse_ip = |name: &'static str, value: &str| -> Result<IpAddr> {
             value.parse().map_err(|_| Error::InvalidOutput {
                 name,
                 reason: format!("{value:?} is not an IP address"),
             })
+        };
+        let ip = |name: &'static str| -> Result<IpAddr> { parse_ip(name, &text(name)?) };
+        let ips = |name: &'static str| -> Result<Vec<IpAddr>> {
+            let raw = outputs.get(name).ok_or(Error::MissingOutput(name))?;
+            let serde_json::Value::Array(items) = &raw.value else {
+                return Err(Error::InvalidOutput {
+                    name,
+                    reason: format!("expected a list of addresses, found {}", raw.value),
+                });
+            };
+            items
+                .iter()
+                .map(|item| match item {
+                    serde_json::Value::String(s) => parse_ip(name, s),
+                    other => Err(Error::InvalidOutput {
+                        name,
+                        reason: format!("expected an address, found {other}"),
+                    }),
+                })
+                .collect()
         };
 
         let droplet_id = text("droplet_id")?;
@@ -101,11 +141,33 @@ impl ServerOutputs {
                 reason: format!("{ssh_user:?} is not a plain login name"),
             });
         }
+        let public = ips("worker_ipv4")?;
+        let private = ips("worker_private_ipv4")?;
+        if public.len() != private.len() {
+            return Err(Error::InvalidOutput {
+                name: "worker_private_ipv4",
+                reason: format!(
+                    "{} addresses for {} workers (worker_ipv4)",
+                    private.len(),
+                    public.len()
+                ),
+            });
+        }
+        let workers = public
+            .into_iter()
+            .zip(private)
+            .map(|(public_ip, private_ip)| WorkerAddresses {
+                public_ip,
+                private_ip,
+            })
+            .collect();
         Ok(Self {
             server_ip: ip("server_ip")?,
             reserved_ip: ip("reserved_ip")?,
             droplet_id,
             ssh_user,
+            server_private_ip: ip("server_private_ipv4")?,
+            workers,
         })
     }
 }
@@ -127,7 +189,10 @@ mod tests {
       "droplet_ipv4": {"sensitive": false, "type": "string", "value": "198.51.100.20"},
       "reserved_ip": {"sensitive": false, "type": "string", "value": "203.0.113.10"},
       "server_ip": {"sensitive": false, "type": "string", "value": "203.0.113.10"},
-      "ssh_user": {"sensitive": false, "type": "string", "value": "root"}
+      "ssh_user": {"sensitive": false, "type": "string", "value": "root"},
+      "server_private_ipv4": {"sensitive": false, "type": "string", "value": "10.10.0.2"},
+      "worker_ipv4": {"sensitive": false, "type": ["tuple", ["string", "string"]], "value": ["198.51.100.31", "198.51.100.32"]},
+      "worker_private_ipv4": {"sensitive": false, "type": ["tuple", ["string", "string"]], "value": ["10.10.0.3", "10.10.0.4"]}
     }"#;
 
     #[test]
@@ -137,6 +202,62 @@ mod tests {
         assert_eq!(outputs.reserved_ip, outputs.server_ip);
         assert_eq!(outputs.droplet_id, "412345678");
         assert_eq!(outputs.ssh_user, "root");
+        assert_eq!(outputs.server_private_ip.to_string(), "10.10.0.2");
+        let workers: Vec<(String, String)> = outputs
+            .workers
+            .iter()
+            .map(|w| (w.public_ip.to_string(), w.private_ip.to_string()))
+            .collect();
+        assert_eq!(
+            workers,
+            [
+                ("198.51.100.31".to_owned(), "10.10.0.3".to_owned()),
+                ("198.51.100.32".to_owned(), "10.10.0.4".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn workers_must_pair_up_and_be_addresses() {
+        let one_short = SAMPLE.replace("[\"10.10.0.3\", \"10.10.0.4\"]", "[\"10.10.0.3\"]");
+        let err = ServerOutputs::from_json(one_short.as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidOutput {
+                    name: "worker_private_ipv4",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let not_a_list = SAMPLE.replace(
+            "[\"198.51.100.31\", \"198.51.100.32\"]",
+            "\"198.51.100.31\"",
+        );
+        let err = ServerOutputs::from_json(not_a_list.as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidOutput {
+                    name: "worker_ipv4",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let not_an_ip = SAMPLE.replace("\"10.10.0.4\"", "\"10.10.0.x\"");
+        let err = ServerOutputs::from_json(not_an_ip.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("10.10.0.x"), "{err}");
+        let none = SAMPLE
+            .replace("[\"198.51.100.31\", \"198.51.100.32\"]", "[]")
+            .replace("[\"10.10.0.3\", \"10.10.0.4\"]", "[]");
+        assert!(
+            ServerOutputs::from_json(none.as_bytes())
+                .unwrap()
+                .workers
+                .is_empty()
+        );
     }
 
     #[test]

@@ -71,6 +71,17 @@ pub struct DigitalOcean {
     /// yourself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_zone: Option<String>,
+    /// Docker Swarm workers beside the server (0 to [`MAX_WORKERS`]): with any, previews spread
+    /// over every node; with none, they run on the server alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub worker_count: u32,
+}
+
+/// The most Swarm workers terraform's `worker_count` accepts.
+pub const MAX_WORKERS: u32 = 20;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// GitHub side.
@@ -252,6 +263,12 @@ impl Config {
                     tls.domain
                 );
             }
+        }
+        if self.digitalocean.worker_count > MAX_WORKERS {
+            bail!(
+                "digitalocean.worker_count: {} is more than {MAX_WORKERS} workers",
+                self.digitalocean.worker_count
+            );
         }
         if !self.ssh.private_key.is_absolute() {
             bail!(
@@ -493,6 +510,7 @@ mod tests {
                 droplet_size: "s-2vcpu-4gb".into(),
                 admin_cidrs: everywhere(),
                 dns_zone: None,
+                worker_count: 0,
             },
             github: GitHub {
                 repositories: vec!["acme/api".into(), "acme/web".into()],
@@ -545,6 +563,22 @@ mod tests {
         assert!(err.contains("set tls.domain"), "{err}");
         let err = with_zone("not a zone", true).unwrap_err();
         assert!(err.contains("digitalocean.dns_zone"), "{err}");
+    }
+
+    #[test]
+    fn workers_are_written_only_when_there_are_some_and_at_most_twenty() {
+        let mut config = sample();
+        assert!(!config.to_yaml().unwrap().contains("worker_count"));
+        config.digitalocean.worker_count = 3;
+        let text = config.to_yaml().unwrap();
+        assert!(text.contains("worker_count: 3"), "{text}");
+        assert_eq!(Config::parse(&text).unwrap().digitalocean.worker_count, 3);
+        config.digitalocean.worker_count = MAX_WORKERS + 1;
+        let err = format!(
+            "{:#}",
+            Config::parse(&config.to_yaml().unwrap()).unwrap_err()
+        );
+        assert!(err.contains("digitalocean.worker_count: 21"), "{err}");
     }
 
     #[test]

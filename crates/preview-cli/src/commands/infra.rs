@@ -13,7 +13,7 @@ use serde_json::json;
 use super::config::Config;
 use super::home::{Home, ensure_private_dir, remove_if_exists, write_private};
 use super::remote::Remote;
-use super::state::ServerInfo;
+use super::state::{ServerInfo, WorkerInfo};
 
 /// The tfvars file the CLI writes into terraform's working directory (no secrets in it).
 const TFVARS: &str = "preview.tfvars.json";
@@ -65,6 +65,7 @@ impl Terraform {
             "droplet_size": config.digitalocean.droplet_size,
             "ssh_public_key": public_key,
             "admin_cidrs": config.digitalocean.admin_cidrs,
+            "worker_count": config.digitalocean.worker_count,
         });
         if let Some(tls) = &config.tls {
             vars["alert_email"] = json!(tls.email);
@@ -151,6 +152,15 @@ impl Terraform {
             ip: parsed.server_ip.to_string(),
             ssh_user: parsed.ssh_user,
             droplet_id: parsed.droplet_id,
+            private_ip: Some(parsed.server_private_ip.to_string()),
+            workers: parsed
+                .workers
+                .iter()
+                .map(|w| WorkerInfo {
+                    ip: w.public_ip.to_string(),
+                    private_ip: w.private_ip.to_string(),
+                })
+                .collect(),
         })
     }
 
@@ -230,6 +240,8 @@ pub struct PlaybookInputs<'a> {
     pub config: &'a Config,
     /// The server.
     pub remote: &'a Remote,
+    /// What terraform created: the server's VPC address and the Swarm workers.
+    pub server: &'a ServerInfo,
     /// The orchestrator binary to install.
     pub binary: &'a Path,
     /// GitHub token for comments and deployments.
@@ -264,20 +276,42 @@ pub async fn run_playbook(inputs: &PlaybookInputs<'_>, home: &Home, log: &Path) 
         .map(|a| super::remote::shell_quote(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ");
-    // The group name is the playbook's `hosts:`.
-    let inventory_doc = json!({
+    // The group names are the playbook's `hosts:`; vpc_address is what the swarm role advertises.
+    let host = |address: &str, vpc_address: Option<&str>| {
+        let mut vars = json!({
+            "ansible_host": address,
+            "ansible_user": inputs.remote.user(),
+            "ansible_ssh_private_key_file": inputs.remote.key(),
+            "ansible_ssh_common_args": ssh_args,
+            "ansible_python_interpreter": "/usr/bin/python3",
+        });
+        if let Some(vpc_address) = vpc_address {
+            vars["vpc_address"] = json!(vpc_address);
+        }
+        vars
+    };
+    let mut inventory_doc = json!({
         "preview_servers": {
             "hosts": {
-                "preview": {
-                    "ansible_host": inputs.remote.host(),
-                    "ansible_user": inputs.remote.user(),
-                    "ansible_ssh_private_key_file": inputs.remote.key(),
-                    "ansible_ssh_common_args": ssh_args,
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                }
+                "preview": host(inputs.remote.host(), inputs.server.private_ip.as_deref()),
             }
         }
     });
+    if !inputs.server.workers.is_empty() {
+        let workers: serde_json::Map<String, serde_json::Value> = inputs
+            .server
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                (
+                    format!("preview-worker-{}", i + 1),
+                    host(&w.ip, Some(&w.private_ip)),
+                )
+            })
+            .collect();
+        inventory_doc["preview_workers"] = json!({ "hosts": workers });
+    }
     let inventory_text =
         serde_saphyr::to_string(&inventory_doc).context("serialising inventory")?;
     write_private(&inventory, inventory_text.as_bytes())?;

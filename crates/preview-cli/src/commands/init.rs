@@ -69,6 +69,11 @@ pub struct InitArgs {
     /// creates the A records {domain} and *.{domain} pointing at the server
     #[arg(long, env = "PREVIEW_DNS_ZONE", requires = "domain")]
     pub dns_zone: Option<String>,
+    /// Docker Swarm worker droplets beside the server (0 to 20; default 0): previews then spread
+    /// over every node
+    #[arg(long = "workers", env = "PREVIEW_WORKERS",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(config::MAX_WORKERS)))]
+    pub workers: Option<u32>,
     /// Contact e-mail for the TLS certificate (with --domain)
     #[arg(long, env = "PREVIEW_TLS_EMAIL")]
     pub email: Option<String>,
@@ -294,6 +299,10 @@ fn gather(args: &InitArgs, previous: Option<&Config>, interactive: bool) -> Resu
                 .dns_zone
                 .clone()
                 .or_else(|| previous.and_then(|c| c.digitalocean.dns_zone.clone())),
+            worker_count: args
+                .workers
+                .or_else(|| previous.map(|c| c.digitalocean.worker_count))
+                .unwrap_or(0),
         },
         github: GitHub {
             repositories,

@@ -218,6 +218,7 @@ impl SetupRun<'_> {
             &PlaybookInputs {
                 config: self.config,
                 remote: &remote,
+                server: state.require_server()?,
                 binary: &binary,
                 github_token: &github_token,
                 webhook_secret: &webhook_secret,

@@ -58,6 +58,22 @@ pub struct ServerInfo {
     pub ssh_user: String,
     /// DigitalOcean droplet id.
     pub droplet_id: String,
+    /// Its address in the VPC: the Swarm manager's and the private registry's (absent in the
+    /// state of a setup from before the Swarm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<String>,
+    /// The Swarm workers, in terraform's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// A Swarm worker droplet terraform created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Public address, for Ansible over SSH.
+    pub ip: String,
+    /// Address in the VPC.
+    pub private_ip: String,
 }
 
 /// The state file.

@@ -111,6 +111,7 @@ async fn init_setup_status_sync_destroy() {
         tfvars.contains("\"ssh_public_key\": \"ssh-ed25519 AAAA"),
         "{tfvars}"
     );
+    assert!(tfvars.contains("\"worker_count\": 1"), "{tfvars}");
     // and reached Ansible through 0600 files, the secret one removed after the run.
     let files = std::fs::read_to_string(bed.path("rec/ansible-files")).unwrap();
     assert_eq!(

@@ -48,7 +48,10 @@ case "$1" in
   "droplet_ipv4": {"sensitive": false, "type": "string", "value": "198.51.100.20"},
   "reserved_ip": {"sensitive": false, "type": "string", "value": "203.0.113.10"},
   "server_ip": {"sensitive": false, "type": "string", "value": "203.0.113.10"},
-  "ssh_user": {"sensitive": false, "type": "string", "value": "root"}
+  "ssh_user": {"sensitive": false, "type": "string", "value": "root"},
+  "server_private_ipv4": {"sensitive": false, "type": "string", "value": "10.10.0.2"},
+  "worker_ipv4": {"sensitive": false, "type": ["tuple", ["string"]], "value": ["198.51.100.31"]},
+  "worker_private_ipv4": {"sensitive": false, "type": ["tuple", ["string"]], "value": ["10.10.0.3"]}
 }
 JSON
   ;;
@@ -287,6 +290,9 @@ impl Bed {
             key.to_str().unwrap(),
             "--infra-dir",
             infra.to_str().unwrap(),
+            // One Swarm worker, as the fake terraform reports.
+            "--workers",
+            "1",
         ]);
         cmd.env("DIGITALOCEAN_TOKEN", DO_TOKEN)
             .env("GITHUB_TOKEN", GH_TOKEN);

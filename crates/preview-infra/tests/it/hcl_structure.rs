@@ -13,8 +13,12 @@ use preview_infra::REQUIRED_OUTPUTS;
 
 use crate::terraform_dir;
 
-/// The only inbound ports the server may expose.
+/// The only inbound ports the server may expose outside the VPC.
 const ALLOWED_INBOUND_PORTS: [u32; 3] = [22, 80, 443];
+/// The sources of every rule that is for the VPC only.
+const VPC_SOURCES: &str = "[local.vpc_ip_range]";
+/// The server's VPC address, the source of the workers' second SSH rule.
+const SERVER_VPC_ADDRESS: &str = "digitalocean_droplet.server.ipv4_address_private";
 const EVERYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
 /// Substrings of variable names that hold secrets.
 const SECRET_NAME_PARTS: [&str; 6] = [
@@ -209,48 +213,97 @@ fn check_provider_and_state(config: &Body, found: &mut Vec<String>) {
 
 fn check_droplet(config: &Body, found: &mut Vec<String>) {
     let droplets = blocks(config, "resource", Some("digitalocean_droplet"));
-    if droplets.len() != 1 {
+    let names: Vec<&str> = droplets.iter().map(|d| label(d, 1)).collect();
+    if names != ["server", "worker"] {
         found.push(format!(
-            "expected one digitalocean_droplet, found {}",
-            droplets.len()
+            "expected the digitalocean_droplets server and worker, found {names:?}"
         ));
         return;
     }
-    let droplet = droplets[0].body();
-    if literal(attr(droplet, "image")) != Some("ubuntu-24-04-x64") {
-        found.push("the droplet's image must be Ubuntu 24.04 LTS (ubuntu-24-04-x64)".into());
-    }
-    if !matches!(attr(droplet, "monitoring"), Some(Expression::Bool(true))) {
-        found.push("the droplet must have monitoring = true".into());
-    }
-    match attr(droplet, "tags") {
-        Some(Expression::Array(items)) if items.is_empty() => {
-            found.push("the droplet's tags are empty".into())
-        }
-        Some(_) => {}
-        None => found.push("the droplet has no tags".into()),
-    }
-    for (key, variable) in [("size", "droplet_size"), ("region", "region")] {
-        let text = attr(droplet, key)
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        if text != format!("var.{variable}") {
+    for droplet in &droplets {
+        let name = label(droplet, 1);
+        let body = droplet.body();
+        if literal(attr(body, "image")) != Some("ubuntu-24-04-x64") {
             found.push(format!(
-                "the droplet's {key} must come from var.{variable}, found {text:?}"
+                "droplet {name}: the image must be Ubuntu 24.04 LTS (ubuntu-24-04-x64)"
             ));
         }
+        if !matches!(attr(body, "monitoring"), Some(Expression::Bool(true))) {
+            found.push(format!("droplet {name} must have monitoring = true"));
+        }
+        match attr(body, "tags") {
+            Some(Expression::Array(items)) if items.is_empty() => {
+                found.push(format!("droplet {name}: its tags are empty"))
+            }
+            Some(_) => {}
+            None => found.push(format!("droplet {name} has no tags")),
+        }
+        let text = |key: &str| attr(body, key).map(ToString::to_string).unwrap_or_default();
+        if text("region") != "var.region" {
+            found.push(format!(
+                "droplet {name}: its region must come from var.region, found {:?}",
+                text("region")
+            ));
+        }
+        if !text("size").contains("var.droplet_size") {
+            found.push(format!(
+                "droplet {name}: its size must come from var.droplet_size, found {:?}",
+                text("size")
+            ));
+        }
+        // One VPC for every node: the Swarm and registry rules admit its range only. The
+        // workers follow the server into whichever VPC it is really in.
+        let vpc = if name == "server" {
+            "local.vpc_id"
+        } else {
+            "digitalocean_droplet.server.vpc_uuid"
+        };
+        if text("vpc_uuid") != vpc {
+            found.push(format!(
+                "droplet {name} must be in the VPC (vpc_uuid = {vpc}), found {:?}",
+                text("vpc_uuid")
+            ));
+        }
+        let ignored = droplet
+            .body()
+            .blocks()
+            .filter(|b| b.identifier() == "lifecycle")
+            .filter_map(|b| attr(b.body(), "ignore_changes"))
+            .map(ToString::to_string)
+            .collect::<String>();
+        for key in ["image", "ssh_keys"]
+            .into_iter()
+            .chain((name == "server").then_some("vpc_uuid"))
+        {
+            if !ignored.contains(key) {
+                found.push(format!(
+                    "droplet {name} must ignore changes of {key}: a change would replace it with its previews"
+                ));
+            }
+        }
+        if !text("ssh_keys").contains("digitalocean_ssh_key.") {
+            found.push(format!(
+                "droplet {name}: its ssh_keys must come from a digitalocean_ssh_key resource"
+            ));
+        }
+        let count = text("count");
+        match name {
+            "server" if !count.is_empty() => found.push(format!(
+                "droplet server must be one droplet, found count = {count}"
+            )),
+            "worker" if count != "var.worker_count" => found.push(format!(
+                "droplet worker must be counted by var.worker_count, found {count:?}"
+            )),
+            _ => {}
+        }
+    }
+    for variable in ["droplet_size", "region", "worker_count", "vpc_ip_range"] {
         let has_validation = blocks(config, "variable", None).iter().any(|v| {
             label(v, 0) == variable && v.body().blocks().any(|b| b.identifier() == "validation")
         });
         if !has_validation {
             found.push(format!("variable {variable} has no validation block"));
         }
-    }
-    let keys = attr(droplet, "ssh_keys")
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    if !keys.contains("digitalocean_ssh_key.") {
-        found.push("the droplet's ssh_keys must come from a digitalocean_ssh_key resource".into());
     }
     let ssh_key_from_var = blocks(config, "resource", Some("digitalocean_ssh_key"))
         .iter()
@@ -263,17 +316,65 @@ fn check_droplet(config: &Body, found: &mut Vec<String>) {
     }
 }
 
+/// Which droplets a firewall guards, by the tag it attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guarded {
+    Server,
+    Worker,
+}
+
+/// A rule's sources, as the firewall checks classify them.
+#[derive(Debug, PartialEq, Eq)]
+enum RuleSources {
+    Admins,
+    Everyone,
+    Vpc,
+    ServerInVpc,
+    Other(String),
+}
+
+fn rule_sources(config: &Body, rule: &Body) -> RuleSources {
+    let expr = attr(rule, "source_addresses");
+    // hcl-rs prints arrays over several lines; the comparison ignores layout.
+    let text: String = expr
+        .map(ToString::to_string)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    if text == "var.admin_cidrs" {
+        RuleSources::Admins
+    } else if text == VPC_SOURCES {
+        RuleSources::Vpc
+    } else if text.contains(SERVER_VPC_ADDRESS) && !text.contains(',') {
+        RuleSources::ServerInVpc
+    } else if string_list(config, expr).as_deref() == Some(&EVERYWHERE.map(String::from)[..]) {
+        RuleSources::Everyone
+    } else {
+        RuleSources::Other(text)
+    }
+}
+
+/// A rule's port range as text, following `local.NAME`.
+fn port_range<'a>(config: &'a Body, rule: &'a Body) -> Option<&'a str> {
+    match attr(rule, "port_range").map(|e| resolve(config, e)) {
+        Some(Expression::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
 fn check_firewall(config: &Body, found: &mut Vec<String>) {
     let firewalls = blocks(config, "resource", Some("digitalocean_firewall"));
     if firewalls.is_empty() {
         found.push("no digitalocean_firewall".into());
     }
     let droplet_tags = blocks(config, "resource", Some("digitalocean_droplet"))
-        .first()
-        .and_then(|d| attr(d.body(), "tags"))
+        .iter()
+        .filter_map(|d| attr(d.body(), "tags"))
         .map(ToString::to_string)
-        .unwrap_or_default();
-    let mut opened = BTreeSet::new();
+        .collect::<Vec<_>>()
+        .join(" ");
+    // (guarded droplets, protocol, low port, high port, sources) of every inbound rule.
+    let mut opened: BTreeSet<(&str, String, u32, u32, &str)> = BTreeSet::new();
     for firewall in firewalls {
         let name = label(firewall, 1);
         let body = firewall.body();
@@ -282,16 +383,40 @@ fn check_firewall(config: &Body, found: &mut Vec<String>) {
                 "firewall {name} must attach by tag, not droplet_ids"
             ));
         }
+        let mut guarded = None;
         match attr(body, "tags") {
             Some(Expression::Array(tags)) if !tags.is_empty() => {
                 for tag in tags {
-                    if !droplet_tags.contains(&tag.to_string()) {
+                    let tag = tag.to_string();
+                    if !droplet_tags.contains(&tag) {
                         found.push(format!("firewall {name} tag {tag} is not on the droplet"));
                     }
+                    guarded = match (guarded, tag.as_str()) {
+                        (None, "digitalocean_tag.server.id") => Some(Guarded::Server),
+                        (None, "digitalocean_tag.worker.id") => Some(Guarded::Worker),
+                        (g, _) => {
+                            if g.is_some() {
+                                found.push(format!(
+                                    "firewall {name} guards the server and the workers at once"
+                                ));
+                            }
+                            g
+                        }
+                    };
                 }
             }
             _ => found.push(format!("firewall {name} is not attached by tags")),
         }
+        let Some(guarded) = guarded else {
+            found.push(format!(
+                "firewall {name} is attached by neither digitalocean_tag.server nor digitalocean_tag.worker"
+            ));
+            continue;
+        };
+        let kind = match guarded {
+            Guarded::Server => "server",
+            Guarded::Worker => "worker",
+        };
         for dynamic in body.blocks().filter(|b| b.identifier() == "dynamic") {
             found.push(format!(
                 "firewall {name} has a dynamic \"{}\" block, which this check cannot see through",
@@ -300,39 +425,86 @@ fn check_firewall(config: &Body, found: &mut Vec<String>) {
         }
         for rule in body.blocks().filter(|b| b.identifier() == "inbound_rule") {
             let protocol = literal(attr(rule.body(), "protocol")).unwrap_or("?");
-            let range = literal(attr(rule.body(), "port_range"));
-            if protocol != "tcp" {
-                found.push(format!(
-                    "firewall {name} opens inbound {protocol} (port_range {range:?}); only tcp 22, 80 and 443 may be open"
-                ));
-                continue;
-            }
-            match ports(range) {
-                Err(e) => found.push(format!("firewall {name}: unreadable inbound {e}")),
-                Ok((low, high)) => {
+            let range = port_range(config, rule.body());
+            let (low, high) = match ports(range) {
+                Ok(p) => p,
+                Err(e) => {
+                    found.push(format!("firewall {name}: unreadable inbound {e}"));
+                    continue;
+                }
+            };
+            let sources = rule_sources(config, rule.body());
+            let ok = match &sources {
+                RuleSources::Admins | RuleSources::Everyone => {
+                    if protocol != "tcp" {
+                        found.push(format!(
+                            "firewall {name} opens inbound {protocol} (port_range {range:?}) publicly; only tcp 22, 80 and 443 may be open"
+                        ));
+                        continue;
+                    }
                     if low != high || !ALLOWED_INBOUND_PORTS.contains(&low) {
                         found.push(format!(
                             "firewall {name} opens inbound tcp {low}-{high}; only 22, 80 and 443 may be open"
                         ));
                         continue;
                     }
-                    opened.insert(low);
-                    let sources = attr(rule.body(), "source_addresses");
-                    if low == 22 {
-                        let text = sources.map(ToString::to_string).unwrap_or_default();
-                        if text != "var.admin_cidrs" {
-                            found.push(format!(
-                                "firewall {name}: port 22 must be open to var.admin_cidrs only, found {text:?}"
-                            ));
-                        }
-                    } else if string_list(config, sources).as_deref()
-                        != Some(&EVERYWHERE.map(String::from)[..])
-                    {
+                    if low == 22 && sources != RuleSources::Admins {
+                        found.push(format!(
+                            "firewall {name}: port 22 must be open to var.admin_cidrs only, found everyone"
+                        ));
+                        continue;
+                    }
+                    if low != 22 && sources != RuleSources::Everyone {
                         found.push(format!(
                             "firewall {name}: port {low} must be open to everyone"
                         ));
+                        continue;
                     }
+                    if low != 22 && guarded == Guarded::Worker {
+                        found.push(format!(
+                            "firewall {name} opens port {low} on the workers; they serve nothing to the public"
+                        ));
+                        continue;
+                    }
+                    true
                 }
+                RuleSources::Vpc => {
+                    let allowed = vpc_ports(guarded);
+                    let ok = allowed
+                        .iter()
+                        .any(|(p, l, h)| *p == protocol && (*l, *h) == (low, high));
+                    if !ok {
+                        found.push(format!(
+                            "firewall {name} opens inbound {protocol} {low}-{high} to the VPC; the {kind}s may open only {allowed:?} there"
+                        ));
+                    }
+                    ok
+                }
+                RuleSources::ServerInVpc => {
+                    let ok =
+                        guarded == Guarded::Worker && protocol == "tcp" && (low, high) == (22, 22);
+                    if !ok {
+                        found.push(format!(
+                            "firewall {name} opens inbound {protocol} {low}-{high} to the server's VPC address; only SSH on the workers is for it"
+                        ));
+                    }
+                    ok
+                }
+                RuleSources::Other(text) => {
+                    found.push(format!(
+                        "firewall {name} opens inbound {protocol} {low}-{high} to {text}; sources must be var.admin_cidrs (22), everyone (80, 443) or the VPC ({VPC_SOURCES})"
+                    ));
+                    false
+                }
+            };
+            if ok {
+                let tag = match sources {
+                    RuleSources::Admins => "admins",
+                    RuleSources::Everyone => "everyone",
+                    RuleSources::Vpc => "vpc",
+                    _ => "server",
+                };
+                opened.insert((kind, protocol.to_string(), low, high, tag));
             }
         }
         let mut outbound = BTreeSet::new();
@@ -354,12 +526,76 @@ fn check_firewall(config: &Body, found: &mut Vec<String>) {
             }
         }
     }
+    let public = |kind: &str| -> BTreeSet<u32> {
+        opened
+            .iter()
+            .filter(|(k, _, _, _, s)| *k == kind && matches!(*s, "admins" | "everyone"))
+            .map(|(_, _, low, _, _)| *low)
+            .collect()
+    };
     let expected: BTreeSet<u32> = ALLOWED_INBOUND_PORTS.into_iter().collect();
-    if opened != expected {
+    if public("server") != expected {
         found.push(format!(
-            "the firewall opens inbound ports {opened:?}; expected exactly {expected:?}"
+            "the server's firewall opens inbound ports {:?} publicly; expected exactly {expected:?}",
+            public("server")
         ));
     }
+    if public("worker") != BTreeSet::from([22]) {
+        found.push(format!(
+            "the workers' firewall opens inbound ports {:?} publicly; expected exactly SSH from var.admin_cidrs",
+            public("worker")
+        ));
+    }
+    for guarded in [Guarded::Server, Guarded::Worker] {
+        let kind = if guarded == Guarded::Server {
+            "server"
+        } else {
+            "worker"
+        };
+        for (protocol, low, high) in vpc_ports(guarded) {
+            if !opened.contains(&(kind, protocol.to_string(), low, high, "vpc")) {
+                found.push(format!(
+                    "the {kind}s' firewall does not open {protocol} {low}-{high} to the VPC (Swarm, registry or preview ports)"
+                ));
+            }
+        }
+    }
+    if !opened.contains(&("worker", "tcp".into(), 22, 22, "server")) {
+        found.push(
+            "the workers' firewall does not let the server in over SSH (the orchestrator's clean-up)"
+                .into(),
+        );
+    }
+}
+
+/// What the VPC may reach on each kind of droplet: Swarm's ports (2377 on the manager only),
+/// the registry on the server, the previews' app ports on the workers.
+fn vpc_ports(guarded: Guarded) -> Vec<(&'static str, u32, u32)> {
+    let swarm = [
+        ("tcp", 7946, 7946),
+        ("udp", 7946, 7946),
+        ("udp", 4789, 4789),
+    ];
+    let (low, high) = app_port_range();
+    match guarded {
+        Guarded::Server => [("tcp", 2377, 2377), ("tcp", 5000, 5000)]
+            .into_iter()
+            .chain(swarm)
+            .collect(),
+        Guarded::Worker => swarm.into_iter().chain([("tcp", low, high)]).collect(),
+    }
+}
+
+/// The orchestrator's default APP_PORT_RANGE, from its own settings.
+fn app_port_range() -> (u32, u32) {
+    use clap::CommandFactory;
+    let command = preview_orchestrator::Config::command();
+    let arg = command
+        .get_arguments()
+        .find(|a| a.get_env().is_some_and(|e| e == "APP_PORT_RANGE"))
+        .expect("the orchestrator has an APP_PORT_RANGE setting");
+    let default = arg.get_default_values()[0].to_string_lossy().into_owned();
+    ports(Some(&default)).unwrap_or_else(|e| panic!("APP_PORT_RANGE's default: {e}"))
 }
 
 fn check_reserved_ip(config: &Body, found: &mut Vec<String>) {
@@ -521,17 +757,110 @@ fn the_terraform_code_passes_every_structural_check() {
 }
 
 #[test]
-fn the_firewall_opens_exactly_22_80_and_443() {
+fn the_firewall_opens_exactly_22_80_and_443_outside_the_vpc() {
     let config = Sources::load().parse();
     let firewall = blocks(&config, "resource", Some("digitalocean_firewall"))[0];
+    assert_eq!(label(firewall, 1), "server");
     let mut ports: Vec<&str> = firewall
         .body()
         .blocks()
         .filter(|b| b.identifier() == "inbound_rule")
+        .filter(|r| rule_sources(&config, r.body()) != RuleSources::Vpc)
         .filter_map(|r| literal(attr(r.body(), "port_range")))
         .collect();
     ports.sort_unstable();
     assert_eq!(ports, ["22", "443", "80"]);
+}
+
+#[test]
+fn the_swarm_registry_and_preview_ports_are_open_to_the_vpc_only() {
+    let sources = Sources::load();
+    for (port, protocol) in [("2377", "tcp"), ("5000", "tcp")] {
+        let rule = format!(
+            "protocol         = \"{protocol}\"\n    port_range       = \"{port}\"\n    source_addresses = [local.vpc_ip_range]\n  }}\n\n"
+        );
+        let config = sources.clone();
+        let public = config.replaced(
+            "main.tf",
+            &rule,
+            &rule.replace("[local.vpc_ip_range]", "local.everywhere"),
+        );
+        assert_flagged(&public, &[port, "only 22, 80 and 443"]);
+        let gone = config.replaced("main.tf", &rule, &rule.replace(port, "1"));
+        assert_flagged(&gone, &["does not open", port]);
+    }
+    let app_ports = sources.replaced(
+        "main.tf",
+        "    port_range       = local.app_port_range\n    source_addresses = [local.vpc_ip_range]",
+        "    port_range       = local.app_port_range\n    source_addresses = local.everywhere",
+    );
+    assert_flagged(&app_ports, &["8000-8999"]);
+    // The workers' VXLAN rule, told apart from the server's by its comment.
+    let vxlan = "(VXLAN).\n  inbound_rule {\n    protocol         = \"udp\"\n    port_range       = \"4789\"";
+    let no_vxlan = sources.replaced("main.tf", vxlan, &vxlan.replace("4789", "4790"));
+    assert_flagged(&no_vxlan, &["workers' firewall does not open udp 4789"]);
+    let wide_vpc = sources.replaced(
+        "main.tf",
+        "protocol         = \"tcp\"\n    port_range       = \"2377\"",
+        "protocol         = \"tcp\"\n    port_range       = \"1-65535\"",
+    );
+    assert_flagged(&wide_vpc, &["1-65535", "to the VPC"]);
+}
+
+#[test]
+fn the_workers_app_ports_are_the_orchestrators_app_port_range() {
+    assert_eq!(app_port_range(), (8000, 8999));
+    let other = Sources::load().replaced("main.tf", "\"8000-8999\"", "\"8000-9999\"");
+    assert_flagged(&other, &["8000-9999", "to the VPC"]);
+}
+
+#[test]
+fn the_workers_take_ssh_from_the_admins_and_the_server_only() {
+    let sources = Sources::load();
+    let from_server =
+        "source_addresses = [\"${digitalocean_droplet.server.ipv4_address_private}/32\"]";
+    let no_server = sources.replaced("main.tf", from_server, "source_addresses = var.admin_cidrs");
+    assert_flagged(&no_server, &["does not let the server in"]);
+    let whole_vpc = sources.replaced(
+        "main.tf",
+        from_server,
+        "source_addresses = [local.vpc_ip_range]",
+    );
+    assert_flagged(&whole_vpc, &["22-22", "to the VPC"]);
+}
+
+#[test]
+fn every_droplet_is_in_the_vpc_and_workers_follow_worker_count() {
+    let sources = Sources::load();
+    let outside = sources.replaced(
+        "main.tf",
+        "var.worker_size\n  vpc_uuid   = digitalocean_droplet.server.vpc_uuid",
+        "var.worker_size\n  vpc_uuid   = var.vpc_uuid",
+    );
+    assert_flagged(&outside, &["droplet worker", "VPC"]);
+    let fixed = sources.replaced("main.tf", "count      = var.worker_count", "count      = 2");
+    assert_flagged(&fixed, &["var.worker_count"]);
+    let replaceable = sources.replaced(
+        "main.tf",
+        "ignore_changes = [image, ssh_keys, vpc_uuid]",
+        "ignore_changes = [image, ssh_keys]",
+    );
+    assert_flagged(&replaceable, &["droplet server", "vpc_uuid"]);
+    let public_worker = sources.appended(
+        "main.tf",
+        r#"
+resource "digitalocean_firewall" "worker_web" {
+  name = "web"
+  tags = [digitalocean_tag.worker.id]
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "80"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+}
+"#,
+    );
+    assert_flagged(&public_worker, &["workers", "80"]);
 }
 
 #[test]
@@ -577,8 +906,8 @@ fn a_widened_or_non_tcp_inbound_rule_is_caught() {
 fn ssh_must_follow_the_admin_cidrs() {
     let open = Sources::load().replaced(
         "main.tf",
-        "source_addresses = var.admin_cidrs",
-        "source_addresses = local.everywhere",
+        "port_range       = \"22\"\n    source_addresses = var.admin_cidrs\n  }\n\n  inbound_rule {\n    protocol         = \"tcp\"\n    port_range       = \"80\"",
+        "port_range       = \"22\"\n    source_addresses = local.everywhere\n  }\n\n  inbound_rule {\n    protocol         = \"tcp\"\n    port_range       = \"80\"",
     );
     assert_flagged(&open, &["port 22", "admin_cidrs"]);
 }
@@ -640,13 +969,31 @@ fn alerts_exist_only_with_an_email_and_there_is_no_default_email() {
 fn the_droplet_is_ubuntu_24_04_with_monitoring() {
     let sources = Sources::load();
     assert_flagged(
-        &sources.replaced("main.tf", "\"ubuntu-24-04-x64\"", "\"ubuntu-22-04-x64\""),
-        &["Ubuntu 24.04"],
+        &sources.replaced(
+            "main.tf",
+            "var.name\n  image      = \"ubuntu-24-04-x64\"",
+            "var.name\n  image      = \"ubuntu-22-04-x64\"",
+        ),
+        &["droplet server", "Ubuntu 24.04"],
     );
     assert_flagged(
-        &sources.replaced("main.tf", "monitoring = true", "monitoring = false"),
-        &["monitoring"],
+        &sources.replaced(
+            "main.tf",
+            "count.index + 1}\"\n  image      = \"ubuntu-24-04-x64\"",
+            "count.index + 1}\"\n  image      = \"ubuntu-22-04-x64\"",
+        ),
+        &["droplet worker", "Ubuntu 24.04"],
     );
+    for (droplet, vpc) in [
+        ("droplet_size", "local.vpc_id"),
+        ("var.worker_size", "digitalocean_droplet.server.vpc_uuid"),
+    ] {
+        let at = format!("{droplet}\n  vpc_uuid   = {vpc}\n  monitoring = true");
+        assert_flagged(
+            &sources.replaced("main.tf", &at, &at.replace("= true", "= false")),
+            &["monitoring"],
+        );
+    }
 }
 
 #[test]

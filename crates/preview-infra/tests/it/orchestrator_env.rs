@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::CommandFactory;
 use preview_orchestrator::Config;
+use preview_orchestrator::config::EngineKind;
 use serde_json::{Value, json};
 
 fn role_dir() -> PathBuf {
@@ -22,10 +23,19 @@ fn role_dir() -> PathBuf {
 /// The role's `defaults/main.yml`, with values that are templates themselves (such as
 /// `"{{ orchestrator_home }}/orchestrator.env"`) rendered against the others.
 fn role_defaults() -> BTreeMap<String, Value> {
+    role_defaults_with(&[])
+}
+
+/// The role's defaults resolved with the site-wide variables `site` (as group_vars/all.yml sets
+/// them) in scope.
+fn role_defaults_with(site: &[(&str, Value)]) -> BTreeMap<String, Value> {
     let path = role_dir().join("defaults/main.yml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut vars: BTreeMap<String, Value> =
         serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (key, value) in site {
+        vars.insert((*key).to_owned(), value.clone());
+    }
     let env = minijinja::Environment::new();
     // Two rounds resolve one level of nesting; the defaults use no more.
     for _ in 0..2 {
@@ -45,7 +55,12 @@ fn role_defaults() -> BTreeMap<String, Value> {
 
 /// `orchestrator.env.j2` rendered as the role renders it, as (key, value) pairs in file order.
 fn rendered_env(extra_line: Option<&str>) -> Vec<(String, String)> {
-    let mut vars = role_defaults();
+    rendered_env_with(extra_line, &[])
+}
+
+/// The same, with `site` (group_vars) set before the role's defaults are resolved.
+fn rendered_env_with(extra_line: Option<&str>, site: &[(&str, Value)]) -> Vec<(String, String)> {
+    let mut vars = role_defaults_with(site);
     for (key, value) in [
         ("ansible_managed", json!("Ansible managed")),
         (
@@ -199,4 +214,48 @@ fn the_env_file_lives_where_the_cli_expects_it() {
         role_defaults()["orchestrator_env_file"],
         json!(preview_infra::ORCHESTRATOR_ENV_FILE)
     );
+}
+
+#[test]
+fn without_workers_the_engine_is_compose() {
+    let env = rendered_env(None);
+    let engine: Vec<&str> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("ENGINE") || k.starts_with("SWARM"))
+        .map(|(k, v)| {
+            if k == "ENGINE" {
+                v.as_str()
+            } else {
+                k.as_str()
+            }
+        })
+        .collect();
+    assert_eq!(engine, ["compose"]);
+    let config = load(&env);
+    assert_eq!(config.engine, EngineKind::Compose);
+    assert_eq!(config.swarm_registry, None);
+}
+
+#[test]
+fn with_workers_the_engine_is_swarm_with_the_managers_registry() {
+    // What group_vars/all.yml derives when the inventory has workers.
+    let env = rendered_env_with(
+        None,
+        &[
+            ("swarm_enabled", json!(true)),
+            ("swarm_registry_address", json!("10.10.0.2:5000")),
+        ],
+    );
+    assert_eq!(unknown_keys(&env), Vec::<String>::new());
+    let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    assert_eq!(get("ENGINE"), Some("swarm"));
+    assert_eq!(get("SWARM_REGISTRY"), Some("10.10.0.2:5000"));
+    assert_eq!(
+        get("SWARM_PUSH_REGISTRY"),
+        None,
+        "the manager pushes to the VPC address too"
+    );
+    let config = load(&env);
+    assert_eq!(config.engine, EngineKind::Swarm);
+    assert_eq!(config.swarm_registry.as_deref(), Some("10.10.0.2:5000"));
 }

@@ -25,6 +25,15 @@ output "droplet_id" {
 output "ssh_user" {
   value = "root"
 }
+output "server_private_ipv4" {
+  value = "10.10.0.2"
+}
+output "worker_ipv4" {
+  value = ["198.51.100.31"]
+}
+output "worker_private_ipv4" {
+  value = ["10.10.0.3"]
+}
 "#;
 
 fn terraform(dir: &Path, description: &str, args: &[&str]) -> Cmd {
@@ -77,6 +86,10 @@ async fn reads_the_json_terraform_prints() {
     assert_eq!(outputs.reserved_ip, outputs.server_ip);
     assert_eq!(outputs.droplet_id, "412345678");
     assert_eq!(outputs.ssh_user, "root");
+    assert_eq!(outputs.server_private_ip.to_string(), "10.10.0.2");
+    assert_eq!(outputs.workers.len(), 1);
+    assert_eq!(outputs.workers[0].public_ip.to_string(), "198.51.100.31");
+    assert_eq!(outputs.workers[0].private_ip.to_string(), "10.10.0.3");
 }
 
 #[tokio::test]
