@@ -3,6 +3,7 @@
 //! sees locally is what a PR gets on the server.
 
 pub mod build_log;
+pub mod build_objects;
 mod compose_engine;
 mod containers;
 mod engine;
@@ -11,7 +12,7 @@ mod project;
 
 pub use compose_engine::{ComposeEngine, parse_size};
 pub use containers::{ContainerState, project_containers};
-pub use engine::{BoxFuture, Engine, Usage};
+pub use engine::{BoxFuture, DiskUsage, Engine, Usage};
 pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};
 pub use project::{
     ComposeProject, SlotContainer, built_images, docker, project_dirs_with_label,

@@ -54,7 +54,7 @@ pub mod reconcile;
 pub mod retry;
 mod sleep;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -773,6 +773,14 @@ impl DockerRunner {
         if let Some(service) = &beside.service {
             self.remove_image_of(id.as_str(), service).await;
         }
+        // What the failed build left; the serving commit's own image chain is tagged, so stays.
+        let log = self
+            .settings
+            .work_dir(id.as_str())
+            .join("logs")
+            .join("build.log");
+        self.remove_build_leftovers(id.as_str(), Some(&log), BTreeSet::new())
+            .await;
         let _ = std::fs::remove_file(self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE));
         if let Err(e) = store.release_next_app_port(id).await {
             tracing::warn!(preview = %id, error = %e, "could not give back the new commit's port");
@@ -821,12 +829,69 @@ impl DockerRunner {
         {
             self.remove_image_of(id, service).await;
         }
+        // The earlier builds' stage images, but not what this commit's build used: the cache
+        // of the next push.
+        let log = self.settings.work_dir(id).join("logs").join("build.log");
+        let current = preview_engine::build_objects::objects_in_log(&String::from_utf8_lossy(
+            &std::fs::read(&log).unwrap_or_default(),
+        ));
+        self.remove_build_leftovers(id, None, current.images).await;
         tracing::info!(
             preview = id,
             drain_ms = drained.as_millis() as u64,
             retire_ms = started.elapsed().as_millis() as u64,
             "the previous commit is retired"
         );
+    }
+
+    /// The images named by the builds of every preview but `id` (their ledgers): the layer
+    /// cache their next builds use, which `id`'s cleanup keeps.
+    fn build_cache_of_others(&self, id: &str) -> BTreeSet<String> {
+        let mut keep = BTreeSet::new();
+        for entry in std::fs::read_dir(&self.settings.deployments_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_str() != Some(id) {
+                keep.extend(preview_engine::build_objects::read_ledger(&entry.path()).images);
+            }
+        }
+        keep
+    }
+
+    /// Removes what builds of preview `id` left (stopped build containers, untagged stage
+    /// images): those the build log `only` names, or those of all its builds; never what other
+    /// previews' builds use, nor the images in `keep`. Best effort; a failure is logged.
+    async fn remove_build_leftovers(
+        &self,
+        id: &str,
+        only: Option<&Path>,
+        mut keep: BTreeSet<String>,
+    ) {
+        keep.extend(self.build_cache_of_others(id));
+        let project = ComposeProject {
+            name: id.to_owned(),
+            dir: self.settings.work_dir(id),
+            file: COMPOSE_FILE.to_owned(),
+        };
+        match self
+            .settings
+            .engine
+            .remove_build_leftovers(&project, only, &keep)
+            .await
+        {
+            Ok(removed) if removed != Default::default() => tracing::info!(
+                preview = id,
+                containers = removed.containers,
+                images = removed.images,
+                "removed what the preview's builds left"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(preview = id, error = %e, "removing what the builds left failed")
+            }
+        }
     }
 
     /// Removes the image built for `service` of preview `id`; best effort.
@@ -903,6 +968,9 @@ impl DockerRunner {
         } else if let Err(e) = self.settings.engine.tear_down_named(id).await {
             tracing::warn!(preview = id, error = %e, "removing containers failed");
         }
+        // Its images are gone: what its builds left (stage images, a failed step's container)
+        // is no longer the cache of anything of its own.
+        self.remove_build_leftovers(id, None, BTreeSet::new()).await;
         {
             let _guard = self.nginx_lock.lock().await;
             if let Err(e) = self

@@ -8,6 +8,7 @@ mod cap;
 mod crash;
 mod dashboard;
 mod dashboard_browser;
+mod density;
 mod e2e_support;
 mod gate;
 mod grafana;

@@ -1,0 +1,193 @@
+//! Density on the real engine: builds leave no leftovers (untagged stage images, stopped build
+//! containers), a disk guard makes new builds wait while the disk is nearly full, admission by
+//! memory puts idle previews to sleep or makes a deploy wait, and the PR comment shows the
+//! preview's footprint.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use preview_engine::build_objects::{BuildObjects, objects_in_log};
+use preview_orchestrator::DeploymentStatus;
+use preview_testkit::docker;
+
+use crate::e2e_support::{E2e, Tree};
+
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A repo Dockerfile of two stages, unique to `token` (so nothing comes from the cache); its
+/// last step fails when `fail`.
+fn two_stage(token: &str, fail: bool) -> Tree {
+    let last = if fail {
+        "RUN exit 3"
+    } else {
+        "CMD [\"python3\", \"main.py\"]"
+    };
+    Tree::fixture("repo-dockerfile").with(
+        "Dockerfile",
+        format!(
+            "FROM python:3.12-slim-bookworm AS build\nRUN echo {token} > /built\nRUN echo {token}-2 >> /built\n\nFROM python:3.12-slim-bookworm\nWORKDIR /srv\nCOPY --from=build /built /built\nCOPY main.py .\nENV PORT=9000\nUSER 10001\nEXPOSE 9000\n{last}\n"
+        ),
+    )
+}
+
+/// The copies of preview `id`'s build logs under the orchestrator's logs dir.
+fn archived_build_logs(logs_dir: &Path, id: &str) -> Vec<PathBuf> {
+    let dir = logs_dir.join("builds").join(id);
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// Which of `objects` exist on the engine now, as `container ID` / `image ID` lines.
+async fn still_there(objects: &BuildObjects) -> Vec<String> {
+    let containers = docker(["ps", "-a", "--format", "{{.ID}}"]).await.unwrap();
+    let images = docker(["image", "ls", "-a", "-q"]).await.unwrap();
+    let containers: BTreeSet<&str> = containers.lines().collect();
+    let images: BTreeSet<&str> = images.lines().collect();
+    let base = docker([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        "python:3.12-slim-bookworm",
+    ])
+    .await
+    .unwrap();
+    let mut left: Vec<String> = objects
+        .containers
+        .iter()
+        .filter(|c| containers.contains(c.as_str()))
+        .map(|c| format!("container {c}"))
+        .collect();
+    left.extend(
+        objects
+            .images
+            .iter()
+            // The base image is named by the FROM steps, and stays.
+            .filter(|i| images.contains(i.as_str()) && !base.contains(i.as_str()))
+            .map(|i| format!("image {i}")),
+    );
+    left
+}
+
+/// The control: the same failing build run by hand leaves a stopped container and untagged
+/// images (what the orchestrator must remove). Removes them afterwards.
+async fn by_hand_leaves_leftovers(dir: &Path) -> usize {
+    let token = format!("by-hand-{}", std::process::id());
+    let tree = two_stage(&token, true);
+    for (path, bytes) in &tree.0 {
+        std::fs::write(dir.join(path), bytes).unwrap();
+    }
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "services:\n  app:\n    build: .\n",
+    )
+    .unwrap();
+    let project = format!("density-control-{}", std::process::id());
+    let out = preview_exec::Cmd::new("docker", "a failing build by hand")
+        .args(["compose", "-p", &project, "build"])
+        .current_dir(dir)
+        .pass_env("HOME")
+        .timeout(Duration::from_secs(300))
+        .output()
+        .await
+        .unwrap();
+    let log = format!("{}{}", out.stdout_text(), out.stderr_text());
+    let objects = objects_in_log(&log);
+    let left = still_there(&objects).await;
+    // Clean up what the control left.
+    for line in &left {
+        let (kind, id) = line.split_once(' ').unwrap();
+        let _ = match kind {
+            "container" => docker(["rm", "-f", id]).await,
+            _ => docker(["image", "rm", id]).await,
+        };
+    }
+    left.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_builds_and_teardowns_leave_no_build_leftovers() {
+    let control = tempfile::tempdir().unwrap();
+    let by_hand = by_hand_leaves_leftovers(control.path()).await;
+    assert!(
+        by_hand >= 3,
+        "the classic builder leaves a failed step's container and the stage images: {by_hand}"
+    );
+
+    let e2e = E2e::start("leftovers", &[]).await;
+    let logs_dir = e2e.dir.path().join("logs");
+    let token = format!("leftovers-{}", std::process::id());
+
+    // A failed first deploy.
+    let pr = 1;
+    let id = e2e.id(pr);
+    let sha = e2e
+        .commit(pr, &two_stage(&format!("{token}-failed"), true), "fails")
+        .await;
+    e2e.send("opened", pr, &sha).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(reason.starts_with("build:"), "{reason}");
+    e2e.idle(Duration::from_secs(120)).await;
+    let logs = archived_build_logs(&logs_dir, id.as_str());
+    let [log] = logs.as_slice() else {
+        panic!("one build log: {logs:?}")
+    };
+    let named = objects_in_log(&std::fs::read_to_string(log).unwrap());
+    assert!(
+        !named.containers.is_empty() && named.images.len() >= 3,
+        "the build log names the failed step's container and the stage images: {named:?}"
+    );
+    assert_eq!(still_there(&named).await, Vec::<String>::new());
+    e2e.assert_nothing_left(pr).await;
+
+    // A two-stage build that serves, then a push (an update), then the teardown.
+    let pr = 2;
+    let id = e2e.id(pr);
+    let first = e2e
+        .commit(pr, &two_stage(&format!("{token}-one"), false), "one")
+        .await;
+    e2e.send("opened", pr, &first).await;
+    e2e.wait_status(pr, DeploymentStatus::Running, DEPLOY_TIMEOUT)
+        .await;
+    let second = e2e
+        .commit(pr, &two_stage(&format!("{token}-two"), false), "two")
+        .await;
+    e2e.send("synchronize", pr, &second).await;
+    crate::e2e_support::eventually("the update to serve", DEPLOY_TIMEOUT, || {
+        e2e.record(pr).filter(|r| {
+            r.status == DeploymentStatus::Running
+                && r.deployed_sha.as_ref().map(|s| s.as_str()) == Some(second.as_str())
+        })
+    })
+    .await;
+    e2e.idle(Duration::from_secs(120)).await;
+    let logs = archived_build_logs(&logs_dir, id.as_str());
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let first_build = objects_in_log(&std::fs::read_to_string(&logs[0]).unwrap());
+    let second_build = objects_in_log(&std::fs::read_to_string(&logs[1]).unwrap());
+    // The first commit's stage image went with its retirement; the second's serves.
+    let first_only = BuildObjects {
+        containers: BTreeSet::new(),
+        images: first_build
+            .images
+            .difference(&second_build.images)
+            .cloned()
+            .collect(),
+    };
+    assert!(!first_only.images.is_empty());
+    assert_eq!(still_there(&first_only).await, Vec::<String>::new());
+    assert!(
+        !still_there(&second_build).await.is_empty(),
+        "the serving commit's images stay"
+    );
+    e2e.close_and_assert_nothing_left(pr, &second).await;
+    assert_eq!(still_there(&second_build).await, Vec::<String>::new());
+    e2e.shutdown().await;
+}
