@@ -63,6 +63,20 @@ pub enum CommentState {
         framework: Option<String>,
         wake_secs: String,
     },
+    /// Waiting for free disk before building (`MIN_FREE_DISK_GB`), after pruning what no
+    /// preview uses.
+    #[serde(rename = "waiting_disk")]
+    WaitingForDisk { free_gb: String, min_gb: String },
+    /// Waiting for memory before starting: `need_mb` (the containers' limits plus the reserve)
+    /// does not fit in what `previews` awake previews and the rest leave, after idle previews
+    /// were put to sleep.
+    #[serde(rename = "waiting_memory")]
+    WaitingForMemory {
+        in_use_gb: String,
+        total_gb: String,
+        previews: usize,
+        need_mb: String,
+    },
     /// Torn down, and why.
     Closed { reason: String },
     /// Closed while it waited for a slot: nothing was ever deployed.
@@ -201,6 +215,8 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
             ),
             // Sleep and wake change neither the commit's status nor the deployment.
             CommentState::Queued { .. }
+            | CommentState::WaitingForDisk { .. }
+            | CommentState::WaitingForMemory { .. }
             | CommentState::Asleep
             | CommentState::Awake { .. }
             | CommentState::Closed { .. }
@@ -235,6 +251,8 @@ async fn deliver_deployment(
         CommentState::Failed { .. } => (DeploymentState::Failure, "Preview failed"),
         CommentState::Closed { .. } => (DeploymentState::Inactive, "Preview closed"),
         CommentState::Queued { .. }
+        | CommentState::WaitingForDisk { .. }
+        | CommentState::WaitingForMemory { .. }
         | CommentState::Asleep
         | CommentState::Awake { .. }
         | CommentState::LeftQueue { .. }
@@ -395,6 +413,31 @@ mod tests {
                     previous_url: previous().0,
                     previous_sha_short: previous().1,
                     warnings: Vec::new(),
+                },
+            ),
+            (
+                "waiting_disk",
+                CommentState::WaitingForDisk {
+                    free_gb: "3.2".into(),
+                    min_gb: "5.0".into(),
+                },
+            ),
+            (
+                "waiting_memory",
+                CommentState::WaitingForMemory {
+                    in_use_gb: "3.1".into(),
+                    total_gb: "3.8".into(),
+                    previews: 12,
+                    need_mb: "768".into(),
+                },
+            ),
+            (
+                "waiting_memory_one",
+                CommentState::WaitingForMemory {
+                    in_use_gb: "3.6".into(),
+                    total_gb: "3.8".into(),
+                    previews: 1,
+                    need_mb: "768".into(),
                 },
             ),
             ("asleep", CommentState::Asleep),

@@ -160,10 +160,10 @@ pub struct PreviewCap {
 }
 
 impl Default for PreviewCap {
-    /// The seed's cap: 10, and new PRs wait.
+    /// 50 (the seed's 10 kept every preview awake; most of 50 sleep), and new PRs wait.
     fn default() -> Self {
         Self {
-            max_live: 10,
+            max_live: 50,
             policy: CapPolicy::Queue,
         }
     }
@@ -196,7 +196,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A queue running jobs with `runner`, at most `max_builds` deploys at once, under the
-    /// default cap (10 live previews, new PRs wait). `routing` gives records their URLs.
+    /// default cap (50 live previews, new PRs wait). `routing` gives records their URLs.
     pub fn new(
         store: Store,
         runner: Arc<dyn JobRunner>,

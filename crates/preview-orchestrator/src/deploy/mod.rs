@@ -50,6 +50,7 @@
 
 pub mod drain;
 
+mod admission;
 pub mod reconcile;
 pub mod retry;
 mod sleep;
@@ -112,6 +113,12 @@ pub struct DeploySettings {
     pub secrets: Arc<RepoSecretStore>,
     /// How long a preview may go without a request before it sleeps; `None`: never.
     pub idle_sleep: Option<Duration>,
+    /// Below how much free disk new builds wait; `None`: no guard.
+    pub disk_guard: Option<crate::capacity::DiskGuard>,
+    /// Admission by memory; `None`: off.
+    pub memory: Option<crate::capacity::MemoryAdmission>,
+    /// How often a deploy waiting for disk or memory checks again.
+    pub room_retry: Duration,
 }
 
 impl DeploySettings {
@@ -139,6 +146,8 @@ pub struct DockerRunner {
     store: std::sync::OnceLock<crate::Store>,
     /// Where the orchestrator listens: a sleeping preview's nginx config wakes it there.
     wake_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Told when a preview sleeps or is torn down: deploys waiting for room look again.
+    room_freed: tokio::sync::Notify,
 }
 
 /// Why the phases stopped: a failure to report, or a cancellation at a safe point.
@@ -240,6 +249,27 @@ impl DockerRunner {
             drain: drain::DrainPolicy::default(),
             secrets: Arc::new(RepoSecretStore::new(config.secrets_dir())),
             idle_sleep: config.idle_sleep(),
+            disk_guard: match config.min_free_disk_bytes() {
+                None => None,
+                Some(min_free_bytes) => Some(crate::capacity::DiskGuard {
+                    path: match &config.disk_guard_path {
+                        Some(path) => path.clone(),
+                        None => docker_root_dir()
+                            .await
+                            .unwrap_or_else(|| config.deployments_dir.clone()),
+                    },
+                    min_free_bytes,
+                }),
+            },
+            memory: Some(crate::capacity::MemoryAdmission {
+                meminfo: config.meminfo_path.clone(),
+                reserve_bytes: config.memory_reserve_mb.saturating_mul(1 << 20),
+                container_limit_bytes: crate::capacity::parse_memory_limit(
+                    &config.preview_memory_limit,
+                )
+                .context("invalid setting PREVIEW_MEMORY_LIMIT")?,
+            }),
+            room_retry: Duration::from_secs(config.room_retry_secs),
         };
         Ok(Self::new(settings, feedback))
     }
@@ -264,6 +294,7 @@ impl DockerRunner {
             host_locks: std::sync::Mutex::default(),
             store: std::sync::OnceLock::new(),
             wake_addr: std::sync::OnceLock::new(),
+            room_freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -537,7 +568,36 @@ impl DockerRunner {
         }
         ctx.checkpoint()?;
 
-        // 5. build and start
+        // 5. room: free disk for the build, memory for the containers it starts (the new app
+        // and those of the others that do not run: all of them, unless an awake preview is
+        // updated)
+        {
+            let running: BTreeSet<String> = match self.settings.engine.containers(id).await {
+                Ok(containers) => containers
+                    .into_iter()
+                    .filter(|c| c.state == "running")
+                    .map(|c| c.service)
+                    .collect(),
+                Err(_) => BTreeSet::new(),
+            };
+            let starting = 1 + rendered
+                .services
+                .others
+                .iter()
+                .filter(|s| !running.contains(*s))
+                .count();
+            let previous_sha_short = updating
+                .then(|| ctx.record().and_then(|r| r.deployed_sha))
+                .flatten()
+                .map(|s| s.short().to_owned());
+            let building = CommentState::Building {
+                previous_url: previous_sha_short.as_ref().map(|_| job.url.clone()),
+                previous_sha_short,
+            };
+            self.wait_for_room(job, ctx, starting, &building).await?;
+        }
+
+        // 6. build and start
         let project = ComposeProject {
             name: id.to_owned(),
             dir: work.clone(),
@@ -576,7 +636,7 @@ impl DockerRunner {
             .await
             .map_err(store_failed)?;
 
-        // 6. health (of the new app only: during an update the serving one goes on as it is)
+        // 7. health (of the new app only: during an update the serving one goes on as it is)
         let health_started = Instant::now();
         {
             let _t = ctx.phase("health");
@@ -604,7 +664,7 @@ impl DockerRunner {
         let start_secs = health_started.elapsed();
         ctx.checkpoint()?;
 
-        // 7. route
+        // 8. route
         {
             let _t = ctx.phase("route");
             let _guard = self.nginx_lock.lock().await;
@@ -638,7 +698,7 @@ impl DockerRunner {
             },
         );
 
-        // 8. drain the old port, then retire the old commit's containers
+        // 9. drain the old port, then retire the old commit's containers
         if let Some(beside) = beside {
             let _t = ctx.phase("retire");
             self.retire(&app_env, id, &beside).await;
@@ -994,6 +1054,7 @@ impl DockerRunner {
         let _host = host.lock().await;
         let record = ctx.record();
         self.remove_everything(job.id.as_str()).await;
+        self.room_freed.notify_waiters();
         if let Some(record) = record {
             let reason = crate::queue::teardown_reason(&job.trigger);
             self.feedback.send(FeedbackUpdate {
@@ -1038,6 +1099,17 @@ impl JobRunner for DockerRunner {
     fn wake<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, crate::jobs::WakeOutcome> {
         Box::pin(self.wake_preview(id))
     }
+}
+
+/// Docker's root dir (where images and volumes grow), as `docker info` gives it.
+async fn docker_root_dir() -> Option<PathBuf> {
+    let out = preview_engine::docker("ask Docker where it keeps images")
+        .args(["info", "--format", "{{.DockerRootDir}}"])
+        .run()
+        .await
+        .ok()?;
+    let dir = out.stdout_text().trim().to_owned();
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
 /// The preview's own secret (database passwords), made once and kept across updates, because a

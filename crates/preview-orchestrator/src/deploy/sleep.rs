@@ -89,13 +89,13 @@ impl DockerRunner {
     }
 
     /// Whether the installed nginx config of `id` sends its requests to the wake endpoint.
-    fn wakes_through_nginx(&self, id: &str) -> bool {
+    pub(super) fn wakes_through_nginx(&self, id: &str) -> bool {
         std::fs::read_to_string(self.settings.nginx_conf(id))
             .is_ok_and(|conf| conf.contains(WAKE_ROUTE))
     }
 
     /// How long preview `rec` has had no request (and no deploy or wake).
-    fn idle_for(&self, rec: &DeploymentRecord) -> Duration {
+    pub(super) fn idle_for(&self, rec: &DeploymentRecord) -> Duration {
         let changed = SystemTime::UNIX_EPOCH
             + Duration::from_millis(
                 u64::try_from(rec.status_changed_at.as_millisecond()).unwrap_or(0),
@@ -159,7 +159,12 @@ impl DockerRunner {
 
     /// Stops preview `id`'s containers and records it as sleeping, unless a job holds it or it
     /// was used meanwhile. Returns whether it sleeps.
-    async fn put_to_sleep(&self, id: &PreviewId, store: &crate::Store, idle: Duration) -> bool {
+    pub(super) async fn put_to_sleep(
+        &self,
+        id: &PreviewId,
+        store: &crate::Store,
+        idle: Duration,
+    ) -> bool {
         let host = self.host_lock(id.as_str());
         // A job at work on it: it is not idle.
         let Ok(_host) = host.try_lock() else {
@@ -204,6 +209,7 @@ impl DockerRunner {
             tracing::warn!(preview = %id, error = %e, "could not save the sleeping state");
         }
         if slept {
+            self.room_freed.notify_waiters();
             tracing::info!(preview = %id, idle_secs = idle_for.as_secs(), "the preview sleeps");
             self.tell(&rec, CommentState::Asleep);
         }

@@ -114,6 +114,7 @@ async fn by_hand_leaves_leftovers(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_builds_and_teardowns_leave_no_build_leftovers() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let control = tempfile::tempdir().unwrap();
     let by_hand = by_hand_leaves_leftovers(control.path()).await;
     assert!(
@@ -189,5 +190,190 @@ async fn failed_builds_and_teardowns_leave_no_build_leftovers() {
     );
     e2e.close_and_assert_nothing_left(pr, &second).await;
     assert_eq!(still_there(&second_build).await, Vec::<String>::new());
+    e2e.shutdown().await;
+}
+
+/// The disk guard prunes what no preview uses, which would remove the control's leftovers
+/// (and a prune could race the leftovers test's counts): these tests run one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A tmpfs of `size_mb` MB mounted on a temp dir, unmounted on drop: a real filesystem whose
+/// free space the test controls.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size_mb: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount (the test bed runs as root)");
+        assert!(status.success(), "mounting a tmpfs failed");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_waits_while_the_disk_is_short_and_goes_on_when_space_frees() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fs = SmallFs::mount(64);
+    let filler = fs.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 40 << 20]).unwrap();
+    let e2e = E2e::start(
+        "diskguard",
+        &[
+            ("--disk-guard-path", fs.path().display().to_string()),
+            // 0.04 GB is about 43 MB; 24 MB are free.
+            ("--min-free-disk-gb", "0.04".into()),
+            ("--room-retry-secs", "1".into()),
+        ],
+    )
+    .await;
+    let pr = 1;
+    let id = e2e.id(pr);
+    let sha = e2e
+        .commit(pr, &Tree::fixture("python-plain"), "first")
+        .await;
+    e2e.send("opened", pr, &sha).await;
+    let comment = e2e
+        .wait_comment(
+            pr,
+            &[
+                "Preview waiting for disk space",
+                "0.04 GB",
+                "MIN_FREE_DISK_GB",
+                &sha[..7],
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(comment.body.contains("GB free"), "{}", comment.body);
+    let waiting = e2e.record(pr).unwrap();
+    assert_eq!(waiting.status, DeploymentStatus::Queued);
+    let built = docker([
+        "image",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("reference={id}-*"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(built, "", "nothing is built while the disk is short");
+
+    // Space frees: the build goes on by itself.
+    std::fs::remove_file(&filler).unwrap();
+    e2e.wait_status(pr, DeploymentStatus::Running, DEPLOY_TIMEOUT)
+        .await;
+    e2e.wait_comment(pr, &["Preview live"], Duration::from_secs(30))
+        .await;
+    e2e.close_and_assert_nothing_left(pr, &sha).await;
+    e2e.shutdown().await;
+}
+
+/// Writes a meminfo file saying `total_mb` and `available_mb`.
+fn write_meminfo(path: &Path, total_mb: u64, available_mb: u64) {
+    std::fs::write(
+        path,
+        format!(
+            "MemTotal:       {} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\n",
+            total_mb * 1024,
+            available_mb * 1024,
+            available_mb * 1024
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admission_by_memory_puts_idle_previews_to_sleep_then_waits() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let meminfo_dir = tempfile::tempdir().unwrap();
+    let meminfo = meminfo_dir.path().join("meminfo");
+    write_meminfo(&meminfo, 4096, 3072);
+    let e2e = E2e::start(
+        "admission",
+        &[
+            ("--idle-sleep-secs", "3600".into()),
+            ("--preview-memory-limit", "64m".into()),
+            ("--memory-reserve-mb", "0".into()),
+            ("--meminfo-path", meminfo.display().to_string()),
+            ("--min-free-disk-gb", "0".into()),
+            // Only a sleep or a teardown makes a waiting deploy look again.
+            ("--room-retry-secs", "600".into()),
+        ],
+    )
+    .await;
+    let port = e2e.nginx.port();
+    let app = |body: &str| Tree::fixture("python-plain").replace("python-plain ok", body);
+
+    // PR 1 serves, then has no visit for longer than RECENTLY_USED.
+    let one = e2e.commit(1, &app("one ok"), "one").await;
+    e2e.send("opened", 1, &one).await;
+    e2e.wait_status(1, DeploymentStatus::Running, DEPLOY_TIMEOUT)
+        .await;
+    preview_testkit::wait_for_http(port, &e2e.path(1), Duration::from_secs(30), |a| {
+        a.status == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    // PR 2's 64 MB do not fit in 63 MB: PR 1 sleeps to make room, and PR 2 starts.
+    write_meminfo(&meminfo, 4096, 63);
+    let two = e2e.commit(2, &app("two ok"), "two").await;
+    e2e.send("opened", 2, &two).await;
+    e2e.wait_status(2, DeploymentStatus::Running, DEPLOY_TIMEOUT)
+        .await;
+    assert_eq!(e2e.record(1).unwrap().status, DeploymentStatus::Sleeping);
+    e2e.wait_comment(
+        1,
+        &["Asleep, wakes on the next visit"],
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // PR 3 does not fit, and PR 2 was just used: it waits, and says for what.
+    write_meminfo(&meminfo, 4096, 10);
+    let three = e2e.commit(3, &app("three ok"), "three").await;
+    e2e.send("opened", 3, &three).await;
+    e2e.wait_comment(
+        3,
+        &[
+            "waiting for memory: 4.0 GB of 4.0 GB in use by 1 preview.",
+            "needs 64 MB",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(e2e.record(3).unwrap().status, DeploymentStatus::Queued);
+    assert_eq!(e2e.record(2).unwrap().status, DeploymentStatus::Running);
+
+    // Memory frees and PR 1 is closed: the teardown lets PR 3 look again, and it starts.
+    write_meminfo(&meminfo, 4096, 3072);
+    e2e.close_and_assert_nothing_left(1, &one).await;
+    e2e.wait_status(3, DeploymentStatus::Running, Duration::from_secs(120))
+        .await;
+    let page = preview_testkit::wait_for_http(port, &e2e.path(3), Duration::from_secs(30), |a| {
+        a.status == 200
+    })
+    .await;
+    assert_eq!(page.body, "three ok\n");
+    e2e.close_and_assert_nothing_left(2, &two).await;
+    e2e.close_and_assert_nothing_left(3, &three).await;
     e2e.shutdown().await;
 }
