@@ -140,6 +140,19 @@ pub fn mb(bytes: u64) -> String {
     format!("{:.0}", bytes as f64 / (1u64 << 20) as f64)
 }
 
+/// `bytes` as a comment shows a preview's footprint: `0 B`, `28 kB`, `41 MB`, `1.2 GB`.
+pub fn human(bytes: u64) -> String {
+    const KB: u64 = 1 << 10;
+    const MB: u64 = 1 << 20;
+    const GB: u64 = 1 << 30;
+    match bytes {
+        b if b < KB => format!("{b} B"),
+        b if b < MB => format!("{} kB", b.div_ceil(KB)),
+        b if b < GB => format!("{} MB", (b + MB / 2) / MB),
+        b => format!("{:.1} GB", b as f64 / GB as f64),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +205,10 @@ mod tests {
     fn sizes_as_comments_show_them() {
         assert_eq!(gb(3_328_599_654), "3.1");
         assert_eq!(gb(43 << 20), "0.04");
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(28_470), "28 kB");
+        assert_eq!(human(41 << 20), "41 MB");
+        assert_eq!(human(1_288_490_189), "1.2 GB");
         assert_eq!(mb(768 << 20), "768");
     }
 }

@@ -1103,6 +1103,8 @@ fn decide_deploy(
             generation: 1,
             history: Vec::new(),
             trusted: req.trusted,
+            build_ms: None,
+            start_ms: None,
         }),
     };
     if deploy_now {

@@ -287,6 +287,7 @@ impl DockerRunner {
 
     /// A runner with `settings`, sending feedback through `feedback`.
     pub fn new(settings: DeploySettings, feedback: Feedback) -> Self {
+        feedback.attach_engine(settings.engine.clone());
         Self {
             settings,
             feedback,
@@ -688,13 +689,19 @@ impl DockerRunner {
             }
         }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
+        let (build_ms, start_ms) = (build_secs.as_millis() as u64, start_secs.as_millis() as u64);
+        let _ = ctx
+            .update(|r| {
+                r.build_ms = Some(build_ms);
+                r.start_ms = Some(start_ms);
+            })
+            .await;
         self.send(
             job,
             CommentState::Live {
                 framework,
-                build_secs: format!("{:.1}", build_secs.as_secs_f64()),
-                start_secs: format!("{:.1}", start_secs.as_secs_f64()),
                 warnings: planned.plan.warnings.clone(),
+                footprint: feedback::Footprint::awake(Some(build_ms), Some(start_ms)),
             },
         );
 

@@ -28,7 +28,7 @@ use preview_core::render::SleepRoute;
 use preview_engine::{ComposeProject, HealthPolicy};
 
 use super::{COMPOSE_FILE, DockerRunner, transient_docker};
-use crate::feedback::{CommentState, FeedbackUpdate};
+use crate::feedback::{CommentState, FeedbackUpdate, Footprint};
 use crate::jobs::WakeOutcome;
 use crate::record::{DeploymentRecord, DeploymentStatus, DesiredState};
 use crate::repo_secrets::RepoSecrets;
@@ -211,7 +211,12 @@ impl DockerRunner {
         if slept {
             self.room_freed.notify_waiters();
             tracing::info!(preview = %id, idle_secs = idle_for.as_secs(), "the preview sleeps");
-            self.tell(&rec, CommentState::Asleep);
+            self.tell(
+                &rec,
+                CommentState::Asleep {
+                    footprint: Footprint::asleep(rec.build_ms, rec.start_ms),
+                },
+            );
         }
         slept
     }
@@ -285,6 +290,7 @@ impl DockerRunner {
                 CommentState::Awake {
                     framework: rec.framework.clone(),
                     wake_secs: format!("{:.1}", took.as_secs_f64()),
+                    footprint: Footprint::awake(rec.build_ms, rec.start_ms),
                 },
             );
         }

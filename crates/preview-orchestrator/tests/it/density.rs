@@ -280,10 +280,49 @@ async fn a_build_waits_while_the_disk_is_short_and_goes_on_when_space_frees() {
     std::fs::remove_file(&filler).unwrap();
     e2e.wait_status(pr, DeploymentStatus::Running, DEPLOY_TIMEOUT)
         .await;
-    e2e.wait_comment(pr, &["Preview live"], Duration::from_secs(30))
+    // The live comment shows the footprint, read from the engine.
+    let live = e2e
+        .wait_comment(
+            pr,
+            &[
+                "Preview live",
+                "| State | awake |",
+                "| Build |",
+                "| Start |",
+            ],
+            Duration::from_secs(30),
+        )
         .await;
+    let memory = row_bytes(&live.body, "Memory");
+    let disk = row_bytes(&live.body, "Disk");
+    assert!(memory > 0, "the app uses some memory: {}", live.body);
+    assert!(disk > 0, "its image takes some disk: {}", live.body);
     e2e.close_and_assert_nothing_left(pr, &sha).await;
     e2e.shutdown().await;
+}
+
+/// The size in bytes the comment's table row `name` starts with (`| Memory | 41 MB in use |`),
+/// give or take its rounding.
+fn row_bytes(body: &str, name: &str) -> u64 {
+    let prefix = format!("| {name} | ");
+    let line = body
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} row in {body}"));
+    let mut words = line.split(' ');
+    let number: f64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(-1.0);
+    let unit = match words.next() {
+        Some("B") => 1.0,
+        Some("kB") => 1024.0,
+        Some("MB") => 1024.0 * 1024.0,
+        Some("GB") => 1024.0 * 1024.0 * 1024.0,
+        _ => -1.0,
+    };
+    assert!(
+        number >= 0.0 && unit > 0.0,
+        "the {name} row is not a size: {line}"
+    );
+    (number * unit) as u64
 }
 
 /// Writes a meminfo file saying `total_mb` and `available_mb`.
