@@ -3,6 +3,7 @@
 
 mod access;
 mod api;
+mod bench_density;
 mod binary;
 mod cap;
 mod crash;
