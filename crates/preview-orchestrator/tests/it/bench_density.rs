@@ -119,6 +119,89 @@ async fn visit(port: u16, path: &str) -> Duration {
     }
 }
 
+/// Removes every container, volume and image of the benchmark's previews when dropped, so a
+/// failed run leaves nothing either (the daemon is killed before).
+struct RemoveOnDrop {
+    repo: String,
+    slug: String,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let label = format!("label=dev.preview-deployer.repo={}", self.repo);
+        let containers = docker(&["ps", "-aq", "--filter", &label]);
+        let containers: Vec<&str> = containers.split_whitespace().collect();
+        if !containers.is_empty() {
+            docker(&[&["rm", "-f", "-v"][..], &containers].concat());
+        }
+        for kind in ["volume", "network"] {
+            let found = docker(&[kind, "ls", "-q", "--filter", &label]);
+            let found: Vec<&str> = found.split_whitespace().collect();
+            if !found.is_empty() {
+                docker(&[&[kind, "rm"][..], &found].concat());
+            }
+        }
+        let reference = format!("reference={}-pr-*", self.slug);
+        let images = docker(&["image", "ls", "-q", "--filter", &reference]);
+        let images: Vec<&str> = images.split_whitespace().collect();
+        if !images.is_empty() {
+            docker(&[&["image", "rm", "-f"][..], &images].concat());
+        }
+    }
+}
+
+/// Waits until PR `pr` serves; a failed deploy (the engine is shared with other work) is
+/// printed and deployed once more.
+async fn wait_serving(world: &DaemonWorld, daemon: &Daemon, pr: u64) {
+    let id = world.id(pr);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut retried = false;
+    loop {
+        match state(daemon, &id).await.as_str() {
+            "running" => return,
+            "failed" if !retried => {
+                let rec = daemon.preview(&id).await.unwrap_or(Value::Null);
+                // The failure comment carries the build log's tail.
+                let comment = world
+                    .github
+                    .comments()
+                    .into_iter()
+                    .filter(|c| c.pr == pr)
+                    .map(|c| c.body)
+                    .next_back()
+                    .unwrap_or_default();
+                eprintln!(
+                    "   PR {pr} failed ({}); deploying it again. Its comment:\n{comment}",
+                    rec["status"]["reason"]
+                );
+                let resp = reqwest::Client::new()
+                    .post(format!("{}/api/previews/{id}/redeploy", daemon.api))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    resp.status().is_success(),
+                    "redeploy of {id}: {}",
+                    resp.status()
+                );
+                retried = true;
+            }
+            "failed" => panic!("{id} failed twice: {:?}", daemon.preview(&id).await),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{id} did not serve");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -140,6 +223,10 @@ async fn bench_density() {
         ],
     )
     .await;
+    let _remove = RemoveOnDrop {
+        repo: world.repo.clone(),
+        slug: world.id(1).trim_end_matches("-pr-1").to_owned(),
+    };
     let daemon = world.start();
     let orchestrator_before = rss(daemon.pid());
     let engine = ComposeEngine::new(Compose::detect().await.unwrap());
@@ -154,7 +241,7 @@ async fn bench_density() {
         shas.push(sha);
     }
     for pr in 1..=n as u64 {
-        wait_state(&daemon, &world.id(pr), "running", Duration::from_secs(900)).await;
+        wait_serving(&world, &daemon, pr).await;
         wait_for_http(port, &world.path(pr), Duration::from_secs(30), |a| {
             a.status == 200
         })
