@@ -10,6 +10,9 @@
 //! the last [`RECENTLY_USED`] are put to sleep, oldest visit first, until what they used frees
 //! enough; none is put to sleep when all of them together would not. Still short, it waits.
 //!
+//! A wake makes room the same way before it starts a sleeping preview's containers, but never
+//! waits: a visitor is waiting for it.
+//!
 //! A waiting deploy is `queued`, its comment says for what, and it looks again when a preview
 //! sleeps or is torn down, or after `ROOM_RETRY_SECS`. It stops waiting when it is cancelled (a
 //! newer push, the PR closed, shutdown). The count cap (`MAX_CONCURRENT_PREVIEWS`) still applies
@@ -149,6 +152,22 @@ impl DockerRunner {
         }
     }
 
+    /// Before a wake of `id` starts its stopped containers: when they do not fit in memory, puts
+    /// least recently used idle previews to sleep as for a deploy. A visitor is waiting, so the
+    /// wake goes on whether or not that made room.
+    pub(super) async fn make_room_for_wake(&self, id: &PreviewId) {
+        let stopped = match self.settings.engine.containers(id.as_str()).await {
+            Ok(containers) => containers.iter().filter(|c| c.state != "running").count(),
+            Err(_) => return,
+        };
+        if stopped == 0 {
+            return;
+        }
+        if let Some(short) = self.memory_short(id, stopped).await {
+            tracing::warn!(preview = %id, memory = ?short, "waking although memory is short");
+        }
+    }
+
     /// The comment of a deploy of `id` that waits for memory to start `containers` containers,
     /// or `None` when they fit (after putting idle previews to sleep, if that makes them fit).
     async fn memory_short(&self, id: &PreviewId, containers: usize) -> Option<CommentState> {
@@ -221,10 +240,21 @@ impl DockerRunner {
             .collect();
         // Longest idle first.
         idle.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // `docker stats` takes a second or two per call: eight at a time, in this order.
+        use futures_util::StreamExt;
+        let engine = &self.settings.engine;
+        let measured: Vec<(PreviewId, preview_engine::Result<preview_engine::Usage>)> =
+            futures_util::stream::iter(idle.into_iter().map(|(_, candidate)| async move {
+                let usage = engine.usage(candidate.as_str()).await;
+                (candidate, usage)
+            }))
+            .buffered(8)
+            .collect()
+            .await;
         let mut candidates = Vec::new();
         let mut could_free = 0u64;
-        for (_, candidate) in idle {
-            let used = match self.settings.engine.usage(candidate.as_str()).await {
+        for (candidate, usage) in measured {
+            let used = match usage {
                 Ok(usage) => usage.memory_bytes,
                 Err(e) => {
                     tracing::warn!(preview = %candidate, error = %e, "reading a preview's memory use failed");

@@ -267,6 +267,9 @@ impl DockerRunner {
         } else {
             RepoSecrets::default()
         };
+        if start {
+            self.make_room_for_wake(&rec.id).await;
+        }
         if let Err(reason) = self.start_from_images(&rec, store, &secrets, start).await {
             let reason = secrets.redact(&reason);
             tracing::warn!(preview = %id, reason, "waking the preview failed");

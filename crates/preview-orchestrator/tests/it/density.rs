@@ -412,6 +412,28 @@ async fn admission_by_memory_puts_idle_previews_to_sleep_then_waits() {
     })
     .await;
     assert_eq!(page.body, "three ok\n");
+
+    // A wake makes room the same way: PR 3 sleeps, PR 2 goes unvisited, and a visit to PR 3
+    // when its 64 MB do not fit puts PR 2 to sleep first.
+    let url = format!("{}/api/previews/{}/sleep", e2e.api, e2e.id(3));
+    let slept = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(slept.status().is_success(), "{}", slept.status());
+    e2e.wait_status(3, DeploymentStatus::Sleeping, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    write_meminfo(&meminfo, 4096, 63);
+    let woke = preview_testkit::wait_for_http(port, &e2e.path(3), Duration::from_secs(60), |a| {
+        a.status == 200
+    })
+    .await;
+    assert_eq!(woke.body, "three ok\n");
+    e2e.wait_status(2, DeploymentStatus::Sleeping, Duration::from_secs(30))
+        .await;
     e2e.close_and_assert_nothing_left(2, &two).await;
     e2e.close_and_assert_nothing_left(3, &three).await;
     e2e.shutdown().await;
