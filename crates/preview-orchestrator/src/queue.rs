@@ -32,7 +32,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::CapPolicy;
 use crate::feedback::{CommentState, Feedback, FeedbackUpdate};
-use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob};
+use crate::jobs::{
+    BoxFuture, BuildSlot, DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob,
+};
 use crate::record::{DeploymentRecord, DeploymentStatus, DesiredState};
 use crate::store::{Store, StoreState};
 use crate::telemetry;
@@ -637,9 +639,16 @@ impl Scheduler {
             None => Err(JobError::Cancelled),
             Some(permit) => {
                 self.inner.active.fetch_add(1, Ordering::Relaxed);
-                let ctx = JobContext::new(id.clone(), generation, cancel, self.inner.store.clone());
+                let slot = BuildSlot::holding(self.inner.builds.clone(), permit);
+                let ctx = JobContext::new(
+                    id.clone(),
+                    generation,
+                    cancel,
+                    self.inner.store.clone(),
+                    slot.clone(),
+                );
                 let r = unless_panicked(self.inner.runner.deploy(job, ctx)).await;
-                drop(permit);
+                slot.release();
                 self.inner.active.fetch_sub(1, Ordering::Relaxed);
                 r
             }
@@ -695,7 +704,13 @@ impl Scheduler {
         telemetry::set_queue_depth(self.queue_depth());
         let started = Instant::now();
         self.inner.active.fetch_add(1, Ordering::Relaxed);
-        let ctx = JobContext::new(id.clone(), generation, cancel, self.inner.store.clone());
+        let ctx = JobContext::new(
+            id.clone(),
+            generation,
+            cancel,
+            self.inner.store.clone(),
+            BuildSlot::default(),
+        );
         let result = unless_panicked(self.inner.runner.teardown(job, ctx)).await;
         self.inner.active.fetch_sub(1, Ordering::Relaxed);
         let outcome = match result {

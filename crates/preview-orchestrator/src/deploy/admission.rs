@@ -13,7 +13,8 @@
 //! A wake makes room the same way before it starts a sleeping preview's containers, but never
 //! waits: a visitor is waiting for it.
 //!
-//! A waiting deploy is `queued`, its comment says for what, and it looks again when a preview
+//! A waiting deploy is `queued`, its comment says for what, and it gives its build slot up
+//! (others build meanwhile, and take it again before it builds). It looks again when a preview
 //! sleeps or is torn down, or after `ROOM_RETRY_SECS`. It stops waiting when it is cancelled (a
 //! newer push, the PR closed, shutdown). The count cap (`MAX_CONCURRENT_PREVIEWS`) still applies
 //! first, in the queue.
@@ -57,6 +58,14 @@ impl DockerRunner {
                 None => self.memory_short(&job.id, containers).await,
             };
             let Some(state) = short else {
+                if !ctx.build_slot().is_held() {
+                    // Other builds went on meanwhile: look again once the slot is ours.
+                    tokio::select! {
+                        _ = ctx.build_slot().acquire() => {}
+                        _ = ctx.cancel_token().cancelled() => {}
+                    }
+                    continue;
+                }
                 if told.is_some() {
                     tracing::info!(preview = %job.id, "there is room now: the deploy goes on");
                     let _ = ctx.set_status(DeploymentStatus::Building).await;
@@ -64,6 +73,8 @@ impl DockerRunner {
                 }
                 return Ok(());
             };
+            // Others may build while this one waits.
+            ctx.build_slot().release();
             let kind = std::mem::discriminant(&state);
             if told != Some(kind) {
                 tracing::info!(preview = %job.id, waiting = ?state, "the deploy waits for room");

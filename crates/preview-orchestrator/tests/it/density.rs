@@ -438,3 +438,49 @@ async fn admission_by_memory_puts_idle_previews_to_sleep_then_waits() {
     e2e.close_and_assert_nothing_left(3, &three).await;
     e2e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_waiting_for_memory_lets_others_build() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let meminfo_dir = tempfile::tempdir().unwrap();
+    let meminfo = meminfo_dir.path().join("meminfo");
+    // 100 MB: one container of 64 MB fits, two do not.
+    write_meminfo(&meminfo, 4096, 100);
+    let e2e = E2e::start(
+        "admission-slot",
+        &[
+            ("--max-concurrent-builds", "1".into()),
+            ("--preview-memory-limit", "64m".into()),
+            ("--memory-reserve-mb", "0".into()),
+            ("--meminfo-path", meminfo.display().to_string()),
+            ("--min-free-disk-gb", "0".into()),
+            ("--room-retry-secs", "600".into()),
+        ],
+    )
+    .await;
+    // PR 1 has a database too: its two containers do not fit, and it waits.
+    let with_db = Tree::fixture("python-plain").with("preview-config.yml", "database: postgres\n");
+    let one = e2e.commit(1, &with_db, "with a database").await;
+    e2e.send("opened", 1, &one).await;
+    e2e.wait_comment(
+        1,
+        &["Preview waiting for memory", "needs 128 MB"],
+        Duration::from_secs(60),
+    )
+    .await;
+    // The only build slot is free meanwhile: PR 2, whose one container fits, deploys.
+    let two = e2e.commit(2, &Tree::fixture("python-plain"), "small").await;
+    e2e.send("opened", 2, &two).await;
+    e2e.wait_status(2, DeploymentStatus::Running, DEPLOY_TIMEOUT)
+        .await;
+    assert_eq!(e2e.record(1).unwrap().status, DeploymentStatus::Queued);
+    // Memory frees and PR 2 is closed: PR 1 takes the slot again and deploys.
+    write_meminfo(&meminfo, 4096, 3072);
+    e2e.close_and_assert_nothing_left(2, &two).await;
+    e2e.wait_status(1, DeploymentStatus::Running, DEPLOY_TIMEOUT)
+        .await;
+    e2e.wait_comment(1, &["Preview live"], Duration::from_secs(30))
+        .await;
+    e2e.close_and_assert_nothing_left(1, &one).await;
+    e2e.shutdown().await;
+}
