@@ -120,14 +120,16 @@ impl DockerRunner {
     }
 
     /// Removes what no preview uses: stopped containers Compose did not make (failed build
-    /// steps'), untagged images no preview's build ledger names, and BuildKit's cache. Best
-    /// effort; each failure is logged.
+    /// steps'; a stopped Swarm task's too, which is only history), untagged images no preview's
+    /// build ledger names, and BuildKit's unused cache. Best effort; each failure is logged.
     pub(super) async fn prune_unused(&self) {
         let containers = preview_engine::docker("remove stopped build containers")
             .args([
                 "container",
                 "prune",
                 "--force",
+                // One `label!=` only: with several, the daemon spares just the containers
+                // carrying all of them (daemon/prune.go, MatchKVList).
                 "--filter",
                 "label!=com.docker.compose.project",
             ])
