@@ -128,8 +128,8 @@ impl DockerRunner {
                 "container",
                 "prune",
                 "--force",
-                // One `label!=` only: with several, the daemon spares just the containers
-                // carrying all of them (daemon/prune.go, MatchKVList).
+                // One `label!=` only: how the daemon combines several is not documented, and
+                // the wrong reading would prune previews' stopped (sleeping) containers.
                 "--filter",
                 "label!=com.docker.compose.project",
             ])
