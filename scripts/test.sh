@@ -24,6 +24,10 @@ log=$(mktemp)
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+echo "== the Swarm engine on a two-node swarm (scripts/test-swarm.sh)"
+scripts/test-swarm.sh 2>&1 | tee -a "$log"
+swarm_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$swarm_status
 set -e
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i < NF; i++) {
     if ($(i + 1) ~ /^passed/) p += $i; if ($(i + 1) ~ /^failed/) f += $i } }

@@ -34,6 +34,8 @@ declare -A wanted=(
     [pebble]=pebble [pebble-challtestsrv]=pebble [openssl]=openssl
     # The dashboard's browser test: headless Chromium, driven over the DevTools protocol.
     [chromium]=chromium
+    # The Swarm engine's test: a private image registry between the two nodes.
+    [docker-registry]=docker-registry
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

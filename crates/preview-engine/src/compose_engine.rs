@@ -8,7 +8,7 @@ use preview_core::model::ReadyWhen;
 use preview_exec::compose::{AppEnv, Compose};
 
 use crate::build_objects::{self, RemovedLeftovers};
-use crate::engine::{BoxFuture, DiskUsage, Engine, Usage};
+use crate::engine::{BoxFuture, DiskUsage, Engine, Node, Usage};
 use crate::{
     ComposeProject, ContainerState, Error, HealthPolicy, Result, SlotContainer, built_images,
     docker, project_containers, project_dirs_with_label, published_ports, remove_built_images,
@@ -131,6 +131,10 @@ impl Engine for ComposeEngine {
         })
     }
 
+    fn app_host<'a>(&'a self, _name: &'a str, _port: u16) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async { Ok(Some("127.0.0.1".to_owned())) })
+    }
+
     fn logs_tail<'a>(&'a self, p: &'a ComposeProject, lines: usize) -> BoxFuture<'a, String> {
         Box::pin(p.logs_tail(&self.compose, lines))
     }
@@ -184,6 +188,25 @@ impl Engine for ComposeEngine {
         Box::pin(published_ports())
     }
 
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>> {
+        Box::pin(async {
+            let meminfo = std::fs::read_to_string("/proc/meminfo")
+                .map_err(|e| Error::Parse(format!("reading /proc/meminfo: {e}")))?;
+            let kib = |key: &str| meminfo_kib(&meminfo, key).unwrap_or(0) * 1024;
+            Ok(vec![Node {
+                id: "local".to_owned(),
+                role: "manager".to_owned(),
+                state: "ready".to_owned(),
+                availability: "active".to_owned(),
+                address: "127.0.0.1".to_owned(),
+                memory_bytes: kib("MemTotal"),
+                free_memory_bytes: kib("MemAvailable"),
+                previews: crate::projects_with_label(preview_core::render::labels::MANAGED).await?,
+                docker_host: None,
+            }])
+        })
+    }
+
     fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>> {
         Box::pin(async move {
             let running: Vec<String> = project_containers(name)
@@ -224,27 +247,38 @@ impl Engine for ComposeEngine {
         only: Option<&'a Path>,
         keep: &'a BTreeSet<String>,
     ) -> BoxFuture<'a, Result<RemovedLeftovers>> {
-        Box::pin(async move {
-            let objects = match only {
-                Some(log) => build_objects::objects_in_log(&String::from_utf8_lossy(
-                    &std::fs::read(log).unwrap_or_default(),
-                )),
-                None => build_objects::read_ledger(&p.dir),
-            };
-            build_objects::remove_leftovers(&objects, keep).await
-        })
+        Box::pin(remove_local_build_leftovers(p, only, keep))
     }
 
     fn disk_usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<DiskUsage>> {
-        Box::pin(async move {
-            preview_exec::compose::validate_project_name(name)?;
-            let out = docker("read what the preview takes on disk")
-                .args(["system", "df", "-v", "--format", "{{json .}}"])
-                .run()
-                .await?;
-            parse_disk_usage(&out.stdout_text(), name)
-        })
+        Box::pin(local_disk_usage(name))
     }
+}
+
+/// What project `name` takes on this host's engine: its built images' own layers and its
+/// volumes.
+pub(crate) async fn local_disk_usage(name: &str) -> Result<DiskUsage> {
+    preview_exec::compose::validate_project_name(name)?;
+    let out = docker("read what the preview takes on disk")
+        .args(["system", "df", "-v", "--format", "{{json .}}"])
+        .run()
+        .await?;
+    parse_disk_usage(&out.stdout_text(), name)
+}
+
+/// [`Engine::remove_build_leftovers`] for builds that ran on this host's engine.
+pub(crate) async fn remove_local_build_leftovers(
+    p: &ComposeProject,
+    only: Option<&Path>,
+    keep: &BTreeSet<String>,
+) -> Result<RemovedLeftovers> {
+    let objects = match only {
+        Some(log) => build_objects::objects_in_log(&String::from_utf8_lossy(
+            &std::fs::read(log).unwrap_or_default(),
+        )),
+        None => build_objects::read_ledger(&p.dir),
+    };
+    build_objects::remove_leftovers(&objects, keep).await
 }
 
 /// The disk use of project `name` in `docker system df -v --format '{{json .}}'`: the unique
@@ -276,6 +310,14 @@ fn parse_disk_usage(json: &str, name: &str) -> Result<DiskUsage> {
         }
     }
     Ok(usage)
+}
+
+/// The value of `key` in /proc/meminfo's text, in KiB.
+fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
 }
 
 /// A size as Docker's CLI prints it (`docker stats`, `docker ps --size`): `12.5MiB`, `980KiB`,
@@ -320,6 +362,15 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn meminfo_values() {
+        let text = "MemTotal:        4014276 kB\nMemFree:  1000 kB\nMemAvailable:    2917128 kB\n";
+        assert_eq!(meminfo_kib(text, "MemTotal"), Some(4_014_276));
+        assert_eq!(meminfo_kib(text, "MemAvailable"), Some(2_917_128));
+        assert_eq!(meminfo_kib(text, "Mem"), None);
+        assert_eq!(meminfo_kib(text, "SwapTotal"), None);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! The deploy and teardown jobs (in the orchestrator) decide *what* happens to a preview: fetch,
 //! plan, render, build, start, readiness, route, retire, tear down. An [`Engine`] carries out
-//! each step on some container platform. [`ComposeEngine`](crate::ComposeEngine), on the local
-//! Docker engine, is the one there is. A Swarm engine (`docker stack deploy` of the same rendered
-//! file, placed by reservations, routed to the node's address) or a Kubernetes one would
-//! implement the same trait; nothing above it names Compose.
+//! each step on some container platform: [`ComposeEngine`](crate::ComposeEngine) on the local
+//! Docker engine, or [`SwarmEngine`](crate::SwarmEngine) on a Docker Swarm (`docker stack deploy`
+//! of a stack file derived from the same rendered file, placed by reservations, routed to the
+//! node's address). A Kubernetes engine would implement the same trait; nothing above it names
+//! Compose or Swarm.
 //!
 //! A preview is a [`ComposeProject`]: its name (the preview id, prefixing everything the engine
 //! creates), its directory with the rendered files, and the file to run. `env` is the app's
@@ -36,9 +37,35 @@ pub struct Usage {
     pub running: usize,
 }
 
+/// One machine that runs previews: the host itself for the compose engine, each node of the
+/// swarm for the swarm engine.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Node {
+    /// The engine's id for it (`local` on one host, Swarm's node id).
+    pub id: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// `ready`, `down`, ...
+    pub state: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// The address nginx reaches its previews at.
+    pub address: String,
+    /// Its memory, in bytes.
+    pub memory_bytes: u64,
+    /// Memory a new preview can still have there, in bytes: what the kernel reports available
+    /// on one host; on a swarm its memory less what the tasks on it reserve.
+    pub free_memory_bytes: u64,
+    /// The previews with a container (on a swarm: a running task) on it.
+    pub previews: BTreeSet<String>,
+    /// Its Docker endpoint for cleaning up (`ssh://root@10.10.0.3`); `None` for the local engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+}
+
 /// Runs previews. Every operation is safe to retry; errors carry the failing command's output.
 pub trait Engine: Send + Sync + 'static {
-    /// The engine's name, for logs and `/health`: `compose`.
+    /// The engine's name, for logs and `/health`: `compose` or `swarm`.
     fn name(&self) -> &'static str;
 
     /// A first deploy: builds the images and starts every service, removing orphans. Output
@@ -97,6 +124,11 @@ pub trait Engine: Send + Sync + 'static {
         policy: HealthPolicy,
     ) -> BoxFuture<'a, Result<Duration>>;
 
+    /// The host address nginx reaches the app published at `port` of project `name` at:
+    /// `127.0.0.1` on one host, the address of the node that runs it on a swarm; `None` while
+    /// nothing runs it.
+    fn app_host<'a>(&'a self, name: &'a str, port: u16) -> BoxFuture<'a, Result<Option<String>>>;
+
     /// The last `lines` lines of every service's log, for failure reports; empty if unreadable.
     fn logs_tail<'a>(&'a self, project: &'a ComposeProject, lines: usize) -> BoxFuture<'a, String>;
 
@@ -127,6 +159,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The host ports any container publishes (the port pools skip them).
     fn published_ports(&self) -> BoxFuture<'_, Result<BTreeSet<u16>>>;
+
+    /// The machines previews run on, with their memory and previews.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>>;
 
     /// What project `name` uses now.
     fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>>;

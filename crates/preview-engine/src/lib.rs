@@ -1,5 +1,5 @@
 //! What runs previews, behind the [`Engine`] trait: [`ComposeEngine`] runs a rendered preview on
-//! the local Docker engine. The orchestrator and `preview up` share this path, so what a developer
+//! the local Docker engine, [`SwarmEngine`] on a Docker Swarm of several nodes. The orchestrator and `preview up` share this path, so what a developer
 //! sees locally is what a PR gets on the server.
 
 pub mod build_log;
@@ -9,15 +9,18 @@ mod containers;
 mod engine;
 mod health;
 mod project;
+pub mod stack_file;
+mod swarm_engine;
 
 pub use compose_engine::{ComposeEngine, parse_size};
 pub use containers::{ContainerState, project_containers};
-pub use engine::{BoxFuture, DiskUsage, Engine, Usage};
+pub use engine::{BoxFuture, DiskUsage, Engine, Node, Usage};
 pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};
 pub use project::{
     ComposeProject, SlotContainer, built_images, docker, project_dirs_with_label,
     projects_with_label, published_ports, remove_built_images, remove_containers, slot_containers,
 };
+pub use swarm_engine::{DOCKER_HOST_LABEL, SwarmEngine};
 
 /// Errors of running a preview.
 #[derive(Debug, thiserror::Error)]

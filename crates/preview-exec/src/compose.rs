@@ -47,7 +47,8 @@ impl AppEnv {
         self.0.is_empty()
     }
 
-    fn apply(&self, cmd: Cmd) -> Cmd {
+    /// `cmd` with these variables in its environment.
+    pub fn apply_to(&self, cmd: Cmd) -> Cmd {
         self.0.iter().fold(cmd, |cmd, (k, v)| cmd.env(k, v))
     }
 }
@@ -131,7 +132,7 @@ impl Compose {
 
     /// `up -d --build --remove-orphans` for `project` from `file` in `dir`.
     pub fn up(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
-        Ok(self.app_env.apply(
+        Ok(self.app_env.apply_to(
             self.project(project, dir, file, "build and start the preview")?
                 .args(["up", "-d", "--build", "--remove-orphans"])
                 .timeout(self.up_timeout),
@@ -142,7 +143,7 @@ impl Compose {
     /// built, removing the containers of services the file no longer has (after an update's
     /// switch, the previous app slot).
     pub fn start(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
-        Ok(self.app_env.apply(
+        Ok(self.app_env.apply_to(
             self.project(
                 project,
                 dir,
@@ -175,7 +176,7 @@ impl Compose {
         for service in services {
             validate_service_name(service)?;
         }
-        Ok(self.app_env.apply(
+        Ok(self.app_env.apply_to(
             self.project(project, dir, file, "start the preview's missing services")?
                 .args(["up", "-d", "--no-build", "--no-recreate", "--no-deps"])
                 .args(services)
@@ -193,7 +194,7 @@ impl Compose {
         service: &str,
     ) -> Result<Cmd> {
         validate_service_name(service)?;
-        Ok(self.app_env.apply(
+        Ok(self.app_env.apply_to(
             self.project(
                 project,
                 dir,

@@ -69,6 +69,15 @@ pub enum CapPolicy {
     EvictOldest,
 }
 
+/// What runs previews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Docker Compose on this host (one droplet).
+    Compose,
+    /// Docker Swarm: previews spread over the swarm's nodes.
+    Swarm,
+}
+
 /// Which pull requests deploy without a maintainer's approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeployPolicy {
@@ -396,6 +405,21 @@ pub struct Config {
     #[arg(long, env = "DOCKER_BIN", default_value = "docker")]
     pub docker_bin: PathBuf,
 
+    /// What runs previews: `compose` on this host, or `swarm` across the nodes of the Docker
+    /// Swarm this host manages (images go through SWARM_REGISTRY).
+    #[arg(long, env = "ENGINE", value_enum, default_value = "compose")]
+    pub engine: EngineKind,
+
+    /// With ENGINE=swarm: the private registry every node pulls preview images from, as
+    /// host:port (the manager's VPC address, e.g. 10.10.0.2:5000).
+    #[arg(long, env = "SWARM_REGISTRY")]
+    pub swarm_registry: Option<String>,
+
+    /// With ENGINE=swarm: the same registry as this host pushes to, when it reaches it by
+    /// another address (e.g. 127.0.0.1:5000); SWARM_REGISTRY when unset.
+    #[arg(long, env = "SWARM_PUSH_REGISTRY")]
+    pub swarm_push_registry: Option<String>,
+
     /// Async worker threads. One is plenty: requests are short, builds run in child processes
     /// and the store has its own writer thread; more threads mostly add hand-offs.
     #[arg(long, env = "ORCHESTRATOR_WORKER_THREADS", default_value_t = 1,
@@ -500,6 +524,22 @@ impl Config {
                 "ALLOWED_REPOS",
                 "must name at least one owner/name or owner/*",
             );
+        }
+        if self.engine == EngineKind::Swarm {
+            for (setting, registry) in [
+                ("SWARM_REGISTRY", self.swarm_registry.as_deref()),
+                ("SWARM_PUSH_REGISTRY", self.swarm_push_registry.as_deref()),
+            ] {
+                match registry {
+                    Some(r) if !valid_registry(r) => {
+                        return bad(setting, "must be host:port, e.g. 10.10.0.2:5000");
+                    }
+                    None if setting == "SWARM_REGISTRY" => {
+                        return bad(setting, "is required with ENGINE=swarm");
+                    }
+                    _ => {}
+                }
+            }
         }
         if self.max_concurrent_previews == 0 {
             return bad("MAX_CONCURRENT_PREVIEWS", "must be at least 1");
@@ -782,4 +822,12 @@ pub fn valid_host(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+/// A registry address as image references name it: `host:port`, the host a hostname or IPv4
+/// address, the port 1 to 65535.
+pub fn valid_registry(registry: &str) -> bool {
+    registry
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| valid_host(host) && port.parse::<u16>().is_ok_and(|p| p > 0))
 }

@@ -107,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/previews/{id}/redeploy", post(redeploy_preview))
         .route("/api/previews/{id}/sleep", post(sleep_preview))
+        .route("/api/nodes", get(list_nodes))
         .route(
             "/api/repos/{owner}/{repo}/access",
             get(access_api::get_access)
@@ -676,6 +677,20 @@ async fn sleep_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>)
         Ok(()) => axum::Json(json!({ "ok": true, "id": id.as_str(), "status": "sleeping" }))
             .into_response(),
         Err(reason) => error(StatusCode::CONFLICT, format!("{id} cannot sleep: {reason}")),
+    }
+}
+
+/// The machines previews run on (the host, or each node of the swarm), with their free memory
+/// and previews.
+async fn list_nodes(State(app): State<Arc<AppState>>) -> Response {
+    match app.wakes.runner().nodes().await {
+        Ok((engine, nodes)) => {
+            axum::Json(json!({ "engine": engine, "nodes": nodes })).into_response()
+        }
+        Err(reason) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("listing the nodes: {reason}"),
+        ),
     }
 }
 

@@ -133,6 +133,17 @@ pub trait JobRunner: Send + Sync + 'static {
         Box::pin(async { Vec::new() })
     }
 
+    /// Routes the serving previews whose apps moved to another node (on a swarm) to where they
+    /// run now; returns them.
+    fn follow_moves(&self) -> BoxFuture<'_, Vec<PreviewId>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    /// The engine's name and the machines previews run on (`GET /api/nodes`).
+    fn nodes(&self) -> BoxFuture<'_, Result<(&'static str, Vec<preview_engine::Node>), String>> {
+        Box::pin(async { Err("this runner runs no previews".to_owned()) })
+    }
+
     /// Puts preview `id` to sleep now, idle or not (`POST /api/previews/{id}/sleep`); the
     /// error says why it cannot.
     fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {
@@ -402,6 +413,22 @@ impl JobRunner for MissingRuntime {
     fn teardown(&self, _job: TeardownJob, _ctx: JobContext) -> BoxFuture<'_, Result<(), JobError>> {
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Follows apps that move between nodes ([`JobRunner::follow_moves`]) every `every`.
+pub fn spawn_route_watch(
+    runner: std::sync::Arc<dyn JobRunner>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let moved = runner.follow_moves().await;
+            if !moved.is_empty() {
+                tracing::info!(previews = moved.len(), "previews routed to their new nodes");
+            }
+        }
+    })
 }
 
 /// Puts idle previews to sleep every `idle / 4` (at least every second, at most every minute),

@@ -52,6 +52,7 @@ pub struct Orchestrator {
     upkeep: tokio::task::JoinHandle<()>,
     certificate_upkeep: Option<tokio::task::JoinHandle<()>>,
     sleep_sweep: Option<tokio::task::JoinHandle<()>>,
+    route_watch: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -99,6 +100,9 @@ impl Orchestrator {
         let sleep_sweep = config
             .idle_sleep()
             .map(|idle| jobs::spawn_sleep_sweep(runner.clone(), idle));
+        // On a swarm, apps move when their node fails: routes follow them.
+        let route_watch = (config.engine == config::EngineKind::Swarm)
+            .then(|| jobs::spawn_route_watch(runner.clone(), std::time::Duration::from_secs(2)));
         let grace = config.shutdown_grace();
         let github =
             preview_github::GitHubClient::new(&config.github_api_url, &config.github_token)
@@ -144,6 +148,7 @@ impl Orchestrator {
             upkeep,
             certificate_upkeep,
             sleep_sweep,
+            route_watch,
             grace,
         })
     }
@@ -195,7 +200,7 @@ impl Orchestrator {
         if let Some(task) = &self.certificate_upkeep {
             task.abort();
         }
-        if let Some(task) = &self.sleep_sweep {
+        for task in [&self.sleep_sweep, &self.route_watch].into_iter().flatten() {
             task.abort();
         }
         self.store.close();

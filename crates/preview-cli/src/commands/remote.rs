@@ -76,6 +76,35 @@ impl TlsHealth {
     }
 }
 
+/// `GET /api/nodes`: what runs previews, and the machines it runs them on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Nodes {
+    /// `compose` (one host) or `swarm`.
+    pub engine: String,
+    /// The host, or each node of the swarm.
+    pub nodes: Vec<Node>,
+}
+
+/// One machine that runs previews.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// The engine's id for it.
+    pub id: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// `ready`, `down`, ...
+    pub state: String,
+    /// Where nginx reaches its previews.
+    pub address: String,
+    /// Its memory, in bytes.
+    pub memory_bytes: u64,
+    /// Memory a new preview can still have there, in bytes.
+    pub free_memory_bytes: u64,
+    /// The previews on it.
+    #[serde(default)]
+    pub previews: Vec<String>,
+}
+
 /// One preview in `GET /api/previews`, in the CLI's own (snake_case) shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "PreviewWire")]
@@ -513,6 +542,21 @@ impl Remote {
             format!("the orchestrator on {} sent a bad preview list", self.host)
         })?;
         Ok(list.previews)
+    }
+
+    /// `GET /api/nodes` with the API token.
+    pub async fn nodes(&self, token: &str) -> Result<Nodes> {
+        let response = self.api("GET", "/api/nodes", Some(token)).await?;
+        if response.status != 200 {
+            bail!(
+                "listing the nodes on {}: HTTP {}: {}",
+                self.host,
+                response.status,
+                response.body.trim()
+            );
+        }
+        serde_json::from_str(&response.body)
+            .with_context(|| format!("the orchestrator on {} sent a bad node list", self.host))
     }
 
     /// `DELETE /api/previews/{id}`; 202, 204 and 404 (already gone) are success.

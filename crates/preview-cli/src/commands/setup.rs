@@ -102,6 +102,12 @@ pub async fn run(args: SetupArgs) -> Result<()> {
         "Webhooks deliver to {}",
         webhook_url(config.tls.as_ref().map(|t| t.domain.as_str()), &server.ip)?
     );
+    // The machines previews will run on: the server, or each node of the swarm.
+    let token = store.resolve(SecretName::ApiToken)?;
+    match Remote::new(server, &config, &home).nodes(&token).await {
+        Ok(nodes) => println!("{}", super::status::node_table(&nodes)),
+        Err(err) => eprintln!("(could not list the nodes: {err:#})"),
+    }
     println!(
         "Open a pull request in {} to get a preview.",
         config.github.repositories.join(", ")

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::config::Config;
 use super::home::{Home, HomeArgs};
-use super::remote::{Health, Preview, Remote, Unreachable};
+use super::remote::{Health, Nodes, Preview, Remote, Unreachable};
 use super::secrets::{SecretName, SecretStore};
 use super::state::{ServerInfo, SetupState};
 use super::tools::{self, Tool};
@@ -40,6 +40,9 @@ pub struct StatusReport {
     pub health: Option<Health>,
     /// Live previews, when the API answered.
     pub previews: Vec<Preview>,
+    /// The machines previews run on (the server, or each node of the swarm), when the API
+    /// answered.
+    pub nodes: Option<Nodes>,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
@@ -68,6 +71,7 @@ async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<Stat
             reachable: false,
             health: None,
             previews: Vec::new(),
+            nodes: None,
             error: Some("no server yet: run `preview setup` first".to_owned()),
         });
     };
@@ -78,6 +82,7 @@ async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<Stat
         reachable: true,
         health: None,
         previews: Vec::new(),
+        nodes: None,
         error: None,
     };
     match remote.health().await {
@@ -93,6 +98,10 @@ async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<Stat
     match remote.previews(&token).await {
         Ok(previews) => report.previews = previews,
         Err(err) => report.error = Some(format!("{err:#}")),
+    }
+    match remote.nodes(&token).await {
+        Ok(nodes) => report.nodes = Some(nodes),
+        Err(err) => report.error = report.error.take().or(Some(format!("{err:#}"))),
     }
     if report.error.is_none()
         && let Some(health) = &report.health
@@ -153,6 +162,9 @@ fn print_human(report: &StatusReport, config: &Config) {
     if report.health.is_none() {
         return;
     }
+    if let Some(nodes) = &report.nodes {
+        println!("{}", node_table(nodes));
+    }
     if report.previews.is_empty() {
         println!("No previews.");
         return;
@@ -190,6 +202,35 @@ pub fn preview_table(previews: &[Preview], now: jiff::Timestamp) -> Table {
             age,
             p.url.clone().unwrap_or_default(),
             ports.join(", "),
+        ]);
+    }
+    table
+}
+
+/// The node table: each machine, its state, free memory and previews.
+pub fn node_table(nodes: &Nodes) -> Table {
+    let gib = |bytes: u64| format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30));
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_header([
+        format!("NODE ({})", nodes.engine),
+        "ROLE".to_owned(),
+        "STATE".to_owned(),
+        "ADDRESS".to_owned(),
+        "FREE MEMORY".to_owned(),
+        "PREVIEWS".to_owned(),
+    ]);
+    for n in &nodes.nodes {
+        table.add_row([
+            n.id.chars().take(12).collect(),
+            n.role.clone(),
+            n.state.clone(),
+            n.address.clone(),
+            format!("{} of {}", gib(n.free_memory_bytes), gib(n.memory_bytes)),
+            if n.previews.is_empty() {
+                "-".to_owned()
+            } else {
+                n.previews.join(", ")
+            },
         ]);
     }
     table
@@ -235,5 +276,21 @@ mod tests {
         }];
         let now: jiff::Timestamp = "2025-01-01T02:30:00Z".parse().unwrap();
         insta::assert_snapshot!(preview_table(&previews, now).to_string());
+    }
+
+    #[test]
+    fn node_table_shape() {
+        // What `GET /api/nodes` sends for a two-node swarm.
+        let nodes: Nodes = serde_json::from_str(
+            r#"{"engine":"swarm","nodes":[
+              {"id":"vnem3da09fgvw07iwh9dn0iig","role":"manager","state":"ready","availability":"active",
+               "address":"10.10.0.2","memory_bytes":4294967296,"free_memory_bytes":3221225472,
+               "previews":["acme-api-pr-7"]},
+              {"id":"wifocr1u9s86ejxn0uhr8381t","role":"worker","state":"down","availability":"active",
+               "address":"10.10.0.3","memory_bytes":2147483648,"free_memory_bytes":2147483648,
+               "previews":[]}]}"#,
+        )
+        .unwrap();
+        insta::assert_snapshot!(node_table(&nodes).to_string());
     }
 }

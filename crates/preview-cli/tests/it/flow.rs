@@ -166,6 +166,11 @@ async fn init_setup_status_sync_destroy() {
     assert_eq!(report["previews"][0]["pr"], 7);
     assert_eq!(report["previews"][0]["app_port"], 8001);
     assert_eq!(report["previews"][0]["db_port"], 9001);
+    assert_eq!(report["nodes"]["engine"], "compose");
+    assert_eq!(
+        report["nodes"]["nodes"][0]["free_memory_bytes"],
+        2_952_790_016u64
+    );
     let api_call = before_status + 1;
     assert!(
         bed.stdin_of(api_call)
@@ -176,6 +181,10 @@ async fn init_setup_status_sync_destroy() {
     table.ok();
     assert!(table.stdout.contains("Orchestrator 0.1.0 ok"), "{table:?}");
     assert!(table.stdout.contains("acme/api") && table.stdout.contains("app 8001, db 9001"));
+    assert!(
+        table.stdout.contains("NODE (compose)") && table.stdout.contains("2.8 GiB of 3.8 GiB"),
+        "the node table: {table:?}"
+    );
 
     // sync.
     let sync = bed

@@ -99,6 +99,8 @@ case "$last" in
     else
       printf '{"repo":"acme/api","secrets":["SENTRY_DSN","STRIPE_KEY"]}\n200'
     fi ;;
+  *curl*/api/nodes*)
+    printf '{"engine":"compose","nodes":[{"id":"local","role":"manager","state":"ready","availability":"active","address":"127.0.0.1","memory_bytes":4102029312,"free_memory_bytes":2952790016,"previews":[]}]}\n200' ;;
   *curl*DELETE*/api/previews/*)
     echo '{"previews":[]}' > "$R/previews.json"
     printf '{"status":"queued"}\n202' ;;

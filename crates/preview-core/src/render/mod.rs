@@ -125,8 +125,11 @@ pub struct RenderInput {
     pub sha: String,
     /// The URL path segment of the repo: the preview lives at `/{slug}/pr-{pr}/`.
     pub slug: String,
-    /// The port on 127.0.0.1 the app is published on.
+    /// The port the app is published on.
     pub host_port: u16,
+    /// The address nginx reaches that port at: 127.0.0.1, or on a swarm the address of the
+    /// node that runs the app.
+    pub upstream: std::net::IpAddr,
     /// The checkout, absolute: build contexts and bind mounts are resolved against it.
     pub checkout_dir: PathBuf,
     /// Where the caller writes the generated Dockerfile, absolute; compose points at it.
@@ -221,6 +224,7 @@ impl RenderInput {
             sha: sha.into(),
             slug: slug.into(),
             host_port,
+            upstream: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             checkout_dir: checkout_dir.into(),
             dockerfile_path: dockerfile_path.into(),
             limits: Limits::default(),

@@ -15,6 +15,7 @@ struct Context<'a> {
     slug: &'a str,
     prefix: String,
     host_port: u16,
+    upstream: String,
     hostname: Option<&'a str>,
     listen: &'a [String],
     tls_listen: &'a [String],
@@ -45,6 +46,10 @@ pub fn render_nginx(input: &RenderInput) -> Result<String> {
             slug: &input.slug,
             prefix: input.path_prefix(),
             host_port: input.host_port,
+            upstream: match input.upstream {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            },
             hostname: input.host.as_ref().map(|h| h.hostname.as_str()),
             listen: input.host.as_ref().map_or(&[], |h| h.listen.as_slice()),
             tls_listen: tls.map_or(&[], |t| t.listen.as_slice()),

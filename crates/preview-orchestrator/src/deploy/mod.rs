@@ -49,6 +49,7 @@
 //! ([`DockerRunner::clear_unfinished_update`]), so a half-finished start never lingers.
 
 pub mod drain;
+mod moves;
 
 mod admission;
 pub mod reconcile;
@@ -56,6 +57,7 @@ pub mod retry;
 mod sleep;
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +65,7 @@ use std::time::{Duration, Instant};
 use preview_core::id::PreviewId;
 use preview_core::plan::Planned;
 use preview_core::render::{AppSlot, ComposeServices, Limits, RenderInput};
-use preview_engine::{ComposeEngine, ComposeProject, Engine, HealthPolicy, build_log};
+use preview_engine::{ComposeEngine, ComposeProject, Engine, HealthPolicy, SwarmEngine, build_log};
 use preview_exec::compose::{AppEnv, Compose};
 use preview_exec::nginx::NginxControl;
 
@@ -229,7 +231,20 @@ impl DockerRunner {
             deployments_dir: config.deployments_dir.clone(),
             nginx_config_dir: config.nginx_config_dir.clone(),
             nginx,
-            engine: Arc::new(ComposeEngine::new(compose)),
+            engine: match config.engine {
+                crate::config::EngineKind::Compose => Arc::new(ComposeEngine::new(compose)),
+                crate::config::EngineKind::Swarm => {
+                    let registry = config
+                        .swarm_registry
+                        .clone()
+                        .context("ENGINE=swarm needs SWARM_REGISTRY")?;
+                    let push = config
+                        .swarm_push_registry
+                        .clone()
+                        .unwrap_or(registry.clone());
+                    Arc::new(SwarmEngine::new(compose, registry, push))
+                }
+            },
             build_logs: crate::build_logs::BuildLogArchive::new(config),
             health: HealthPolicy {
                 max_interval: Duration::from_secs(config.health_interval_secs.max(1)),
@@ -261,14 +276,19 @@ impl DockerRunner {
                     min_free_bytes,
                 }),
             },
-            memory: Some(crate::capacity::MemoryAdmission {
-                meminfo: config.meminfo_path.clone(),
-                reserve_bytes: config.memory_reserve_mb.saturating_mul(1 << 20),
-                container_limit_bytes: crate::capacity::parse_memory_limit(
-                    &config.preview_memory_limit,
-                )
-                .context("invalid setting PREVIEW_MEMORY_LIMIT")?,
-            }),
+            // On a swarm the previews run on other nodes, and Swarm places them by their
+            // reservations: this host's memory says nothing about them.
+            memory: match config.engine {
+                crate::config::EngineKind::Compose => Some(crate::capacity::MemoryAdmission {
+                    meminfo: config.meminfo_path.clone(),
+                    reserve_bytes: config.memory_reserve_mb.saturating_mul(1 << 20),
+                    container_limit_bytes: crate::capacity::parse_memory_limit(
+                        &config.preview_memory_limit,
+                    )
+                    .context("invalid setting PREVIEW_MEMORY_LIMIT")?,
+                }),
+                crate::config::EngineKind::Swarm => None,
+            },
             room_retry: Duration::from_secs(config.room_retry_secs),
         };
         Ok(Self::new(settings, feedback))
@@ -664,6 +684,17 @@ impl DockerRunner {
         }
         let start_secs = health_started.elapsed();
         ctx.checkpoint()?;
+        // On a swarm the app runs on some node: nginx routes to that node's address.
+        let upstream = self
+            .app_upstream(id, host_port)
+            .await
+            .map_err(|e| fail("route", e, ""))?;
+        let nginx_conf = if upstream == input.upstream {
+            rendered.nginx
+        } else {
+            input.upstream = upstream;
+            preview_core::render::render_nginx(&input).map_err(|e| fail("route", e, ""))?
+        };
 
         // 8. route
         {
@@ -672,7 +703,7 @@ impl DockerRunner {
             if let Err(e) = self
                 .settings
                 .nginx
-                .install(&self.settings.nginx_conf(id), &rendered.nginx)
+                .install(&self.settings.nginx_conf(id), &nginx_conf)
                 .await
             {
                 return Err(fail("route", short_reason(&e), e.stderr_tail()));
@@ -1099,6 +1130,18 @@ impl JobRunner for DockerRunner {
         Box::pin(self.sleep_idle_previews())
     }
 
+    fn follow_moves(&self) -> BoxFuture<'_, Vec<PreviewId>> {
+        Box::pin(self.follow_moves())
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<(&'static str, Vec<preview_engine::Node>), String>> {
+        Box::pin(async {
+            let engine = &self.settings.engine;
+            let nodes = engine.nodes().await.map_err(|e| e.to_string())?;
+            Ok((engine.name(), nodes))
+        })
+    }
+
     fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(self.sleep_preview_now(id))
     }
@@ -1177,21 +1220,20 @@ pub(crate) struct SideBySide {
     service: Option<String>,
 }
 
-/// The app port an installed nginx conf routes to (`proxy_pass http://127.0.0.1:{port}`);
+/// The app port an installed nginx conf routes to (`proxy_pass http://{host}:{port}`);
 /// `None` when there is no conf or it names none.
 fn serving_port(conf: &Path) -> Option<u16> {
     let text = std::fs::read_to_string(conf).ok()?;
-    port_in_conf(&text)
+    upstream_in_conf(&text).map(|(_, port)| port)
 }
 
-fn port_in_conf(text: &str) -> Option<u16> {
-    const UPSTREAM: &str = "proxy_pass http://127.0.0.1:";
+/// The upstream address and port of an nginx conf's `proxy_pass http://{host}:{port}`.
+fn upstream_in_conf(text: &str) -> Option<(IpAddr, u16)> {
+    const UPSTREAM: &str = "proxy_pass http://";
     let at = text.find(UPSTREAM)? + UPSTREAM.len();
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+    let end = at + text[at..].find(['/', ';', '\n'])?;
+    let address: std::net::SocketAddr = text[at..end].parse().ok()?;
+    Some((address.ip(), address.port()))
 }
 
 /// A git failure worth another attempt: git ran and failed on the network or the server.
@@ -1231,7 +1273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_serving_port_is_read_from_the_rendered_conf() {
+    fn the_upstream_is_read_from_the_rendered_conf() {
         let input = RenderInput::new(
             "octo-app-pr-1",
             "octo/app",
@@ -1244,7 +1286,8 @@ mod tests {
             "0123456789abcdef",
         );
         let conf = preview_core::render::render_nginx(&input).unwrap();
-        assert_eq!(port_in_conf(&conf), Some(8123));
+        let local = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(upstream_in_conf(&conf), Some((local, 8123)));
         // The same with each preview at its own hostname (a server block).
         let mut input = input;
         input.host = Some(preview_core::render::HostRoute {
@@ -1254,8 +1297,14 @@ mod tests {
         });
         let conf = preview_core::render::render_nginx(&input).unwrap();
         assert!(conf.contains("server_name"), "{conf}");
-        assert_eq!(port_in_conf(&conf), Some(8123));
-        assert_eq!(port_in_conf("location / { return 404; }"), None);
+        assert_eq!(upstream_in_conf(&conf), Some((local, 8123)));
+        // A swarm node's address, v4 and v6.
+        for node in [IpAddr::from([10, 231, 0, 2]), "fd00::2".parse().unwrap()] {
+            input.upstream = node;
+            let conf = preview_core::render::render_nginx(&input).unwrap();
+            assert_eq!(upstream_in_conf(&conf), Some((node, 8123)), "{conf}");
+        }
+        assert_eq!(upstream_in_conf("location / { return 404; }"), None);
         assert_eq!(serving_port(Path::new("/nonexistent/x.conf")), None);
     }
 }

@@ -80,7 +80,7 @@ impl DockerRunner {
     }
 
     /// The compose project of preview `id` as it serves.
-    fn serving_project(&self, id: &str) -> ComposeProject {
+    pub(super) fn serving_project(&self, id: &str) -> ComposeProject {
         ComposeProject {
             name: id.to_owned(),
             dir: self.settings.work_dir(id),
@@ -273,6 +273,12 @@ impl DockerRunner {
         if let Err(reason) = self.start_from_images(&rec, store, &secrets, start).await {
             let reason = secrets.redact(&reason);
             tracing::warn!(preview = %id, reason, "waking the preview failed");
+            return WakeOutcome::Failed(reason);
+        }
+        // On a swarm the app may have started on another node than before (or been moved
+        // there by Swarm): the route follows it before the visitor is sent back.
+        if let Err(reason) = self.route_to_app(id).await {
+            tracing::warn!(preview = %id, reason, "routing the woken preview failed");
             return WakeOutcome::Failed(reason);
         }
         let now = jiff::Timestamp::now();

@@ -23,6 +23,7 @@ mod secrets;
 mod sleep_wake;
 mod store;
 mod storm;
+mod swarm;
 mod timeouts;
 mod upstream_e2e;
 mod webhook;
