@@ -40,7 +40,20 @@ pub fn strip_ansi(text: &str) -> String {
 /// and BuildKit's `> [stage N/M] STEP:` error block. `None` when the log shows no failed step.
 pub fn build_failure(log: &str) -> Option<String> {
     let log = strip_ansi(log);
-    buildkit_failure(&log).or_else(|| classic_failure(&log))
+    buildkit_failure(&log)
+        .or_else(|| classic_failure(&log))
+        .or_else(|| network_failure(&log))
+}
+
+/// Docker's default address pools hold about 30 bridge networks, and each preview has one.
+fn network_failure(log: &str) -> Option<String> {
+    log.contains("could not find an available, non-overlapping IPv4 address pool")
+        .then(|| {
+            "Docker has no address pool left for the preview's network: every pool is taken by \
+             other networks; give dockerd more with default-address-pools in \
+             /etc/docker/daemon.json (the Ansible docker role sets 512 /24s)"
+                .to_owned()
+        })
 }
 
 fn classic_failure(log: &str) -> Option<String> {
@@ -131,6 +144,13 @@ mod tests {
     /// As the classic builder printed it on the test bed for a Go app whose module proxy is
     /// unreachable.
     const CLASSIC: &str = "Sending build context to Docker daemon     746B\r\r\nStep 1/19 : FROM golang:1.22-bookworm AS build\n ---> 94226a9215fd\nStep 4/19 : COPY go.mod ./\n ---> 1da6e969cb22\nStep 5/19 : RUN go mod download\n ---> Running in fed0b60fc168\n\u{1b}[91mgo: github.com/gin-gonic/gin@v1.10.0: Get \"https://proxy.golang.org/github.com/gin-gonic/gin/@v/v1.10.0.mod\": dial tcp: lookup proxy.golang.org on 10.255.255.53:53: no such host\n\u{1b}[0mThe command '/bin/sh -c go mod download' returned a non-zero code: 1\n";
+
+    #[test]
+    fn names_a_network_without_an_address_pool() {
+        let log = "Successfully tagged p-pr-23-app:latest\n Network p-pr-23_default Creating \n Network p-pr-23_default Error Error response from daemon: could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network\nfailed to create network p-pr-23_default\n";
+        let reason = build_failure(log).unwrap();
+        assert!(reason.contains("default-address-pools"), "{reason}");
+    }
 
     #[test]
     fn names_the_classic_builders_failing_step() {

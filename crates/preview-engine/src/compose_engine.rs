@@ -7,7 +7,8 @@ use std::time::Duration;
 use preview_core::model::ReadyWhen;
 use preview_exec::compose::{AppEnv, Compose};
 
-use crate::engine::{BoxFuture, Engine, Node, Usage};
+use crate::build_objects::{self, RemovedLeftovers};
+use crate::engine::{BoxFuture, DiskUsage, Engine, Node, Usage};
 use crate::{
     ComposeProject, ContainerState, Error, HealthPolicy, Result, SlotContainer, built_images,
     docker, project_containers, project_dirs_with_label, published_ports, remove_built_images,
@@ -45,6 +46,24 @@ impl ComposeEngine {
         cmd.run().await?;
         Ok(())
     }
+
+    /// [`ComposeEngine::run`] for a command that builds: whatever its outcome, the objects its
+    /// log names go into the project's ledger, for [`Engine::remove_build_leftovers`].
+    async fn run_build(
+        &self,
+        project: &ComposeProject,
+        env: Option<&AppEnv>,
+        log: &Path,
+        make: impl FnOnce(&Compose) -> preview_exec::Result<preview_exec::Cmd>,
+    ) -> Result<()> {
+        let result = self.run(env, Some(log), make).await;
+        if let Err(e) = build_objects::record_build(&project.dir, log)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(project = %project.name, error = %e, "recording what the build made failed");
+        }
+        result
+    }
 }
 
 impl Engine for ComposeEngine {
@@ -58,11 +77,11 @@ impl Engine for ComposeEngine {
         env: &'a AppEnv,
         log: &'a Path,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.run(Some(env), Some(log), |c| c.up(&p.name, &p.dir, &p.file)))
+        Box::pin(self.run_build(p, Some(env), log, |c| c.up(&p.name, &p.dir, &p.file)))
     }
 
     fn build<'a>(&'a self, p: &'a ComposeProject, log: &'a Path) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.run(None, Some(log), |c| c.build(&p.name, &p.dir, &p.file)))
+        Box::pin(self.run_build(p, None, log, |c| c.build(&p.name, &p.dir, &p.file)))
     }
 
     fn create_missing<'a>(
@@ -211,6 +230,76 @@ impl Engine for ComposeEngine {
             })
         })
     }
+
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        p: &'a ComposeProject,
+        only: Option<&'a Path>,
+        keep: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<RemovedLeftovers>> {
+        Box::pin(remove_local_build_leftovers(p, only, keep))
+    }
+
+    fn disk_usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<DiskUsage>> {
+        Box::pin(local_disk_usage(name))
+    }
+}
+
+/// What project `name` takes on this host's engine: its built images' own layers and its
+/// volumes.
+pub(crate) async fn local_disk_usage(name: &str) -> Result<DiskUsage> {
+    preview_exec::compose::validate_project_name(name)?;
+    let out = docker("read what the preview takes on disk")
+        .args(["system", "df", "-v", "--format", "{{json .}}"])
+        .run()
+        .await?;
+    parse_disk_usage(&out.stdout_text(), name)
+}
+
+/// [`Engine::remove_build_leftovers`] for builds that ran on this host's engine.
+pub(crate) async fn remove_local_build_leftovers(
+    p: &ComposeProject,
+    only: Option<&Path>,
+    keep: &BTreeSet<String>,
+) -> Result<RemovedLeftovers> {
+    let objects = match only {
+        Some(log) => build_objects::objects_in_log(&String::from_utf8_lossy(
+            &std::fs::read(log).unwrap_or_default(),
+        )),
+        None => build_objects::read_ledger(&p.dir),
+    };
+    build_objects::remove_leftovers(&objects, keep).await
+}
+
+/// The disk use of project `name` in `docker system df -v --format '{{json .}}'`: the unique
+/// size of the images built for it (named `{name}-{service}`) and the size of its volumes.
+fn parse_disk_usage(json: &str, name: &str) -> Result<DiskUsage> {
+    let df: serde_json::Value = serde_json::from_str(json.trim())
+        .map_err(|e| Error::Parse(format!("docker system df: {e}")))?;
+    let size = |v: &serde_json::Value, key: &str| {
+        let text = v[key].as_str().unwrap_or("0B");
+        parse_size(text).ok_or_else(|| Error::Parse(format!("docker system df {key} {text:?}")))
+    };
+    let prefix = format!("{name}-");
+    let mut usage = DiskUsage::default();
+    for image in df["Images"].as_array().into_iter().flatten() {
+        if image["Repository"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(&prefix))
+        {
+            usage.images_bytes += size(image, "UniqueSize")?;
+        }
+    }
+    let label = format!("com.docker.compose.project={name}");
+    for volume in df["Volumes"].as_array().into_iter().flatten() {
+        if volume["Labels"]
+            .as_str()
+            .is_some_and(|l| l.split(',').any(|kv| kv == label))
+        {
+            usage.volumes_bytes += size(volume, "Size")?;
+        }
+    }
+    Ok(usage)
 }
 
 /// The memory in use and the count of containers in `docker stats --format {{.MemUsage}}`
@@ -262,6 +351,22 @@ pub fn parse_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_usage_of_one_project() {
+        let json = r#"{"Images":[{"Repository":"p-pr-1-app","UniqueSize":"28.47kB","Size":"239MB"},{"Repository":"p-pr-1-app-green","UniqueSize":"1MB"},{"Repository":"p-pr-10-app","UniqueSize":"5MB"},{"Repository":"<none>","UniqueSize":"9MB"}],"Volumes":[{"Labels":"com.docker.compose.project=p-pr-1,x=y","Size":"47.25MB"},{"Labels":"com.docker.compose.project=p-pr-10","Size":"1GB"}],"Containers":[],"BuildCache":[]}"#;
+        let usage = parse_disk_usage(json, "p-pr-1").unwrap();
+        assert_eq!(usage.images_bytes, 28_470 + 1_000_000);
+        assert_eq!(usage.volumes_bytes, 47_250_000);
+        assert!(parse_disk_usage("not json", "p-pr-1").is_err());
+        assert!(
+            parse_disk_usage(
+                r#"{"Images":[{"Repository":"p-pr-1-app","UniqueSize":"lots"}]}"#,
+                "p-pr-1"
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn meminfo_values() {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use preview_core::model::ReadyWhen;
 use preview_exec::compose::AppEnv;
 
+use crate::build_objects::RemovedLeftovers;
 use crate::{ComposeProject, ContainerState, HealthPolicy, Result, SlotContainer};
 
 /// A boxed future, so that [`Engine`] can be used as `dyn Engine`.
@@ -164,4 +165,27 @@ pub trait Engine: Send + Sync + 'static {
 
     /// What project `name` uses now.
     fn usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Usage>>;
+
+    /// Removes what builds of `project` left that no image or container needs: stopped build
+    /// containers and untagged stage images (see [`crate::build_objects`]), those the build log
+    /// `only` names, or those of every build of the project when `None`; never the images in
+    /// `keep` (the cache of other previews' builds).
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        only: Option<&'a Path>,
+        keep: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<RemovedLeftovers>>;
+
+    /// What project `name` takes on disk: its built images and its volumes.
+    fn disk_usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<DiskUsage>>;
+}
+
+/// What a preview takes on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Its built images, in bytes (the layers only it uses; shared base layers are not counted).
+    pub images_bytes: u64,
+    /// Its volumes, in bytes.
+    pub volumes_bytes: u64,
 }

@@ -3,6 +3,7 @@
 //! sees locally is what a PR gets on the server.
 
 pub mod build_log;
+pub mod build_objects;
 mod compose_engine;
 mod containers;
 mod engine;
@@ -14,7 +15,7 @@ mod swarm_engine;
 use compose_engine::memory_in_use;
 pub use compose_engine::{ComposeEngine, parse_size};
 pub use containers::{ContainerState, project_containers};
-pub use engine::{BoxFuture, Engine, Node, Usage};
+pub use engine::{BoxFuture, DiskUsage, Engine, Node, Usage};
 pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};
 pub use project::{
     ComposeProject, SlotContainer, built_images, docker, project_dirs_with_label,

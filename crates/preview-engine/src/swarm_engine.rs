@@ -21,7 +21,9 @@ use preview_exec::Cmd;
 use preview_exec::compose::{AppEnv, Compose, validate_project_name};
 use serde_json::Value;
 
-use crate::engine::{BoxFuture, Engine, Node, Usage};
+use crate::build_objects::{self, RemovedLeftovers};
+use crate::compose_engine::{local_disk_usage, remove_local_build_leftovers};
+use crate::engine::{BoxFuture, DiskUsage, Engine, Node, Usage};
 use crate::stack_file::{
     StackInputs, WORK_DIR_LABEL, service_images, services_with_volumes, stack_file,
 };
@@ -609,11 +611,19 @@ impl Engine for SwarmEngine {
 
     fn build<'a>(&'a self, p: &'a ComposeProject, log: &'a Path) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.compose
+            let built = self
+                .compose
                 .build(&p.name, &p.dir, &p.file)?
                 .log_to(log)
                 .run()
-                .await?;
+                .await;
+            // Whatever the outcome, what the build left is known by its log (as on compose).
+            if let Err(e) = build_objects::record_build(&p.dir, log)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(project = %p.name, error = %e, "recording what the build made failed");
+            }
+            built?;
             self.publish(p, Some(log)).await
         })
     }
@@ -898,6 +908,21 @@ impl Engine for SwarmEngine {
             }
             Ok(usage)
         })
+    }
+
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        p: &'a ComposeProject,
+        only: Option<&'a Path>,
+        keep: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<RemovedLeftovers>> {
+        // Images are built on this host, then pushed: their leftovers are here.
+        Box::pin(remove_local_build_leftovers(p, only, keep))
+    }
+
+    fn disk_usage<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<DiskUsage>> {
+        // The images built here; volumes on other nodes are not counted.
+        Box::pin(local_disk_usage(name))
     }
 }
 

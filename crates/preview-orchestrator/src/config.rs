@@ -259,9 +259,10 @@ pub struct Config {
     #[arg(long, env = "IDLE_SLEEP_SECS")]
     pub idle_sleep_secs: Option<u64>,
 
-    /// Most previews live at once (deploying, serving or being torn down); at least 1. What
-    /// happens to a new PR beyond it is --cap-policy.
-    #[arg(long, env = "MAX_CONCURRENT_PREVIEWS", default_value_t = 10)]
+    /// Most previews live at once (deploying, serving, asleep or being torn down); at least 1.
+    /// What happens to a new PR beyond it is --cap-policy. Memory is the tighter bound while
+    /// most previews sleep (MEMORY_RESERVE_MB).
+    #[arg(long, env = "MAX_CONCURRENT_PREVIEWS", default_value_t = 50)]
     pub max_concurrent_previews: usize,
 
     /// When MAX_CONCURRENT_PREVIEWS previews are live, a new PR waits in a queue (its comment
@@ -356,6 +357,34 @@ pub struct Config {
     #[arg(long, env = "PREVIEW_MEMORY_LIMIT", default_value = "512m")]
     pub preview_memory_limit: String,
 
+    /// Memory kept free, in MB: before a deploy starts a preview, its containers' memory limits
+    /// plus this must fit in MemAvailable. If they do not, the least recently used idle previews
+    /// are put to sleep; if it still does not fit, the deploy waits (its comment says for what)
+    /// until a preview sleeps or is closed.
+    #[arg(long, env = "MEMORY_RESERVE_MB", default_value_t = 256)]
+    pub memory_reserve_mb: u64,
+
+    /// Where MemTotal and MemAvailable are read.
+    #[arg(long, env = "MEMINFO_PATH", default_value = "/proc/meminfo")]
+    pub meminfo_path: PathBuf,
+
+    /// Free disk, in GB, below which a new build first prunes what no preview uses (untagged
+    /// images of no preview's build, stopped build containers, BuildKit's cache) and then waits,
+    /// saying so on the PR, until space frees. 0 turns the guard off.
+    #[arg(long, env = "MIN_FREE_DISK_GB", default_value_t = 5.0)]
+    pub min_free_disk_gb: f64,
+
+    /// The filesystem the disk guard watches, by a path on it [default: Docker's root dir, as
+    /// `docker info` gives it; DEPLOYMENTS_DIR when Docker does not say].
+    #[arg(long, env = "DISK_GUARD_PATH", value_name = "PATH")]
+    pub disk_guard_path: Option<PathBuf>,
+
+    /// Seconds between checks of a deploy that waits for disk or memory (a teardown or a sleep
+    /// also wakes it at once).
+    #[arg(long, env = "ROOM_RETRY_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub room_retry_secs: u64,
+
     /// CPU limit of every preview container (compose cpus).
     #[arg(long, env = "PREVIEW_CPU_LIMIT", default_value = "0.5")]
     pub preview_cpu_limit: String,
@@ -449,6 +478,12 @@ impl Config {
         (secs > 0).then(|| Duration::from_secs(secs))
     }
 
+    /// Free bytes below which new builds wait; `None` when the guard is off.
+    pub fn min_free_disk_bytes(&self) -> Option<u64> {
+        (self.min_free_disk_gb > 0.0)
+            .then_some((self.min_free_disk_gb * (1u64 << 30) as f64) as u64)
+    }
+
     /// How long jobs get on SIGTERM.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -508,6 +543,15 @@ impl Config {
         }
         if self.max_concurrent_previews == 0 {
             return bad("MAX_CONCURRENT_PREVIEWS", "must be at least 1");
+        }
+        if crate::capacity::parse_memory_limit(&self.preview_memory_limit).is_none() {
+            return bad(
+                "PREVIEW_MEMORY_LIMIT",
+                "must be a size such as 512m or 1g (a number with b, k, m or g)",
+            );
+        }
+        if !(self.min_free_disk_gb.is_finite() && self.min_free_disk_gb >= 0.0) {
+            return bad("MIN_FREE_DISK_GB", "must be a number of GB, 0 or more");
         }
         if self.nginx_reload_command.trim().is_empty() {
             return bad("NGINX_RELOAD_COMMAND", "must not be empty");

@@ -41,10 +41,9 @@ pub enum CommentState {
     /// Serving.
     Live {
         framework: Option<String>,
-        build_secs: String,
-        start_secs: String,
         /// The plan's warnings, worth the author's attention.
         warnings: Vec<String>,
+        footprint: Footprint,
     },
     /// A job failed in `phase`.
     Failed {
@@ -57,11 +56,26 @@ pub enum CommentState {
         warnings: Vec<String>,
     },
     /// Asleep after a while without requests; the next visit wakes it.
-    Asleep,
+    Asleep { footprint: Footprint },
     /// Woke from sleep for a visit and serves again.
     Awake {
         framework: Option<String>,
         wake_secs: String,
+        footprint: Footprint,
+    },
+    /// Waiting for free disk before building (`MIN_FREE_DISK_GB`), after pruning what no
+    /// preview uses.
+    #[serde(rename = "waiting_disk")]
+    WaitingForDisk { free_gb: String, min_gb: String },
+    /// Waiting for memory before starting: `need_mb` (the containers' limits plus the reserve)
+    /// does not fit in what `previews` awake previews and the rest leave, after idle previews
+    /// were put to sleep.
+    #[serde(rename = "waiting_memory")]
+    WaitingForMemory {
+        in_use_gb: String,
+        total_gb: String,
+        previews: usize,
+        need_mb: String,
     },
     /// Torn down, and why.
     Closed { reason: String },
@@ -81,6 +95,47 @@ pub enum CommentState {
     /// Nothing can be deployed, and why.
     #[serde(rename = "not_deployed")]
     NotDeployed { reason: String },
+}
+
+/// What a preview takes, as its comment shows it. Memory and disk are read by the comment's
+/// lane just before it writes (from the engine attached with [`Feedback::attach_engine`]), so
+/// the job that sent the update does not wait for `docker stats`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Footprint {
+    /// `awake` or `asleep`.
+    pub state: String,
+    /// Memory its containers use now (`41 MB`); `None` until read, or when unreadable.
+    pub memory: Option<String>,
+    /// Disk its built images (their own layers) and volumes take (`312 MB`); `None` until
+    /// read, or when unreadable.
+    pub disk: Option<String>,
+    /// The serving commit's build time, in seconds.
+    pub build_secs: Option<String>,
+    /// The serving commit's start time (containers started to healthy), in seconds.
+    pub start_secs: Option<String>,
+}
+
+impl Footprint {
+    /// An awake preview's, with its build and start times in milliseconds; memory and disk to
+    /// be read.
+    pub fn awake(build_ms: Option<u64>, start_ms: Option<u64>) -> Self {
+        let secs = |ms: u64| format!("{:.1}", ms as f64 / 1000.0);
+        Self {
+            state: "awake".into(),
+            build_secs: build_ms.map(secs),
+            start_secs: start_ms.map(secs),
+            ..Self::default()
+        }
+    }
+
+    /// A sleeping preview's: no memory in use; disk to be read.
+    pub fn asleep(build_ms: Option<u64>, start_ms: Option<u64>) -> Self {
+        Self {
+            state: "asleep".into(),
+            memory: Some("0 B".into()),
+            ..Self::awake(build_ms, start_ms)
+        }
+    }
 }
 
 /// One update for one preview.
@@ -105,6 +160,8 @@ struct Inner {
     settings: FeedbackSettings,
     /// Set once the orchestrator has opened its store (it is opened after the runner is made).
     store: std::sync::OnceLock<Store>,
+    /// What runs the previews: footprints are read from it.
+    engine: std::sync::OnceLock<Arc<dyn preview_engine::Engine>>,
     lanes: Mutex<HashMap<PreviewId, mpsc::UnboundedSender<FeedbackUpdate>>>,
 }
 
@@ -116,6 +173,7 @@ impl Feedback {
                 client,
                 settings,
                 store: std::sync::OnceLock::new(),
+                engine: std::sync::OnceLock::new(),
                 lanes: Mutex::new(HashMap::new()),
             }),
         }
@@ -124,6 +182,11 @@ impl Feedback {
     /// Gives feedback the store, where it keeps the comment and deployment ids.
     pub fn attach_store(&self, store: Store) {
         let _ = self.inner.store.set(store);
+    }
+
+    /// Gives feedback the engine, from which comments read a preview's memory and disk.
+    pub fn attach_engine(&self, engine: Arc<dyn preview_engine::Engine>) {
+        let _ = self.inner.engine.set(engine);
     }
 
     /// Queues `update` behind the preview's earlier ones and returns at once.
@@ -160,7 +223,11 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
     let record = store.get(&update.id);
     if settings.comments {
         let marker = comment_marker(update.id.as_str());
-        let body = render_comment(update);
+        let mut update = update.clone();
+        if let Some(engine) = inner.engine.get() {
+            measure(engine.as_ref(), &mut update).await;
+        }
+        let body = render_comment(&update);
         let known = record.as_ref().and_then(|r| r.comment_id);
         match client
             .upsert_comment(&update.repo, update.pr, &marker, &body, known)
@@ -201,7 +268,9 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
             ),
             // Sleep and wake change neither the commit's status nor the deployment.
             CommentState::Queued { .. }
-            | CommentState::Asleep
+            | CommentState::WaitingForDisk { .. }
+            | CommentState::WaitingForMemory { .. }
+            | CommentState::Asleep { .. }
             | CommentState::Awake { .. }
             | CommentState::Closed { .. }
             | CommentState::LeftQueue { .. }
@@ -223,6 +292,36 @@ async fn deliver(inner: &Inner, update: &FeedbackUpdate) {
     }
 }
 
+/// Fills in the memory and disk of `update`'s footprint, if it has one, from `engine`; what
+/// cannot be read stays out of the comment.
+async fn measure(engine: &dyn preview_engine::Engine, update: &mut FeedbackUpdate) {
+    let footprint = match &mut update.state {
+        CommentState::Live { footprint, .. }
+        | CommentState::Awake { footprint, .. }
+        | CommentState::Asleep { footprint } => footprint,
+        _ => return,
+    };
+    let name = update.id.as_str();
+    if footprint.memory.is_none() {
+        match engine.usage(name).await {
+            Ok(usage) => footprint.memory = Some(crate::capacity::human(usage.memory_bytes)),
+            Err(e) => {
+                tracing::info!(preview = name, error = %e, "reading the memory in use failed")
+            }
+        }
+    }
+    if footprint.disk.is_none() {
+        match engine.disk_usage(name).await {
+            Ok(disk) => {
+                footprint.disk = Some(crate::capacity::human(
+                    disk.images_bytes.saturating_add(disk.volumes_bytes),
+                ))
+            }
+            Err(e) => tracing::info!(preview = name, error = %e, "reading the disk in use failed"),
+        }
+    }
+}
+
 async fn deliver_deployment(
     store: &Store,
     client: &GitHubClient,
@@ -235,7 +334,9 @@ async fn deliver_deployment(
         CommentState::Failed { .. } => (DeploymentState::Failure, "Preview failed"),
         CommentState::Closed { .. } => (DeploymentState::Inactive, "Preview closed"),
         CommentState::Queued { .. }
-        | CommentState::Asleep
+        | CommentState::WaitingForDisk { .. }
+        | CommentState::WaitingForMemory { .. }
+        | CommentState::Asleep { .. }
         | CommentState::Awake { .. }
         | CommentState::LeftQueue { .. }
         | CommentState::AwaitingApproval { .. }
@@ -366,8 +467,11 @@ mod tests {
                 "live",
                 CommentState::Live {
                     framework: Some("fastapi".into()),
-                    build_secs: "12.3".into(),
-                    start_secs: "0.8".into(),
+                    footprint: Footprint {
+                        memory: Some("41 MB".into()),
+                        disk: Some("312 MB".into()),
+                        ..Footprint::awake(Some(12_300), Some(800))
+                    },
                     warnings: vec![
                         "gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".into(),
                     ],
@@ -397,12 +501,58 @@ mod tests {
                     warnings: Vec::new(),
                 },
             ),
-            ("asleep", CommentState::Asleep),
+            (
+                "waiting_disk",
+                CommentState::WaitingForDisk {
+                    free_gb: "3.2".into(),
+                    min_gb: "5.0".into(),
+                },
+            ),
+            (
+                "waiting_memory",
+                CommentState::WaitingForMemory {
+                    in_use_gb: "3.1".into(),
+                    total_gb: "3.8".into(),
+                    previews: 12,
+                    need_mb: "768".into(),
+                },
+            ),
+            (
+                "waiting_memory_one",
+                CommentState::WaitingForMemory {
+                    in_use_gb: "3.6".into(),
+                    total_gb: "3.8".into(),
+                    previews: 1,
+                    need_mb: "768".into(),
+                },
+            ),
+            (
+                "asleep",
+                CommentState::Asleep {
+                    footprint: Footprint {
+                        disk: Some("312 MB".into()),
+                        ..Footprint::asleep(Some(12_300), Some(800))
+                    },
+                },
+            ),
             (
                 "awake",
                 CommentState::Awake {
                     framework: Some("fastapi".into()),
                     wake_secs: "1.4".into(),
+                    footprint: Footprint {
+                        memory: Some("38 MB".into()),
+                        disk: Some("312 MB".into()),
+                        ..Footprint::awake(Some(12_300), Some(800))
+                    },
+                },
+            ),
+            (
+                "awake_unmeasured",
+                CommentState::Awake {
+                    framework: None,
+                    wake_secs: "0.9".into(),
+                    footprint: Footprint::awake(None, None),
                 },
             ),
             (

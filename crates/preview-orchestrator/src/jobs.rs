@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -171,6 +172,65 @@ pub enum WakeOutcome {
     Failed(String),
 }
 
+/// A deploy's build slot (`MAX_CONCURRENT_BUILDS`): given up while the deploy waits for disk
+/// or memory, so that other deploys build meanwhile, and taken again before it builds. A
+/// teardown has none.
+#[derive(Clone, Default)]
+pub struct BuildSlot {
+    inner: Option<Arc<BuildSlotInner>>,
+}
+
+struct BuildSlotInner {
+    builds: Arc<tokio::sync::Semaphore>,
+    held: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl BuildSlot {
+    /// The slot `permit` of `builds`.
+    pub(crate) fn holding(
+        builds: Arc<tokio::sync::Semaphore>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            inner: Some(Arc::new(BuildSlotInner {
+                builds,
+                held: std::sync::Mutex::new(Some(permit)),
+            })),
+        }
+    }
+
+    fn held(&self) -> Option<std::sync::MutexGuard<'_, Option<tokio::sync::OwnedSemaphorePermit>>> {
+        self.inner
+            .as_ref()
+            .map(|i| i.held.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether the job holds its slot (a job without one counts as holding it).
+    pub fn is_held(&self) -> bool {
+        self.held().is_none_or(|held| held.is_some())
+    }
+
+    /// Gives the slot up, if held.
+    pub fn release(&self) {
+        if let Some(mut held) = self.held() {
+            held.take();
+        }
+    }
+
+    /// Takes the slot again, waiting for one to be free; at once when held.
+    pub async fn acquire(&self) {
+        let Some(inner) = &self.inner else { return };
+        if self.is_held() {
+            return;
+        }
+        if let Ok(permit) = inner.builds.clone().acquire_owned().await
+            && let Some(mut held) = self.held()
+        {
+            *held = Some(permit);
+        }
+    }
+}
+
 /// What a running job may see and do.
 #[derive(Clone)]
 pub struct JobContext {
@@ -178,6 +238,7 @@ pub struct JobContext {
     generation: u64,
     cancel: CancellationToken,
     store: Store,
+    build_slot: BuildSlot,
 }
 
 impl JobContext {
@@ -186,13 +247,20 @@ impl JobContext {
         generation: u64,
         cancel: CancellationToken,
         store: Store,
+        build_slot: BuildSlot,
     ) -> Self {
         Self {
             id,
             generation,
             cancel,
             store,
+            build_slot,
         }
+    }
+
+    /// The deploy's build slot.
+    pub fn build_slot(&self) -> &BuildSlot {
+        &self.build_slot
     }
 
     /// The preview.

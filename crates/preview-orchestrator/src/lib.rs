@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod build_logs;
+pub mod capacity;
 pub mod config;
 pub mod dashboard;
 pub mod dedup;

@@ -32,7 +32,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::CapPolicy;
 use crate::feedback::{CommentState, Feedback, FeedbackUpdate};
-use crate::jobs::{BoxFuture, DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob};
+use crate::jobs::{
+    BoxFuture, BuildSlot, DeployJob, JobContext, JobError, JobRunner, JobTrigger, TeardownJob,
+};
 use crate::record::{DeploymentRecord, DeploymentStatus, DesiredState};
 use crate::store::{Store, StoreState};
 use crate::telemetry;
@@ -160,10 +162,10 @@ pub struct PreviewCap {
 }
 
 impl Default for PreviewCap {
-    /// The seed's cap: 10, and new PRs wait.
+    /// 50 (the seed's 10 kept every preview awake; most of 50 sleep), and new PRs wait.
     fn default() -> Self {
         Self {
-            max_live: 10,
+            max_live: 50,
             policy: CapPolicy::Queue,
         }
     }
@@ -196,7 +198,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A queue running jobs with `runner`, at most `max_builds` deploys at once, under the
-    /// default cap (10 live previews, new PRs wait). `routing` gives records their URLs.
+    /// default cap (50 live previews, new PRs wait). `routing` gives records their URLs.
     pub fn new(
         store: Store,
         runner: Arc<dyn JobRunner>,
@@ -637,9 +639,16 @@ impl Scheduler {
             None => Err(JobError::Cancelled),
             Some(permit) => {
                 self.inner.active.fetch_add(1, Ordering::Relaxed);
-                let ctx = JobContext::new(id.clone(), generation, cancel, self.inner.store.clone());
+                let slot = BuildSlot::holding(self.inner.builds.clone(), permit);
+                let ctx = JobContext::new(
+                    id.clone(),
+                    generation,
+                    cancel,
+                    self.inner.store.clone(),
+                    slot.clone(),
+                );
                 let r = unless_panicked(self.inner.runner.deploy(job, ctx)).await;
-                drop(permit);
+                slot.release();
                 self.inner.active.fetch_sub(1, Ordering::Relaxed);
                 r
             }
@@ -695,7 +704,13 @@ impl Scheduler {
         telemetry::set_queue_depth(self.queue_depth());
         let started = Instant::now();
         self.inner.active.fetch_add(1, Ordering::Relaxed);
-        let ctx = JobContext::new(id.clone(), generation, cancel, self.inner.store.clone());
+        let ctx = JobContext::new(
+            id.clone(),
+            generation,
+            cancel,
+            self.inner.store.clone(),
+            BuildSlot::default(),
+        );
         let result = unless_panicked(self.inner.runner.teardown(job, ctx)).await;
         self.inner.active.fetch_sub(1, Ordering::Relaxed);
         let outcome = match result {
@@ -1103,6 +1118,8 @@ fn decide_deploy(
             generation: 1,
             history: Vec::new(),
             trusted: req.trusted,
+            build_ms: None,
+            start_ms: None,
         }),
     };
     if deploy_now {

@@ -152,6 +152,14 @@ pub struct DeploymentRecord {
     /// repository's secrets: a wake starts its app with the same environment.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deployed_trusted: bool,
+    /// How long the serving commit's build took, in milliseconds (its comment shows it at a
+    /// wake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
+    /// How long the serving commit took from its containers' start to its first healthy
+    /// answer, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<u64>,
 }
 
 impl DeploymentRecord {

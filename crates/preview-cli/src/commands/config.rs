@@ -14,7 +14,7 @@ pub const CONFIG_VERSION: u32 = 1;
 /// The seed's default time-to-live of a preview.
 pub const DEFAULT_TTL_DAYS: u32 = 7;
 /// The seed's default cap on live previews.
-pub const DEFAULT_MAX_PREVIEWS: u32 = 10;
+pub const DEFAULT_MAX_PREVIEWS: u32 = 50;
 /// Default DigitalOcean region (terraform/variables.tf).
 pub const DEFAULT_REGION: &str = "fra1";
 /// Default droplet size (terraform/variables.tf).

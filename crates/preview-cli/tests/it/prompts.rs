@@ -241,7 +241,7 @@ async fn init_prompts_validate_answers_take_defaults_and_write_the_config() {
     expect("- acme/api");
     expect("- acme/web");
     expect("ttl_days: 3");
-    expect("max_previews: 10");
+    expect("max_previews: 50");
     expect("domain: previews.example.com");
     expect("email: ops@example.com");
     expect(&format!(

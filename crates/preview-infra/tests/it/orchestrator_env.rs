@@ -177,7 +177,9 @@ fn the_orchestrator_loads_the_env_file_with_the_seed_defaults() {
     );
     assert_eq!(config.logs_dir, PathBuf::from("/opt/preview-deployer/logs"));
     assert_eq!(config.cleanup_ttl_days, 7);
-    assert_eq!(config.max_concurrent_previews, 10);
+    assert_eq!(config.max_concurrent_previews, 50);
+    assert_eq!(config.memory_reserve_mb, 256);
+    assert_eq!(config.min_free_disk_gb, 5.0);
     assert_eq!(
         config.log_retention_days.to_string(),
         role_defaults()["orchestrator_log_retention_days"].to_string(),

@@ -108,28 +108,7 @@ fn read_cpu_times() -> Option<(u64, u64)> {
 
 /// Size and space available to unprivileged users of the file system holding `path`.
 fn disk_space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let c_path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `stat` points to
-    // writable memory of the right type; statvfs(3) only writes into it.
-    #[allow(unsafe_code)]
-    let (rc, stat) = unsafe {
-        let rc = libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr());
-        (
-            rc,
-            if rc == 0 {
-                Some(stat.assume_init())
-            } else {
-                None
-            },
-        )
-    };
-    let stat = stat.filter(|_| rc == 0)?;
-    // 64-bit on the Linux targets we build for.
-    let block = stat.f_frsize;
-    Some((stat.f_blocks * block, stat.f_bavail * block))
+    crate::capacity::disk_space(path)
 }
 
 /// One preview's containers, summed.

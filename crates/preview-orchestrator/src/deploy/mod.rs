@@ -51,11 +51,12 @@
 pub mod drain;
 mod moves;
 
+mod admission;
 pub mod reconcile;
 pub mod retry;
 mod sleep;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,6 +115,12 @@ pub struct DeploySettings {
     pub secrets: Arc<RepoSecretStore>,
     /// How long a preview may go without a request before it sleeps; `None`: never.
     pub idle_sleep: Option<Duration>,
+    /// Below how much free disk new builds wait; `None`: no guard.
+    pub disk_guard: Option<crate::capacity::DiskGuard>,
+    /// Admission by memory; `None`: off.
+    pub memory: Option<crate::capacity::MemoryAdmission>,
+    /// How often a deploy waiting for disk or memory checks again.
+    pub room_retry: Duration,
 }
 
 impl DeploySettings {
@@ -141,6 +148,8 @@ pub struct DockerRunner {
     store: std::sync::OnceLock<crate::Store>,
     /// Where the orchestrator listens: a sleeping preview's nginx config wakes it there.
     wake_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Told when a preview sleeps or is torn down: deploys waiting for room look again.
+    room_freed: tokio::sync::Notify,
 }
 
 /// Why the phases stopped: a failure to report, or a cancellation at a safe point.
@@ -255,6 +264,32 @@ impl DockerRunner {
             drain: drain::DrainPolicy::default(),
             secrets: Arc::new(RepoSecretStore::new(config.secrets_dir())),
             idle_sleep: config.idle_sleep(),
+            disk_guard: match config.min_free_disk_bytes() {
+                None => None,
+                Some(min_free_bytes) => Some(crate::capacity::DiskGuard {
+                    path: match &config.disk_guard_path {
+                        Some(path) => path.clone(),
+                        None => docker_root_dir()
+                            .await
+                            .unwrap_or_else(|| config.deployments_dir.clone()),
+                    },
+                    min_free_bytes,
+                }),
+            },
+            // On a swarm the previews run on other nodes, and Swarm places them by their
+            // reservations: this host's memory says nothing about them.
+            memory: match config.engine {
+                crate::config::EngineKind::Compose => Some(crate::capacity::MemoryAdmission {
+                    meminfo: config.meminfo_path.clone(),
+                    reserve_bytes: config.memory_reserve_mb.saturating_mul(1 << 20),
+                    container_limit_bytes: crate::capacity::parse_memory_limit(
+                        &config.preview_memory_limit,
+                    )
+                    .context("invalid setting PREVIEW_MEMORY_LIMIT")?,
+                }),
+                crate::config::EngineKind::Swarm => None,
+            },
+            room_retry: Duration::from_secs(config.room_retry_secs),
         };
         Ok(Self::new(settings, feedback))
     }
@@ -272,6 +307,7 @@ impl DockerRunner {
 
     /// A runner with `settings`, sending feedback through `feedback`.
     pub fn new(settings: DeploySettings, feedback: Feedback) -> Self {
+        feedback.attach_engine(settings.engine.clone());
         Self {
             settings,
             feedback,
@@ -279,6 +315,7 @@ impl DockerRunner {
             host_locks: std::sync::Mutex::default(),
             store: std::sync::OnceLock::new(),
             wake_addr: std::sync::OnceLock::new(),
+            room_freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -552,7 +589,36 @@ impl DockerRunner {
         }
         ctx.checkpoint()?;
 
-        // 5. build and start
+        // 5. room: free disk for the build, memory for the containers it starts (the new app
+        // and those of the others that do not run: all of them, unless an awake preview is
+        // updated)
+        {
+            let running: BTreeSet<String> = match self.settings.engine.containers(id).await {
+                Ok(containers) => containers
+                    .into_iter()
+                    .filter(|c| c.state == "running")
+                    .map(|c| c.service)
+                    .collect(),
+                Err(_) => BTreeSet::new(),
+            };
+            let starting = 1 + rendered
+                .services
+                .others
+                .iter()
+                .filter(|s| !running.contains(*s))
+                .count();
+            let previous_sha_short = updating
+                .then(|| ctx.record().and_then(|r| r.deployed_sha))
+                .flatten()
+                .map(|s| s.short().to_owned());
+            let building = CommentState::Building {
+                previous_url: previous_sha_short.as_ref().map(|_| job.url.clone()),
+                previous_sha_short,
+            };
+            self.wait_for_room(job, ctx, starting, &building).await?;
+        }
+
+        // 6. build and start
         let project = ComposeProject {
             name: id.to_owned(),
             dir: work.clone(),
@@ -591,7 +657,7 @@ impl DockerRunner {
             .await
             .map_err(store_failed)?;
 
-        // 6. health (of the new app only: during an update the serving one goes on as it is)
+        // 7. health (of the new app only: during an update the serving one goes on as it is)
         let health_started = Instant::now();
         {
             let _t = ctx.phase("health");
@@ -630,7 +696,7 @@ impl DockerRunner {
             preview_core::render::render_nginx(&input).map_err(|e| fail("route", e, ""))?
         };
 
-        // 7. route
+        // 8. route
         {
             let _t = ctx.phase("route");
             let _guard = self.nginx_lock.lock().await;
@@ -654,17 +720,23 @@ impl DockerRunner {
             }
         }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
+        let (build_ms, start_ms) = (build_secs.as_millis() as u64, start_secs.as_millis() as u64);
+        let _ = ctx
+            .update(|r| {
+                r.build_ms = Some(build_ms);
+                r.start_ms = Some(start_ms);
+            })
+            .await;
         self.send(
             job,
             CommentState::Live {
                 framework,
-                build_secs: format!("{:.1}", build_secs.as_secs_f64()),
-                start_secs: format!("{:.1}", start_secs.as_secs_f64()),
                 warnings: planned.plan.warnings.clone(),
+                footprint: feedback::Footprint::awake(Some(build_ms), Some(start_ms)),
             },
         );
 
-        // 8. drain the old port, then retire the old commit's containers
+        // 9. drain the old port, then retire the old commit's containers
         if let Some(beside) = beside {
             let _t = ctx.phase("retire");
             self.retire(&app_env, id, &beside).await;
@@ -799,6 +871,14 @@ impl DockerRunner {
         if let Some(service) = &beside.service {
             self.remove_image_of(id.as_str(), service).await;
         }
+        // What the failed build left; the serving commit's own image chain is tagged, so stays.
+        let log = self
+            .settings
+            .work_dir(id.as_str())
+            .join("logs")
+            .join("build.log");
+        self.remove_build_leftovers(id.as_str(), Some(&log), BTreeSet::new())
+            .await;
         let _ = std::fs::remove_file(self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE));
         if let Err(e) = store.release_next_app_port(id).await {
             tracing::warn!(preview = %id, error = %e, "could not give back the new commit's port");
@@ -847,12 +927,69 @@ impl DockerRunner {
         {
             self.remove_image_of(id, service).await;
         }
+        // The earlier builds' stage images, but not what this commit's build used: the cache
+        // of the next push.
+        let log = self.settings.work_dir(id).join("logs").join("build.log");
+        let current = preview_engine::build_objects::objects_in_log(&String::from_utf8_lossy(
+            &std::fs::read(&log).unwrap_or_default(),
+        ));
+        self.remove_build_leftovers(id, None, current.images).await;
         tracing::info!(
             preview = id,
             drain_ms = drained.as_millis() as u64,
             retire_ms = started.elapsed().as_millis() as u64,
             "the previous commit is retired"
         );
+    }
+
+    /// The images named by the builds of every preview but `id` (their ledgers): the layer
+    /// cache their next builds use, which `id`'s cleanup keeps.
+    fn build_cache_of_others(&self, id: &str) -> BTreeSet<String> {
+        let mut keep = BTreeSet::new();
+        for entry in std::fs::read_dir(&self.settings.deployments_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_str() != Some(id) {
+                keep.extend(preview_engine::build_objects::read_ledger(&entry.path()).images);
+            }
+        }
+        keep
+    }
+
+    /// Removes what builds of preview `id` left (stopped build containers, untagged stage
+    /// images): those the build log `only` names, or those of all its builds; never what other
+    /// previews' builds use, nor the images in `keep`. Best effort; a failure is logged.
+    async fn remove_build_leftovers(
+        &self,
+        id: &str,
+        only: Option<&Path>,
+        mut keep: BTreeSet<String>,
+    ) {
+        keep.extend(self.build_cache_of_others(id));
+        let project = ComposeProject {
+            name: id.to_owned(),
+            dir: self.settings.work_dir(id),
+            file: COMPOSE_FILE.to_owned(),
+        };
+        match self
+            .settings
+            .engine
+            .remove_build_leftovers(&project, only, &keep)
+            .await
+        {
+            Ok(removed) if removed != Default::default() => tracing::info!(
+                preview = id,
+                containers = removed.containers,
+                images = removed.images,
+                "removed what the preview's builds left"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(preview = id, error = %e, "removing what the builds left failed")
+            }
+        }
     }
 
     /// Removes the image built for `service` of preview `id`; best effort.
@@ -929,6 +1066,9 @@ impl DockerRunner {
         } else if let Err(e) = self.settings.engine.tear_down_named(id).await {
             tracing::warn!(preview = id, error = %e, "removing containers failed");
         }
+        // Its images are gone: what its builds left (stage images, a failed step's container)
+        // is no longer the cache of anything of its own.
+        self.remove_build_leftovers(id, None, BTreeSet::new()).await;
         {
             let _guard = self.nginx_lock.lock().await;
             if let Err(e) = self
@@ -952,6 +1092,7 @@ impl DockerRunner {
         let _host = host.lock().await;
         let record = ctx.record();
         self.remove_everything(job.id.as_str()).await;
+        self.room_freed.notify_waiters();
         if let Some(record) = record {
             let reason = crate::queue::teardown_reason(&job.trigger);
             self.feedback.send(FeedbackUpdate {
@@ -1008,6 +1149,17 @@ impl JobRunner for DockerRunner {
     fn wake<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, crate::jobs::WakeOutcome> {
         Box::pin(self.wake_preview(id))
     }
+}
+
+/// Docker's root dir (where images and volumes grow), as `docker info` gives it.
+async fn docker_root_dir() -> Option<PathBuf> {
+    let out = preview_engine::docker("ask Docker where it keeps images")
+        .args(["info", "--format", "{{.DockerRootDir}}"])
+        .run()
+        .await
+        .ok()?;
+    let dir = out.stdout_text().trim().to_owned();
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
 /// The preview's own secret (database passwords), made once and kept across updates, because a

@@ -28,7 +28,7 @@ use preview_core::render::SleepRoute;
 use preview_engine::{ComposeProject, HealthPolicy};
 
 use super::{COMPOSE_FILE, DockerRunner, transient_docker};
-use crate::feedback::{CommentState, FeedbackUpdate};
+use crate::feedback::{CommentState, FeedbackUpdate, Footprint};
 use crate::jobs::WakeOutcome;
 use crate::record::{DeploymentRecord, DeploymentStatus, DesiredState};
 use crate::repo_secrets::RepoSecrets;
@@ -89,13 +89,13 @@ impl DockerRunner {
     }
 
     /// Whether the installed nginx config of `id` sends its requests to the wake endpoint.
-    fn wakes_through_nginx(&self, id: &str) -> bool {
+    pub(super) fn wakes_through_nginx(&self, id: &str) -> bool {
         std::fs::read_to_string(self.settings.nginx_conf(id))
             .is_ok_and(|conf| conf.contains(WAKE_ROUTE))
     }
 
     /// How long preview `rec` has had no request (and no deploy or wake).
-    fn idle_for(&self, rec: &DeploymentRecord) -> Duration {
+    pub(super) fn idle_for(&self, rec: &DeploymentRecord) -> Duration {
         let changed = SystemTime::UNIX_EPOCH
             + Duration::from_millis(
                 u64::try_from(rec.status_changed_at.as_millisecond()).unwrap_or(0),
@@ -151,7 +151,12 @@ impl DockerRunner {
 
     /// Stops preview `id`'s containers and records it as sleeping, unless a job holds it or it
     /// was used meanwhile. Returns whether it sleeps.
-    async fn put_to_sleep(&self, id: &PreviewId, store: &crate::Store, idle: Duration) -> bool {
+    pub(super) async fn put_to_sleep(
+        &self,
+        id: &PreviewId,
+        store: &crate::Store,
+        idle: Duration,
+    ) -> bool {
         let host = self.host_lock(id.as_str());
         // A job at work on it: it is not idle.
         let Ok(_host) = host.try_lock() else {
@@ -196,8 +201,14 @@ impl DockerRunner {
             tracing::warn!(preview = %id, error = %e, "could not save the sleeping state");
         }
         if slept {
+            self.room_freed.notify_waiters();
             tracing::info!(preview = %id, idle_secs = idle_for.as_secs(), "the preview sleeps");
-            self.tell(&rec, CommentState::Asleep);
+            self.tell(
+                &rec,
+                CommentState::Asleep {
+                    footprint: Footprint::asleep(rec.build_ms, rec.start_ms),
+                },
+            );
         }
         slept
     }
@@ -248,6 +259,9 @@ impl DockerRunner {
         } else {
             RepoSecrets::default()
         };
+        if start {
+            self.make_room_for_wake(&rec.id).await;
+        }
         if let Err(reason) = self.start_from_images(&rec, store, &secrets, start).await {
             let reason = secrets.redact(&reason);
             tracing::warn!(preview = %id, reason, "waking the preview failed");
@@ -277,6 +291,7 @@ impl DockerRunner {
                 CommentState::Awake {
                     framework: rec.framework.clone(),
                     wake_secs: format!("{:.1}", took.as_secs_f64()),
+                    footprint: Footprint::awake(rec.build_ms, rec.start_ms),
                 },
             );
         }

@@ -83,6 +83,11 @@ fn help_lists_every_setting_with_its_env_name() {
         "MAX_CONCURRENT_PREVIEWS",
         "IDLE_SLEEP_MINUTES",
         "IDLE_SLEEP_SECS",
+        "MEMORY_RESERVE_MB",
+        "MEMINFO_PATH",
+        "MIN_FREE_DISK_GB",
+        "DISK_GUARD_PATH",
+        "ROOM_RETRY_SECS",
         "LOG_LEVEL",
         "GITHUB_API_URL",
         "ORCHESTRATOR_API_TOKEN",
@@ -127,6 +132,17 @@ fn a_missing_or_invalid_setting_is_one_line_naming_it() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("APP_PORT_RANGE"), "{err}");
+
+    for (flag, value, setting) in [
+        ("--preview-memory-limit", "lots", "PREVIEW_MEMORY_LIMIT"),
+        ("--min-free-disk-gb", "nan", "MIN_FREE_DISK_GB"),
+    ] {
+        let out = command(dir.path(), &[flag, value]).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(setting), "{err}");
+    }
 
     let out = command(dir.path(), &["--max-concurrent-builds", "zero"])
         .output()

@@ -3,11 +3,13 @@
 
 mod access;
 mod api;
+mod bench_density;
 mod binary;
 mod cap;
 mod crash;
 mod dashboard;
 mod dashboard_browser;
+mod density;
 mod e2e_support;
 mod gate;
 mod grafana;

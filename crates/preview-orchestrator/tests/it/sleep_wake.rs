@@ -204,9 +204,24 @@ async fn idle_previews_sleep_and_visits_wake_them() {
     e2e.wait_status(pr, DeploymentStatus::Running, Duration::from_secs(30))
         .await;
     assert_eq!(wakes_since_last_sleep(&e2e, pr), 1);
+    // The woken preview's footprint: awake, with the memory its app and database use now.
     let comment = e2e
-        .wait_comment(pr, &["Woke up in"], Duration::from_secs(10))
+        .wait_comment(
+            pr,
+            &[
+                "Woke up in",
+                "| State | awake |",
+                "| Memory | ",
+                "| Disk | ",
+            ],
+            Duration::from_secs(10),
+        )
         .await;
+    assert!(
+        !comment.body.contains("| Memory | 0 B in use |"),
+        "{}",
+        comment.body
+    );
     eprintln!(
         "the wake itself (containers started to the app ready), from the comment: {}",
         comment
