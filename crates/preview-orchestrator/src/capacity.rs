@@ -1,6 +1,7 @@
-//! Room on this host for one more preview: free disk for a build (`MIN_FREE_DISK_GB`) and
-//! available memory for a start (the preview's memory limit plus `MEMORY_RESERVE_MB`, against
-//! `MemAvailable` in `/proc/meminfo`). Reading only; the deploy job decides what to do.
+//! Room for one more preview: free disk for a build (`MIN_FREE_DISK_GB`) and available memory
+//! for a start (the preview's memory limit plus `MEMORY_RESERVE_MB`, against `MemAvailable` in
+//! `/proc/meminfo` on one host, or the unreserved memory of the roomiest node of a swarm).
+//! Reading only; the deploy job decides what to do.
 
 use std::path::{Path, PathBuf};
 
@@ -13,11 +14,21 @@ pub struct DiskGuard {
     pub min_free_bytes: u64,
 }
 
+/// Where admission reads the memory a new preview can have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemorySource {
+    /// `MemTotal` and `MemAvailable` of this host's meminfo file (`/proc/meminfo`): one host.
+    Meminfo(PathBuf),
+    /// The engine's nodes: on a swarm, the node with the most memory not reserved by tasks
+    /// (Swarm places a preview by its reservations).
+    Nodes,
+}
+
 /// How a deploy is admitted by memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryAdmission {
-    /// Where `MemTotal` and `MemAvailable` are read (`/proc/meminfo`).
-    pub meminfo: PathBuf,
+    /// Where the memory a new preview can have is read.
+    pub source: MemorySource,
     /// Memory kept free beyond the previews' limits, in bytes.
     pub reserve_bytes: u64,
     /// The memory limit of each preview container, in bytes.

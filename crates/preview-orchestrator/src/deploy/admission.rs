@@ -189,21 +189,26 @@ impl DockerRunner {
             .container_limit_bytes
             .saturating_mul(containers as u64)
             .saturating_add(admission.reserve_bytes);
-        let read = || match capacity::read_meminfo(&admission.meminfo) {
-            Ok(info) => Some(info),
-            Err(e) => {
+        let read = || async {
+            let info = match &admission.source {
+                capacity::MemorySource::Meminfo(path) => {
+                    capacity::read_meminfo(path).map_err(|e| e.to_string())
+                }
+                capacity::MemorySource::Nodes => self.roomiest_node().await,
+            };
+            info.map_err(|e| {
                 tracing::warn!(error = %e, "admission cannot read the available memory; it lets the deploy go");
-                None
-            }
+            })
+            .ok()
         };
-        let before = read()?;
+        let before = read().await?;
         if before.available_bytes >= need {
             return None;
         }
         let freed = self
             .sleep_for_memory(id, need - before.available_bytes)
             .await;
-        let mut after = read()?;
+        let mut after = read().await?;
         // MemAvailable may lag what the stopped containers gave back.
         after.available_bytes = after
             .available_bytes
@@ -225,6 +230,26 @@ impl DockerRunner {
             previews: awake,
             need_mb: mb(need),
         })
+    }
+
+    /// The memory of the node a new preview fits best on (the most not reserved by tasks),
+    /// among those that take new tasks.
+    async fn roomiest_node(&self) -> Result<capacity::MemInfo, String> {
+        let nodes = self
+            .settings
+            .engine
+            .nodes()
+            .await
+            .map_err(|e| e.to_string())?;
+        nodes
+            .iter()
+            .filter(|n| n.state == "ready" && n.availability == "active")
+            .max_by_key(|n| n.free_memory_bytes)
+            .map(|n| capacity::MemInfo {
+                total_bytes: n.memory_bytes,
+                available_bytes: n.free_memory_bytes,
+            })
+            .ok_or_else(|| "no node of the swarm is ready and active".to_owned())
     }
 
     /// Puts the least recently used idle previews (not `id`) to sleep until what they used adds

@@ -276,19 +276,21 @@ impl DockerRunner {
                     min_free_bytes,
                 }),
             },
-            // On a swarm the previews run on other nodes, and Swarm places them by their
-            // reservations: this host's memory says nothing about them.
-            memory: match config.engine {
-                crate::config::EngineKind::Compose => Some(crate::capacity::MemoryAdmission {
-                    meminfo: config.meminfo_path.clone(),
-                    reserve_bytes: config.memory_reserve_mb.saturating_mul(1 << 20),
-                    container_limit_bytes: crate::capacity::parse_memory_limit(
-                        &config.preview_memory_limit,
-                    )
-                    .context("invalid setting PREVIEW_MEMORY_LIMIT")?,
-                }),
-                crate::config::EngineKind::Swarm => None,
-            },
+            memory: Some(crate::capacity::MemoryAdmission {
+                // On a swarm the previews run on the nodes Swarm places them on, by their
+                // reservations: this host's memory says nothing about them.
+                source: match config.engine {
+                    crate::config::EngineKind::Compose => {
+                        crate::capacity::MemorySource::Meminfo(config.meminfo_path.clone())
+                    }
+                    crate::config::EngineKind::Swarm => crate::capacity::MemorySource::Nodes,
+                },
+                reserve_bytes: config.memory_reserve_mb.saturating_mul(1 << 20),
+                container_limit_bytes: crate::capacity::parse_memory_limit(
+                    &config.preview_memory_limit,
+                )
+                .context("invalid setting PREVIEW_MEMORY_LIMIT")?,
+            }),
             room_retry: Duration::from_secs(config.room_retry_secs),
         };
         Ok(Self::new(settings, feedback))
