@@ -165,6 +165,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         health_path: "/".to_owned(),
         ready_when: ReadyWhen::AnyAnswer,
         database: None,
+        database_seed: None,
         extra_services: Vec::new(),
         dockerfile: if repo_image {
             DockerfileSource::Repo
@@ -339,6 +340,30 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         reasons.push(format!(
             "database={} because {cfg} says so",
             d.value.map(|d| d.as_str()).unwrap_or("none")
+        ));
+    }
+    if let Some(seed) = &config.database_seed {
+        if !matches!(
+            plan.database,
+            Some(crate::model::Database::Postgres | crate::model::Database::Mysql)
+        ) {
+            return Err(config.error(
+                "database",
+                seed.line,
+                format!(
+                    "seed: {} seeds a postgres or mysql database, but the app gets {}; set database.engine",
+                    seed.value,
+                    plan.database.map_or("none", |d| d.as_str())
+                ),
+            ));
+        }
+        // Read now, so that a missing, escaping or oversized seed fails the plan with its name.
+        crate::seed::read_seed(checkout, &seed.value)
+            .map_err(|e| config.error("database", seed.line, format!("seed: {e}")))?;
+        plan.database_seed = Some(seed.value.clone());
+        reasons.push(format!(
+            "database_seed={} because {cfg} sets database.seed",
+            seed.value
         ));
     }
     if let Some(e) = &config.extra_services {
