@@ -43,6 +43,9 @@ pub enum CommentState {
         framework: Option<String>,
         build_secs: String,
         start_secs: String,
+        /// Where the database is and how it was made, in shared mode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        database: Option<String>,
         /// The plan's warnings, worth the author's attention.
         warnings: Vec<String>,
     },
@@ -368,9 +371,22 @@ mod tests {
                     framework: Some("fastapi".into()),
                     build_secs: "12.3".into(),
                     start_secs: "0.8".into(),
+                    database: None,
                     warnings: vec![
                         "gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".into(),
                     ],
+                },
+            ),
+            (
+                "live_shared_database",
+                CommentState::Live {
+                    framework: Some("nestjs".into()),
+                    build_secs: "20.1".into(),
+                    start_secs: "1.2".into(),
+                    database: Some(
+                        "postgres on the shared server, cloned from the template database of `db/seed.sql` (0.3 s)".into(),
+                    ),
+                    warnings: Vec::new(),
                 },
             ),
             (

@@ -112,6 +112,11 @@ pub struct DeploySettings {
     pub secrets: Arc<RepoSecretStore>,
     /// How long a preview may go without a request before it sleeps; `None`: never.
     pub idle_sleep: Option<Duration>,
+    /// Where previews' databases live: their own server, or the engine's shared one.
+    pub database_mode: crate::DatabaseMode,
+    /// The engine's shared database servers (used in shared mode; teardown drops a preview's
+    /// database there in either mode, in case the mode changed).
+    pub shared_databases: Arc<crate::shared_databases::SharedDatabases>,
 }
 
 impl DeploySettings {
@@ -220,7 +225,7 @@ impl DockerRunner {
             deployments_dir: config.deployments_dir.clone(),
             nginx_config_dir: config.nginx_config_dir.clone(),
             nginx,
-            engine: Arc::new(ComposeEngine::new(compose)),
+            engine: Arc::new(ComposeEngine::new(compose.clone())),
             build_logs: crate::build_logs::BuildLogArchive::new(config),
             health: HealthPolicy {
                 max_interval: Duration::from_secs(config.health_interval_secs.max(1)),
@@ -240,6 +245,12 @@ impl DockerRunner {
             drain: drain::DrainPolicy::default(),
             secrets: Arc::new(RepoSecretStore::new(config.secrets_dir())),
             idle_sleep: config.idle_sleep(),
+            database_mode: config.database_mode,
+            shared_databases: Arc::new(crate::shared_databases::SharedDatabases::new(
+                config.shared_servers(),
+                config.shared_database_dir(),
+                compose.clone(),
+            )),
         };
         Ok(Self::new(settings, feedback))
     }
@@ -480,6 +491,12 @@ impl DockerRunner {
             ports.app
         };
 
+        // 3b. database, on the engine's shared server in shared mode
+        let shared_database = self
+            .shared_database(job, &planned, &checkout, &work, ctx)
+            .await?;
+        ctx.checkpoint()?;
+
         // 4. render
         let secret = deployment_secret(&work).map_err(|e| fail("render", e, ""))?;
         let mut input = RenderInput::for_preview(
@@ -502,6 +519,7 @@ impl DockerRunner {
         );
         input.app_slot = slot;
         input.sleep = self.sleep_route(id);
+        input.shared_database = shared_database.as_ref().map(|p| p.database.clone());
         // Secrets only for a trusted commit: their names in the compose file, their values in
         // Compose's environment for every command of this deploy that may create the app.
         let app_secrets = if job.trusted {
@@ -634,6 +652,9 @@ impl DockerRunner {
                 framework,
                 build_secs: format!("{:.1}", build_secs.as_secs_f64()),
                 start_secs: format!("{:.1}", start_secs.as_secs_f64()),
+                database: shared_database
+                    .as_ref()
+                    .map(|p| p.describe(planned.plan.database_seed.as_deref())),
                 warnings: planned.plan.warnings.clone(),
             },
         );
@@ -644,6 +665,59 @@ impl DockerRunner {
             self.retire(&app_env, id, &beside).await;
         }
         Ok(())
+    }
+
+    /// In shared mode, for a generated compose file and a Postgres or MySQL database: makes the
+    /// preview's database and role on the engine's shared server (or finds them from an earlier
+    /// deploy), seeding a new one from the repo's `database.seed`. `None` otherwise: the
+    /// compose file then brings its own server, as in dedicated mode.
+    async fn shared_database(
+        &self,
+        job: &DeployJob,
+        planned: &Planned,
+        checkout: &Path,
+        work: &Path,
+        ctx: &JobContext,
+    ) -> Result<Option<crate::shared_databases::Provisioned>, Stop> {
+        use preview_core::model::Database;
+        let engine = match planned.plan.database {
+            Some(engine @ (Database::Postgres | Database::Mysql))
+                if self.settings.database_mode == crate::DatabaseMode::Shared
+                    && planned.repo_compose.is_none() =>
+            {
+                engine
+            }
+            _ => return Ok(None),
+        };
+        let _t = ctx.phase("database");
+        let seed = match planned.plan.database_seed.clone() {
+            Some(path) => {
+                let root = checkout.to_owned();
+                let read = tokio::task::spawn_blocking(move || {
+                    preview_core::checkout::Checkout::open(&root)
+                        .and_then(|c| preview_core::seed::read_seed(&c, &path))
+                })
+                .await
+                .map_err(|e| fail("database", e, ""))?;
+                Some(read.map_err(|e| fail("database", e, ""))?)
+            }
+            None => None,
+        };
+        let password = crate::shared_databases::password_file(&work.join("database-password"))
+            .map_err(|e| fail("database", format!("the database password: {e}"), ""))?;
+        let provisioned = self
+            .settings
+            .shared_databases
+            .provision(&job.id, engine, &password, seed.as_ref())
+            .await
+            .map_err(|e| match e {
+                crate::Error::SharedDatabase { ref log_tail, .. } => {
+                    let tail = log_tail.clone();
+                    fail("database", e, tail)
+                }
+                other => fail("database", other, ""),
+            })?;
+        Ok(Some(provisioned))
     }
 
     /// Builds the images of `project` (the next compose file), creates its services that do not
@@ -902,6 +976,14 @@ impl DockerRunner {
             }
         } else if let Err(e) = self.settings.engine.tear_down_named(id).await {
             tracing::warn!(preview = id, error = %e, "removing containers failed");
+        }
+        // After its containers: the network the app shared with the database server goes too.
+        if let Ok(preview) = PreviewId::parse(id) {
+            let shared_mode = self.settings.database_mode == crate::DatabaseMode::Shared;
+            self.settings
+                .shared_databases
+                .drop_preview(&preview, shared_mode)
+                .await;
         }
         {
             let _guard = self.nginx_lock.lock().await;
