@@ -328,6 +328,11 @@ pub struct Config {
     #[arg(long, env = "SHARED_DATABASE_MEMORY_LIMIT", default_value = "1g")]
     pub shared_database_memory_limit: String,
 
+    /// IPv4 range (a /8 to a /24) the shared database servers' network and each preview's
+    /// database network take a /28 from, so that they never use Docker's default address pools.
+    #[arg(long, env = "SHARED_DATABASE_SUBNET", default_value = "10.213.0.0/16")]
+    pub shared_database_subnet: preview_core::render::shared_databases::SubnetRange,
+
     /// Seconds running jobs get to reach a safe point on SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -455,6 +460,7 @@ impl Config {
                 cpus: "1".to_owned(),
                 pids: 512,
             },
+            subnets: self.shared_database_subnet,
         }
     }
 

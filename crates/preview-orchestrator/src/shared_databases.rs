@@ -428,6 +428,55 @@ impl SharedDatabases {
             .await
     }
 
+    /// Creates preview `id`'s database network, internal, on a /28 of SHARED_DATABASE_SUBNET:
+    /// the one its id hashes to, or the next free one (Docker refuses overlapping subnets).
+    async fn create_network(&self, id: &PreviewId, network: &str, engine: Database) -> Result<()> {
+        use sha2::Digest;
+        const PROBES: u32 = 256;
+        let range = self.servers.subnets;
+        let hash = sha2::Sha256::digest(id.as_str().as_bytes());
+        let start = u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]);
+        let usable = range.len() - 1;
+        let mut last = None;
+        for probe in 0..PROBES.min(usable) {
+            // Subnet 0 is the servers' own network.
+            let subnet = range.subnet(1 + (start.wrapping_add(probe)) % usable);
+            let created = preview_engine::docker("make a preview's database network")
+                .args([
+                    "network",
+                    "create",
+                    "--internal",
+                    "--subnet",
+                    &subnet,
+                    "--label",
+                ])
+                .arg(format!("{}={}", labels::DEPLOYMENT, id.as_str()))
+                .args(["--label"])
+                .arg(format!(
+                    "{}=true",
+                    preview_core::render::shared_databases::SHARED_DATABASE_LABEL
+                ))
+                .arg(network)
+                .timeout(Duration::from_secs(30))
+                .run()
+                .await;
+            match created {
+                Ok(_) => return Ok(()),
+                Err(e) if e.stderr_tail().contains("overlap") => last = Some(e),
+                Err(e) => return Err(Self::error(engine, first_line(&e), e.stderr_tail())),
+            }
+        }
+        let tail = last
+            .as_ref()
+            .map(|e| e.stderr_tail().to_owned())
+            .unwrap_or_default();
+        Err(Self::error(
+            engine,
+            format!("no free /28 in SHARED_DATABASE_SUBNET {range} after {PROBES} tries"),
+            &tail,
+        ))
+    }
+
     /// Makes sure preview `id`'s network exists and reaches `server`.
     async fn ensure_network(&self, id: &PreviewId, server: &SharedServer) -> Result<String> {
         let network = network_name(id);
@@ -446,19 +495,7 @@ impl SharedDatabases {
         let members = match members {
             Ok(out) => out.stdout_text(),
             Err(_) => {
-                preview_engine::docker("make a preview's database network")
-                    .args(["network", "create", "--internal", "--label"])
-                    .arg(format!("{}={}", labels::DEPLOYMENT, id.as_str()))
-                    .args(["--label"])
-                    .arg(format!(
-                        "{}=true",
-                        preview_core::render::shared_databases::SHARED_DATABASE_LABEL
-                    ))
-                    .arg(&network)
-                    .timeout(Duration::from_secs(30))
-                    .run()
-                    .await
-                    .map_err(|e| Self::error(engine, first_line(&e), e.stderr_tail()))?;
+                self.create_network(id, &network, engine).await?;
                 String::new()
             }
         };

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use preview_core::id::PreviewId;
 use preview_core::model::Database;
 use preview_exec::Cmd;
+use preview_orchestrator::DeploymentStatus;
 use preview_orchestrator::shared_databases::{
     SharedDatabases, database_name, network_name, random_hex,
 };
@@ -71,14 +72,50 @@ fn project() -> String {
     format!("sdb-test-{}", unique_suffix())
 }
 
-/// Starts an orchestrator in shared mode with the servers' project `project`.
+/// Removes a test's shared servers (with their volumes) when the test ends, passed or not.
+struct ServersGuard(String);
+
+impl Drop for ServersGuard {
+    fn drop(&mut self) {
+        // A plain blocking command: this runs outside the runtime, during a panic too.
+        let _ = std::process::Command::new("docker")
+            .args([
+                "compose",
+                "-p",
+                &self.0,
+                "down",
+                "--volumes",
+                "--timeout",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A /24 of 10.213.0.0/16 for one test's database networks (16 subnets of 16 addresses), so
+/// that tests running at once do not overlap.
+fn test_subnets() -> String {
+    use rand::Rng;
+    format!("10.213.{}.0/24", rand::rng().random_range(0..=255u8))
+}
+
+/// Starts an orchestrator in shared mode with the servers' project `project`. Its ports come
+/// from above the kernel's ephemeral range (61000+), apart from the other tests' pools, which a
+/// process of another build may share.
 async fn start(name: &str, project: &str) -> E2e {
+    use rand::Rng;
+    let base = 61_000 + rand::rng().random_range(0..40u32) * 100;
     E2e::start(
         name,
         &[
             ("--database-mode", "shared".to_owned()),
             ("--shared-database-project", project.to_owned()),
             ("--shared-database-memory-limit", "512m".to_owned()),
+            ("--app-port-range", format!("{}-{}", base, base + 49)),
+            ("--db-port-range", format!("{}-{}", base + 50, base + 99)),
+            ("--shared-database-subnet", test_subnets()),
         ],
     )
     .await
@@ -96,6 +133,23 @@ async fn page(e2e: &E2e, pr: u64, page: &str) -> String {
 async fn open(e2e: &E2e, pr: u64, tree: &Tree) -> String {
     let sha = e2e.commit(pr, tree, "with a shared database").await;
     e2e.send("opened", pr, &sha).await;
+    // A failed deploy says why at once, with its comment, rather than after the timeout.
+    let status =
+        crate::e2e_support::eventually(&format!("PR {pr} to deploy"), LIVE_TIMEOUT, || {
+            e2e.record(pr).map(|r| r.status).filter(|s| {
+                matches!(
+                    s,
+                    DeploymentStatus::Running | DeploymentStatus::Failed { .. }
+                )
+            })
+        })
+        .await;
+    assert_eq!(
+        status,
+        DeploymentStatus::Running,
+        "{:#?}",
+        e2e.github.comments().last().map(|c| c.body.clone())
+    );
     assert_eq!(page(e2e, pr, "health").await, "db ok 42\n");
     e2e.wait_comment(pr, &["Preview live", &sha], FEEDBACK_TIMEOUT)
         .await;
@@ -214,20 +268,6 @@ async fn connect_as(
         .map_err(|e| e.to_string())
 }
 
-/// Removes the shared servers of `project` and their volumes.
-async fn remove_servers(project: &str) {
-    let _ = docker([
-        "compose",
-        "-p",
-        project,
-        "down",
-        "--volumes",
-        "--timeout",
-        "5",
-    ])
-    .await;
-}
-
 /// Checks that PR `pr`'s compose file has no database service and that its app is on its own
 /// database network, with the server and nothing else.
 async fn assert_on_own_network(e2e: &E2e, pr: u64, project: &str, engine: Database) {
@@ -261,6 +301,7 @@ async fn assert_on_own_network(e2e: &E2e, pr: u64, project: &str, engine: Databa
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
     let project = project();
+    let _servers = ServersGuard(project.clone());
     let e2e = start("shared-postgres", &project).await;
     let config = "database:\n  engine: postgres\n  seed: db/seed.sql\n";
 
@@ -391,7 +432,6 @@ async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
         "the last preview of a seed takes its template along"
     );
     e2e.shutdown().await;
-    remove_servers(&project).await;
 }
 
 /// Two MySQL previews (MariaDB on the test bed) on one shared server: live through nginx, the
@@ -400,6 +440,7 @@ async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_previews_share_one_server_isolated_and_dropped() {
     let project = project();
+    let _servers = ServersGuard(project.clone());
     let e2e = start("shared-mysql", &project).await;
     let shared_dir = e2e.dir.path().join("shared-databases");
 
@@ -470,7 +511,6 @@ async fn mysql_previews_share_one_server_isolated_and_dropped() {
         assert_eq!(left, "0", "PR {pr}'s database and user are dropped");
     }
     e2e.shutdown().await;
-    remove_servers(&project).await;
 }
 
 /// How long a preview waits for its database: a new database and role on the running shared
@@ -480,6 +520,7 @@ async fn mysql_previews_share_one_server_isolated_and_dropped() {
 async fn shared_database_timings() {
     require_docker().await;
     let project = project();
+    let _servers = ServersGuard(project.clone());
     let dir = tempfile::tempdir().unwrap();
     let compose = preview_exec::compose::Compose::detect().await.unwrap();
     let servers = preview_core::render::shared_databases::SharedServers {
@@ -489,6 +530,7 @@ async fn shared_database_timings() {
             cpus: "1".to_owned(),
             pids: 512,
         },
+        subnets: test_subnets().parse().unwrap(),
     };
     let shared = SharedDatabases::new(servers, dir.path().join("shared"), compose);
     let seed = {
