@@ -402,6 +402,28 @@ async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
         "false false false"
     );
 
+    // An update of the second starts the new commit beside the serving one (the green slot,
+    // on the same database network) and keeps its database: the visits go on counting.
+    let update = app(config).replace("'db ok '", "'db v2 ok '");
+    let second = e2e.commit(2, &update, "an update").await;
+    e2e.send("synchronize", 2, &second).await;
+    wait_for_http(
+        e2e.nginx.port(),
+        &format!("{}health", e2e.path(2)),
+        LIVE_TIMEOUT,
+        |a| a.body == "db v2 ok 42\n",
+    )
+    .await;
+    let comment = e2e
+        .wait_comment(2, &["Preview live", &second], FEEDBACK_TIMEOUT)
+        .await;
+    assert!(
+        comment.body.contains("kept from the previous deploy"),
+        "{}",
+        comment.body
+    );
+    assert_eq!(page(&e2e, 2, "visit").await, "visits 2\n");
+
     // Closing the first drops its database, role and network; the template stays for the
     // second. Closing the second takes the template too.
     e2e.close_and_assert_nothing_left(1, &first).await;
