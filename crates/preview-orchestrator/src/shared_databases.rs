@@ -55,6 +55,8 @@ const COMPOSE_FILE: &str = "docker-compose.yml";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a seed may take to load.
 const SEED_TIMEOUT: Duration = Duration::from_secs(600);
+/// Connections one preview's role may hold, so that no preview takes all of a server's.
+const CONNECTION_LIMIT: u32 = 20;
 /// Memory of the throwaway container that loads a seed.
 const SEED_CLIENT_MEMORY: &str = "256m";
 
@@ -316,6 +318,17 @@ impl SharedDatabases {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        if engine == Database::Postgres {
+            // Previews' roles get their own database and nothing else: not even the maintenance
+            // databases every role may connect to by default.
+            self.superuser_sql(
+                &server,
+                None,
+                "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;\n\
+                 REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;\n",
+            )
+            .await?;
+        }
         Ok(server)
     }
 
@@ -576,7 +589,7 @@ impl SharedDatabases {
             "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {lit}) THEN \
              CREATE ROLE {role}; END IF; END $$;\n\
              ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
-             NOBYPASSRLS PASSWORD {pw};\n\
+             NOBYPASSRLS CONNECTION LIMIT {CONNECTION_LIMIT} PASSWORD {pw};\n\
              SELECT count(*) FROM pg_database WHERE datname = {lit};\n",
             lit = literal(name),
             pw = literal(password),
@@ -815,7 +828,7 @@ impl SharedDatabases {
             "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {lit};\n\
              CREATE DATABASE IF NOT EXISTS {ident};\n\
              CREATE USER IF NOT EXISTS {user} IDENTIFIED BY {pw};\n\
-             ALTER USER {user} IDENTIFIED BY {pw};\n\
+             ALTER USER {user} IDENTIFIED BY {pw} WITH MAX_USER_CONNECTIONS {CONNECTION_LIMIT};\n\
              GRANT ALL PRIVILEGES ON {ident}.* TO {user};\n",
             lit = literal(name),
             pw = literal(password),

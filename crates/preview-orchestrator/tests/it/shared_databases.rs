@@ -376,6 +376,15 @@ async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
             refused.contains("permission denied for database"),
             "{refused}"
         );
+        for maintenance in ["postgres", "template1"] {
+            let refused = connect_as(Database::Postgres, net, role, pw, maintenance)
+                .await
+                .expect_err("a preview's role reaches a maintenance database");
+            assert!(
+                refused.contains("permission denied for database"),
+                "{refused}"
+            );
+        }
         let template = postgres_sql(
             &project,
             "SELECT datname FROM pg_database WHERE datname LIKE 'tpl_%'",
@@ -390,16 +399,16 @@ async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
             "{refused}"
         );
     }
-    // The roles are plain: no superuser, no CREATEDB, no CREATEROLE.
+    // The roles are plain: no superuser, no CREATEDB, no CREATEROLE, 20 connections at most.
     assert_eq!(
         postgres_sql(
             &project,
             &format!(
-                "SELECT rolsuper || ' ' || rolcreatedb || ' ' || rolcreaterole FROM pg_roles WHERE rolname = '{a}'"
+                "SELECT rolsuper || ' ' || rolcreatedb || ' ' || rolcreaterole || ' ' || rolconnlimit FROM pg_roles WHERE rolname = '{a}'"
             )
         )
         .await,
-        "false false false"
+        "false false false 20"
     );
 
     // An update of the second starts the new commit beside the serving one (the green slot,
