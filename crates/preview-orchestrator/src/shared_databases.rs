@@ -443,7 +443,12 @@ impl SharedDatabases {
 
     /// Creates preview `id`'s database network, internal, on a /28 of SHARED_DATABASE_SUBNET:
     /// the one its id hashes to, or the next free one (Docker refuses overlapping subnets).
-    async fn create_network(&self, id: &PreviewId, network: &str, engine: Database) -> Result<()> {
+    async fn create_network(
+        &self,
+        id: &PreviewId,
+        network: &str,
+        engine: Database,
+    ) -> Result<String> {
         use sha2::Digest;
         const PROBES: u32 = 256;
         let range = self.servers.subnets;
@@ -474,7 +479,7 @@ impl SharedDatabases {
                 .run()
                 .await;
             match created {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(subnet),
                 Err(e) if e.stderr_tail().contains("overlap") => last = Some(e),
                 Err(e) => return Err(Self::error(engine, first_line(&e), e.stderr_tail())),
             }
@@ -490,40 +495,101 @@ impl SharedDatabases {
         ))
     }
 
-    /// Makes sure preview `id`'s network exists and reaches `server`.
-    async fn ensure_network(&self, id: &PreviewId, server: &SharedServer) -> Result<String> {
-        let network = network_name(id);
-        let engine = server.engine;
-        let members = preview_engine::docker("look up a preview's database network")
+    /// The subnet of `network` and its members with their addresses; `None` if it does not
+    /// exist.
+    async fn inspect_network(network: &str) -> Option<(String, Vec<(String, String)>)> {
+        let out = preview_engine::docker("look up a preview's database network")
             .args([
                 "network",
                 "inspect",
                 "--format",
-                "{{range .Containers}}{{.Name}} {{end}}",
-                &network,
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}};{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}",
+                network,
             ])
             .timeout(Duration::from_secs(30))
             .run()
-            .await;
-        let members = match members {
-            Ok(out) => out.stdout_text(),
-            Err(_) => {
-                self.create_network(id, &network, engine).await?;
-                String::new()
-            }
+            .await
+            .ok()?;
+        let text = out.stdout_text();
+        let (subnet, members) = text.trim().split_once(';')?;
+        let members = members
+            .split_whitespace()
+            .filter_map(|m| m.split_once('='))
+            .map(|(name, address)| {
+                let ip = address.split('/').next().unwrap_or_default();
+                (name.to_owned(), ip.to_owned())
+            })
+            .collect();
+        Some((subnet.to_owned(), members))
+    }
+
+    /// Makes sure preview `id`'s network exists and reaches `server`; returns the network and
+    /// the server's address on it. The app is given that address rather than the server's
+    /// alias: the address holds as long as the connection does, without Docker's embedded DNS
+    /// (which was seen to lose a connected container's alias while the engine entered or left
+    /// swarm mode).
+    async fn ensure_network(
+        &self,
+        id: &PreviewId,
+        server: &SharedServer,
+    ) -> Result<(String, String)> {
+        let network = network_name(id);
+        let engine = server.engine;
+        let (subnet, members) = match Self::inspect_network(&network).await {
+            Some(found) => found,
+            None => (self.create_network(id, &network, engine).await?, Vec::new()),
         };
-        if !members.split_whitespace().any(|m| m == server.container) {
-            preview_engine::docker("connect the shared database server to a preview's network")
-                .args(["network", "connect", "--alias"])
-                .arg(server.alias())
+        if let Some((_, ip)) = members.iter().find(|(name, _)| *name == server.container)
+            && !ip.is_empty()
+        {
+            return Ok((network, ip.clone()));
+        }
+        // The first address after the gateway, when it is free: the same one at every deploy.
+        let preferred = subnet
+            .split('/')
+            .next()
+            .and_then(|base| base.parse::<std::net::Ipv4Addr>().ok())
+            .map(|base| std::net::Ipv4Addr::from(u32::from(base) + 2).to_string());
+        let connect = |ip: Option<&str>| {
+            let mut cmd =
+                preview_engine::docker("connect the shared database server to a preview's network")
+                    .args(["network", "connect", "--alias"])
+                    .arg(server.alias());
+            if let Some(ip) = ip {
+                cmd = cmd.args(["--ip", ip]);
+            }
+            let cmd = cmd
                 .arg(&network)
                 .arg(&server.container)
-                .timeout(Duration::from_secs(30))
-                .run()
-                .await
-                .map_err(|e| Self::error(engine, first_line(&e), e.stderr_tail()))?;
-        }
-        Ok(network)
+                .timeout(Duration::from_secs(30));
+            async move { cmd.run().await }
+        };
+        let taken = members.iter().any(|(_, ip)| Some(ip) == preferred.as_ref());
+        let connected = match preferred.as_deref().filter(|_| !taken) {
+            Some(ip) => match connect(Some(ip)).await {
+                Ok(_) => Ok(()),
+                Err(_) => connect(None).await.map(|_| ()),
+            },
+            None => connect(None).await.map(|_| ()),
+        };
+        connected.map_err(|e| Self::error(engine, first_line(&e), e.stderr_tail()))?;
+        let ip = Self::inspect_network(&network)
+            .await
+            .and_then(|(_, members)| {
+                members
+                    .into_iter()
+                    .find(|(name, _)| *name == server.container)
+                    .map(|(_, ip)| ip)
+            })
+            .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+            .ok_or_else(|| {
+                Self::error(
+                    engine,
+                    format!("{} has no address on {network}", server.container),
+                    "",
+                )
+            })?;
+        Ok((network, ip))
     }
 
     /// Makes preview `id`'s database and role on `engine`'s server (starting it if needed), or
@@ -541,15 +607,15 @@ impl SharedDatabases {
             return Err(Self::error(engine, "the role's password must be hex", ""));
         }
         let server = self.ensure_server(engine).await?;
-        let network = self.ensure_network(id, &server).await?;
+        let (network, address) = self.ensure_network(id, &server).await?;
         let name = database_name(id);
         let seeding = match engine {
             Database::Postgres => {
-                self.provision_postgres(&server, &network, &name, password, seed)
+                self.provision_postgres(&server, &network, &address, &name, password, seed)
                     .await?
             }
             _ => {
-                self.provision_mysql(&server, &network, &name, password, seed)
+                self.provision_mysql(&server, &network, &address, &name, password, seed)
                     .await?
             }
         };
@@ -565,7 +631,7 @@ impl SharedDatabases {
         Ok(Provisioned {
             database: SharedDatabase {
                 engine,
-                host: server.alias(),
+                host: address,
                 port: server.port(),
                 name,
                 password: password.to_owned(),
@@ -580,6 +646,7 @@ impl SharedDatabases {
         &self,
         server: &SharedServer,
         network: &str,
+        address: &str,
         name: &str,
         password: &str,
         seed: Option<&Seed>,
@@ -609,7 +676,7 @@ impl SharedDatabases {
         let lock = self.template_lock(&template);
         let _template = lock.lock().await;
         let built = self
-            .ensure_template(server, network, &template, seed)
+            .ensure_template(server, network, address, &template, seed)
             .await?;
         self.create_postgres_database(server, name, Some(&template), Some(seed))
             .await?;
@@ -669,6 +736,7 @@ impl SharedDatabases {
         &self,
         server: &SharedServer,
         network: &str,
+        address: &str,
         template: &str,
         seed: &Seed,
     ) -> Result<bool> {
@@ -711,7 +779,7 @@ impl SharedDatabases {
         self.superuser_sql_redacted(server, None, &sql, &[&password])
             .await?;
         let loaded = self
-            .load_seed(server, network, template, &password, seed)
+            .load_seed(server, network, address, template, &password, seed)
             .await;
         let sql = match &loaded {
             Ok(()) => format!(
@@ -736,12 +804,13 @@ impl SharedDatabases {
         &self,
         server: &SharedServer,
         network: &str,
+        address: &str,
         name: &str,
         password: &str,
         seed: &Seed,
     ) -> Result<()> {
         let image = preview_core::images::image_for(server.engine.as_str());
-        let host = server.alias();
+        let host = address;
         let (variable, client): (&str, Vec<&str>) = match server.engine {
             Database::Postgres => (
                 "PGPASSWORD",
@@ -752,7 +821,7 @@ impl SharedDatabases {
                     "-v",
                     "ON_ERROR_STOP=1",
                     "-h",
-                    &host,
+                    host,
                     "-U",
                     name,
                     "-d",
@@ -761,7 +830,7 @@ impl SharedDatabases {
             ),
             _ => (
                 "MYSQL_PWD",
-                vec!["mysql", "--batch", "-h", &host, "-u", name, name],
+                vec!["mysql", "--batch", "-h", host, "-u", name, name],
             ),
         };
         let (program, args) = client.split_first().expect("a client program");
@@ -818,6 +887,7 @@ impl SharedDatabases {
         &self,
         server: &SharedServer,
         network: &str,
+        address: &str,
         name: &str,
         password: &str,
         seed: Option<&Seed>,
@@ -842,7 +912,10 @@ impl SharedDatabases {
         let Some(seed) = seed else {
             return Ok(Seeding::None);
         };
-        if let Err(e) = self.load_seed(server, network, name, password, seed).await {
+        if let Err(e) = self
+            .load_seed(server, network, address, name, password, seed)
+            .await
+        {
             // Without its seed the database would be found as "kept" by the next deploy.
             let _ = self
                 .superuser_sql(server, None, &format!("DROP DATABASE IF EXISTS {ident};\n"))

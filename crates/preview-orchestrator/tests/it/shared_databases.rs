@@ -144,12 +144,35 @@ async fn open(e2e: &E2e, pr: u64, tree: &Tree) -> String {
             })
         })
         .await;
-    assert_eq!(
-        status,
-        DeploymentStatus::Running,
-        "{:#?}",
-        e2e.github.comments().last().map(|c| c.body.clone())
-    );
+    if status != DeploymentStatus::Running {
+        let network = docker([
+            "network",
+            "inspect",
+            "--format",
+            "{{json .Containers}} {{json .IPAM}}",
+            &network_name(&e2e.id(pr)),
+        ])
+        .await;
+        let server = docker([
+            "ps",
+            "--filter",
+            "label=dev.preview-deployer.shared-database",
+            "--format",
+            "{{.Names}} {{.Status}} {{.Networks}}",
+        ])
+        .await;
+        let app = docker([
+            "inspect",
+            "--format",
+            "{{json .NetworkSettings.Networks}}",
+            &format!("{}-app-1", e2e.id(pr).as_str()),
+        ])
+        .await;
+        panic!(
+            "PR {pr} did not deploy: {status:?}\nnetwork: {network:?}\nservers: {server:?}\napp: {app:?}\n{:#?}",
+            e2e.github.comments().last().map(|c| c.body.clone())
+        );
+    }
     assert_eq!(page(e2e, pr, "health").await, "db ok 42\n");
     e2e.wait_comment(pr, &["Preview live", &sha], FEEDBACK_TIMEOUT)
         .await;
@@ -221,22 +244,28 @@ async fn connect_as(
     database: &str,
 ) -> Result<String, String> {
     let image = preview_core::images::image_for(engine.as_str());
+    // The server's address on that network, as the app's DATABASE_URL names it.
+    let members = docker([
+        "network",
+        "inspect",
+        "--format",
+        "{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}",
+        network,
+    ])
+    .await
+    .unwrap();
+    let host = members
+        .split_whitespace()
+        .filter_map(|m| m.split_once('='))
+        .find(|(name, _)| name.ends_with(&format!("-{}", engine.as_str())))
+        .and_then(|(_, address)| address.split('/').next())
+        .unwrap_or_else(|| panic!("no {engine} server on {network}: {members}"))
+        .to_owned();
     let (variable, client): (&str, Vec<&str>) = match engine {
         Database::Postgres => (
             "PGPASSWORD",
             vec![
-                "psql",
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                "shared-postgres",
-                "-U",
-                role,
-                "-d",
-                database,
-                "-c",
-                "SELECT 1",
+                "psql", "-X", "-A", "-t", "-h", &host, "-U", role, "-d", database, "-c", "SELECT 1",
             ],
         ),
         _ => (
@@ -246,7 +275,7 @@ async fn connect_as(
                 "--batch",
                 "--skip-column-names",
                 "-h",
-                "shared-mysql",
+                &host,
                 "-u",
                 role,
                 database,
@@ -432,6 +461,62 @@ async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
         comment.body
     );
     assert_eq!(page(&e2e, 2, "visit").await, "visits 2\n");
+
+    // Asleep, the preview keeps its database on the running server: a visit wakes the app
+    // alone (no database server to start). The time to the visitor's 200 is printed.
+    e2e.idle(Duration::from_secs(60)).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/previews/{}/sleep", e2e.api, e2e.id(2)))
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    assert_eq!(e2e.record(2).unwrap().status, DeploymentStatus::Sleeping);
+    let woken = Instant::now();
+    let path = format!("{}visit", e2e.path(2));
+    loop {
+        let answer = preview_testkit::http_get(e2e.nginx.port(), &path).await;
+        if let Ok(answer) = &answer
+            && answer.status == 200
+        {
+            assert_eq!(answer.body, "visits 3\n");
+            break;
+        }
+        if woken.elapsed() > Duration::from_secs(60) {
+            let members = docker([
+                "network",
+                "inspect",
+                "--format",
+                "{{range .Containers}}{{.Name}} {{end}}",
+                &network_name(&e2e.id(2)),
+            ])
+            .await;
+            let containers = docker([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", e2e.id(2).as_str()),
+                "--format",
+                "{{.Names}} {{.Status}} {{.Networks}}",
+            ])
+            .await;
+            panic!(
+                "the woken preview does not answer: {answer:?}\nits database network: {members:?}\nits containers: {containers:?}\nrecord: {:?}",
+                e2e.record(2)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "wake with a shared database: {:.2} s from the first request through nginx to its 200",
+        woken.elapsed().as_secs_f64()
+    );
 
     // Closing the first drops its database, role and network; the template stays for the
     // second. Closing the second takes the template too.
