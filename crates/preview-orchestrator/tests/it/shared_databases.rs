@@ -384,6 +384,35 @@ async fn postgres_previews_share_one_server_isolated_seeded_and_dropped() {
     );
     assert_on_own_network(&e2e, 2, &project, Database::Postgres).await;
 
+    // A seed that fails fails the deploy in the database phase with the client's error, and
+    // leaves nothing: no preview, no half-built template.
+    let broken = app(config).with("db/seed.sql", "CREATE TABLE broken (;\n");
+    let sha = e2e.commit(3, &broken, "a broken seed").await;
+    e2e.send("opened", 3, &sha).await;
+    let reason = e2e.wait_failed(3, LIVE_TIMEOUT).await;
+    assert!(
+        reason.starts_with("database: shared postgres server: loading the seed db/seed.sql failed"),
+        "{reason}"
+    );
+    let comment = e2e
+        .wait_comment(
+            3,
+            &["failed in the **database** phase", "syntax error"],
+            FEEDBACK_TIMEOUT,
+        )
+        .await;
+    assert!(!comment.body.contains("PASSWORD"), "{}", comment.body);
+    e2e.assert_nothing_left(3).await;
+    assert_eq!(
+        postgres_sql(
+            &project,
+            "SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE 'tpl_%') + (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tpl_%')"
+        )
+        .await,
+        "2",
+        "only the good seed's template and its role"
+    );
+
     // Isolation, for real: each role reaches its own database and not the other's, from its
     // own network; the seed's template is closed to both.
     let (a, b) = (database_name(&e2e.id(1)), database_name(&e2e.id(2)));
