@@ -126,6 +126,15 @@ build_image() {
             hooks+=(--customize-hook="install -m 0755 '$ROOT/scripts/images/postgres-entrypoint.sh' \"\$1/usr/local/bin/docker-entrypoint.sh\"")
             changes+=(--change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' --change "EXPOSE 5432")
             ;;
+        mysql)
+            # Debian's MariaDB stands in for MySQL: the same client protocol, SQL for users and
+            # grants, `mysql` and `mysqladmin`.
+            hooks+=(
+                --customize-hook="install -m 0755 '$ROOT/scripts/images/mysql-entrypoint.sh' \"\$1/usr/local/bin/docker-entrypoint.sh\""
+                --customize-hook='chroot "$1" useradd --system --no-create-home --home-dir /var/lib/mysql mysql'
+            )
+            changes+=(--change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' --change "EXPOSE 3306")
+            ;;
         redis)
             changes+=(--change 'CMD ["redis-server", "--protected-mode", "no", "--bind", "0.0.0.0"]' --change "EXPOSE 6379")
             ;;

@@ -72,8 +72,12 @@ pub struct PreviewConfig {
     /// The file it came from (`preview-config.yml` or `.yaml`).
     pub file: String,
     pub framework: Option<Located<FrameworkChoice>>,
-    /// `Some(None)` when the file says `database: none`.
+    /// `Some(None)` when the file says `database: none`; `None` when it names no engine (a
+    /// `database` mapping with only a `seed` leaves the engine to detection).
     pub database: Option<Located<Option<Database>>>,
+    /// `database.seed`: a normalised repo-relative path to an SQL file that seeds a new
+    /// preview's database; whether it exists, stays inside and fits is checked by the planner.
+    pub database_seed: Option<Located<String>>,
     pub health_check_path: Option<Located<String>>,
     pub app_port: Option<Located<u16>>,
     pub app_port_env: Option<Located<String>>,
@@ -96,7 +100,7 @@ pub struct PreviewConfig {
 #[serde(deny_unknown_fields)]
 struct Raw {
     framework: Option<Spanned<String>>,
-    database: Option<Spanned<Option<String>>>,
+    database: Option<Spanned<RawDatabase>>,
     health_check_path: Option<Spanned<String>>,
     app_port: Option<Spanned<i64>>,
     app_port_env: Option<Spanned<String>>,
@@ -108,6 +112,64 @@ struct Raw {
     extra_services: Option<Spanned<Vec<Spanned<String>>>>,
     dockerfile: Option<Spanned<String>>,
     app_path: Option<Spanned<String>>,
+}
+
+/// The `database` key as written: an engine's name (`postgres`, `none`, ...), or a mapping with
+/// an optional `engine` and a `seed`.
+#[derive(Debug)]
+enum RawDatabase {
+    Name(Option<String>),
+    Settings {
+        engine: Option<String>,
+        seed: Option<String>,
+    },
+}
+
+/// The keys of a `database` mapping.
+const DATABASE_KEYS: [&str; 2] = ["engine", "seed"];
+
+impl<'de> Deserialize<'de> for RawDatabase {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDatabase;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a database name (postgres, mysql, mongodb, none) or a mapping with `engine` and `seed`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RawDatabase, E> {
+                Ok(RawDatabase::Name(Some(v.to_owned())))
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<RawDatabase, E> {
+                Ok(RawDatabase::Name(None))
+            }
+            fn visit_none<E: de::Error>(self) -> std::result::Result<RawDatabase, E> {
+                Ok(RawDatabase::Name(None))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawDatabase, A::Error> {
+                let (mut engine, mut seed) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "engine" if engine.is_none() => engine = Some(map.next_value::<String>()?),
+                        "seed" if seed.is_none() => seed = Some(map.next_value::<String>()?),
+                        "engine" | "seed" => {
+                            return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                        }
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown key `{other}` in the database mapping; its keys are {}",
+                                DATABASE_KEYS.join(", ")
+                            )));
+                        }
+                    }
+                }
+                Ok(RawDatabase::Settings { engine, seed })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// An env value: any scalar, kept as the text YAML gives it (`true`, `3`, `x`); `~` is empty.
@@ -323,20 +385,67 @@ impl PreviewConfig {
 
         if let Some(s) = raw.database {
             let line = line_of(&s);
-            let value = match s.value.as_deref().map(str::trim) {
-                None | Some("none") | Some("") => None,
-                Some("postgres") => Some(Database::Postgres),
-                Some("mysql") => Some(Database::Mysql),
-                Some("mongodb") => Some(Database::Mongodb),
-                Some(other) => {
+            let (engine, seed) = match s.value {
+                RawDatabase::Name(name) => (Some(name), None),
+                RawDatabase::Settings { engine, seed } => (engine.map(Some), seed),
+            };
+            if let Some(name) = engine {
+                let value = match name.as_deref().map(str::trim) {
+                    None | Some("none") | Some("") => None,
+                    Some("postgres") => Some(Database::Postgres),
+                    Some("mysql") => Some(Database::Mysql),
+                    Some("mongodb") => Some(Database::Mongodb),
+                    Some(other) => {
+                        return Err(err(
+                            Some(line),
+                            Some("database"),
+                            format!(
+                                "unknown database {other:?}; use postgres, mysql, mongodb or none"
+                            ),
+                        ));
+                    }
+                };
+                config.database = Some(Located { value, line });
+            }
+            if let Some(seed) = seed {
+                if seed.split('/').any(|part| part.trim() == "..") {
                     return Err(err(
                         Some(line),
                         Some("database"),
-                        format!("unknown database {other:?}; use postgres, mysql, mongodb or none"),
+                        format!(
+                            "seed: {seed:?} may not contain `..`; give a path inside the repository"
+                        ),
                     ));
                 }
-            };
-            config.database = Some(Located { value, line });
+                let path = normalize_relative(seed.trim()).map_err(|reason| {
+                    err(
+                        Some(line),
+                        Some("database"),
+                        format!("seed: a seed outside the repo is refused: {reason}"),
+                    )
+                })?;
+                if path == "." {
+                    return Err(err(
+                        Some(line),
+                        Some("database"),
+                        "seed: must name an SQL file in the repository".to_owned(),
+                    ));
+                }
+                if matches!(
+                    config.database,
+                    Some(Located {
+                        value: None | Some(Database::Mongodb),
+                        ..
+                    })
+                ) {
+                    return Err(err(
+                        Some(line),
+                        Some("database"),
+                        "seed: only a postgres or mysql database is seeded".to_owned(),
+                    ));
+                }
+                config.database_seed = Some(Located { value: path, line });
+            }
         }
 
         if let Some(s) = raw.health_check_path {
@@ -696,6 +805,63 @@ mod tests {
             (
                 "app_port_env: 'MY-PORT'\n",
                 "preview-config.yml:1: key `app_port_env`: \"MY-PORT\" is not a valid",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(
+                message.starts_with(expected),
+                "{text:?}\n got: {message}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_mapping_names_an_engine_and_a_seed() {
+        let config = parse("database:\n  engine: postgres\n  seed: ./db/seed.sql\n").unwrap();
+        assert_eq!(config.database.unwrap().value, Some(Database::Postgres));
+        let seed = config.database_seed.unwrap();
+        assert_eq!((seed.value.as_str(), seed.line), ("db/seed.sql", 2));
+        // Without an engine, detection picks it.
+        let config = parse("database: {seed: seed.sql}\n").unwrap();
+        assert_eq!(config.database, None);
+        assert_eq!(config.database_seed.unwrap().value, "seed.sql");
+        let cases = [
+            (
+                "database: {engine: postgres, seed: ../outside.sql}\n",
+                "preview-config.yml:1: key `database`: seed: \"../outside.sql\" may not contain `..`",
+            ),
+            (
+                "database: {seed: db/../../x.sql}\n",
+                "preview-config.yml:1: key `database`: seed: \"db/../../x.sql\" may not contain `..`",
+            ),
+            (
+                "database: {seed: /etc/passwd}\n",
+                "preview-config.yml:1: key `database`: seed: a seed outside the repo is refused: \"/etc/passwd\" is absolute",
+            ),
+            (
+                "database: {seed: .}\n",
+                "preview-config.yml:1: key `database`: seed: must name an SQL file",
+            ),
+            (
+                "database: {engine: mongodb, seed: s.sql}\n",
+                "preview-config.yml:1: key `database`: seed: only a postgres or mysql database is seeded",
+            ),
+            (
+                "database: {engine: none, seed: s.sql}\n",
+                "preview-config.yml:1: key `database`: seed: only a postgres or mysql database is seeded",
+            ),
+            (
+                "database: {engine: oracle}\n",
+                "preview-config.yml:1: key `database`: unknown database \"oracle\"",
+            ),
+            (
+                "database:\n  engine: postgres\n  seeds: x.sql\n",
+                "preview-config.yml:2: key `database`: unknown key `seeds` in the database mapping; its keys are engine, seed",
+            ),
+            (
+                "database: [postgres]\n",
+                "preview-config.yml:1: key `database`: ",
             ),
         ];
         for (text, expected) in cases {

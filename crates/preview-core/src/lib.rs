@@ -16,6 +16,7 @@ pub mod render;
 pub mod repo_secrets;
 pub mod routing;
 pub mod sanitize;
+pub mod seed;
 #[cfg(test)]
 mod test_support;
 pub mod versions;

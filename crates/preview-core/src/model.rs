@@ -408,6 +408,10 @@ pub struct Plan {
     pub ready_when: ReadyWhen,
     /// The database it gets, if any.
     pub database: Option<Database>,
+    /// The SQL file (repo-relative) that seeds a new preview's database, from
+    /// preview-config.yml's `database.seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_seed: Option<String>,
     /// Services from the catalogue it gets.
     pub extra_services: Vec<ExtraService>,
     /// Whether the Dockerfile is the repo's or ours.

@@ -165,6 +165,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         health_path: "/".to_owned(),
         ready_when: ReadyWhen::AnyAnswer,
         database: None,
+        database_seed: None,
         extra_services: Vec::new(),
         dockerfile: if repo_image {
             DockerfileSource::Repo
@@ -339,6 +340,30 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         reasons.push(format!(
             "database={} because {cfg} says so",
             d.value.map(|d| d.as_str()).unwrap_or("none")
+        ));
+    }
+    if let Some(seed) = &config.database_seed {
+        if !matches!(
+            plan.database,
+            Some(crate::model::Database::Postgres | crate::model::Database::Mysql)
+        ) {
+            return Err(config.error(
+                "database",
+                seed.line,
+                format!(
+                    "seed: {} seeds a postgres or mysql database, but the app gets {}; set database.engine",
+                    seed.value,
+                    plan.database.map_or("none", |d| d.as_str())
+                ),
+            ));
+        }
+        // Read now, so that a missing, escaping or oversized seed fails the plan with its name.
+        crate::seed::read_seed(checkout, &seed.value)
+            .map_err(|e| config.error("database", seed.line, format!("seed: {e}")))?;
+        plan.database_seed = Some(seed.value.clone());
+        reasons.push(format!(
+            "database_seed={} because {cfg} sets database.seed",
+            seed.value
         ));
     }
     if let Some(e) = &config.extra_services {
@@ -774,5 +799,43 @@ mod tests {
             Some(8081)
         );
         assert_eq!(exposed_port("FROM x\n"), None);
+    }
+
+    /// A plain Python app with `config` as its preview-config.yml and `files` beside it.
+    fn plan_app(config: &str, files: &[(&str, &str)]) -> Result<Planned> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.py"), "print('hi')\n").unwrap();
+        std::fs::write(dir.path().join("preview-config.yml"), config).unwrap();
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        plan(dir.path())
+    }
+
+    #[test]
+    fn a_seed_is_planned_when_it_is_a_file_of_a_seeded_database() {
+        let planned = plan_app(
+            "database: {engine: postgres, seed: db/seed.sql}\n",
+            &[("db/seed.sql", "CREATE TABLE t (x int);\n")],
+        )
+        .unwrap();
+        assert_eq!(planned.plan.database_seed.as_deref(), Some("db/seed.sql"));
+        assert!(
+            planned
+                .plan
+                .to_json()
+                .contains("\"database_seed\": \"db/seed.sql\"")
+        );
+        let error = |config: &str| plan_app(config, &[]).unwrap_err().to_string();
+        assert_eq!(
+            error("database: {engine: mysql, seed: db/missing.sql}\n"),
+            "preview-config.yml:1: key `database`: seed: invalid database seed db/missing.sql: not a file in the repository"
+        );
+        assert_eq!(
+            error("database: {seed: db/seed.sql}\n"),
+            "preview-config.yml:1: key `database`: seed: db/seed.sql seeds a postgres or mysql database, but the app gets none; set database.engine"
+        );
     }
 }

@@ -206,6 +206,26 @@ impl Compose {
         ))
     }
 
+    /// `up -d --no-build --no-recreate SERVICES`: starts those of `services` that do not run,
+    /// never recreating one that exists (the shared database servers, started on demand).
+    pub fn start_services(
+        &self,
+        project: &str,
+        dir: &Path,
+        file: &str,
+        services: &[String],
+    ) -> Result<Cmd> {
+        for service in services {
+            validate_service_name(service)?;
+        }
+        Ok(self.app_env.apply_to(
+            self.project(project, dir, file, "start the shared database servers")?
+                .args(["up", "-d", "--no-build", "--no-recreate"])
+                .args(services)
+                .timeout(self.up_timeout),
+        ))
+    }
+
     /// `stop`: stops every container of `project`, keeping the containers, their volumes and
     /// networks (a preview that sleeps).
     pub fn stop(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {

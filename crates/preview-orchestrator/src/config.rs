@@ -88,6 +88,16 @@ pub enum DeployPolicy {
     Everyone,
 }
 
+/// Where previews' databases live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatabaseMode {
+    /// A database server per preview, in its compose project (as before).
+    Dedicated,
+    /// One Postgres and one MySQL server per engine, started on demand; each preview gets its
+    /// own database and role there.
+    Shared,
+}
+
 /// The orchestrator's settings.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -301,6 +311,38 @@ pub struct Config {
     #[arg(long, env = "DB_PORT_RANGE", default_value = "9000-9999")]
     pub db_port_range: PortRange,
 
+    /// Where a preview's Postgres or MySQL database lives. `dedicated`: a server per preview, in
+    /// its compose project. `shared`: one server per engine (compose project
+    /// SHARED_DATABASE_PROJECT), started on demand; each preview gets its own database and role
+    /// with a random password, reached over a network of its own, and its teardown drops both.
+    /// A repo's `database.seed` is cloned from a template database on Postgres. MongoDB, and
+    /// apps with their own docker-compose.preview.yml, keep a dedicated server.
+    #[arg(long, env = "DATABASE_MODE", value_enum, default_value = "dedicated")]
+    pub database_mode: DatabaseMode,
+
+    /// Compose project name of the shared database servers (DATABASE_MODE=shared); their
+    /// containers are `{project}-postgres` and `{project}-mysql`.
+    #[arg(
+        long,
+        env = "SHARED_DATABASE_PROJECT",
+        default_value = "preview-shared-db"
+    )]
+    pub shared_database_project: String,
+
+    /// Directory of the shared servers' compose file and superuser passwords (0700; the
+    /// passwords 0600) [default: `shared-databases` beside DEPLOYMENTS_DB].
+    #[arg(long, env = "SHARED_DATABASE_DIR", value_name = "PATH")]
+    pub shared_database_dir: Option<PathBuf>,
+
+    /// Memory limit of each shared database server (compose mem_limit).
+    #[arg(long, env = "SHARED_DATABASE_MEMORY_LIMIT", default_value = "1g")]
+    pub shared_database_memory_limit: String,
+
+    /// IPv4 range (a /8 to a /24) the shared database servers' network and each preview's
+    /// database network take a /28 from, so that they never use Docker's default address pools.
+    #[arg(long, env = "SHARED_DATABASE_SUBNET", default_value = "10.213.0.0/16")]
+    pub shared_database_subnet: preview_core::render::shared_databases::SubnetRange,
+
     /// Seconds running jobs get to reach a safe point on SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -449,6 +491,30 @@ impl Config {
                 .unwrap_or_else(|| std::path::Path::new("."))
                 .join("secrets")
         })
+    }
+
+    /// Where the shared database servers' files live: SHARED_DATABASE_DIR, or
+    /// `shared-databases` beside the deployments db.
+    pub fn shared_database_dir(&self) -> PathBuf {
+        self.shared_database_dir.clone().unwrap_or_else(|| {
+            self.deployments_db
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."))
+                .join("shared-databases")
+        })
+    }
+
+    /// The shared database servers' project, as rendered.
+    pub fn shared_servers(&self) -> preview_core::render::shared_databases::SharedServers {
+        preview_core::render::shared_databases::SharedServers {
+            project: self.shared_database_project.clone(),
+            limits: preview_core::render::Limits {
+                memory: self.shared_database_memory_limit.clone(),
+                cpus: "1".to_owned(),
+                pids: 512,
+            },
+            subnets: self.shared_database_subnet,
+        }
     }
 
     /// The port pools.
@@ -631,6 +697,23 @@ impl Config {
             return bad(
                 "SECRETS_DIR",
                 "must be outside DEPLOYMENTS_DIR: a preview's work dir must never hold a secret",
+            );
+        }
+        if let Err(e) =
+            preview_core::render::shared_databases::render_shared_databases(&self.shared_servers())
+        {
+            return bad(
+                "SHARED_DATABASE_PROJECT/SHARED_DATABASE_MEMORY_LIMIT",
+                &e.to_string(),
+            );
+        }
+        if self
+            .shared_database_dir()
+            .starts_with(&self.deployments_dir)
+        {
+            return bad(
+                "SHARED_DATABASE_DIR",
+                "must be outside DEPLOYMENTS_DIR: it holds the servers' superuser passwords",
             );
         }
         self.port_pools()?;

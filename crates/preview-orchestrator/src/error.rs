@@ -60,6 +60,15 @@ pub enum Error {
     /// A preview secrets file is not valid JSON of names and values; it was left untouched.
     #[error("the preview secrets file {} is corrupt ({reason}); it was left untouched", path.display())]
     SecretsCorrupt { path: PathBuf, reason: String },
+    /// A shared database server could not be started or changed. No text of it holds a
+    /// password.
+    #[error("shared {engine} server: {message}")]
+    SharedDatabase {
+        engine: &'static str,
+        message: String,
+        /// The client's or Docker's output that explains it.
+        log_tail: String,
+    },
     /// A setting is missing or invalid.
     #[error("invalid setting {setting}: {reason}")]
     Config {

@@ -41,6 +41,9 @@ pub enum CommentState {
     /// Serving.
     Live {
         framework: Option<String>,
+        /// Where the database is and how it was made, in shared mode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        database: Option<String>,
         /// The plan's warnings, worth the author's attention.
         warnings: Vec<String>,
         footprint: Footprint,
@@ -472,9 +475,21 @@ mod tests {
                         disk: Some("312 MB".into()),
                         ..Footprint::awake(Some(12_300), Some(800))
                     },
+                    database: None,
                     warnings: vec![
                         "gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".into(),
                     ],
+                },
+            ),
+            (
+                "live_shared_database",
+                CommentState::Live {
+                    framework: Some("nestjs".into()),
+                    footprint: Footprint::awake(Some(20_100), Some(1_200)),
+                    database: Some(
+                        "postgres on the shared server, cloned from the template database of `db/seed.sql` (0.3 s)".into(),
+                    ),
+                    warnings: Vec::new(),
                 },
             ),
             (

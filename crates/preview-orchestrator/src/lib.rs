@@ -21,6 +21,7 @@ mod nginx;
 pub mod queue;
 pub mod record;
 pub mod repo_secrets;
+pub mod shared_databases;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-pub use config::{CapPolicy, Config, DeployPolicy};
+pub use config::{CapPolicy, Config, DatabaseMode, DeployPolicy};
 pub use error::{Error, Result};
 pub use jobs::{
     BoxFuture, DeployJob, DryRunRunner, JobContext, JobError, JobRunner, JobTrigger,

@@ -44,6 +44,8 @@ struct Context {
 struct NetworkView {
     name: String,
     internal: bool,
+    /// The Docker network's own name, for a network made outside the project.
+    external: Option<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -118,14 +120,28 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
     let mut networks = vec![NetworkView {
         name: "default".to_owned(),
         internal: false,
+        external: None,
     }];
 
     match &planned.repo_compose {
         None => {
             let mut app = app_service(plan, input, &app_labels);
-            if slot == AppSlot::Green {
+            let shared = shared_database(plan, input);
+            if slot == AppSlot::Green || shared.is_some() {
+                let mut app_networks = match slot {
+                    AppSlot::Green => aliased_networks(None, APP_SERVICE),
+                    AppSlot::Blue => serde_json::json!({ "default": {} }),
+                };
+                if let (Some(shared), Value::Object(map)) = (shared, &mut app_networks) {
+                    map.insert(SHARED_DB_NETWORK.to_owned(), serde_json::json!({}));
+                    networks.push(NetworkView {
+                        name: SHARED_DB_NETWORK.to_owned(),
+                        internal: false,
+                        external: Some(shared.network.clone()),
+                    });
+                }
                 let mut passthrough = serde_json::Map::new();
-                passthrough.insert("networks".to_owned(), aliased_networks(None, APP_SERVICE));
+                passthrough.insert("networks".to_owned(), app_networks);
                 app.passthrough = yaml_block(&passthrough, 4);
             }
             app.environment = with_secret_names(
@@ -133,7 +149,7 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                 plan,
                 input,
             );
-            if let Some(db) = plan.database {
+            if let Some(db) = plan.database.filter(|_| shared.is_none()) {
                 services.push(database_service(db, input, &labels));
                 volumes.push("db-data".to_owned());
                 app.depends_on.push(DB_SERVICE.to_owned());
@@ -170,6 +186,7 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                 |(name, internal)| NetworkView {
                     name: name.clone(),
                     internal: *internal,
+                    external: None,
                 },
             ));
         }
@@ -211,14 +228,29 @@ fn app_labels(input: &RenderInput) -> BTreeMap<String, String> {
     labels
 }
 
-/// The service names a render of `planned` in `slot` has.
-pub fn services(planned: &Planned, slot: AppSlot) -> ComposeServices {
+/// The compose name of the network that reaches the shared database server.
+pub const SHARED_DB_NETWORK: &str = "shared-db";
+
+/// The shared database of the input, when the preview's database lives on the engine's shared
+/// server: only for a generated compose file (a repo's compose file brings its own database),
+/// and only when it is the engine the plan asks for.
+fn shared_database<'a>(plan: &Plan, input: &'a RenderInput) -> Option<&'a super::SharedDatabase> {
+    input
+        .shared_database
+        .as_ref()
+        .filter(|shared| plan.compose_file.is_none() && plan.database == Some(shared.engine))
+}
+
+/// The service names a render of `planned` with `input` has.
+pub fn services(planned: &Planned, input: &RenderInput) -> ComposeServices {
+    let slot = input.app_slot;
     match &planned.repo_compose {
         None => ComposeServices {
             app: slot.service_name(APP_SERVICE),
             others: planned
                 .plan
                 .database
+                .filter(|_| shared_database(&planned.plan, input).is_none())
                 .map(|_| DB_SERVICE.to_owned())
                 .into_iter()
                 .chain(
@@ -453,7 +485,40 @@ fn generated_values(plan: &Plan, input: &RenderInput) -> Vec<(String, String)> {
         env.push(("PREVIEW_URL".to_owned(), url.clone()));
     }
     let password = &input.secret;
-    if let Some(db) = plan.database {
+    if let Some(shared) = shared_database(plan, input) {
+        let super::SharedDatabase {
+            host,
+            port,
+            name,
+            password,
+            ..
+        } = shared;
+        let scheme = match shared.engine {
+            Database::Postgres => "postgresql",
+            _ => "mysql",
+        };
+        env.push((
+            "DATABASE_URL".to_owned(),
+            format!("{scheme}://{name}:{password}@{host}:{port}/{name}"),
+        ));
+        if plan.framework == Some(Framework::Laravel) {
+            let connection = match shared.engine {
+                Database::Postgres => "pgsql",
+                _ => "mysql",
+            };
+            let port = port.to_string();
+            for (k, v) in [
+                ("DB_CONNECTION", connection),
+                ("DB_HOST", host.as_str()),
+                ("DB_PORT", port.as_str()),
+                ("DB_DATABASE", name.as_str()),
+                ("DB_USERNAME", name.as_str()),
+                ("DB_PASSWORD", password.as_str()),
+            ] {
+                env.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    } else if let Some(db) = plan.database {
         let url = match db {
             Database::Postgres => {
                 format!("postgresql://{DB_NAME}:{password}@{DB_SERVICE}:5432/{DB_NAME}")

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 pub mod compose;
 pub mod dockerfile;
 pub mod nginx;
+pub mod shared_databases;
 
 pub use compose::render_compose;
 pub use dockerfile::render_dockerfile;
@@ -158,6 +159,59 @@ pub struct RenderInput {
     /// Set when idle previews sleep: nginx logs the preview's requests to its activity log and
     /// sends the 502 of a stopped app to the orchestrator's wake endpoint.
     pub sleep: Option<SleepRoute>,
+    /// Set when the preview's database lives on the engine's shared server
+    /// (`DATABASE_MODE=shared`): the compose file then has no database service, and the app
+    /// joins the network that reaches the server.
+    pub shared_database: Option<SharedDatabase>,
+}
+
+/// A preview's own database and role on the engine's shared database server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedDatabase {
+    /// The server's engine: Postgres or MySQL (MariaDB stands in on the test bed).
+    pub engine: crate::model::Database,
+    /// The server's name on the preview's database network, e.g. `shared-postgres`.
+    pub host: String,
+    /// The server's port on that network.
+    pub port: u16,
+    /// The preview's database (and role) name ([`is_database_identifier`]).
+    pub name: String,
+    /// The role's password: random lowercase hex.
+    pub password: String,
+    /// The Docker network the app joins to reach the server, made by the orchestrator.
+    pub network: String,
+}
+
+/// Names the database, never the password.
+impl std::fmt::Debug for SharedDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDatabase")
+            .field("engine", &self.engine)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("name", &self.name)
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
+}
+
+/// True for a database or role name we make: a lowercase letter, then at most 31 of
+/// `[a-z0-9_]` (within MySQL's 32-character user names and Postgres's 63 bytes), so it needs no
+/// quoting anywhere it goes.
+pub fn is_database_identifier(name: &str) -> bool {
+    name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// True for a password we make: at least 16 lowercase hex digits.
+pub fn is_hex_password(password: &str) -> bool {
+    password.len() >= 16
+        && password
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
 /// What the nginx config of a preview that may sleep needs.
@@ -236,6 +290,7 @@ impl RenderInput {
             access_include: None,
             secret_names: BTreeSet::new(),
             sleep: None,
+            shared_database: None,
         }
     }
 
@@ -356,6 +411,38 @@ impl RenderInput {
                 return bad("activity log flush", "1 to 3600 seconds");
             }
         }
+        if let Some(db) = &self.shared_database {
+            if !matches!(
+                db.engine,
+                crate::model::Database::Postgres | crate::model::Database::Mysql
+            ) {
+                return bad("shared database", "only postgres and mysql are shared");
+            }
+            if !is_hostname(&db.host) || db.port == 0 {
+                return bad("shared database host", "a DNS name and a port");
+            }
+            if !is_database_identifier(&db.name) {
+                return bad(
+                    "shared database name",
+                    "a lowercase letter, then at most 31 of [a-z0-9_]",
+                );
+            }
+            if !is_hex_password(&db.password) {
+                return bad(
+                    "shared database password",
+                    "at least 16 lowercase hex digits",
+                );
+            }
+            if db.network.is_empty()
+                || db.network.len() > 128
+                || !db
+                    .network
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+            {
+                return bad("shared database network", "[a-z0-9_.-]");
+            }
+        }
         let l = &self.limits;
         if !l.memory.chars().all(|c| c.is_ascii_alphanumeric()) || l.memory.is_empty() {
             return bad("limits.memory", "e.g. 512m");
@@ -423,7 +510,7 @@ pub fn render(planned: &Planned, input: &RenderInput) -> Result<Rendered> {
         dockerfile: render_dockerfile(&planned.plan)?,
         compose: render_compose(planned, input)?,
         nginx: render_nginx(input)?,
-        services: compose::services(planned, input.app_slot),
+        services: compose::services(planned, input),
     })
 }
 
@@ -521,7 +608,7 @@ fn environment() -> Environment<'static> {
     env
 }
 
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 13] = [
     (
         "Dockerfile.node.j2",
         include_str!("../../templates/Dockerfile.node.j2"),
@@ -567,6 +654,10 @@ const TEMPLATES: [(&str, &str); 12] = [
         include_str!("../../templates/nginx-access.conf.j2"),
     ),
     ("htpasswd.j2", include_str!("../../templates/htpasswd.j2")),
+    (
+        "shared-databases-compose.yml.j2",
+        include_str!("../../templates/shared-databases-compose.yml.j2"),
+    ),
 ];
 
 pub(crate) fn render_template(name: &str, ctx: impl Serialize) -> Result<String> {

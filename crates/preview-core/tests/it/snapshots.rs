@@ -373,3 +373,56 @@ fn secret_names_compose_files() {
         }
     });
 }
+
+/// DATABASE_MODE=shared: the app's database lives on the engine's shared server, so the compose
+/// file has no database service or volume; the app joins the orchestrator's database network
+/// (in both slots) and its DATABASE_URL (and Laravel's DB_*) name the shared server.
+#[test]
+fn shared_database_compose_files() {
+    use preview_core::model::Database;
+    use preview_core::render::SharedDatabase;
+    let settings = settings();
+    settings.bind(|| {
+        for (name, engine, host, port) in [
+            ("node-postgres", Database::Postgres, "shared-postgres", 5432),
+            ("laravel", Database::Mysql, "shared-mysql", 3306),
+        ] {
+            let mut planned = plan(name);
+            planned.plan.database = Some(engine);
+            for slot in [
+                preview_core::render::AppSlot::Blue,
+                preview_core::render::AppSlot::Green,
+            ] {
+                let mut input = snapshot_input(name);
+                input.app_slot = slot;
+                input.shared_database = Some(SharedDatabase {
+                    engine,
+                    host: host.to_owned(),
+                    port,
+                    name: "pv_acme_pr_7_0123abcd".to_owned(),
+                    password: "00112233445566778899aabbccddeeff".to_owned(),
+                    network: format!("acme-{name}-pr-7-shared-db"),
+                });
+                let rendered = render(&planned, &input).unwrap();
+                insta::assert_snapshot!(
+                    format!("{name}@shared-db@{}@docker-compose.yml", slot.as_str()),
+                    rendered.compose
+                );
+                assert!(
+                    !rendered.services.others.contains(&"db".to_owned()),
+                    "{name}: no db service"
+                );
+                let compose: serde_json::Value = serde_saphyr::from_str(&rendered.compose).unwrap();
+                assert!(compose["services"].get("db").is_none(), "{name}");
+                assert!(compose.get("volumes").is_none(), "{name}");
+                let network = &compose["networks"]["shared-db"];
+                assert_eq!(network["external"], true, "{name}");
+                assert_eq!(
+                    network["name"],
+                    format!("acme-{name}-pr-7-shared-db"),
+                    "{name}"
+                );
+            }
+        }
+    });
+}

@@ -121,6 +121,11 @@ pub struct DeploySettings {
     pub memory: Option<crate::capacity::MemoryAdmission>,
     /// How often a deploy waiting for disk or memory checks again.
     pub room_retry: Duration,
+    /// Where previews' databases live: their own server, or the engine's shared one.
+    pub database_mode: crate::DatabaseMode,
+    /// The engine's shared database servers (used in shared mode; teardown drops a preview's
+    /// database there in either mode, in case the mode changed).
+    pub shared_databases: Arc<crate::shared_databases::SharedDatabases>,
 }
 
 impl DeploySettings {
@@ -232,7 +237,7 @@ impl DockerRunner {
             nginx_config_dir: config.nginx_config_dir.clone(),
             nginx,
             engine: match config.engine {
-                crate::config::EngineKind::Compose => Arc::new(ComposeEngine::new(compose)),
+                crate::config::EngineKind::Compose => Arc::new(ComposeEngine::new(compose.clone())),
                 crate::config::EngineKind::Swarm => {
                     let registry = config
                         .swarm_registry
@@ -242,7 +247,7 @@ impl DockerRunner {
                         .swarm_push_registry
                         .clone()
                         .unwrap_or(registry.clone());
-                    Arc::new(SwarmEngine::new(compose, registry, push))
+                    Arc::new(SwarmEngine::new(compose.clone(), registry, push))
                 }
             },
             build_logs: crate::build_logs::BuildLogArchive::new(config),
@@ -292,6 +297,12 @@ impl DockerRunner {
                 .context("invalid setting PREVIEW_MEMORY_LIMIT")?,
             }),
             room_retry: Duration::from_secs(config.room_retry_secs),
+            database_mode: config.database_mode,
+            shared_databases: Arc::new(crate::shared_databases::SharedDatabases::new(
+                config.shared_servers(),
+                config.shared_database_dir(),
+                compose.clone(),
+            )),
         };
         Ok(Self::new(settings, feedback))
     }
@@ -534,6 +545,12 @@ impl DockerRunner {
             ports.app
         };
 
+        // 3b. database, on the engine's shared server in shared mode
+        let shared_database = self
+            .shared_database(job, &planned, &checkout, &work, ctx)
+            .await?;
+        ctx.checkpoint()?;
+
         // 4. render
         let secret = deployment_secret(&work).map_err(|e| fail("render", e, ""))?;
         let mut input = RenderInput::for_preview(
@@ -556,6 +573,7 @@ impl DockerRunner {
         );
         input.app_slot = slot;
         input.sleep = self.sleep_route(id);
+        input.shared_database = shared_database.as_ref().map(|p| p.database.clone());
         // Secrets only for a trusted commit: their names in the compose file, their values in
         // Compose's environment for every command of this deploy that may create the app.
         let app_secrets = if job.trusted {
@@ -733,6 +751,9 @@ impl DockerRunner {
             job,
             CommentState::Live {
                 framework,
+                database: shared_database
+                    .as_ref()
+                    .map(|p| p.describe(planned.plan.database_seed.as_deref())),
                 warnings: planned.plan.warnings.clone(),
                 footprint: feedback::Footprint::awake(Some(build_ms), Some(start_ms)),
             },
@@ -744,6 +765,59 @@ impl DockerRunner {
             self.retire(&app_env, id, &beside).await;
         }
         Ok(())
+    }
+
+    /// In shared mode, for a generated compose file and a Postgres or MySQL database: makes the
+    /// preview's database and role on the engine's shared server (or finds them from an earlier
+    /// deploy), seeding a new one from the repo's `database.seed`. `None` otherwise: the
+    /// compose file then brings its own server, as in dedicated mode.
+    async fn shared_database(
+        &self,
+        job: &DeployJob,
+        planned: &Planned,
+        checkout: &Path,
+        work: &Path,
+        ctx: &JobContext,
+    ) -> Result<Option<crate::shared_databases::Provisioned>, Stop> {
+        use preview_core::model::Database;
+        let engine = match planned.plan.database {
+            Some(engine @ (Database::Postgres | Database::Mysql))
+                if self.settings.database_mode == crate::DatabaseMode::Shared
+                    && planned.repo_compose.is_none() =>
+            {
+                engine
+            }
+            _ => return Ok(None),
+        };
+        let _t = ctx.phase("database");
+        let seed = match planned.plan.database_seed.clone() {
+            Some(path) => {
+                let root = checkout.to_owned();
+                let read = tokio::task::spawn_blocking(move || {
+                    preview_core::checkout::Checkout::open(&root)
+                        .and_then(|c| preview_core::seed::read_seed(&c, &path))
+                })
+                .await
+                .map_err(|e| fail("database", e, ""))?;
+                Some(read.map_err(|e| fail("database", e, ""))?)
+            }
+            None => None,
+        };
+        let password = crate::shared_databases::password_file(&work.join("database-password"))
+            .map_err(|e| fail("database", format!("the database password: {e}"), ""))?;
+        let provisioned = self
+            .settings
+            .shared_databases
+            .provision(&job.id, engine, &password, seed.as_ref())
+            .await
+            .map_err(|e| match e {
+                crate::Error::SharedDatabase { ref log_tail, .. } => {
+                    let tail = log_tail.clone();
+                    fail("database", e, tail)
+                }
+                other => fail("database", other, ""),
+            })?;
+        Ok(Some(provisioned))
     }
 
     /// Builds the images of `project` (the next compose file), creates its services that do not
@@ -1071,6 +1145,14 @@ impl DockerRunner {
         // Its images are gone: what its builds left (stage images, a failed step's container)
         // is no longer the cache of anything of its own.
         self.remove_build_leftovers(id, None, BTreeSet::new()).await;
+        // After its containers: the network the app shared with the database server goes too.
+        if let Ok(preview) = PreviewId::parse(id) {
+            let shared_mode = self.settings.database_mode == crate::DatabaseMode::Shared;
+            self.settings
+                .shared_databases
+                .drop_preview(&preview, shared_mode)
+                .await;
+        }
         {
             let _guard = self.nginx_lock.lock().await;
             if let Err(e) = self

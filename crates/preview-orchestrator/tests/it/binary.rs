@@ -88,6 +88,11 @@ fn help_lists_every_setting_with_its_env_name() {
         "MIN_FREE_DISK_GB",
         "DISK_GUARD_PATH",
         "ROOM_RETRY_SECS",
+        "DATABASE_MODE",
+        "SHARED_DATABASE_PROJECT",
+        "SHARED_DATABASE_DIR",
+        "SHARED_DATABASE_MEMORY_LIMIT",
+        "SHARED_DATABASE_SUBNET",
         "LOG_LEVEL",
         "GITHUB_API_URL",
         "ORCHESTRATOR_API_TOKEN",
@@ -178,6 +183,44 @@ fn a_missing_or_invalid_setting_is_one_line_naming_it() {
     .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("NGINX_TLS_LISTEN"), "{err}");
+
+    for (args, setting) in [
+        (&["--database-mode", "pooled"][..], "DATABASE_MODE"),
+        (
+            &["--shared-database-subnet", "10.213.0.1/16"][..],
+            "SHARED_DATABASE_SUBNET",
+        ),
+        (
+            &["--shared-database-subnet", "10.213.0.0/28"][..],
+            "SHARED_DATABASE_SUBNET",
+        ),
+        (
+            &["--shared-database-project", "Shared DB"][..],
+            "SHARED_DATABASE_PROJECT",
+        ),
+        (
+            &["--shared-database-memory-limit", "1g; rm"][..],
+            "SHARED_DATABASE_MEMORY_LIMIT",
+        ),
+    ] {
+        let out = command(dir.path(), args).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(setting), "{args:?}: {err}");
+    }
+    let inside = dir.path().join("deployments").join("shared");
+    let out = command(
+        dir.path(),
+        &["--shared-database-dir", inside.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("SHARED_DATABASE_DIR") && err.contains("outside DEPLOYMENTS_DIR"),
+        "{err}"
+    );
 }
 
 async fn sigterm(child: &Child) {

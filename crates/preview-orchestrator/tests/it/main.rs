@@ -20,6 +20,7 @@ mod queue;
 mod runtime_e2e;
 mod runtime_failures;
 mod secrets;
+mod shared_databases;
 mod sleep_wake;
 mod store;
 mod storm;
