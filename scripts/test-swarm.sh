@@ -14,4 +14,5 @@ trap 'scripts/swarm-bed.sh down' EXIT
 while IFS= read -r setting; do
     export "${setting?}"
 done < <(scripts/swarm-bed.sh up)
-cargo test -p preview-orchestrator --test it swarm:: -- --ignored --nocapture
+# --workspace, as the test command builds: the same features, so nothing is compiled again.
+cargo test --workspace --test it swarm:: -- --ignored --nocapture

@@ -217,7 +217,102 @@ impl SwarmEngine {
                 ),
             }
         }
+        self.forget_in_registry(name).await;
         remove_built_images(name).await
+    }
+
+    /// Deletes the manifests of stack `name`'s images from the registry (they are tagged
+    /// `{name}-{service}:{image id}`), so that the registry's garbage collection frees their
+    /// layers. Best effort: a failure is logged, and the teardown goes on.
+    async fn forget_in_registry(&self, name: &str) {
+        match self.delete_manifests(name).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                preview = name,
+                manifests = n,
+                "deleted the preview's images from the registry"
+            ),
+            Err(e) => {
+                tracing::warn!(preview = name, error = %e, "could not delete the preview's images from the registry")
+            }
+        }
+    }
+
+    async fn delete_manifests(&self, name: &str) -> std::result::Result<usize, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let base = format!("http://{}/v2", self.push_registry);
+        let get = |url: String| {
+            let client = client.clone();
+            async move {
+                let answer = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                if answer.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(Value::Null);
+                }
+                answer
+                    .error_for_status()
+                    .map_err(|e| format!("{url}: {e}"))?
+                    .json::<Value>()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))
+            }
+        };
+        let catalog = get(format!("{base}/_catalog?n=1000")).await?;
+        let prefix = format!("{name}-");
+        let mut deleted = 0;
+        for repo in catalog["repositories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|r| r.starts_with(&prefix))
+        {
+            let tags = get(format!("{base}/{repo}/tags/list")).await?;
+            for tag in tags["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let url = format!("{base}/{repo}/manifests/{tag}");
+                let head = client
+                    .head(&url)
+                    .header(
+                        reqwest::header::ACCEPT,
+                        "application/vnd.docker.distribution.manifest.v2+json",
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                let Some(digest) = head
+                    .headers()
+                    .get("Docker-Content-Digest")
+                    .and_then(|d| d.to_str().ok())
+                    .filter(|d| d.starts_with("sha256:"))
+                else {
+                    continue;
+                };
+                let url = format!("{base}/{repo}/manifests/{digest}");
+                let answer = client
+                    .delete(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                if answer.status().is_success() {
+                    deleted += 1;
+                } else if answer.status() != reqwest::StatusCode::NOT_FOUND {
+                    return Err(format!("{url}: HTTP {}", answer.status()));
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Removes the images and volumes of stack `name` from one node.

@@ -98,21 +98,23 @@ fn bad_files_stop_startup_and_stay_untouched() {
 #[tokio::test]
 async fn ports_are_unique_and_released() {
     let dir = tempfile::tempdir().unwrap();
+    // Above the kernel's ephemeral range (32768-60999): a client socket of another test could
+    // hold a port below it, and the pools skip ports taken on the host.
     let pools = PortPools::new(
-        "41000-41002".parse().unwrap(),
-        "41010-41011".parse().unwrap(),
+        "61900-61902".parse().unwrap(),
+        "61910-61911".parse().unwrap(),
     )
     .unwrap();
     let store = Store::open(&dir.path().join("d.json"), pools).unwrap();
     let ids: Vec<PreviewId> = (1..=4)
         .map(|n| PreviewId::parse(&format!("a-b-pr-{n}")).unwrap())
         .collect();
-    let published = BTreeSet::from([41001]);
+    let published = BTreeSet::from([61901]);
     let a = store
         .allocate_ports(&ids[0], true, &published)
         .await
         .unwrap();
-    assert_eq!((a.app, a.db), (41000, Some(41010)));
+    assert_eq!((a.app, a.db), (61900, Some(61910)));
     // Same preview again: same ports.
     assert_eq!(
         store
@@ -125,14 +127,14 @@ async fn ports_are_unique_and_released() {
         .allocate_ports(&ids[1], false, &published)
         .await
         .unwrap();
-    assert_eq!((b.app, b.db), (41002, None));
+    assert_eq!((b.app, b.db), (61902, None));
     let err = store
         .allocate_ports(&ids[2], false, &published)
         .await
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("no free port in the app port pool 41000-41002"),
+            .contains("no free port in the app port pool 61900-61902"),
         "{err}"
     );
     store.release_ports(&ids[0]).await.unwrap();
@@ -140,7 +142,7 @@ async fn ports_are_unique_and_released() {
         .allocate_ports(&ids[2], true, &BTreeSet::new())
         .await
         .unwrap();
-    assert_eq!((c.app, c.db), (41000, Some(41010)));
+    assert_eq!((c.app, c.db), (61900, Some(61910)));
 }
 
 /// An update holds a second app port from the pool (`nextApp` in the file) until nginx switches

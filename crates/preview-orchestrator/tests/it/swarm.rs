@@ -205,6 +205,34 @@ async fn close_leaving_nothing(e2e: &E2e, pr: u64, sha: &str, hosts: &[&str]) {
     }
 }
 
+/// The tags the registry still holds for the images of stack `id` (`{id}-{service}`).
+async fn tags_in_registry(registry: &str, id: &str) -> Vec<String> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let answer = client.get(&url).send().await.unwrap();
+            if answer.status() == 404 {
+                return serde_json::Value::Null;
+            }
+            answer.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let catalog = get(format!("http://{registry}/v2/_catalog?n=1000")).await;
+    let mut tags = Vec::new();
+    for repo in catalog["repositories"].as_array().into_iter().flatten() {
+        let repo = repo.as_str().unwrap();
+        if !repo.starts_with(&format!("{id}-")) {
+            continue;
+        }
+        let listed = get(format!("http://{registry}/v2/{repo}/tags/list")).await;
+        for tag in listed["tags"].as_array().into_iter().flatten() {
+            tags.push(format!("{repo}:{}", tag.as_str().unwrap()));
+        }
+    }
+    tags
+}
+
 /// The upstream the installed nginx conf of `id` routes to.
 fn routed_to(e2e: &E2e, id: &str) -> String {
     let conf = std::fs::read_to_string(e2e.nginx.conf_dir().join(format!("{id}.conf"))).unwrap();
@@ -402,8 +430,19 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         woke.as_secs_f64()
     );
 
-    // Close: nothing left on either node.
+    let pushed = tags_in_registry(&push_registry, id.as_str()).await;
+    assert!(
+        pushed.len() >= 3,
+        "the app's two commits and the database: {pushed:?}"
+    );
+
+    // Close: nothing left on either node, nor in the registry.
     close_leaving_nothing(&e2e, pr, &sha2, &[&worker_host]).await;
+    assert_eq!(
+        tags_in_registry(&push_registry, id.as_str()).await,
+        Vec::<String>::new(),
+        "the registry holds none of its images"
+    );
 
     // A worker failure: the preview on the worker is rescheduled on the manager (the ballast
     // is gone, so it fits there), and nginx follows it.
@@ -470,4 +509,29 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
         "on the manager"
     );
     e2e.shutdown().await;
+
+    // A preview that fits on no node waits, with the comment it gets on one host, until it is
+    // closed: here each container may use 64 GB, and no node has that much unreserved.
+    let big = E2e::start(
+        "swarm-big",
+        &[
+            ("--engine", "swarm".into()),
+            ("--swarm-registry", registry.clone()),
+            ("--swarm-push-registry", push_registry.clone()),
+            ("--preview-memory-limit", "64g".into()),
+        ],
+    )
+    .await;
+    let sha = big.commit(1, &app("too big"), "first").await;
+    big.send("opened", 1, &sha).await;
+    big.wait_comment(1, &["waiting for memory", "needs"], Duration::from_secs(60))
+        .await;
+    let none = big.id(1);
+    assert_eq!(
+        left_on_node(None, none.as_str()).await,
+        Vec::<String>::new(),
+        "nothing of it runs while it waits"
+    );
+    close_leaving_nothing(&big, 1, &sha, &[]).await;
+    big.shutdown().await;
 }
