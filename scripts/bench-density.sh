@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Density benchmark on the real engine: the orchestrator binary, a private nginx and a fake
 # GitHub (the ignored test `bench_density` in crates/preview-orchestrator/tests/it). It opens N
-# previews of the stdlib Python sample, puts all but a few to sleep, wakes sleeping ones through
+# previews of the stdlib Python sample, each with a Postgres database on the shared server
+# (DATABASE_MODE=shared), puts all but a few to sleep, wakes sleeping ones through
 # nginx as a browser would, and prints the memory of an awake and of a sleeping preview, the wake
 # latency (first request through nginx to its 200) p50 and p95, and how many previews 4 GB holds
 # by those figures. Its last line has this shape, to compare runs over time:

@@ -82,7 +82,10 @@ else
     pgrep -x containerd >/dev/null || rm -f /run/containerd/containerd.pid
     if ! pgrep -x dockerd >/dev/null; then
         say "starting dockerd (log: $DOCKERD_LOG)"
-        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        # One network per preview: Docker's default pools hold about 30, the density
+        # benchmark needs more (the Ansible docker role sets the same pool on droplets).
+        setsid nohup dockerd --default-address-pool base=172.16.0.0/13,size=24 \
+            >>"$DOCKERD_LOG" 2>&1 </dev/null &
     fi
     for _ in $(seq 1 150); do
         docker info >/dev/null 2>&1 && break

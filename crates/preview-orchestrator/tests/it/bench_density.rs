@@ -10,9 +10,11 @@
 //! - **awake**: the mean memory of an awake preview's containers;
 //! - **asleep**: the mean memory of a sleeping preview's containers (stopped: none) plus its
 //!   share of the orchestrator's growth in resident memory from no preview to all of them;
-//! - **fits**: how many previews 4 GB holds by those figures, with the awake share of this run:
-//!   4096 MB less `MEMORY_RESERVE_MB` (256) and the host's base (the resident memory of
-//!   dockerd, containerd and the orchestrator, measured), divided by the mean of a preview.
+//! - **fits**: how many previews 4 GB holds by those figures, with the awake share of this run
+//!   (each preview has a Postgres database on the shared server, `DATABASE_MODE=shared`):
+//!   4096 MB less `MEMORY_RESERVE_MB` (256), the shared database servers and the host's base
+//!   (the resident memory of dockerd, containerd and the orchestrator, measured), divided by the
+//!   mean of a preview.
 //!
 //! The last line has the issue's shape: `density: awake X MB, asleep Y MB per preview, wake p50
 //! A s p95 B s, fits N previews in 4 GB`. Every preview is closed at the end (nothing is left).
@@ -124,6 +126,8 @@ async fn visit(port: u16, path: &str) -> Duration {
 struct RemoveOnDrop {
     repo: String,
     slug: String,
+    /// The compose project of the benchmark's shared database servers.
+    shared_project: String,
 }
 
 impl Drop for RemoveOnDrop {
@@ -135,17 +139,21 @@ impl Drop for RemoveOnDrop {
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
         };
-        let label = format!("label=dev.preview-deployer.repo={}", self.repo);
-        let containers = docker(&["ps", "-aq", "--filter", &label]);
-        let containers: Vec<&str> = containers.split_whitespace().collect();
-        if !containers.is_empty() {
-            docker(&[&["rm", "-f", "-v"][..], &containers].concat());
-        }
-        for kind in ["volume", "network"] {
-            let found = docker(&[kind, "ls", "-q", "--filter", &label]);
-            let found: Vec<&str> = found.split_whitespace().collect();
-            if !found.is_empty() {
-                docker(&[&[kind, "rm"][..], &found].concat());
+        for label in [
+            format!("label=dev.preview-deployer.repo={}", self.repo),
+            format!("label=com.docker.compose.project={}", self.shared_project),
+        ] {
+            let containers = docker(&["ps", "-aq", "--filter", &label]);
+            let containers: Vec<&str> = containers.split_whitespace().collect();
+            if !containers.is_empty() {
+                docker(&[&["rm", "-f", "-v"][..], &containers].concat());
+            }
+            for kind in ["volume", "network"] {
+                let found = docker(&[kind, "ls", "-q", "--filter", &label]);
+                let found: Vec<&str> = found.split_whitespace().collect();
+                if !found.is_empty() {
+                    docker(&[&[kind, "rm"][..], &found].concat());
+                }
             }
         }
         let reference = format!("reference={}-pr-*", self.slug);
@@ -213,9 +221,14 @@ async fn bench_density() {
     let n = env_or("BENCH_DENSITY_N", 30).max(2);
     let keep_awake = env_or("BENCH_DENSITY_AWAKE", 3).clamp(1, n - 1);
     let wakes = env_or("BENCH_DENSITY_WAKES", 20).max(1);
+    // Each preview has a Postgres database, on the engine's one shared server.
+    let shared_project = format!("bench-density-databases-{}", std::process::id());
     let world = DaemonWorld::new(
         "density",
         &[
+            ("--database-mode", "shared".into()),
+            ("--shared-database-project", shared_project.clone()),
+            ("--shared-database-subnet", "10.214.0.0/16".into()),
             // Sleeping is on; the benchmark puts previews to sleep itself.
             ("--idle-sleep-secs", "86400".into()),
             ("--max-concurrent-previews", "1000".into()),
@@ -226,16 +239,19 @@ async fn bench_density() {
     let _remove = RemoveOnDrop {
         repo: world.repo.clone(),
         slug: world.id(1).trim_end_matches("-pr-1").to_owned(),
+        shared_project: shared_project.clone(),
     };
     let daemon = world.start();
     let orchestrator_before = rss(daemon.pid());
     let engine = ComposeEngine::new(Compose::detect().await.unwrap());
     let port = world.nginx.port();
-    eprintln!("== opening {n} previews of the stdlib Python sample");
+    eprintln!("== opening {n} previews of the stdlib Python sample, each with a Postgres database");
     let started = Instant::now();
     let mut shas = Vec::new();
     for pr in 1..=n as u64 {
-        let tree = Tree::fixture("python-plain").replace("python-plain ok", &format!("pr {pr} ok"));
+        let tree = Tree::fixture("python-plain")
+            .replace("python-plain ok", &format!("pr {pr} ok"))
+            .with("preview-config.yml", "database: postgres\n");
         let sha = world.origin.commit(pr, &tree, "density").await;
         world.send(&daemon, "opened", pr, &sha).await;
         shas.push(sha);
@@ -257,6 +273,8 @@ async fn bench_density() {
         awake_bytes.push(engine.usage(&world.id(pr)).await.unwrap().memory_bytes as f64);
     }
     let awake_mb = awake_bytes.iter().sum::<f64>() / awake_bytes.len() as f64 / MB;
+    // The shared servers hold every preview's database: the host pays for them once.
+    let shared_mb = engine.usage(&shared_project).await.unwrap().memory_bytes as f64 / MB;
     let orchestrator_after = rss(daemon.pid());
 
     eprintln!(
@@ -295,12 +313,12 @@ async fn bench_density() {
     let (p50, p95) = (percentile(&latencies, 50.0), percentile(&latencies, 95.0));
 
     let base_mb = (rss_of("dockerd") + rss_of("containerd") + rss(daemon.pid())) as f64 / MB;
-    let budget_mb = 4096.0 - 256.0 - base_mb;
+    let budget_mb = 4096.0 - 256.0 - base_mb - shared_mb;
     let awake_share = keep_awake as f64 / n as f64;
     let per_preview_mb = awake_share * awake_mb + (1.0 - awake_share) * asleep_mb;
     let fits = (budget_mb / per_preview_mb).floor().max(0.0) as u64;
     eprintln!(
-        "   host base {base_mb:.0} MB (dockerd, containerd, orchestrator), budget {budget_mb:.0} MB; \
+        "   host base {base_mb:.0} MB (dockerd, containerd, orchestrator), shared database servers {shared_mb:.0} MB with {n} databases, budget {budget_mb:.0} MB; \
          orchestrator {:.1} MB with no preview, {:.1} MB with {n}; a preview with {:.0}% awake: {per_preview_mb:.2} MB",
         orchestrator_before as f64 / MB,
         orchestrator_after as f64 / MB,
