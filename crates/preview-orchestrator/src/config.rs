@@ -606,6 +606,12 @@ impl Config {
                     _ => {}
                 }
             }
+            if self.database_mode == DatabaseMode::Shared {
+                return bad(
+                    "DATABASE_MODE",
+                    "shared is not available with ENGINE=swarm (the shared servers' networks are on this host only); use dedicated",
+                );
+            }
         }
         if self.max_concurrent_previews == 0 {
             return bad("MAX_CONCURRENT_PREVIEWS", "must be at least 1");

@@ -202,6 +202,34 @@ fn a_missing_or_invalid_setting_is_one_line_naming_it() {
             &["--shared-database-memory-limit", "1g; rm"][..],
             "SHARED_DATABASE_MEMORY_LIMIT",
         ),
+        (&["--engine", "kubernetes"][..], "ENGINE"),
+        (&["--engine", "swarm"][..], "SWARM_REGISTRY"),
+        (
+            &["--engine", "swarm", "--swarm-registry", "10.10.0.2"][..],
+            "SWARM_REGISTRY",
+        ),
+        (
+            &[
+                "--engine",
+                "swarm",
+                "--swarm-registry",
+                "10.10.0.2:5000",
+                "--swarm-push-registry",
+                "127.0.0.1:5000/x",
+            ][..],
+            "SWARM_PUSH_REGISTRY",
+        ),
+        (
+            &[
+                "--engine",
+                "swarm",
+                "--swarm-registry",
+                "10.10.0.2:5000",
+                "--database-mode",
+                "shared",
+            ][..],
+            "DATABASE_MODE",
+        ),
     ] {
         let out = command(dir.path(), args).output().unwrap();
         let err = String::from_utf8(out.stderr).unwrap();
