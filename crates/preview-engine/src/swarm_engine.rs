@@ -76,19 +76,35 @@ impl SwarmEngine {
             ..StackInputs::default()
         };
         for (service, image) in service_images(&compose_yaml)? {
-            let local = image.unwrap_or_else(|| format!("{}-{service}", p.name));
+            let local = match image {
+                Some(image) => {
+                    // Compose builds the app; a database's image may not be here yet.
+                    if image_id(&image).await.is_err() {
+                        let mut pull = docker("pull a service's image")
+                            .args(["pull", "--quiet", "--", &image])
+                            .timeout(Duration::from_secs(600));
+                        if let Some(log) = log {
+                            pull = pull.log_to(log);
+                        }
+                        pull.run().await?;
+                    }
+                    image
+                }
+                None => format!("{}-{service}", p.name),
+            };
             let id = image_id(&local).await?;
-            let tag = format!("{}-{service}:{}", p.name, &id[..12]);
+            // `{stack}/{service}`: no other preview's repository starts with `{stack}/`.
+            let tag = format!("{}/{service}:{}", p.name, &id[..12]);
             let pushed = format!("{}/{tag}", self.push_registry);
             let pulled = format!("{}/{tag}", self.registry);
             for name in [&pushed, &pulled] {
                 docker("tag an image for the swarm's registry")
-                    .args(["tag", &local, name])
+                    .args(["tag", "--", &local, name])
                     .run()
                     .await?;
             }
             let mut push = docker("push an image to the swarm's registry")
-                .args(["push", "--quiet", &pushed])
+                .args(["push", "--quiet", "--", &pushed])
                 .timeout(Duration::from_secs(600));
             if let Some(log) = log {
                 push = push.log_to(log);
@@ -96,12 +112,22 @@ impl SwarmEngine {
             push.run().await?;
             inputs.images.insert(service, pulled);
         }
-        // A volume's data is on the node that runs its service now: it stays there.
+        // A volume's data is on the node its service was pinned to, or runs on now: it stays
+        // there (a sleeping preview runs nothing, and keeps its pin).
         let tasks = running_tasks(&p.name).await?;
+        let services = stack_services(&p.name).await?;
         for service in services_with_volumes(&compose_yaml)? {
             let full = format!("{}_{service}", p.name);
-            if let Some(task) = tasks.iter().find(|t| t.service == full) {
-                inputs.pinned.insert(service, task.node.clone());
+            let pinned = services
+                .iter()
+                .find(|s| s.service == service)
+                .and_then(|s| s.pinned_node.clone());
+            let running = tasks
+                .iter()
+                .find(|t| t.service == full && !t.node.is_empty())
+                .map(|t| t.node.clone());
+            if let Some(node) = pinned.or(running) {
+                inputs.pinned.insert(service, node);
             }
         }
         let stack = stack_file(&compose_yaml, &inputs)?;
@@ -200,6 +226,7 @@ impl SwarmEngine {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        let mut failed = None;
         for node in &nodes {
             match endpoint_of(node) {
                 // A node that is down keeps what it had until it comes back and is pruned.
@@ -209,7 +236,13 @@ impl SwarmEngine {
                     preview = name,
                     "this node is not ready: its images and volumes of the preview stay until pruned"
                 ),
-                Some(endpoint) => self.clean_node(endpoint, name).await?,
+                Some(endpoint) => {
+                    // One node that cannot be reached must not keep the others dirty.
+                    if let Err(e) = self.clean_node(endpoint, name).await {
+                        tracing::warn!(node = %node.id, preview = name, error = %e, "cleaning up on this node failed");
+                        failed.get_or_insert(e);
+                    }
+                }
                 None => tracing::warn!(
                     node = %node.id,
                     preview = name,
@@ -218,11 +251,12 @@ impl SwarmEngine {
             }
         }
         self.forget_in_registry(name).await;
-        remove_built_images(name).await
+        remove_built_images(name).await?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Deletes the manifests of stack `name`'s images from the registry (they are tagged
-    /// `{name}-{service}:{image id}`), so that the registry's garbage collection frees their
+    /// `{name}/{service}:{image id}`), so that the registry's garbage collection frees their
     /// layers. Best effort: a failure is logged, and the teardown goes on.
     async fn forget_in_registry(&self, name: &str) {
         match self.delete_manifests(name).await {
@@ -265,7 +299,7 @@ impl SwarmEngine {
             }
         };
         let catalog = get(format!("{base}/_catalog?n=1000")).await?;
-        let prefix = format!("{name}-");
+        let prefix = format!("{name}/");
         let mut deleted = 0;
         for repo in catalog["repositories"]
             .as_array()
@@ -318,8 +352,8 @@ impl SwarmEngine {
     /// Removes the images and volumes of stack `name` from one node.
     async fn clean_node(&self, endpoint: Endpoint<'_>, name: &str) -> Result<()> {
         let prefixes = [
-            format!("{}/{name}-", self.registry),
-            format!("{}/{name}-", self.push_registry),
+            format!("{}/{name}/", self.registry),
+            format!("{}/{name}/", self.push_registry),
         ];
         with_listed(
             on_node(endpoint, "list the images on a node").args([
@@ -370,8 +404,7 @@ impl SwarmEngine {
         else {
             return Ok(None);
         };
-        Ok(self
-            .nodes()
+        Ok(node_list()
             .await?
             .into_iter()
             .find(|n| n.id == task.node)
@@ -468,7 +501,7 @@ async fn stack_containers(endpoint: Endpoint<'_>, name: &str) -> Result<usize> {
 /// The id of local image `image`, without its `sha256:` prefix.
 async fn image_id(image: &str) -> Result<String> {
     let out = docker("read an image's id")
-        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .args(["image", "inspect", "--format", "{{.Id}}", "--", image])
         .run()
         .await?;
     let id = out
@@ -630,6 +663,8 @@ struct StackService {
     published: BTreeSet<u16>,
     work_dir: Option<String>,
     stack: String,
+    /// The node its placement constraint pins it to (`node.id == X`), if any.
+    pinned_node: Option<String>,
 }
 
 /// The services of stack `name`.
@@ -681,6 +716,13 @@ fn parse_services(json: &str) -> Result<Vec<StackService>> {
                 published,
                 work_dir: labels[WORK_DIR_LABEL].as_str().map(str::to_owned),
                 stack,
+                pinned_node: s["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .find_map(|c| c.strip_prefix("node.id == "))
+                    .map(|node| node.trim().to_owned()),
             }
         })
         .collect())
@@ -946,7 +988,7 @@ impl Engine for SwarmEngine {
                     i.strip_suffix(":latest") == Some(image.as_str())
                         || [&self.registry, &self.push_registry]
                             .iter()
-                            .any(|r| i.starts_with(&format!("{r}/{image}:")))
+                            .any(|r| i.starts_with(&format!("{r}/{name}/{service}:")))
                 })
                 .collect();
             if !ours.is_empty() {
@@ -1063,5 +1105,12 @@ mod tests {
             services[0].work_dir.as_deref(),
             Some("/srv/previews/acme-api-pr-7")
         );
+        assert_eq!(services[0].pinned_node, None);
+        // A database pinned to its volume's node.
+        let json = r#"[{"ID":"s2","Spec":{"Name":"acme-api-pr-7_db","Labels":{
+            "com.docker.stack.namespace":"acme-api-pr-7"},
+            "TaskTemplate":{"Placement":{"Constraints":["node.role != manager","node.id == w1abc"]}}}}]"#;
+        let services = parse_services(json).unwrap();
+        assert_eq!(services[0].pinned_node.as_deref(), Some("w1abc"));
     }
 }

@@ -73,7 +73,7 @@ async fn left_on_node(host: Option<&str>, id: &str) -> Vec<String> {
     left.extend(
         images
             .lines()
-            .filter(|i| i.contains(&format!("/{id}-")) || i.starts_with(&format!("{id}-")))
+            .filter(|i| i.contains(&format!("/{id}/")) || i.starts_with(&format!("{id}-")))
             .map(|i| format!("image {i}")),
     );
     left
@@ -205,7 +205,7 @@ async fn close_leaving_nothing(e2e: &E2e, pr: u64, sha: &str, hosts: &[&str]) {
     }
 }
 
-/// The tags the registry still holds for the images of stack `id` (`{id}-{service}`).
+/// The tags the registry still holds for the images of stack `id` (`{id}/{service}`).
 async fn tags_in_registry(registry: &str, id: &str) -> Vec<String> {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |url: String| {
@@ -222,7 +222,7 @@ async fn tags_in_registry(registry: &str, id: &str) -> Vec<String> {
     let mut tags = Vec::new();
     for repo in catalog["repositories"].as_array().into_iter().flatten() {
         let repo = repo.as_str().unwrap();
-        if !repo.starts_with(&format!("{id}-")) {
+        if !repo.starts_with(&format!("{id}/")) {
             continue;
         }
         let listed = get(format!("http://{registry}/v2/{repo}/tags/list")).await;
@@ -425,6 +425,20 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     let woke = wait_body(&e2e.url(pr), "swarm second\n", Duration::from_secs(60)).await;
     e2e.wait_status(pr, DeploymentStatus::Running, Duration::from_secs(10))
         .await;
+    // The database woke on the node that holds its volume: its pin outlived the sleep.
+    let db_service = format!("{id}_db");
+    let constraints = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.Placement.Constraints}}",
+        &db_service,
+    ])
+    .await;
+    assert!(
+        constraints.contains(&format!("node.id == {worker_id}")),
+        "the database stays pinned to the worker: {constraints}"
+    );
     eprintln!(
         "wake on the swarm, first request to its 200: {:.1} s",
         woke.as_secs_f64()
