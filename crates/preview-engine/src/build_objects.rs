@@ -118,16 +118,28 @@ pub async fn remove_leftovers(
 ) -> Result<RemovedLeftovers> {
     let mut removed = RemovedLeftovers::default();
     if !objects.containers.is_empty() {
+        // A build step's container carries no label; a container of a preview or of the shared
+        // servers does, and is never a build's leftover, whatever a build log printed.
         let out = docker("list containers and their states")
-            .args(["ps", "-a", "--format", "{{.ID}}\t{{.State}}"])
+            .args([
+                "ps",
+                "-a",
+                "--format",
+                "{{.ID}}\t{{.State}}\t{{.Label \"com.docker.compose.project\"}}{{.Label \"com.docker.stack.namespace\"}}",
+            ])
             .run()
             .await?;
         let stopped: Vec<String> = out
             .stdout_text()
             .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(id, state)| objects.containers.contains(*id) && *state != "running")
-            .map(|(id, _)| id.to_owned())
+            .filter_map(|l| {
+                let mut fields = l.splitn(3, '\t');
+                Some((fields.next()?, fields.next()?, fields.next().unwrap_or("")))
+            })
+            .filter(|(id, state, owner)| {
+                objects.containers.contains(*id) && *state != "running" && owner.trim().is_empty()
+            })
+            .map(|(id, _, _)| id.to_owned())
             .collect();
         if !stopped.is_empty() {
             docker("remove the stopped containers of the preview's builds")

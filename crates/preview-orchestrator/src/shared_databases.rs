@@ -893,13 +893,15 @@ impl SharedDatabases {
         seed: Option<&Seed>,
     ) -> Result<Seeding> {
         let ident = my_ident(name);
+        // In a GRANT, `_` in a database name is a wildcard: escaped, it names this one alone.
+        let grant_ident = format!("`{}`", name.replace('_', "\\_"));
         let user = format!("{}@'%'", literal(name));
         let sql = format!(
             "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {lit};\n\
              CREATE DATABASE IF NOT EXISTS {ident};\n\
              CREATE USER IF NOT EXISTS {user} IDENTIFIED BY {pw};\n\
              ALTER USER {user} IDENTIFIED BY {pw} WITH MAX_USER_CONNECTIONS {CONNECTION_LIMIT};\n\
-             GRANT ALL PRIVILEGES ON {ident}.* TO {user};\n",
+             GRANT ALL PRIVILEGES ON {grant_ident}.* TO {user};\n",
             lit = literal(name),
             pw = literal(password),
         );

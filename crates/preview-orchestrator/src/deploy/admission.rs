@@ -28,7 +28,7 @@ use super::{DockerRunner, Stop};
 use crate::capacity::{self, gb, mb};
 use crate::feedback::CommentState;
 use crate::jobs::{DeployJob, JobContext};
-use crate::record::{DeploymentStatus, DesiredState};
+use crate::record::DeploymentStatus;
 
 /// An awake preview visited more recently than this is in use, and is not put to sleep to make
 /// room for another.
@@ -259,17 +259,11 @@ impl DockerRunner {
         let Some(store) = self.store.get() else {
             return 0;
         };
-        let awake: Vec<_> = store.read(|s| {
-            s.deployments
-                .values()
-                .filter(|r| {
-                    r.id != *id
-                        && r.status == DeploymentStatus::Running
-                        && r.desired == DesiredState::Running
-                })
-                .cloned()
-                .collect()
-        });
+        let awake: Vec<_> = store
+            .serving()
+            .into_iter()
+            .filter(|r| r.id != *id)
+            .collect();
         let mut idle: Vec<(Duration, PreviewId)> = awake
             .iter()
             .filter(|r| self.wakes_through_nginx(r.id.as_str()))
