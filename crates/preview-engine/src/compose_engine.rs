@@ -192,15 +192,15 @@ impl Engine for ComposeEngine {
         Box::pin(async {
             let meminfo = std::fs::read_to_string("/proc/meminfo")
                 .map_err(|e| Error::Parse(format!("reading /proc/meminfo: {e}")))?;
-            let kib = |key: &str| meminfo_kib(&meminfo, key).unwrap_or(0) * 1024;
+            let bytes = |key: &str| meminfo_bytes(&meminfo, key).unwrap_or(0);
             Ok(vec![Node {
                 id: "local".to_owned(),
                 role: "manager".to_owned(),
                 state: "ready".to_owned(),
                 availability: "active".to_owned(),
                 address: "127.0.0.1".to_owned(),
-                memory_bytes: kib("MemTotal"),
-                free_memory_bytes: kib("MemAvailable"),
+                memory_bytes: bytes("MemTotal"),
+                free_memory_bytes: bytes("MemAvailable"),
                 previews: crate::projects_with_label(preview_core::render::labels::MANAGED).await?,
                 docker_host: None,
             }])
@@ -316,11 +316,12 @@ pub(crate) fn memory_in_use(stats: &str) -> Result<(u64, usize)> {
     Ok((total, count))
 }
 
-/// The value of `key` in /proc/meminfo's text, in KiB.
-fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
+/// The value of `key` in /proc/meminfo's text (`MemAvailable:  3891204 kB`), in bytes.
+pub fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
     meminfo.lines().find_map(|line| {
         let rest = line.strip_prefix(key)?.strip_prefix(':')?;
-        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+        let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        kib.checked_mul(1024)
     })
 }
 
@@ -371,10 +372,10 @@ mod tests {
     #[test]
     fn meminfo_values() {
         let text = "MemTotal:        4014276 kB\nMemFree:  1000 kB\nMemAvailable:    2917128 kB\n";
-        assert_eq!(meminfo_kib(text, "MemTotal"), Some(4_014_276));
-        assert_eq!(meminfo_kib(text, "MemAvailable"), Some(2_917_128));
-        assert_eq!(meminfo_kib(text, "Mem"), None);
-        assert_eq!(meminfo_kib(text, "SwapTotal"), None);
+        assert_eq!(meminfo_bytes(text, "MemTotal"), Some(4_014_276 * 1024));
+        assert_eq!(meminfo_bytes(text, "MemAvailable"), Some(2_917_128 * 1024));
+        assert_eq!(meminfo_bytes(text, "Mem"), None);
+        assert_eq!(meminfo_bytes(text, "SwapTotal"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod stack_file;
 mod swarm_engine;
 
 use compose_engine::memory_in_use;
-pub use compose_engine::{ComposeEngine, parse_size};
+pub use compose_engine::{ComposeEngine, meminfo_bytes, parse_size};
 pub use containers::{ContainerState, project_containers};
 pub use engine::{BoxFuture, DiskUsage, Engine, Node, Usage};
 pub use health::{HealthPolicy, wait_healthy, wait_healthy_service};

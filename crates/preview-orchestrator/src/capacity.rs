@@ -67,16 +67,9 @@ pub fn read_meminfo(path: &Path) -> std::io::Result<MemInfo> {
 
 /// `MemTotal` and `MemAvailable` of a meminfo text (`MemAvailable:  3891204 kB`).
 pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
-    let field = |name: &str| {
-        text.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
-            let kb: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-            kb.checked_mul(1024)
-        })
-    };
     Some(MemInfo {
-        total_bytes: field("MemTotal")?,
-        available_bytes: field("MemAvailable")?,
+        total_bytes: preview_engine::meminfo_bytes(text, "MemTotal")?,
+        available_bytes: preview_engine::meminfo_bytes(text, "MemAvailable")?,
     })
 }
 
