@@ -146,6 +146,11 @@ async fn previews_cannot_reach_each_other_the_orchestrator_or_docker_and_hold_no
     loop {
         for (process, environ) in descendants(daemon.pid()) {
             let program = process.split_whitespace().nth(1).unwrap_or("").to_owned();
+            // A child between fork and exec is still the daemon's image, with the daemon's own
+            // environment (which holds the token by design); what it execs is read next round.
+            if program.ends_with("/preview-orchestrator") {
+                continue;
+            }
             // git alone gets the token, as an extraHeader in its environment (never in argv).
             let is_git = program
                 .rsplit('/')

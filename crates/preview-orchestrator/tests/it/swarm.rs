@@ -410,13 +410,23 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     );
 
     // Sleep scales the preview's services to zero; a visit through nginx wakes it.
-    let slept = reqwest::Client::new()
-        .post(format!("{}/api/previews/{id}/sleep", e2e.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(slept.status(), 200, "{:?}", slept.text().await);
+    // The update's retirement may still hold the preview (409): asked again until it sleeps.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let slept = reqwest::Client::new()
+            .post(format!("{}/api/previews/{id}/sleep", e2e.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        match slept.status().as_u16() {
+            200 => break,
+            409 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            status => panic!("sleep: {status} {:?}", slept.text().await),
+        }
+    }
     assert_eq!(
         engine.usage(id.as_str()).await.unwrap().running,
         0,
