@@ -131,6 +131,10 @@ down() {
         docker swarm leave --force >/dev/null 2>&1 || true
     fi
     kill_worker 2>/dev/null || true
+    # Images tagged for the bed's registry: a failed test leaves them on the manager.
+    docker image ls --format '{{.Repository}}:{{.Tag}}' |
+        grep -E "^(127\.0\.0\.1|${MANAGER_ADDR//./\\.}):$REGISTRY_PORT/" |
+        xargs -r docker image rm --force >/dev/null 2>&1 || true
     for f in "$STATE"/registry-*.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
