@@ -207,10 +207,10 @@ impl SwarmEngine {
     /// volumes on every node.
     async fn remove_stack(&self, name: &str) -> Result<()> {
         validate_project_name(name)?;
-        docker("remove the preview's stack")
-            .args(["stack", "rm", name])
-            .run()
-            .await?;
+        let stack_rm = docker("remove the preview's stack").args(["stack", "rm", name]);
+        // It removes the services, then the networks, which fail while a container still uses
+        // them: then it runs again once the containers are gone.
+        let first = stack_rm.run().await;
         // `stack rm` returns before the containers are gone; volumes in use cannot be removed.
         let deadline = Instant::now() + Duration::from_secs(60);
         let nodes = node_list().await?;
@@ -225,6 +225,10 @@ impl SwarmEngine {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if let Err(e) = first {
+            tracing::info!(preview = name, error = %e, "removing the stack again, its containers gone");
+            stack_rm.run().await?;
         }
         let mut failed = None;
         for node in &nodes {
