@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
-use preview_core::model::Plan;
+use preview_core::plan::Planned;
 use preview_core::plan::error_json;
 use preview_core::render::{RenderInput, render};
+use preview_core::sanitize::{RepoService, SanitizedCompose};
 
 /// Arguments of `preview plan`.
 #[derive(Debug, Args)]
@@ -93,7 +94,7 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
     if args.json {
         println!("{}", planned.plan.to_json());
     } else {
-        print!("{}", human(&planned.plan));
+        print!("{}", human(&planned));
         for path in &written {
             println!("wrote {}", path.display());
         }
@@ -114,8 +115,10 @@ pub(crate) fn random_secret() -> Result<String> {
         .collect())
 }
 
-/// The plan for people: the decisions, then why, then warnings.
-fn human(plan: &Plan) -> String {
+/// The plan for people: the decisions, the repo's compose services, then why, what the
+/// sanitiser changed, and warnings.
+fn human(planned: &Planned) -> String {
+    let plan = &planned.plan;
     let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     let mut rows: Vec<(&str, String)> = vec![
         (
@@ -173,21 +176,67 @@ fn human(plan: &Plan) -> String {
     if let Some(compose) = &plan.compose_file {
         rows.push(("compose", format!("{compose} (sanitised)")));
     }
+    if let Some(c) = &planned.repo_compose {
+        rows.push((
+            "web",
+            format!("{} because {}", c.app_service, c.app_service_reason),
+        ));
+    }
     let mut out = String::new();
     for (name, value) in rows {
         out.push_str(&format!("{:<11} {value}\n", format!("{name}:")));
+    }
+    let changed: &[String] = planned
+        .repo_compose
+        .as_ref()
+        .map_or(&[], |c| c.warnings.as_slice());
+    if let Some(c) = &planned.repo_compose {
+        out.push_str(&format!("\nservices of {}:\n", c.file));
+        for service in &c.services {
+            out.push_str(&format!("  - {}\n", describe_service(service, c)));
+        }
     }
     out.push_str("\nwhy:\n");
     for reason in &plan.reasons {
         out.push_str(&format!("  - {reason}\n"));
     }
-    if !plan.warnings.is_empty() {
+    if !changed.is_empty() {
+        out.push_str("\nsanitiser changed:\n");
+        for change in changed {
+            out.push_str(&format!("  - {change}\n"));
+        }
+    }
+    let warnings: Vec<&String> = plan
+        .warnings
+        .iter()
+        .filter(|w| !changed.contains(w))
+        .collect();
+    if !warnings.is_empty() {
         out.push_str("\nwarnings:\n");
-        for warning in &plan.warnings {
+        for warning in warnings {
             out.push_str(&format!("  - {warning}\n"));
         }
     }
     out
+}
+
+/// One service of the repo's compose file: its name, where its image comes from, and whether it
+/// is routed.
+fn describe_service(service: &RepoService, compose: &SanitizedCompose) -> String {
+    let source = match (&service.build, &service.image) {
+        (Some(b), _) => match &b.dockerfile {
+            Some(d) => format!("built from {} ({d})", b.context),
+            None => format!("built from {}", b.context),
+        },
+        (None, Some(image)) => format!("image {image}"),
+        (None, None) => "no image".to_owned(),
+    };
+    let role = if service.name == compose.app_service {
+        ", routed: the web service"
+    } else {
+        ", private"
+    };
+    format!("{}: {source}{role}", service.name)
 }
 
 #[cfg(test)]
@@ -242,7 +291,7 @@ mod tests {
     #[test]
     fn human_output_lists_decisions_then_reasons() {
         let planned = preview_core::plan(&fixture("nestjs")).unwrap();
-        let text = human(&planned.plan);
+        let text = human(&planned);
         assert!(
             text.starts_with("app:        .\nlanguage:   node >=18 (npm)\nframework:  nestjs\n"),
             "{text}"

@@ -20,6 +20,19 @@ use crate::{Error, Result};
 /// File names looked for, in the app dir and then at the repo root.
 pub const FILE_NAMES: [&str; 2] = ["docker-compose.preview.yml", "docker-compose.preview.yaml"];
 
+/// The project's own compose file names, in Compose's own order of preference, looked for in the
+/// app dir after [`FILE_NAMES`]. Written for local development, such a file publishes host ports:
+/// they are dropped (and read to choose the web service) instead of refused.
+pub const PROJECT_FILE_NAMES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
+
+/// The label that marks a service as the web app, overriding the automatic choice.
+pub const WEB_LABEL: &str = "preview.web";
+
 /// The compose service that is the app, when the file has one by that name.
 pub const APP_SERVICE: &str = "app";
 
@@ -32,6 +45,13 @@ pub struct SanitizeContext<'a> {
 }
 
 impl SanitizeContext<'_> {
+    /// True for a `docker-compose.preview.yml`, written for previews: its host ports are refused.
+    /// Any other file is the project's own, whose host ports are dropped.
+    fn is_preview_file(&self) -> bool {
+        let name = self.file.rsplit('/').next().unwrap_or(&self.file);
+        FILE_NAMES.contains(&name)
+    }
+
     fn dir(&self) -> &str {
         match self.file.rsplit_once('/') {
             Some((dir, _)) => dir,
@@ -47,8 +67,10 @@ pub struct SanitizedCompose {
     pub file: String,
     /// Its services, by name.
     pub services: Vec<RepoService>,
-    /// The service that is the app.
+    /// The service that is the app: the web service, the only one routed.
     pub app_service: String,
+    /// Why that service is the app, for the plan's reasons.
+    pub app_service_reason: String,
     /// Named volumes it declares.
     pub volumes: Vec<String>,
     /// Networks it declares, with whether each is `internal`.
@@ -134,6 +156,9 @@ pub struct RepoService {
     pub env_files: Vec<String>,
     /// The ports it exposes to the other services (`expose`).
     pub expose: Vec<String>,
+    /// The container ports it publishes to the host (`ports` of a project's compose file); the
+    /// host side is dropped, and only the web service's port is routed, through nginx.
+    pub published: Vec<u16>,
     /// Every other allowed key, verbatim.
     pub passthrough: Map<String, Value>,
 }
@@ -391,8 +416,31 @@ impl Refusals<'_> {
     }
 }
 
-/// Parses and sanitises the compose file's text.
+/// A `preview-config.yml` key naming the web service, checked against the compose file.
+#[derive(Debug, Clone, Copy)]
+pub struct WebOverride<'a> {
+    /// The service named.
+    pub service: &'a str,
+    /// The config file, e.g. `preview-config.yml`.
+    pub config_file: &'a str,
+    /// The key, e.g. `web_service`.
+    pub key: &'a str,
+    /// Its line in the config file.
+    pub line: u64,
+}
+
+/// Parses and sanitises the compose file's text; the web service is chosen automatically.
 pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
+    sanitize_choosing(text, ctx, None)
+}
+
+/// Parses and sanitises the compose file's text; `web` (from preview-config.yml), when given,
+/// names the web service.
+pub fn sanitize_choosing(
+    text: &str,
+    ctx: &SanitizeContext,
+    web: Option<WebOverride>,
+) -> Result<SanitizedCompose> {
     let r = Refusals {
         text,
         file: &ctx.file,
@@ -469,7 +517,7 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
         let Value::Object(map) = value else {
             return Err(r.refuse(Some(&name), &name, "a service must be a mapping"));
         };
-        variables.extend(scan_variables(&r, &name, &map)?);
+        variables.extend(scan_variables(&r, &name, &map, ctx.is_preview_file())?);
         services.push(sanitize_service(
             &r,
             ctx,
@@ -479,30 +527,162 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
             &mut warnings,
         )?);
     }
-    let app_service = if services.iter().any(|s| s.name == APP_SERVICE) {
-        APP_SERVICE.to_owned()
-    } else {
-        let built: Vec<&RepoService> = services.iter().filter(|s| s.build.is_some()).collect();
-        match built.as_slice() {
-            [one] => one.name.clone(),
-            _ => {
-                return Err(r.refuse(
-                    None,
-                    "services",
-                    "cannot tell which service is the app: name it `app` (or let exactly one service have `build`)",
-                ));
-            }
-        }
-    };
+    let (app_service, app_service_reason) = choose_web_service(&r, &services, web)?;
     Ok(SanitizedCompose {
         file: ctx.file.clone(),
         services,
         app_service,
+        app_service_reason,
         volumes,
         networks,
         warnings,
         variables,
     })
+}
+
+/// Whether a label value says yes.
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "yes" | "1" | "on"
+    )
+}
+
+fn name_list(services: &[&RepoService]) -> String {
+    services
+        .iter()
+        .map(|s| format!("`{}`", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The web service and why: preview-config.yml's key, else the `preview.web` label, else a
+/// service named `app`, else the one service that publishes a port or exposes one and is built
+/// from the repo (built ones first), else the one built service.
+fn choose_web_service(
+    r: &Refusals,
+    services: &[RepoService],
+    web: Option<WebOverride>,
+) -> Result<(String, String)> {
+    let file = r.file;
+    if let Some(w) = web {
+        return match services.iter().find(|s| s.name == w.service) {
+            Some(s) => Ok((
+                s.name.clone(),
+                format!("{} sets {}: {}", w.config_file, w.key, w.service),
+            )),
+            None => Err(Error::Config {
+                file: w.config_file.to_owned(),
+                line: Some(w.line),
+                key: Some(w.key.to_owned()),
+                message: format!(
+                    "{file} has no service `{}` (its services: {})",
+                    w.service,
+                    name_list(&services.iter().collect::<Vec<_>>())
+                ),
+            }),
+        };
+    }
+    let labelled: Vec<&RepoService> = services
+        .iter()
+        .filter(|s| s.labels.get(WEB_LABEL).is_some_and(|v| truthy(v)))
+        .collect();
+    match labelled.as_slice() {
+        [one] => {
+            return Ok((
+                one.name.clone(),
+                format!("it has the label `{WEB_LABEL}` in {file}"),
+            ));
+        }
+        [] => {}
+        many => {
+            return Err(r.refuse(
+                None,
+                "services",
+                format!(
+                    "{} all have the label `{WEB_LABEL}`; only one service is the web app",
+                    name_list(many)
+                ),
+            ));
+        }
+    }
+    if services.iter().any(|s| s.name == APP_SERVICE) {
+        return Ok((
+            APP_SERVICE.to_owned(),
+            format!("it is named `{APP_SERVICE}`"),
+        ));
+    }
+    let serving: Vec<&RepoService> = services
+        .iter()
+        .filter(|s| !s.published.is_empty() || (!s.expose.is_empty() && s.build.is_some()))
+        .collect();
+    let built_serving: Vec<&RepoService> = serving
+        .iter()
+        .copied()
+        .filter(|s| s.build.is_some())
+        .collect();
+    let why_serving = |s: &RepoService| {
+        if !s.published.is_empty() {
+            format!("publishes port {}", s.published[0])
+        } else {
+            format!("exposes port {} and is built from the repo", s.expose[0])
+        }
+    };
+    let built: Vec<&RepoService> = services.iter().filter(|s| s.build.is_some()).collect();
+    match (
+        built_serving.as_slice(),
+        built.as_slice(),
+        serving.as_slice(),
+    ) {
+        ([one], _, [_]) => {
+            return Ok((
+                one.name.clone(),
+                format!("it is the only service of {file} that {}", why_serving(one)),
+            ));
+        }
+        ([one], _, _) => {
+            return Ok((
+                one.name.clone(),
+                format!(
+                    "it {} and is the only one built from the repo of those that serve a port ({})",
+                    why_serving(one),
+                    name_list(&serving)
+                ),
+            ));
+        }
+        ([], [one], _) => {
+            return Ok((
+                one.name.clone(),
+                format!("it is the only service of {file} built from the repo"),
+            ));
+        }
+        ([], [], [one]) => {
+            return Ok((
+                one.name.clone(),
+                format!("it is the only service of {file} that {}", why_serving(one)),
+            ));
+        }
+        _ => {}
+    }
+    let candidates = if !built_serving.is_empty() {
+        built_serving
+    } else if !built.is_empty() {
+        built
+    } else {
+        serving
+    };
+    let found = if candidates.is_empty() {
+        "no service publishes a port or is built from the repo".to_owned()
+    } else {
+        format!("{} could each be", name_list(&candidates))
+    };
+    Err(r.refuse(
+        None,
+        "services",
+        format!(
+            "cannot tell which service is the web app ({found}): name it `{APP_SERVICE}`, give it the label `{WEB_LABEL}: \"true\"`, or set web_service in preview-config.yml"
+        ),
+    ))
 }
 
 fn valid_service_name(name: &str) -> bool {
@@ -595,10 +775,18 @@ fn sanitize_service(
         volumes: Vec::new(),
         env_files: Vec::new(),
         expose: Vec::new(),
+        published: Vec::new(),
         passthrough: Map::new(),
     };
     for (key, value) in map {
         let k = key.as_str();
+        if k == "ports" && !ctx.is_preview_file() {
+            out.published = published_ports(r, name, &value)?;
+            warnings.push(format!(
+                "service `{name}`: `ports` dropped; no host port is published, and only the web service's port is routed, through nginx"
+            ));
+            continue;
+        }
         if let Some((_, reason)) = REFUSED.iter().find(|(r, _)| *r == k) {
             return Err(r.refuse(svc, k, *reason));
         }
@@ -712,6 +900,37 @@ fn sanitize_service(
         warnings.push(format!(
             "service `{name}`: `image: {image}` is ignored because the service is built; a built image must not take another image's name on the host"
         ));
+    }
+    Ok(out)
+}
+
+/// The container ports of a `ports` list (short or long syntax), skipping ranges and ports given
+/// by variables: the host side is dropped, so only the container side matters.
+fn published_ports(r: &Refusals, service: &str, value: &Value) -> Result<Vec<u16>> {
+    let Value::Array(items) = value else {
+        return Err(r.refuse(Some(service), "ports", "must be a list"));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let container = match item {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => {
+                let no_proto = s.split('/').next().unwrap_or_default();
+                no_proto.rsplit(':').next().unwrap_or_default().to_owned()
+            }
+            Value::Object(m) => match m.get("target") {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => continue,
+            },
+            _ => return Err(r.refuse(Some(service), "ports", "entries must be ports")),
+        };
+        if let Ok(port) = container.trim().parse::<u16>()
+            && port > 0
+            && !out.contains(&port)
+        {
+            out.push(port);
+        }
     }
     Ok(out)
 }
@@ -1174,10 +1393,16 @@ fn scan_variables(
     r: &Refusals,
     service: &str,
     map: &Map<String, Value>,
+    preview_file: bool,
 ) -> Result<Vec<VariableRef>> {
     let mut strings = Vec::new();
     let mut bare = Vec::new();
     for (key, value) in map {
+        // A project file's `ports` are dropped unread (beyond their container port), so their
+        // variables are never substituted.
+        if key == "ports" && !preview_file {
+            continue;
+        }
         if key == "build"
             && let Value::Object(build) = value
         {
@@ -1568,7 +1793,7 @@ mod tests {
             ),
             (
                 "services:\n  a:\n    image: x\n  b:\n    image: y\n",
-                "cannot tell which service is the app",
+                "cannot tell which service is the web app",
             ),
         ];
         for (text, expected) in cases {
