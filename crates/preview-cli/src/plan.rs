@@ -288,6 +288,31 @@ mod tests {
         );
     }
 
+    /// `preview plan`'s human output for the compose fixtures: the services, the web service and
+    /// why, and what the sanitiser changed.
+    #[test]
+    fn human_output_of_compose_stacks() {
+        for name in [
+            "compose-ok",
+            "compose-project",
+            "compose-project-config",
+            "compose-project-images-only",
+            "compose-project-label",
+        ] {
+            let planned = preview_core::plan(&fixture(name)).unwrap();
+            insta::assert_snapshot!(format!("plan-{name}"), human(&planned));
+        }
+        let text = human(&preview_core::plan(&fixture("compose-project")).unwrap());
+        assert!(
+            text.contains("\n  - web: built from ., routed: the web service\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nsanitiser changed:\n  - service `cache`: `ports` dropped"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn human_output_lists_decisions_then_reasons() {
         let planned = preview_core::plan(&fixture("nestjs")).unwrap();

@@ -823,6 +823,51 @@ mod tests {
     }
 
     #[test]
+    fn the_compose_and_web_service_keys() {
+        let config = parse("compose: ./deploy/stack.yaml\nweb_service: api\n").unwrap();
+        assert_eq!(
+            config.compose,
+            Some(Located {
+                value: ComposeChoice::File("deploy/stack.yaml".into()),
+                line: 1
+            })
+        );
+        assert_eq!(config.web_service.unwrap().value, "api");
+        assert_eq!(
+            parse("compose: none\n").unwrap().compose.unwrap().value,
+            ComposeChoice::Off
+        );
+        for (text, want) in [
+            (
+                "compose: /etc/compose.yml\n",
+                "preview-config.yml:1: key `compose`: \"/etc/compose.yml\" is absolute; give a path inside the repository",
+            ),
+            (
+                "compose: a/../compose.yml\n",
+                "preview-config.yml:1: key `compose`: \"a/../compose.yml\" holds `..`; give a path inside the repository without it",
+            ),
+            (
+                "compose: .\n",
+                "preview-config.yml:1: key `compose`: must name a compose file in the repository, or be `none`",
+            ),
+            (
+                "compose: Dockerfile\n",
+                "preview-config.yml:1: key `compose`: \"Dockerfile\" is not a .yml or .yaml file",
+            ),
+            (
+                "compose: none\nweb_service: api\n",
+                "preview-config.yml:2: key `web_service`: names a compose service, but compose is none",
+            ),
+            (
+                "web_service: \"a b\"\n",
+                "preview-config.yml:1: key `web_service`: \"a b\" is not a compose service name ([a-zA-Z0-9._-], at most 63)",
+            ),
+        ] {
+            assert_eq!(error(text), want, "{text}");
+        }
+    }
+
+    #[test]
     fn empty_file_is_all_defaults() {
         assert_eq!(parse("").unwrap().app_port, None);
         assert_eq!(parse("# nothing\n").unwrap().framework, None);

@@ -1693,6 +1693,115 @@ mod tests {
         )
     }
 
+    /// Sanitises `text` as the project's own `compose.yaml`, with an optional web_service key.
+    fn run_project(text: &str, web: Option<&str>) -> Result<SanitizedCompose> {
+        let (_d, c) = checkout();
+        sanitize_choosing(
+            text,
+            &SanitizeContext {
+                checkout: &c,
+                file: "compose.yaml".into(),
+            },
+            web.map(|service| WebOverride {
+                service,
+                config_file: "preview-config.yml",
+                key: "web_service",
+                line: 3,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_project_files_ports_are_dropped_and_read() {
+        let text = "services:\n  web:\n    build: .\n    ports:\n      - \"127.0.0.1:8080:3000/tcp\"\n      - 9229\n      - target: 4000\n        published: 4000\n      - \"${HOST_PORT:-80}:5000\"\n      - \"7000-7002:7000-7002\"\n";
+        let c = run_project(text, None).unwrap();
+        assert_eq!(c.services[0].published, vec![3000, 9229, 4000, 5000]);
+        assert_eq!(
+            c.warnings,
+            vec![
+                "service `web`: `ports` dropped; no host port is published, and only the web service's port is routed, through nginx"
+            ]
+        );
+        // The same key in a file written for previews is still refused.
+        let err = run("services:\n  web:\n    build: .\n    ports: [\"8080:3000\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "docker-compose.preview.yml:4: service `web`: key `ports`: host ports are assigned"
+            ),
+            "{err}"
+        );
+        // A variable in a dropped `ports` is never substituted, so it is not a reference.
+        assert!(c.variables.is_empty(), "{:?}", c.variables);
+    }
+
+    #[test]
+    fn the_web_service_is_chosen_with_its_reason() {
+        let choose = |text: &str, web: Option<&str>| {
+            run_project(text, web).map(|c| (c.app_service, c.app_service_reason))
+        };
+        let db = "  db:\n    image: postgres:16\n    ports: [\"5432:5432\"]\n";
+        // The one built service that publishes a port, over an image that publishes one too.
+        assert_eq!(
+            choose(&format!("services:\n{db}  api:\n    build: .\n    ports: [\"8000:8000\"]\n"), None).unwrap(),
+            ("api".into(), "it publishes port 8000 and is the only one built from the repo of those that serve a port (`api`, `db`)".into())
+        );
+        // Exposing is enough for a built service.
+        assert_eq!(
+            choose("services:\n  api:\n    build: .\n    expose: [\"3000\"]\n  worker:\n    build: .\n", None).unwrap(),
+            ("api".into(), "it is the only service of compose.yaml that exposes port 3000 and is built from the repo".into())
+        );
+        // A built service that serves nothing still wins over a database image that publishes.
+        assert_eq!(
+            choose(&format!("services:\n{db}  api:\n    build: .\n"), None).unwrap(),
+            (
+                "api".into(),
+                "it is the only service of compose.yaml built from the repo".into()
+            )
+        );
+        // Images only: the one that publishes a port.
+        assert_eq!(
+            choose("services:\n  site:\n    image: nginx\n    ports: [80]\n  cache:\n    image: redis\n", None).unwrap(),
+            ("site".into(), "it is the only service of compose.yaml that publishes port 80".into())
+        );
+        let two = "services:\n  api:\n    build: .\n    ports: [\"8000:8000\"]\n  ui:\n    build: .\n    ports: [\"5173:5173\"]\n";
+        assert_eq!(
+            choose(two, None).unwrap_err().to_string(),
+            "compose.yaml:1: key `services`: cannot tell which service is the web app (`api`, `ui` could each be): name it `app`, give it the label `preview.web: \"true\"`, or set web_service in preview-config.yml"
+        );
+        // The label, then the key, override.
+        let labelled = two.replace("  ui:\n", "  ui:\n    labels: [preview.web=true]\n");
+        assert_eq!(choose(&labelled, None).unwrap().0, "ui");
+        assert_eq!(
+            choose(&labelled, Some("api")).unwrap(),
+            (
+                "api".into(),
+                "preview-config.yml sets web_service: api".into()
+            )
+        );
+        assert_eq!(
+            choose(two, Some("front")).unwrap_err().to_string(),
+            "preview-config.yml:3: key `web_service`: compose.yaml has no service `front` (its services: `api`, `ui`)"
+        );
+        let both = labelled.replace("  api:\n", "  api:\n    labels: {preview.web: \"yes\"}\n");
+        assert!(
+            choose(&both, None)
+                .unwrap_err()
+                .to_string()
+                .contains("`api`, `ui` all have the label `preview.web`"),
+        );
+        // A service named `app` is the app, as before.
+        assert_eq!(
+            choose(
+                "services:\n  app:\n    image: x\n  ui:\n    build: .\n    ports: [80]\n",
+                None
+            )
+            .unwrap(),
+            ("app".into(), "it is named `app`".into())
+        );
+    }
+
     #[test]
     fn a_plain_file_passes() {
         let s = run("services:\n  app:\n    build: .\n    environment:\n      - A=1\n      - B\n    volumes:\n      - ./data:/data:ro\n      - cache:/cache\n    env_file: .env.preview\n    depends_on: [worker]\n  worker:\n    image: redis:7-bookworm\n    mem_limit: 4g\nvolumes:\n  cache: {}\n").unwrap();
