@@ -298,6 +298,9 @@ mod tests {
             "compose-project-config",
             "compose-project-images-only",
             "compose-project-label",
+            "upstream-shape-django-subdir",
+            "upstream-shape-flask-redis",
+            "upstream-shape-voting-app",
         ] {
             let planned = preview_core::plan(&fixture(name)).unwrap();
             insta::assert_snapshot!(format!("plan-{name}"), human(&planned));

@@ -38,6 +38,9 @@ pub const PLANNABLE: &[&str] = &[
     "static-html",
     "sveltekit-node",
     "ts-tsx",
+    "upstream-shape-django-subdir",
+    "upstream-shape-flask-redis",
+    "upstream-shape-voting-app",
     "vite-spa",
 ];
 
@@ -158,6 +161,18 @@ pub const REFUSED: &[(&str, &str)] = &[
     (
         "compose-project-ambiguous",
         "compose.yaml:1: key `services`: cannot tell which service is the web app (`admin`, `api` could each be)",
+    ),
+    (
+        "upstream-shape-env-file-absent",
+        "docker-compose.yml:7: service `web`: key `env_file`: \"./.env.dev\" is not a file in the checkout",
+    ),
+    (
+        "upstream-shape-file-secret",
+        "compose.yaml:14: key `secrets`: top-level secrets and configs read host files",
+    ),
+    (
+        "upstream-shape-fullstack-fastapi",
+        "compose.yml:6: service `proxy`: key `volumes`: the Docker socket",
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
 ];
