@@ -989,4 +989,100 @@ mod tests {
             "preview-config.yml:1: key `database`: seed: db/seed.sql seeds a postgres or mysql database, but the app gets none; set database.engine"
         );
     }
+
+    /// Plans a checkout made of `files` only.
+    fn plan_files(files: &[(&str, &str)]) -> Result<Planned> {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        plan(dir.path())
+    }
+
+    const BUILT_WEB: &str = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n";
+
+    #[test]
+    fn the_compose_file_is_looked_for_in_order() {
+        let file_of = |files: &[(&str, &str)]| {
+            let planned = plan_files(files).unwrap();
+            assert_eq!(
+                planned.plan.compose_file,
+                planned.repo_compose.as_ref().map(|c| c.file.clone())
+            );
+            planned.plan.compose_file
+        };
+        let app = ("app.py", "print('hi')\n");
+        let preview = (
+            "docker-compose.preview.yml",
+            "services:\n  app:\n    build: .\n",
+        );
+        // The preview file first, then Compose's own names in Compose's order.
+        assert_eq!(
+            file_of(&[app, preview, ("compose.yaml", BUILT_WEB)]).as_deref(),
+            Some("docker-compose.preview.yml")
+        );
+        assert_eq!(
+            file_of(&[
+                app,
+                ("docker-compose.yml", BUILT_WEB),
+                ("compose.yml", BUILT_WEB)
+            ])
+            .as_deref(),
+            Some("compose.yml")
+        );
+        assert_eq!(
+            file_of(&[app, ("docker-compose.yaml", BUILT_WEB)]).as_deref(),
+            Some("docker-compose.yaml")
+        );
+        // compose: none turns every file off, the preview file too.
+        assert_eq!(
+            file_of(&[app, preview, ("preview-config.yml", "compose: none\n")]),
+            None
+        );
+        // A project file at the root is not used for an app in a subdirectory.
+        let planned = plan_files(&[
+            ("preview-config.yml", "app_path: api\n"),
+            ("api/app.py", "print('hi')\n"),
+            ("compose.yaml", BUILT_WEB),
+        ])
+        .unwrap();
+        assert_eq!(planned.plan.compose_file, None);
+        // A missing file named by the key is an error naming the key.
+        assert_eq!(
+            plan_files(&[app, ("preview-config.yml", "\ncompose: ops/compose.yml\n")])
+                .unwrap_err()
+                .to_string(),
+            "preview-config.yml:2: key `compose`: ops/compose.yml is not a file in the repository"
+        );
+    }
+
+    #[test]
+    fn a_root_compose_file_that_builds_makes_the_root_the_app() {
+        // One deployable app in a conventional directory, and a root compose file building it:
+        // the stack is the compose file, not the directory alone.
+        let backend = ("backend/main.py", "print('hi')\n");
+        let built = "services:\n  backend:\n    build: ./backend\n    ports: [\"8000:8000\"]\n  db:\n    image: postgres:16\n";
+        let planned = plan_files(&[
+            backend,
+            ("backend/Dockerfile", "FROM x\n"),
+            ("compose.yaml", built),
+        ])
+        .unwrap();
+        assert_eq!(planned.plan.app_dir, ".");
+        assert_eq!(planned.plan.compose_file.as_deref(), Some("compose.yaml"));
+        assert!(
+            planned.plan.reasons.iter().any(|r| r.starts_with(
+                "web_service=backend because it is the only service of compose.yaml that publishes port 8000"
+            )),
+            "{:?}",
+            planned.plan.reasons
+        );
+        // A root compose file of images only leaves the app where detection found it.
+        let images = "services:\n  db:\n    image: postgres:16\n    ports: [\"5432:5432\"]\n";
+        let planned = plan_files(&[backend, ("docker-compose.yml", images)]).unwrap();
+        assert_eq!(planned.plan.app_dir, "backend");
+        assert_eq!(planned.plan.compose_file, None);
+    }
 }
