@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
-use preview_core::plan::Planned;
+use preview_core::model::Plan;
 use preview_core::plan::error_json;
 use preview_core::render::{RenderInput, render};
-use preview_core::sanitize::{RepoService, SanitizedCompose};
 
 /// Arguments of `preview plan`.
 #[derive(Debug, Args)]
@@ -94,7 +93,7 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
     if args.json {
         println!("{}", planned.plan.to_json());
     } else {
-        print!("{}", human(&planned));
+        print!("{}", human(&planned.plan));
         for path in &written {
             println!("wrote {}", path.display());
         }
@@ -117,8 +116,7 @@ pub(crate) fn random_secret() -> Result<String> {
 
 /// The plan for people: the decisions, the repo's compose services, then why, what the
 /// sanitiser changed, and warnings.
-fn human(planned: &Planned) -> String {
-    let plan = &planned.plan;
+fn human(plan: &Plan) -> String {
     let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     let mut rows: Vec<(&str, String)> = vec![
         (
@@ -176,24 +174,29 @@ fn human(planned: &Planned) -> String {
     if let Some(compose) = &plan.compose_file {
         rows.push(("compose", format!("{compose} (sanitised)")));
     }
-    if let Some(c) = &planned.repo_compose {
+    if let Some(c) = &plan.compose {
         rows.push((
             "web",
-            format!("{} because {}", c.app_service, c.app_service_reason),
+            format!("{} because {}", c.web_service, c.web_service_reason),
         ));
     }
     let mut out = String::new();
     for (name, value) in rows {
         out.push_str(&format!("{:<11} {value}\n", format!("{name}:")));
     }
-    let changed: &[String] = planned
-        .repo_compose
-        .as_ref()
-        .map_or(&[], |c| c.warnings.as_slice());
-    if let Some(c) = &planned.repo_compose {
-        out.push_str(&format!("\nservices of {}:\n", c.file));
+    let changed: &[String] = plan.compose.as_ref().map_or(&[], |c| c.changed.as_slice());
+    if let (Some(c), Some(file)) = (&plan.compose, &plan.compose_file) {
+        out.push_str(&format!("\nservices of {file}:\n"));
         for service in &c.services {
-            out.push_str(&format!("  - {}\n", describe_service(service, c)));
+            let role = if service.routed {
+                "routed: the web service"
+            } else {
+                "private"
+            };
+            out.push_str(&format!(
+                "  - {}: {}, {role}\n",
+                service.name, service.source
+            ));
         }
     }
     out.push_str("\nwhy:\n");
@@ -218,25 +221,6 @@ fn human(planned: &Planned) -> String {
         }
     }
     out
-}
-
-/// One service of the repo's compose file: its name, where its image comes from, and whether it
-/// is routed.
-fn describe_service(service: &RepoService, compose: &SanitizedCompose) -> String {
-    let source = match (&service.build, &service.image) {
-        (Some(b), _) => match &b.dockerfile {
-            Some(d) => format!("built from {} ({d})", b.context),
-            None => format!("built from {}", b.context),
-        },
-        (None, Some(image)) => format!("image {image}"),
-        (None, None) => "no image".to_owned(),
-    };
-    let role = if service.name == compose.app_service {
-        ", routed: the web service"
-    } else {
-        ", private"
-    };
-    format!("{}: {source}{role}", service.name)
 }
 
 #[cfg(test)]
@@ -303,9 +287,13 @@ mod tests {
             "upstream-shape-voting-app",
         ] {
             let planned = preview_core::plan(&fixture(name)).unwrap();
-            insta::assert_snapshot!(format!("plan-{name}"), human(&planned));
+            insta::assert_snapshot!(format!("plan-{name}"), human(&planned.plan));
         }
-        let text = human(&preview_core::plan(&fixture("compose-project")).unwrap());
+        let text = human(
+            &preview_core::plan(&fixture("compose-project"))
+                .unwrap()
+                .plan,
+        );
         assert!(
             text.contains("\n  - web: built from ., routed: the web service\n"),
             "{text}"
@@ -319,7 +307,7 @@ mod tests {
     #[test]
     fn human_output_lists_decisions_then_reasons() {
         let planned = preview_core::plan(&fixture("nestjs")).unwrap();
-        let text = human(&planned);
+        let text = human(&planned.plan);
         assert!(
             text.starts_with("app:        .\nlanguage:   node >=18 (npm)\nframework:  nestjs\n"),
             "{text}"

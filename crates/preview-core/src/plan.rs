@@ -7,7 +7,9 @@ use std::path::Path;
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
 use crate::config::{self, ComposeChoice, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
-use crate::model::{DockerfileSource, Language, Plan, ReadyWhen};
+use crate::model::{
+    ComposeServiceSummary, ComposeSummary, DockerfileSource, Language, Plan, ReadyWhen,
+};
 use crate::sanitize::{self, SanitizeContext, SanitizedCompose, WebOverride};
 use crate::versions;
 use crate::{Error, Result};
@@ -174,6 +176,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         },
         dockerfile_path: dockerfile_path.clone(),
         compose_file: repo_compose.as_ref().map(|c| c.file.clone()),
+        compose: repo_compose.as_ref().map(compose_summary),
         env: Default::default(),
         base_image: None,
         recipe: None,
@@ -876,6 +879,32 @@ fn find_compose(
             .map_err(with_compose_none_hint);
     }
     Ok(None)
+}
+
+/// The plan's account of a sanitised compose file.
+fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
+    let services = compose
+        .services
+        .iter()
+        .map(|service| ComposeServiceSummary {
+            name: service.name.clone(),
+            source: match (&service.build, &service.image) {
+                (Some(b), _) => match &b.dockerfile {
+                    Some(d) => format!("built from {} ({d})", b.context),
+                    None => format!("built from {}", b.context),
+                },
+                (None, Some(image)) => format!("image {image}"),
+                (None, None) => "no image".to_owned(),
+            },
+            routed: service.name == compose.app_service,
+        })
+        .collect();
+    ComposeSummary {
+        web_service: compose.app_service.clone(),
+        web_service_reason: compose.app_service_reason.clone(),
+        services,
+        changed: compose.warnings.clone(),
+    }
 }
 
 /// True for a `docker-compose.preview.yml` (or `.yaml`), written for previews.
