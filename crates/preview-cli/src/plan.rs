@@ -114,7 +114,8 @@ pub(crate) fn random_secret() -> Result<String> {
         .collect())
 }
 
-/// The plan for people: the decisions, then why, then warnings.
+/// The plan for people: the decisions, the repo's compose services, then why, what the
+/// sanitiser changed, and warnings.
 fn human(plan: &Plan) -> String {
     let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     let mut rows: Vec<(&str, String)> = vec![
@@ -173,17 +174,49 @@ fn human(plan: &Plan) -> String {
     if let Some(compose) = &plan.compose_file {
         rows.push(("compose", format!("{compose} (sanitised)")));
     }
+    if let Some(c) = &plan.compose {
+        rows.push((
+            "web",
+            format!("{} because {}", c.web_service, c.web_service_reason),
+        ));
+    }
     let mut out = String::new();
     for (name, value) in rows {
         out.push_str(&format!("{:<11} {value}\n", format!("{name}:")));
+    }
+    let changed: &[String] = plan.compose.as_ref().map_or(&[], |c| c.changed.as_slice());
+    if let (Some(c), Some(file)) = (&plan.compose, &plan.compose_file) {
+        out.push_str(&format!("\nservices of {file}:\n"));
+        for service in &c.services {
+            let role = if service.routed {
+                "routed: the web service"
+            } else {
+                "private"
+            };
+            out.push_str(&format!(
+                "  - {}: {}, {role}\n",
+                service.name, service.source
+            ));
+        }
     }
     out.push_str("\nwhy:\n");
     for reason in &plan.reasons {
         out.push_str(&format!("  - {reason}\n"));
     }
-    if !plan.warnings.is_empty() {
+    if !changed.is_empty() {
+        out.push_str("\nsanitiser changed:\n");
+        for change in changed {
+            out.push_str(&format!("  - {change}\n"));
+        }
+    }
+    let warnings: Vec<&String> = plan
+        .warnings
+        .iter()
+        .filter(|w| !changed.contains(w))
+        .collect();
+    if !warnings.is_empty() {
         out.push_str("\nwarnings:\n");
-        for warning in &plan.warnings {
+        for warning in warnings {
             out.push_str(&format!("  - {warning}\n"));
         }
     }
@@ -236,6 +269,38 @@ mod tests {
         assert_eq!(
             error_json("unsupported: ruby (found Gemfile)"),
             r#"{"error":"unsupported: ruby (found Gemfile)"}"#
+        );
+    }
+
+    /// `preview plan`'s human output for the compose fixtures: the services, the web service and
+    /// why, and what the sanitiser changed.
+    #[test]
+    fn human_output_of_compose_stacks() {
+        for name in [
+            "compose-ok",
+            "compose-project",
+            "compose-project-config",
+            "compose-project-images-only",
+            "compose-project-label",
+            "upstream-shape-django-subdir",
+            "upstream-shape-flask-redis",
+            "upstream-shape-voting-app",
+        ] {
+            let planned = preview_core::plan(&fixture(name)).unwrap();
+            insta::assert_snapshot!(format!("plan-{name}"), human(&planned.plan));
+        }
+        let text = human(
+            &preview_core::plan(&fixture("compose-project"))
+                .unwrap()
+                .plan,
+        );
+        assert!(
+            text.contains("\n  - web: built from ., routed: the web service\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nsanitiser changed:\n  - service `cache`: `ports` dropped"),
+            "{text}"
         );
     }
 

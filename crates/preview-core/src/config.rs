@@ -18,7 +18,7 @@ use crate::{Error, Result};
 pub const FILE_NAMES: [&str; 2] = ["preview-config.yml", "preview-config.yaml"];
 
 /// Every key the file may hold.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 15] = [
     "framework",
     "database",
     "health_check_path",
@@ -32,7 +32,18 @@ pub const KEYS: [&str; 13] = [
     "extra_services",
     "dockerfile",
     "app_path",
+    "compose",
+    "web_service",
 ];
+
+/// What the `compose` key says about the repo's compose file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComposeChoice {
+    /// This file (a normalised repo-relative path) instead of the ones looked for.
+    File(String),
+    /// `compose: none`: no compose file is used, even if one exists.
+    Off,
+}
 
 /// A value with the line it was given on, for later errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +104,11 @@ pub struct PreviewConfig {
     pub dockerfile: Option<Located<String>>,
     /// Normalised repo-relative path.
     pub app_path: Option<Located<String>>,
+    /// `compose`: another compose file, or none; whether the file exists and stays inside
+    /// through symlinks is checked by the planner.
+    pub compose: Option<Located<ComposeChoice>>,
+    /// `web_service`: the compose service that is the web app.
+    pub web_service: Option<Located<String>>,
 }
 
 /// The file as written, before validation. Every field keeps its line.
@@ -112,6 +128,8 @@ struct Raw {
     extra_services: Option<Spanned<Vec<Spanned<String>>>>,
     dockerfile: Option<Spanned<String>>,
     app_path: Option<Spanned<String>>,
+    compose: Option<Spanned<String>>,
+    web_service: Option<Spanned<String>>,
 }
 
 /// The `database` key as written: an engine's name (`postgres`, `none`, ...), or a mapping with
@@ -598,6 +616,78 @@ impl PreviewConfig {
             }
         }
 
+        if let Some(s) = raw.compose {
+            let line = line_of(&s);
+            let written = s.value.trim();
+            let choice = if written.eq_ignore_ascii_case("none") {
+                ComposeChoice::Off
+            } else {
+                if written.split('/').any(|part| part == "..") {
+                    return Err(err(
+                        Some(line),
+                        Some("compose"),
+                        format!(
+                            "{written:?} holds `..`; give a path inside the repository without it"
+                        ),
+                    ));
+                }
+                let path = normalize_relative(written)
+                    .map_err(|reason| err(Some(line), Some("compose"), reason))?;
+                if path == "." {
+                    return Err(err(
+                        Some(line),
+                        Some("compose"),
+                        "must name a compose file in the repository, or be `none`".to_owned(),
+                    ));
+                }
+                if !(path.ends_with(".yml") || path.ends_with(".yaml")) {
+                    return Err(err(
+                        Some(line),
+                        Some("compose"),
+                        format!("{written:?} is not a .yml or .yaml file"),
+                    ));
+                }
+                ComposeChoice::File(path)
+            };
+            config.compose = Some(Located {
+                value: choice,
+                line,
+            });
+        }
+        if let Some(s) = raw.web_service {
+            let line = line_of(&s);
+            let name = s.value.trim();
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !valid {
+                return Err(err(
+                    Some(line),
+                    Some("web_service"),
+                    format!("{name:?} is not a compose service name ([a-zA-Z0-9._-], at most 63)"),
+                ));
+            }
+            if matches!(
+                config.compose,
+                Some(Located {
+                    value: ComposeChoice::Off,
+                    ..
+                })
+            ) {
+                return Err(err(
+                    Some(line),
+                    Some("web_service"),
+                    "names a compose service, but compose is none".to_owned(),
+                ));
+            }
+            config.web_service = Some(Located {
+                value: name.to_owned(),
+                line,
+            });
+        }
+
         if let Some(list) = raw.extra_services {
             let line = line_of(&list);
             let mut services = Vec::new();
@@ -730,6 +820,51 @@ mod tests {
             ["npx prisma migrate deploy"]
         );
         assert_eq!(config.extra_services.unwrap().value, [ExtraService::Redis]);
+    }
+
+    #[test]
+    fn the_compose_and_web_service_keys() {
+        let config = parse("compose: ./deploy/stack.yaml\nweb_service: api\n").unwrap();
+        assert_eq!(
+            config.compose,
+            Some(Located {
+                value: ComposeChoice::File("deploy/stack.yaml".into()),
+                line: 1
+            })
+        );
+        assert_eq!(config.web_service.unwrap().value, "api");
+        assert_eq!(
+            parse("compose: none\n").unwrap().compose.unwrap().value,
+            ComposeChoice::Off
+        );
+        for (text, want) in [
+            (
+                "compose: /etc/compose.yml\n",
+                "preview-config.yml:1: key `compose`: \"/etc/compose.yml\" is absolute; give a path inside the repository",
+            ),
+            (
+                "compose: a/../compose.yml\n",
+                "preview-config.yml:1: key `compose`: \"a/../compose.yml\" holds `..`; give a path inside the repository without it",
+            ),
+            (
+                "compose: .\n",
+                "preview-config.yml:1: key `compose`: must name a compose file in the repository, or be `none`",
+            ),
+            (
+                "compose: Dockerfile\n",
+                "preview-config.yml:1: key `compose`: \"Dockerfile\" is not a .yml or .yaml file",
+            ),
+            (
+                "compose: none\nweb_service: api\n",
+                "preview-config.yml:2: key `web_service`: names a compose service, but compose is none",
+            ),
+            (
+                "web_service: \"a b\"\n",
+                "preview-config.yml:1: key `web_service`: \"a b\" is not a compose service name ([a-zA-Z0-9._-], at most 63)",
+            ),
+        ] {
+            assert_eq!(error(text), want, "{text}");
+        }
     }
 
     #[test]

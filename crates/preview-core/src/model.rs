@@ -418,8 +418,12 @@ pub struct Plan {
     pub dockerfile: DockerfileSource,
     /// The repo's Dockerfile, relative to the checkout root, when it is used.
     pub dockerfile_path: Option<String>,
-    /// The repo's `docker-compose.preview.yml`, relative to the checkout root, when present.
+    /// The repo's compose file (`docker-compose.preview.yml`, the project's `compose.yaml`, ...,
+    /// or the one preview-config.yml names), relative to the checkout root, when one is used.
     pub compose_file: Option<String>,
+    /// That file's services, its web service and why, and what the sanitiser changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeSummary>,
     /// Environment from `env` and `env_file` of preview-config.yml (values as given).
     pub env: BTreeMap<String, String>,
     /// The image the app is built from, from base-images.tsv.
@@ -430,4 +434,27 @@ pub struct Plan {
     pub reasons: Vec<String>,
     /// Things that may go wrong, worth telling the PR author.
     pub warnings: Vec<String>,
+}
+
+/// What a plan says about the repo's compose file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComposeSummary {
+    /// The service that is the web app, the only one routed.
+    pub web_service: String,
+    /// Why it is the web app.
+    pub web_service_reason: String,
+    /// Every service, in the file's order.
+    pub services: Vec<ComposeServiceSummary>,
+    /// What the sanitiser dropped or changed.
+    pub changed: Vec<String>,
+}
+
+/// One service of the repo's compose file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComposeServiceSummary {
+    pub name: String,
+    /// `built from DIR` (with the Dockerfile when named), `image NAME`, or `no image`.
+    pub source: String,
+    /// Whether nginx routes to it (the web service) rather than it staying private.
+    pub routed: bool,
 }

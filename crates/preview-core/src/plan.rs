@@ -5,10 +5,12 @@
 use std::path::Path;
 
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
-use crate::config::{self, FrameworkChoice, PreviewConfig};
+use crate::config::{self, ComposeChoice, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
-use crate::model::{DockerfileSource, Language, Plan, ReadyWhen};
-use crate::sanitize::{self, SanitizeContext, SanitizedCompose};
+use crate::model::{
+    ComposeServiceSummary, ComposeSummary, DockerfileSource, Language, Plan, ReadyWhen,
+};
+use crate::sanitize::{self, SanitizeContext, SanitizedCompose, WebOverride};
 use crate::versions;
 use crate::{Error, Result};
 
@@ -110,11 +112,11 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     };
 
     // 3. A repo-owned compose file, sanitised.
-    let repo_compose = find_compose(checkout, &app_dir)?;
+    let repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
     if let Some(c) = &repo_compose {
         reasons.push(format!(
-            "compose={} (sanitised): the app is its service `{}`",
-            c.file, c.app_service
+            "web_service={} because {}: only its port is routed; the other services of {} stay on the preview's private network",
+            c.app_service, c.app_service_reason, c.file
         ));
         warnings.extend(c.warnings.iter().cloned());
     }
@@ -174,6 +176,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         },
         dockerfile_path: dockerfile_path.clone(),
         compose_file: repo_compose.as_ref().map(|c| c.file.clone()),
+        compose: repo_compose.as_ref().map(compose_summary),
         env: Default::default(),
         base_image: None,
         recipe: None,
@@ -282,16 +285,24 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     if let Some(c) = &repo_compose
         && config.app_port.is_none()
         && let Some(app) = c.services.iter().find(|s| s.name == c.app_service)
-        && let Some(port) = app
+    {
+        if let Some(port) = app.published.first() {
+            reasons.push(format!(
+                "port={port} because service `{}` of {} publishes it",
+                app.name, c.file
+            ));
+            plan.port = *port;
+        } else if let Some(port) = app
             .expose
             .first()
             .and_then(|p| p.split('/').next()?.parse::<u16>().ok())
-    {
-        reasons.push(format!(
-            "port={port} because service `{}` of {} exposes it",
-            app.name, c.file
-        ));
-        plan.port = port;
+        {
+            reasons.push(format!(
+                "port={port} because service `{}` of {} exposes it",
+                app.name, c.file
+            ));
+            plan.port = port;
+        }
     }
 
     // 6. preview-config.yml overrides.
@@ -450,7 +461,14 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     }
     // The repo's compose file may refer only to the preview's own variables, now all known.
     if let Some(c) = &repo_compose {
-        sanitize::check_variables(c, &crate::render::compose::preview_variable_names(&plan))?;
+        sanitize::check_variables(c, &crate::render::compose::preview_variable_names(&plan))
+            .map_err(|e| {
+                if is_preview_file(&c.file) {
+                    e
+                } else {
+                    with_compose_none_hint(e)
+                }
+            })?;
     }
     plan.build_command =
         (!plan.build_commands.is_empty()).then(|| plan.build_commands.join(" && "));
@@ -540,8 +558,13 @@ fn select_app(
         return Ok((".".to_owned(), false, pick(root, ".", reasons, warnings)));
     }
     // A root Dockerfile or compose file makes the root the app even without a manifest we know.
-    let root_image =
-        checkout.is_file("Dockerfile") || sanitize::FILE_NAMES.iter().any(|f| checkout.is_file(f));
+    let root_image = checkout.is_file("Dockerfile")
+        || sanitize::FILE_NAMES.iter().any(|f| checkout.is_file(f))
+        || sanitize::PROJECT_FILE_NAMES.iter().any(|f| {
+            checkout
+                .peek_text(Path::new(f), CONFIG_LIMIT)
+                .is_some_and(|text| builds_from_repo(&text))
+        });
 
     let (candidates, source) = workspace_candidates(checkout);
     let mut deployable: Vec<(String, Detection)> = Vec::new();
@@ -738,33 +761,190 @@ fn workspace_candidates(checkout: &Checkout) -> (Vec<String>, &'static str) {
     (dirs, source)
 }
 
-/// Finds and sanitises `docker-compose.preview.yml` in the app dir, then at the root.
-fn find_compose(checkout: &Checkout, app_dir: &str) -> Result<Option<SanitizedCompose>> {
+/// Finds and sanitises the repo's compose file: the `compose` key's file; else
+/// `docker-compose.preview.yml` in the app dir, then at the root; else the project's own
+/// `compose.yaml` (or `compose.yml`, `docker-compose.yml`, `docker-compose.yaml`) in the app dir,
+/// when one of its services is built from the repo or is named the web service.
+fn find_compose(
+    checkout: &Checkout,
+    config: &PreviewConfig,
+    app_dir: &str,
+    reasons: &mut Vec<String>,
+) -> Result<Option<SanitizedCompose>> {
+    let web = config.web_service.as_ref().map(|w| WebOverride {
+        service: &w.value,
+        config_file: &config.file,
+        key: "web_service",
+        line: w.line,
+    });
+    match config.compose.as_ref().map(|c| (&c.value, c.line)) {
+        Some((ComposeChoice::Off, _)) => {
+            reasons.push(format!(
+                "compose=none because {} sets compose: none",
+                config.file
+            ));
+            return Ok(None);
+        }
+        Some((ComposeChoice::File(file), line)) => {
+            let text = match checkout.read_text(Path::new(file), CONFIG_LIMIT) {
+                Ok(Some(text)) => text,
+                Ok(None) => {
+                    return Err(config.error(
+                        "compose",
+                        line,
+                        format!("{file} is not a file in the repository"),
+                    ));
+                }
+                Err(Error::UnsafePath { reason, .. }) => {
+                    return Err(config.error(
+                        "compose",
+                        line,
+                        format!("{file} is refused: {reason}"),
+                    ));
+                }
+                Err(Error::TooLarge { limit, .. }) => {
+                    return Err(config.error(
+                        "compose",
+                        line,
+                        format!("{file} is larger than the {limit}-byte limit"),
+                    ));
+                }
+                Err(e) => return Err(config.error("compose", line, e.to_string())),
+            };
+            reasons.push(format!(
+                "compose={file} because {} sets compose",
+                config.file
+            ));
+            let ctx = SanitizeContext {
+                checkout,
+                file: file.clone(),
+            };
+            return sanitize::sanitize_choosing(&text, &ctx, web)
+                .map(Some)
+                .map_err(with_compose_none_hint);
+        }
+        None => {}
+    }
     let mut dirs = vec![app_dir.to_owned()];
     if app_dir != "." {
         dirs.push(".".to_owned());
     }
-    for dir in dirs {
-        for name in sanitize::FILE_NAMES {
-            let file = join_str(&dir, name);
-            let text = match checkout.read_text(Path::new(&file), CONFIG_LIMIT) {
-                Ok(Some(text)) => text,
-                Ok(None) => continue,
-                Err(Error::TooLarge { limit, .. }) => {
-                    return Err(Error::Config {
-                        file,
-                        line: None,
-                        key: None,
-                        message: format!("the file is larger than the {limit}-byte limit"),
-                    });
-                }
-                Err(e) => return Err(e),
-            };
-            let ctx = SanitizeContext { checkout, file };
-            return sanitize::sanitize(&text, &ctx).map(Some);
+    let preview_files = dirs
+        .iter()
+        .flat_map(|dir| sanitize::FILE_NAMES.iter().map(move |n| join_str(dir, n)));
+    let project_files = sanitize::PROJECT_FILE_NAMES
+        .iter()
+        .map(|n| join_str(app_dir, n));
+    for file in preview_files.chain(project_files) {
+        let text = match checkout.read_text(Path::new(&file), CONFIG_LIMIT) {
+            Ok(Some(text)) => text,
+            Ok(None) => continue,
+            Err(Error::TooLarge { limit, .. }) => {
+                return Err(Error::Config {
+                    file,
+                    line: None,
+                    key: None,
+                    message: format!("the file is larger than the {limit}-byte limit"),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let ctx = SanitizeContext {
+            checkout,
+            file: file.clone(),
+        };
+        if is_preview_file(&file) {
+            reasons.push(format!(
+                "compose={file} because the repo writes it for previews"
+            ));
+            return sanitize::sanitize_choosing(&text, &ctx, web).map(Some);
         }
+        if web.is_none() && !builds_from_repo(&text) {
+            reasons.push(format!(
+                "{file} is not used: none of its services is built from the repo (set web_service in {} to use it)",
+                if config.file.is_empty() { config::FILE_NAMES[0] } else { &config.file }
+            ));
+            return Ok(None);
+        }
+        reasons.push(format!(
+            "compose={file} because it is the project's compose file in {}",
+            if app_dir == "." {
+                "the repository root"
+            } else {
+                app_dir
+            }
+        ));
+        return sanitize::sanitize_choosing(&text, &ctx, web)
+            .map(Some)
+            .map_err(with_compose_none_hint);
     }
     Ok(None)
+}
+
+/// The plan's account of a sanitised compose file.
+fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
+    let services = compose
+        .services
+        .iter()
+        .map(|service| ComposeServiceSummary {
+            name: service.name.clone(),
+            source: match (&service.build, &service.image) {
+                (Some(b), _) => match &b.dockerfile {
+                    Some(d) => format!("built from {} ({d})", b.context),
+                    None => format!("built from {}", b.context),
+                },
+                (None, Some(image)) => format!("image {image}"),
+                (None, None) => "no image".to_owned(),
+            },
+            routed: service.name == compose.app_service,
+        })
+        .collect();
+    ComposeSummary {
+        web_service: compose.app_service.clone(),
+        web_service_reason: compose.app_service_reason.clone(),
+        services,
+        changed: compose.warnings.clone(),
+    }
+}
+
+/// True for a `docker-compose.preview.yml` (or `.yaml`), written for previews.
+fn is_preview_file(file: &str) -> bool {
+    sanitize::FILE_NAMES.contains(&file.rsplit('/').next().unwrap_or(file))
+}
+
+/// A refusal of the project's own compose file, with the way to preview the app without it.
+fn with_compose_none_hint(e: Error) -> Error {
+    match e {
+        Error::ComposeRefused {
+            file,
+            line,
+            service,
+            key,
+            reason,
+        } => Error::ComposeRefused {
+            file,
+            line,
+            service,
+            key,
+            reason: format!(
+                "{reason} (or set `compose: none` in preview-config.yml to preview the app without this file)"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// Whether a compose file's text has a service with `build`, read leniently: the sanitiser
+/// judges the file once it is chosen.
+fn builds_from_repo(text: &str) -> bool {
+    serde_saphyr::from_str_with_options::<serde_json::Value>(text, config::parser_options())
+        .ok()
+        .and_then(|v| {
+            v.get("services")?
+                .as_object()
+                .map(|s| s.values().any(|svc| svc.get("build").is_some()))
+        })
+        .unwrap_or(false)
 }
 
 /// The first port of the first `EXPOSE` in a Dockerfile.
@@ -837,5 +1017,101 @@ mod tests {
             error("database: {seed: db/seed.sql}\n"),
             "preview-config.yml:1: key `database`: seed: db/seed.sql seeds a postgres or mysql database, but the app gets none; set database.engine"
         );
+    }
+
+    /// Plans a checkout made of `files` only.
+    fn plan_files(files: &[(&str, &str)]) -> Result<Planned> {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        plan(dir.path())
+    }
+
+    const BUILT_WEB: &str = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n";
+
+    #[test]
+    fn the_compose_file_is_looked_for_in_order() {
+        let file_of = |files: &[(&str, &str)]| {
+            let planned = plan_files(files).unwrap();
+            assert_eq!(
+                planned.plan.compose_file,
+                planned.repo_compose.as_ref().map(|c| c.file.clone())
+            );
+            planned.plan.compose_file
+        };
+        let app = ("app.py", "print('hi')\n");
+        let preview = (
+            "docker-compose.preview.yml",
+            "services:\n  app:\n    build: .\n",
+        );
+        // The preview file first, then Compose's own names in Compose's order.
+        assert_eq!(
+            file_of(&[app, preview, ("compose.yaml", BUILT_WEB)]).as_deref(),
+            Some("docker-compose.preview.yml")
+        );
+        assert_eq!(
+            file_of(&[
+                app,
+                ("docker-compose.yml", BUILT_WEB),
+                ("compose.yml", BUILT_WEB)
+            ])
+            .as_deref(),
+            Some("compose.yml")
+        );
+        assert_eq!(
+            file_of(&[app, ("docker-compose.yaml", BUILT_WEB)]).as_deref(),
+            Some("docker-compose.yaml")
+        );
+        // compose: none turns every file off, the preview file too.
+        assert_eq!(
+            file_of(&[app, preview, ("preview-config.yml", "compose: none\n")]),
+            None
+        );
+        // A project file at the root is not used for an app in a subdirectory.
+        let planned = plan_files(&[
+            ("preview-config.yml", "app_path: api\n"),
+            ("api/app.py", "print('hi')\n"),
+            ("compose.yaml", BUILT_WEB),
+        ])
+        .unwrap();
+        assert_eq!(planned.plan.compose_file, None);
+        // A missing file named by the key is an error naming the key.
+        assert_eq!(
+            plan_files(&[app, ("preview-config.yml", "\ncompose: ops/compose.yml\n")])
+                .unwrap_err()
+                .to_string(),
+            "preview-config.yml:2: key `compose`: ops/compose.yml is not a file in the repository"
+        );
+    }
+
+    #[test]
+    fn a_root_compose_file_that_builds_makes_the_root_the_app() {
+        // One deployable app in a conventional directory, and a root compose file building it:
+        // the stack is the compose file, not the directory alone.
+        let backend = ("backend/main.py", "print('hi')\n");
+        let built = "services:\n  backend:\n    build: ./backend\n    ports: [\"8000:8000\"]\n  db:\n    image: postgres:16\n";
+        let planned = plan_files(&[
+            backend,
+            ("backend/Dockerfile", "FROM x\n"),
+            ("compose.yaml", built),
+        ])
+        .unwrap();
+        assert_eq!(planned.plan.app_dir, ".");
+        assert_eq!(planned.plan.compose_file.as_deref(), Some("compose.yaml"));
+        assert!(
+            planned.plan.reasons.iter().any(|r| r.starts_with(
+                "web_service=backend because it is the only service of compose.yaml that publishes port 8000"
+            )),
+            "{:?}",
+            planned.plan.reasons
+        );
+        // A root compose file of images only leaves the app where detection found it.
+        let images = "services:\n  db:\n    image: postgres:16\n    ports: [\"5432:5432\"]\n";
+        let planned = plan_files(&[backend, ("docker-compose.yml", images)]).unwrap();
+        assert_eq!(planned.plan.app_dir, "backend");
+        assert_eq!(planned.plan.compose_file, None);
     }
 }

@@ -20,6 +20,19 @@ use crate::{Error, Result};
 /// File names looked for, in the app dir and then at the repo root.
 pub const FILE_NAMES: [&str; 2] = ["docker-compose.preview.yml", "docker-compose.preview.yaml"];
 
+/// The project's own compose file names, in Compose's own order of preference, looked for in the
+/// app dir after [`FILE_NAMES`]. Written for local development, such a file publishes host ports:
+/// they are dropped (and read to choose the web service) instead of refused.
+pub const PROJECT_FILE_NAMES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
+
+/// The label that marks a service as the web app, overriding the automatic choice.
+pub const WEB_LABEL: &str = "preview.web";
+
 /// The compose service that is the app, when the file has one by that name.
 pub const APP_SERVICE: &str = "app";
 
@@ -32,6 +45,13 @@ pub struct SanitizeContext<'a> {
 }
 
 impl SanitizeContext<'_> {
+    /// True for a `docker-compose.preview.yml`, written for previews: its host ports are refused.
+    /// Any other file is the project's own, whose host ports are dropped.
+    fn is_preview_file(&self) -> bool {
+        let name = self.file.rsplit('/').next().unwrap_or(&self.file);
+        FILE_NAMES.contains(&name)
+    }
+
     fn dir(&self) -> &str {
         match self.file.rsplit_once('/') {
             Some((dir, _)) => dir,
@@ -47,8 +67,10 @@ pub struct SanitizedCompose {
     pub file: String,
     /// Its services, by name.
     pub services: Vec<RepoService>,
-    /// The service that is the app.
+    /// The service that is the app: the web service, the only one routed.
     pub app_service: String,
+    /// Why that service is the app, for the plan's reasons.
+    pub app_service_reason: String,
     /// Named volumes it declares.
     pub volumes: Vec<String>,
     /// Networks it declares, with whether each is `internal`.
@@ -134,9 +156,28 @@ pub struct RepoService {
     pub env_files: Vec<String>,
     /// The ports it exposes to the other services (`expose`).
     pub expose: Vec<String>,
+    /// The container ports it publishes to the host (`ports` of a project's compose file); the
+    /// host side is dropped, and only the web service's port is routed, through nginx.
+    pub published: Vec<u16>,
+    /// The restart policy it runs with: the repo's `no` or `on-failure[:N]` for a task that is
+    /// meant to end (a migration), `no` for a service another one waits on with
+    /// `condition: service_completed_successfully` and no policy of its own, and otherwise
+    /// `unless-stopped` (`always` included: a preview put to sleep must stay stopped).
+    pub restart: String,
     /// Every other allowed key, verbatim.
     pub passthrough: Map<String, Value>,
 }
+
+impl RepoService {
+    /// Whether the service is a task meant to end, such as a migration: its container exiting
+    /// with 0 is its success, not a failure of the preview.
+    pub fn is_one_shot(&self) -> bool {
+        self.restart != RESTART_ALWAYS
+    }
+}
+
+/// The restart policy of every service that is meant to keep running.
+pub const RESTART_ALWAYS: &str = "unless-stopped";
 
 /// A build section; paths relative to the checkout root.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -210,7 +251,7 @@ const PASSTHROUGH: [&str; 31] = [
 ];
 
 /// Service keys the orchestrator sets itself; the repo's values are dropped with a warning.
-const OVERRIDDEN: [&str; 17] = [
+const OVERRIDDEN: [&str; 16] = [
     "mem_limit",
     "memswap_limit",
     "mem_reservation",
@@ -223,7 +264,6 @@ const OVERRIDDEN: [&str; 17] = [
     "cpu_count",
     "cpu_percent",
     "pids_limit",
-    "restart",
     "deploy",
     "stop_grace_period",
     "container_name",
@@ -391,8 +431,31 @@ impl Refusals<'_> {
     }
 }
 
-/// Parses and sanitises the compose file's text.
+/// A `preview-config.yml` key naming the web service, checked against the compose file.
+#[derive(Debug, Clone, Copy)]
+pub struct WebOverride<'a> {
+    /// The service named.
+    pub service: &'a str,
+    /// The config file, e.g. `preview-config.yml`.
+    pub config_file: &'a str,
+    /// The key, e.g. `web_service`.
+    pub key: &'a str,
+    /// Its line in the config file.
+    pub line: u64,
+}
+
+/// Parses and sanitises the compose file's text; the web service is chosen automatically.
 pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
+    sanitize_choosing(text, ctx, None)
+}
+
+/// Parses and sanitises the compose file's text; `web` (from preview-config.yml), when given,
+/// names the web service.
+pub fn sanitize_choosing(
+    text: &str,
+    ctx: &SanitizeContext,
+    web: Option<WebOverride>,
+) -> Result<SanitizedCompose> {
     let r = Refusals {
         text,
         file: &ctx.file,
@@ -462,6 +525,7 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
     }
     let mut services = Vec::new();
     let mut variables = Vec::new();
+    let mut restart_declared = BTreeSet::new();
     for (name, value) in services_map {
         if !valid_service_name(&name) {
             return Err(r.refuse(Some(&name), "services", "service names are [a-zA-Z0-9._-]"));
@@ -469,7 +533,10 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
         let Value::Object(map) = value else {
             return Err(r.refuse(Some(&name), &name, "a service must be a mapping"));
         };
-        variables.extend(scan_variables(&r, &name, &map)?);
+        variables.extend(scan_variables(&r, &name, &map, ctx.is_preview_file())?);
+        if map.contains_key("restart") {
+            restart_declared.insert(name.clone());
+        }
         services.push(sanitize_service(
             &r,
             ctx,
@@ -479,30 +546,202 @@ pub fn sanitize(text: &str, ctx: &SanitizeContext) -> Result<SanitizedCompose> {
             &mut warnings,
         )?);
     }
-    let app_service = if services.iter().any(|s| s.name == APP_SERVICE) {
-        APP_SERVICE.to_owned()
-    } else {
-        let built: Vec<&RepoService> = services.iter().filter(|s| s.build.is_some()).collect();
-        match built.as_slice() {
-            [one] => one.name.clone(),
-            _ => {
-                return Err(r.refuse(
-                    None,
-                    "services",
-                    "cannot tell which service is the app: name it `app` (or let exactly one service have `build`)",
-                ));
-            }
+    let awaited = awaited_to_complete(&services);
+    for service in &mut services {
+        if awaited.contains(&service.name) && !restart_declared.contains(&service.name) {
+            service.restart = "no".to_owned();
         }
-    };
+    }
+    let (app_service, app_service_reason) = choose_web_service(&r, &services, web)?;
     Ok(SanitizedCompose {
         file: ctx.file.clone(),
         services,
         app_service,
+        app_service_reason,
         volumes,
         networks,
         warnings,
         variables,
     })
+}
+
+/// The policy a repo's `restart` value runs with; see [`RepoService::restart`].
+fn restart_policy(r: &Refusals, service: &str, value: &Value) -> Result<String> {
+    let policy = match value {
+        // `restart: no` unquoted is YAML 1.1's false.
+        Value::Bool(false) => "no",
+        Value::String(s) => s.as_str(),
+        _ => return Err(r.refuse(Some(service), "restart", "must be a string")),
+    };
+    match policy {
+        "no" => Ok("no".to_owned()),
+        "always" | "unless-stopped" => Ok(RESTART_ALWAYS.to_owned()),
+        "on-failure" => Ok(policy.to_owned()),
+        _ => match policy.strip_prefix("on-failure:").map(str::parse::<u32>) {
+            Some(Ok(_)) => Ok(policy.to_owned()),
+            _ => Err(r.refuse(
+                Some(service),
+                "restart",
+                format!("{policy:?} is not a restart policy (no, always, on-failure[:N], unless-stopped)"),
+            )),
+        },
+    }
+}
+
+/// The services another one waits on with `condition: service_completed_successfully`.
+fn awaited_to_complete(services: &[RepoService]) -> BTreeSet<String> {
+    services
+        .iter()
+        .filter_map(|s| s.passthrough.get("depends_on")?.as_object())
+        .flatten()
+        .filter(|(_, how)| how["condition"] == "service_completed_successfully")
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Whether a label value says yes.
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "yes" | "1" | "on"
+    )
+}
+
+fn name_list(services: &[&RepoService]) -> String {
+    services
+        .iter()
+        .map(|s| format!("`{}`", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The web service and why: preview-config.yml's key, else the `preview.web` label, else a
+/// service named `app`, else the one service that publishes a port or exposes one and is built
+/// from the repo (built ones first), else the one built service.
+fn choose_web_service(
+    r: &Refusals,
+    services: &[RepoService],
+    web: Option<WebOverride>,
+) -> Result<(String, String)> {
+    let file = r.file;
+    if let Some(w) = web {
+        return match services.iter().find(|s| s.name == w.service) {
+            Some(s) => Ok((
+                s.name.clone(),
+                format!("{} sets {}: {}", w.config_file, w.key, w.service),
+            )),
+            None => Err(Error::Config {
+                file: w.config_file.to_owned(),
+                line: Some(w.line),
+                key: Some(w.key.to_owned()),
+                message: format!(
+                    "{file} has no service `{}` (its services: {})",
+                    w.service,
+                    name_list(&services.iter().collect::<Vec<_>>())
+                ),
+            }),
+        };
+    }
+    let labelled: Vec<&RepoService> = services
+        .iter()
+        .filter(|s| s.labels.get(WEB_LABEL).is_some_and(|v| truthy(v)))
+        .collect();
+    match labelled.as_slice() {
+        [one] => {
+            return Ok((
+                one.name.clone(),
+                format!("it has the label `{WEB_LABEL}` in {file}"),
+            ));
+        }
+        [] => {}
+        many => {
+            return Err(r.refuse(
+                None,
+                "services",
+                format!(
+                    "{} all have the label `{WEB_LABEL}`; only one service is the web app",
+                    name_list(many)
+                ),
+            ));
+        }
+    }
+    if services.iter().any(|s| s.name == APP_SERVICE) {
+        return Ok((
+            APP_SERVICE.to_owned(),
+            format!("it is named `{APP_SERVICE}`"),
+        ));
+    }
+    let serving: Vec<&RepoService> = services
+        .iter()
+        .filter(|s| !s.published.is_empty() || (!s.expose.is_empty() && s.build.is_some()))
+        .collect();
+    let built_serving: Vec<&RepoService> = serving
+        .iter()
+        .copied()
+        .filter(|s| s.build.is_some())
+        .collect();
+    let why_serving = |s: &RepoService| {
+        if !s.published.is_empty() {
+            format!("publishes port {}", s.published[0])
+        } else {
+            format!("exposes port {} and is built from the repo", s.expose[0])
+        }
+    };
+    let built: Vec<&RepoService> = services.iter().filter(|s| s.build.is_some()).collect();
+    match (
+        built_serving.as_slice(),
+        built.as_slice(),
+        serving.as_slice(),
+    ) {
+        ([one], _, [_]) => {
+            return Ok((
+                one.name.clone(),
+                format!("it is the only service of {file} that {}", why_serving(one)),
+            ));
+        }
+        ([one], _, _) => {
+            return Ok((
+                one.name.clone(),
+                format!(
+                    "it {} and is the only one built from the repo of those that serve a port ({})",
+                    why_serving(one),
+                    name_list(&serving)
+                ),
+            ));
+        }
+        ([], [one], _) => {
+            return Ok((
+                one.name.clone(),
+                format!("it is the only service of {file} built from the repo"),
+            ));
+        }
+        ([], [], [one]) => {
+            return Ok((
+                one.name.clone(),
+                format!("it is the only service of {file} that {}", why_serving(one)),
+            ));
+        }
+        _ => {}
+    }
+    let candidates = if !built_serving.is_empty() {
+        built_serving
+    } else if !built.is_empty() {
+        built
+    } else {
+        serving
+    };
+    let found = if candidates.is_empty() {
+        "no service publishes a port or is built from the repo".to_owned()
+    } else {
+        format!("{} could each be", name_list(&candidates))
+    };
+    Err(r.refuse(
+        None,
+        "services",
+        format!(
+            "cannot tell which service is the web app ({found}): name it `{APP_SERVICE}`, give it the label `{WEB_LABEL}: \"true\"`, or set web_service in preview-config.yml"
+        ),
+    ))
 }
 
 fn valid_service_name(name: &str) -> bool {
@@ -595,10 +834,19 @@ fn sanitize_service(
         volumes: Vec::new(),
         env_files: Vec::new(),
         expose: Vec::new(),
+        published: Vec::new(),
+        restart: RESTART_ALWAYS.to_owned(),
         passthrough: Map::new(),
     };
     for (key, value) in map {
         let k = key.as_str();
+        if k == "ports" && !ctx.is_preview_file() {
+            out.published = published_ports(r, name, &value)?;
+            warnings.push(format!(
+                "service `{name}`: `ports` dropped; no host port is published, and only the web service's port is routed, through nginx"
+            ));
+            continue;
+        }
         if let Some((_, reason)) = REFUSED.iter().find(|(r, _)| *r == k) {
             return Err(r.refuse(svc, k, *reason));
         }
@@ -696,6 +944,7 @@ fn sanitize_service(
                     out.expose.push(port);
                 }
             }
+            "restart" => out.restart = restart_policy(r, name, &value)?,
             "develop" => warnings.push(format!("service `{name}`: `develop` is ignored in previews")),
             _ if OVERRIDDEN.contains(&k) => warnings.push(format!(
                 "service `{name}`: `{k}` is ignored; limits, restart policy and names are set by the orchestrator"
@@ -712,6 +961,37 @@ fn sanitize_service(
         warnings.push(format!(
             "service `{name}`: `image: {image}` is ignored because the service is built; a built image must not take another image's name on the host"
         ));
+    }
+    Ok(out)
+}
+
+/// The container ports of a `ports` list (short or long syntax), skipping ranges and ports given
+/// by variables: the host side is dropped, so only the container side matters.
+fn published_ports(r: &Refusals, service: &str, value: &Value) -> Result<Vec<u16>> {
+    let Value::Array(items) = value else {
+        return Err(r.refuse(Some(service), "ports", "must be a list"));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let container = match item {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => {
+                let no_proto = s.split('/').next().unwrap_or_default();
+                no_proto.rsplit(':').next().unwrap_or_default().to_owned()
+            }
+            Value::Object(m) => match m.get("target") {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => continue,
+            },
+            _ => return Err(r.refuse(Some(service), "ports", "entries must be ports")),
+        };
+        if let Ok(port) = container.trim().parse::<u16>()
+            && port > 0
+            && !out.contains(&port)
+        {
+            out.push(port);
+        }
     }
     Ok(out)
 }
@@ -1174,10 +1454,16 @@ fn scan_variables(
     r: &Refusals,
     service: &str,
     map: &Map<String, Value>,
+    preview_file: bool,
 ) -> Result<Vec<VariableRef>> {
     let mut strings = Vec::new();
     let mut bare = Vec::new();
     for (key, value) in map {
+        // A project file's `ports` are dropped unread (beyond their container port), so their
+        // variables are never substituted.
+        if key == "ports" && !preview_file {
+            continue;
+        }
         if key == "build"
             && let Value::Object(build) = value
         {
@@ -1468,6 +1754,151 @@ mod tests {
         )
     }
 
+    /// Sanitises `text` as the project's own `compose.yaml`, with an optional web_service key.
+    fn run_project(text: &str, web: Option<&str>) -> Result<SanitizedCompose> {
+        let (_d, c) = checkout();
+        sanitize_choosing(
+            text,
+            &SanitizeContext {
+                checkout: &c,
+                file: "compose.yaml".into(),
+            },
+            web.map(|service| WebOverride {
+                service,
+                config_file: "preview-config.yml",
+                key: "web_service",
+                line: 3,
+            }),
+        )
+    }
+
+    #[test]
+    fn tasks_meant_to_end_keep_their_restart_policy() {
+        let s = run_project(
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    restart: always\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n      db:\n        condition: service_healthy\n        restart: true\n  migrate:\n    build: .\n  seed:\n    build: .\n    restart: no\n  retry:\n    build: .\n    restart: \"on-failure:3\"\n  db:\n    image: postgres:16-bookworm\n",
+            None,
+        )
+        .unwrap();
+        let restart = |name: &str| {
+            let service = s.services.iter().find(|x| x.name == name).unwrap();
+            (service.restart.as_str(), service.is_one_shot())
+        };
+        // Awaited to complete, with no policy of its own: it runs once.
+        assert_eq!(restart("migrate"), ("no", true));
+        assert_eq!(restart("seed"), ("no", true));
+        assert_eq!(restart("retry"), ("on-failure:3", true));
+        // `always` would start a sleeping preview again when the engine restarts.
+        assert_eq!(restart("web"), ("unless-stopped", false));
+        assert_eq!(restart("db"), ("unless-stopped", false));
+        assert!(
+            !s.warnings.iter().any(|w| w.contains("restart")),
+            "{:?}",
+            s.warnings
+        );
+
+        let err = run_project(
+            "services:\n  web:\n    build: .\n    restart: sometimes\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("compose.yaml:4") && err.contains("\"sometimes\" is not a restart policy"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_project_files_ports_are_dropped_and_read() {
+        let text = "services:\n  web:\n    build: .\n    ports:\n      - \"127.0.0.1:8080:3000/tcp\"\n      - 9229\n      - target: 4000\n        published: 4000\n      - \"${HOST_PORT:-80}:5000\"\n      - \"7000-7002:7000-7002\"\n";
+        let c = run_project(text, None).unwrap();
+        assert_eq!(c.services[0].published, vec![3000, 9229, 4000, 5000]);
+        assert_eq!(
+            c.warnings,
+            vec![
+                "service `web`: `ports` dropped; no host port is published, and only the web service's port is routed, through nginx"
+            ]
+        );
+        // The same key in a file written for previews is still refused.
+        let err = run("services:\n  web:\n    build: .\n    ports: [\"8080:3000\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "docker-compose.preview.yml:4: service `web`: key `ports`: host ports are assigned"
+            ),
+            "{err}"
+        );
+        // A variable in a dropped `ports` is never substituted, so it is not a reference.
+        assert!(c.variables.is_empty(), "{:?}", c.variables);
+    }
+
+    #[test]
+    fn the_web_service_is_chosen_with_its_reason() {
+        let choose = |text: &str, web: Option<&str>| {
+            run_project(text, web).map(|c| (c.app_service, c.app_service_reason))
+        };
+        let db = "  db:\n    image: postgres:16\n    ports: [\"5432:5432\"]\n";
+        // The one built service that publishes a port, over an image that publishes one too.
+        assert_eq!(
+            choose(&format!("services:\n{db}  api:\n    build: .\n    ports: [\"8000:8000\"]\n"), None).unwrap(),
+            ("api".into(), "it publishes port 8000 and is the only one built from the repo of those that serve a port (`api`, `db`)".into())
+        );
+        // Exposing is enough for a built service.
+        assert_eq!(
+            choose("services:\n  api:\n    build: .\n    expose: [\"3000\"]\n  worker:\n    build: .\n", None).unwrap(),
+            ("api".into(), "it is the only service of compose.yaml that exposes port 3000 and is built from the repo".into())
+        );
+        // A built service that serves nothing still wins over a database image that publishes.
+        assert_eq!(
+            choose(&format!("services:\n{db}  api:\n    build: .\n"), None).unwrap(),
+            (
+                "api".into(),
+                "it is the only service of compose.yaml built from the repo".into()
+            )
+        );
+        // Images only: the one that publishes a port.
+        assert_eq!(
+            choose("services:\n  site:\n    image: nginx\n    ports: [80]\n  cache:\n    image: redis\n", None).unwrap(),
+            ("site".into(), "it is the only service of compose.yaml that publishes port 80".into())
+        );
+        let two = "services:\n  api:\n    build: .\n    ports: [\"8000:8000\"]\n  ui:\n    build: .\n    ports: [\"5173:5173\"]\n";
+        assert_eq!(
+            choose(two, None).unwrap_err().to_string(),
+            "compose.yaml:1: key `services`: cannot tell which service is the web app (`api`, `ui` could each be): name it `app`, give it the label `preview.web: \"true\"`, or set web_service in preview-config.yml"
+        );
+        // The label, then the key, override.
+        let labelled = two.replace("  ui:\n", "  ui:\n    labels: [preview.web=true]\n");
+        assert_eq!(choose(&labelled, None).unwrap().0, "ui");
+        assert_eq!(
+            choose(&labelled, Some("api")).unwrap(),
+            (
+                "api".into(),
+                "preview-config.yml sets web_service: api".into()
+            )
+        );
+        assert_eq!(
+            choose(two, Some("front")).unwrap_err().to_string(),
+            "preview-config.yml:3: key `web_service`: compose.yaml has no service `front` (its services: `api`, `ui`)"
+        );
+        let both = labelled.replace("  api:\n", "  api:\n    labels: {preview.web: \"yes\"}\n");
+        assert!(
+            choose(&both, None)
+                .unwrap_err()
+                .to_string()
+                .contains("`api`, `ui` all have the label `preview.web`"),
+        );
+        // A service named `app` is the app, as before.
+        assert_eq!(
+            choose(
+                "services:\n  app:\n    image: x\n  ui:\n    build: .\n    ports: [80]\n",
+                None
+            )
+            .unwrap(),
+            ("app".into(), "it is named `app`".into())
+        );
+    }
+
     #[test]
     fn a_plain_file_passes() {
         let s = run("services:\n  app:\n    build: .\n    environment:\n      - A=1\n      - B\n    volumes:\n      - ./data:/data:ro\n      - cache:/cache\n    env_file: .env.preview\n    depends_on: [worker]\n  worker:\n    image: redis:7-bookworm\n    mem_limit: 4g\nvolumes:\n  cache: {}\n").unwrap();
@@ -1568,7 +1999,7 @@ mod tests {
             ),
             (
                 "services:\n  a:\n    image: x\n  b:\n    image: y\n",
-                "cannot tell which service is the app",
+                "cannot tell which service is the web app",
             ),
         ];
         for (text, expected) in cases {

@@ -84,27 +84,14 @@ impl Engine for ComposeEngine {
         Box::pin(self.run_build(p, None, log, |c| c.build(&p.name, &p.dir, &p.file)))
     }
 
-    fn create_missing<'a>(
+    fn start_beside<'a>(
         &'a self,
         p: &'a ComposeProject,
         env: &'a AppEnv,
-        services: &'a [String],
         log: &'a Path,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.run(Some(env), Some(log), |c| {
-            c.create_missing(&p.name, &p.dir, &p.file, services)
-        }))
-    }
-
-    fn start_service<'a>(
-        &'a self,
-        p: &'a ComposeProject,
-        env: &'a AppEnv,
-        service: &'a str,
-        log: &'a Path,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.run(Some(env), Some(log), |c| {
-            c.start_service(&p.name, &p.dir, &p.file, service)
+            c.start_beside(&p.name, &p.dir, &p.file)
         }))
     }
 

@@ -3,6 +3,8 @@ use std::time::Duration;
 use preview_exec::Cmd;
 use preview_exec::compose::with_docker_env;
 
+use preview_core::render::labels;
+
 use crate::{Error, Result};
 
 /// One container of a compose project, as `docker ps -a` reports it.
@@ -14,12 +16,16 @@ pub struct ContainerState {
     pub state: String,
     /// Parsed from the status text when the container has exited.
     pub exit_code: Option<i32>,
+    /// Whether it runs a task meant to end, such as a migration ([`labels::ONE_SHOT`]).
+    pub one_shot: bool,
 }
 
 impl ContainerState {
-    /// True when the container stopped or is crash-looping.
+    /// True when the container stopped or is crash-looping; a task meant to end that ended
+    /// with 0 has not stopped, it is done.
     pub fn has_stopped(&self) -> bool {
-        matches!(self.state.as_str(), "exited" | "dead" | "restarting")
+        let done = self.one_shot && self.state == "exited" && self.exit_code == Some(0);
+        matches!(self.state.as_str(), "exited" | "dead" | "restarting") && !done
     }
 }
 
@@ -49,12 +55,15 @@ fn parse_ps_line(line: &str) -> Result<ContainerState> {
     let row: serde_json::Value = serde_json::from_str(line)
         .map_err(|e| Error::Parse(format!("docker ps line {line:?}: {e}")))?;
     let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
-    let labels = field("Labels");
-    let service = labels
+    let container_labels = field("Labels");
+    let service = container_labels
         .split(',')
         .find_map(|kv| kv.strip_prefix("com.docker.compose.service="))
         .unwrap_or_default()
         .to_owned();
+    let one_shot = container_labels
+        .split(',')
+        .any(|kv| kv.strip_prefix(labels::ONE_SHOT) == Some("=true"));
     let status = field("Status");
     // "Exited (1) 3 seconds ago"
     let exit_code = status
@@ -66,6 +75,7 @@ fn parse_ps_line(line: &str) -> Result<ContainerState> {
         service,
         state: field("State").to_ascii_lowercase(),
         exit_code,
+        one_shot,
     })
 }
 
@@ -81,6 +91,22 @@ mod tests {
         assert_eq!(c.service, "app");
         assert_eq!(c.exit_code, Some(3));
         assert!(c.has_stopped());
+        assert!(!c.one_shot);
         assert!(parse_ps_line("not json").is_err());
+    }
+
+    #[test]
+    fn a_task_meant_to_end_has_stopped_only_when_it_failed() {
+        let line = |status: &str| {
+            format!(
+                r#"{{"Labels":"com.docker.compose.service=migrate,{}=true","Names":"p-migrate-1","State":"exited","Status":"{status}"}}"#,
+                labels::ONE_SHOT
+            )
+        };
+        let done = parse_ps_line(&line("Exited (0) 2 seconds ago")).unwrap();
+        assert!(done.one_shot);
+        assert!(!done.has_stopped(), "{done:?}");
+        let failed = parse_ps_line(&line("Exited (1) 2 seconds ago")).unwrap();
+        assert!(failed.has_stopped(), "{failed:?}");
     }
 }

@@ -81,22 +81,14 @@ pub trait Engine: Send + Sync + 'static {
     fn build<'a>(&'a self, project: &'a ComposeProject, log: &'a Path)
     -> BoxFuture<'a, Result<()>>;
 
-    /// Creates those of `services` that do not exist yet, leaving running ones alone (an
-    /// update's database keeps running).
-    fn create_missing<'a>(
+    /// Starts the new commit's app beside the serving one, from built images: every service of
+    /// the (next) file is brought to it as Compose does (what is missing created, what changed
+    /// recreated, tasks meant to end such as migrations run again, `depends_on` waited on), and
+    /// nothing is removed, so the serving app slot goes on until [`Engine::converge`].
+    fn start_beside<'a>(
         &'a self,
         project: &'a ComposeProject,
         env: &'a AppEnv,
-        services: &'a [String],
-        log: &'a Path,
-    ) -> BoxFuture<'a, Result<()>>;
-
-    /// Starts `service` alone from its built image, beside the project's other containers.
-    fn start_service<'a>(
-        &'a self,
-        project: &'a ComposeProject,
-        env: &'a AppEnv,
-        service: &'a str,
         log: &'a Path,
     ) -> BoxFuture<'a, Result<()>>;
 

@@ -126,10 +126,7 @@ fn deploy_section(service: &Map<String, Value>, inputs: &StackInputs, name: &str
     deploy.insert("replicas".into(), json!(1));
     deploy.insert("labels".into(), Value::Object(labels));
     deploy.insert("resources".into(), Value::Object(resources));
-    deploy.insert(
-        "restart_policy".into(),
-        json!({ "condition": "any", "delay": "2s" }),
-    );
+    deploy.insert("restart_policy".into(), restart_policy(service));
     if let Some(node) = inputs.pinned.get(name) {
         deploy.insert(
             "placement".into(),
@@ -137,6 +134,21 @@ fn deploy_section(service: &Map<String, Value>, inputs: &StackInputs, name: &str
         );
     }
     Ok(Value::Object(deploy))
+}
+
+/// Swarm's restart policy for a service's compose `restart`: `no` and `on-failure[:N]` (a task
+/// meant to end, such as a migration) keep their meaning, anything else restarts always.
+fn restart_policy(service: &Map<String, Value>) -> Value {
+    let restart = service.get("restart").and_then(Value::as_str).unwrap_or("");
+    match restart.split_once(':').unwrap_or((restart, "")) {
+        ("no", _) => json!({ "condition": "none" }),
+        ("on-failure", "") => json!({ "condition": "on-failure", "delay": "2s" }),
+        ("on-failure", attempts) => match attempts.parse::<u64>() {
+            Ok(n) => json!({ "condition": "on-failure", "delay": "2s", "max_attempts": n }),
+            Err(_) => json!({ "condition": "on-failure", "delay": "2s" }),
+        },
+        _ => json!({ "condition": "any", "delay": "2s" }),
+    }
 }
 
 /// Rewrites one long-syntax port for Swarm: published on the node itself, as a number.
@@ -235,6 +247,22 @@ mod tests {
                 "{key} left in the stack file:\n{stack}"
             );
         }
+    }
+
+    #[test]
+    fn a_task_meant_to_end_keeps_its_restart_policy() {
+        let policy = |restart: &str| {
+            let service = json!({ "restart": restart });
+            restart_policy(service.as_object().unwrap())["condition"].clone()
+        };
+        assert_eq!(policy("no"), "none");
+        assert_eq!(policy("on-failure"), "on-failure");
+        let service = json!({ "restart": "on-failure:3" });
+        assert_eq!(
+            restart_policy(service.as_object().unwrap())["max_attempts"],
+            3
+        );
+        assert_eq!(policy("unless-stopped"), "any");
     }
 
     #[test]

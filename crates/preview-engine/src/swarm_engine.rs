@@ -769,22 +769,10 @@ impl Engine for SwarmEngine {
         })
     }
 
-    fn create_missing<'a>(
-        &'a self,
-        _p: &'a ComposeProject,
-        _env: &'a AppEnv,
-        _services: &'a [String],
-        _log: &'a Path,
-    ) -> BoxFuture<'a, Result<()>> {
-        // The stack deploy of `start_service` creates what is missing and leaves the rest.
-        Box::pin(async { Ok(()) })
-    }
-
-    fn start_service<'a>(
+    fn start_beside<'a>(
         &'a self,
         p: &'a ComposeProject,
         env: &'a AppEnv,
-        _service: &'a str,
         log: &'a Path,
     ) -> BoxFuture<'a, Result<()>> {
         // Without --prune: the serving slot's service goes on until `converge` retires it.
@@ -933,11 +921,15 @@ impl Engine for SwarmEngine {
                         "failed" | "rejected" | "shutdown" | "complete" | "orphaned" => "exited",
                         _ => "created",
                     };
+                    // Swarm says `complete` only of a task that ended with 0 under a
+                    // restart policy that lets it end: a migration that is done.
+                    let one_shot = t.state == "complete";
                     ContainerState {
                         name: t.service.clone(),
                         service,
                         state: state.to_owned(),
-                        exit_code: t.exit_code,
+                        exit_code: if one_shot { Some(0) } else { t.exit_code },
+                        one_shot,
                     }
                 })
                 .collect())

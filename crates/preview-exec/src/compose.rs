@@ -70,7 +70,7 @@ pub struct Compose {
     /// Time allowed for `down` and the short queries.
     pub short_timeout: Duration,
     /// Given to every command that may create or recreate a container (`up`, `start`,
-    /// `create_missing`, `start_service`): Compose compares a container's configuration,
+    /// `start_beside`, `start_services`): Compose compares a container's configuration,
     /// environment included, with the file's, so one of them without these would recreate the
     /// app without its secrets. Commands that create nothing (`build`, `logs`, `down`, `config`)
     /// never get them.
@@ -164,44 +164,20 @@ impl Compose {
             .timeout(self.up_timeout))
     }
 
-    /// `up -d --no-build --no-recreate --no-deps SERVICES`: creates those of `services` that do
-    /// not exist yet and leaves running ones alone (an update's database keeps running).
-    pub fn create_missing(
-        &self,
-        project: &str,
-        dir: &Path,
-        file: &str,
-        services: &[String],
-    ) -> Result<Cmd> {
-        for service in services {
-            validate_service_name(service)?;
-        }
-        Ok(self.app_env.apply_to(
-            self.project(project, dir, file, "start the preview's missing services")?
-                .args(["up", "-d", "--no-build", "--no-recreate", "--no-deps"])
-                .args(services)
-                .timeout(self.up_timeout),
-        ))
-    }
-
-    /// `up -d --no-build --no-deps SERVICE`: starts one service from its built image, beside
-    /// the project's other containers (which it neither recreates nor removes).
-    pub fn start_service(
-        &self,
-        project: &str,
-        dir: &Path,
-        file: &str,
-        service: &str,
-    ) -> Result<Cmd> {
-        validate_service_name(service)?;
+    /// `up -d --no-build`: brings every service of `file` to it from built images, as Compose
+    /// does: creates what is missing, recreates what changed (a service built from the new
+    /// commit), runs tasks meant to end (migrations) again and starts services in `depends_on`
+    /// order, waiting on their conditions. It removes nothing: during an update the serving
+    /// app's slot, which the next file no longer names, goes on beside the new one.
+    pub fn start_beside(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
         Ok(self.app_env.apply_to(
             self.project(
                 project,
                 dir,
                 file,
-                "start the new commit's app beside the serving one",
+                "start the new commit beside the serving one",
             )?
-            .args(["up", "-d", "--no-build", "--no-deps", service])
+            .args(["up", "-d", "--no-build"])
             .timeout(self.up_timeout),
         ))
     }
@@ -433,14 +409,10 @@ mod tests {
             "{compose:?} shows a value"
         );
         let dir = Path::new("/tmp/x");
-        let app = vec!["db".to_owned()];
         let creating = [
             compose.up("p", dir, "c.yml").unwrap(),
             compose.start("p", dir, "c.yml").unwrap(),
-            compose.create_missing("p", dir, "c.yml", &app).unwrap(),
-            compose
-                .start_service("p", dir, "c.yml", "app-green")
-                .unwrap(),
+            compose.start_beside("p", dir, "c.yml").unwrap(),
         ];
         for cmd in &creating {
             let got = cmd.envs().get(std::ffi::OsStr::new("STRIPE_KEY"));
@@ -478,40 +450,10 @@ mod tests {
         let dir = Path::new("/tmp/x");
         let build = compose.build("p", dir, "next.yml").unwrap();
         assert_eq!(argv(&build)[2..], ["-p", "p", "-f", "next.yml", "build"]);
-        let missing = compose
-            .create_missing("p", dir, "next.yml", &["db".into(), "redis".into()])
-            .unwrap();
-        assert_eq!(
-            argv(&missing)[6..],
-            [
-                "up",
-                "-d",
-                "--no-build",
-                "--no-recreate",
-                "--no-deps",
-                "db",
-                "redis"
-            ]
-        );
-        let start = compose
-            .start_service("p", dir, "next.yml", "app-green")
-            .unwrap();
-        assert_eq!(
-            argv(&start)[6..],
-            ["up", "-d", "--no-build", "--no-deps", "app-green"]
-        );
-        for bad in ["", "-d", "--remove-orphans", "a b", "a/b", "a;b"] {
-            assert!(
-                compose.start_service("p", dir, "f", bad).is_err(),
-                "{bad:?}"
-            );
-            assert!(
-                compose
-                    .create_missing("p", dir, "f", &[bad.to_owned()])
-                    .is_err(),
-                "{bad:?}"
-            );
-        }
+        let start = compose.start_beside("p", dir, "next.yml").unwrap();
+        // Without --remove-orphans (the serving slot goes on) and without --no-deps (a
+        // migration the app waits on runs first).
+        assert_eq!(argv(&start)[6..], ["up", "-d", "--no-build"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The compose project: the app (built from the generated or the repo's Dockerfile, or the repo's
 //! sanitised compose file), its database and extra services, hardened and labelled.
 //!
-//! Every service gets the limits, `no-new-privileges`, a restart policy and the deployment's
+//! Every service gets the limits, `no-new-privileges`, a restart policy (`unless-stopped`, or a
+//! repo service's own `no`/`on-failure` when it is a task meant to end) and the deployment's
 //! labels; the app alone is published, on 127.0.0.1 only, and runs under an init with a short
 //! stop grace period so a new commit replaces it in about a second. The app is rendered in one
 //! of two slots ([`AppSlot`]), so that an update starts it beside the serving one; only the app
@@ -19,7 +20,7 @@ use super::{AppSlot, ComposeServices, RenderInput, labels, render_template};
 use crate::images;
 use crate::model::{Database, DockerfileSource, ExtraService, Framework, Language, Plan};
 use crate::plan::Planned;
-use crate::sanitize::{Mount, RepoService};
+use crate::sanitize::{Mount, RESTART_ALWAYS, RepoService};
 use crate::{Error, Result};
 
 /// The compose service name of the database.
@@ -64,6 +65,7 @@ struct ServiceView {
     healthcheck: Option<HealthView>,
     depends_on: Vec<String>,
     labels: BTreeMap<String, String>,
+    restart: String,
     stop_grace_period: String,
     passthrough: String,
 }
@@ -392,6 +394,7 @@ fn hardened(name: &str, labels: &BTreeMap<String, String>) -> ServiceView {
     ServiceView {
         name: name.to_owned(),
         labels: labels.clone(),
+        restart: RESTART_ALWAYS.to_owned(),
         stop_grace_period: "10s".to_owned(),
         ..ServiceView::default()
     }
@@ -726,6 +729,10 @@ fn repo_service(
     let mut view = hardened(&service.name, labels);
     let mut merged_labels = service.labels.clone();
     merged_labels.extend(labels.clone());
+    if !is_app && service.is_one_shot() {
+        view.restart = service.restart.clone();
+        merged_labels.insert(super::labels::ONE_SHOT.to_owned(), "true".to_owned());
+    }
     view.labels = merged_labels;
     view.image = service.image.clone();
     view.build = service.build.as_ref().map(|b| {

@@ -38,6 +38,9 @@ pub mod labels {
     pub const SHA: &str = "dev.preview-deployer.sha";
     /// Which of the two app slots (`blue`, `green`) a container belongs to; only on the app.
     pub const SLOT: &str = "dev.preview-deployer.slot";
+    /// `true` on the container of a task meant to end (a migration): its exit with 0 is its
+    /// success, which readiness does not take for a crash.
+    pub const ONE_SHOT: &str = "dev.preview-deployer.one-shot";
     /// Always `true`: marks objects the orchestrator manages.
     pub const MANAGED: &str = "dev.preview-deployer.managed";
 }

@@ -9,6 +9,10 @@ use preview_core::render::{RenderInput, Rendered, render};
 pub const PLANNABLE: &[&str] = &[
     "bun-api",
     "compose-ok",
+    "compose-project",
+    "compose-project-config",
+    "compose-project-images-only",
+    "compose-project-label",
     "compose-variables",
     "django",
     "express",
@@ -34,6 +38,9 @@ pub const PLANNABLE: &[&str] = &[
     "static-html",
     "sveltekit-node",
     "ts-tsx",
+    "upstream-shape-django-subdir",
+    "upstream-shape-flask-redis",
+    "upstream-shape-voting-app",
     "vite-spa",
 ];
 
@@ -104,6 +111,34 @@ pub const REFUSED: &[(&str, &str)] = &[
         "docker-compose.preview.yml:4: service `app`: key `privileged`",
     ),
     (
+        "hostile-compose-project-docker-socket",
+        "compose.yml:5: service `proxy`: key `volumes`: the Docker socket",
+    ),
+    (
+        "hostile-compose-project-env-file-outside",
+        "docker-compose.yml:5: service `web`: key `env_file`",
+    ),
+    (
+        "hostile-compose-project-host-network",
+        "compose.yaml:4: service `web`: key `network_mode`",
+    ),
+    (
+        "hostile-compose-project-interpolation",
+        "docker-compose.yaml:6: service `web`: key `environment`: `GITHUB_TOKEN` is not a variable of this preview",
+    ),
+    (
+        "hostile-compose-project-privileged",
+        "compose.yaml:7: service `agent`: key `privileged`",
+    ),
+    (
+        "hostile-config-compose-dotdot",
+        "preview-config.yml:2: key `compose`: \"deploy/../../outside/compose.yml\" holds `..`",
+    ),
+    (
+        "hostile-config-web-service-missing",
+        "preview-config.yml:1: key `web_service`: compose.yaml has no service `frontend`",
+    ),
+    (
         "hostile-oversized-config",
         "preview-config.yml: the file is larger than the 65536-byte limit",
     ),
@@ -122,6 +157,22 @@ pub const REFUSED: &[(&str, &str)] = &[
     (
         "monorepo-ambiguous",
         "several deployable apps in the repository: services/api (node), services/worker (go)",
+    ),
+    (
+        "compose-project-ambiguous",
+        "compose.yaml:1: key `services`: cannot tell which service is the web app (`admin`, `api` could each be)",
+    ),
+    (
+        "upstream-shape-env-file-absent",
+        "docker-compose.yml:7: service `web`: key `env_file`: \"./.env.dev\" is not a file in the checkout",
+    ),
+    (
+        "upstream-shape-file-secret",
+        "compose.yaml:14: key `secrets`: top-level secrets and configs read host files",
+    ),
+    (
+        "upstream-shape-fullstack-fastapi",
+        "compose.yml:6: service `proxy`: key `volumes`: the Docker socket",
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
 ];

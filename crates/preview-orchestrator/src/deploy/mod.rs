@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 
 use preview_core::id::PreviewId;
 use preview_core::plan::Planned;
-use preview_core::render::{AppSlot, ComposeServices, Limits, RenderInput};
+use preview_core::render::{AppSlot, Limits, RenderInput};
 use preview_engine::{ComposeEngine, ComposeProject, Engine, HealthPolicy, SwarmEngine, build_log};
 use preview_exec::compose::{AppEnv, Compose};
 use preview_exec::nginx::NginxControl;
@@ -650,8 +650,7 @@ impl DockerRunner {
         {
             let _t = ctx.phase("build");
             let built = if updating {
-                self.start_beside(&app_env, &project, &rendered.services, &build_log, ctx)
-                    .await
+                self.start_beside(&app_env, &project, &build_log, ctx).await
             } else {
                 self.settings
                     .retry
@@ -820,14 +819,13 @@ impl DockerRunner {
         Ok(Some(provisioned))
     }
 
-    /// Builds the images of `project` (the next compose file), creates its services that do not
-    /// exist yet and starts its app service, leaving every running container as it is.
-    /// `compose` carries the deploy's secrets, for the commands that create containers.
+    /// Builds the images of `project` (the next compose file) and brings its services to it
+    /// beside the serving app ([`preview_engine::Engine::start_beside`]). `env` carries the
+    /// deploy's secrets, for the commands that create containers.
     async fn start_beside(
         &self,
         env: &AppEnv,
         project: &ComposeProject,
-        services: &ComposeServices,
         log: &Path,
         ctx: &JobContext,
     ) -> preview_engine::Result<()> {
@@ -842,20 +840,10 @@ impl DockerRunner {
                 go_on,
             )
             .await?;
-        if !services.others.is_empty() {
-            retry
-                .run(
-                    "docker compose up (missing services)",
-                    || engine.create_missing(project, env, &services.others, log),
-                    transient_docker,
-                    go_on,
-                )
-                .await?;
-        }
         retry
             .run(
-                "docker compose up (the new app)",
-                || engine.start_service(project, env, &services.app, log),
+                "docker compose up (the new commit beside the serving one)",
+                || engine.start_beside(project, env, log),
                 transient_docker,
                 go_on,
             )
