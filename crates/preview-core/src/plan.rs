@@ -897,6 +897,8 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
                 (None, None) => "no image".to_owned(),
             },
             routed: service.name == compose.app_service,
+            runs_once: (service.is_one_shot() && service.name != compose.app_service)
+                .then(|| service.restart.clone()),
         })
         .collect();
     ComposeSummary {

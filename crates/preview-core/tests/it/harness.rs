@@ -10,6 +10,7 @@ pub const PLANNABLE: &[&str] = &[
     "bun-api",
     "compose-ok",
     "compose-project",
+    "compose-stack",
     "compose-project-config",
     "compose-project-images-only",
     "compose-project-label",
