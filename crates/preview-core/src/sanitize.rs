@@ -80,6 +80,10 @@ pub struct SanitizedCompose {
     /// Every variable the file refers to, checked by [`check_variables`] once the plan knows the
     /// preview's own variables.
     pub variables: Vec<VariableRef>,
+    /// The variables of the `.env` beside the file, which Compose reads for its references
+    /// ([`crate::dotenv`]); the preview's own variables win over them. Filled in by the plan.
+    #[serde(skip)]
+    pub dotenv: BTreeMap<String, String>,
 }
 
 /// A reference to a variable in a repo's compose file.
@@ -526,6 +530,7 @@ pub fn sanitize_choosing(
     let mut services = Vec::new();
     let mut variables = Vec::new();
     let mut restart_declared = BTreeSet::new();
+    let mut left_out = Vec::new();
     for (name, value) in services_map {
         if !valid_service_name(&name) {
             return Err(r.refuse(Some(&name), "services", "service names are [a-zA-Z0-9._-]"));
@@ -533,6 +538,13 @@ pub fn sanitize_choosing(
         let Value::Object(map) = value else {
             return Err(r.refuse(Some(&name), &name, "a service must be a mapping"));
         };
+        if let Some(image) = docker_router(&map) {
+            warnings.push(format!(
+                "service `{name}` ({image}) is left out: it routes by reading the Docker socket, which a preview never gets; nginx routes the preview instead"
+            ));
+            left_out.push(name);
+            continue;
+        }
         variables.extend(scan_variables(&r, &name, &map, ctx.is_preview_file())?);
         if map.contains_key("restart") {
             restart_declared.insert(name.clone());
@@ -545,6 +557,11 @@ pub fn sanitize_choosing(
             &volumes,
             &mut warnings,
         )?);
+    }
+    for service in &mut services {
+        for name in &left_out {
+            forget_service(&mut service.passthrough, name);
+        }
     }
     let awaited = awaited_to_complete(&services);
     for service in &mut services {
@@ -562,7 +579,48 @@ pub fn sanitize_choosing(
         networks,
         warnings,
         variables,
+        dotenv: BTreeMap::new(),
     })
+}
+
+/// Images of reverse proxies that route by reading the Docker socket. A project runs one in
+/// development; a preview is routed by nginx, so such a service is left out (and its socket
+/// never mounted) rather than the whole file refused.
+const DOCKER_ROUTERS: [&str; 4] = [
+    "traefik",
+    "jwilder/nginx-proxy",
+    "nginxproxy/nginx-proxy",
+    "lucaslorentz/caddy-docker-proxy",
+];
+
+/// The image of a service that is only a [`DOCKER_ROUTERS`] proxy (not built from the repo).
+fn docker_router(service: &Map<String, Value>) -> Option<&str> {
+    if service.contains_key("build") {
+        return None;
+    }
+    let image = service.get("image")?.as_str()?;
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => name,
+    };
+    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    let name = name.strip_prefix("library/").unwrap_or(name);
+    DOCKER_ROUTERS.contains(&name).then_some(image)
+}
+
+/// Removes a left-out service from a service's `depends_on` and `links`.
+fn forget_service(passthrough: &mut Map<String, Value>, name: &str) {
+    match passthrough.get_mut("depends_on") {
+        Some(Value::Array(list)) => list.retain(|d| d.as_str() != Some(name)),
+        Some(Value::Object(map)) => {
+            map.remove(name);
+        }
+        _ => {}
+    }
+    if let Some(Value::Array(links)) = passthrough.get_mut("links") {
+        links.retain(|l| l.as_str().is_none_or(|l| l.split(':').next() != Some(name)));
+    }
 }
 
 /// The policy a repo's `restart` value runs with; see [`RepoService::restart`].
@@ -671,8 +729,11 @@ fn choose_web_service(
             format!("it is named `{APP_SERVICE}`"),
         ));
     }
+    // A task meant to end (a migration) is never the web app.
+    let services: Vec<&RepoService> = services.iter().filter(|s| !s.is_one_shot()).collect();
     let serving: Vec<&RepoService> = services
         .iter()
+        .copied()
         .filter(|s| !s.published.is_empty() || (!s.expose.is_empty() && s.build.is_some()))
         .collect();
     let built_serving: Vec<&RepoService> = serving
@@ -687,7 +748,11 @@ fn choose_web_service(
             format!("exposes port {} and is built from the repo", s.expose[0])
         }
     };
-    let built: Vec<&RepoService> = services.iter().filter(|s| s.build.is_some()).collect();
+    let built: Vec<&RepoService> = services
+        .iter()
+        .copied()
+        .filter(|s| s.build.is_some())
+        .collect();
     match (
         built_serving.as_slice(),
         built.as_slice(),
@@ -1770,6 +1835,37 @@ mod tests {
                 line: 3,
             }),
         )
+    }
+
+    #[test]
+    fn a_proxy_that_reads_the_docker_socket_is_left_out() {
+        let s = run_project(
+            "services:\n  proxy:\n    image: docker.io/library/traefik:3.6@sha256:abc\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock:ro\n  web:\n    build: .\n    depends_on:\n      proxy:\n        condition: service_started\n    links: [\"proxy:edge\"]\n",
+            None,
+        )
+        .unwrap();
+        let names: Vec<&str> = s.services.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["web"]);
+        assert_eq!(
+            s.services[0].passthrough["depends_on"],
+            serde_json::json!({})
+        );
+        assert_eq!(s.services[0].passthrough["links"], serde_json::json!([]));
+        assert!(
+            s.warnings[0].starts_with(
+                "service `proxy` (docker.io/library/traefik:3.6@sha256:abc) is left out"
+            ),
+            "{:?}",
+            s.warnings
+        );
+        // Built from the repo, or another image, it is judged like any service: refused.
+        for text in [
+            "services:\n  proxy:\n    build: .\n    image: traefik\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+            "services:\n  proxy:\n    image: evil/traefik\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+        ] {
+            let err = run_project(text, None).unwrap_err().to_string();
+            assert!(err.contains("the Docker socket"), "{err}");
+        }
     }
 
     #[test]

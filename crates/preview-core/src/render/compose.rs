@@ -163,7 +163,7 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
             services.insert(0, app);
         }
         Some(repo) => {
-            let values = repo_compose_values(plan, input);
+            let values = repo_compose_values(plan, input, &repo.dotenv);
             let slotted = slot.service_name(&repo.app_service);
             if slot != AppSlot::Blue && repo.services.iter().any(|s| s.name == slotted) {
                 return Err(Error::Render {
@@ -453,14 +453,20 @@ pub fn preview_variable_names(plan: &Plan) -> BTreeSet<String> {
     names
 }
 
-/// The values a repo's compose file resolves its variables from, unescaped: ours, then
-/// preview-config.yml's env (which wins, as it does in the app's environment).
-fn repo_compose_values(plan: &Plan, input: &RenderInput) -> BTreeMap<String, String> {
+/// The values a repo's compose file resolves its variables from, unescaped: its `.env`, then
+/// ours, then preview-config.yml's env (which wins, as it does in the app's environment).
+fn repo_compose_values(
+    plan: &Plan,
+    input: &RenderInput,
+    dotenv: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let names = preview_variable_names(plan);
-    let mut values: BTreeMap<String, String> = generated_values(plan, input)
-        .into_iter()
-        .filter(|(k, _)| names.contains(k))
-        .collect();
+    let mut values = dotenv.clone();
+    values.extend(
+        generated_values(plan, input)
+            .into_iter()
+            .filter(|(k, _)| names.contains(k)),
+    );
     values.extend(plan.env.clone());
     values
 }

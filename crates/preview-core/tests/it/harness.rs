@@ -41,6 +41,7 @@ pub const PLANNABLE: &[&str] = &[
     "ts-tsx",
     "upstream-shape-django-subdir",
     "upstream-shape-flask-redis",
+    "upstream-shape-fullstack-fastapi",
     "upstream-shape-voting-app",
     "vite-spa",
 ];
@@ -113,7 +114,7 @@ pub const REFUSED: &[(&str, &str)] = &[
     ),
     (
         "hostile-compose-project-docker-socket",
-        "compose.yml:5: service `proxy`: key `volumes`: the Docker socket",
+        "compose.yml:5: service `ci`: key `volumes`: the Docker socket",
     ),
     (
         "hostile-compose-project-env-file-outside",
@@ -170,10 +171,6 @@ pub const REFUSED: &[(&str, &str)] = &[
     (
         "upstream-shape-file-secret",
         "compose.yaml:14: key `secrets`: top-level secrets and configs read host files",
-    ),
-    (
-        "upstream-shape-fullstack-fastapi",
-        "compose.yml:6: service `proxy`: key `volumes`: the Docker socket",
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
 ];
