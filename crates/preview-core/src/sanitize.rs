@@ -75,6 +75,10 @@ pub struct SanitizedCompose {
     pub volumes: Vec<String>,
     /// Networks it declares, with whether each is `internal`.
     pub networks: Vec<(String, bool)>,
+    /// Top-level `secrets`, each a file of the checkout.
+    pub secrets: Vec<FileObject>,
+    /// Top-level `configs`, each a file of the checkout.
+    pub configs: Vec<FileObject>,
     /// What was dropped or changed, for the plan's warnings.
     pub warnings: Vec<String>,
     /// Every variable the file refers to, checked by [`check_variables`] once the plan knows the
@@ -84,6 +88,15 @@ pub struct SanitizedCompose {
     /// ([`crate::dotenv`]); the preview's own variables win over them. Filled in by the plan.
     #[serde(skip)]
     pub dotenv: BTreeMap<String, String>,
+}
+
+/// A top-level secret or config of a compose file: a file of the checkout, which Compose mounts
+/// read-only into the services that name it (`/run/secrets/NAME` for a secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileObject {
+    pub name: String,
+    /// The file, relative to the checkout root.
+    pub file: String,
 }
 
 /// A reference to a variable in a repo's compose file.
@@ -220,7 +233,7 @@ pub enum Mount {
 }
 
 /// Service keys that pass verbatim.
-const PASSTHROUGH: [&str; 31] = [
+const PASSTHROUGH: [&str; 33] = [
     "command",
     "entrypoint",
     "working_dir",
@@ -252,6 +265,8 @@ const PASSTHROUGH: [&str; 31] = [
     "mac_address",
     "annotations",
     "post_start",
+    "secrets",
+    "configs",
 ];
 
 /// Service keys the orchestrator sets itself; the repo's values are dropped with a warning.
@@ -275,7 +290,7 @@ const OVERRIDDEN: [&str; 16] = [
 ];
 
 /// Service keys refused outright, with why.
-const REFUSED: [(&str, &str); 24] = [
+const REFUSED: [(&str, &str); 22] = [
     (
         "ports",
         "host ports are assigned by the orchestrator (use `expose` for ports other services reach)",
@@ -314,14 +329,6 @@ const REFUSED: [(&str, &str); 24] = [
     ("gpus", "host GPUs are not available to previews"),
     ("logging", "logging is configured by the orchestrator"),
     ("credential_spec", "not supported in previews"),
-    (
-        "configs",
-        "configs read host files or the environment; put the file in the image",
-    ),
-    (
-        "secrets",
-        "secrets read host files or the environment; use env in preview-config.yml",
-    ),
     ("blkio_config", "block I/O limits are the orchestrator's"),
     ("volume_driver", "volume drivers can mount host paths"),
     ("userns_mode", "previews run in the default user namespace"),
@@ -378,20 +385,39 @@ fn service_block<'t>(lines: &[&'t str], service: &str) -> Option<Vec<(usize, &'t
     )
 }
 
-/// The line of `key` inside `service` in the compose text, found by indentation; for messages.
+/// The line of `key` inside `service` (or at the top level) in the compose text, found by
+/// indentation; for messages. A dotted key (`secrets.token.environment`) is followed as deep as
+/// the text shows it.
 fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
     let lines: Vec<&str> = text.lines().collect();
-    let found = match service {
-        Some(s) => service_block(&lines, s)?
-            .into_iter()
-            .find(|(_, l)| key_line(l, key)),
+    let mut segments = key.split('.');
+    let first = segments.next()?;
+    let mut at = match service {
+        Some(s) => {
+            service_block(&lines, s)?
+                .into_iter()
+                .find(|(_, l)| key_line(l, first))?
+                .0
+        }
         None => lines
             .iter()
-            .copied()
-            .enumerate()
-            .find(|(_, l)| key_line(l, key) && indent(l) == 0),
+            .position(|l| key_line(l, first) && indent(l) == 0)?,
     };
-    found.map(|(i, _)| i as u64 + 1)
+    for segment in segments {
+        let base = indent(lines[at]);
+        let inner = lines
+            .iter()
+            .enumerate()
+            .skip(at + 1)
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .take_while(|(_, l)| indent(l) > base)
+            .find(|(_, l)| key_line(l, segment));
+        match inner {
+            Some((i, _)) => at = i,
+            None => break,
+        }
+    }
+    Some(at as u64 + 1)
 }
 
 /// The first line of `service`'s block that contains one of `needles`, else the line of `key`.
@@ -424,10 +450,9 @@ impl Refusals<'_> {
 
 impl Refusals<'_> {
     fn refuse(&self, service: Option<&str>, key: &str, reason: impl Into<String>) -> Error {
-        let top = key.split('.').next().unwrap_or(key);
         Error::ComposeRefused {
             file: self.file.to_owned(),
-            line: locate(self.text, service, top),
+            line: locate(self.text, service, key),
             service: service.map(str::to_owned),
             key: key.to_owned(),
             reason: reason.into(),
@@ -489,6 +514,8 @@ pub fn sanitize_choosing(
     let mut services_value = None;
     let mut volumes = Vec::new();
     let mut networks = Vec::new();
+    let mut secrets = Vec::new();
+    let mut configs = Vec::new();
     for (key, value) in root {
         match key.as_str() {
             "services" => services_value = Some(value),
@@ -507,13 +534,8 @@ pub fn sanitize_choosing(
                     "including other files is not supported; inline them",
                 ));
             }
-            "secrets" | "configs" => {
-                return Err(r.refuse(
-                    None,
-                    &key,
-                    "top-level secrets and configs read host files or the environment",
-                ));
-            }
+            "secrets" => secrets = top_level_files(&r, ctx, "secrets", value)?,
+            "configs" => configs = top_level_files(&r, ctx, "configs", value)?,
             _ => return Err(r.refuse(None, &key, "unknown top-level key")),
         }
     }
@@ -562,6 +584,11 @@ pub fn sanitize_choosing(
         for name in &left_out {
             forget_service(&mut service.passthrough, name);
         }
+        for (kind, declared) in [("secrets", &secrets), ("configs", &configs)] {
+            if let Some(refs) = service.passthrough.get(kind) {
+                check_file_refs(&r, &service.name, kind, refs, declared)?;
+            }
+        }
     }
     let awaited = awaited_to_complete(&services);
     for service in &mut services {
@@ -577,6 +604,8 @@ pub fn sanitize_choosing(
         app_service_reason,
         volumes,
         networks,
+        secrets,
+        configs,
         warnings,
         variables,
         dotenv: BTreeMap::new(),
@@ -844,6 +873,82 @@ fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// Top-level `secrets` or `configs` (`kind`): each must be a `file:` of the checkout; secrets and
+/// configs from the environment, the host or the swarm are refused.
+fn top_level_files(
+    r: &Refusals,
+    ctx: &SanitizeContext,
+    kind: &str,
+    value: Value,
+) -> Result<Vec<FileObject>> {
+    let Value::Object(map) = value else {
+        return Err(r.refuse(None, kind, "must be a mapping"));
+    };
+    let mut out = Vec::new();
+    for (name, spec) in map {
+        let key = format!("{kind}.{name}");
+        if !valid_service_name(&name) {
+            return Err(r.refuse(None, &key, "names are [a-zA-Z0-9._-]"));
+        }
+        let file = match spec {
+            Value::Object(spec) => match (spec.get("file"), spec.keys().find(|k| *k != "file")) {
+                (Some(Value::String(file)), None) => file.clone(),
+                (_, Some(other)) => {
+                    return Err(r.refuse(
+                        None,
+                        &format!("{key}.{other}"),
+                        format!("only `file:` (a file of the checkout) is supported: {kind} from the environment, the host or a swarm are not given to previews"),
+                    ));
+                }
+                _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+            },
+            _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+        };
+        let rel = inside_checkout(r, ctx, None, &format!("{key}.file"), &file)?;
+        if !ctx.checkout.is_file(&rel) {
+            return Err(r.refuse(
+                None,
+                &key,
+                format!("{file:?} is not a file in the checkout"),
+            ));
+        }
+        out.push(FileObject { name, file: rel });
+    }
+    Ok(out)
+}
+
+/// A service's `secrets` or `configs` (`kind`): each entry a declared name, or a mapping with
+/// such a `source`.
+fn check_file_refs(
+    r: &Refusals,
+    service: &str,
+    kind: &str,
+    refs: &Value,
+    declared: &[FileObject],
+) -> Result<()> {
+    let Value::Array(items) = refs else {
+        return Err(r.refuse(Some(service), kind, "must be a list"));
+    };
+    for item in items {
+        let name = match item {
+            Value::String(name) => name.as_str(),
+            Value::Object(map) => map
+                .get("source")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            _ => "",
+        };
+        if !declared.iter().any(|d| d.name == name) {
+            return Err(r.refuse(
+                Some(service),
+                kind,
+                format!("{name:?} is not among the file's top-level {kind}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn top_level_networks(r: &Refusals, value: Value) -> Result<Vec<(String, bool)>> {

@@ -37,6 +37,9 @@ struct Context {
     services: Vec<ServiceView>,
     networks: Vec<NetworkView>,
     volumes: Vec<String>,
+    /// Top-level secrets and configs: name and absolute file.
+    secrets: Vec<(String, String)>,
+    configs: Vec<(String, String)>,
     labels: BTreeMap<String, String>,
     limits: super::Limits,
 }
@@ -119,6 +122,8 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
     let slot = input.app_slot;
     let mut services = Vec::new();
     let mut volumes = Vec::new();
+    let mut secrets = Vec::new();
+    let mut configs = Vec::new();
     let mut networks = vec![NetworkView {
         name: "default".to_owned(),
         internal: false,
@@ -184,6 +189,13 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                 services.push(view);
             }
             volumes.extend(repo.volumes.iter().cloned());
+            let files = |list: &[crate::sanitize::FileObject]| {
+                list.iter()
+                    .map(|f| (f.name.clone(), absolute(input, &f.file)))
+                    .collect::<Vec<_>>()
+            };
+            secrets = files(&repo.secrets);
+            configs = files(&repo.configs);
             networks.extend(repo.networks.iter().filter(|(n, _)| n != "default").map(
                 |(name, internal)| NetworkView {
                     name: name.clone(),
@@ -206,6 +218,8 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
             services,
             networks,
             volumes,
+            secrets,
+            configs,
             labels,
             limits: input.limits.clone(),
         },

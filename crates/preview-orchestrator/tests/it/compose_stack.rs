@@ -1,6 +1,7 @@
 //! A repository's own compose stack through the whole loop on the real engine, a private nginx,
 //! real git and a fake GitHub: `fixtures/apps/compose-stack` (a web app built from the repo,
-//! Postgres, Redis and a one-shot migration the web app waits on) opens, updates and closes.
+//! Postgres, Redis, a one-shot migration the web app waits on and a file secret) opens, updates
+//! and closes.
 
 use std::time::Duration;
 
@@ -96,7 +97,7 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     let live = wait_for_http(port, &path, LIVE_TIMEOUT, |a| a.status == 200).await;
     assert!(
         live.body.starts_with(
-            "web: compose-stack first commit\nmigration: compose-stack first migration\nmigrations: 1\nhits: "
+            "web: compose-stack first commit\nmigration: compose-stack first migration\nmigrations: 1\ngreeting: hello from a file secret\nhits: "
         ),
         "{}",
         live.body
@@ -137,7 +138,7 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     .await;
     assert!(
         updated.body.starts_with(
-            "web: compose-stack second commit\nmigration: compose-stack second migration\nmigrations: 2\nhits: "
+            "web: compose-stack second commit\nmigration: compose-stack second migration\nmigrations: 2\ngreeting: hello from a file secret\nhits: "
         ),
         "the migration ran again before the new web app, on the kept database: {}",
         updated.body
