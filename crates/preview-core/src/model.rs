@@ -461,4 +461,7 @@ pub struct ComposeServiceSummary {
     /// `on-failure[:N]`); `None` for a service that keeps running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runs_once: Option<String>,
+    /// Its profiles: with any, it is not started (previews activate no profile).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }

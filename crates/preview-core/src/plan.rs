@@ -956,6 +956,7 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
             routed: service.name == compose.app_service,
             runs_once: (service.is_one_shot() && service.name != compose.app_service)
                 .then(|| service.restart.clone()),
+            profiles: service.profiles(),
         })
         .collect();
     ComposeSummary {

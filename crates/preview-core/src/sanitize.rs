@@ -191,6 +191,18 @@ impl RepoService {
     pub fn is_one_shot(&self) -> bool {
         self.restart != RESTART_ALWAYS
     }
+
+    /// Its `profiles`: a service with any is not started, as `docker compose up` without
+    /// `--profile` does not start it.
+    pub fn profiles(&self) -> Vec<String> {
+        self.passthrough
+            .get("profiles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect()
+    }
 }
 
 /// The restart policy of every service that is meant to keep running.
@@ -758,8 +770,12 @@ fn choose_web_service(
             format!("it is named `{APP_SERVICE}`"),
         ));
     }
-    // A task meant to end (a migration) is never the web app.
-    let services: Vec<&RepoService> = services.iter().filter(|s| !s.is_one_shot()).collect();
+    // A task meant to end (a migration) is never the web app, nor a service Compose does not
+    // start (one with profiles).
+    let services: Vec<&RepoService> = services
+        .iter()
+        .filter(|s| !s.is_one_shot() && s.profiles().is_empty())
+        .collect();
     let serving: Vec<&RepoService> = services
         .iter()
         .copied()
