@@ -188,13 +188,17 @@ fn human(plan: &Plan) -> String {
     if let (Some(c), Some(file)) = (&plan.compose, &plan.compose_file) {
         out.push_str(&format!("\nservices of {file}:\n"));
         for service in &c.services {
-            let mut role = match (&service.runs_once, service.routed) {
-                (_, true) => "routed: the web service".to_owned(),
-                (Some(restart), false) => {
-                    format!("private, runs to completion (restart: {restart})")
-                }
-                (None, false) => "private".to_owned(),
+            let mut role = if service.routed {
+                "routed: the web service".to_owned()
+            } else {
+                "private".to_owned()
             };
+            if service.runs_to_completion {
+                role.push_str(", runs to completion before the services that wait on it");
+            }
+            if let Some(restart) = &service.restart {
+                role.push_str(&format!(" (restart: {restart})"));
+            }
             if !service.profiles.is_empty() {
                 role.push_str(&format!(
                     ", not started (profiles: {})",

@@ -2,6 +2,7 @@
 //! where the image comes from, and sanitise a repo-owned compose file. Every decision is recorded
 //! with its reason.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
@@ -116,6 +117,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     let mut repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
     if let Some(c) = &mut repo_compose {
         read_dotenv(checkout, c, &mut reasons)?;
+        activate_profiles(c, &mut reasons);
         reasons.push(format!(
             "web_service={} because {}: only its port is routed; the other services of {} stay on the preview's private network",
             c.app_service, c.app_service_reason, c.file
@@ -938,6 +940,33 @@ fn read_dotenv(
     Ok(())
 }
 
+/// Activates the profiles Compose would (`COMPOSE_PROFILES` of the `.env`) and those the web
+/// service needs; services of other profiles are not started.
+fn activate_profiles(compose: &mut SanitizedCompose, reasons: &mut Vec<String>) {
+    let active: BTreeSet<String> = compose
+        .dotenv
+        .get("COMPOSE_PROFILES")
+        .into_iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !active.is_empty() {
+        reasons.push(format!(
+            "profiles {} are active because COMPOSE_PROFILES in the .env says so",
+            active.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let activated = compose.activate_profiles(&active);
+    if !activated.is_empty() {
+        reasons.push(format!(
+            "profiles {} are active because the web service `{}` or a service it depends on is in them",
+            activated.join(", "),
+            compose.app_service
+        ));
+    }
+}
+
 /// The plan's account of a sanitised compose file.
 fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
     let services = compose
@@ -954,8 +983,9 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
                 (None, None) => "no image".to_owned(),
             },
             routed: service.name == compose.app_service,
-            runs_once: (service.is_one_shot() && service.name != compose.app_service)
+            restart: (service.may_end() && service.name != compose.app_service)
                 .then(|| service.restart.clone()),
+            runs_to_completion: service.awaited,
             profiles: service.profiles(),
         })
         .collect();

@@ -90,6 +90,71 @@ pub struct SanitizedCompose {
     pub dotenv: BTreeMap<String, String>,
 }
 
+impl SanitizedCompose {
+    /// Activates profiles as `docker compose up` would with `COMPOSE_PROFILES` set to `active`
+    /// (from the `.env`), and also the web service's own, and those of every service a started
+    /// one depends on: their `profiles` key goes, so Compose starts them. Other services keep
+    /// theirs, and Compose does not start them. Returns the profiles activated for the web
+    /// service and its dependencies, for the plan's reasons.
+    pub fn activate_profiles(&mut self, active: &BTreeSet<String>) -> Vec<String> {
+        let starts = |s: &RepoService| {
+            let profiles = s.profiles();
+            profiles.is_empty() || profiles.iter().any(|p| active.contains(p))
+        };
+        let mut started: BTreeSet<String> = self
+            .services
+            .iter()
+            .filter(|s| starts(s))
+            .map(|s| s.name.clone())
+            .collect();
+        let mut queue: Vec<String> = started.iter().cloned().collect();
+        queue.push(self.app_service.clone());
+        while let Some(name) = queue.pop() {
+            started.insert(name.clone());
+            if let Some(service) = self.services.iter().find(|s| s.name == name) {
+                queue.extend(
+                    service
+                        .dependencies()
+                        .into_iter()
+                        .filter(|d| !started.contains(d)),
+                );
+            }
+        }
+        let mut activated = BTreeSet::new();
+        for service in &mut self.services {
+            if started.contains(&service.name) && !starts(service) {
+                activated.extend(service.profiles());
+            }
+            if started.contains(&service.name) {
+                service.passthrough.remove("profiles");
+            }
+        }
+        activated.into_iter().collect()
+    }
+}
+
+impl RepoService {
+    /// The services it names in `depends_on` and `links`.
+    fn dependencies(&self) -> Vec<String> {
+        let mut out: Vec<String> = match self.passthrough.get("depends_on") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect(),
+            Some(Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        if let Some(Value::Array(links)) = self.passthrough.get("links") {
+            out.extend(
+                links
+                    .iter()
+                    .filter_map(|l| Some(l.as_str()?.split(':').next()?.to_owned())),
+            );
+        }
+        out
+    }
+}
+
 /// A top-level secret or config of a compose file: a file of the checkout, which Compose mounts
 /// read-only into the services that name it (`/run/secrets/NAME` for a secret).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -181,14 +246,17 @@ pub struct RepoService {
     /// `condition: service_completed_successfully` and no policy of its own, and otherwise
     /// `unless-stopped` (`always` included: a preview put to sleep must stay stopped).
     pub restart: String,
+    /// Whether another service waits for it with `condition: service_completed_successfully`:
+    /// a task such as a migration, never the web app.
+    pub awaited: bool,
     /// Every other allowed key, verbatim.
     pub passthrough: Map<String, Value>,
 }
 
 impl RepoService {
-    /// Whether the service is a task meant to end, such as a migration: its container exiting
-    /// with 0 is its success, not a failure of the preview.
-    pub fn is_one_shot(&self) -> bool {
+    /// Whether the service may end (its restart policy lets it), such as a migration: its
+    /// container exiting with 0 is its success, not a failure of the preview.
+    pub fn may_end(&self) -> bool {
         self.restart != RESTART_ALWAYS
     }
 
@@ -604,7 +672,8 @@ pub fn sanitize_choosing(
     }
     let awaited = awaited_to_complete(&services);
     for service in &mut services {
-        if awaited.contains(&service.name) && !restart_declared.contains(&service.name) {
+        service.awaited = awaited.contains(&service.name);
+        if service.awaited && !restart_declared.contains(&service.name) {
             service.restart = "no".to_owned();
         }
     }
@@ -770,12 +839,8 @@ fn choose_web_service(
             format!("it is named `{APP_SERVICE}`"),
         ));
     }
-    // A task meant to end (a migration) is never the web app, nor a service Compose does not
-    // start (one with profiles).
-    let services: Vec<&RepoService> = services
-        .iter()
-        .filter(|s| !s.is_one_shot() && s.profiles().is_empty())
-        .collect();
+    // A task another service waits on to complete (a migration) is never the web app.
+    let services: Vec<&RepoService> = services.iter().filter(|s| !s.awaited).collect();
     let serving: Vec<&RepoService> = services
         .iter()
         .copied()
@@ -1022,6 +1087,7 @@ fn sanitize_service(
         expose: Vec::new(),
         published: Vec::new(),
         restart: RESTART_ALWAYS.to_owned(),
+        awaited: false,
         passthrough: Map::new(),
     };
     for (key, value) in map {
@@ -1959,6 +2025,32 @@ mod tests {
     }
 
     #[test]
+    fn profiles_start_as_compose_starts_them_and_the_web_service_always() {
+        let text = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    profiles: [web]\n    depends_on: [db]\n  db:\n    image: postgres:16-bookworm\n    profiles: [postgres]\n  worker:\n    build: .\n    profiles: [worker]\n    restart: \"no\"\n  seed:\n    image: postgres:16-bookworm\n    profiles: [seed]\n  cache:\n    image: redis:7-bookworm\n";
+        let started = |active: &[&str]| {
+            let mut s = run_project(text, Some("web")).unwrap();
+            let activated = s.activate_profiles(&active.iter().map(|p| (*p).to_owned()).collect());
+            let left: Vec<String> = s
+                .services
+                .iter()
+                .filter(|x| x.profiles().is_empty())
+                .map(|x| x.name.clone())
+                .collect();
+            (left, activated)
+        };
+        // The web service's profile and its database's are activated; the others stay off.
+        assert_eq!(
+            started(&[]),
+            (
+                vec!["cache".to_owned(), "db".to_owned(), "web".to_owned()],
+                vec!["postgres".to_owned(), "web".to_owned()]
+            )
+        );
+        // COMPOSE_PROFILES=worker starts the worker too.
+        assert_eq!(started(&["worker"]).0, ["cache", "db", "web", "worker"]);
+    }
+
+    #[test]
     fn a_proxy_that_reads_the_docker_socket_is_left_out() {
         let s = run_project(
             "services:\n  proxy:\n    image: docker.io/library/traefik:3.6@sha256:abc\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock:ro\n  web:\n    build: .\n    depends_on:\n      proxy:\n        condition: service_started\n    links: [\"proxy:edge\"]\n",
@@ -1998,15 +2090,15 @@ mod tests {
         .unwrap();
         let restart = |name: &str| {
             let service = s.services.iter().find(|x| x.name == name).unwrap();
-            (service.restart.as_str(), service.is_one_shot())
+            (service.restart.as_str(), service.may_end(), service.awaited)
         };
         // Awaited to complete, with no policy of its own: it runs once.
-        assert_eq!(restart("migrate"), ("no", true));
-        assert_eq!(restart("seed"), ("no", true));
-        assert_eq!(restart("retry"), ("on-failure:3", true));
+        assert_eq!(restart("migrate"), ("no", true, true));
+        assert_eq!(restart("seed"), ("no", true, false));
+        assert_eq!(restart("retry"), ("on-failure:3", true, false));
         // `always` would start a sleeping preview again when the engine restarts.
-        assert_eq!(restart("web"), ("unless-stopped", false));
-        assert_eq!(restart("db"), ("unless-stopped", false));
+        assert_eq!(restart("web"), ("unless-stopped", false, false));
+        assert_eq!(restart("db"), ("unless-stopped", false, false));
         assert!(
             !s.warnings.iter().any(|w| w.contains("restart")),
             "{:?}",

@@ -280,10 +280,11 @@ pub fn services(planned: &Planned, input: &RenderInput) -> ComposeServices {
         },
         Some(repo) => ComposeServices {
             app: slot.service_name(&repo.app_service),
+            // Services left in a profile are not started.
             others: repo
                 .services
                 .iter()
-                .filter(|s| s.name != repo.app_service)
+                .filter(|s| s.name != repo.app_service && s.profiles().is_empty())
                 .map(|s| s.name.clone())
                 .collect(),
         },
@@ -749,7 +750,7 @@ fn repo_service(
     let mut view = hardened(&service.name, labels);
     let mut merged_labels = service.labels.clone();
     merged_labels.extend(labels.clone());
-    if !is_app && service.is_one_shot() {
+    if !is_app && service.may_end() {
         view.restart = service.restart.clone();
         merged_labels.insert(super::labels::ONE_SHOT.to_owned(), "true".to_owned());
     }
