@@ -439,16 +439,20 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         )));
     }
     if repo_image && !plan.startup_commands.is_empty() && config.app_entrypoint.is_none() {
-        let line = config
-            .startup_commands
-            .as_ref()
-            .map(|s| s.line)
-            .unwrap_or(1);
-        return Err(config.error(
-            "startup_commands",
-            line,
-            "with the repo's own image, startup_commands need app_entrypoint (the command they run before)",
+        // Configured ones are an error; inferred ones (Django's migrate, a Procfile's release)
+        // are the image's own business.
+        if let Some(configured) = &config.startup_commands {
+            return Err(config.error(
+                "startup_commands",
+                configured.line,
+                "with the repo's own image, startup_commands need app_entrypoint (the command they run before)",
+            ));
+        }
+        reasons.push(format!(
+            "startup_commands not run ({}): the repo builds its own image, which starts itself",
+            plan.startup_commands.join(" && ")
         ));
+        plan.startup_commands.clear();
     }
     if repo_image && config.build_commands.is_some() {
         let line = config.build_commands.as_ref().map(|s| s.line).unwrap_or(1);
@@ -1203,5 +1207,45 @@ mod tests {
         let planned = plan_files(&[backend, ("docker-compose.yml", images)]).unwrap();
         assert_eq!(planned.plan.app_dir, "backend");
         assert_eq!(planned.plan.compose_file, None);
+    }
+
+    #[test]
+    fn inferred_startup_commands_are_left_to_the_repos_own_image() {
+        // A Procfile's release command is inferred; the repo's Dockerfile starts the app its
+        // own way.
+        let django = [
+            ("manage.py", "import django\n"),
+            ("requirements.txt", "Django==5.1\ngunicorn\n"),
+            (
+                "Procfile",
+                "release: python manage.py migrate\nweb: gunicorn hello.wsgi\n",
+            ),
+            (
+                "Dockerfile",
+                "FROM python:3.12-slim-bookworm\nCMD [\"gunicorn\", \"hello.wsgi\"]\n",
+            ),
+        ];
+        let planned = plan_files(&django).unwrap();
+        assert!(planned.plan.startup_commands.is_empty());
+        assert!(
+            planned
+                .plan
+                .reasons
+                .iter()
+                .any(|r| r.starts_with("startup_commands not run (")),
+            "{:?}",
+            planned.plan.reasons
+        );
+        // Configured ones still need app_entrypoint.
+        let mut configured = django.to_vec();
+        configured.push((
+            "preview-config.yml",
+            "startup_commands:\n  - python manage.py migrate\n",
+        ));
+        let err = plan_files(&configured).unwrap_err().to_string();
+        assert!(
+            err.contains("startup_commands need app_entrypoint"),
+            "{err}"
+        );
     }
 }

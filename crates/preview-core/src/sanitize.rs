@@ -738,6 +738,9 @@ fn restart_policy(r: &Refusals, service: &str, value: &Value) -> Result<String> 
     let policy = match value {
         // `restart: no` unquoted is YAML 1.1's false.
         Value::Bool(false) => "no",
+        // A policy from a variable (`${DOCKER_RESTART_POLICY:-unless-stopped}`): the service
+        // keeps running, as most such files default to.
+        Value::String(s) if s.contains('$') => RESTART_ALWAYS,
         Value::String(s) => s.as_str(),
         _ => return Err(r.refuse(Some(service), "restart", "must be a string")),
     };
@@ -1228,6 +1231,7 @@ fn published_ports(r: &Refusals, service: &str, value: &Value) -> Result<Vec<u16
         let container = match item {
             Value::Number(n) => n.to_string(),
             Value::String(s) => {
+                let s = with_defaults(s);
                 let no_proto = s.split('/').next().unwrap_or_default();
                 no_proto.rsplit(':').next().unwrap_or_default().to_owned()
             }
@@ -1246,6 +1250,29 @@ fn published_ports(r: &Refusals, service: &str, value: &Value) -> Result<Vec<u16
         }
     }
     Ok(out)
+}
+
+/// A port entry with each `${NAME:-default}` (or `${NAME-default}`) replaced by its default,
+/// as it reads when the preview sets none of them: `${PORT:-8000}` is 8000. Anything else with
+/// a `$` is left as it is (and then not a port).
+fn with_defaults(entry: &str) -> String {
+    let mut out = String::new();
+    let mut rest = entry;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let Some(end) = rest[at..].find('}') else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        let inner = &rest[at + 2..at + end];
+        match inner.split_once(":-").or_else(|| inner.split_once('-')) {
+            Some((_, default)) if !default.contains('$') => out.push_str(default),
+            _ => out.push_str(&rest[at..=at + end]),
+        }
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn sanitize_build(
@@ -1716,6 +1743,10 @@ fn scan_variables(
         if key == "ports" && !preview_file {
             continue;
         }
+        // Dropped or replaced by the orchestrator: their variables are never substituted.
+        if OVERRIDDEN.contains(&key.as_str()) || key == "restart" || key == "develop" {
+            continue;
+        }
         if key == "build"
             && let Value::Object(build) = value
         {
@@ -1753,7 +1784,7 @@ fn scan_variables(
                 &key,
                 locate_text(r.text, service, &key, &needles(name)),
                 format!(
-                    "variables are not substituted in `{key}` (found `{name}`): its value is checked as written; write the value itself"
+                    "variables are not substituted in `{key}` (found `{name}`): the sanitiser judges this key's value as written, so write the value itself"
                 ),
             ));
         }
@@ -2048,6 +2079,23 @@ mod tests {
         );
         // COMPOSE_PROFILES=worker starts the worker too.
         assert_eq!(started(&["worker"]).0, ["cache", "db", "web", "worker"]);
+    }
+
+    #[test]
+    fn variables_in_dropped_keys_and_port_defaults_are_read_as_compose_would() {
+        // As docker-rails-example writes them.
+        let s = run_project(
+            "services:\n  web:\n    build: .\n    ports: [\"${WEB_FWD:-127.0.0.1:8000}:${PORT:-8000}\"]\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n    deploy:\n      resources:\n        limits:\n          cpus: \"${DOCKER_WEB_CPUS:-0}\"\n  worker:\n    build: .\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "web");
+        assert_eq!(s.services[0].published, [8000]);
+        assert_eq!(s.services[0].restart, RESTART_ALWAYS);
+        assert!(s.variables.is_empty(), "{:?}", s.variables);
+        assert_eq!(with_defaults("${A:-1}:${B-2}/tcp"), "1:2/tcp");
+        assert_eq!(with_defaults("${A}:80"), "${A}:80");
+        assert_eq!(with_defaults("${A:-${B}}"), "${A:-${B}}");
     }
 
     #[test]
