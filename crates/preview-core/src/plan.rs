@@ -312,6 +312,18 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                 app.name, c.file
             ));
             plan.port = port;
+        } else if !reasons.iter().any(|r| r.starts_with("port=")) {
+            warnings.push(format!(
+                "the port {} of service `{}` is a guess: neither {} nor its image says which port it listens on; set app_port in preview-config.yml if it is another",
+                plan.port, app.name, c.file
+            ));
+        }
+        if app.build.is_none() {
+            warnings.push(format!(
+                "the web service `{}` is not built from the repo: it runs the image {} as it is",
+                app.name,
+                app.image.as_deref().unwrap_or("-")
+            ));
         }
     }
 
@@ -889,6 +901,15 @@ fn find_compose(
                 app_dir
             }
         ));
+        if let Some(over) = sanitize::OVERRIDE_FILE_NAMES
+            .iter()
+            .map(|n| join_str(app_dir, n))
+            .find(|f| checkout.is_file(f))
+        {
+            reasons.push(format!(
+                "{over} is not read: Compose adds it for local development, and a preview runs {file} alone (put what previews need in docker-compose.preview.yml)"
+            ));
+        }
         return sanitize::sanitize_choosing(&text, &ctx, web)
             .map(Some)
             .map_err(with_compose_none_hint);

@@ -30,6 +30,15 @@ pub const PROJECT_FILE_NAMES: [&str; 4] = [
     "docker-compose.yaml",
 ];
 
+/// The override files Compose merges into a project file by itself, for local development;
+/// previews do not read them.
+pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
 /// The label that marks a service as the web app, overriding the automatic choice.
 pub const WEB_LABEL: &str = "preview.web";
 
@@ -901,6 +910,28 @@ fn choose_web_service(
         }
         _ => {}
     }
+    // Several built services serve: one that publishes a port beats those that only expose one.
+    if let [one] = built_serving
+        .iter()
+        .filter(|s| !s.published.is_empty())
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        return Ok((
+            one.name.clone(),
+            format!(
+                "it {} and is the only one built from the repo that publishes a port (the others only expose one: {})",
+                why_serving(one),
+                name_list(
+                    &built_serving
+                        .iter()
+                        .copied()
+                        .filter(|s| s.published.is_empty())
+                        .collect::<Vec<_>>()
+                )
+            ),
+        ));
+    }
     let candidates = if !built_serving.is_empty() {
         built_serving
     } else if !built.is_empty() {
@@ -1186,7 +1217,15 @@ fn sanitize_service(
                     return Err(r.refuse(svc, k, "must be a list"));
                 };
                 for item in items {
-                    out.volumes.push(sanitize_volume(r, ctx, name, item, declared_volumes)?);
+                    let mount = sanitize_volume(r, ctx, name, item, declared_volumes)?;
+                    if let Mount::Bind { source, .. } = &mount
+                        && ctx.checkout.kind(std::path::Path::new(source)).is_none()
+                    {
+                        warnings.push(format!(
+                            "service `{name}`: the bind mount {source:?} is not in the checkout; Docker creates an empty directory there, which the app gets instead of a file"
+                        ));
+                    }
+                    out.volumes.push(mount);
                 }
             }
             "expose" => {
@@ -1866,7 +1905,7 @@ pub fn check_variables(compose: &SanitizedCompose, names: &BTreeSet<String>) -> 
         service: Some(v.service.clone()),
         key: v.key.clone(),
         reason: format!(
-            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of preview-config.yml's env and env_file and those the preview sets ({}); preview secrets reach the app's environment by themselves and cannot be referred to; write `$$` for a literal `$`",
+            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of the `.env` beside it, of preview-config.yml's env and env_file, and those the preview sets ({}); preview secrets reach the app's environment by themselves and cannot be referred to; write `$$` for a literal `$`",
             v.name,
             known.join(", ")
         ),
@@ -2096,6 +2135,21 @@ mod tests {
         assert_eq!(with_defaults("${A:-1}:${B-2}/tcp"), "1:2/tcp");
         assert_eq!(with_defaults("${A}:80"), "${A}:80");
         assert_eq!(with_defaults("${A:-${B}}"), "${A:-${B}}");
+    }
+
+    #[test]
+    fn a_built_service_that_publishes_beats_one_that_only_exposes() {
+        // As awesome-compose's react-express-mongodb writes it.
+        let s = run_project(
+            "services:\n  frontend:\n    build: .\n    ports: [\"3000:3000\"]\n  backend:\n    build: .\n    expose: [3000]\n  mongo:\n    image: mongo:7\n    expose: [27017]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "frontend");
+        assert_eq!(
+            s.app_service_reason,
+            "it publishes port 3000 and is the only one built from the repo that publishes a port (the others only expose one: `backend`)"
+        );
     }
 
     #[test]
