@@ -295,7 +295,10 @@ mod tests {
             "compose-project-images-only",
             "compose-project-label",
             "upstream-shape-django-subdir",
+            "upstream-shape-file-secret",
             "upstream-shape-flask-redis",
+            "upstream-shape-fullstack-fastapi",
+            "upstream-shape-nginx-proxy",
             "upstream-shape-voting-app",
         ] {
             let planned = preview_core::plan(&fixture(name)).unwrap();

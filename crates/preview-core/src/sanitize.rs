@@ -896,6 +896,17 @@ fn choose_web_service(
                 ),
             ));
         }
+        // A proxy run from an image, in front of the app built from the repo: the way in.
+        ([], _, [one]) if built.iter().any(|b| one.dependencies().contains(&b.name)) => {
+            return Ok((
+                one.name.clone(),
+                format!(
+                    "it is the only service of {file} that {}, in front of {} (built from the repo), which it depends on",
+                    why_serving(one),
+                    name_list(&built)
+                ),
+            ));
+        }
         ([], [one], _) => {
             return Ok((
                 one.name.clone(),
@@ -927,6 +938,35 @@ fn choose_web_service(
                         .iter()
                         .copied()
                         .filter(|s| s.published.is_empty())
+                        .collect::<Vec<_>>()
+                )
+            ),
+        ));
+    }
+    // Several built services publish: the one in front, which depends on the others and on
+    // which none of them depends (a proxy before its API), is the way in.
+    let front: Vec<&RepoService> = built_serving
+        .iter()
+        .copied()
+        .filter(|s| {
+            let behind = s.dependencies();
+            built_serving.iter().any(|o| behind.contains(&o.name))
+                && !built_serving
+                    .iter()
+                    .any(|o| o.dependencies().contains(&s.name))
+        })
+        .collect();
+    if let [one] = front.as_slice() {
+        return Ok((
+            one.name.clone(),
+            format!(
+                "it {} in front of the others that serve ({}), which it depends on",
+                why_serving(one),
+                name_list(
+                    &built_serving
+                        .iter()
+                        .copied()
+                        .filter(|s| s.name != one.name)
                         .collect::<Vec<_>>()
                 )
             ),
@@ -2150,6 +2190,37 @@ mod tests {
             s.app_service_reason,
             "it publishes port 3000 and is the only one built from the repo that publishes a port (the others only expose one: `backend`)"
         );
+    }
+
+    #[test]
+    fn a_proxy_in_front_of_the_built_app_is_the_way_in() {
+        // As awesome-compose's nginx-golang-postgres writes it: nginx from its image.
+        let s = run_project(
+            "services:\n  backend:\n    build: .\n  proxy:\n    image: nginx\n    ports: [\"80:80\"]\n    depends_on: [backend]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "proxy");
+        // As its nginx-flask-mysql writes it: both built, both publish.
+        let s = run_project(
+            "services:\n  backend:\n    build: .\n    ports: [\"8000:8000\"]\n  proxy:\n    build: .\n    ports: [\"80:80\"]\n    depends_on: [backend]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.app_service.as_str(), s.app_service_reason.as_str()),
+            (
+                "proxy",
+                "it publishes port 80 in front of the others that serve (`backend`), which it depends on"
+            )
+        );
+        // A database that publishes its port is not in front of anything.
+        let s = run_project(
+            "services:\n  web:\n    build: .\n  redis:\n    image: redis\n    ports: [\"6379:6379\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "web");
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub const PLANNABLE: &[&str] = &[
     "upstream-shape-file-secret",
     "upstream-shape-flask-redis",
     "upstream-shape-fullstack-fastapi",
+    "upstream-shape-nginx-proxy",
     "upstream-shape-voting-app",
     "vite-spa",
 ];
