@@ -124,6 +124,9 @@ build_image() {
         --change "ENV CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt"
         --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     )
+    if [ -f "$ROOT/scripts/images/$role-entrypoint.sh" ]; then
+        changes+=(--change "LABEL $ENTRYPOINT_LABEL=$(entrypoint_sum "$role")")
+    fi
     case $role in
         postgres)
             hooks+=(--customize-hook="install -m 0755 '$ROOT/scripts/images/postgres-entrypoint.sh' \"\$1/usr/local/bin/docker-entrypoint.sh\"")
@@ -154,6 +157,18 @@ build_image() {
     rm -rf "$work"
 }
 
+# The stand-ins with an entrypoint script of ours carry its checksum: one built from an older
+# script is built again.
+ENTRYPOINT_LABEL=dev.preview-testbed.entrypoint
+entrypoint_sum() {
+    sha256sum <"$ROOT/scripts/images/$1-entrypoint.sh" | cut -c1-16
+}
+current_image() { # role image
+    docker image inspect "$2" >/dev/null 2>&1 || return 1
+    [ -f "$ROOT/scripts/images/$1-entrypoint.sh" ] || return 0
+    [ "$(docker image inspect -f "{{index .Config.Labels \"$ENTRYPOINT_LABEL\"}}" "$2")" = "$(entrypoint_sum "$1")" ]
+}
+
 # Every supported runtime version (runtime-versions.tsv) of a language, as image names.
 version_images() {
     local language=$1 versions pattern v
@@ -169,7 +184,7 @@ while IFS=$'\t' read -r role image packages; do
     # One stand-in per language, under every supported version's name: a present one is reused.
     source=
     for name in "${names[@]}"; do
-        if docker image inspect "$name" >/dev/null 2>&1; then source=$name; break; fi
+        if current_image "$role" "$name"; then source=$name; break; fi
     done
     if [ -z "$source" ]; then
         build_image "$role" "$image" "$packages"
@@ -177,7 +192,7 @@ while IFS=$'\t' read -r role image packages; do
         source=$image
     fi
     for name in "${names[@]}"; do
-        if ! docker image inspect "$name" >/dev/null 2>&1; then
+        if ! current_image "$role" "$name"; then
             docker tag "$source" "$name"
             tagged=$((tagged + 1))
         fi

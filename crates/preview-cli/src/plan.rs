@@ -188,11 +188,19 @@ fn human(plan: &Plan) -> String {
     if let (Some(c), Some(file)) = (&plan.compose, &plan.compose_file) {
         out.push_str(&format!("\nservices of {file}:\n"));
         for service in &c.services {
-            let role = if service.routed {
-                "routed: the web service"
-            } else {
-                "private"
+            let mut role = match (&service.runs_once, service.routed) {
+                (_, true) => "routed: the web service".to_owned(),
+                (Some(restart), false) => {
+                    format!("private, runs to completion (restart: {restart})")
+                }
+                (None, false) => "private".to_owned(),
             };
+            if !service.profiles.is_empty() {
+                role.push_str(&format!(
+                    ", not started (profiles: {})",
+                    service.profiles.join(", ")
+                ));
+            }
             out.push_str(&format!(
                 "  - {}: {}, {role}\n",
                 service.name, service.source

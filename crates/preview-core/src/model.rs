@@ -457,4 +457,11 @@ pub struct ComposeServiceSummary {
     pub source: String,
     /// Whether nginx routes to it (the web service) rather than it staying private.
     pub routed: bool,
+    /// Its restart policy when it is a task meant to end (a migration: `no` or
+    /// `on-failure[:N]`); `None` for a service that keeps running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_once: Option<String>,
+    /// Its profiles: with any, it is not started (previews activate no profile).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
 use crate::config::{self, ComposeChoice, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
+use crate::dotenv;
 use crate::model::{
     ComposeServiceSummary, ComposeSummary, DockerfileSource, Language, Plan, ReadyWhen,
 };
@@ -112,8 +113,9 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     };
 
     // 3. A repo-owned compose file, sanitised.
-    let repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
-    if let Some(c) = &repo_compose {
+    let mut repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
+    if let Some(c) = &mut repo_compose {
+        read_dotenv(checkout, c, &mut reasons)?;
         reasons.push(format!(
             "web_service={} because {}: only its port is routed; the other services of {} stay on the preview's private network",
             c.app_service, c.app_service_reason, c.file
@@ -302,6 +304,12 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                 app.name, c.file
             ));
             plan.port = port;
+        } else if let Some((key, port)) = proxy_port(app) {
+            reasons.push(format!(
+                "port={port} because service `{}` of {} tells its proxy so ({key})",
+                app.name, c.file
+            ));
+            plan.port = port;
         }
     }
 
@@ -461,14 +469,15 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     }
     // The repo's compose file may refer only to the preview's own variables, now all known.
     if let Some(c) = &repo_compose {
-        sanitize::check_variables(c, &crate::render::compose::preview_variable_names(&plan))
-            .map_err(|e| {
-                if is_preview_file(&c.file) {
-                    e
-                } else {
-                    with_compose_none_hint(e)
-                }
-            })?;
+        let mut names = crate::render::compose::preview_variable_names(&plan);
+        names.extend(c.dotenv.keys().cloned());
+        sanitize::check_variables(c, &names).map_err(|e| {
+            if is_preview_file(&c.file) {
+                e
+            } else {
+                with_compose_none_hint(e)
+            }
+        })?;
     }
     plan.build_command =
         (!plan.build_commands.is_empty()).then(|| plan.build_commands.join(" && "));
@@ -881,6 +890,54 @@ fn find_compose(
     Ok(None)
 }
 
+/// The port a service tells a development proxy to route to: Traefik's
+/// `traefik.http.services.NAME.loadbalancer.server.port` label or nginx-proxy's `VIRTUAL_PORT`.
+fn proxy_port(service: &sanitize::RepoService) -> Option<(String, u16)> {
+    let label = service.labels.iter().find(|(k, _)| {
+        k.starts_with("traefik.http.services.") && k.ends_with(".loadbalancer.server.port")
+    });
+    let env = service
+        .environment
+        .get_key_value("VIRTUAL_PORT")
+        .and_then(|(k, v)| Some((k, v.as_ref()?)));
+    let (key, value) = label.or(env)?;
+    Some((key.clone(), value.trim().parse().ok()?))
+}
+
+/// Reads the `.env` beside the compose file, as Compose does, for the file's variables.
+fn read_dotenv(
+    checkout: &Checkout,
+    compose: &mut SanitizedCompose,
+    reasons: &mut Vec<String>,
+) -> Result<()> {
+    let file = match compose.file.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/.env"),
+        None => ".env".to_owned(),
+    };
+    let text = match checkout.read_text(Path::new(&file), CONFIG_LIMIT) {
+        Ok(Some(text)) => text,
+        Ok(None) | Err(Error::UnsafePath { .. }) => return Ok(()),
+        Err(Error::TooLarge { limit, .. }) => {
+            return Err(Error::Config {
+                file,
+                line: None,
+                key: None,
+                message: format!("the file is larger than the {limit}-byte limit"),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let env = dotenv::parse(&file, &text)?;
+    reasons.push(format!(
+        "variables of {}: {} from {file}, which Compose reads beside it",
+        compose.file,
+        env.values.len()
+    ));
+    compose.warnings.extend(env.warnings);
+    compose.dotenv = env.values;
+    Ok(())
+}
+
 /// The plan's account of a sanitised compose file.
 fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
     let services = compose
@@ -897,6 +954,9 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
                 (None, None) => "no image".to_owned(),
             },
             routed: service.name == compose.app_service,
+            runs_once: (service.is_one_shot() && service.name != compose.app_service)
+                .then(|| service.restart.clone()),
+            profiles: service.profiles(),
         })
         .collect();
     ComposeSummary {

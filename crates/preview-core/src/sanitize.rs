@@ -75,11 +75,28 @@ pub struct SanitizedCompose {
     pub volumes: Vec<String>,
     /// Networks it declares, with whether each is `internal`.
     pub networks: Vec<(String, bool)>,
+    /// Top-level `secrets`, each a file of the checkout.
+    pub secrets: Vec<FileObject>,
+    /// Top-level `configs`, each a file of the checkout.
+    pub configs: Vec<FileObject>,
     /// What was dropped or changed, for the plan's warnings.
     pub warnings: Vec<String>,
     /// Every variable the file refers to, checked by [`check_variables`] once the plan knows the
     /// preview's own variables.
     pub variables: Vec<VariableRef>,
+    /// The variables of the `.env` beside the file, which Compose reads for its references
+    /// ([`crate::dotenv`]); the preview's own variables win over them. Filled in by the plan.
+    #[serde(skip)]
+    pub dotenv: BTreeMap<String, String>,
+}
+
+/// A top-level secret or config of a compose file: a file of the checkout, which Compose mounts
+/// read-only into the services that name it (`/run/secrets/NAME` for a secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileObject {
+    pub name: String,
+    /// The file, relative to the checkout root.
+    pub file: String,
 }
 
 /// A reference to a variable in a repo's compose file.
@@ -174,6 +191,18 @@ impl RepoService {
     pub fn is_one_shot(&self) -> bool {
         self.restart != RESTART_ALWAYS
     }
+
+    /// Its `profiles`: a service with any is not started, as `docker compose up` without
+    /// `--profile` does not start it.
+    pub fn profiles(&self) -> Vec<String> {
+        self.passthrough
+            .get("profiles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect()
+    }
 }
 
 /// The restart policy of every service that is meant to keep running.
@@ -216,7 +245,7 @@ pub enum Mount {
 }
 
 /// Service keys that pass verbatim.
-const PASSTHROUGH: [&str; 31] = [
+const PASSTHROUGH: [&str; 33] = [
     "command",
     "entrypoint",
     "working_dir",
@@ -248,6 +277,8 @@ const PASSTHROUGH: [&str; 31] = [
     "mac_address",
     "annotations",
     "post_start",
+    "secrets",
+    "configs",
 ];
 
 /// Service keys the orchestrator sets itself; the repo's values are dropped with a warning.
@@ -271,7 +302,7 @@ const OVERRIDDEN: [&str; 16] = [
 ];
 
 /// Service keys refused outright, with why.
-const REFUSED: [(&str, &str); 24] = [
+const REFUSED: [(&str, &str); 22] = [
     (
         "ports",
         "host ports are assigned by the orchestrator (use `expose` for ports other services reach)",
@@ -310,14 +341,6 @@ const REFUSED: [(&str, &str); 24] = [
     ("gpus", "host GPUs are not available to previews"),
     ("logging", "logging is configured by the orchestrator"),
     ("credential_spec", "not supported in previews"),
-    (
-        "configs",
-        "configs read host files or the environment; put the file in the image",
-    ),
-    (
-        "secrets",
-        "secrets read host files or the environment; use env in preview-config.yml",
-    ),
     ("blkio_config", "block I/O limits are the orchestrator's"),
     ("volume_driver", "volume drivers can mount host paths"),
     ("userns_mode", "previews run in the default user namespace"),
@@ -374,20 +397,39 @@ fn service_block<'t>(lines: &[&'t str], service: &str) -> Option<Vec<(usize, &'t
     )
 }
 
-/// The line of `key` inside `service` in the compose text, found by indentation; for messages.
+/// The line of `key` inside `service` (or at the top level) in the compose text, found by
+/// indentation; for messages. A dotted key (`secrets.token.environment`) is followed as deep as
+/// the text shows it.
 fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
     let lines: Vec<&str> = text.lines().collect();
-    let found = match service {
-        Some(s) => service_block(&lines, s)?
-            .into_iter()
-            .find(|(_, l)| key_line(l, key)),
+    let mut segments = key.split('.');
+    let first = segments.next()?;
+    let mut at = match service {
+        Some(s) => {
+            service_block(&lines, s)?
+                .into_iter()
+                .find(|(_, l)| key_line(l, first))?
+                .0
+        }
         None => lines
             .iter()
-            .copied()
-            .enumerate()
-            .find(|(_, l)| key_line(l, key) && indent(l) == 0),
+            .position(|l| key_line(l, first) && indent(l) == 0)?,
     };
-    found.map(|(i, _)| i as u64 + 1)
+    for segment in segments {
+        let base = indent(lines[at]);
+        let inner = lines
+            .iter()
+            .enumerate()
+            .skip(at + 1)
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .take_while(|(_, l)| indent(l) > base)
+            .find(|(_, l)| key_line(l, segment));
+        match inner {
+            Some((i, _)) => at = i,
+            None => break,
+        }
+    }
+    Some(at as u64 + 1)
 }
 
 /// The first line of `service`'s block that contains one of `needles`, else the line of `key`.
@@ -420,10 +462,9 @@ impl Refusals<'_> {
 
 impl Refusals<'_> {
     fn refuse(&self, service: Option<&str>, key: &str, reason: impl Into<String>) -> Error {
-        let top = key.split('.').next().unwrap_or(key);
         Error::ComposeRefused {
             file: self.file.to_owned(),
-            line: locate(self.text, service, top),
+            line: locate(self.text, service, key),
             service: service.map(str::to_owned),
             key: key.to_owned(),
             reason: reason.into(),
@@ -485,6 +526,8 @@ pub fn sanitize_choosing(
     let mut services_value = None;
     let mut volumes = Vec::new();
     let mut networks = Vec::new();
+    let mut secrets = Vec::new();
+    let mut configs = Vec::new();
     for (key, value) in root {
         match key.as_str() {
             "services" => services_value = Some(value),
@@ -503,13 +546,8 @@ pub fn sanitize_choosing(
                     "including other files is not supported; inline them",
                 ));
             }
-            "secrets" | "configs" => {
-                return Err(r.refuse(
-                    None,
-                    &key,
-                    "top-level secrets and configs read host files or the environment",
-                ));
-            }
+            "secrets" => secrets = top_level_files(&r, ctx, "secrets", value)?,
+            "configs" => configs = top_level_files(&r, ctx, "configs", value)?,
             _ => return Err(r.refuse(None, &key, "unknown top-level key")),
         }
     }
@@ -526,6 +564,7 @@ pub fn sanitize_choosing(
     let mut services = Vec::new();
     let mut variables = Vec::new();
     let mut restart_declared = BTreeSet::new();
+    let mut left_out = Vec::new();
     for (name, value) in services_map {
         if !valid_service_name(&name) {
             return Err(r.refuse(Some(&name), "services", "service names are [a-zA-Z0-9._-]"));
@@ -533,6 +572,13 @@ pub fn sanitize_choosing(
         let Value::Object(map) = value else {
             return Err(r.refuse(Some(&name), &name, "a service must be a mapping"));
         };
+        if let Some(image) = docker_router(&map) {
+            warnings.push(format!(
+                "service `{name}` ({image}) is left out: it routes by reading the Docker socket, which a preview never gets; nginx routes the preview instead"
+            ));
+            left_out.push(name);
+            continue;
+        }
         variables.extend(scan_variables(&r, &name, &map, ctx.is_preview_file())?);
         if map.contains_key("restart") {
             restart_declared.insert(name.clone());
@@ -545,6 +591,16 @@ pub fn sanitize_choosing(
             &volumes,
             &mut warnings,
         )?);
+    }
+    for service in &mut services {
+        for name in &left_out {
+            forget_service(&mut service.passthrough, name);
+        }
+        for (kind, declared) in [("secrets", &secrets), ("configs", &configs)] {
+            if let Some(refs) = service.passthrough.get(kind) {
+                check_file_refs(&r, &service.name, kind, refs, declared)?;
+            }
+        }
     }
     let awaited = awaited_to_complete(&services);
     for service in &mut services {
@@ -560,9 +616,52 @@ pub fn sanitize_choosing(
         app_service_reason,
         volumes,
         networks,
+        secrets,
+        configs,
         warnings,
         variables,
+        dotenv: BTreeMap::new(),
     })
+}
+
+/// Images of reverse proxies that route by reading the Docker socket. A project runs one in
+/// development; a preview is routed by nginx, so such a service is left out (and its socket
+/// never mounted) rather than the whole file refused.
+const DOCKER_ROUTERS: [&str; 4] = [
+    "traefik",
+    "jwilder/nginx-proxy",
+    "nginxproxy/nginx-proxy",
+    "lucaslorentz/caddy-docker-proxy",
+];
+
+/// The image of a service that is only a [`DOCKER_ROUTERS`] proxy (not built from the repo).
+fn docker_router(service: &Map<String, Value>) -> Option<&str> {
+    if service.contains_key("build") {
+        return None;
+    }
+    let image = service.get("image")?.as_str()?;
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => name,
+    };
+    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    let name = name.strip_prefix("library/").unwrap_or(name);
+    DOCKER_ROUTERS.contains(&name).then_some(image)
+}
+
+/// Removes a left-out service from a service's `depends_on` and `links`.
+fn forget_service(passthrough: &mut Map<String, Value>, name: &str) {
+    match passthrough.get_mut("depends_on") {
+        Some(Value::Array(list)) => list.retain(|d| d.as_str() != Some(name)),
+        Some(Value::Object(map)) => {
+            map.remove(name);
+        }
+        _ => {}
+    }
+    if let Some(Value::Array(links)) = passthrough.get_mut("links") {
+        links.retain(|l| l.as_str().is_none_or(|l| l.split(':').next() != Some(name)));
+    }
 }
 
 /// The policy a repo's `restart` value runs with; see [`RepoService::restart`].
@@ -671,8 +770,15 @@ fn choose_web_service(
             format!("it is named `{APP_SERVICE}`"),
         ));
     }
+    // A task meant to end (a migration) is never the web app, nor a service Compose does not
+    // start (one with profiles).
+    let services: Vec<&RepoService> = services
+        .iter()
+        .filter(|s| !s.is_one_shot() && s.profiles().is_empty())
+        .collect();
     let serving: Vec<&RepoService> = services
         .iter()
+        .copied()
         .filter(|s| !s.published.is_empty() || (!s.expose.is_empty() && s.build.is_some()))
         .collect();
     let built_serving: Vec<&RepoService> = serving
@@ -687,7 +793,11 @@ fn choose_web_service(
             format!("exposes port {} and is built from the repo", s.expose[0])
         }
     };
-    let built: Vec<&RepoService> = services.iter().filter(|s| s.build.is_some()).collect();
+    let built: Vec<&RepoService> = services
+        .iter()
+        .copied()
+        .filter(|s| s.build.is_some())
+        .collect();
     match (
         built_serving.as_slice(),
         built.as_slice(),
@@ -779,6 +889,82 @@ fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// Top-level `secrets` or `configs` (`kind`): each must be a `file:` of the checkout; secrets and
+/// configs from the environment, the host or the swarm are refused.
+fn top_level_files(
+    r: &Refusals,
+    ctx: &SanitizeContext,
+    kind: &str,
+    value: Value,
+) -> Result<Vec<FileObject>> {
+    let Value::Object(map) = value else {
+        return Err(r.refuse(None, kind, "must be a mapping"));
+    };
+    let mut out = Vec::new();
+    for (name, spec) in map {
+        let key = format!("{kind}.{name}");
+        if !valid_service_name(&name) {
+            return Err(r.refuse(None, &key, "names are [a-zA-Z0-9._-]"));
+        }
+        let file = match spec {
+            Value::Object(spec) => match (spec.get("file"), spec.keys().find(|k| *k != "file")) {
+                (Some(Value::String(file)), None) => file.clone(),
+                (_, Some(other)) => {
+                    return Err(r.refuse(
+                        None,
+                        &format!("{key}.{other}"),
+                        format!("only `file:` (a file of the checkout) is supported: {kind} from the environment, the host or a swarm are not given to previews"),
+                    ));
+                }
+                _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+            },
+            _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+        };
+        let rel = inside_checkout(r, ctx, None, &format!("{key}.file"), &file)?;
+        if !ctx.checkout.is_file(&rel) {
+            return Err(r.refuse(
+                None,
+                &key,
+                format!("{file:?} is not a file in the checkout"),
+            ));
+        }
+        out.push(FileObject { name, file: rel });
+    }
+    Ok(out)
+}
+
+/// A service's `secrets` or `configs` (`kind`): each entry a declared name, or a mapping with
+/// such a `source`.
+fn check_file_refs(
+    r: &Refusals,
+    service: &str,
+    kind: &str,
+    refs: &Value,
+    declared: &[FileObject],
+) -> Result<()> {
+    let Value::Array(items) = refs else {
+        return Err(r.refuse(Some(service), kind, "must be a list"));
+    };
+    for item in items {
+        let name = match item {
+            Value::String(name) => name.as_str(),
+            Value::Object(map) => map
+                .get("source")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            _ => "",
+        };
+        if !declared.iter().any(|d| d.name == name) {
+            return Err(r.refuse(
+                Some(service),
+                kind,
+                format!("{name:?} is not among the file's top-level {kind}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn top_level_networks(r: &Refusals, value: Value) -> Result<Vec<(String, bool)>> {
@@ -1770,6 +1956,37 @@ mod tests {
                 line: 3,
             }),
         )
+    }
+
+    #[test]
+    fn a_proxy_that_reads_the_docker_socket_is_left_out() {
+        let s = run_project(
+            "services:\n  proxy:\n    image: docker.io/library/traefik:3.6@sha256:abc\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock:ro\n  web:\n    build: .\n    depends_on:\n      proxy:\n        condition: service_started\n    links: [\"proxy:edge\"]\n",
+            None,
+        )
+        .unwrap();
+        let names: Vec<&str> = s.services.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["web"]);
+        assert_eq!(
+            s.services[0].passthrough["depends_on"],
+            serde_json::json!({})
+        );
+        assert_eq!(s.services[0].passthrough["links"], serde_json::json!([]));
+        assert!(
+            s.warnings[0].starts_with(
+                "service `proxy` (docker.io/library/traefik:3.6@sha256:abc) is left out"
+            ),
+            "{:?}",
+            s.warnings
+        );
+        // Built from the repo, or another image, it is judged like any service: refused.
+        for text in [
+            "services:\n  proxy:\n    build: .\n    image: traefik\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+            "services:\n  proxy:\n    image: evil/traefik\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+        ] {
+            let err = run_project(text, None).unwrap_err().to_string();
+            assert!(err.contains("the Docker socket"), "{err}");
+        }
     }
 
     #[test]
