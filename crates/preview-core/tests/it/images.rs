@@ -41,6 +41,20 @@ fn a_compose_stack_needs_its_services_images_and_its_dockerfiles_base_images() {
     );
 }
 
+/// The full-stack template's shape: the proxy is left out of the preview, so its image is not
+/// needed; `backend:latest` is the name of what two services build, not an image to pull.
+#[test]
+fn images_of_services_left_out_or_built_are_not_needed() {
+    assert_eq!(
+        needed("upstream-shape-fullstack-fastapi"),
+        [
+            "adminer (service `adminer`)",
+            "python:3.12-slim-bookworm (`backend/Dockerfile:1`)",
+            "postgres:18 (service `db`)",
+        ]
+    );
+}
+
 #[test]
 fn a_generated_preview_needs_its_base_image_and_database() {
     let needs = needed("node-postgres");
