@@ -132,7 +132,8 @@ pub struct RenderedProject<'a> {
 
 /// The images `project` needs: those of its services with `image:` and no `build:` (unless
 /// another service builds that image), and those its Dockerfiles build from. An `image:` next
-/// to `build:` is the name of what is built, not an image to get.
+/// to `build:` is the name of what is built, not an image to get; a service with `profiles` is
+/// not started, so it needs nothing.
 pub fn needed(project: &RenderedProject) -> NeededImages {
     let mut needs = NeededImages::default();
     let services = match serde_saphyr::from_str::<Value>(project.compose) {
@@ -154,6 +155,14 @@ pub fn needed(project: &RenderedProject) -> NeededImages {
         .map(literal)
         .collect();
     for (name, service) in &services {
+        if service
+            .get("profiles")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty())
+        {
+            // Compose starts (and builds) a service with profiles only when asked to.
+            continue;
+        }
         match service.get("build") {
             Some(build) => dockerfile_needs(project, name, build, &mut needs),
             None => {
@@ -174,6 +183,33 @@ fn literal(value: &str) -> String {
     value.replace("$$", "$")
 }
 
+/// Where a service's Dockerfile is, to name its lines.
+enum DockerfileOrigin {
+    /// The service's `dockerfile_inline`.
+    Inline(String),
+    /// The Dockerfile the orchestrator generated.
+    Generated,
+    /// A file of the checkout, relative to its root.
+    File(String),
+}
+
+impl DockerfileOrigin {
+    fn at(&self, line: usize) -> WantedBy {
+        match self {
+            DockerfileOrigin::Inline(service) => WantedBy::InlineDockerfile {
+                service: service.clone(),
+                line,
+            },
+            DockerfileOrigin::Generated => WantedBy::GeneratedDockerfile { line },
+            DockerfileOrigin::File(file) => WantedBy::Dockerfile {
+                file: file.clone(),
+                line,
+            },
+        }
+    }
+}
+
+/// The images service `service` builds from, by its `build` section.
 fn dockerfile_needs(
     project: &RenderedProject,
     service: &str,
@@ -188,46 +224,31 @@ fn dockerfile_needs(
             .collect(),
         _ => BTreeMap::new(),
     };
-    let (source, wanted_by): (String, Box<dyn Fn(usize) -> WantedBy>) =
-        if let Some(inline) = text("dockerfile_inline") {
-            let service = service.to_owned();
-            (
-                literal(inline),
-                Box::new(move |line| WantedBy::InlineDockerfile {
-                    service: service.clone(),
-                    line,
-                }),
-            )
-        } else {
-            let context = PathBuf::from(text("context").unwrap_or("."));
-            let path = match text("dockerfile") {
-                Some(file) => context.join(file),
-                None => context.join("Dockerfile"),
-            };
-            match project.generated_dockerfile {
-                Some((generated, source)) if generated == path => (
-                    source.to_owned(),
-                    Box::new(|line| WantedBy::GeneratedDockerfile { line }),
-                ),
-                _ => match read_dockerfile(project, &path) {
-                    Ok((file, source)) => (
-                        source,
-                        Box::new(move |line| WantedBy::Dockerfile {
-                            file: file.clone(),
-                            line,
-                        }),
-                    ),
-                    Err(why) => {
-                        needs.unchecked.push(format!(
-                            "the Dockerfile of service `{service}` is not checked: {why}"
-                        ));
-                        return;
-                    }
-                },
+    let (origin, source) = if let Some(inline) = text("dockerfile_inline") {
+        (
+            DockerfileOrigin::Inline(service.to_owned()),
+            literal(inline),
+        )
+    } else {
+        let context = PathBuf::from(text("context").unwrap_or("."));
+        let path = context.join(text("dockerfile").unwrap_or("Dockerfile"));
+        match project.generated_dockerfile {
+            Some((generated, source)) if generated == path => {
+                (DockerfileOrigin::Generated, source.to_owned())
             }
-        };
+            _ => match read_dockerfile(project, &path) {
+                Ok((file, source)) => (DockerfileOrigin::File(file), source),
+                Err(why) => {
+                    needs.unchecked.push(format!(
+                        "the Dockerfile of service `{service}` is not checked: {why}"
+                    ));
+                    return;
+                }
+            },
+        }
+    };
     for found in dockerfile::images(&source, &args, text("target")) {
-        let place = wanted_by(found.line);
+        let place = origin.at(found.line);
         match found.resolved {
             Some(reference) => needs.add(&reference, place),
             None => needs.unchecked.push(format!(
@@ -390,6 +411,9 @@ services:
     image: "postgres:18"
   adminer:
     image: "adminer"
+  debug:
+    image: "not-started:1"
+    profiles: ["debug"]
   inline:
     build:
       context: "[CHECKOUT]"

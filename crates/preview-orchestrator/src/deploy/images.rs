@@ -10,7 +10,7 @@ use std::time::Duration;
 use preview_core::images::NeededImages;
 use preview_engine::docker;
 
-use super::{DockerRunner, PhaseError, Stop, short_reason, transient_docker};
+use super::{DockerRunner, PhaseError, Stop, exec_tail, fail, short_reason, transient_docker};
 use crate::feedback::MissingImage;
 use crate::jobs::JobContext;
 
@@ -45,13 +45,7 @@ impl DockerRunner {
         match present {
             Ok(()) => return Ok(()),
             Err(preview_engine::Error::Exec(preview_exec::Error::Failed { .. })) => {}
-            Err(e) => {
-                return Err(Stop::Failed(PhaseError::new(
-                    "images",
-                    short_reason(&e),
-                    e.to_string(),
-                )));
-            }
+            Err(e) => return Err(fail("images", short_reason(&e), exec_tail(&e))),
         }
         let mut missing = Vec::new();
         for image in &needed.images {
