@@ -1,5 +1,5 @@
-//! The real job bodies: fetch, plan, render, get every image the preview needs ([`images`]),
-//! build and start, wait for readiness, route through nginx, and tell the pull request.
+//! The real job bodies: fetch, plan, render, get every image the preview needs, build and
+//! start, wait for readiness, route through nginx, and tell the pull request.
 //! Teardown undoes all of it. Containers are reached only through [`DeploySettings::engine`], a
 //! [`preview_engine::Engine`]: today the compose engine on this host (the steps below are
 //! described in its terms); a Swarm engine plugs in at the same seam.
