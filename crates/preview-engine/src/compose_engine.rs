@@ -99,6 +99,17 @@ impl Engine for ComposeEngine {
         Box::pin(self.run(Some(env), None, |c| c.start(&p.name, &p.dir, &p.file)))
     }
 
+    fn retire<'a>(
+        &'a self,
+        p: &'a ComposeProject,
+        env: &'a AppEnv,
+        app_service: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.run(Some(env), None, |c| {
+            c.retire(&p.name, &p.dir, &p.file, app_service)
+        }))
+    }
+
     fn stop<'a>(&'a self, p: &'a ComposeProject) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.run(None, None, |c| c.stop(&p.name, &p.dir, &p.file)))
     }

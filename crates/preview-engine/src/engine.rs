@@ -101,6 +101,16 @@ pub trait Engine: Send + Sync + 'static {
         env: &'a AppEnv,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// After an update's switch: removes what the file no longer has (the previous app slot,
+    /// services the commit dropped), leaving `app_service` and every other service as they
+    /// are; a task that ended (a migration) does not run again.
+    fn retire<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        env: &'a AppEnv,
+        app_service: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
     /// Stops the project's containers, keeping its volumes, images and ports (sleep).
     fn stop<'a>(&'a self, project: &'a ComposeProject) -> BoxFuture<'a, Result<()>>;
 

@@ -788,6 +788,17 @@ impl Engine for SwarmEngine {
         })
     }
 
+    fn retire<'a>(
+        &'a self,
+        p: &'a ComposeProject,
+        env: &'a AppEnv,
+        _app_service: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        // A deploy with --prune: Swarm removes the services the stack no longer has, and a
+        // task that completed stays completed while its spec is unchanged.
+        self.converge(p, env)
+    }
+
     fn stop<'a>(&'a self, p: &'a ComposeProject) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let scales: Vec<String> = stack_services(&p.name)

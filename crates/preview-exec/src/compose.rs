@@ -70,7 +70,7 @@ pub struct Compose {
     /// Time allowed for `down` and the short queries.
     pub short_timeout: Duration,
     /// Given to every command that may create or recreate a container (`up`, `start`,
-    /// `start_beside`, `start_services`): Compose compares a container's configuration,
+    /// `start_beside`, `retire`, `start_services`): Compose compares a container's configuration,
     /// environment included, with the file's, so one of them without these would recreate the
     /// app without its secrets. Commands that create nothing (`build`, `logs`, `down`, `config`)
     /// never get them.
@@ -151,6 +151,32 @@ impl Compose {
                 "start the preview from its built images",
             )?
             .args(["up", "-d", "--no-build", "--remove-orphans"])
+            .timeout(self.up_timeout),
+        ))
+    }
+
+    /// `up -d --no-build --no-deps --remove-orphans SERVICE`: after an update's switch, removes
+    /// the containers of services the file no longer has (the previous app slot, services the
+    /// commit dropped) and touches nothing else: unlike [`Compose::start`], it does not start
+    /// again a task that ended (a migration), since `SERVICE`, the running app, has no deps
+    /// brought up.
+    pub fn retire(&self, project: &str, dir: &Path, file: &str, service: &str) -> Result<Cmd> {
+        validate_service_name(service)?;
+        Ok(self.app_env.apply_to(
+            self.project(
+                project,
+                dir,
+                file,
+                "remove the previous commit's containers",
+            )?
+            .args([
+                "up",
+                "-d",
+                "--no-build",
+                "--no-deps",
+                "--remove-orphans",
+                service,
+            ])
             .timeout(self.up_timeout),
         ))
     }
@@ -413,6 +439,7 @@ mod tests {
             compose.up("p", dir, "c.yml").unwrap(),
             compose.start("p", dir, "c.yml").unwrap(),
             compose.start_beside("p", dir, "c.yml").unwrap(),
+            compose.retire("p", dir, "c.yml", "app-green").unwrap(),
         ];
         for cmd in &creating {
             let got = cmd.envs().get(std::ffi::OsStr::new("STRIPE_KEY"));
@@ -454,6 +481,21 @@ mod tests {
         // Without --remove-orphans (the serving slot goes on) and without --no-deps (a
         // migration the app waits on runs first).
         assert_eq!(argv(&start)[6..], ["up", "-d", "--no-build"]);
+        let retire = compose.retire("p", dir, "next.yml", "app-green").unwrap();
+        assert_eq!(
+            argv(&retire)[6..],
+            [
+                "up",
+                "-d",
+                "--no-build",
+                "--no-deps",
+                "--remove-orphans",
+                "app-green"
+            ]
+        );
+        for bad in ["", "-d", "--remove-orphans", "a b", "a/b", "a;b"] {
+            assert!(compose.retire("p", dir, "f", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

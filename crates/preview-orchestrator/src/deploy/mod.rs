@@ -974,7 +974,7 @@ impl DockerRunner {
     }
 
     /// After the switch: drains the old port, then removes the old slot's containers (as
-    /// orphans of the now current compose file) and image. Best effort; failures are logged
+    /// orphans of the now current compose file, without starting anything again) and image. Best effort; failures are logged
     /// and the next update or the teardown removes what is left. `compose` is the deploy's,
     /// with its secrets: without them Compose would recreate the new app without them.
     async fn retire(&self, env: &AppEnv, id: &str, beside: &SideBySide) {
@@ -995,17 +995,20 @@ impl DockerRunner {
             dir: work,
             file: COMPOSE_FILE.to_owned(),
         };
-        let converged = self
+        let Some(app_service) = &beside.service else {
+            return;
+        };
+        let retired = self
             .settings
             .retry
             .run(
-                "docker compose up --remove-orphans",
-                || self.settings.engine.converge(&project, env),
+                "docker compose up --no-deps --remove-orphans",
+                || self.settings.engine.retire(&project, env, app_service),
                 transient_docker,
                 || true,
             )
             .await;
-        if let Err(e) = converged {
+        if let Err(e) = retired {
             tracing::warn!(preview = id, error = %e, "removing the previous commit's containers failed");
             return;
         }

@@ -153,8 +153,14 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
         cache,
         "cache kept"
     );
-    // The first commit's slot is retired.
+    // The first commit's slot is retired, and the migration did not run again for it.
     assert_running_with_migration_done(id.as_str()).await;
+    let after = preview_testkit::http_get(port, &path).await.unwrap();
+    assert!(
+        after.body.contains("\nmigrations: 2\n"),
+        "the migration ran once per commit: {}",
+        after.body
+    );
 
     // closed → nothing left: containers, the database's volume, networks, built images
     e2e.close_and_assert_nothing_left(pr, &second).await;
