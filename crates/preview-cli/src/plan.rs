@@ -8,7 +8,8 @@ use clap::Args;
 use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
 use preview_core::model::Plan;
 use preview_core::plan::error_json;
-use preview_core::render::{RenderInput, render};
+use preview_core::render::{RenderInput, ServiceRoute, render};
+use preview_core::routing::Routing;
 
 /// Arguments of `preview plan`.
 #[derive(Debug, Args)]
@@ -28,11 +29,11 @@ pub struct PlanArgs {
     /// Also render the generated files into this directory.
     #[arg(long, value_name = "OUT")]
     write: Option<PathBuf>,
-    /// Repository (`owner/name`) the written files are labelled with.
-    #[arg(long, default_value = "local/app", requires = "write")]
+    /// Repository (`owner/name`) the written files (and hostnames) are labelled with.
+    #[arg(long, default_value = "local/app")]
     repo: String,
-    /// Pull request number the written files are for.
-    #[arg(long, default_value_t = 1, requires = "write")]
+    /// Pull request number the written files (and hostnames) are for.
+    #[arg(long, default_value_t = 1)]
     pr: u64,
     /// Commit sha the written files are labelled with (40 hex digits).
     #[arg(
@@ -44,6 +45,11 @@ pub struct PlanArgs {
     /// Port on 127.0.0.1 the app is published on in the written compose file.
     #[arg(long, default_value_t = 8000, requires = "write")]
     host_port: u16,
+    /// Plan as the orchestrator does with hostnames on (each preview at
+    /// `{slug}-pr-{N}.{domain}`): a second web service labelled `preview.hostname` is then
+    /// routed at its own host (named after --repo and --pr), and the written files serve both.
+    #[arg(long, env = "PREVIEW_DOMAIN", value_name = "DOMAIN")]
+    preview_domain: Option<String>,
 }
 
 /// Runs `preview plan`. With `--json`, an error is also printed to stdout as `{"error": ...}`.
@@ -59,7 +65,30 @@ pub fn run(args: PlanArgs) -> Result<()> {
 }
 
 fn plan_and_write(args: PlanArgs) -> Result<()> {
-    let planned = preview_core::plan(&args.dir).map_err(|e| anyhow!(e))?;
+    let mut planned = preview_core::plan(&args.dir).map_err(|e| anyhow!(e))?;
+    let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
+    let pr = PrNumber::new(args.pr).map_err(|e| anyhow!(e))?;
+    let id = PreviewId::new(&RepoSlug::base_for(&repo), pr);
+    let routing = match &args.preview_domain {
+        Some(domain) if !preview_core::render::is_hostname(domain) => {
+            return Err(anyhow!(
+                "--preview-domain {domain:?} is not a DNS name of [a-z0-9-] labels"
+            ));
+        }
+        Some(domain) => Routing::Hostname {
+            domain: domain.clone(),
+            listen: vec!["80".to_owned()],
+            tls: None,
+        },
+        None => Routing::Path {
+            base_url: "http://localhost".to_owned(),
+        },
+    };
+    planned.route_hostname_service(|label| {
+        routing
+            .service_host_route(&id, label)
+            .map(|route| route.hostname)
+    });
     let mut written = Vec::new();
     if let Some(out) = &args.write {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -70,11 +99,8 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
             .dir
             .canonicalize()
             .with_context(|| format!("resolving {}", args.dir.display()))?;
-        let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
-        let pr = PrNumber::new(args.pr).map_err(|e| anyhow!(e))?;
         let sha = CommitSha::parse(&args.sha).map_err(|e| anyhow!(e))?;
-        let id = PreviewId::new(&RepoSlug::base_for(&repo), pr);
-        let input = RenderInput::for_preview(
+        let mut input = RenderInput::for_preview(
             &id,
             &repo,
             &sha,
@@ -83,6 +109,17 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
             out.join("Dockerfile"),
             random_secret()?,
         );
+        input.host = routing.host_route(&id);
+        // The second web service, at the port after the app's.
+        input.service_route = planned
+            .repo_compose
+            .as_ref()
+            .and_then(|c| c.hostname_service.as_ref())
+            .and_then(|second| routing.service_host_route(&id, &second.label))
+            .map(|route| ServiceRoute {
+                host_port: args.host_port % u16::MAX + 1,
+                route,
+            });
         let rendered = render(&planned, &input).map_err(|e| anyhow!(e))?;
         for (name, text) in rendered.files() {
             let path = out.join(name);
@@ -190,6 +227,12 @@ fn human(plan: &Plan) -> String {
         for service in &c.services {
             let role = match (&service.runs_once, service.routed) {
                 (_, true) => "routed: the web service".to_owned(),
+                _ if let Some(host) = &service.routed_at => {
+                    format!("routed at {host} (its own hostname)")
+                }
+                _ if service.hostname_label.is_some() => {
+                    "private: hostnames are off (see warnings)".to_owned()
+                }
                 (Some(restart), false) => {
                     format!("private, runs to completion (restart: {restart})")
                 }
@@ -246,6 +289,7 @@ mod tests {
             pr: 42,
             sha: "0123456789abcdef0123456789abcdef01234567".into(),
             host_port: 8042,
+            preview_domain: None,
         }
     }
 

@@ -28,6 +28,53 @@ pub struct Planned {
     pub repo_compose: Option<SanitizedCompose>,
 }
 
+impl Planned {
+    /// Decides the repo's second web service ([`sanitize::HostnameService`]) by how previews
+    /// are reached: with hostnames, nginx serves it at its own host and the plan says where;
+    /// under paths it stays private, and the plan's warnings say why. `hostname_for` gives the
+    /// service's hostname for its label, or `None` when hostnames are off (it is
+    /// `Routing::service_host_route`, given as a function so that planning stays below routing).
+    pub fn route_hostname_service(&mut self, hostname_for: impl FnOnce(&str) -> Option<String>) {
+        let Some(compose) = self.repo_compose.as_mut() else {
+            return;
+        };
+        let Some(second) = compose.hostname_service.clone() else {
+            return;
+        };
+        match hostname_for(&second.label) {
+            Some(hostname) => {
+                self.plan.reasons.push(format!(
+                    "service `{}` is routed at {} (port {}) because it has the label `{}: {}` in {}",
+                    second.service,
+                    hostname,
+                    second.port,
+                    sanitize::HOSTNAME_LABEL,
+                    second.label,
+                    compose.file
+                ));
+                if let Some(summary) = self.plan.compose.as_mut()
+                    && let Some(service) = summary
+                        .services
+                        .iter_mut()
+                        .find(|s| s.name == second.service)
+                {
+                    service.routed_at = Some(hostname);
+                }
+            }
+            None => {
+                self.plan.warnings.push(format!(
+                    "service `{}` of {} has the label `{}: {}` but stays private: hostnames are off (previews are served under a path; PREVIEW_DOMAIN gives each its own hostname)",
+                    second.service,
+                    compose.file,
+                    sanitize::HOSTNAME_LABEL,
+                    second.label
+                ));
+                compose.hostname_service = None;
+            }
+        }
+    }
+}
+
 /// Plans the checkout at `root`.
 pub fn plan(root: &Path) -> Result<Planned> {
     plan_checkout(&Checkout::open(root)?)
@@ -897,6 +944,12 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
                 (None, None) => "no image".to_owned(),
             },
             routed: service.name == compose.app_service,
+            hostname_label: compose
+                .hostname_service
+                .as_ref()
+                .filter(|h| h.service == service.name)
+                .map(|h| h.label.clone()),
+            routed_at: None,
             runs_once: (service.is_one_shot() && service.name != compose.app_service)
                 .then(|| service.restart.clone()),
         })
