@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(host.host_route(&id).unwrap().tls, None);
         std::fs::write(&tls.certificate, "chain").unwrap();
         std::fs::write(&tls.key, "key").unwrap();
-        assert_eq!(host.host_route(&id).unwrap().tls, Some(tls));
+        assert_eq!(host.host_route(&id).unwrap().tls, Some(tls.clone()));
         assert_eq!(
             host.url(&id),
             "https://octo-org-api-pr-7.preview.example.com/"

@@ -2287,7 +2287,7 @@ mod hostname_service_tests {
         )
     }
 
-    const TWO: &str = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  admin:\n    build: .\n    labels:\n      preview.hostname: admin\n    ports: [\"3001:3000\"]\n  db:\n    image: postgres:16-bookworm\n";
+    const TWO: &str = "services:\n  web:\n    build: .\n    labels: {preview.web: \"true\"}\n    ports: [\"8000:8000\"]\n  admin:\n    build: .\n    labels:\n      preview.hostname: admin\n    ports: [\"3001:3000\"]\n  db:\n    image: postgres:16-bookworm\n";
 
     #[test]
     fn the_labelled_service_is_routed_at_its_published_or_exposed_port() {
@@ -2325,7 +2325,7 @@ mod hostname_service_tests {
             );
             let err = run(&text).unwrap_err().to_string();
             assert!(
-                err.starts_with("compose.yaml:8: service `admin`, key `labels`:"),
+                err.starts_with("compose.yaml:9: service `admin`: key `labels`:"),
                 "{label}: {err}"
             );
             assert!(err.contains(why), "{label}: {err}");
@@ -2334,11 +2334,16 @@ mod hostname_service_tests {
 
     #[test]
     fn the_web_service_a_second_label_or_no_port_is_refused() {
-        let on_web = TWO.replace("    ports: [\"8000:8000\"]\n", "    ports: [\"8000:8000\"]\n    labels: {preview.web: \"true\", preview.hostname: admin}\n").replace("      preview.hostname: admin\n", "      other: x\n");
+        let on_web = TWO
+            .replace(
+                "preview.web: \"true\"}",
+                "preview.web: \"true\", preview.hostname: admin}",
+            )
+            .replace("      preview.hostname: admin\n", "      other: x\n");
         let err = run(&on_web).unwrap_err().to_string();
         assert_eq!(
             err,
-            "compose.yaml:5: service `web`, key `labels`: `web` is the web service, served at the preview's own hostname; `preview.hostname` names a second service's"
+            "compose.yaml:4: service `web`: key `labels`: `web` is the web service, served at the preview's own hostname; `preview.hostname` names a second service's"
         );
         let two = TWO.replace(
             "    image: postgres:16-bookworm\n",
@@ -2353,7 +2358,7 @@ mod hostname_service_tests {
         let err = run(&portless).unwrap_err().to_string();
         assert_eq!(
             err,
-            "compose.yaml:8: service `admin`, key `labels`: `admin` has `preview.hostname: admin` but no port to route to: list it in `ports` or `expose`"
+            "compose.yaml:9: service `admin`: key `labels`: `admin` has `preview.hostname: admin` but no port to route to: list it in `ports` or `expose`"
         );
     }
 }

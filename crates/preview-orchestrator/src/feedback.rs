@@ -23,6 +23,15 @@ pub struct FeedbackSettings {
     pub commit_statuses: bool,
 }
 
+/// A public URL of one of the preview's services other than the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceUrl {
+    /// The compose service.
+    pub service: String,
+    /// Its URL, ending in `/`.
+    pub url: String,
+}
+
 /// The state a PR comment shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
@@ -47,6 +56,9 @@ pub enum CommentState {
         /// The plan's warnings, worth the author's attention.
         warnings: Vec<String>,
         footprint: Footprint,
+        /// The URL of the repo's second web service at its own hostname, beside the app's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        service_urls: Vec<ServiceUrl>,
     },
     /// A job failed in `phase`.
     Failed {
@@ -479,6 +491,20 @@ mod tests {
                     warnings: vec![
                         "gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".into(),
                     ],
+                    service_urls: Vec::new(),
+                },
+            ),
+            (
+                "live_second_web_service",
+                CommentState::Live {
+                    framework: None,
+                    footprint: Footprint::awake(Some(9_400), Some(700)),
+                    database: None,
+                    warnings: Vec::new(),
+                    service_urls: vec![ServiceUrl {
+                        service: "admin".into(),
+                        url: "https://octo-org-hello-api-pr-7-admin.preview.example.com/".into(),
+                    }],
                 },
             ),
             (
@@ -490,6 +516,7 @@ mod tests {
                         "postgres on the shared server, cloned from the template database of `db/seed.sql` (0.3 s)".into(),
                     ),
                     warnings: Vec::new(),
+                    service_urls: Vec::new(),
                 },
             ),
             (
