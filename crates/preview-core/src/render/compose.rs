@@ -181,7 +181,7 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                 let rename = (slot != AppSlot::Blue)
                     .then_some((repo.app_service.as_str(), slotted.as_str()));
                 let mut view = repo_service(plan, input, labels, &service, is_app, rename)?;
-                publish_hostname_service(&mut view, repo, input);
+                publish_hostname_service(&mut view, &service, repo, input);
                 services.push(view);
             }
             volumes.extend(repo.volumes.iter().cloned());
@@ -850,15 +850,24 @@ fn repo_service(
 
 /// Publishes the repo's second web service ([`crate::sanitize::HostnameService`]) on
 /// 127.0.0.1 at its route's port, as the app is, when previews have hostnames. Its other
-/// `ports` were dropped by the sanitiser like every service's.
-fn publish_hostname_service(view: &mut ServiceView, repo: &SanitizedCompose, input: &RenderInput) {
+/// `ports` were dropped by the sanitiser like every service's. An update recreates it in place
+/// (it has no slots), so like the app it runs under an init (unless the repo sets `init`) with
+/// the app's short stop grace period: its host answers again about a second later.
+fn publish_hostname_service(
+    view: &mut ServiceView,
+    service: &RepoService,
+    repo: &SanitizedCompose,
+    input: &RenderInput,
+) {
     if let (Some(second), Some(route)) = (&repo.hostname_service, &input.service_route)
-        && second.service == view.name
+        && second.service == service.name
     {
         view.ports = vec![PortView {
             target: second.port,
             published: route.host_port.to_string(),
         }];
+        view.init = !service.passthrough.contains_key("init");
+        view.stop_grace_period = input.stop_grace_period.clone();
     }
 }
 

@@ -152,6 +152,148 @@ async fn upstream_starters_load_their_root_relative_assets_by_hostname() {
     e2e.shutdown().await;
 }
 
+/// A repository's compose file with a second web service (`preview.hostname: admin`, the
+/// compose-two-web fixture): each host answers through nginx with its own service's body, the
+/// second one published on 127.0.0.1 only at the port the preview holds for it; the PR comment
+/// lists both URLs; an update recreates that service at the same port and nginx goes on routing
+/// to it; closing leaves nothing (conf, ports, containers, images).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_web_service_is_served_at_its_own_hostname() {
+    let e2e = E2e::start_with_hostnames("hosts-second", &[]).await;
+    let pr = 41;
+    let tree = Tree::fixture("compose-two-web");
+    let sha = e2e.commit(pr, &tree, "web and admin").await;
+    e2e.send("opened", pr, &sha).await;
+
+    let id = e2e.id(pr);
+    let host = format!("{}.{PREVIEW_DOMAIN}", id.host_label());
+    let admin_host = format!("{}.{PREVIEW_DOMAIN}", id.service_host_label("admin"));
+    assert_eq!(
+        admin_host,
+        format!("{}-admin.{PREVIEW_DOMAIN}", id.as_str())
+    );
+    let comment = e2e
+        .wait_comment(
+            pr,
+            &[
+                "Preview live",
+                &format!("**http://{host}/**"),
+                &format!("**http://{admin_host}/** (service `admin`)"),
+            ],
+            DEPLOY_TIMEOUT,
+        )
+        .await;
+    assert!(!comment.body.contains("stays private"), "{}", comment.body);
+
+    let port = e2e.nginx.port();
+    let web = get_until_ok(port, &host, "/").await;
+    assert_eq!(web.body, "web: compose-two-web at /\n");
+    // The second service is not health-checked: it may still be starting.
+    let admin = get_within(port, &admin_host, "/page", Duration::from_secs(60)).await;
+    assert_eq!(admin.body, "admin: compose-two-web at /page\n");
+    // It reaches the web service on the preview's private network, by name.
+    let via = get_until_ok(port, &admin_host, "/web").await;
+    assert_eq!(via.body, "admin asked web: web: compose-two-web at /\n");
+
+    // Published on 127.0.0.1 only, at the port the preview holds for it.
+    let held = e2e.orch.store().ports(&id).unwrap();
+    let service_port = held
+        .service
+        .expect("the allocation holds the service's port");
+    assert_ne!(service_port, held.app);
+    let published = admin_ports(id.as_str()).await;
+    assert_eq!(published, format!("127.0.0.1:{service_port}->3000/tcp"));
+
+    // An update recreates it in place when the new commit starts (it has no slots, unlike the
+    // app, which switches once healthy), at the same port, and nginx routes to the new one.
+    let tree = tree
+        .replace("admin: compose-two-web", "admin v2: compose-two-web")
+        .replace("web: compose-two-web at", "web v2: compose-two-web at");
+    let sha2 = e2e.commit(pr, &tree, "v2 of both").await;
+    e2e.send("synchronize", pr, &sha2).await;
+    let deadline = std::time::Instant::now() + DEPLOY_TIMEOUT;
+    loop {
+        let admin = http_get_host(port, &admin_host, "/").await.unwrap();
+        let web = http_get_host(port, &host, "/").await.unwrap();
+        if admin.body == "admin v2: compose-two-web at /\n"
+            && web.body == "web v2: compose-two-web at /\n"
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the update never served both: {web:?} {admin:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        e2e.orch.store().ports(&id).unwrap().service,
+        Some(service_port),
+        "the service keeps its port across commits"
+    );
+    e2e.idle(Duration::from_secs(120)).await;
+    assert_eq!(
+        admin_ports(id.as_str()).await,
+        format!("127.0.0.1:{service_port}->3000/tcp"),
+        "one admin container, still at its port"
+    );
+
+    // Closing removes both hosts, the port and every container.
+    e2e.send("closed", pr, &sha2).await;
+    for h in [&host, &admin_host] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let answer = http_get_host(port, h, "/").await.unwrap();
+            if answer.status == 404 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{h} still served after close: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    e2e.idle(Duration::from_secs(120)).await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
+
+/// The `docker ps` ports of preview `id`'s admin containers, one line each.
+async fn admin_ports(id: &str) -> String {
+    preview_testkit::docker([
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--filter",
+        "label=com.docker.compose.service=admin",
+        "--format",
+        "{{.Ports}}",
+    ])
+    .await
+    .expect("docker ps")
+    .trim()
+    .to_owned()
+}
+
+/// GET by Host until it answers 200, for up to `within`; panics with the last answer.
+async fn get_within(
+    port: u16,
+    host: &str,
+    path: &str,
+    within: Duration,
+) -> preview_testkit::HttpAnswer {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let answer = http_get_host(port, host, path).await.unwrap();
+        if answer.status == 200 || std::time::Instant::now() > deadline {
+            assert_eq!(answer.status, 200, "{host}{path} through nginx: {answer:?}");
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// GET by Host until it answers 200 (nginx's old workers may answer 404 right after a reload);
 /// panics with the last answer after 5 s.
 async fn get_until_ok(port: u16, host: &str, path: &str) -> preview_testkit::HttpAnswer {
