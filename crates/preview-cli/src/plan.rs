@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
 use preview_core::model::Plan;
+use preview_core::plan::Planned;
 use preview_core::plan::error_json;
 use preview_core::render::{RenderInput, ServiceRoute, render};
 use preview_core::routing::Routing;
@@ -65,30 +66,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
 }
 
 fn plan_and_write(args: PlanArgs) -> Result<()> {
-    let mut planned = preview_core::plan(&args.dir).map_err(|e| anyhow!(e))?;
-    let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
-    let pr = PrNumber::new(args.pr).map_err(|e| anyhow!(e))?;
-    let id = PreviewId::new(&RepoSlug::base_for(&repo), pr);
-    let routing = match &args.preview_domain {
-        Some(domain) if !preview_core::render::is_hostname(domain) => {
-            return Err(anyhow!(
-                "--preview-domain {domain:?} is not a DNS name of [a-z0-9-] labels"
-            ));
-        }
-        Some(domain) => Routing::Hostname {
-            domain: domain.clone(),
-            listen: vec!["80".to_owned()],
-            tls: None,
-        },
-        None => Routing::Path {
-            base_url: "http://localhost".to_owned(),
-        },
-    };
-    planned.route_hostname_service(|label| {
-        routing
-            .service_host_route(&id, label)
-            .map(|route| route.hostname)
-    });
+    let (planned, routing, id) = routed_plan(&args)?;
     let mut written = Vec::new();
     if let Some(out) = &args.write {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -99,6 +77,7 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
             .dir
             .canonicalize()
             .with_context(|| format!("resolving {}", args.dir.display()))?;
+        let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
         let sha = CommitSha::parse(&args.sha).map_err(|e| anyhow!(e))?;
         let mut input = RenderInput::for_preview(
             &id,
@@ -136,6 +115,36 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Plans `args.dir`, with its second web service routed as the orchestrator would with (or
+/// without) `--preview-domain`, for the preview of `--repo` and `--pr`.
+fn routed_plan(args: &PlanArgs) -> Result<(Planned, Routing, PreviewId)> {
+    let mut planned = preview_core::plan(&args.dir).map_err(|e| anyhow!(e))?;
+    let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
+    let pr = PrNumber::new(args.pr).map_err(|e| anyhow!(e))?;
+    let id = PreviewId::new(&RepoSlug::base_for(&repo), pr);
+    let routing = match &args.preview_domain {
+        Some(domain) if !preview_core::render::is_hostname(domain) => {
+            return Err(anyhow!(
+                "--preview-domain {domain:?} is not a DNS name of [a-z0-9-] labels"
+            ));
+        }
+        Some(domain) => Routing::Hostname {
+            domain: domain.clone(),
+            listen: vec!["80".to_owned()],
+            tls: None,
+        },
+        None => Routing::Path {
+            base_url: "http://localhost".to_owned(),
+        },
+    };
+    planned.route_hostname_service(|label| {
+        routing
+            .service_host_route(&id, label)
+            .map(|route| route.hostname)
+    });
+    Ok((planned, routing, id))
 }
 
 /// 24 random alphanumerics from the kernel, for database passwords in written files.
@@ -303,6 +312,55 @@ mod tests {
         let nginx = std::fs::read_to_string(out.path().join("nginx.conf")).unwrap();
         assert!(nginx.contains("location /acme-shop/pr-42/ {"), "{nginx}");
         assert!(out.path().join("Dockerfile").exists());
+    }
+
+    /// A second web service (`preview.hostname: admin`): with `--preview-domain` it is routed at
+    /// its own host and the written files publish and serve it; without, it stays private and
+    /// the warnings say why.
+    #[test]
+    fn a_second_web_service_by_preview_domain() {
+        let mut with_domain = args(fixture("compose-two-web"), None);
+        with_domain.preview_domain = Some("preview.example.com".into());
+        let (planned, _, _) = routed_plan(&with_domain).unwrap();
+        let text = human(&planned.plan);
+        assert!(
+            text.contains("\n  - admin: built from admin, routed at acme-shop-pr-42-admin.preview.example.com (its own hostname)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("stays private"), "{text}");
+        insta::assert_snapshot!("plan-compose-two-web-hostnames", text);
+
+        let (planned, _, _) = routed_plan(&args(fixture("compose-two-web"), None)).unwrap();
+        let text = human(&planned.plan);
+        assert!(
+            text.contains(
+                "\n  - admin: built from admin, private: hostnames are off (see warnings)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwarnings:\n  - service `admin` of compose.yaml has the label `preview.hostname: admin` but stays private: hostnames are off"),
+            "{text}"
+        );
+
+        let out = tempfile::tempdir().unwrap();
+        with_domain.write = Some(out.path().to_owned());
+        run(with_domain).unwrap();
+        let compose = std::fs::read_to_string(out.path().join("docker-compose.yml")).unwrap();
+        assert!(compose.contains("published: \"8043\""), "{compose}");
+        let nginx = std::fs::read_to_string(out.path().join("nginx.conf")).unwrap();
+        assert!(
+            nginx.contains("server_name acme-shop-pr-42-admin.preview.example.com;"),
+            "{nginx}"
+        );
+        assert!(
+            nginx.contains("proxy_pass http://127.0.0.1:8043;"),
+            "{nginx}"
+        );
+
+        let mut bad = args(fixture("compose-two-web"), None);
+        bad.preview_domain = Some("preview.example.com;".into());
+        assert!(routed_plan(&bad).is_err(), "the domain is checked");
     }
 
     #[test]
