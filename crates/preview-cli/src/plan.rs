@@ -234,19 +234,27 @@ fn human(plan: &Plan) -> String {
     if let (Some(c), Some(file)) = (&plan.compose, &plan.compose_file) {
         out.push_str(&format!("\nservices of {file}:\n"));
         for service in &c.services {
-            let role = match (&service.runs_once, service.routed) {
-                (_, true) => "routed: the web service".to_owned(),
-                _ if let Some(host) = &service.routed_at => {
-                    format!("routed at {host} (its own hostname)")
-                }
-                _ if service.hostname_label.is_some() => {
-                    "private: hostnames are off (see warnings)".to_owned()
-                }
-                (Some(restart), false) => {
-                    format!("private, runs to completion (restart: {restart})")
-                }
-                (None, false) => "private".to_owned(),
+            let mut role = if service.routed {
+                "routed: the web service".to_owned()
+            } else if let Some(host) = &service.routed_at {
+                format!("routed at {host} (its own hostname)")
+            } else if service.hostname_label.is_some() {
+                "private: hostnames are off (see warnings)".to_owned()
+            } else {
+                "private".to_owned()
             };
+            if service.runs_to_completion {
+                role.push_str(", runs to completion before the services that wait on it");
+            }
+            if let Some(restart) = &service.restart {
+                role.push_str(&format!(" (restart: {restart})"));
+            }
+            if !service.profiles.is_empty() {
+                role.push_str(&format!(
+                    ", not started (profiles: {})",
+                    service.profiles.join(", ")
+                ));
+            }
             out.push_str(&format!(
                 "  - {}: {}, {role}\n",
                 service.name, service.source
@@ -387,7 +395,10 @@ mod tests {
             "compose-project-images-only",
             "compose-project-label",
             "upstream-shape-django-subdir",
+            "upstream-shape-file-secret",
             "upstream-shape-flask-redis",
+            "upstream-shape-fullstack-fastapi",
+            "upstream-shape-nginx-proxy",
             "upstream-shape-voting-app",
         ] {
             let planned = preview_core::plan(&fixture(name)).unwrap();

@@ -465,8 +465,14 @@ pub struct ComposeServiceSummary {
     /// ([`crate::plan::Planned::route_hostname_service`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routed_at: Option<String>,
-    /// Its restart policy when it is a task meant to end (a migration: `no` or
-    /// `on-failure[:N]`); `None` for a service that keeps running.
+    /// Its restart policy when it lets it end (`no` or `on-failure[:N]`); `None` for a service
+    /// that keeps running.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub runs_once: Option<String>,
+    pub restart: Option<String>,
+    /// Whether another service waits for it to complete (a migration).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub runs_to_completion: bool,
+    /// Its profiles: with any, it is not started (previews activate no profile).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }

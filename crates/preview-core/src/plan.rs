@@ -2,11 +2,13 @@
 //! where the image comes from, and sanitise a repo-owned compose file. Every decision is recorded
 //! with its reason.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
 use crate::config::{self, ComposeChoice, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
+use crate::dotenv;
 use crate::model::{
     ComposeServiceSummary, ComposeSummary, DockerfileSource, Language, Plan, ReadyWhen,
 };
@@ -159,8 +161,10 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     };
 
     // 3. A repo-owned compose file, sanitised.
-    let repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
-    if let Some(c) = &repo_compose {
+    let mut repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
+    if let Some(c) = &mut repo_compose {
+        read_dotenv(checkout, c, &mut reasons)?;
+        activate_profiles(c, &mut reasons);
         reasons.push(format!(
             "web_service={} because {}: only its port is routed; the other services of {} stay on the preview's private network",
             c.app_service, c.app_service_reason, c.file
@@ -349,6 +353,24 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                 app.name, c.file
             ));
             plan.port = port;
+        } else if let Some((key, port)) = proxy_port(app) {
+            reasons.push(format!(
+                "port={port} because service `{}` of {} tells its proxy so ({key})",
+                app.name, c.file
+            ));
+            plan.port = port;
+        } else if !reasons.iter().any(|r| r.starts_with("port=")) {
+            warnings.push(format!(
+                "the port {} of service `{}` is a guess: neither {} nor its image says which port it listens on; set app_port in preview-config.yml if it is another",
+                plan.port, app.name, c.file
+            ));
+        }
+        if app.build.is_none() {
+            warnings.push(format!(
+                "the web service `{}` is not built from the repo: it runs the image {} as it is",
+                app.name,
+                app.image.as_deref().unwrap_or("-")
+            ));
         }
     }
 
@@ -476,16 +498,20 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         )));
     }
     if repo_image && !plan.startup_commands.is_empty() && config.app_entrypoint.is_none() {
-        let line = config
-            .startup_commands
-            .as_ref()
-            .map(|s| s.line)
-            .unwrap_or(1);
-        return Err(config.error(
-            "startup_commands",
-            line,
-            "with the repo's own image, startup_commands need app_entrypoint (the command they run before)",
+        // Configured ones are an error; inferred ones (Django's migrate, a Procfile's release)
+        // are the image's own business.
+        if let Some(configured) = &config.startup_commands {
+            return Err(config.error(
+                "startup_commands",
+                configured.line,
+                "with the repo's own image, startup_commands need app_entrypoint (the command they run before)",
+            ));
+        }
+        reasons.push(format!(
+            "startup_commands not run ({}): the repo builds its own image, which starts itself",
+            plan.startup_commands.join(" && ")
         ));
+        plan.startup_commands.clear();
     }
     if repo_image && config.build_commands.is_some() {
         let line = config.build_commands.as_ref().map(|s| s.line).unwrap_or(1);
@@ -508,14 +534,15 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     }
     // The repo's compose file may refer only to the preview's own variables, now all known.
     if let Some(c) = &repo_compose {
-        sanitize::check_variables(c, &crate::render::compose::preview_variable_names(&plan))
-            .map_err(|e| {
-                if is_preview_file(&c.file) {
-                    e
-                } else {
-                    with_compose_none_hint(e)
-                }
-            })?;
+        let mut names = crate::render::compose::preview_variable_names(&plan);
+        names.extend(c.dotenv.keys().cloned());
+        sanitize::check_variables(c, &names).map_err(|e| {
+            if is_preview_file(&c.file) {
+                e
+            } else {
+                with_compose_none_hint(e)
+            }
+        })?;
     }
     plan.build_command =
         (!plan.build_commands.is_empty()).then(|| plan.build_commands.join(" && "));
@@ -921,11 +948,95 @@ fn find_compose(
                 app_dir
             }
         ));
+        if let Some(over) = sanitize::OVERRIDE_FILE_NAMES
+            .iter()
+            .map(|n| join_str(app_dir, n))
+            .find(|f| checkout.is_file(f))
+        {
+            reasons.push(format!(
+                "{over} is not read: Compose adds it for local development, and a preview runs {file} alone (put what previews need in docker-compose.preview.yml)"
+            ));
+        }
         return sanitize::sanitize_choosing(&text, &ctx, web)
             .map(Some)
             .map_err(with_compose_none_hint);
     }
     Ok(None)
+}
+
+/// The port a service tells a development proxy to route to: Traefik's
+/// `traefik.http.services.NAME.loadbalancer.server.port` label or nginx-proxy's `VIRTUAL_PORT`.
+fn proxy_port(service: &sanitize::RepoService) -> Option<(String, u16)> {
+    let label = service.labels.iter().find(|(k, _)| {
+        k.starts_with("traefik.http.services.") && k.ends_with(".loadbalancer.server.port")
+    });
+    let env = service
+        .environment
+        .get_key_value("VIRTUAL_PORT")
+        .and_then(|(k, v)| Some((k, v.as_ref()?)));
+    let (key, value) = label.or(env)?;
+    Some((key.clone(), value.trim().parse().ok()?))
+}
+
+/// Reads the `.env` beside the compose file, as Compose does, for the file's variables.
+fn read_dotenv(
+    checkout: &Checkout,
+    compose: &mut SanitizedCompose,
+    reasons: &mut Vec<String>,
+) -> Result<()> {
+    let file = match compose.file.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/.env"),
+        None => ".env".to_owned(),
+    };
+    let text = match checkout.read_text(Path::new(&file), CONFIG_LIMIT) {
+        Ok(Some(text)) => text,
+        Ok(None) | Err(Error::UnsafePath { .. }) => return Ok(()),
+        Err(Error::TooLarge { limit, .. }) => {
+            return Err(Error::Config {
+                file,
+                line: None,
+                key: None,
+                message: format!("the file is larger than the {limit}-byte limit"),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let env = dotenv::parse(&file, &text)?;
+    reasons.push(format!(
+        "variables of {}: {} from {file}, which Compose reads beside it",
+        compose.file,
+        env.values.len()
+    ));
+    compose.warnings.extend(env.warnings);
+    compose.dotenv = env.values;
+    Ok(())
+}
+
+/// Activates the profiles Compose would (`COMPOSE_PROFILES` of the `.env`) and those the web
+/// service needs; services of other profiles are not started.
+fn activate_profiles(compose: &mut SanitizedCompose, reasons: &mut Vec<String>) {
+    let active: BTreeSet<String> = compose
+        .dotenv
+        .get("COMPOSE_PROFILES")
+        .into_iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !active.is_empty() {
+        reasons.push(format!(
+            "profiles {} are active because COMPOSE_PROFILES in the .env says so",
+            active.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let activated = compose.activate_profiles(&active);
+    if !activated.is_empty() {
+        reasons.push(format!(
+            "profiles {} are active because the web service `{}` or a service it depends on is in them",
+            activated.join(", "),
+            compose.app_service
+        ));
+    }
 }
 
 /// The plan's account of a sanitised compose file.
@@ -950,8 +1061,10 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
                 .filter(|h| h.service == service.name)
                 .map(|h| h.label.clone()),
             routed_at: None,
-            runs_once: (service.is_one_shot() && service.name != compose.app_service)
+            restart: (service.may_end() && service.name != compose.app_service)
                 .then(|| service.restart.clone()),
+            runs_to_completion: service.awaited,
+            profiles: service.profiles(),
         })
         .collect();
     ComposeSummary {
@@ -1168,5 +1281,45 @@ mod tests {
         let planned = plan_files(&[backend, ("docker-compose.yml", images)]).unwrap();
         assert_eq!(planned.plan.app_dir, "backend");
         assert_eq!(planned.plan.compose_file, None);
+    }
+
+    #[test]
+    fn inferred_startup_commands_are_left_to_the_repos_own_image() {
+        // A Procfile's release command is inferred; the repo's Dockerfile starts the app its
+        // own way.
+        let django = [
+            ("manage.py", "import django\n"),
+            ("requirements.txt", "Django==5.1\ngunicorn\n"),
+            (
+                "Procfile",
+                "release: python manage.py migrate\nweb: gunicorn hello.wsgi\n",
+            ),
+            (
+                "Dockerfile",
+                "FROM python:3.12-slim-bookworm\nCMD [\"gunicorn\", \"hello.wsgi\"]\n",
+            ),
+        ];
+        let planned = plan_files(&django).unwrap();
+        assert!(planned.plan.startup_commands.is_empty());
+        assert!(
+            planned
+                .plan
+                .reasons
+                .iter()
+                .any(|r| r.starts_with("startup_commands not run (")),
+            "{:?}",
+            planned.plan.reasons
+        );
+        // Configured ones still need app_entrypoint.
+        let mut configured = django.to_vec();
+        configured.push((
+            "preview-config.yml",
+            "startup_commands:\n  - python manage.py migrate\n",
+        ));
+        let err = plan_files(&configured).unwrap_err().to_string();
+        assert!(
+            err.contains("startup_commands need app_entrypoint"),
+            "{err}"
+        );
     }
 }

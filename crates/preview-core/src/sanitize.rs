@@ -30,6 +30,15 @@ pub const PROJECT_FILE_NAMES: [&str; 4] = [
     "docker-compose.yaml",
 ];
 
+/// The override files Compose merges into a project file by itself, for local development;
+/// previews do not read them.
+pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
 /// The label that marks a service as the web app, overriding the automatic choice.
 pub const WEB_LABEL: &str = "preview.web";
 
@@ -79,6 +88,10 @@ pub struct SanitizedCompose {
     pub volumes: Vec<String>,
     /// Networks it declares, with whether each is `internal`.
     pub networks: Vec<(String, bool)>,
+    /// Top-level `secrets`, each a file of the checkout.
+    pub secrets: Vec<FileObject>,
+    /// Top-level `configs`, each a file of the checkout.
+    pub configs: Vec<FileObject>,
     /// What was dropped or changed, for the plan's warnings.
     pub warnings: Vec<String>,
     /// Every variable the file refers to, checked by [`check_variables`] once the plan knows the
@@ -86,6 +99,84 @@ pub struct SanitizedCompose {
     pub variables: Vec<VariableRef>,
     /// The second web service, routed at its own hostname when previews have hostnames.
     pub hostname_service: Option<HostnameService>,
+    /// The variables of the `.env` beside the file, which Compose reads for its references
+    /// ([`crate::dotenv`]); the preview's own variables win over them. Filled in by the plan.
+    #[serde(skip)]
+    pub dotenv: BTreeMap<String, String>,
+}
+
+impl SanitizedCompose {
+    /// Activates profiles as `docker compose up` would with `COMPOSE_PROFILES` set to `active`
+    /// (from the `.env`), and also the web service's own, and those of every service a started
+    /// one depends on: their `profiles` key goes, so Compose starts them. Other services keep
+    /// theirs, and Compose does not start them. Returns the profiles activated for the web
+    /// service and its dependencies, for the plan's reasons.
+    pub fn activate_profiles(&mut self, active: &BTreeSet<String>) -> Vec<String> {
+        let starts = |s: &RepoService| {
+            let profiles = s.profiles();
+            profiles.is_empty() || profiles.iter().any(|p| active.contains(p))
+        };
+        let mut started: BTreeSet<String> = self
+            .services
+            .iter()
+            .filter(|s| starts(s))
+            .map(|s| s.name.clone())
+            .collect();
+        let mut queue: Vec<String> = started.iter().cloned().collect();
+        queue.push(self.app_service.clone());
+        while let Some(name) = queue.pop() {
+            started.insert(name.clone());
+            if let Some(service) = self.services.iter().find(|s| s.name == name) {
+                queue.extend(
+                    service
+                        .dependencies()
+                        .into_iter()
+                        .filter(|d| !started.contains(d)),
+                );
+            }
+        }
+        let mut activated = BTreeSet::new();
+        for service in &mut self.services {
+            if started.contains(&service.name) && !starts(service) {
+                activated.extend(service.profiles());
+            }
+            if started.contains(&service.name) {
+                service.passthrough.remove("profiles");
+            }
+        }
+        activated.into_iter().collect()
+    }
+}
+
+impl RepoService {
+    /// The services it names in `depends_on` and `links`.
+    fn dependencies(&self) -> Vec<String> {
+        let mut out: Vec<String> = match self.passthrough.get("depends_on") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect(),
+            Some(Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        if let Some(Value::Array(links)) = self.passthrough.get("links") {
+            out.extend(
+                links
+                    .iter()
+                    .filter_map(|l| Some(l.as_str()?.split(':').next()?.to_owned())),
+            );
+        }
+        out
+    }
+}
+
+/// A top-level secret or config of a compose file: a file of the checkout, which Compose mounts
+/// read-only into the services that name it (`/run/secrets/NAME` for a secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileObject {
+    pub name: String,
+    /// The file, relative to the checkout root.
+    pub file: String,
 }
 
 /// A reference to a variable in a repo's compose file.
@@ -170,15 +261,30 @@ pub struct RepoService {
     /// `condition: service_completed_successfully` and no policy of its own, and otherwise
     /// `unless-stopped` (`always` included: a preview put to sleep must stay stopped).
     pub restart: String,
+    /// Whether another service waits for it with `condition: service_completed_successfully`:
+    /// a task such as a migration, never the web app.
+    pub awaited: bool,
     /// Every other allowed key, verbatim.
     pub passthrough: Map<String, Value>,
 }
 
 impl RepoService {
-    /// Whether the service is a task meant to end, such as a migration: its container exiting
-    /// with 0 is its success, not a failure of the preview.
-    pub fn is_one_shot(&self) -> bool {
+    /// Whether the service may end (its restart policy lets it), such as a migration: its
+    /// container exiting with 0 is its success, not a failure of the preview.
+    pub fn may_end(&self) -> bool {
         self.restart != RESTART_ALWAYS
+    }
+
+    /// Its `profiles`: a service with any is not started, as `docker compose up` without
+    /// `--profile` does not start it.
+    pub fn profiles(&self) -> Vec<String> {
+        self.passthrough
+            .get("profiles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect()
     }
 }
 
@@ -222,7 +328,7 @@ pub enum Mount {
 }
 
 /// Service keys that pass verbatim.
-const PASSTHROUGH: [&str; 31] = [
+const PASSTHROUGH: [&str; 33] = [
     "command",
     "entrypoint",
     "working_dir",
@@ -254,6 +360,8 @@ const PASSTHROUGH: [&str; 31] = [
     "mac_address",
     "annotations",
     "post_start",
+    "secrets",
+    "configs",
 ];
 
 /// Service keys the orchestrator sets itself; the repo's values are dropped with a warning.
@@ -277,7 +385,7 @@ const OVERRIDDEN: [&str; 16] = [
 ];
 
 /// Service keys refused outright, with why.
-const REFUSED: [(&str, &str); 24] = [
+const REFUSED: [(&str, &str); 22] = [
     (
         "ports",
         "host ports are assigned by the orchestrator (use `expose` for ports other services reach)",
@@ -316,14 +424,6 @@ const REFUSED: [(&str, &str); 24] = [
     ("gpus", "host GPUs are not available to previews"),
     ("logging", "logging is configured by the orchestrator"),
     ("credential_spec", "not supported in previews"),
-    (
-        "configs",
-        "configs read host files or the environment; put the file in the image",
-    ),
-    (
-        "secrets",
-        "secrets read host files or the environment; use env in preview-config.yml",
-    ),
     ("blkio_config", "block I/O limits are the orchestrator's"),
     ("volume_driver", "volume drivers can mount host paths"),
     ("userns_mode", "previews run in the default user namespace"),
@@ -380,20 +480,39 @@ fn service_block<'t>(lines: &[&'t str], service: &str) -> Option<Vec<(usize, &'t
     )
 }
 
-/// The line of `key` inside `service` in the compose text, found by indentation; for messages.
+/// The line of `key` inside `service` (or at the top level) in the compose text, found by
+/// indentation; for messages. A dotted key (`secrets.token.environment`) is followed as deep as
+/// the text shows it.
 fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
     let lines: Vec<&str> = text.lines().collect();
-    let found = match service {
-        Some(s) => service_block(&lines, s)?
-            .into_iter()
-            .find(|(_, l)| key_line(l, key)),
+    let mut segments = key.split('.');
+    let first = segments.next()?;
+    let mut at = match service {
+        Some(s) => {
+            service_block(&lines, s)?
+                .into_iter()
+                .find(|(_, l)| key_line(l, first))?
+                .0
+        }
         None => lines
             .iter()
-            .copied()
-            .enumerate()
-            .find(|(_, l)| key_line(l, key) && indent(l) == 0),
+            .position(|l| key_line(l, first) && indent(l) == 0)?,
     };
-    found.map(|(i, _)| i as u64 + 1)
+    for segment in segments {
+        let base = indent(lines[at]);
+        let inner = lines
+            .iter()
+            .enumerate()
+            .skip(at + 1)
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .take_while(|(_, l)| indent(l) > base)
+            .find(|(_, l)| key_line(l, segment));
+        match inner {
+            Some((i, _)) => at = i,
+            None => break,
+        }
+    }
+    Some(at as u64 + 1)
 }
 
 /// The first line of `service`'s block that contains one of `needles`, else the line of `key`.
@@ -426,10 +545,9 @@ impl Refusals<'_> {
 
 impl Refusals<'_> {
     fn refuse(&self, service: Option<&str>, key: &str, reason: impl Into<String>) -> Error {
-        let top = key.split('.').next().unwrap_or(key);
         Error::ComposeRefused {
             file: self.file.to_owned(),
-            line: locate(self.text, service, top),
+            line: locate(self.text, service, key),
             service: service.map(str::to_owned),
             key: key.to_owned(),
             reason: reason.into(),
@@ -491,6 +609,8 @@ pub fn sanitize_choosing(
     let mut services_value = None;
     let mut volumes = Vec::new();
     let mut networks = Vec::new();
+    let mut secrets = Vec::new();
+    let mut configs = Vec::new();
     for (key, value) in root {
         match key.as_str() {
             "services" => services_value = Some(value),
@@ -509,13 +629,8 @@ pub fn sanitize_choosing(
                     "including other files is not supported; inline them",
                 ));
             }
-            "secrets" | "configs" => {
-                return Err(r.refuse(
-                    None,
-                    &key,
-                    "top-level secrets and configs read host files or the environment",
-                ));
-            }
+            "secrets" => secrets = top_level_files(&r, ctx, "secrets", value)?,
+            "configs" => configs = top_level_files(&r, ctx, "configs", value)?,
             _ => return Err(r.refuse(None, &key, "unknown top-level key")),
         }
     }
@@ -532,6 +647,7 @@ pub fn sanitize_choosing(
     let mut services = Vec::new();
     let mut variables = Vec::new();
     let mut restart_declared = BTreeSet::new();
+    let mut left_out = Vec::new();
     for (name, value) in services_map {
         if !valid_service_name(&name) {
             return Err(r.refuse(Some(&name), "services", "service names are [a-zA-Z0-9._-]"));
@@ -539,6 +655,13 @@ pub fn sanitize_choosing(
         let Value::Object(map) = value else {
             return Err(r.refuse(Some(&name), &name, "a service must be a mapping"));
         };
+        if let Some(image) = docker_router(&map) {
+            warnings.push(format!(
+                "service `{name}` ({image}) is left out: it routes by reading the Docker socket, which a preview never gets; nginx routes the preview instead"
+            ));
+            left_out.push(name);
+            continue;
+        }
         variables.extend(scan_variables(&r, &name, &map, ctx.is_preview_file())?);
         if map.contains_key("restart") {
             restart_declared.insert(name.clone());
@@ -552,9 +675,20 @@ pub fn sanitize_choosing(
             &mut warnings,
         )?);
     }
+    for service in &mut services {
+        for name in &left_out {
+            forget_service(&mut service.passthrough, name);
+        }
+        for (kind, declared) in [("secrets", &secrets), ("configs", &configs)] {
+            if let Some(refs) = service.passthrough.get(kind) {
+                check_file_refs(&r, &service.name, kind, refs, declared)?;
+            }
+        }
+    }
     let awaited = awaited_to_complete(&services);
     for service in &mut services {
-        if awaited.contains(&service.name) && !restart_declared.contains(&service.name) {
+        service.awaited = awaited.contains(&service.name);
+        if service.awaited && !restart_declared.contains(&service.name) {
             service.restart = "no".to_owned();
         }
     }
@@ -567,10 +701,53 @@ pub fn sanitize_choosing(
         app_service_reason,
         volumes,
         networks,
+        secrets,
+        configs,
         warnings,
         variables,
         hostname_service,
+        dotenv: BTreeMap::new(),
     })
+}
+
+/// Images of reverse proxies that route by reading the Docker socket. A project runs one in
+/// development; a preview is routed by nginx, so such a service is left out (and its socket
+/// never mounted) rather than the whole file refused.
+const DOCKER_ROUTERS: [&str; 4] = [
+    "traefik",
+    "jwilder/nginx-proxy",
+    "nginxproxy/nginx-proxy",
+    "lucaslorentz/caddy-docker-proxy",
+];
+
+/// The image of a service that is only a [`DOCKER_ROUTERS`] proxy (not built from the repo).
+fn docker_router(service: &Map<String, Value>) -> Option<&str> {
+    if service.contains_key("build") {
+        return None;
+    }
+    let image = service.get("image")?.as_str()?;
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => name,
+    };
+    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    let name = name.strip_prefix("library/").unwrap_or(name);
+    DOCKER_ROUTERS.contains(&name).then_some(image)
+}
+
+/// Removes a left-out service from a service's `depends_on` and `links`.
+fn forget_service(passthrough: &mut Map<String, Value>, name: &str) {
+    match passthrough.get_mut("depends_on") {
+        Some(Value::Array(list)) => list.retain(|d| d.as_str() != Some(name)),
+        Some(Value::Object(map)) => {
+            map.remove(name);
+        }
+        _ => {}
+    }
+    if let Some(Value::Array(links)) = passthrough.get_mut("links") {
+        links.retain(|l| l.as_str().is_none_or(|l| l.split(':').next() != Some(name)));
+    }
 }
 
 /// The policy a repo's `restart` value runs with; see [`RepoService::restart`].
@@ -578,6 +755,9 @@ fn restart_policy(r: &Refusals, service: &str, value: &Value) -> Result<String> 
     let policy = match value {
         // `restart: no` unquoted is YAML 1.1's false.
         Value::Bool(false) => "no",
+        // A policy from a variable (`${DOCKER_RESTART_POLICY:-unless-stopped}`): the service
+        // keeps running, as most such files default to.
+        Value::String(s) if s.contains('$') => RESTART_ALWAYS,
         Value::String(s) => s.as_str(),
         _ => return Err(r.refuse(Some(service), "restart", "must be a string")),
     };
@@ -679,8 +859,11 @@ fn choose_web_service(
             format!("it is named `{APP_SERVICE}`"),
         ));
     }
+    // A task another service waits on to complete (a migration) is never the web app.
+    let services: Vec<&RepoService> = services.iter().filter(|s| !s.awaited).collect();
     let serving: Vec<&RepoService> = services
         .iter()
+        .copied()
         .filter(|s| !s.published.is_empty() || (!s.expose.is_empty() && s.build.is_some()))
         .collect();
     let built_serving: Vec<&RepoService> = serving
@@ -695,7 +878,11 @@ fn choose_web_service(
             format!("exposes port {} and is built from the repo", s.expose[0])
         }
     };
-    let built: Vec<&RepoService> = services.iter().filter(|s| s.build.is_some()).collect();
+    let built: Vec<&RepoService> = services
+        .iter()
+        .copied()
+        .filter(|s| s.build.is_some())
+        .collect();
     match (
         built_serving.as_slice(),
         built.as_slice(),
@@ -717,6 +904,17 @@ fn choose_web_service(
                 ),
             ));
         }
+        // A proxy run from an image, in front of the app built from the repo: the way in.
+        ([], _, [one]) if built.iter().any(|b| one.dependencies().contains(&b.name)) => {
+            return Ok((
+                one.name.clone(),
+                format!(
+                    "it is the only service of {file} that {}, in front of {} (built from the repo), which it depends on",
+                    why_serving(one),
+                    name_list(&built)
+                ),
+            ));
+        }
         ([], [one], _) => {
             return Ok((
                 one.name.clone(),
@@ -730,6 +928,57 @@ fn choose_web_service(
             ));
         }
         _ => {}
+    }
+    // Several built services serve: one that publishes a port beats those that only expose one.
+    if let [one] = built_serving
+        .iter()
+        .filter(|s| !s.published.is_empty())
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        return Ok((
+            one.name.clone(),
+            format!(
+                "it {} and is the only one built from the repo that publishes a port (the others only expose one: {})",
+                why_serving(one),
+                name_list(
+                    &built_serving
+                        .iter()
+                        .copied()
+                        .filter(|s| s.published.is_empty())
+                        .collect::<Vec<_>>()
+                )
+            ),
+        ));
+    }
+    // Several built services publish: the one in front, which depends on the others and on
+    // which none of them depends (a proxy before its API), is the way in.
+    let front: Vec<&RepoService> = built_serving
+        .iter()
+        .copied()
+        .filter(|s| {
+            let behind = s.dependencies();
+            built_serving.iter().any(|o| behind.contains(&o.name))
+                && !built_serving
+                    .iter()
+                    .any(|o| o.dependencies().contains(&s.name))
+        })
+        .collect();
+    if let [one] = front.as_slice() {
+        return Ok((
+            one.name.clone(),
+            format!(
+                "it {} in front of the others that serve ({}), which it depends on",
+                why_serving(one),
+                name_list(
+                    &built_serving
+                        .iter()
+                        .copied()
+                        .filter(|s| s.name != one.name)
+                        .collect::<Vec<_>>()
+                )
+            ),
+        ));
     }
     let candidates = if !built_serving.is_empty() {
         built_serving
@@ -789,6 +1038,82 @@ fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Top-level `secrets` or `configs` (`kind`): each must be a `file:` of the checkout; secrets and
+/// configs from the environment, the host or the swarm are refused.
+fn top_level_files(
+    r: &Refusals,
+    ctx: &SanitizeContext,
+    kind: &str,
+    value: Value,
+) -> Result<Vec<FileObject>> {
+    let Value::Object(map) = value else {
+        return Err(r.refuse(None, kind, "must be a mapping"));
+    };
+    let mut out = Vec::new();
+    for (name, spec) in map {
+        let key = format!("{kind}.{name}");
+        if !valid_service_name(&name) {
+            return Err(r.refuse(None, &key, "names are [a-zA-Z0-9._-]"));
+        }
+        let file = match spec {
+            Value::Object(spec) => match (spec.get("file"), spec.keys().find(|k| *k != "file")) {
+                (Some(Value::String(file)), None) => file.clone(),
+                (_, Some(other)) => {
+                    return Err(r.refuse(
+                        None,
+                        &format!("{key}.{other}"),
+                        format!("only `file:` (a file of the checkout) is supported: {kind} from the environment, the host or a swarm are not given to previews"),
+                    ));
+                }
+                _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+            },
+            _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+        };
+        let rel = inside_checkout(r, ctx, None, &format!("{key}.file"), &file)?;
+        if !ctx.checkout.is_file(&rel) {
+            return Err(r.refuse(
+                None,
+                &key,
+                format!("{file:?} is not a file in the checkout"),
+            ));
+        }
+        out.push(FileObject { name, file: rel });
+    }
+    Ok(out)
+}
+
+/// A service's `secrets` or `configs` (`kind`): each entry a declared name, or a mapping with
+/// such a `source`.
+fn check_file_refs(
+    r: &Refusals,
+    service: &str,
+    kind: &str,
+    refs: &Value,
+    declared: &[FileObject],
+) -> Result<()> {
+    let Value::Array(items) = refs else {
+        return Err(r.refuse(Some(service), kind, "must be a list"));
+    };
+    for item in items {
+        let name = match item {
+            Value::String(name) => name.as_str(),
+            Value::Object(map) => map
+                .get("source")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            _ => "",
+        };
+        if !declared.iter().any(|d| d.name == name) {
+            return Err(r.refuse(
+                Some(service),
+                kind,
+                format!("{name:?} is not among the file's top-level {kind}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn top_level_networks(r: &Refusals, value: Value) -> Result<Vec<(String, bool)>> {
     let Value::Object(map) = value else {
         return Ok(Vec::new());
@@ -844,6 +1169,7 @@ fn sanitize_service(
         expose: Vec::new(),
         published: Vec::new(),
         restart: RESTART_ALWAYS.to_owned(),
+        awaited: false,
         passthrough: Map::new(),
     };
     for (key, value) in map {
@@ -939,7 +1265,15 @@ fn sanitize_service(
                     return Err(r.refuse(svc, k, "must be a list"));
                 };
                 for item in items {
-                    out.volumes.push(sanitize_volume(r, ctx, name, item, declared_volumes)?);
+                    let mount = sanitize_volume(r, ctx, name, item, declared_volumes)?;
+                    if let Mount::Bind { source, .. } = &mount
+                        && ctx.checkout.kind(std::path::Path::new(source)).is_none()
+                    {
+                        warnings.push(format!(
+                            "service `{name}`: the bind mount {source:?} is not in the checkout; Docker creates an empty directory there, which the app gets instead of a file"
+                        ));
+                    }
+                    out.volumes.push(mount);
                 }
             }
             "expose" => {
@@ -984,6 +1318,7 @@ fn published_ports(r: &Refusals, service: &str, value: &Value) -> Result<Vec<u16
         let container = match item {
             Value::Number(n) => n.to_string(),
             Value::String(s) => {
+                let s = with_defaults(s);
                 let no_proto = s.split('/').next().unwrap_or_default();
                 no_proto.rsplit(':').next().unwrap_or_default().to_owned()
             }
@@ -1002,6 +1337,29 @@ fn published_ports(r: &Refusals, service: &str, value: &Value) -> Result<Vec<u16
         }
     }
     Ok(out)
+}
+
+/// A port entry with each `${NAME:-default}` (or `${NAME-default}`) replaced by its default,
+/// as it reads when the preview sets none of them: `${PORT:-8000}` is 8000. Anything else with
+/// a `$` is left as it is (and then not a port).
+fn with_defaults(entry: &str) -> String {
+    let mut out = String::new();
+    let mut rest = entry;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let Some(end) = rest[at..].find('}') else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        let inner = &rest[at + 2..at + end];
+        match inner.split_once(":-").or_else(|| inner.split_once('-')) {
+            Some((_, default)) if !default.contains('$') => out.push_str(default),
+            _ => out.push_str(&rest[at..=at + end]),
+        }
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn sanitize_build(
@@ -1472,6 +1830,10 @@ fn scan_variables(
         if key == "ports" && !preview_file {
             continue;
         }
+        // Dropped or replaced by the orchestrator: their variables are never substituted.
+        if OVERRIDDEN.contains(&key.as_str()) || key == "restart" || key == "develop" {
+            continue;
+        }
         if key == "build"
             && let Value::Object(build) = value
         {
@@ -1509,7 +1871,7 @@ fn scan_variables(
                 &key,
                 locate_text(r.text, service, &key, &needles(name)),
                 format!(
-                    "variables are not substituted in `{key}` (found `{name}`): its value is checked as written; write the value itself"
+                    "variables are not substituted in `{key}` (found `{name}`): the sanitiser judges this key's value as written, so write the value itself"
                 ),
             ));
         }
@@ -1591,7 +1953,7 @@ pub fn check_variables(compose: &SanitizedCompose, names: &BTreeSet<String>) -> 
         service: Some(v.service.clone()),
         key: v.key.clone(),
         reason: format!(
-            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of preview-config.yml's env and env_file and those the preview sets ({}); preview secrets reach the app's environment by themselves and cannot be referred to; write `$$` for a literal `$`",
+            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of the `.env` beside it, of preview-config.yml's env and env_file, and those the preview sets ({}); preview secrets reach the app's environment by themselves and cannot be referred to; write `$$` for a literal `$`",
             v.name,
             known.join(", ")
         ),
@@ -1873,6 +2235,126 @@ mod tests {
     }
 
     #[test]
+    fn profiles_start_as_compose_starts_them_and_the_web_service_always() {
+        let text = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    profiles: [web]\n    depends_on: [db]\n  db:\n    image: postgres:16-bookworm\n    profiles: [postgres]\n  worker:\n    build: .\n    profiles: [worker]\n    restart: \"no\"\n  seed:\n    image: postgres:16-bookworm\n    profiles: [seed]\n  cache:\n    image: redis:7-bookworm\n";
+        let started = |active: &[&str]| {
+            let mut s = run_project(text, Some("web")).unwrap();
+            let activated = s.activate_profiles(&active.iter().map(|p| (*p).to_owned()).collect());
+            let left: Vec<String> = s
+                .services
+                .iter()
+                .filter(|x| x.profiles().is_empty())
+                .map(|x| x.name.clone())
+                .collect();
+            (left, activated)
+        };
+        // The web service's profile and its database's are activated; the others stay off.
+        assert_eq!(
+            started(&[]),
+            (
+                vec!["cache".to_owned(), "db".to_owned(), "web".to_owned()],
+                vec!["postgres".to_owned(), "web".to_owned()]
+            )
+        );
+        // COMPOSE_PROFILES=worker starts the worker too.
+        assert_eq!(started(&["worker"]).0, ["cache", "db", "web", "worker"]);
+    }
+
+    #[test]
+    fn variables_in_dropped_keys_and_port_defaults_are_read_as_compose_would() {
+        // As docker-rails-example writes them.
+        let s = run_project(
+            "services:\n  web:\n    build: .\n    ports: [\"${WEB_FWD:-127.0.0.1:8000}:${PORT:-8000}\"]\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n    deploy:\n      resources:\n        limits:\n          cpus: \"${DOCKER_WEB_CPUS:-0}\"\n  worker:\n    build: .\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "web");
+        assert_eq!(s.services[0].published, [8000]);
+        assert_eq!(s.services[0].restart, RESTART_ALWAYS);
+        assert!(s.variables.is_empty(), "{:?}", s.variables);
+        assert_eq!(with_defaults("${A:-1}:${B-2}/tcp"), "1:2/tcp");
+        assert_eq!(with_defaults("${A}:80"), "${A}:80");
+        assert_eq!(with_defaults("${A:-${B}}"), "${A:-${B}}");
+    }
+
+    #[test]
+    fn a_built_service_that_publishes_beats_one_that_only_exposes() {
+        // As awesome-compose's react-express-mongodb writes it.
+        let s = run_project(
+            "services:\n  frontend:\n    build: .\n    ports: [\"3000:3000\"]\n  backend:\n    build: .\n    expose: [3000]\n  mongo:\n    image: mongo:7\n    expose: [27017]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "frontend");
+        assert_eq!(
+            s.app_service_reason,
+            "it publishes port 3000 and is the only one built from the repo that publishes a port (the others only expose one: `backend`)"
+        );
+    }
+
+    #[test]
+    fn a_proxy_in_front_of_the_built_app_is_the_way_in() {
+        // As awesome-compose's nginx-golang-postgres writes it: nginx from its image.
+        let s = run_project(
+            "services:\n  backend:\n    build: .\n  proxy:\n    image: nginx\n    ports: [\"80:80\"]\n    depends_on: [backend]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "proxy");
+        // As its nginx-flask-mysql writes it: both built, both publish.
+        let s = run_project(
+            "services:\n  backend:\n    build: .\n    ports: [\"8000:8000\"]\n  proxy:\n    build: .\n    ports: [\"80:80\"]\n    depends_on: [backend]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.app_service.as_str(), s.app_service_reason.as_str()),
+            (
+                "proxy",
+                "it publishes port 80 in front of the others that serve (`backend`), which it depends on"
+            )
+        );
+        // A database that publishes its port is not in front of anything.
+        let s = run_project(
+            "services:\n  web:\n    build: .\n  redis:\n    image: redis\n    ports: [\"6379:6379\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "web");
+    }
+
+    #[test]
+    fn a_proxy_that_reads_the_docker_socket_is_left_out() {
+        let s = run_project(
+            "services:\n  proxy:\n    image: docker.io/library/traefik:3.6@sha256:abc\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock:ro\n  web:\n    build: .\n    depends_on:\n      proxy:\n        condition: service_started\n    links: [\"proxy:edge\"]\n",
+            None,
+        )
+        .unwrap();
+        let names: Vec<&str> = s.services.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["web"]);
+        assert_eq!(
+            s.services[0].passthrough["depends_on"],
+            serde_json::json!({})
+        );
+        assert_eq!(s.services[0].passthrough["links"], serde_json::json!([]));
+        assert!(
+            s.warnings[0].starts_with(
+                "service `proxy` (docker.io/library/traefik:3.6@sha256:abc) is left out"
+            ),
+            "{:?}",
+            s.warnings
+        );
+        // Built from the repo, or another image, it is judged like any service: refused.
+        for text in [
+            "services:\n  proxy:\n    build: .\n    image: traefik\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+            "services:\n  proxy:\n    image: evil/traefik\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+        ] {
+            let err = run_project(text, None).unwrap_err().to_string();
+            assert!(err.contains("the Docker socket"), "{err}");
+        }
+    }
+
+    #[test]
     fn tasks_meant_to_end_keep_their_restart_policy() {
         let s = run_project(
             "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    restart: always\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n      db:\n        condition: service_healthy\n        restart: true\n  migrate:\n    build: .\n  seed:\n    build: .\n    restart: no\n  retry:\n    build: .\n    restart: \"on-failure:3\"\n  db:\n    image: postgres:16-bookworm\n",
@@ -1881,15 +2363,15 @@ mod tests {
         .unwrap();
         let restart = |name: &str| {
             let service = s.services.iter().find(|x| x.name == name).unwrap();
-            (service.restart.as_str(), service.is_one_shot())
+            (service.restart.as_str(), service.may_end(), service.awaited)
         };
         // Awaited to complete, with no policy of its own: it runs once.
-        assert_eq!(restart("migrate"), ("no", true));
-        assert_eq!(restart("seed"), ("no", true));
-        assert_eq!(restart("retry"), ("on-failure:3", true));
+        assert_eq!(restart("migrate"), ("no", true, true));
+        assert_eq!(restart("seed"), ("no", true, false));
+        assert_eq!(restart("retry"), ("on-failure:3", true, false));
         // `always` would start a sleeping preview again when the engine restarts.
-        assert_eq!(restart("web"), ("unless-stopped", false));
-        assert_eq!(restart("db"), ("unless-stopped", false));
+        assert_eq!(restart("web"), ("unless-stopped", false, false));
+        assert_eq!(restart("db"), ("unless-stopped", false, false));
         assert!(
             !s.warnings.iter().any(|w| w.contains("restart")),
             "{:?}",

@@ -10,6 +10,7 @@
 //!   IPVS), where nginx on the manager reaches it;
 //! - networks are overlays, so a preview's services talk across nodes;
 //! - a service with a named volume stays on the node that holds the volume;
+//! - a service still in a profile is left out (Compose would not start it);
 //! - `restart` becomes a restart policy; `depends_on` goes (Swarm has no start order: the app
 //!   restarts until its database answers); `security_opt` and `pids_limit` go, as services
 //!   cannot set them.
@@ -59,6 +60,9 @@ pub fn stack_file(compose_yaml: &str, inputs: &StackInputs) -> Result<String> {
         .get_mut("services")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| parse("no services"))?;
+    // `docker stack deploy` knows no profiles: a service left in one is not deployed, as
+    // Compose would not start it.
+    services.retain(|_, service| service.get("profiles").is_none());
     for (name, service) in services.iter_mut() {
         let service = service
             .as_object_mut()
@@ -195,6 +199,7 @@ pub fn service_images(compose_yaml: &str) -> Result<BTreeMap<String, Option<Stri
     };
     Ok(services
         .iter()
+        .filter(|(_, s)| s.get("profiles").is_none())
         .map(|(name, s)| {
             let image = if s.get("build").is_some() {
                 None

@@ -37,6 +37,9 @@ struct Context {
     services: Vec<ServiceView>,
     networks: Vec<NetworkView>,
     volumes: Vec<String>,
+    /// Top-level secrets and configs: name and absolute file.
+    secrets: Vec<(String, String)>,
+    configs: Vec<(String, String)>,
     labels: BTreeMap<String, String>,
     limits: super::Limits,
 }
@@ -119,6 +122,8 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
     let slot = input.app_slot;
     let mut services = Vec::new();
     let mut volumes = Vec::new();
+    let mut secrets = Vec::new();
+    let mut configs = Vec::new();
     let mut networks = vec![NetworkView {
         name: "default".to_owned(),
         internal: false,
@@ -163,7 +168,7 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
             services.insert(0, app);
         }
         Some(repo) => {
-            let values = repo_compose_values(plan, input);
+            let values = repo_compose_values(plan, input, &repo.dotenv);
             let slotted = slot.service_name(&repo.app_service);
             if slot != AppSlot::Blue && repo.services.iter().any(|s| s.name == slotted) {
                 return Err(Error::Render {
@@ -185,6 +190,13 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                 services.push(view);
             }
             volumes.extend(repo.volumes.iter().cloned());
+            let files = |list: &[crate::sanitize::FileObject]| {
+                list.iter()
+                    .map(|f| (f.name.clone(), absolute(input, &f.file)))
+                    .collect::<Vec<_>>()
+            };
+            secrets = files(&repo.secrets);
+            configs = files(&repo.configs);
             networks.extend(repo.networks.iter().filter(|(n, _)| n != "default").map(
                 |(name, internal)| NetworkView {
                     name: name.clone(),
@@ -207,6 +219,8 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
             services,
             networks,
             volumes,
+            secrets,
+            configs,
             labels,
             limits: input.limits.clone(),
         },
@@ -267,10 +281,11 @@ pub fn services(planned: &Planned, input: &RenderInput) -> ComposeServices {
         },
         Some(repo) => ComposeServices {
             app: slot.service_name(&repo.app_service),
+            // Services left in a profile are not started.
             others: repo
                 .services
                 .iter()
-                .filter(|s| s.name != repo.app_service)
+                .filter(|s| s.name != repo.app_service && s.profiles().is_empty())
                 .map(|s| s.name.clone())
                 .collect(),
         },
@@ -454,14 +469,20 @@ pub fn preview_variable_names(plan: &Plan) -> BTreeSet<String> {
     names
 }
 
-/// The values a repo's compose file resolves its variables from, unescaped: ours, then
-/// preview-config.yml's env (which wins, as it does in the app's environment).
-fn repo_compose_values(plan: &Plan, input: &RenderInput) -> BTreeMap<String, String> {
+/// The values a repo's compose file resolves its variables from, unescaped: its `.env`, then
+/// ours, then preview-config.yml's env (which wins, as it does in the app's environment).
+fn repo_compose_values(
+    plan: &Plan,
+    input: &RenderInput,
+    dotenv: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let names = preview_variable_names(plan);
-    let mut values: BTreeMap<String, String> = generated_values(plan, input)
-        .into_iter()
-        .filter(|(k, _)| names.contains(k))
-        .collect();
+    let mut values = dotenv.clone();
+    values.extend(
+        generated_values(plan, input)
+            .into_iter()
+            .filter(|(k, _)| names.contains(k)),
+    );
     values.extend(plan.env.clone());
     values
 }
@@ -730,7 +751,7 @@ fn repo_service(
     let mut view = hardened(&service.name, labels);
     let mut merged_labels = service.labels.clone();
     merged_labels.extend(labels.clone());
-    if !is_app && service.is_one_shot() {
+    if !is_app && service.may_end() {
         view.restart = service.restart.clone();
         merged_labels.insert(super::labels::ONE_SHOT.to_owned(), "true".to_owned());
     }

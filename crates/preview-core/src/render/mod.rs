@@ -517,7 +517,8 @@ pub struct Rendered {
 pub struct ComposeServices {
     /// The app's service, under its slot's name.
     pub app: String,
-    /// Every other service (databases, extra services, the repo's other services).
+    /// Every other service that starts (databases, extra services, the repo's other services not
+    /// left in a profile).
     pub others: Vec<String>,
 }
 

@@ -41,7 +41,10 @@ pub const PLANNABLE: &[&str] = &[
     "sveltekit-node",
     "ts-tsx",
     "upstream-shape-django-subdir",
+    "upstream-shape-file-secret",
     "upstream-shape-flask-redis",
+    "upstream-shape-fullstack-fastapi",
+    "upstream-shape-nginx-proxy",
     "upstream-shape-voting-app",
     "vite-spa",
 ];
@@ -114,7 +117,7 @@ pub const REFUSED: &[(&str, &str)] = &[
     ),
     (
         "hostile-compose-project-docker-socket",
-        "compose.yml:5: service `proxy`: key `volumes`: the Docker socket",
+        "compose.yml:5: service `ci`: key `volumes`: the Docker socket",
     ),
     (
         "hostile-compose-project-env-file-outside",
@@ -169,12 +172,12 @@ pub const REFUSED: &[(&str, &str)] = &[
         "docker-compose.yml:7: service `web`: key `env_file`: \"./.env.dev\" is not a file in the checkout",
     ),
     (
-        "upstream-shape-file-secret",
-        "compose.yaml:14: key `secrets`: top-level secrets and configs read host files",
+        "hostile-compose-project-secret-host",
+        "compose.yaml:8: key `secrets.token.environment`: only `file:` (a file of the checkout) is supported",
     ),
     (
-        "upstream-shape-fullstack-fastapi",
-        "compose.yml:6: service `proxy`: key `volumes`: the Docker socket",
+        "hostile-compose-project-secret-outside",
+        "compose.yaml:8: key `configs.shadow.file`: \"../../../../etc/shadow\" leads outside the checkout",
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
 ];

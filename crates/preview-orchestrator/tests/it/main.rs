@@ -6,6 +6,7 @@ mod api;
 mod bench_density;
 mod binary;
 mod cap;
+mod compose_stack;
 mod crash;
 mod dashboard;
 mod dashboard_browser;

@@ -1,0 +1,189 @@
+//! The `.env` file beside a repo's compose file. Compose reads it for the file's `${VAR}`s, and
+//! projects rely on it (`POSTGRES_PASSWORD=changethis` for `${POSTGRES_PASSWORD:?}`), so a
+//! preview reads it too, as Compose does: `KEY=VALUE` lines, an optional `export`, `#`
+//! comments, single quotes (literal), double quotes (with `\n`, `\t`, `\"` and `\\`), and
+//! references to keys defined above. Nothing comes from the host's environment: a value that
+//! refers to anything else is left unset, with a warning.
+//!
+//! Its values only fill the compose file's references (the rule is at
+//! [`crate::sanitize::VariableRef`]); they never reach a container by themselves.
+
+use std::collections::BTreeMap;
+
+use crate::sanitize::resolve_text;
+use crate::{Error, Result};
+
+/// A parsed `.env`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DotEnv {
+    /// Its variables, unescaped.
+    pub values: BTreeMap<String, String>,
+    /// Keys left unset, with why, for the plan's warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Parses `text`, the file `file` (relative to the checkout root, for messages).
+pub fn parse(file: &str, text: &str) -> Result<DotEnv> {
+    let mut env = DotEnv::default();
+    for (i, line) in text.lines().enumerate() {
+        let number = i as u64 + 1;
+        let error = |message: String| Error::Config {
+            file: file.to_owned(),
+            line: Some(number),
+            key: None,
+            message,
+        };
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((key, raw)) = line.split_once('=') else {
+            return Err(error("expected KEY=VALUE".to_owned()));
+        };
+        let key = key.trim();
+        if !valid_key(key) {
+            return Err(error(format!(
+                "{key:?} is not a variable name (letters, digits, `_`, `.` and `-`, not starting with a digit)"
+            )));
+        }
+        let (value, interpolate) = value(raw.trim_start()).map_err(error)?;
+        if !interpolate {
+            env.values.insert(key.to_owned(), value);
+            continue;
+        }
+        match resolve_text(&value, &env.values) {
+            Ok(resolved) => {
+                env.values
+                    .insert(key.to_owned(), resolved.replace("$$", "$"));
+            }
+            Err(why) => {
+                env.values.remove(key);
+                env.warnings.push(format!(
+                    "{file}:{number}: `{key}` is left unset: {why} (a value may refer only to keys above it in {file}; the host's environment is never read)"
+                ));
+            }
+        }
+    }
+    Ok(env)
+}
+
+fn valid_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A value as written after `=`, and whether its references are to be resolved (not in single
+/// quotes).
+fn value(raw: &str) -> std::result::Result<(String, bool), String> {
+    let quote = match raw.chars().next() {
+        Some(q @ ('\'' | '"')) => q,
+        _ => {
+            // Unquoted: a ` #` starts a comment.
+            let value = match raw.find(" #").or_else(|| raw.find("\t#")) {
+                Some(at) => &raw[..at],
+                None => raw,
+            };
+            return Ok((value.trim_end().to_owned(), true));
+        }
+    };
+    let mut out = String::new();
+    let mut chars = raw[1..].chars();
+    loop {
+        match chars.next() {
+            None => {
+                return Err(format!(
+                    "the value's {quote} is not closed on its line (values over several lines are not supported)"
+                ));
+            }
+            Some(c) if c == quote => break,
+            Some('\\') if quote == '"' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some(c @ ('"' | '\\' | '$')) => {
+                    // An escaped `$` stays literal: written as `$$` for the resolution.
+                    if c == '$' {
+                        out.push('$');
+                    }
+                    out.push(c);
+                }
+                Some(c) => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                None => return Err("the value ends in a lone `\\`".to_owned()),
+            },
+            Some(c) => out.push(c),
+        }
+    }
+    let rest = chars.as_str().trim();
+    if !(rest.is_empty() || rest.starts_with('#')) {
+        return Err(format!("unexpected {rest:?} after the quoted value"));
+    }
+    Ok((out, quote == '"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(text: &str) -> BTreeMap<String, String> {
+        parse(".env", text).unwrap().values
+    }
+
+    #[test]
+    fn lines_as_compose_reads_them() {
+        let env = values(
+            "# comment\n\nDOMAIN=localhost\nexport PROJECT_NAME=\"Full Stack FastAPI Project\"\nSECRET_KEY=changethis # inline comment\nPOSTGRES_PASSWORD=changethis\nDATABASE_URL=postgresql://postgres:${POSTGRES_PASSWORD}@db:5432/app\nLITERAL='${POSTGRES_PASSWORD} stays'\nESCAPED=\"a\\nb \\\"q\\\" \\$HOME\"\nEMPTY=\nHASH=a#b\nDEFAULTED=${UNSET:-fallback}\n",
+        );
+        assert_eq!(env["DOMAIN"], "localhost");
+        assert_eq!(env["PROJECT_NAME"], "Full Stack FastAPI Project");
+        assert_eq!(env["SECRET_KEY"], "changethis");
+        assert_eq!(
+            env["DATABASE_URL"],
+            "postgresql://postgres:changethis@db:5432/app"
+        );
+        assert_eq!(env["LITERAL"], "${POSTGRES_PASSWORD} stays");
+        assert_eq!(env["ESCAPED"], "a\nb \"q\" $HOME");
+        assert_eq!(env["EMPTY"], "");
+        assert_eq!(env["HASH"], "a#b");
+        assert_eq!(env["DEFAULTED"], "fallback");
+    }
+
+    #[test]
+    fn the_hosts_environment_is_never_read() {
+        let env = parse(".env", "A=1\nLEAK=${HOME}\nB=${A}${GITHUB_TOKEN:-none}\n").unwrap();
+        assert!(!env.values.contains_key("LEAK"), "{env:?}");
+        assert_eq!(env.values["B"], "1none");
+        assert_eq!(env.warnings.len(), 1, "{env:?}");
+        assert!(
+            env.warnings[0].starts_with(".env:2: `LEAK` is left unset: `HOME` is not set"),
+            "{env:?}"
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_their_line() {
+        for (text, needle) in [
+            ("A=1\nnot a pair\n", ".env:2: expected KEY=VALUE"),
+            ("1A=x\n", ".env:1: \"1A\" is not a variable name"),
+            ("A=\"open\n", ".env:1: the value's \" is not closed"),
+            (
+                "A='x' y\n",
+                ".env:1: unexpected \"y\" after the quoted value",
+            ),
+            ("A=${\n", ".env:1:"),
+        ] {
+            let err = match parse(".env", text) {
+                Err(e) => e.to_string(),
+                Ok(env) if !env.warnings.is_empty() => env.warnings.join("; "),
+                Ok(env) => panic!("{text:?} parsed: {env:?}"),
+            };
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

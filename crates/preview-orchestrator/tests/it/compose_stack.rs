@@ -1,0 +1,163 @@
+//! A repository's own compose stack through the whole loop on the real engine, a private nginx,
+//! real git and a fake GitHub: `fixtures/apps/compose-stack` (a web app built from the repo,
+//! Postgres, Redis, a one-shot migration the web app waits on and a file secret) opens, updates
+//! and closes.
+
+use std::time::Duration;
+
+use preview_orchestrator::DeploymentStatus;
+use preview_testkit::{docker, wait_for_http};
+
+use crate::e2e_support::{E2e, Tree};
+
+/// Cold builds share 2 cores with other tests.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(300);
+const FEEDBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `service state`, with `(code)` for an exited one, of each container of the preview, sorted.
+async fn containers(id: &str) -> Vec<String> {
+    let out = docker([
+        "ps",
+        "-a",
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.State}} {{.Status}}",
+        "--filter",
+        &format!("label=dev.preview-deployer.deployment={id}"),
+    ])
+    .await
+    .unwrap();
+    let mut rows: Vec<String> = out
+        .lines()
+        .map(|line| {
+            let mut words = line.splitn(3, ' ');
+            let service = words.next().unwrap_or_default();
+            let state = words.next().unwrap_or_default();
+            // "Exited (0) 3 seconds ago"
+            let code = words
+                .next()
+                .filter(|_| state == "exited")
+                .and_then(|status| status.split_once('('))
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(code, _)| format!(" ({code})"))
+                .unwrap_or_default();
+            format!("{service} {state}{code}")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Waits until the stack runs as it should: the migration done once (not restarting in a loop),
+/// everything else running, the web app in one slot only (an update's old slot retired).
+async fn assert_running_with_migration_done(id: &str) {
+    let deadline = std::time::Instant::now() + FEEDBACK_TIMEOUT;
+    loop {
+        let rows = containers(id).await;
+        let web = rows.get(3).map(String::as_str);
+        if rows.len() == 4
+            && rows[..3] == ["cache running", "db running", "migrate exited (0)"]
+            && matches!(web, Some("web running" | "web-green running"))
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The id of the running container of `service`.
+async fn container_id(id: &str, service: &str) -> String {
+    docker([
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=dev.preview-deployer.deployment={id}"),
+        "--filter",
+        &format!("label=com.docker.compose.service={service}"),
+    ])
+    .await
+    .unwrap()
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repos_own_compose_stack_opens_updates_and_closes() {
+    let e2e = E2e::start("compose-stack", &[]).await;
+    let pr = 4;
+    let id = e2e.id(pr);
+    let port = e2e.nginx.port();
+    let path = e2e.path(pr);
+
+    // opened → the migration ran before the web app, which reads it from Postgres
+    let first = e2e
+        .commit(pr, &Tree::fixture("compose-stack"), "first")
+        .await;
+    e2e.send("opened", pr, &first).await;
+    let live = wait_for_http(port, &path, LIVE_TIMEOUT, |a| a.status == 200).await;
+    assert!(
+        live.body.starts_with(
+            "web: compose-stack first commit\nmigration: compose-stack first migration\nmigrations: 1\ngreeting: hello from a file secret\nhits: "
+        ),
+        "{}",
+        live.body
+    );
+    e2e.wait_comment(pr, &["Preview live", &first], FEEDBACK_TIMEOUT)
+        .await;
+    e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
+    assert_running_with_migration_done(id.as_str()).await;
+    // Only the web service publishes a port, on 127.0.0.1; the repo's 8000:8000 is dropped.
+    let published = docker([
+        "ps",
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.Ports}}",
+        "--filter",
+        &format!("label=dev.preview-deployer.deployment={id}"),
+    ])
+    .await
+    .unwrap();
+    let publishing: Vec<&str> = published.lines().filter(|l| l.contains("->")).collect();
+    assert_eq!(publishing.len(), 1, "{published}");
+    assert!(
+        publishing[0].starts_with("web") && publishing[0].contains("127.0.0.1:"),
+        "{published}"
+    );
+    assert!(!published.contains(":8000->"), "{published}");
+    let db = container_id(id.as_str(), "db").await;
+    let cache = container_id(id.as_str(), "cache").await;
+    assert!(!db.is_empty() && !cache.is_empty());
+
+    // synchronize → the new commit's migration runs before its web app, on the same database
+    let second_tree = Tree::fixture("compose-stack").replace("first", "second");
+    let second = e2e.commit(pr, &second_tree, "second").await;
+    e2e.send("synchronize", pr, &second).await;
+    let updated = wait_for_http(port, &path, LIVE_TIMEOUT, |a| {
+        a.status == 200 && a.body.starts_with("web: compose-stack second commit")
+    })
+    .await;
+    assert!(
+        updated.body.starts_with(
+            "web: compose-stack second commit\nmigration: compose-stack second migration\nmigrations: 2\ngreeting: hello from a file secret\nhits: "
+        ),
+        "the migration ran again before the new web app, on the kept database: {}",
+        updated.body
+    );
+    e2e.wait_comment(pr, &["Preview live", &second], FEEDBACK_TIMEOUT)
+        .await;
+    e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
+    assert_eq!(container_id(id.as_str(), "db").await, db, "db kept");
+    assert_eq!(
+        container_id(id.as_str(), "cache").await,
+        cache,
+        "cache kept"
+    );
+    // The first commit's slot is retired.
+    assert_running_with_migration_done(id.as_str()).await;
+
+    // closed → nothing left: containers, the database's volume, networks, built images
+    e2e.close_and_assert_nothing_left(pr, &second).await;
+    wait_for_http(port, &path, Duration::from_secs(10), |a| a.status == 404).await;
+    e2e.shutdown().await;
+}
