@@ -107,7 +107,8 @@ pub struct SanitizedCompose {
 
 impl SanitizedCompose {
     /// Activates profiles as `docker compose up` would with `COMPOSE_PROFILES` set to `active`
-    /// (from the `.env`), and also the web service's own, and those of every service a started
+    /// (from the `.env`), and also the web service's own (and the second web service's, see
+    /// [`HostnameService`]), and those of every service a started
     /// one depends on: their `profiles` key goes, so Compose starts them. Other services keep
     /// theirs, and Compose does not start them. Returns the profiles activated for the web
     /// service and its dependencies, for the plan's reasons.
@@ -124,6 +125,8 @@ impl SanitizedCompose {
             .collect();
         let mut queue: Vec<String> = started.iter().cloned().collect();
         queue.push(self.app_service.clone());
+        // A second web service the repo asks to route is started like the web service.
+        queue.extend(self.hostname_service.as_ref().map(|h| h.service.clone()));
         while let Some(name) = queue.pop() {
             started.insert(name.clone());
             if let Some(service) = self.services.iter().find(|s| s.name == name) {
@@ -2842,5 +2845,37 @@ mod hostname_service_tests {
             err,
             "compose.yaml:9: service `admin`: key `labels`: `admin` has `preview.hostname: admin` but no port to route to: list it in `ports` or `expose`"
         );
+    }
+}
+
+#[cfg(test)]
+mod hostname_service_profile_tests {
+    use super::*;
+
+    /// A routed second web service in a profile is started, as the web service is.
+    #[test]
+    fn a_second_web_service_in_a_profile_is_started() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let checkout = Checkout::open(dir.path()).unwrap();
+        let text = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  admin:\n    image: python:3.12-slim-bookworm\n    profiles: [tools]\n    labels: {preview.hostname: admin}\n    expose: [\"3000\"]\n  other:\n    image: python:3.12-slim-bookworm\n    profiles: [tools]\n";
+        let mut s = sanitize(
+            text,
+            &SanitizeContext {
+                checkout: &checkout,
+                file: "compose.yaml".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(s.activate_profiles(&BTreeSet::new()), ["tools"]);
+        let profiles = |name: &str| {
+            s.services
+                .iter()
+                .find(|x| x.name == name)
+                .unwrap()
+                .profiles()
+        };
+        assert!(profiles("admin").is_empty(), "started");
+        assert_eq!(profiles("other"), ["tools"], "not started");
     }
 }
