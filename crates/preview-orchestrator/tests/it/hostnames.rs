@@ -1,7 +1,8 @@
 //! Previews at their own hostnames (PREVIEW_DOMAIN) on the real engine and a real nginx: the app
 //! is served at `/` of `{slug}-pr-{N}.{domain}`, so its root-relative links load; a Host that
 //! names no preview reaches none; the PR comment, the record and the app's PREVIEW_URL carry the
-//! full URL.
+//! full URL. A repository's second web service (`preview.hostname`) is served at its own host
+//! beside the app's, and stays private without hostnames.
 
 use std::time::Duration;
 
@@ -256,6 +257,55 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
     }
     e2e.idle(Duration::from_secs(120)).await;
     e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
+
+/// Without hostnames (path routing), the same repository deploys with its second web service
+/// private: the PR comment's warnings say why, no port is held or published for it, and it is
+/// still reachable by the web service's neighbours on the private network.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_web_service_stays_private_without_hostnames() {
+    let e2e = E2e::start("second-private", &[]).await;
+    let pr = 42;
+    let sha = e2e
+        .commit(pr, &Tree::fixture("compose-two-web"), "web and admin")
+        .await;
+    e2e.send("opened", pr, &sha).await;
+    let comment = e2e
+        .wait_comment(
+            pr,
+            &[
+                "Preview live",
+                "service `admin` of compose.yaml has the label `preview.hostname: admin` but stays private: hostnames are off",
+            ],
+            DEPLOY_TIMEOUT,
+        )
+        .await;
+    assert!(
+        !comment.body.contains("(service `admin`)"),
+        "{}",
+        comment.body
+    );
+    let id = e2e.id(pr);
+    assert_eq!(e2e.orch.store().ports(&id).unwrap().service, None);
+    assert_eq!(admin_ports(id.as_str()).await, "", "no port published");
+    let state = preview_testkit::docker([
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--filter",
+        "label=com.docker.compose.service=admin",
+        "--format",
+        "{{.State}}",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(state.trim(), "running", "it runs, privately");
+    let web = preview_testkit::http_get(e2e.nginx.port(), &e2e.path(pr))
+        .await
+        .unwrap();
+    assert_eq!(web.body, "web: compose-two-web at /\n");
+    e2e.close_and_assert_nothing_left(pr, &sha).await;
     e2e.shutdown().await;
 }
 
