@@ -2174,14 +2174,7 @@ fn choose_hostname_service(
             "`{HOSTNAME_LABEL}: {label}` is not a hostname label: 1-{SERVICE_LABEL_MAX} of [a-z0-9-] starting with a letter, in parts joined by single dashes, none of them `pr` (e.g. `admin`)"
         )));
     }
-    let port = service.published.first().copied().or_else(|| {
-        service
-            .expose
-            .iter()
-            .find_map(|p| p.split('/').next()?.trim().parse::<u16>().ok())
-            .filter(|p| *p > 0)
-    });
-    let Some(port) = port else {
+    let Some(port) = routed_port(service) else {
         return Err(refuse(format!(
             "`{name}` has `{HOSTNAME_LABEL}: {label}` but no port to route to: list it in `ports` or `expose`"
         )));
@@ -2191,6 +2184,64 @@ fn choose_hostname_service(
         label: label.to_owned(),
         port,
     }))
+}
+
+/// The container port nginx reaches a second web service at: its first published port, else
+/// its first exposed one.
+fn routed_port(service: &RepoService) -> Option<u16> {
+    service.published.first().copied().or_else(|| {
+        service
+            .expose
+            .iter()
+            .find_map(|p| p.split('/').next()?.trim().parse::<u16>().ok())
+            .filter(|p| *p > 0)
+    })
+}
+
+/// Applies preview-config.yml's `hostname_service` key (`key.service`), which names the second
+/// web service over any `preview.hostname` label: its hostname label is its own
+/// `preview.hostname`, else its name. Errors name the config file, key and line.
+pub fn name_hostname_service(compose: &mut SanitizedCompose, key: WebOverride) -> Result<()> {
+    let refuse = |message: String| Error::Config {
+        file: key.config_file.to_owned(),
+        line: Some(key.line),
+        key: Some(key.key.to_owned()),
+        message,
+    };
+    let file = &compose.file;
+    let Some(service) = compose.services.iter().find(|s| s.name == key.service) else {
+        return Err(refuse(format!(
+            "{file} has no service `{}` (its services: {})",
+            key.service,
+            name_list(&compose.services.iter().collect::<Vec<_>>())
+        )));
+    };
+    let name = service.name.as_str();
+    if name == compose.app_service {
+        return Err(refuse(format!(
+            "`{name}` is the web service, served at the preview's own hostname; name a second service"
+        )));
+    }
+    let label = service
+        .labels
+        .get(HOSTNAME_LABEL)
+        .map_or(name, |l| l.trim());
+    if !is_service_label(label) {
+        return Err(refuse(format!(
+            "`{label}` is not a hostname label: 1-{SERVICE_LABEL_MAX} of [a-z0-9-] starting with a letter, in parts joined by single dashes, none of them `pr`; give `{name}` the label `{HOSTNAME_LABEL}: LABEL` in {file}"
+        )));
+    }
+    let Some(port) = routed_port(service) else {
+        return Err(refuse(format!(
+            "`{name}` has no port to route to: list it in `ports` or `expose` in {file}"
+        )));
+    };
+    compose.hostname_service = Some(HostnameService {
+        service: name.to_owned(),
+        label: label.to_owned(),
+        port,
+    });
+    Ok(())
 }
 
 #[cfg(test)]
