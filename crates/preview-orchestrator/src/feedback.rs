@@ -23,14 +23,7 @@ pub struct FeedbackSettings {
     pub commit_statuses: bool,
 }
 
-/// A public URL of one of the preview's services other than the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServiceUrl {
-    /// The compose service.
-    pub service: String,
-    /// Its URL, ending in `/`.
-    pub url: String,
-}
+pub use crate::record::ServiceUrl;
 
 /// The state a PR comment shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -71,12 +64,20 @@ pub enum CommentState {
         warnings: Vec<String>,
     },
     /// Asleep after a while without requests; the next visit wakes it.
-    Asleep { footprint: Footprint },
+    Asleep {
+        footprint: Footprint,
+        /// The second web service's URL, which wakes it too.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        service_urls: Vec<ServiceUrl>,
+    },
     /// Woke from sleep for a visit and serves again.
     Awake {
         framework: Option<String>,
         wake_secs: String,
         footprint: Footprint,
+        /// The second web service's URL, beside the app's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        service_urls: Vec<ServiceUrl>,
     },
     /// Waiting for free disk before building (`MIN_FREE_DISK_GB`), after pruning what no
     /// preview uses.
@@ -313,7 +314,7 @@ async fn measure(engine: &dyn preview_engine::Engine, update: &mut FeedbackUpdat
     let footprint = match &mut update.state {
         CommentState::Live { footprint, .. }
         | CommentState::Awake { footprint, .. }
-        | CommentState::Asleep { footprint } => footprint,
+        | CommentState::Asleep { footprint, .. } => footprint,
         _ => return,
     };
     let name = update.id.as_str();
@@ -575,6 +576,17 @@ mod tests {
                         disk: Some("312 MB".into()),
                         ..Footprint::asleep(Some(12_300), Some(800))
                     },
+                    service_urls: Vec::new(),
+                },
+            ),
+            (
+                "asleep_second_web_service",
+                CommentState::Asleep {
+                    footprint: Footprint::asleep(Some(9_400), Some(700)),
+                    service_urls: vec![ServiceUrl {
+                        service: "admin".into(),
+                        url: "https://octo-org-hello-api-pr-7-admin.preview.example.com/".into(),
+                    }],
                 },
             ),
             (
@@ -587,6 +599,7 @@ mod tests {
                         disk: Some("312 MB".into()),
                         ..Footprint::awake(Some(12_300), Some(800))
                     },
+                    service_urls: Vec::new(),
                 },
             ),
             (
@@ -595,6 +608,19 @@ mod tests {
                     framework: None,
                     wake_secs: "0.9".into(),
                     footprint: Footprint::awake(None, None),
+                    service_urls: Vec::new(),
+                },
+            ),
+            (
+                "awake_second_web_service",
+                CommentState::Awake {
+                    framework: None,
+                    wake_secs: "0.9".into(),
+                    footprint: Footprint::awake(None, None),
+                    service_urls: vec![ServiceUrl {
+                        service: "admin".into(),
+                        url: "https://octo-org-hello-api-pr-7-admin.preview.example.com/".into(),
+                    }],
                 },
             ),
             (

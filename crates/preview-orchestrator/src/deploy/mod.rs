@@ -751,10 +751,12 @@ impl DockerRunner {
         }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
         let (build_ms, start_ms) = (build_secs.as_millis() as u64, start_secs.as_millis() as u64);
+        let service_urls = hostname_service::urls(&self.settings.routing, &job.id, &planned);
         let _ = ctx
             .update(|r| {
                 r.build_ms = Some(build_ms);
                 r.start_ms = Some(start_ms);
+                r.service_urls.clone_from(&service_urls);
             })
             .await;
         self.send(
@@ -766,7 +768,7 @@ impl DockerRunner {
                     .map(|p| p.describe(planned.plan.database_seed.as_deref())),
                 warnings: planned.plan.warnings.clone(),
                 footprint: feedback::Footprint::awake(Some(build_ms), Some(start_ms)),
-                service_urls: hostname_service::urls(&self.settings.routing, &job.id, &planned),
+                service_urls,
             },
         );
 

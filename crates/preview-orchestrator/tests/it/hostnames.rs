@@ -160,7 +160,9 @@ async fn upstream_starters_load_their_root_relative_assets_by_hostname() {
 /// to it; closing leaves nothing (conf, ports, containers, images).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_web_service_is_served_at_its_own_hostname() {
-    let e2e = E2e::start_with_hostnames("hosts-second", &[]).await;
+    // Previews sleep only when asked (through the internal API).
+    let e2e =
+        E2e::start_with_hostnames("hosts-second", &[("--idle-sleep-minutes", "600".into())]).await;
     let pr = 41;
     let tree = Tree::fixture("compose-two-web");
     let sha = e2e.commit(pr, &tree, "web and admin").await;
@@ -185,6 +187,14 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
         )
         .await;
     assert!(!comment.body.contains("stays private"), "{}", comment.body);
+    assert_eq!(
+        e2e.record(pr).unwrap().service_urls,
+        [preview_orchestrator::record::ServiceUrl {
+            service: "admin".into(),
+            url: format!("http://{admin_host}/"),
+        }],
+        "the record keeps it for the comments after a sleep"
+    );
 
     let port = e2e.nginx.port();
     let web = get_until_ok(port, &host, "/").await;
@@ -239,6 +249,26 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
         "one admin container, still at its port"
     );
 
+    // Asleep, a visit to the second host wakes the preview (the same sleep hooks as the app's).
+    let asleep = reqwest::Client::new()
+        .post(format!("{}/api/previews/{id}/sleep", e2e.api))
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asleep.status().as_u16(), 200);
+    assert_eq!(
+        e2e.record(pr).unwrap().status,
+        preview_orchestrator::DeploymentStatus::Sleeping
+    );
+    assert_eq!(admin_ports(id.as_str()).await, "", "stopped");
+    let woke = get_within(port, &admin_host, "/after-sleep", Duration::from_secs(60)).await;
+    assert_eq!(woke.body, "admin v2: compose-two-web at /after-sleep\n");
+    assert_eq!(
+        e2e.record(pr).unwrap().status,
+        preview_orchestrator::DeploymentStatus::Running
+    );
+
     // Closing removes both hosts, the port and every container.
     e2e.send("closed", pr, &sha2).await;
     for h in [&host, &admin_host] {
@@ -288,6 +318,7 @@ async fn a_second_web_service_stays_private_without_hostnames() {
     );
     let id = e2e.id(pr);
     assert_eq!(e2e.orch.store().ports(&id).unwrap().service, None);
+    assert!(e2e.record(pr).unwrap().service_urls.is_empty());
     assert_eq!(admin_ports(id.as_str()).await, "", "no port published");
     let state = preview_testkit::docker([
         "ps",
