@@ -222,9 +222,20 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
         .replace("web: compose-two-web at", "web v2: compose-two-web at");
     let sha2 = e2e.commit(pr, &tree, "v2 of both").await;
     e2e.send("synchronize", pr, &sha2).await;
+    // Polled every 20 ms; the longest run of failed answers on the second host is printed (the
+    // app's host, switched blue/green, fails none: see zero_downtime.rs).
     let deadline = std::time::Instant::now() + DEPLOY_TIMEOUT;
+    let (mut gap_started, mut longest_gap, mut failed) = (None, Duration::ZERO, 0);
     loop {
         let admin = http_get_host(port, &admin_host, "/").await.unwrap();
+        if admin.status == 200 {
+            if let Some(at) = gap_started.take() {
+                longest_gap = longest_gap.max(std::time::Instant::now() - at);
+            }
+        } else {
+            failed += 1;
+            gap_started.get_or_insert_with(std::time::Instant::now);
+        }
         let web = http_get_host(port, &host, "/").await.unwrap();
         if admin.body == "admin v2: compose-two-web at /\n"
             && web.body == "web v2: compose-two-web at /\n"
@@ -235,8 +246,12 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
             std::time::Instant::now() < deadline,
             "the update never served both: {web:?} {admin:?}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    eprintln!(
+        "second web service during the update: {failed} failed answers, longest gap {:.2} s",
+        longest_gap.as_secs_f64()
+    );
     assert_eq!(
         e2e.orch.store().ports(&id).unwrap().service,
         Some(service_port),
