@@ -62,6 +62,9 @@ pub enum CommentState {
         previous_sha_short: Option<String>,
         /// The plan's warnings, when planning got that far: often the cause.
         warnings: Vec<String>,
+        /// The images that could not be had, when that is the failure (the `images` phase).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missing_images: Vec<MissingImage>,
     },
     /// Asleep after a while without requests; the next visit wakes it.
     Asleep {
@@ -111,6 +114,17 @@ pub enum CommentState {
     /// Nothing can be deployed, and why.
     #[serde(rename = "not_deployed")]
     NotDeployed { reason: String },
+}
+
+/// An image a preview needs that is neither on the host nor could be pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingImage {
+    /// The reference, e.g. `postgres:18`.
+    pub image: String,
+    /// Who wants it, e.g. ``service `db`, `backend/Dockerfile:3` ``.
+    pub wanted_by: String,
+    /// Why the pull failed, in one line.
+    pub error: String,
 }
 
 /// What a preview takes, as its comment shows it. Memory and disk are read by the comment's
@@ -531,6 +545,36 @@ mod tests {
                     warnings: vec![
                         "node 14.x is asked for, but the supported versions are 18, 20, 22, 24; node:18-bookworm-slim is used and the build may fail".into(),
                     ],
+                    missing_images: Vec::new(),
+                },
+            ),
+            (
+                "failed_images",
+                CommentState::Failed {
+                    phase: "images".into(),
+                    reason: "3 images cannot be had: `adminer`, `postgres:18`, `oven/bun:1`".into(),
+                    log_tail: String::new(),
+                    previous_url: None,
+                    previous_sha_short: None,
+                    warnings: Vec::new(),
+                    missing_images: vec![
+                        MissingImage {
+                            image: "adminer".into(),
+                            wanted_by: "service `adminer`".into(),
+                            error: "the registry registry-1.docker.io cannot be reached: no such host"
+                                .into(),
+                        },
+                        MissingImage {
+                            image: "postgres:18".into(),
+                            wanted_by: "service `db`".into(),
+                            error: "not found in the registry, or it needs a login".into(),
+                        },
+                        MissingImage {
+                            image: "oven/bun:1".into(),
+                            wanted_by: "`web/Dockerfile:2`, `worker/Dockerfile:1`".into(),
+                            error: "the pull did not finish within 600 s".into(),
+                        },
+                    ],
                 },
             ),
             (
@@ -542,6 +586,7 @@ mod tests {
                     previous_url: previous().0,
                     previous_sha_short: previous().1,
                     warnings: Vec::new(),
+                    missing_images: Vec::new(),
                 },
             ),
             (

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
+use crate::checkout::Checkout;
+use crate::images;
 use crate::plan::Planned;
 use crate::repo_secrets::SecretName;
 use crate::{Error, Result};
@@ -533,6 +535,20 @@ impl Rendered {
         files.push(("docker-compose.yml", self.compose.as_str()));
         files.push(("nginx.conf", self.nginx.as_str()));
         files
+    }
+
+    /// The images this preview needs before it can build and start (see [`images::needed`]);
+    /// `input` is what it was rendered with, `checkout` the checkout at `input.checkout_dir`.
+    pub fn needed_images(&self, input: &RenderInput, checkout: &Checkout) -> images::NeededImages {
+        images::needed(&images::RenderedProject {
+            compose: &self.compose,
+            checkout,
+            checkout_dir: &input.checkout_dir,
+            generated_dockerfile: self
+                .dockerfile
+                .as_deref()
+                .map(|text| (input.dockerfile_path.as_path(), text)),
+        })
     }
 }
 

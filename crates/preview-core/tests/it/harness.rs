@@ -8,6 +8,7 @@ use preview_core::render::{RenderInput, Rendered, render};
 /// Every fixture that plans successfully.
 pub const PLANNABLE: &[&str] = &[
     "bun-api",
+    "compose-missing-images",
     "compose-ok",
     "compose-project",
     "compose-stack",

@@ -4,5 +4,6 @@
 mod detection;
 mod external;
 mod harness;
+mod images;
 mod real_builds;
 mod snapshots;

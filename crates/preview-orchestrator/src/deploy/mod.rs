@@ -1,8 +1,8 @@
-//! The real job bodies: fetch, plan, render, build and start, wait for readiness, route through
-//! nginx, and tell the pull request. Teardown undoes all of it. Containers are reached only
-//! through [`DeploySettings::engine`], a [`preview_engine::Engine`]: today the compose engine on
-//! this host (the steps below are described in its terms); a Swarm engine plugs in at the same
-//! seam.
+//! The real job bodies: fetch, plan, render, get every image the preview needs, build and
+//! start, wait for readiness, route through nginx, and tell the pull request.
+//! Teardown undoes all of it. Containers are reached only through [`DeploySettings::engine`], a
+//! [`preview_engine::Engine`]: today the compose engine on this host (the steps below are
+//! described in its terms); a Swarm engine plugs in at the same seam.
 //!
 //! # Updates without downtime
 //!
@@ -53,6 +53,7 @@ mod moves;
 
 mod admission;
 mod hostname_service;
+mod images;
 pub mod reconcile;
 pub mod retry;
 mod sleep;
@@ -179,6 +180,8 @@ struct PhaseError {
     phase: &'static str,
     reason: String,
     log_tail: String,
+    /// The images that cannot be had, when that is the failure.
+    missing_images: Vec<feedback::MissingImage>,
 }
 
 impl PhaseError {
@@ -189,6 +192,15 @@ impl PhaseError {
             phase: self.phase,
             reason: secrets.redact(&self.reason),
             log_tail: secrets.redact(&self.log_tail),
+            missing_images: self
+                .missing_images
+                .into_iter()
+                .map(|m| feedback::MissingImage {
+                    image: secrets.redact(&m.image),
+                    wanted_by: secrets.redact(&m.wanted_by),
+                    error: secrets.redact(&m.error),
+                })
+                .collect(),
         }
     }
 
@@ -202,6 +214,7 @@ impl PhaseError {
             phase,
             reason: build_log::strip_ansi(&reason.to_string()),
             log_tail: build_log::strip_ansi(&log_tail.into()),
+            missing_images: Vec::new(),
         }
     }
 }
@@ -424,6 +437,7 @@ impl DockerRunner {
                         previous_url: previous.as_ref().map(|_| job.url.clone()),
                         previous_sha_short: previous.as_ref().map(|s| s.short().to_owned()),
                         warnings,
+                        missing_images: failure.missing_images,
                     },
                 );
                 Err(JobError::failed(failure.phase, failure.reason))
@@ -647,6 +661,15 @@ impl DockerRunner {
                 previous_sha_short,
             };
             self.wait_for_room(job, ctx, starting, &building).await?;
+        }
+
+        // 5b. images: every image the preview needs is here before any build starts
+        {
+            let _t = ctx.phase("images");
+            let needed = preview_core::checkout::Checkout::open(&checkout)
+                .map(|c| rendered.needed_images(&input, &c))
+                .map_err(|e| fail("images", e, ""))?;
+            self.ensure_images(&needed, ctx).await?;
         }
 
         // 6. build and start

@@ -19,8 +19,15 @@ fn python_with(source: &str) -> Tree {
 }
 
 /// Opens PR `pr` at `tree`, waits for it to fail, and checks that the reason and the sticky
-/// comment name `phase` and contain each of `why`, and that nothing is left. Returns the comment.
-async fn open_and_expect_failure(e2e: &E2e, pr: u64, tree: &Tree, phase: &str, why: &[&str]) {
+/// comment name `phase` and contain each of `why`, and that nothing is left. Returns the
+/// comment's body.
+async fn open_and_expect_failure(
+    e2e: &E2e,
+    pr: u64,
+    tree: &Tree,
+    phase: &str,
+    why: &[&str],
+) -> String {
     let sha = e2e.commit(pr, tree, "broken").await;
     e2e.send("opened", pr, &sha).await;
     let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
@@ -43,6 +50,52 @@ async fn open_and_expect_failure(e2e: &E2e, pr: u64, tree: &Tree, phase: &str, w
             .find(|d| d.statuses.iter().any(|s| s["state"] == "failure"))
     })
     .await;
+    comment.body
+}
+
+/// A compose stack whose images no reachable registry has (none is reachable here): a Bun
+/// stage of the web service's Dockerfile, the database and the admin UI. The deploy fails in
+/// the images phase before anything is built, and the comment names exactly those three, each
+/// with who wants it, and not the Python base image that is here. The same stack on images
+/// the host has then goes live.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_images_fail_the_images_phase_naming_each_of_them() {
+    let e2e = E2e::start("fail-images", &[]).await;
+    let comment = open_and_expect_failure(
+        &e2e,
+        19,
+        &Tree::fixture("compose-missing-images"),
+        "images",
+        &[
+            "3 images cannot be had",
+            "- `oven/bun:1` (`Dockerfile:2`): ",
+            "- `postgres:18` (service `db`): ",
+            "- `adminer` (service `adminer`): ",
+        ],
+    )
+    .await;
+    assert!(!comment.contains("python:3.12-slim-bookworm"), "{comment}");
+    assert!(
+        !comment.contains("Last lines of the"),
+        "the list says it all, no build log: {comment}"
+    );
+
+    // The same stack on images the host has: built and pulled images pass, and it goes live.
+    let fixed = Tree::fixture("compose-missing-images")
+        .replace("oven/bun:1", "python:3.12-slim-bookworm")
+        .replace("postgres:18", "postgres:16-bookworm")
+        .replace("image: adminer", "image: redis:7-bookworm");
+    let sha = e2e.commit(19, &fixed, "images the host has").await;
+    e2e.send("synchronize", 19, &sha).await;
+    let health = format!("{}health", e2e.path(19));
+    wait_for_http(e2e.nginx.port(), &health, DEPLOY_TIMEOUT, |a| {
+        a.status == 200
+    })
+    .await;
+    e2e.wait_comment(19, &["Preview live", &sha], FEEDBACK_TIMEOUT)
+        .await;
+    e2e.close_and_assert_nothing_left(19, &sha).await;
+    e2e.shutdown().await;
 }
 
 /// A syntax error that the repo's own build command (`py_compile`) catches: the build step
