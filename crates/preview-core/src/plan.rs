@@ -54,6 +54,23 @@ impl Planned {
                     second.label,
                     compose.file
                 ));
+                // The sanitiser's note on its dropped `ports` says only the web service is
+                // routed: not so for this one.
+                let dropped = format!("service `{}`: `ports` dropped", second.service);
+                let routed = format!(
+                    "service `{}`: `ports` dropped; it is published on 127.0.0.1 at a port of the orchestrator's, routed at its own hostname",
+                    second.service
+                );
+                for note in self.plan.warnings.iter_mut().chain(
+                    self.plan
+                        .compose
+                        .iter_mut()
+                        .flat_map(|c| c.changed.iter_mut()),
+                ) {
+                    if note.starts_with(&dropped) {
+                        note.clone_from(&routed);
+                    }
+                }
                 if let Some(summary) = self.plan.compose.as_mut()
                     && let Some(service) = summary
                         .services
