@@ -4,14 +4,19 @@
 //! (the allocation's `service`), and the preview's nginx conf serves it at its own host beside
 //! the app's; teardown removes both with that one conf, and gives the port back with the
 //! others. It is not started beside the serving one as the app is: an update recreates it in
-//! place once the new app serves, at the same port, so nginx keeps routing to it.
+//! place when the new commit starts (Compose's `up` of the next file), at the same port, so
+//! nginx keeps routing to it. Readiness waits for it after the app, and fails the deploy when
+//! it never answers.
 
 use std::collections::BTreeSet;
 
 use preview_core::id::PreviewId;
+use preview_core::model::ReadyWhen;
 use preview_core::plan::Planned;
 use preview_core::render::ServiceRoute;
 use preview_core::routing::Routing;
+use preview_core::sanitize::HostnameService;
+use preview_engine::{ComposeProject, Engine, HealthPolicy};
 
 use crate::feedback::ServiceUrl;
 
@@ -53,6 +58,33 @@ pub(super) fn service_route(
     })
 }
 
+/// Waits until the routed service answers at its `port` (any HTTP answer below 500, as the
+/// app's default), failing fast when its container stops: the comment lists its URL, so it must
+/// serve once the preview is live. Nothing to wait for when the plan routes none.
+pub(super) async fn wait_ready(
+    engine: &dyn Engine,
+    project: &ComposeProject,
+    planned: &Planned,
+    port: Option<u16>,
+    policy: HealthPolicy,
+) -> Result<(), String> {
+    let (Some(second), Some(port)) = (routed_service(planned), port) else {
+        return Ok(());
+    };
+    engine
+        .wait_ready(
+            project,
+            Some(&second.service),
+            port,
+            "/",
+            ReadyWhen::AnyAnswer,
+            policy,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("service `{}` (its own hostname): {e}", second.service))
+}
+
 /// The service's public URL, for the PR comment beside the app's.
 pub(super) fn urls(routing: &Routing, id: &PreviewId, planned: &Planned) -> Vec<ServiceUrl> {
     let Some(second) = planned
@@ -74,10 +106,10 @@ pub(super) fn urls(routing: &Routing, id: &PreviewId, planned: &Planned) -> Vec<
 
 /// The label of the plan's routed second web service.
 fn routed(planned: &Planned) -> Option<&str> {
-    planned
-        .repo_compose
-        .as_ref()?
-        .hostname_service
-        .as_ref()
-        .map(|h| h.label.as_str())
+    routed_service(planned).map(|h| h.label.as_str())
+}
+
+/// The plan's routed second web service.
+fn routed_service(planned: &Planned) -> Option<&HostnameService> {
+    planned.repo_compose.as_ref()?.hostname_service.as_ref()
 }

@@ -725,7 +725,17 @@ impl DockerRunner {
                     planned.plan.ready_when,
                     self.settings.health,
                 )
-                .await;
+                .await
+                .map_err(|e| e.to_string());
+            let healthy = match healthy {
+                Ok(_) => {
+                    let engine = &*self.settings.engine;
+                    let second = input.service_route.as_ref().map(|s| s.host_port);
+                    let health = self.settings.health;
+                    hostname_service::wait_ready(engine, &project, &planned, second, health).await
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = healthy {
                 let logs = self
                     .settings

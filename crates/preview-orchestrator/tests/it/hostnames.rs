@@ -355,6 +355,31 @@ async fn a_second_web_service_stays_private_without_hostnames() {
     e2e.shutdown().await;
 }
 
+/// A second web service that never serves fails the deploy in the health phase, naming it,
+/// and the failed first deploy leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_web_service_that_never_serves_fails_the_deploy() {
+    let e2e =
+        E2e::start_with_hostnames("second-down", &[("--health-timeout-secs", "20".into())]).await;
+    let pr = 43;
+    let tree = Tree::fixture("compose-two-web").with(
+        "admin/main.py",
+        "raise SystemExit('the admin cannot start')\n",
+    );
+    let sha = e2e.commit(pr, &tree, "a broken admin").await;
+    e2e.send("opened", pr, &sha).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(
+        reason.starts_with("health: service `admin` (its own hostname): "),
+        "{reason}"
+    );
+    e2e.wait_comment(pr, &["Preview failed", "service `admin`"], DEPLOY_TIMEOUT)
+        .await;
+    e2e.idle(Duration::from_secs(120)).await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
+
 /// The `docker ps` ports of preview `id`'s admin containers, one line each.
 async fn admin_ports(id: &str) -> String {
     preview_testkit::docker([
