@@ -751,6 +751,8 @@ fn repo_service(
     let mut view = hardened(&service.name, labels);
     let mut merged_labels = service.labels.clone();
     merged_labels.extend(labels.clone());
+    // An init as PID 1 for every service, as for the app, unless the repo says otherwise.
+    view.init = !passthrough.contains_key("init");
     if !is_app && service.may_end() {
         view.restart = service.restart.clone();
         merged_labels.insert(super::labels::ONE_SHOT.to_owned(), "true".to_owned());

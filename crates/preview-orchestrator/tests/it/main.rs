@@ -27,6 +27,7 @@ mod store;
 mod storm;
 mod swarm;
 mod timeouts;
+mod upstream_compose;
 mod upstream_e2e;
 mod webhook;
 mod zero_downtime;
