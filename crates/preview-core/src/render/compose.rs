@@ -874,8 +874,8 @@ fn repo_service(
 /// Publishes the repo's second web service ([`crate::sanitize::HostnameService`]) on
 /// 127.0.0.1 at its route's port, as the app is, when previews have hostnames. Its other
 /// `ports` were dropped by the sanitiser like every service's. An update recreates it in place
-/// (it has no slots), so like the app it runs under an init (unless the repo sets `init`) with
-/// the app's short stop grace period: its host answers again about a second later.
+/// (it has no slots), so it gets the app's short stop grace period (it runs under an init, as
+/// every service does): its host answers again about a second later.
 fn publish_hostname_service(
     view: &mut ServiceView,
     service: &RepoService,
@@ -889,7 +889,6 @@ fn publish_hostname_service(
             target: second.port,
             published: route.host_port.to_string(),
         }];
-        view.init = !service.passthrough.contains_key("init");
         view.stop_grace_period = input.stop_grace_period.clone();
     }
 }
