@@ -7,8 +7,10 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use preview_core::id::{CommitSha, PrNumber, PreviewId, RepoFullName, RepoSlug};
 use preview_core::model::Plan;
+use preview_core::plan::Planned;
 use preview_core::plan::error_json;
-use preview_core::render::{RenderInput, render};
+use preview_core::render::{RenderInput, ServiceRoute, render};
+use preview_core::routing::Routing;
 
 /// Arguments of `preview plan`.
 #[derive(Debug, Args)]
@@ -28,11 +30,11 @@ pub struct PlanArgs {
     /// Also render the generated files into this directory.
     #[arg(long, value_name = "OUT")]
     write: Option<PathBuf>,
-    /// Repository (`owner/name`) the written files are labelled with.
-    #[arg(long, default_value = "local/app", requires = "write")]
+    /// Repository (`owner/name`) the written files (and hostnames) are labelled with.
+    #[arg(long, default_value = "local/app")]
     repo: String,
-    /// Pull request number the written files are for.
-    #[arg(long, default_value_t = 1, requires = "write")]
+    /// Pull request number the written files (and hostnames) are for.
+    #[arg(long, default_value_t = 1)]
     pr: u64,
     /// Commit sha the written files are labelled with (40 hex digits).
     #[arg(
@@ -44,6 +46,11 @@ pub struct PlanArgs {
     /// Port on 127.0.0.1 the app is published on in the written compose file.
     #[arg(long, default_value_t = 8000, requires = "write")]
     host_port: u16,
+    /// Plan as the orchestrator does with hostnames on (each preview at
+    /// `{slug}-pr-{N}.{domain}`): a second web service labelled `preview.hostname` is then
+    /// routed at its own host (named after --repo and --pr), and the written files serve both.
+    #[arg(long, env = "PREVIEW_DOMAIN", value_name = "DOMAIN")]
+    preview_domain: Option<String>,
 }
 
 /// Runs `preview plan`. With `--json`, an error is also printed to stdout as `{"error": ...}`.
@@ -59,7 +66,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
 }
 
 fn plan_and_write(args: PlanArgs) -> Result<()> {
-    let planned = preview_core::plan(&args.dir).map_err(|e| anyhow!(e))?;
+    let (planned, routing, id) = routed_plan(&args)?;
     let mut written = Vec::new();
     if let Some(out) = &args.write {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -71,10 +78,8 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
             .canonicalize()
             .with_context(|| format!("resolving {}", args.dir.display()))?;
         let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
-        let pr = PrNumber::new(args.pr).map_err(|e| anyhow!(e))?;
         let sha = CommitSha::parse(&args.sha).map_err(|e| anyhow!(e))?;
-        let id = PreviewId::new(&RepoSlug::base_for(&repo), pr);
-        let input = RenderInput::for_preview(
+        let mut input = RenderInput::for_preview(
             &id,
             &repo,
             &sha,
@@ -83,6 +88,17 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
             out.join("Dockerfile"),
             random_secret()?,
         );
+        input.host = routing.host_route(&id);
+        // The second web service, at the port after the app's.
+        input.service_route = planned
+            .repo_compose
+            .as_ref()
+            .and_then(|c| c.hostname_service.as_ref())
+            .and_then(|second| routing.service_host_route(&id, &second.label))
+            .map(|route| ServiceRoute {
+                host_port: args.host_port % u16::MAX + 1,
+                route,
+            });
         let rendered = render(&planned, &input).map_err(|e| anyhow!(e))?;
         for (name, text) in rendered.files() {
             let path = out.join(name);
@@ -99,6 +115,36 @@ fn plan_and_write(args: PlanArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Plans `args.dir`, with its second web service routed as the orchestrator would with (or
+/// without) `--preview-domain`, for the preview of `--repo` and `--pr`.
+fn routed_plan(args: &PlanArgs) -> Result<(Planned, Routing, PreviewId)> {
+    let mut planned = preview_core::plan(&args.dir).map_err(|e| anyhow!(e))?;
+    let repo = RepoFullName::parse(&args.repo).map_err(|e| anyhow!(e))?;
+    let pr = PrNumber::new(args.pr).map_err(|e| anyhow!(e))?;
+    let id = PreviewId::new(&RepoSlug::base_for(&repo), pr);
+    let routing = match &args.preview_domain {
+        Some(domain) if !preview_core::render::is_hostname(domain) => {
+            return Err(anyhow!(
+                "--preview-domain {domain:?} is not a DNS name of [a-z0-9-] labels"
+            ));
+        }
+        Some(domain) => Routing::Hostname {
+            domain: domain.clone(),
+            listen: vec!["80".to_owned()],
+            tls: None,
+        },
+        None => Routing::Path {
+            base_url: "http://localhost".to_owned(),
+        },
+    };
+    planned.route_hostname_service(|label| {
+        routing
+            .service_host_route(&id, label)
+            .map(|route| route.hostname)
+    });
+    Ok((planned, routing, id))
 }
 
 /// 24 random alphanumerics from the kernel, for database passwords in written files.
@@ -190,6 +236,10 @@ fn human(plan: &Plan) -> String {
         for service in &c.services {
             let mut role = if service.routed {
                 "routed: the web service".to_owned()
+            } else if let Some(host) = &service.routed_at {
+                format!("routed at {host} (its own hostname)")
+            } else if service.hostname_label.is_some() {
+                "private: hostnames are off (see warnings)".to_owned()
             } else {
                 "private".to_owned()
             };
@@ -256,6 +306,7 @@ mod tests {
             pr: 42,
             sha: "0123456789abcdef0123456789abcdef01234567".into(),
             host_port: 8042,
+            preview_domain: None,
         }
     }
 
@@ -269,6 +320,55 @@ mod tests {
         let nginx = std::fs::read_to_string(out.path().join("nginx.conf")).unwrap();
         assert!(nginx.contains("location /acme-shop/pr-42/ {"), "{nginx}");
         assert!(out.path().join("Dockerfile").exists());
+    }
+
+    /// A second web service (`preview.hostname: admin`): with `--preview-domain` it is routed at
+    /// its own host and the written files publish and serve it; without, it stays private and
+    /// the warnings say why.
+    #[test]
+    fn a_second_web_service_by_preview_domain() {
+        let mut with_domain = args(fixture("compose-two-web"), None);
+        with_domain.preview_domain = Some("preview.example.com".into());
+        let (planned, _, _) = routed_plan(&with_domain).unwrap();
+        let text = human(&planned.plan);
+        assert!(
+            text.contains("\n  - admin: built from admin, routed at acme-shop-pr-42-admin.preview.example.com (its own hostname)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("stays private"), "{text}");
+        insta::assert_snapshot!("plan-compose-two-web-hostnames", text);
+
+        let (planned, _, _) = routed_plan(&args(fixture("compose-two-web"), None)).unwrap();
+        let text = human(&planned.plan);
+        assert!(
+            text.contains(
+                "\n  - admin: built from admin, private: hostnames are off (see warnings)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwarnings:\n  - service `admin` of compose.yaml has the label `preview.hostname: admin` but stays private: hostnames are off"),
+            "{text}"
+        );
+
+        let out = tempfile::tempdir().unwrap();
+        with_domain.write = Some(out.path().to_owned());
+        run(with_domain).unwrap();
+        let compose = std::fs::read_to_string(out.path().join("docker-compose.yml")).unwrap();
+        assert!(compose.contains("published: \"8043\""), "{compose}");
+        let nginx = std::fs::read_to_string(out.path().join("nginx.conf")).unwrap();
+        assert!(
+            nginx.contains("server_name acme-shop-pr-42-admin.preview.example.com;"),
+            "{nginx}"
+        );
+        assert!(
+            nginx.contains("proxy_pass http://127.0.0.1:8043;"),
+            "{nginx}"
+        );
+
+        let mut bad = args(fixture("compose-two-web"), None);
+        bad.preview_domain = Some("preview.example.com;".into());
+        assert!(routed_plan(&bad).is_err(), "the domain is checked");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 pub const FILE_NAMES: [&str; 2] = ["preview-config.yml", "preview-config.yaml"];
 
 /// Every key the file may hold.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "framework",
     "database",
     "health_check_path",
@@ -34,6 +34,7 @@ pub const KEYS: [&str; 15] = [
     "app_path",
     "compose",
     "web_service",
+    "hostname_service",
 ];
 
 /// What the `compose` key says about the repo's compose file.
@@ -109,6 +110,9 @@ pub struct PreviewConfig {
     pub compose: Option<Located<ComposeChoice>>,
     /// `web_service`: the compose service that is the web app.
     pub web_service: Option<Located<String>>,
+    /// `hostname_service`: the compose service routed at its own hostname beside the web app
+    /// (as the `preview.hostname` label says; see [`crate::sanitize::HostnameService`]).
+    pub hostname_service: Option<Located<String>>,
 }
 
 /// The file as written, before validation. Every field keeps its line.
@@ -130,6 +134,7 @@ struct Raw {
     app_path: Option<Spanned<String>>,
     compose: Option<Spanned<String>>,
     web_service: Option<Spanned<String>>,
+    hostname_service: Option<Spanned<String>>,
 }
 
 /// The `database` key as written: an engine's name (`postgres`, `none`, ...), or a mapping with
@@ -683,6 +688,40 @@ impl PreviewConfig {
                 ));
             }
             config.web_service = Some(Located {
+                value: name.to_owned(),
+                line,
+            });
+        }
+
+        if let Some(s) = raw.hostname_service {
+            let line = line_of(&s);
+            let name = s.value.trim();
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !valid {
+                return Err(err(
+                    Some(line),
+                    Some("hostname_service"),
+                    format!("{name:?} is not a compose service name ([a-zA-Z0-9._-], at most 63)"),
+                ));
+            }
+            if matches!(
+                config.compose,
+                Some(Located {
+                    value: ComposeChoice::Off,
+                    ..
+                })
+            ) {
+                return Err(err(
+                    Some(line),
+                    Some("hostname_service"),
+                    "names a compose service, but compose is none".to_owned(),
+                ));
+            }
+            config.hostname_service = Some(Located {
                 value: name.to_owned(),
                 line,
             });

@@ -527,8 +527,23 @@ impl PreviewId {
     /// `*.{domain}` covers every preview. A longer (or IDNA-looking) id keeps the start of its
     /// slug and gets a short hash of the whole id, so the label stays unique and stable.
     pub fn host_label(&self) -> String {
+        self.host_label_within(63)
+    }
+
+    /// The DNS label of a second web service's own hostname, `{slug}-pr-{N}-{label}` (see
+    /// [`crate::sanitize::HOSTNAME_LABEL`]): the preview's label, shortened and hashed as
+    /// [`Self::host_label`] does when the whole would pass 63 characters. `label` is a checked
+    /// [`crate::sanitize::is_service_label`], so it has no `pr` part: the last `-pr-{N}` of a
+    /// hostname tells which preview it is, and only a service's hostname has more after it, so
+    /// no service's host is ever another preview's or another service's.
+    pub fn service_host_label(&self, label: &str) -> String {
+        let budget = 63usize.saturating_sub(label.len() + 1);
+        format!("{}-{label}", self.host_label_within(budget))
+    }
+
+    fn host_label_within(&self, max: usize) -> String {
         let id = &self.id;
-        let plain_ok = id.len() <= 63
+        let plain_ok = id.len() <= max
             && !id.starts_with('-')
             && id.get(2..4) != Some("--")
             && !id[..self.slug_len].ends_with('-');
@@ -540,7 +555,7 @@ impl PreviewId {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
         let suffix = format!("-{:06x}-pr-{}", hash & 0xff_ffff, self.pr);
-        let keep = 63 - suffix.len();
+        let keep = max.saturating_sub(suffix.len());
         let head = id[..self.slug_len]
             .chars()
             .take(keep)

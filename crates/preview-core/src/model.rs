@@ -457,6 +457,14 @@ pub struct ComposeServiceSummary {
     pub source: String,
     /// Whether nginx routes to it (the web service) rather than it staying private.
     pub routed: bool,
+    /// Its `preview.hostname` label: a second web service, routed at its own hostname when
+    /// previews have hostnames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname_label: Option<String>,
+    /// The hostname nginx serves it at, once the plan knows previews have hostnames
+    /// ([`crate::plan::Planned::route_hostname_service`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_at: Option<String>,
     /// Its restart policy when it lets it end (`no` or `on-failure[:N]`); `None` for a service
     /// that keeps running.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -30,6 +30,70 @@ pub struct Planned {
     pub repo_compose: Option<SanitizedCompose>,
 }
 
+impl Planned {
+    /// Decides the repo's second web service ([`sanitize::HostnameService`]) by how previews
+    /// are reached: with hostnames, nginx serves it at its own host and the plan says where;
+    /// under paths it stays private, and the plan's warnings say why. `hostname_for` gives the
+    /// service's hostname for its label, or `None` when hostnames are off (it is
+    /// `Routing::service_host_route`, given as a function so that planning stays below routing).
+    pub fn route_hostname_service(&mut self, hostname_for: impl FnOnce(&str) -> Option<String>) {
+        let Some(compose) = self.repo_compose.as_mut() else {
+            return;
+        };
+        let Some(second) = compose.hostname_service.clone() else {
+            return;
+        };
+        match hostname_for(&second.label) {
+            Some(hostname) => {
+                self.plan.reasons.push(format!(
+                    "service `{}` is routed at {} (port {}) because it has the label `{}: {}` in {}",
+                    second.service,
+                    hostname,
+                    second.port,
+                    sanitize::HOSTNAME_LABEL,
+                    second.label,
+                    compose.file
+                ));
+                // The sanitiser's note on its dropped `ports` says only the web service is
+                // routed: not so for this one.
+                let dropped = format!("service `{}`: `ports` dropped", second.service);
+                let routed = format!(
+                    "service `{}`: `ports` dropped; it is published on 127.0.0.1 at a port of the orchestrator's, routed at its own hostname",
+                    second.service
+                );
+                for note in self.plan.warnings.iter_mut().chain(
+                    self.plan
+                        .compose
+                        .iter_mut()
+                        .flat_map(|c| c.changed.iter_mut()),
+                ) {
+                    if note.starts_with(&dropped) {
+                        note.clone_from(&routed);
+                    }
+                }
+                if let Some(summary) = self.plan.compose.as_mut()
+                    && let Some(service) = summary
+                        .services
+                        .iter_mut()
+                        .find(|s| s.name == second.service)
+                {
+                    service.routed_at = Some(hostname);
+                }
+            }
+            None => {
+                self.plan.warnings.push(format!(
+                    "service `{}` of {} has the label `{}: {}` but stays private: hostnames are off (previews are served under a path; PREVIEW_DOMAIN gives each its own hostname)",
+                    second.service,
+                    compose.file,
+                    sanitize::HOSTNAME_LABEL,
+                    second.label
+                ));
+                compose.hostname_service = None;
+            }
+        }
+    }
+}
+
 /// Plans the checkout at `root`.
 pub fn plan(root: &Path) -> Result<Planned> {
     plan_checkout(&Checkout::open(root)?)
@@ -115,6 +179,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
 
     // 3. A repo-owned compose file, sanitised.
     let mut repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
+    name_hostname_service(&config, repo_compose.as_mut())?;
     if let Some(c) = &mut repo_compose {
         read_dotenv(checkout, c, &mut reasons)?;
         activate_profiles(c, &mut reasons);
@@ -792,6 +857,32 @@ fn workspace_candidates(checkout: &Checkout) -> (Vec<String>, &'static str) {
 /// `docker-compose.preview.yml` in the app dir, then at the root; else the project's own
 /// `compose.yaml` (or `compose.yml`, `docker-compose.yml`, `docker-compose.yaml`) in the app dir,
 /// when one of its services is built from the repo or is named the web service.
+/// Applies preview-config.yml's `hostname_service` key to the compose file, if it has one.
+fn name_hostname_service(
+    config: &PreviewConfig,
+    compose: Option<&mut SanitizedCompose>,
+) -> Result<()> {
+    let Some(key) = &config.hostname_service else {
+        return Ok(());
+    };
+    let Some(compose) = compose else {
+        return Err(config.error(
+            "hostname_service",
+            key.line,
+            "names a compose service, but no compose file is used",
+        ));
+    };
+    sanitize::name_hostname_service(
+        compose,
+        WebOverride {
+            service: &key.value,
+            config_file: &config.file,
+            key: "hostname_service",
+            line: key.line,
+        },
+    )
+}
+
 fn find_compose(
     checkout: &Checkout,
     config: &PreviewConfig,
@@ -1008,6 +1099,12 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
                 (None, None) => "no image".to_owned(),
             },
             routed: service.name == compose.app_service,
+            hostname_label: compose
+                .hostname_service
+                .as_ref()
+                .filter(|h| h.service == service.name)
+                .map(|h| h.label.clone()),
+            routed_at: None,
             restart: (service.may_end() && service.name != compose.app_service)
                 .then(|| service.restart.clone()),
             runs_to_completion: service.awaited,
@@ -1267,6 +1364,93 @@ mod tests {
         assert!(
             err.contains("startup_commands need app_entrypoint"),
             "{err}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod hostname_service_key_tests {
+    use super::*;
+
+    fn plan_files(files: &[(&str, &str)]) -> Result<Planned> {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        plan(dir.path())
+    }
+
+    const TWO: &str = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  frontend:\n    build: ./ui\n    expose: [\"3000\"]\n  db:\n    image: postgres:16-bookworm\n";
+
+    fn with_key(compose: &str, key: &str) -> Result<Planned> {
+        plan_files(&[
+            ("Dockerfile", "FROM scratch\n"),
+            ("ui/Dockerfile", "FROM scratch\n"),
+            ("compose.yaml", compose),
+            ("preview-config.yml", key),
+        ])
+    }
+
+    /// preview-config.yml's `hostname_service` names the second web service; its label is its
+    /// `preview.hostname`, else its name.
+    #[test]
+    fn the_key_names_the_second_web_service() {
+        let planned = with_key(TWO, "hostname_service: frontend\n").unwrap();
+        let second = planned.repo_compose.unwrap().hostname_service.unwrap();
+        assert_eq!(
+            (second.service.as_str(), second.label.as_str(), second.port),
+            ("frontend", "frontend", 3000)
+        );
+        let labelled = TWO.replace(
+            "    expose: [\"3000\"]\n",
+            "    expose: [\"3000\"]\n    labels: {preview.hostname: ui}\n",
+        );
+        let planned = with_key(&labelled, "hostname_service: frontend\n").unwrap();
+        assert_eq!(
+            planned
+                .repo_compose
+                .unwrap()
+                .hostname_service
+                .unwrap()
+                .label,
+            "ui"
+        );
+    }
+
+    #[test]
+    fn a_bad_key_is_refused_with_the_config_line() {
+        let error = |compose: &str, key: &str| with_key(compose, key).unwrap_err().to_string();
+        assert_eq!(
+            error(TWO, "framework: python\nhostname_service: admin\n"),
+            "preview-config.yml:2: key `hostname_service`: compose.yaml has no service `admin` (its services: `db`, `frontend`, `web`)"
+        );
+        assert_eq!(
+            error(TWO, "hostname_service: web\n"),
+            "preview-config.yml:1: key `hostname_service`: `web` is the web service, served at the preview's own hostname; name a second service"
+        );
+        assert_eq!(
+            error(TWO, "hostname_service: db\n"),
+            "preview-config.yml:1: key `hostname_service`: `db` has no port to route to: list it in `ports` or `expose` in compose.yaml"
+        );
+        let renamed = TWO.replace("frontend:", "Front_End:");
+        assert_eq!(
+            error(&renamed, "hostname_service: Front_End\n"),
+            "preview-config.yml:1: key `hostname_service`: `Front_End` is not a hostname label: 1-20 of [a-z0-9-] starting with a letter, in parts joined by single dashes, none of them `pr`; give `Front_End` the label `preview.hostname: LABEL` in compose.yaml"
+        );
+        assert_eq!(
+            error(TWO, "compose: none\nhostname_service: frontend\n"),
+            "preview-config.yml:2: key `hostname_service`: names a compose service, but compose is none"
+        );
+        assert_eq!(
+            plan_files(&[
+                ("main.py", "print('hi')\n"),
+                ("preview-config.yml", "hostname_service: frontend\n")
+            ])
+            .unwrap_err()
+            .to_string(),
+            "preview-config.yml:1: key `hostname_service`: names a compose service, but no compose file is used"
         );
     }
 }

@@ -124,6 +124,10 @@ pub struct PortAllocation {
     /// serving ones; it becomes `app` when nginx switches to them.
     #[serde(default, rename = "nextApp", skip_serializing_if = "Option::is_none")]
     pub next_app: Option<u16>,
+    /// The port of the repo compose file's second web service, routed at its own hostname
+    /// ([`crate::sanitize::HostnameService`]); from the app pool, as it is proxied by nginx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<u16>,
 }
 
 impl PortAllocation {
@@ -132,6 +136,7 @@ impl PortAllocation {
         std::iter::once(self.app)
             .chain(self.db)
             .chain(self.next_app)
+            .chain(self.service)
     }
 }
 
@@ -201,6 +206,7 @@ impl PortPools {
             app,
             db,
             next_app: None,
+            service: None,
         })
     }
 }
@@ -254,6 +260,7 @@ mod tests {
                 app: 30003,
                 db: Some(30011),
                 next_app: None,
+                service: None,
             }
         );
         let err = pools

@@ -55,6 +55,26 @@ impl Routing {
             }),
         }
     }
+
+    /// The own host of the preview's second web service with `preview.hostname: label`
+    /// (`{slug}-pr-{N}-{label}.{domain}`, one label deep so the wildcard certificate covers
+    /// it), when previews have hostnames; `None` under paths, where it stays private.
+    pub fn service_host_route(&self, id: &PreviewId, label: &str) -> Option<HostRoute> {
+        let mut route = self.host_route(id)?;
+        let Routing::Hostname { domain, .. } = self else {
+            return None;
+        };
+        route.hostname = format!("{}.{domain}", id.service_host_label(label));
+        Some(route)
+    }
+
+    /// The public URL of the second web service labelled `label`, ending in `/`, when
+    /// previews have hostnames.
+    pub fn service_url(&self, id: &PreviewId, label: &str) -> Option<String> {
+        let route = self.service_host_route(id, label)?;
+        let scheme = if route.tls.is_some() { "https" } else { "http" };
+        Some(format!("{scheme}://{}/", route.hostname))
+    }
 }
 
 #[cfg(test)]
@@ -99,7 +119,7 @@ mod tests {
         assert_eq!(host.host_route(&id).unwrap().tls, None);
         std::fs::write(&tls.certificate, "chain").unwrap();
         std::fs::write(&tls.key, "key").unwrap();
-        assert_eq!(host.host_route(&id).unwrap().tls, Some(tls));
+        assert_eq!(host.host_route(&id).unwrap().tls, Some(tls.clone()));
         assert_eq!(
             host.url(&id),
             "https://octo-org-api-pr-7.preview.example.com/"
@@ -107,6 +127,44 @@ mod tests {
         assert_eq!(
             host.host_route(&id).unwrap().hostname,
             "octo-org-api-pr-7.preview.example.com"
+        );
+        assert_eq!(
+            host.service_url(&id, "admin").as_deref(),
+            Some("https://octo-org-api-pr-7-admin.preview.example.com/")
+        );
+        assert_eq!(
+            host.service_host_route(&id, "admin").unwrap().tls,
+            Some(tls),
+            "the same wildcard certificate"
+        );
+        assert_eq!(path.service_url(&id, "admin"), None, "private under paths");
+    }
+
+    #[test]
+    fn a_service_host_is_one_dns_label_that_no_preview_or_other_service_has() {
+        let id = |slug: &str, pr: u64| {
+            PreviewId::new(&RepoSlug::parse(slug).unwrap(), PrNumber::new(pr).unwrap())
+        };
+        assert_eq!(
+            id("octo-api", 7).service_host_label("admin"),
+            "octo-api-pr-7-admin"
+        );
+        // The preview `admin-octo-api` PR 7 is `admin-octo-api-pr-7`: a prefix would clash.
+        assert_ne!(
+            id("octo-api", 7).service_host_label("admin"),
+            id("admin-octo-api", 7).host_label()
+        );
+        let long = "a".repeat(50) + "-x1";
+        let label = id(&long, 2_147_483_647).service_host_label("a-twenty-char-label1");
+        assert!(label.len() <= 63, "{label}");
+        assert!(
+            label.ends_with("-pr-2147483647-a-twenty-char-label1"),
+            "{label}"
+        );
+        assert!(crate::render::is_hostname(&label), "{label}");
+        assert_ne!(
+            label,
+            id(&("a".repeat(50) + "-x2"), 2_147_483_647).service_host_label("a-twenty-char-label1"),
         );
     }
 }

@@ -42,6 +42,10 @@ pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
 /// The label that marks a service as the web app, overriding the automatic choice.
 pub const WEB_LABEL: &str = "preview.web";
 
+/// The label that routes a second web service (a front end, an admin) at its own hostname,
+/// e.g. `preview.hostname: admin`; see [`HostnameService`].
+pub const HOSTNAME_LABEL: &str = "preview.hostname";
+
 /// The compose service that is the app, when the file has one by that name.
 pub const APP_SERVICE: &str = "app";
 
@@ -93,6 +97,8 @@ pub struct SanitizedCompose {
     /// Every variable the file refers to, checked by [`check_variables`] once the plan knows the
     /// preview's own variables.
     pub variables: Vec<VariableRef>,
+    /// The second web service, routed at its own hostname when previews have hostnames.
+    pub hostname_service: Option<HostnameService>,
     /// The variables of the `.env` beside the file, which Compose reads for its references
     /// ([`crate::dotenv`]); the preview's own variables win over them. Filled in by the plan.
     #[serde(skip)]
@@ -101,7 +107,8 @@ pub struct SanitizedCompose {
 
 impl SanitizedCompose {
     /// Activates profiles as `docker compose up` would with `COMPOSE_PROFILES` set to `active`
-    /// (from the `.env`), and also the web service's own, and those of every service a started
+    /// (from the `.env`), and also the web service's own (and the second web service's, see
+    /// [`HostnameService`]), and those of every service a started
     /// one depends on: their `profiles` key goes, so Compose starts them. Other services keep
     /// theirs, and Compose does not start them. Returns the profiles activated for the web
     /// service and its dependencies, for the plan's reasons.
@@ -118,6 +125,8 @@ impl SanitizedCompose {
             .collect();
         let mut queue: Vec<String> = started.iter().cloned().collect();
         queue.push(self.app_service.clone());
+        // A second web service the repo asks to route is started like the web service.
+        queue.extend(self.hostname_service.as_ref().map(|h| h.service.clone()));
         while let Some(name) = queue.pop() {
             started.insert(name.clone());
             if let Some(service) = self.services.iter().find(|s| s.name == name) {
@@ -687,6 +696,7 @@ pub fn sanitize_choosing(
         }
     }
     let (app_service, app_service_reason) = choose_web_service(&r, &services, web)?;
+    let hostname_service = choose_hostname_service(&r, &services, &app_service)?;
     Ok(SanitizedCompose {
         file: ctx.file.clone(),
         services,
@@ -698,6 +708,7 @@ pub fn sanitize_choosing(
         configs,
         warnings,
         variables,
+        hostname_service,
         dotenv: BTreeMap::new(),
     })
 }
@@ -2090,6 +2101,149 @@ fn resolve_map(
         .collect()
 }
 
+/// A second web service of the repo's compose file (a front end beside the API, an admin):
+/// with hostnames on (PREVIEW_DOMAIN), it is published on 127.0.0.1 at a port of its own and
+/// nginx serves it at `{slug}-pr-{N}-{label}.{domain}`
+/// ([`crate::id::PreviewId::service_host_label`]); with hostnames off it stays private.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostnameService {
+    /// The service.
+    pub service: String,
+    /// Its [`HOSTNAME_LABEL`], a checked [`is_service_label`].
+    pub label: String,
+    /// The container port nginx reaches: its first published port, else its first exposed one.
+    pub port: u16,
+}
+
+/// Longest [`HOSTNAME_LABEL`] value: with the preview's own label it must fit one DNS label.
+pub const SERVICE_LABEL_MAX: usize = 20;
+
+/// True for a [`HOSTNAME_LABEL`] value: 1 to [`SERVICE_LABEL_MAX`] of `[a-z0-9-]` in parts
+/// joined by single dashes, starting with a letter, none of them `pr` (reserved: it marks where
+/// a preview's own label ends, see [`crate::id::PreviewId::service_host_label`]).
+pub fn is_service_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= SERVICE_LABEL_MAX
+        && label.starts_with(|c: char| c.is_ascii_lowercase())
+        && label
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && label
+            .split('-')
+            .all(|part| !part.is_empty() && part != "pr")
+}
+
+/// The service with the [`HOSTNAME_LABEL`], checked: one at most, not the web service, a valid
+/// label, and a port to route to.
+fn choose_hostname_service(
+    r: &Refusals,
+    services: &[RepoService],
+    app_service: &str,
+) -> Result<Option<HostnameService>> {
+    let labelled: Vec<&RepoService> = services
+        .iter()
+        .filter(|s| s.labels.contains_key(HOSTNAME_LABEL))
+        .collect();
+    let service = match labelled.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        many => {
+            return Err(r.refuse(
+                None,
+                "services",
+                format!(
+                    "{} all have the label `{HOSTNAME_LABEL}`; one service beside the web service may have its own hostname",
+                    name_list(many)
+                ),
+            ));
+        }
+    };
+    let name = service.name.as_str();
+    let refuse = |reason: String| {
+        let line = locate_text(r.text, name, "labels", &[HOSTNAME_LABEL.to_owned()]);
+        r.refuse_at(name, "labels", line, reason)
+    };
+    let label = service.labels[HOSTNAME_LABEL].trim();
+    if name == app_service {
+        return Err(refuse(format!(
+            "`{name}` is the web service, served at the preview's own hostname; `{HOSTNAME_LABEL}` names a second service's"
+        )));
+    }
+    if !is_service_label(label) {
+        return Err(refuse(format!(
+            "`{HOSTNAME_LABEL}: {label}` is not a hostname label: 1-{SERVICE_LABEL_MAX} of [a-z0-9-] starting with a letter, in parts joined by single dashes, none of them `pr` (e.g. `admin`)"
+        )));
+    }
+    let Some(port) = routed_port(service) else {
+        return Err(refuse(format!(
+            "`{name}` has `{HOSTNAME_LABEL}: {label}` but no port to route to: list it in `ports` or `expose`"
+        )));
+    };
+    Ok(Some(HostnameService {
+        service: name.to_owned(),
+        label: label.to_owned(),
+        port,
+    }))
+}
+
+/// The container port nginx reaches a second web service at: its first published port, else
+/// its first exposed one.
+fn routed_port(service: &RepoService) -> Option<u16> {
+    service.published.first().copied().or_else(|| {
+        service
+            .expose
+            .iter()
+            .find_map(|p| p.split('/').next()?.trim().parse::<u16>().ok())
+            .filter(|p| *p > 0)
+    })
+}
+
+/// Applies preview-config.yml's `hostname_service` key (`key.service`), which names the second
+/// web service over any `preview.hostname` label: its hostname label is its own
+/// `preview.hostname`, else its name. Errors name the config file, key and line.
+pub fn name_hostname_service(compose: &mut SanitizedCompose, key: WebOverride) -> Result<()> {
+    let refuse = |message: String| Error::Config {
+        file: key.config_file.to_owned(),
+        line: Some(key.line),
+        key: Some(key.key.to_owned()),
+        message,
+    };
+    let file = &compose.file;
+    let Some(service) = compose.services.iter().find(|s| s.name == key.service) else {
+        return Err(refuse(format!(
+            "{file} has no service `{}` (its services: {})",
+            key.service,
+            name_list(&compose.services.iter().collect::<Vec<_>>())
+        )));
+    };
+    let name = service.name.as_str();
+    if name == compose.app_service {
+        return Err(refuse(format!(
+            "`{name}` is the web service, served at the preview's own hostname; name a second service"
+        )));
+    }
+    let label = service
+        .labels
+        .get(HOSTNAME_LABEL)
+        .map_or(name, |l| l.trim());
+    if !is_service_label(label) {
+        return Err(refuse(format!(
+            "`{label}` is not a hostname label: 1-{SERVICE_LABEL_MAX} of [a-z0-9-] starting with a letter, in parts joined by single dashes, none of them `pr`; give `{name}` the label `{HOSTNAME_LABEL}: LABEL` in {file}"
+        )));
+    }
+    let Some(port) = routed_port(service) else {
+        return Err(refuse(format!(
+            "`{name}` has no port to route to: list it in `ports` or `expose` in {file}"
+        )));
+    };
+    compose.hostname_service = Some(HostnameService {
+        service: name.to_owned(),
+        label: label.to_owned(),
+        port,
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2649,5 +2803,130 @@ mod tests {
         ));
         let err = run(&text).unwrap_err().to_string();
         assert!(err.contains("budget") || err.contains("alias"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod hostname_service_tests {
+    use super::*;
+
+    fn run(text: &str) -> Result<SanitizedCompose> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let checkout = Checkout::open(dir.path()).unwrap();
+        sanitize(
+            text,
+            &SanitizeContext {
+                checkout: &checkout,
+                file: "compose.yaml".into(),
+            },
+        )
+    }
+
+    const TWO: &str = "services:\n  web:\n    build: .\n    labels: {preview.web: \"true\"}\n    ports: [\"8000:8000\"]\n  admin:\n    build: .\n    labels:\n      preview.hostname: admin\n    ports: [\"3001:3000\"]\n  db:\n    image: postgres:16-bookworm\n";
+
+    #[test]
+    fn the_labelled_service_is_routed_at_its_published_or_exposed_port() {
+        let s = run(TWO).unwrap();
+        assert_eq!(s.app_service, "web");
+        assert_eq!(
+            s.hostname_service,
+            Some(HostnameService {
+                service: "admin".into(),
+                label: "admin".into(),
+                port: 3000,
+            })
+        );
+        let exposed = TWO.replace("ports: [\"3001:3000\"]", "expose: [\"4000/tcp\"]");
+        assert_eq!(run(&exposed).unwrap().hostname_service.unwrap().port, 4000);
+        let none = TWO.replace("      preview.hostname: admin\n", "      other: x\n");
+        assert_eq!(run(&none).unwrap().hostname_service, None);
+    }
+
+    #[test]
+    fn bad_labels_are_refused_with_the_file_service_and_line() {
+        for (label, why) in [
+            ("Admin", "is not a hostname label"),
+            ("admin.x", "is not a hostname label"),
+            ("-admin", "is not a hostname label"),
+            ("9admin", "is not a hostname label"),
+            ("a--b", "is not a hostname label"),
+            ("pr-2", "none of them `pr`"),
+            ("my-pr-site", "none of them `pr`"),
+            ("a-very-long-label-indeed", "1-20 of [a-z0-9-]"),
+        ] {
+            let text = TWO.replace(
+                "preview.hostname: admin",
+                &format!("preview.hostname: {label}"),
+            );
+            let err = run(&text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("compose.yaml:9: service `admin`: key `labels`:"),
+                "{label}: {err}"
+            );
+            assert!(err.contains(why), "{label}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_web_service_a_second_label_or_no_port_is_refused() {
+        let on_web = TWO
+            .replace(
+                "preview.web: \"true\"}",
+                "preview.web: \"true\", preview.hostname: admin}",
+            )
+            .replace("      preview.hostname: admin\n", "      other: x\n");
+        let err = run(&on_web).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "compose.yaml:4: service `web`: key `labels`: `web` is the web service, served at the preview's own hostname; `preview.hostname` names a second service's"
+        );
+        let two = TWO.replace(
+            "    image: postgres:16-bookworm\n",
+            "    image: postgres:16-bookworm\n    labels: [preview.hostname=db]\n",
+        );
+        let err = run(&two).unwrap_err().to_string();
+        assert!(
+            err.contains("`admin`, `db` all have the label `preview.hostname`"),
+            "{err}"
+        );
+        let portless = TWO.replace("    ports: [\"3001:3000\"]\n", "");
+        let err = run(&portless).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "compose.yaml:9: service `admin`: key `labels`: `admin` has `preview.hostname: admin` but no port to route to: list it in `ports` or `expose`"
+        );
+    }
+}
+
+#[cfg(test)]
+mod hostname_service_profile_tests {
+    use super::*;
+
+    /// A routed second web service in a profile is started, as the web service is.
+    #[test]
+    fn a_second_web_service_in_a_profile_is_started() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let checkout = Checkout::open(dir.path()).unwrap();
+        let text = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  admin:\n    image: python:3.12-slim-bookworm\n    profiles: [tools]\n    labels: {preview.hostname: admin}\n    expose: [\"3000\"]\n  other:\n    image: python:3.12-slim-bookworm\n    profiles: [tools]\n";
+        let mut s = sanitize(
+            text,
+            &SanitizeContext {
+                checkout: &checkout,
+                file: "compose.yaml".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(s.activate_profiles(&BTreeSet::new()), ["tools"]);
+        let profiles = |name: &str| {
+            s.services
+                .iter()
+                .find(|x| x.name == name)
+                .unwrap()
+                .profiles()
+        };
+        assert!(profiles("admin").is_empty(), "started");
+        assert_eq!(profiles("other"), ["tools"], "not started");
     }
 }

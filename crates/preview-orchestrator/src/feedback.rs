@@ -23,6 +23,8 @@ pub struct FeedbackSettings {
     pub commit_statuses: bool,
 }
 
+pub use crate::record::ServiceUrl;
+
 /// The state a PR comment shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
@@ -47,6 +49,9 @@ pub enum CommentState {
         /// The plan's warnings, worth the author's attention.
         warnings: Vec<String>,
         footprint: Footprint,
+        /// The URL of the repo's second web service at its own hostname, beside the app's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        service_urls: Vec<ServiceUrl>,
     },
     /// A job failed in `phase`.
     Failed {
@@ -62,12 +67,20 @@ pub enum CommentState {
         missing_images: Vec<MissingImage>,
     },
     /// Asleep after a while without requests; the next visit wakes it.
-    Asleep { footprint: Footprint },
+    Asleep {
+        footprint: Footprint,
+        /// The second web service's URL, which wakes it too.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        service_urls: Vec<ServiceUrl>,
+    },
     /// Woke from sleep for a visit and serves again.
     Awake {
         framework: Option<String>,
         wake_secs: String,
         footprint: Footprint,
+        /// The second web service's URL, beside the app's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        service_urls: Vec<ServiceUrl>,
     },
     /// Waiting for free disk before building (`MIN_FREE_DISK_GB`), after pruning what no
     /// preview uses.
@@ -315,7 +328,7 @@ async fn measure(engine: &dyn preview_engine::Engine, update: &mut FeedbackUpdat
     let footprint = match &mut update.state {
         CommentState::Live { footprint, .. }
         | CommentState::Awake { footprint, .. }
-        | CommentState::Asleep { footprint } => footprint,
+        | CommentState::Asleep { footprint, .. } => footprint,
         _ => return,
     };
     let name = update.id.as_str();
@@ -493,6 +506,20 @@ mod tests {
                     warnings: vec![
                         "gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".into(),
                     ],
+                    service_urls: Vec::new(),
+                },
+            ),
+            (
+                "live_second_web_service",
+                CommentState::Live {
+                    framework: None,
+                    footprint: Footprint::awake(Some(9_400), Some(700)),
+                    database: None,
+                    warnings: Vec::new(),
+                    service_urls: vec![ServiceUrl {
+                        service: "admin".into(),
+                        url: "https://octo-org-hello-api-pr-7-admin.preview.example.com/".into(),
+                    }],
                 },
             ),
             (
@@ -504,6 +531,7 @@ mod tests {
                         "postgres on the shared server, cloned from the template database of `db/seed.sql` (0.3 s)".into(),
                     ),
                     warnings: Vec::new(),
+                    service_urls: Vec::new(),
                 },
             ),
             (
@@ -593,6 +621,17 @@ mod tests {
                         disk: Some("312 MB".into()),
                         ..Footprint::asleep(Some(12_300), Some(800))
                     },
+                    service_urls: Vec::new(),
+                },
+            ),
+            (
+                "asleep_second_web_service",
+                CommentState::Asleep {
+                    footprint: Footprint::asleep(Some(9_400), Some(700)),
+                    service_urls: vec![ServiceUrl {
+                        service: "admin".into(),
+                        url: "https://octo-org-hello-api-pr-7-admin.preview.example.com/".into(),
+                    }],
                 },
             ),
             (
@@ -605,6 +644,7 @@ mod tests {
                         disk: Some("312 MB".into()),
                         ..Footprint::awake(Some(12_300), Some(800))
                     },
+                    service_urls: Vec::new(),
                 },
             ),
             (
@@ -613,6 +653,19 @@ mod tests {
                     framework: None,
                     wake_secs: "0.9".into(),
                     footprint: Footprint::awake(None, None),
+                    service_urls: Vec::new(),
+                },
+            ),
+            (
+                "awake_second_web_service",
+                CommentState::Awake {
+                    framework: None,
+                    wake_secs: "0.9".into(),
+                    footprint: Footprint::awake(None, None),
+                    service_urls: vec![ServiceUrl {
+                        service: "admin".into(),
+                        url: "https://octo-org-hello-api-pr-7-admin.preview.example.com/".into(),
+                    }],
                 },
             ),
             (

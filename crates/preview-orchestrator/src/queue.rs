@@ -1120,6 +1120,7 @@ fn decide_deploy(
             trusted: req.trusted,
             build_ms: None,
             start_ms: None,
+            service_urls: Vec::new(),
         }),
     };
     if deploy_now {

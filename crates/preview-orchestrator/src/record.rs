@@ -160,6 +160,20 @@ pub struct DeploymentRecord {
     /// answer, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_ms: Option<u64>,
+    /// The serving commit's other public URLs: its second web service at its own hostname
+    /// (`preview.hostname`), for the comments that follow the live one (asleep, awake).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_urls: Vec<ServiceUrl>,
+}
+
+/// A public URL of one of the preview's services other than the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUrl {
+    /// The compose service.
+    pub service: String,
+    /// Its URL, ending in `/`.
+    pub url: String,
 }
 
 impl DeploymentRecord {

@@ -435,11 +435,7 @@ impl Store {
                     .allocate(true, &taken, published, |p| {
                         p == a.app || port_is_free_on_host(p)
                     })
-                    .map(|n| PortAllocation {
-                        app: a.app,
-                        db: n.db,
-                        next_app: a.next_app,
-                    }),
+                    .map(|n| PortAllocation { db: n.db, ..a }),
                 None => pools.allocate(need_db, &taken, published, port_is_free_on_host),
             };
             match result {
@@ -514,6 +510,56 @@ impl Store {
         let ((), ticket) = self.mutate(|s| match s.port_allocations.get_mut(id) {
             Some(a) if a.next_app.is_some() => {
                 a.next_app = None;
+                ((), true)
+            }
+            _ => ((), false),
+        });
+        ticket.wait().await
+    }
+
+    /// The port of preview `id`'s second web service (routed at its own hostname): the one it
+    /// holds, or a new one from the app pool that no preview holds, no container in `published`
+    /// publishes and nothing on the host listens on. The preview must hold ports already. It
+    /// keeps the port from commit to commit, so nginx routes to the service across updates.
+    pub async fn allocate_service_port(
+        &self,
+        id: &PreviewId,
+        published: &BTreeSet<u16>,
+    ) -> Result<u16> {
+        let pools = self.inner.pools;
+        let (r, ticket) = self.mutate(|s| {
+            let Some(existing) = s.port_allocations.get(id).copied() else {
+                return (Err(Error::Ports(format!("{id} holds no ports"))), false);
+            };
+            if let Some(port) = existing.service {
+                return (Ok(port), false);
+            }
+            let taken = s.allocated_ports();
+            match pools.pick(preview_core::ports::PortKind::App, |p| {
+                !taken.contains(&p) && !published.contains(&p) && port_is_free_on_host(p)
+            }) {
+                Ok(port) => {
+                    s.port_allocations.insert(
+                        id.clone(),
+                        PortAllocation {
+                            service: Some(port),
+                            ..existing
+                        },
+                    );
+                    (Ok(port), true)
+                }
+                Err(e) => (Err(Error::Ports(e.to_string())), false),
+            }
+        });
+        ticket.wait().await?;
+        r
+    }
+
+    /// Gives back the port of preview `id`'s second web service (its commit has none any more).
+    pub async fn release_service_port(&self, id: &PreviewId) -> Result<()> {
+        let ((), ticket) = self.mutate(|s| match s.port_allocations.get_mut(id) {
+            Some(a) if a.service.is_some() => {
+                a.service = None;
                 ((), true)
             }
             _ => ((), false),

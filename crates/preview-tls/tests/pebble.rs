@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preview_core::render::{HostRoute, HostTls, RenderInput, render_nginx};
+use preview_core::render::{HostRoute, HostTls, RenderInput, ServiceRoute, render_nginx};
 use preview_exec::Cmd;
 use preview_testkit::{PrivateNginx, free_port};
 use preview_tls::{AcmeSettings, CertificateInfo, CertificateIssuer, ChallTestSrv};
 
 const DOMAIN: &str = "preview.test";
 const HOST: &str = "x-pr-1.preview.test";
+/// The host of the preview's second web service (`preview.hostname: admin`), one DNS label
+/// deep too, so the same wildcard certificate covers it.
+const ADMIN_HOST: &str = "x-pr-1-admin.preview.test";
 
 /// A test server process, killed (and reaped) on drop.
 struct Running(Child);
@@ -133,7 +136,7 @@ async fn wait_for_port(port: u16, what: &str) {
 }
 
 /// A tiny backend standing in for a preview's app.
-async fn backend() -> (u16, tokio::task::JoinHandle<()>) {
+async fn backend(body: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -145,7 +148,6 @@ async fn backend() -> (u16, tokio::task::JoinHandle<()>) {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                let body = "hello from pr-1 over nginx";
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -159,8 +161,13 @@ async fn backend() -> (u16, tokio::task::JoinHandle<()>) {
 
 /// curl over HTTPS to the preview's hostname, verifying against `root`; (body, served leaf).
 async fn fetch_https(tls_port: u16, root: &Path) -> (String, CertificateInfo) {
-    let resolve = format!("{HOST}:{tls_port}:127.0.0.1");
-    let url = format!("https://{HOST}:{tls_port}/");
+    fetch_https_at(HOST, tls_port, root).await
+}
+
+/// curl over HTTPS to `host`, verifying against `root`; (body, served leaf).
+async fn fetch_https_at(host: &str, tls_port: u16, root: &Path) -> (String, CertificateInfo) {
+    let resolve = format!("{host}:{tls_port}:127.0.0.1");
+    let url = format!("https://{host}:{tls_port}/");
     let out = run(Cmd::new("curl", "fetch the preview over HTTPS").args([
         "--silent",
         "--show-error",
@@ -334,7 +341,8 @@ async fn pebble_issues_a_wildcard_certificate_that_nginx_serves_and_renews() {
     std::fs::write(&pebble_root, root_pem).unwrap();
 
     // The preview's real server block, as the orchestrator renders it with the certificate.
-    let (app_port, _app) = backend().await;
+    let (app_port, _app) = backend("hello from pr-1 over nginx").await;
+    let (admin_port, _admin) = backend("hello from the admin of pr-1").await;
     let nginx = PrivateNginx::start_with_hostnames().await;
     let tls_port = free_port();
     let mut input = RenderInput::new(
@@ -357,6 +365,14 @@ async fn pebble_issues_a_wildcard_certificate_that_nginx_serves_and_renews() {
             key: files.private_key().display().to_string(),
         }),
     });
+    let admin_route = HostRoute {
+        hostname: ADMIN_HOST.into(),
+        ..input.host.clone().unwrap()
+    };
+    input.service_route = Some(ServiceRoute {
+        host_port: admin_port,
+        route: admin_route,
+    });
     let conf = render_nginx(&input).unwrap();
     std::fs::write(nginx.conf_dir().join("x-pr-1.conf"), conf).unwrap();
     nginx.test_config().await.unwrap();
@@ -369,6 +385,10 @@ async fn pebble_issues_a_wildcard_certificate_that_nginx_serves_and_renews() {
         served.serial, first.serial,
         "nginx serves the issued certificate"
     );
+    // The second web service's host, from the same conf, with the same wildcard certificate.
+    let (body, served) = fetch_https_at(ADMIN_HOST, tls_port, &pebble_root).await;
+    assert_eq!(body, "hello from the admin of pr-1");
+    assert_eq!(served.serial, first.serial, "the one wildcard certificate");
 
     // Plain HTTP now only redirects (polled: old workers answer for a moment after a reload).
     let deadline = Instant::now() + Duration::from_secs(10);

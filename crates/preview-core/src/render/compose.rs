@@ -20,7 +20,7 @@ use super::{AppSlot, ComposeServices, RenderInput, labels, render_template};
 use crate::images;
 use crate::model::{Database, DockerfileSource, ExtraService, Framework, Language, Plan};
 use crate::plan::Planned;
-use crate::sanitize::{Mount, RESTART_ALWAYS, RepoService};
+use crate::sanitize::{Mount, RESTART_ALWAYS, RepoService, SanitizedCompose};
 use crate::{Error, Result};
 
 /// The compose service name of the database.
@@ -185,7 +185,8 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                 let labels = if is_app { &app_labels } else { &labels };
                 let rename = (slot != AppSlot::Blue)
                     .then_some((repo.app_service.as_str(), slotted.as_str()));
-                let view = repo_service(plan, input, labels, &service, is_app, rename)?;
+                let mut view = repo_service(plan, input, labels, &service, is_app, rename)?;
+                publish_hostname_service(&mut view, &service, repo, input);
                 services.push(view);
             }
             volumes.extend(repo.volumes.iter().cloned());
@@ -868,6 +869,28 @@ fn repo_service(
         });
     }
     Ok(view)
+}
+
+/// Publishes the repo's second web service ([`crate::sanitize::HostnameService`]) on
+/// 127.0.0.1 at its route's port, as the app is, when previews have hostnames. Its other
+/// `ports` were dropped by the sanitiser like every service's. An update recreates it in place
+/// (it has no slots), so it gets the app's short stop grace period (it runs under an init, as
+/// every service does): its host answers again about a second later.
+fn publish_hostname_service(
+    view: &mut ServiceView,
+    service: &RepoService,
+    repo: &SanitizedCompose,
+    input: &RenderInput,
+) {
+    if let (Some(second), Some(route)) = (&repo.hostname_service, &input.service_route)
+        && second.service == service.name
+    {
+        view.ports = vec![PortView {
+            target: second.port,
+            published: route.host_port.to_string(),
+        }];
+        view.stop_grace_period = input.stop_grace_period.clone();
+    }
 }
 
 /// A mapping as block YAML, every line indented by `indent` spaces; empty for an empty map.

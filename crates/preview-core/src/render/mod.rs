@@ -168,6 +168,19 @@ pub struct RenderInput {
     /// (`DATABASE_MODE=shared`): the compose file then has no database service, and the app
     /// joins the network that reaches the server.
     pub shared_database: Option<SharedDatabase>,
+    /// Set when the repo's compose file has a second web service
+    /// ([`crate::sanitize::HostnameService`]) and previews have hostnames: it is published on
+    /// 127.0.0.1 at this route's port, and nginx serves it at this route's host.
+    pub service_route: Option<ServiceRoute>,
+}
+
+/// Where a preview's second web service is published and served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRoute {
+    /// The port on 127.0.0.1 (from the app pool) it is published on.
+    pub host_port: u16,
+    /// Its own host, with the same listen addresses and certificate as the app's.
+    pub route: HostRoute,
 }
 
 /// A preview's own database and role on the engine's shared database server.
@@ -296,6 +309,7 @@ impl RenderInput {
             secret_names: BTreeSet::new(),
             sleep: None,
             shared_database: None,
+            service_route: None,
         }
     }
 
@@ -372,7 +386,22 @@ impl RenderInput {
         if self.secret.len() < 16 || !self.secret.chars().all(|c| c.is_ascii_alphanumeric()) {
             return bad("secret", "must be at least 16 of [A-Za-z0-9]");
         }
-        if let Some(host) = &self.host {
+        if let Some(service) = &self.service_route {
+            if self.host.is_none() {
+                return bad(
+                    "service route",
+                    "a second web service is routed only when previews have hostnames",
+                );
+            }
+            if service.host_port == 0 || service.host_port == self.host_port {
+                return bad(
+                    "service host port",
+                    "must be 1-65535, and not the app's port",
+                );
+            }
+        }
+        let routes = self.service_route.iter().map(|s| &s.route);
+        for host in self.host.iter().chain(routes) {
             if !is_hostname(&host.hostname) {
                 return bad("hostname", "must be a DNS name of [a-z0-9-] labels");
             }

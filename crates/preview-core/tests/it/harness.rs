@@ -12,6 +12,7 @@ pub const PLANNABLE: &[&str] = &[
     "compose-ok",
     "compose-project",
     "compose-stack",
+    "compose-two-web",
     "compose-project-config",
     "compose-project-images-only",
     "compose-project-label",

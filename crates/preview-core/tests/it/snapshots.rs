@@ -426,3 +426,105 @@ fn shared_database_compose_files() {
         }
     });
 }
+
+/// A second web service (`preview.hostname: admin`): with hostnames, the plan routes it at
+/// `{slug}-pr-{N}-admin.{domain}`, the compose file publishes it on 127.0.0.1 at its own port,
+/// and the nginx conf serves it in a second server block with the app's access control, headers
+/// and certificate. Under paths it stays private and the plan's warnings say why.
+#[test]
+fn a_second_web_service_is_routed_at_its_own_hostname() {
+    use preview_core::id::{PrNumber, PreviewId, RepoSlug};
+    use preview_core::render::{HostTls, ServiceRoute};
+    use preview_core::routing::Routing;
+
+    let settings = settings();
+    settings.bind(|| {
+        let name = "compose-two-web";
+        let id = PreviewId::new(
+            &RepoSlug::parse("acme-compose-two-web").unwrap(),
+            PrNumber::new(7).unwrap(),
+        );
+        let routing = Routing::Hostname {
+            domain: "preview.example.com".into(),
+            listen: vec!["80".into(), "[::]:80".into()],
+            tls: None,
+        };
+        let mut planned = plan(name);
+        planned.route_hostname_service(|label| {
+            routing.service_host_route(&id, label).map(|r| r.hostname)
+        });
+        insta::assert_snapshot!(format!("{name}@plan-hostnames"), planned.plan.to_json());
+        let admin = &planned.plan.compose.as_ref().unwrap().services[0];
+        assert_eq!(
+            admin.routed_at.as_deref(),
+            Some("acme-compose-two-web-pr-7-admin.preview.example.com")
+        );
+
+        let mut input = snapshot_input(name);
+        input.host = routing.host_route(&id);
+        input.service_route = Some(ServiceRoute {
+            host_port: 8107,
+            route: routing.service_host_route(&id, "admin").unwrap(),
+        });
+        input.access_include =
+            Some("/etc/nginx/preview-deployer/access/acme-compose-two-web.con[f]".into());
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!(format!("{name}@docker-compose-hostnames.yml"), rendered.compose);
+        insta::assert_snapshot!(format!("{name}@nginx-hostnames.conf"), rendered.nginx);
+        assert_eq!(rendered.nginx.matches("server_name").count(), 2);
+        assert_eq!(
+            rendered.nginx.matches("include /etc/nginx/preview-deployer/access/").count(),
+            2,
+            "the same access control on both hosts"
+        );
+
+        let tls = HostTls {
+            listen: vec!["443".into()],
+            certificate: "/opt/preview-deployer/tls/fullchain.pem".into(),
+            key: "/opt/preview-deployer/tls/privkey.pem".into(),
+        };
+        input.host.as_mut().unwrap().tls = Some(tls.clone());
+        input.service_route.as_mut().unwrap().route.tls = Some(tls);
+        let rendered = render(&planned, &input).unwrap();
+        insta::assert_snapshot!(format!("{name}@nginx-hostnames-tls.conf"), rendered.nginx);
+        assert_eq!(
+            rendered
+                .nginx
+                .matches("ssl_certificate /opt/preview-deployer/tls/fullchain.pem;")
+                .count(),
+            2,
+            "the one wildcard certificate serves both hosts"
+        );
+
+        // The same port as the app's, a bad hostname, or a route without hostnames: refused.
+        let mut same = input.clone();
+        same.service_route.as_mut().unwrap().host_port = same.host_port;
+        assert!(render(&planned, &same).is_err());
+        let mut bad = input.clone();
+        bad.service_route.as_mut().unwrap().route.hostname = "x;y.example.com".into();
+        assert!(render(&planned, &bad).is_err());
+        let mut pathless = input.clone();
+        pathless.host = None;
+        assert!(render(&planned, &pathless).is_err());
+
+        // Under paths: private, with a warning, and nothing of it is published.
+        let mut planned = plan(name);
+        let path = Routing::Path {
+            base_url: "http://203.0.113.10".into(),
+        };
+        planned.route_hostname_service(|label| {
+            path.service_host_route(&id, label).map(|r| r.hostname)
+        });
+        assert_eq!(
+            planned.plan.warnings.last().map(String::as_str),
+            Some(
+                "service `admin` of compose.yaml has the label `preview.hostname: admin` but stays private: hostnames are off (previews are served under a path; PREVIEW_DOMAIN gives each its own hostname)"
+            )
+        );
+        assert_eq!(planned.repo_compose.as_ref().unwrap().hostname_service, None);
+        let mut input = snapshot_input(name);
+        input.service_route = None;
+        let rendered = render(&planned, &input).unwrap();
+        assert_eq!(rendered.compose.matches("published:").count(), 1, "{}", rendered.compose);
+    });
+}

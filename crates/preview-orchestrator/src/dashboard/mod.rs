@@ -689,7 +689,7 @@ mod tests {
             change("running", "2026-12-06T09:00:33Z"),
         ]);
         let running = record(1, serde_json::json!({ "state": "running" }), history);
-        let failed = record(
+        let mut failed = record(
             2,
             serde_json::json!({ "state": "failed", "reason": "build: npm ERR! key=sk_planted" }),
             serde_json::json!([
@@ -697,6 +697,11 @@ mod tests {
                 change("failed", "2026-12-06T09:01:00Z")
             ]),
         );
+        // Its second web service (`preview.hostname`) serves beside it.
+        failed.service_urls = vec![crate::record::ServiceUrl {
+            service: "admin".into(),
+            url: "https://acme-api-pr-2-admin.previews.example/".into(),
+        }];
         let redaction =
             RepoSecrets::from_values([("NPM_KEY".to_owned(), "sk_planted".to_owned())].into());
         let usage = usage::PreviewUsage {

@@ -32,6 +32,8 @@ pub struct PreviewRow {
     pub updated: String,
     /// The public URL, while something serves there.
     pub url: Option<String>,
+    /// The second web service's URL at its own hostname, while something serves.
+    pub service_urls: Vec<crate::record::ServiceUrl>,
     pub memory: String,
     pub disk: String,
     pub containers: Option<usize>,
@@ -93,6 +95,11 @@ impl PreviewRow {
             created_at: rec.created_at.to_string(),
             updated: ago(rec.updated_at, now),
             url: serving.then(|| rec.url.clone()),
+            service_urls: if serving {
+                rec.service_urls.clone()
+            } else {
+                Vec::new()
+            },
             memory: usage.map_or(NONE.to_owned(), |u| human_bytes(u.memory)),
             disk: usage.map_or(NONE.to_owned(), |u| human_bytes(u.disk)),
             containers: usage.map(|u| u.containers),

@@ -52,6 +52,7 @@ pub mod drain;
 mod moves;
 
 mod admission;
+mod hostname_service;
 mod images;
 pub mod reconcile;
 pub mod retry;
@@ -498,7 +499,7 @@ impl DockerRunner {
         }
 
         // 2. plan
-        let planned: Planned = {
+        let mut planned: Planned = {
             let _t = ctx.phase("plan");
             let root = checkout.clone();
             tokio::task::spawn_blocking(move || preview_core::plan::plan(&root))
@@ -506,6 +507,7 @@ impl DockerRunner {
                 .map_err(|e| fail("plan", e, ""))?
                 .map_err(|e| fail("plan", e, ""))?
         };
+        hostname_service::route(&mut planned, &self.settings.routing, &job.id);
         let framework = planned.plan.framework.map(|f| f.as_str().to_owned());
         warnings.clone_from(&planned.plan.warnings);
         let _ = ctx.update(|r| r.framework = framework.clone()).await;
@@ -539,6 +541,9 @@ impl DockerRunner {
             .map_err(|e| fail("ports", short_reason(&e), exec_tail(&e)))?;
         let ports = ctx
             .allocate_ports(false, &published)
+            .await
+            .map_err(store_failed)?;
+        let service_port = hostname_service::hold_port(ctx.store(), &job.id, &planned, &published)
             .await
             .map_err(store_failed)?;
         let host_port = if updating {
@@ -588,6 +593,12 @@ impl DockerRunner {
         input.app_slot = slot;
         input.sleep = self.sleep_route(id);
         input.shared_database = shared_database.as_ref().map(|p| p.database.clone());
+        input.service_route = hostname_service::service_route(
+            &self.settings.routing,
+            &job.id,
+            &planned,
+            service_port,
+        );
         // Secrets only for a trusted commit: their names in the compose file, their values in
         // Compose's environment for every command of this deploy that may create the app.
         let app_secrets = if job.trusted {
@@ -714,7 +725,17 @@ impl DockerRunner {
                     planned.plan.ready_when,
                     self.settings.health,
                 )
-                .await;
+                .await
+                .map_err(|e| e.to_string());
+            let healthy = match healthy {
+                Ok(_) => {
+                    let engine = &*self.settings.engine;
+                    let second = input.service_route.as_ref().map(|s| s.host_port);
+                    let health = self.settings.health;
+                    hostname_service::wait_ready(engine, &project, &planned, second, health).await
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = healthy {
                 let logs = self
                     .settings
@@ -763,10 +784,12 @@ impl DockerRunner {
         }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
         let (build_ms, start_ms) = (build_secs.as_millis() as u64, start_secs.as_millis() as u64);
+        let service_urls = hostname_service::urls(&self.settings.routing, &job.id, &planned);
         let _ = ctx
             .update(|r| {
                 r.build_ms = Some(build_ms);
                 r.start_ms = Some(start_ms);
+                r.service_urls.clone_from(&service_urls);
             })
             .await;
         self.send(
@@ -778,6 +801,7 @@ impl DockerRunner {
                     .map(|p| p.describe(planned.plan.database_seed.as_deref())),
                 warnings: planned.plan.warnings.clone(),
                 footprint: feedback::Footprint::awake(Some(build_ms), Some(start_ms)),
+                service_urls,
             },
         );
 
@@ -1105,12 +1129,16 @@ impl DockerRunner {
         let Some(slot) = serving.slot else {
             return false;
         };
+        // The second web service publishes the port it holds, not the app's: it stays.
+        let service_port = store.ports(id).and_then(|a| a.service);
         let leftovers: Vec<String> = serving
             .containers
             .iter()
             .filter(|c| {
                 c.slot == Some(slot.other())
-                    || (!c.published.is_empty() && !c.published.contains(&serving.port))
+                    || (!c.published.is_empty()
+                        && !c.published.contains(&serving.port)
+                        && !c.published.iter().all(|p| Some(*p) == service_port))
             })
             .map(|c| c.id.clone())
             .collect();

@@ -207,6 +207,7 @@ impl DockerRunner {
                 &rec,
                 CommentState::Asleep {
                     footprint: Footprint::asleep(rec.build_ms, rec.start_ms),
+                    service_urls: rec.service_urls.clone(),
                 },
             );
         }
@@ -292,6 +293,7 @@ impl DockerRunner {
                     framework: rec.framework.clone(),
                     wake_secs: format!("{:.1}", took.as_secs_f64()),
                     footprint: Footprint::awake(rec.build_ms, rec.start_ms),
+                    service_urls: rec.service_urls.clone(),
                 },
             );
         }

@@ -1,7 +1,8 @@
 //! Previews at their own hostnames (PREVIEW_DOMAIN) on the real engine and a real nginx: the app
 //! is served at `/` of `{slug}-pr-{N}.{domain}`, so its root-relative links load; a Host that
 //! names no preview reaches none; the PR comment, the record and the app's PREVIEW_URL carry the
-//! full URL.
+//! full URL. A repository's second web service (`preview.hostname`) is served at its own host
+//! beside the app's, and stays private without hostnames.
 
 use std::time::Duration;
 
@@ -150,6 +151,268 @@ async fn upstream_starters_load_their_root_relative_assets_by_hostname() {
     e2e.assert_nothing_left(31).await;
     e2e.assert_nothing_left(32).await;
     e2e.shutdown().await;
+}
+
+/// A repository's compose file with a second web service (`preview.hostname: admin`, the
+/// compose-two-web fixture): each host answers through nginx with its own service's body, the
+/// second one published on 127.0.0.1 only at the port the preview holds for it; the PR comment
+/// lists both URLs; an update recreates that service at the same port and nginx goes on routing
+/// to it; closing leaves nothing (conf, ports, containers, images).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_web_service_is_served_at_its_own_hostname() {
+    // Previews sleep only when asked (through the internal API).
+    let e2e =
+        E2e::start_with_hostnames("hosts-second", &[("--idle-sleep-minutes", "600".into())]).await;
+    let pr = 41;
+    let tree = Tree::fixture("compose-two-web");
+    let sha = e2e.commit(pr, &tree, "web and admin").await;
+    e2e.send("opened", pr, &sha).await;
+
+    let id = e2e.id(pr);
+    let host = format!("{}.{PREVIEW_DOMAIN}", id.host_label());
+    let admin_host = format!("{}.{PREVIEW_DOMAIN}", id.service_host_label("admin"));
+    assert_eq!(
+        admin_host,
+        format!("{}-admin.{PREVIEW_DOMAIN}", id.as_str())
+    );
+    let comment = e2e
+        .wait_comment(
+            pr,
+            &[
+                "Preview live",
+                &format!("**http://{host}/**"),
+                &format!("**http://{admin_host}/** (service `admin`)"),
+            ],
+            DEPLOY_TIMEOUT,
+        )
+        .await;
+    assert!(!comment.body.contains("stays private"), "{}", comment.body);
+    assert_eq!(
+        e2e.record(pr).unwrap().service_urls,
+        [preview_orchestrator::record::ServiceUrl {
+            service: "admin".into(),
+            url: format!("http://{admin_host}/"),
+        }],
+        "the record keeps it for the comments after a sleep"
+    );
+
+    let port = e2e.nginx.port();
+    let web = get_until_ok(port, &host, "/").await;
+    assert_eq!(web.body, "web: compose-two-web at /\n");
+    // The second service is not health-checked: it may still be starting.
+    let admin = get_within(port, &admin_host, "/page", Duration::from_secs(60)).await;
+    assert_eq!(admin.body, "admin: compose-two-web at /page\n");
+    // It reaches the web service on the preview's private network, by name.
+    let via = get_until_ok(port, &admin_host, "/web").await;
+    assert_eq!(via.body, "admin asked web: web: compose-two-web at /\n");
+
+    // Published on 127.0.0.1 only, at the port the preview holds for it.
+    let held = e2e.orch.store().ports(&id).unwrap();
+    let service_port = held
+        .service
+        .expect("the allocation holds the service's port");
+    assert_ne!(service_port, held.app);
+    let published = admin_ports(id.as_str()).await;
+    assert_eq!(published, format!("127.0.0.1:{service_port}->3000/tcp"));
+
+    // An update recreates it in place when the new commit starts (it has no slots, unlike the
+    // app, which switches once healthy), at the same port, and nginx routes to the new one.
+    let tree = tree
+        .replace("admin: compose-two-web", "admin v2: compose-two-web")
+        .replace("web: compose-two-web at", "web v2: compose-two-web at");
+    let sha2 = e2e.commit(pr, &tree, "v2 of both").await;
+    e2e.send("synchronize", pr, &sha2).await;
+    // Polled every 20 ms; the longest run of failed answers on the second host is printed (the
+    // app's host, switched blue/green, fails none: see zero_downtime.rs).
+    let deadline = std::time::Instant::now() + DEPLOY_TIMEOUT;
+    let (mut gap_started, mut longest_gap, mut failed) = (None, Duration::ZERO, 0);
+    loop {
+        let admin = http_get_host(port, &admin_host, "/").await.unwrap();
+        if admin.status == 200 {
+            if let Some(at) = gap_started.take() {
+                longest_gap = longest_gap.max(std::time::Instant::now() - at);
+            }
+        } else {
+            failed += 1;
+            gap_started.get_or_insert_with(std::time::Instant::now);
+        }
+        let web = http_get_host(port, &host, "/").await.unwrap();
+        if admin.body == "admin v2: compose-two-web at /\n"
+            && web.body == "web v2: compose-two-web at /\n"
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the update never served both: {web:?} {admin:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "second web service during the update: {failed} failed answers, longest gap {:.2} s",
+        longest_gap.as_secs_f64()
+    );
+    assert_eq!(
+        e2e.orch.store().ports(&id).unwrap().service,
+        Some(service_port),
+        "the service keeps its port across commits"
+    );
+    e2e.idle(Duration::from_secs(120)).await;
+    assert_eq!(
+        admin_ports(id.as_str()).await,
+        format!("127.0.0.1:{service_port}->3000/tcp"),
+        "one admin container, still at its port"
+    );
+
+    // Asleep, a visit to the second host wakes the preview (the same sleep hooks as the app's).
+    let asleep = reqwest::Client::new()
+        .post(format!("{}/api/previews/{id}/sleep", e2e.api))
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asleep.status().as_u16(), 200);
+    assert_eq!(
+        e2e.record(pr).unwrap().status,
+        preview_orchestrator::DeploymentStatus::Sleeping
+    );
+    assert_eq!(admin_ports(id.as_str()).await, "", "stopped");
+    let woke = get_within(port, &admin_host, "/after-sleep", Duration::from_secs(60)).await;
+    assert_eq!(woke.body, "admin v2: compose-two-web at /after-sleep\n");
+    assert_eq!(
+        e2e.record(pr).unwrap().status,
+        preview_orchestrator::DeploymentStatus::Running
+    );
+
+    // Closing removes both hosts, the port and every container.
+    e2e.send("closed", pr, &sha2).await;
+    for h in [&host, &admin_host] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let answer = http_get_host(port, h, "/").await.unwrap();
+            if answer.status == 404 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{h} still served after close: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    e2e.idle(Duration::from_secs(120)).await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
+
+/// Without hostnames (path routing), the same repository deploys with its second web service
+/// private: the PR comment's warnings say why, no port is held or published for it, and it is
+/// still reachable by the web service's neighbours on the private network.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_web_service_stays_private_without_hostnames() {
+    let e2e = E2e::start("second-private", &[]).await;
+    let pr = 42;
+    let sha = e2e
+        .commit(pr, &Tree::fixture("compose-two-web"), "web and admin")
+        .await;
+    e2e.send("opened", pr, &sha).await;
+    let comment = e2e
+        .wait_comment(
+            pr,
+            &[
+                "Preview live",
+                "service `admin` of compose.yaml has the label `preview.hostname: admin` but stays private: hostnames are off",
+            ],
+            DEPLOY_TIMEOUT,
+        )
+        .await;
+    assert!(
+        !comment.body.contains("(service `admin`)"),
+        "{}",
+        comment.body
+    );
+    let id = e2e.id(pr);
+    assert_eq!(e2e.orch.store().ports(&id).unwrap().service, None);
+    assert!(e2e.record(pr).unwrap().service_urls.is_empty());
+    assert_eq!(admin_ports(id.as_str()).await, "", "no port published");
+    let state = preview_testkit::docker([
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--filter",
+        "label=com.docker.compose.service=admin",
+        "--format",
+        "{{.State}}",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(state.trim(), "running", "it runs, privately");
+    let web = preview_testkit::http_get(e2e.nginx.port(), &e2e.path(pr))
+        .await
+        .unwrap();
+    assert_eq!(web.body, "web: compose-two-web at /\n");
+    e2e.close_and_assert_nothing_left(pr, &sha).await;
+    e2e.shutdown().await;
+}
+
+/// A second web service that never serves fails the deploy in the health phase, naming it,
+/// and the failed first deploy leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_web_service_that_never_serves_fails_the_deploy() {
+    let e2e =
+        E2e::start_with_hostnames("second-down", &[("--health-timeout-secs", "20".into())]).await;
+    let pr = 43;
+    let tree = Tree::fixture("compose-two-web").with(
+        "admin/main.py",
+        "raise SystemExit('the admin cannot start')\n",
+    );
+    let sha = e2e.commit(pr, &tree, "a broken admin").await;
+    e2e.send("opened", pr, &sha).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(
+        reason.starts_with("health: service `admin` (its own hostname): "),
+        "{reason}"
+    );
+    e2e.wait_comment(pr, &["Preview failed", "service `admin`"], DEPLOY_TIMEOUT)
+        .await;
+    e2e.idle(Duration::from_secs(120)).await;
+    e2e.assert_nothing_left(pr).await;
+    e2e.shutdown().await;
+}
+
+/// The `docker ps` ports of preview `id`'s admin containers, one line each.
+async fn admin_ports(id: &str) -> String {
+    preview_testkit::docker([
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--filter",
+        "label=com.docker.compose.service=admin",
+        "--format",
+        "{{.Ports}}",
+    ])
+    .await
+    .expect("docker ps")
+    .trim()
+    .to_owned()
+}
+
+/// GET by Host until it answers 200, for up to `within`; panics with the last answer.
+async fn get_within(
+    port: u16,
+    host: &str,
+    path: &str,
+    within: Duration,
+) -> preview_testkit::HttpAnswer {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let answer = http_get_host(port, host, path).await.unwrap();
+        if answer.status == 200 || std::time::Instant::now() > deadline {
+            assert_eq!(answer.status, 200, "{host}{path} through nginx: {answer:?}");
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// GET by Host until it answers 200 (nginx's old workers may answer 404 right after a reload);

@@ -215,6 +215,68 @@ async fn an_update_holds_a_second_app_port_until_the_switch() {
     assert_eq!(store.ports(&a).unwrap().app, 29102);
 }
 
+/// A second web service's port (`service`) comes from the app pool, is kept from commit to
+/// commit, is never another preview's, and goes back with the other ports or on its own.
+#[tokio::test]
+async fn a_second_web_service_holds_a_port_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = PortPools::new(
+        "29120-29123".parse().unwrap(),
+        "29130-29131".parse().unwrap(),
+    )
+    .unwrap();
+    let path = dir.path().join("d.json");
+    let store = Store::open(&path, pools).unwrap();
+    let a = PreviewId::parse("a-b-pr-1").unwrap();
+    let b = PreviewId::parse("a-b-pr-2").unwrap();
+    assert!(
+        store
+            .allocate_service_port(&a, &BTreeSet::new())
+            .await
+            .is_err(),
+        "only a preview that holds ports"
+    );
+    store
+        .allocate_ports(&a, false, &BTreeSet::new())
+        .await
+        .unwrap();
+    // 29121 is published by some container: skipped.
+    let port = store
+        .allocate_service_port(&a, &BTreeSet::from([29121]))
+        .await
+        .unwrap();
+    assert_eq!(port, 29122);
+    assert_eq!(
+        store
+            .allocate_service_port(&a, &BTreeSet::new())
+            .await
+            .unwrap(),
+        port,
+        "the next commit keeps it"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["portAllocations"]["a-b-pr-1"]["service"], 29122);
+    let other = store
+        .allocate_ports(&b, false, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(other.app, 29121, "another preview does not get it");
+    let read: preview_core::ports::PortAllocation =
+        serde_json::from_value(v["portAllocations"]["a-b-pr-1"].clone()).unwrap();
+    assert_eq!(read.service, Some(29122), "read back from the file");
+    // A commit without the service gives it back; closing gives back everything.
+    store.release_service_port(&a).await.unwrap();
+    assert_eq!(store.ports(&a).unwrap().service, None);
+    store
+        .allocate_service_port(&a, &BTreeSet::new())
+        .await
+        .unwrap();
+    store.release_ports(&a).await.unwrap();
+    assert_eq!(store.ports(&a), None);
+    assert!(!store.read(|s| s.allocated_ports()).contains(&29122));
+}
+
 fn inode(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().ino()
