@@ -22,9 +22,17 @@ pub struct DotEnv {
     pub warnings: Vec<String>,
 }
 
+/// The longest value a key may have once resolved; a longer one is left unset, with a warning.
+const MAX_VALUE: usize = 8 * 1024;
+
+/// The most all values together may hold: a hostile file whose lines each repeat the value
+/// above cannot exhaust memory.
+const MAX_TOTAL: usize = 256 * 1024;
+
 /// Parses `text`, the file `file` (relative to the checkout root, for messages).
 pub fn parse(file: &str, text: &str) -> Result<DotEnv> {
     let mut env = DotEnv::default();
+    let mut total = 0;
     for (i, line) in text.lines().enumerate() {
         let number = i as u64 + 1;
         let error = |message: String| Error::Config {
@@ -52,10 +60,23 @@ pub fn parse(file: &str, text: &str) -> Result<DotEnv> {
             env.values.insert(key.to_owned(), value);
             continue;
         }
-        match resolve_text(&value, &env.values) {
+        let resolved = resolve_text(&value, &env.values)
+            .map(|v| v.replace("$$", "$"))
+            .and_then(|v| match v.len() {
+                n if n > MAX_VALUE => Err(format!(
+                    "its value is {n} bytes once resolved; the limit is {MAX_VALUE}"
+                )),
+                _ => Ok(v),
+            });
+        match resolved {
             Ok(resolved) => {
-                env.values
-                    .insert(key.to_owned(), resolved.replace("$$", "$"));
+                total += resolved.len();
+                if total > MAX_TOTAL {
+                    return Err(error(format!(
+                        "its values add up to more than {MAX_TOTAL} bytes"
+                    )));
+                }
+                env.values.insert(key.to_owned(), resolved);
             }
             Err(why) => {
                 env.values.remove(key);
@@ -164,6 +185,32 @@ mod tests {
             env.warnings[0].starts_with(".env:2: `LEAK` is left unset: `HOME` is not set"),
             "{env:?}"
         );
+    }
+
+    #[test]
+    fn hostile_files_cannot_exhaust_memory_or_the_stack() {
+        // Each line doubles the value above.
+        let mut text = "A0=xxxxxxxxxxxxxxxx\n".to_owned();
+        for i in 1..40 {
+            text.push_str(&format!("A{i}=${{A{}}}${{A{}}}\n", i - 1, i - 1));
+        }
+        let env = parse(".env", &text).unwrap();
+        assert!(env.values.values().all(|v| v.len() <= MAX_VALUE));
+        assert!(
+            env.warnings.iter().any(|w| w.contains("the limit is 8192")),
+            "{env:?}"
+        );
+        // Many lines each holding the longest value.
+        let mut text = format!("A={}\n", "x".repeat(MAX_VALUE));
+        for i in 0..40 {
+            text.push_str(&format!("B{i}=${{A}}\n"));
+        }
+        let err = parse(".env", &text).unwrap_err().to_string();
+        assert!(err.contains("add up to more than"), "{err}");
+        // Deep nesting is refused, not a stack overflow.
+        let deep = format!("A={}x{}\n", "${B:-".repeat(5000), "}".repeat(5000));
+        let env = parse(".env", &deep).unwrap();
+        assert!(env.warnings[0].contains("nested more than"), "{env:?}");
     }
 
     #[test]

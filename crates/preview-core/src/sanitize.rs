@@ -39,6 +39,9 @@ pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
     "docker-compose.override.yaml",
 ];
 
+/// The prefix of the labels the orchestrator sets on what it runs; a repo may not set them.
+const RESERVED_LABELS: &str = "dev.preview-deployer.";
+
 /// The label that marks a service as the web app, overriding the automatic choice.
 pub const WEB_LABEL: &str = "preview.web";
 
@@ -331,7 +334,7 @@ pub enum Mount {
 }
 
 /// Service keys that pass verbatim.
-const PASSTHROUGH: [&str; 33] = [
+const PASSTHROUGH: [&str; 32] = [
     "command",
     "entrypoint",
     "working_dir",
@@ -362,7 +365,6 @@ const PASSTHROUGH: [&str; 33] = [
     "attach",
     "mac_address",
     "annotations",
-    "post_start",
     "secrets",
     "configs",
 ];
@@ -1041,6 +1043,33 @@ fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A service's `post_start` or `pre_stop` hooks: commands Compose runs in the container. A
+/// privileged hook would have every capability, so only `command`, `user`, `working_dir` and
+/// `environment` are allowed.
+fn check_hooks(r: &Refusals, service: &str, key: &str, hooks: &Value) -> Result<()> {
+    let Value::Array(hooks) = hooks else {
+        return Err(r.refuse(Some(service), key, "must be a list"));
+    };
+    for hook in hooks {
+        let Value::Object(hook) = hook else {
+            return Err(r.refuse(Some(service), key, "each hook must be a mapping"));
+        };
+        if let Some(other) = hook.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "command" | "user" | "working_dir" | "environment"
+            )
+        }) {
+            return Err(r.refuse(
+                Some(service),
+                &format!("{key}.{other}"),
+                "hooks may set only command, user, working_dir and environment (a privileged hook would control the host)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Top-level `secrets` or `configs` (`kind`): each must be a `file:` of the checkout; secrets and
 /// configs from the environment, the host or the swarm are refused.
 fn top_level_files(
@@ -1232,11 +1261,22 @@ fn sanitize_service(
                 out.image = Some(image);
             }
             "environment" => out.environment = key_values(r, svc, k, value)?,
+            "post_start" | "pre_stop" => {
+                check_hooks(r, name, k, &value)?;
+                out.passthrough.insert(key, value);
+            }
             "labels" => {
                 out.labels = key_values(r, svc, k, value)?
                     .into_iter()
                     .map(|(k, v)| (k, v.unwrap_or_default()))
                     .collect();
+                if let Some(reserved) = out.labels.keys().find(|l| l.starts_with(RESERVED_LABELS)) {
+                    return Err(r.refuse(
+                        svc,
+                        k,
+                        format!("`{reserved}`: labels under `{RESERVED_LABELS}` are the orchestrator's"),
+                    ));
+                }
             }
             "env_file" => {
                 let files = match value {
@@ -1268,13 +1308,21 @@ fn sanitize_service(
                     return Err(r.refuse(svc, k, "must be a list"));
                 };
                 for item in items {
-                    let mount = sanitize_volume(r, ctx, name, item, declared_volumes)?;
-                    if let Mount::Bind { source, .. } = &mount
-                        && ctx.checkout.kind(std::path::Path::new(source)).is_none()
-                    {
-                        warnings.push(format!(
-                            "service `{name}`: the bind mount {source:?} is not in the checkout; Docker creates an empty directory there, which the app gets instead of a file"
-                        ));
+                    let mut mount = sanitize_volume(r, ctx, name, item, declared_volumes)?;
+                    if let Mount::Bind { source, read_only, .. } = &mut mount {
+                        if ctx.checkout.kind(std::path::Path::new(source)).is_none() {
+                            warnings.push(format!(
+                                "service `{name}`: the bind mount {source:?} is not in the checkout; Docker creates an empty directory there, which the app gets instead of a file"
+                            ));
+                        }
+                        // A container that could write the checkout could put a symlink where
+                        // Docker, on the host, later reads a mount, a secret or an env file.
+                        if !*read_only {
+                            *read_only = true;
+                            warnings.push(format!(
+                                "service `{name}`: the bind mount {source:?} is read-only in previews (a preview must not change its checkout, which the host reads)"
+                            ));
+                        }
                     }
                     out.volumes.push(mount);
                 }
@@ -1710,17 +1758,30 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// Parses `s` as Compose interpolates it.
+/// How deep `${A:-${B:-...}}` may nest: deeper is refused, so that hostile input cannot exhaust
+/// the stack of the recursive parse and resolution.
+const MAX_NESTING: usize = 8;
+
+/// How long a value may grow when its references are resolved: a hostile `.env` doubling a
+/// value on each line must not exhaust memory.
+const MAX_RESOLVED: usize = crate::checkout::CONFIG_LIMIT as usize;
+
 fn parse_template(s: &str) -> std::result::Result<Vec<Piece>, String> {
     let chars: Vec<char> = s.chars().collect();
     let mut at = 0;
-    parse_pieces(&chars, &mut at, false)
+    parse_pieces(&chars, &mut at, 0)
 }
 
+/// `depth` is how many `${NAME<op>` enclose the text at `at` (0 at the top).
 fn parse_pieces(
     chars: &[char],
     at: &mut usize,
-    nested: bool,
+    depth: usize,
 ) -> std::result::Result<Vec<Piece>, String> {
+    let nested = depth > 0;
+    if depth > MAX_NESTING {
+        return Err(format!("variables are nested more than {MAX_NESTING} deep"));
+    }
     let mut pieces = Vec::new();
     let mut text = String::new();
     let name = |chars: &[char], at: &mut usize| {
@@ -1776,7 +1837,7 @@ fn parse_pieces(
                 *at = op_at + 1;
                 let op = match op {
                     None => None,
-                    Some(op) => Some((op, parse_pieces(chars, at, true)?)),
+                    Some(op) => Some((op, parse_pieces(chars, at, depth + 1)?)),
                 };
                 pieces.push(Piece::Var { name, op });
             }
@@ -1972,6 +2033,11 @@ pub fn resolve_text(
     let pieces = parse_template(text)?;
     let mut out = String::new();
     resolve_pieces(&pieces, values, &mut out)?;
+    if out.len() > MAX_RESOLVED {
+        return Err(format!(
+            "the value grows beyond {MAX_RESOLVED} bytes once its variables are resolved"
+        ));
+    }
     Ok(out)
 }
 
@@ -1982,6 +2048,11 @@ fn resolve_pieces(
 ) -> std::result::Result<(), String> {
     let escaped = |v: &str| v.replace('$', "$$");
     for p in pieces {
+        if out.len() > MAX_RESOLVED {
+            return Err(format!(
+                "the value grows beyond {MAX_RESOLVED} bytes once its variables are resolved"
+            ));
+        }
         match p {
             Piece::Text(t) => out.push_str(t),
             Piece::Dollar => out.push_str("$$"),
@@ -2375,6 +2446,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.app_service, "web");
+    }
+
+    #[test]
+    fn a_preview_cannot_write_its_checkout_nor_run_privileged_hooks_nor_set_our_labels() {
+        // Writable, a bind mount of the checkout would let a container put a symlink where
+        // Docker, on the host, later reads a mount, a secret or an env file.
+        let s = run_project(
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    volumes:\n      - .:/src\n      - ./static:/static:ro\n",
+            None,
+        )
+        .unwrap();
+        let read_only: Vec<bool> = s.services[0]
+            .volumes
+            .iter()
+            .map(|m| {
+                matches!(
+                    m,
+                    Mount::Bind {
+                        read_only: true,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(read_only, [true, true]);
+        assert_eq!(
+            s.warnings
+                .iter()
+                .filter(|w| w.contains("is read-only in previews"))
+                .count(),
+            1,
+            "{:?}",
+            s.warnings
+        );
+        let err = run_project(
+            "services:\n  web:\n    build: .\n    post_start:\n      - command: [\"sh\", \"-c\", \"id\"]\n        privileged: true\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("compose.yaml:6: service `web`: key `post_start.privileged`"),
+            "{err}"
+        );
+        let err = run_project(
+            "services:\n  web:\n    build: .\n    labels:\n      dev.preview-deployer.one-shot: \"true\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("are the orchestrator's"), "{err}");
     }
 
     #[test]

@@ -173,6 +173,14 @@ pub const REFUSED: &[(&str, &str)] = &[
         "docker-compose.yml:7: service `web`: key `env_file`: \"./.env.dev\" is not a file in the checkout",
     ),
     (
+        "hostile-compose-project-privileged-hook",
+        "compose.yaml:8: service `web`: key `post_start.privileged`: hooks may set only command",
+    ),
+    (
+        "hostile-compose-project-reserved-label",
+        "compose.yaml:7: service `db`: key `labels`: `dev.preview-deployer.slot`: labels under",
+    ),
+    (
         "hostile-compose-project-secret-host",
         "compose.yaml:8: key `secrets.token.environment`: only `file:` (a file of the checkout) is supported",
     ),
