@@ -25,56 +25,86 @@ pub struct DotEnv {
 /// The longest value a key may have once resolved; a longer one is left unset, with a warning.
 const MAX_VALUE: usize = 8 * 1024;
 
+/// The most lines a quoted value may span.
+const MAX_VALUE_LINES: usize = 200;
+
 /// The most all values together may hold: a hostile file whose lines each repeat the value
 /// above cannot exhaust memory.
 const MAX_TOTAL: usize = 256 * 1024;
 
-/// Parses `text`, the file `file` (relative to the checkout root, for messages).
+/// Parses `text`, the file `file` (relative to the checkout root, for messages). A line it
+/// cannot read is left out with a warning, as a key that cannot be resolved is: only values
+/// adding up to more than [`MAX_TOTAL`] refuse the file.
 pub fn parse(file: &str, text: &str) -> Result<DotEnv> {
     let mut env = DotEnv::default();
     let mut total = 0;
-    for (i, line) in text.lines().enumerate() {
-        let number = i as u64 + 1;
-        let error = |message: String| Error::Config {
-            file: file.to_owned(),
-            line: Some(number),
-            key: None,
-            message,
-        };
-        let line = line.trim();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut next = 0;
+    while next < lines.len() {
+        let number = next + 1;
+        let line = lines[next].trim();
+        next += 1;
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        let mut skip = |why: String| {
+            env.warnings
+                .push(format!("{file}:{number}: {why}; the line is ignored"));
+        };
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((key, raw)) = line.split_once('=') else {
-            return Err(error("expected KEY=VALUE".to_owned()));
+            skip(format!(
+                "{line:?} has no `=`: a key without a value would come from the host's environment, which is never read"
+            ));
+            continue;
         };
         let key = key.trim();
         if !valid_key(key) {
-            return Err(error(format!(
+            skip(format!(
                 "{key:?} is not a variable name (letters, digits, `_`, `.` and `-`, not starting with a digit)"
-            )));
-        }
-        let (value, interpolate) = value(raw.trim_start()).map_err(error)?;
-        if !interpolate {
-            env.values.insert(key.to_owned(), value);
+            ));
             continue;
         }
-        let resolved = resolve_text(&value, &env.values)
-            .map(|v| v.replace("$$", "$"))
-            .and_then(|v| match v.len() {
-                n if n > MAX_VALUE => Err(format!(
-                    "its value is {n} bytes once resolved; the limit is {MAX_VALUE}"
-                )),
-                _ => Ok(v),
-            });
+        // A quoted value may go on over the lines below, as Compose reads it.
+        let mut raw = raw.trim_start().to_owned();
+        let mut read = value(&raw);
+        while matches!(read, Err(ValueError::Unclosed(_)))
+            && next < lines.len()
+            && next - number < MAX_VALUE_LINES
+        {
+            raw.push('\n');
+            raw.push_str(lines[next]);
+            next += 1;
+            read = value(&raw);
+        }
+        let (value, interpolate) = match read {
+            Ok(read) => read,
+            Err(ValueError::Unclosed(why) | ValueError::Invalid(why)) => {
+                skip(why);
+                continue;
+            }
+        };
+        let resolved = if interpolate {
+            resolve_text(&value, &env.values).map(|v| v.replace("$$", "$"))
+        } else {
+            Ok(value)
+        }
+        .and_then(|v| match v.len() {
+            n if n > MAX_VALUE => Err(format!(
+                "its value is {n} bytes once resolved; the limit is {MAX_VALUE}"
+            )),
+            _ => Ok(v),
+        });
         match resolved {
             Ok(resolved) => {
                 total += resolved.len();
                 if total > MAX_TOTAL {
-                    return Err(error(format!(
-                        "its values add up to more than {MAX_TOTAL} bytes"
-                    )));
+                    return Err(Error::Config {
+                        file: file.to_owned(),
+                        line: Some(number as u64),
+                        key: None,
+                        message: format!("its values add up to more than {MAX_TOTAL} bytes"),
+                    });
                 }
                 env.values.insert(key.to_owned(), resolved);
             }
@@ -89,6 +119,13 @@ pub fn parse(file: &str, text: &str) -> Result<DotEnv> {
     Ok(env)
 }
 
+/// Why a value cannot be read.
+enum ValueError {
+    /// Its quote is not closed yet: the next line may close it.
+    Unclosed(String),
+    Invalid(String),
+}
+
 fn valid_key(key: &str) -> bool {
     let mut chars = key.chars();
     chars
@@ -99,7 +136,7 @@ fn valid_key(key: &str) -> bool {
 
 /// A value as written after `=`, and whether its references are to be resolved (not in single
 /// quotes).
-fn value(raw: &str) -> std::result::Result<(String, bool), String> {
+fn value(raw: &str) -> std::result::Result<(String, bool), ValueError> {
     let quote = match raw.chars().next() {
         Some(q @ ('\'' | '"')) => q,
         _ => {
@@ -116,9 +153,9 @@ fn value(raw: &str) -> std::result::Result<(String, bool), String> {
     loop {
         match chars.next() {
             None => {
-                return Err(format!(
-                    "the value's {quote} is not closed on its line (values over several lines are not supported)"
-                ));
+                return Err(ValueError::Unclosed(format!(
+                    "the value's {quote} is never closed"
+                )));
             }
             Some(c) if c == quote => break,
             Some('\\') if quote == '"' => match chars.next() {
@@ -136,14 +173,20 @@ fn value(raw: &str) -> std::result::Result<(String, bool), String> {
                     out.push('\\');
                     out.push(c);
                 }
-                None => return Err("the value ends in a lone `\\`".to_owned()),
+                None => {
+                    return Err(ValueError::Unclosed(format!(
+                        "the value's {quote} is never closed"
+                    )));
+                }
             },
             Some(c) => out.push(c),
         }
     }
     let rest = chars.as_str().trim();
     if !(rest.is_empty() || rest.starts_with('#')) {
-        return Err(format!("unexpected {rest:?} after the quoted value"));
+        return Err(ValueError::Invalid(format!(
+            "unexpected {rest:?} after the quoted value"
+        )));
     }
     Ok((out, quote == '"'))
 }
@@ -214,23 +257,33 @@ mod tests {
     }
 
     #[test]
-    fn bad_lines_are_refused_with_their_line() {
-        for (text, needle) in [
-            ("A=1\nnot a pair\n", ".env:2: expected KEY=VALUE"),
-            ("1A=x\n", ".env:1: \"1A\" is not a variable name"),
-            ("A=\"open\n", ".env:1: the value's \" is not closed"),
-            (
-                "A='x' y\n",
-                ".env:1: unexpected \"y\" after the quoted value",
-            ),
-            ("A=${\n", ".env:1:"),
+    fn lines_it_cannot_read_are_left_out_with_a_warning() {
+        let env = parse(
+            ".env",
+            "A=1\nnot a pair\n1A=x\nB='x' y\nBARE\nC=${\nKEY=\"-----BEGIN KEY-----\nabc\n-----END KEY-----\"\nD=2\nOPEN=\"never closed\n",
+        )
+        .unwrap();
+        assert_eq!(env.values["A"], "1");
+        assert_eq!(env.values["D"], "2");
+        // A quoted value over several lines, as Compose reads it.
+        assert_eq!(
+            env.values["KEY"],
+            "-----BEGIN KEY-----\nabc\n-----END KEY-----"
+        );
+        assert_eq!(env.values.len(), 3, "{env:?}");
+        for needle in [
+            ".env:2: \"not a pair\" has no `=`",
+            ".env:3: \"1A\" is not a variable name",
+            ".env:4: unexpected \"y\" after the quoted value",
+            ".env:5: \"BARE\" has no `=`",
+            ".env:6: `C` is left unset",
+            ".env:11: the value's \" is never closed",
         ] {
-            let err = match parse(".env", text) {
-                Err(e) => e.to_string(),
-                Ok(env) if !env.warnings.is_empty() => env.warnings.join("; "),
-                Ok(env) => panic!("{text:?} parsed: {env:?}"),
-            };
-            assert!(err.contains(needle), "{text:?}: {err}");
+            assert!(
+                env.warnings.iter().any(|w| w.starts_with(needle)),
+                "{needle}: {:?}",
+                env.warnings
+            );
         }
     }
 }

@@ -555,7 +555,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         let mut names = crate::render::compose::preview_variable_names(&plan);
         names.extend(c.dotenv.keys().cloned());
         sanitize::check_variables(c, &names).map_err(|e| {
-            if is_preview_file(&c.file) {
+            if sanitize::is_preview_file(&c.file) {
                 e
             } else {
                 with_compose_none_hint(e)
@@ -971,7 +971,7 @@ fn find_compose(
             checkout,
             file: file.clone(),
         };
-        if is_preview_file(&file) {
+        if sanitize::is_preview_file(&file) {
             reasons.push(format!(
                 "compose={file} because the repo writes it for previews"
             ));
@@ -1120,10 +1120,6 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
 }
 
 /// True for a `docker-compose.preview.yml` (or `.yaml`), written for previews.
-fn is_preview_file(file: &str) -> bool {
-    sanitize::FILE_NAMES.contains(&file.rsplit('/').next().unwrap_or(file))
-}
-
 /// A refusal of the project's own compose file, with the way to preview the app without it.
 fn with_compose_none_hint(e: Error) -> Error {
     match e {

@@ -20,6 +20,12 @@ use crate::{Error, Result};
 /// File names looked for, in the app dir and then at the repo root.
 pub const FILE_NAMES: [&str; 2] = ["docker-compose.preview.yml", "docker-compose.preview.yaml"];
 
+/// Whether `file` (a path in the checkout) is a `docker-compose.preview.yml`, written for
+/// previews, rather than a project's own compose file.
+pub fn is_preview_file(file: &str) -> bool {
+    FILE_NAMES.contains(&file.rsplit('/').next().unwrap_or(file))
+}
+
 /// The project's own compose file names, in Compose's own order of preference, looked for in the
 /// app dir after [`FILE_NAMES`]. Written for local development, such a file publishes host ports:
 /// they are dropped (and read to choose the web service) instead of refused.
@@ -64,8 +70,7 @@ impl SanitizeContext<'_> {
     /// True for a `docker-compose.preview.yml`, written for previews: its host ports are refused.
     /// Any other file is the project's own, whose host ports are dropped.
     fn is_preview_file(&self) -> bool {
-        let name = self.file.rsplit('/').next().unwrap_or(&self.file);
-        FILE_NAMES.contains(&name)
+        is_preview_file(&self.file)
     }
 
     fn dir(&self) -> &str {
@@ -172,6 +177,11 @@ impl RepoService {
                     .filter_map(|l| Some(l.as_str()?.split(':').next()?.to_owned())),
             );
         }
+        out.extend(
+            shared_with(&self.passthrough)
+                .into_iter()
+                .map(|(_, name)| name),
+        );
         out
     }
 }
@@ -278,7 +288,7 @@ impl RepoService {
     /// Whether the service may end (its restart policy lets it), such as a migration: its
     /// container exiting with 0 is its success, not a failure of the preview.
     pub fn may_end(&self) -> bool {
-        self.restart != RESTART_ALWAYS
+        self.restart != KEEP_RUNNING
     }
 
     /// Its `profiles`: a service with any is not started, as `docker compose up` without
@@ -295,7 +305,7 @@ impl RepoService {
 }
 
 /// The restart policy of every service that is meant to keep running.
-pub const RESTART_ALWAYS: &str = "unless-stopped";
+pub const KEEP_RUNNING: &str = "unless-stopped";
 
 /// A build section; paths relative to the checkout root.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -680,6 +690,18 @@ pub fn sanitize_choosing(
             &mut warnings,
         )?);
     }
+    for service in &services {
+        if let Some((key, name)) = shared_with(&service.passthrough)
+            .into_iter()
+            .find(|(_, name)| left_out.contains(name))
+        {
+            return Err(r.refuse(
+                Some(&service.name),
+                key,
+                format!("it shares `{name}`, a proxy that reads the Docker socket, which a preview never runs"),
+            ));
+        }
+    }
     for service in &mut services {
         for name in &left_out {
             forget_service(&mut service.passthrough, name);
@@ -725,9 +747,30 @@ const DOCKER_ROUTERS: [&str; 4] = [
     "lucaslorentz/caddy-docker-proxy",
 ];
 
-/// The image of a service that is only a [`DOCKER_ROUTERS`] proxy (not built from the repo).
+/// Whether a mount's source is the Docker (or containerd) socket or its directory.
+fn mentions_socket(source: &str) -> bool {
+    source.contains("docker.sock")
+        || source.contains("containerd.sock")
+        || source.ends_with("/docker")
+}
+
+/// The image of a service that is only a [`DOCKER_ROUTERS`] proxy (not built from the repo) that
+/// mounts the Docker socket; one routing from files is judged like any other service.
 fn docker_router(service: &Map<String, Value>) -> Option<&str> {
-    if service.contains_key("build") {
+    let mounts_socket = service
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|v| match v {
+            Value::String(s) => mentions_socket(s.split(':').next().unwrap_or(s)),
+            Value::Object(m) => m
+                .get("source")
+                .and_then(Value::as_str)
+                .is_some_and(mentions_socket),
+            _ => false,
+        });
+    if service.contains_key("build") || !mounts_socket {
         return None;
     }
     let image = service.get("image")?.as_str()?;
@@ -755,20 +798,96 @@ fn forget_service(passthrough: &mut Map<String, Value>, name: &str) {
     }
 }
 
+/// The keys by which a service shares another's namespace or volumes: `network_mode`, `ipc`
+/// and `pid` as `service:NAME`, and `volumes_from` entries `NAME[:ro|:rw]`. Unlike `depends_on`,
+/// such a reference cannot be dropped.
+fn shared_with(passthrough: &Map<String, Value>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for key in ["network_mode", "ipc", "pid"] {
+        if let Some(name) = passthrough
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|v| v.strip_prefix("service:"))
+        {
+            out.push((key, name.to_owned()));
+        }
+    }
+    if let Some(Value::Array(list)) = passthrough.get("volumes_from") {
+        for entry in list.iter().filter_map(Value::as_str) {
+            out.push((
+                "volumes_from",
+                entry.split(':').next().unwrap_or(entry).to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// Points every reference a service makes to `from` at `to` (the app's service in the green
+/// slot): `depends_on`, `links`, and the [`shared_with`] keys.
+pub fn rename_references(passthrough: &mut Map<String, Value>, from: &str, to: &str) {
+    match passthrough.get_mut("depends_on") {
+        Some(Value::Array(names)) => {
+            for name in names {
+                if name.as_str() == Some(from) {
+                    *name = Value::String(to.to_owned());
+                }
+            }
+        }
+        Some(Value::Object(map)) => {
+            if let Some(config) = map.remove(from) {
+                map.insert(to.to_owned(), config);
+            }
+        }
+        _ => {}
+    }
+    if let Some(Value::Array(links)) = passthrough.get_mut("links") {
+        for link in links {
+            let Some(text) = link.as_str() else { continue };
+            let (service, alias) = text.split_once(':').unwrap_or((text, from));
+            if service == from {
+                *link = Value::String(format!("{to}:{alias}"));
+            }
+        }
+    }
+    for key in ["network_mode", "ipc", "pid"] {
+        if let Some(value) = passthrough.get_mut(key)
+            && value.as_str().and_then(|v| v.strip_prefix("service:")) == Some(from)
+        {
+            *value = Value::String(format!("service:{to}"));
+        }
+    }
+    if let Some(Value::Array(list)) = passthrough.get_mut("volumes_from") {
+        for entry in list {
+            let Some(text) = entry.as_str() else { continue };
+            match text.split_once(':') {
+                Some((name, mode)) if name == from => {
+                    *entry = Value::String(format!("{to}:{mode}"));
+                }
+                None if text == from => *entry = Value::String(to.to_owned()),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The policy a repo's `restart` value runs with; see [`RepoService::restart`].
 fn restart_policy(r: &Refusals, service: &str, value: &Value) -> Result<String> {
-    let policy = match value {
+    let written = match value {
         // `restart: no` unquoted is YAML 1.1's false.
-        Value::Bool(false) => "no",
-        // A policy from a variable (`${DOCKER_RESTART_POLICY:-unless-stopped}`): the service
-        // keeps running, as most such files default to.
-        Value::String(s) if s.contains('$') => RESTART_ALWAYS,
-        Value::String(s) => s.as_str(),
+        Value::Bool(false) => "no".to_owned(),
+        // A policy from a variable reads as its default (`${MIGRATE_RESTART:-no}`), which the
+        // preview never overrides; without one, the service keeps running.
+        Value::String(s) => match with_defaults(s) {
+            d if d.contains('$') => KEEP_RUNNING.to_owned(),
+            d => d,
+        },
         _ => return Err(r.refuse(Some(service), "restart", "must be a string")),
     };
+    let policy = written.as_str();
     match policy {
         "no" => Ok("no".to_owned()),
-        "always" | "unless-stopped" => Ok(RESTART_ALWAYS.to_owned()),
+        "always" | "unless-stopped" => Ok(KEEP_RUNNING.to_owned()),
         "on-failure" => Ok(policy.to_owned()),
         _ => match policy.strip_prefix("on-failure:").map(str::parse::<u32>) {
             Some(Ok(_)) => Ok(policy.to_owned()),
@@ -864,8 +983,19 @@ fn choose_web_service(
             format!("it is named `{APP_SERVICE}`"),
         ));
     }
-    // A task another service waits on to complete (a migration) is never the web app.
+    // A task another service waits on to complete (a migration) is never the web app, nor a
+    // service in a profile while others are not in any (Compose would not start it).
     let services: Vec<&RepoService> = services.iter().filter(|s| !s.awaited).collect();
+    let unprofiled: Vec<&RepoService> = services
+        .iter()
+        .copied()
+        .filter(|s| s.profiles().is_empty())
+        .collect();
+    let services = if unprofiled.is_empty() {
+        services
+    } else {
+        unprofiled
+    };
     let serving: Vec<&RepoService> = services
         .iter()
         .copied()
@@ -1200,7 +1330,7 @@ fn sanitize_service(
         env_files: Vec::new(),
         expose: Vec::new(),
         published: Vec::new(),
-        restart: RESTART_ALWAYS.to_owned(),
+        restart: KEEP_RUNNING.to_owned(),
         awaited: false,
         passthrough: Map::new(),
     };
@@ -1603,9 +1733,6 @@ fn sanitize_volume(
             format!("the target {target:?} must be an absolute path in the container"),
         ));
     }
-    let mentions_socket = |s: &str| {
-        s.contains("docker.sock") || s.contains("containerd.sock") || s.ends_with("/docker")
-    };
     if source.as_deref().is_some_and(mentions_socket) || target.contains("docker.sock") {
         return Err(r.refuse(
             svc,
@@ -2381,6 +2508,13 @@ mod tests {
                 vec!["postgres".to_owned(), "web".to_owned()]
             )
         );
+        // A built service in a profile does not compete with one Compose starts.
+        let s = run_project(
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  docs:\n    build: .\n    ports: [\"8001:8001\"]\n    profiles: [docs]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.app_service, "web");
         // COMPOSE_PROFILES=worker starts the worker too.
         assert_eq!(started(&["worker"]).0, ["cache", "db", "web", "worker"]);
     }
@@ -2389,13 +2523,14 @@ mod tests {
     fn variables_in_dropped_keys_and_port_defaults_are_read_as_compose_would() {
         // As docker-rails-example writes them.
         let s = run_project(
-            "services:\n  web:\n    build: .\n    ports: [\"${WEB_FWD:-127.0.0.1:8000}:${PORT:-8000}\"]\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n    deploy:\n      resources:\n        limits:\n          cpus: \"${DOCKER_WEB_CPUS:-0}\"\n  worker:\n    build: .\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n",
+            "services:\n  migrate:\n    build: .\n    restart: \"${MIGRATE_RESTART:-no}\"\n  web:\n    build: .\n    ports: [\"${WEB_FWD:-127.0.0.1:8000}:${PORT:-8000}\"]\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n    deploy:\n      resources:\n        limits:\n          cpus: \"${DOCKER_WEB_CPUS:-0}\"\n  worker:\n    build: .\n    restart: \"${DOCKER_RESTART_POLICY:-unless-stopped}\"\n",
             None,
         )
         .unwrap();
         assert_eq!(s.app_service, "web");
-        assert_eq!(s.services[0].published, [8000]);
-        assert_eq!(s.services[0].restart, RESTART_ALWAYS);
+        assert_eq!(s.services[0].restart, "no");
+        assert_eq!(s.services[1].published, [8000]);
+        assert_eq!(s.services[1].restart, KEEP_RUNNING);
         assert!(s.variables.is_empty(), "{:?}", s.variables);
         assert_eq!(with_defaults("${A:-1}:${B-2}/tcp"), "1:2/tcp");
         assert_eq!(with_defaults("${A}:80"), "${A}:80");
@@ -2519,6 +2654,24 @@ mod tests {
             ),
             "{:?}",
             s.warnings
+        );
+        // One that routes from files, without the socket, is a service like any other.
+        let s = run_project(
+            "services:\n  proxy:\n    image: traefik:3\n    command: [\"--providers.file.filename=/etc/traefik.yml\"]\n  web:\n    build: .\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.services.len(), 2);
+        // Another service sharing its network cannot do without it: refused.
+        let err = run_project(
+            "services:\n  proxy:\n    image: traefik:3\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n  web:\n    build: .\n    network_mode: service:proxy\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("compose.yaml:8: service `web`: key `network_mode`: it shares `proxy`"),
+            "{err}"
         );
         // Built from the repo, or another image, it is judged like any service: refused.
         for text in [

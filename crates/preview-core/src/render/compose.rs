@@ -20,7 +20,7 @@ use super::{AppSlot, ComposeServices, RenderInput, labels, render_template};
 use crate::images;
 use crate::model::{Database, DockerfileSource, ExtraService, Framework, Language, Plan};
 use crate::plan::Planned;
-use crate::sanitize::{Mount, RESTART_ALWAYS, RepoService, SanitizedCompose};
+use crate::sanitize::{KEEP_RUNNING, Mount, RepoService, SanitizedCompose, rename_references};
 use crate::{Error, Result};
 
 /// The compose service name of the database.
@@ -328,34 +328,6 @@ fn aliased_networks(networks: Option<Value>, app_name: &str) -> Value {
     Value::Object(out)
 }
 
-/// Points another service's `depends_on` and `links` at the app's green service name.
-fn rename_references(passthrough: &mut serde_json::Map<String, Value>, from: &str, to: &str) {
-    match passthrough.get_mut("depends_on") {
-        Some(Value::Array(names)) => {
-            for name in names {
-                if name.as_str() == Some(from) {
-                    *name = Value::String(to.to_owned());
-                }
-            }
-        }
-        Some(Value::Object(map)) => {
-            if let Some(config) = map.remove(from) {
-                map.insert(to.to_owned(), config);
-            }
-        }
-        _ => {}
-    }
-    if let Some(Value::Array(links)) = passthrough.get_mut("links") {
-        for link in links {
-            let Some(text) = link.as_str() else { continue };
-            let (service, alias) = text.split_once(':').unwrap_or((text, from));
-            if service == from {
-                *link = Value::String(format!("{to}:{alias}"));
-            }
-        }
-    }
-}
-
 fn absolute(input: &RenderInput, rel: &str) -> String {
     let path = if rel == "." {
         input.checkout_dir.clone()
@@ -410,7 +382,7 @@ fn hardened(name: &str, labels: &BTreeMap<String, String>) -> ServiceView {
     ServiceView {
         name: name.to_owned(),
         labels: labels.clone(),
-        restart: RESTART_ALWAYS.to_owned(),
+        restart: KEEP_RUNNING.to_owned(),
         stop_grace_period: "10s".to_owned(),
         ..ServiceView::default()
     }
@@ -958,6 +930,13 @@ mod tests {
         assert_eq!(
             map,
             serde_json::json!({"depends_on": {"web-green": {"condition": "service_started"}}})
+        );
+        // Sharing its namespace or volumes follows it too.
+        let mut shared = serde_json::json!({"network_mode": "service:web", "pid": "service:db", "volumes_from": ["web:ro", "web", "db"]});
+        rename_references(shared.as_object_mut().unwrap(), "web", "web-green");
+        assert_eq!(
+            shared,
+            serde_json::json!({"network_mode": "service:web-green", "pid": "service:db", "volumes_from": ["web-green:ro", "web-green", "db"]})
         );
     }
 
