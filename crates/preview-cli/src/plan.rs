@@ -347,7 +347,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("\nwarnings:\n  - service `admin` of compose.yaml has the label `preview.hostname: admin` but stays private: hostnames are off"),
+            text.contains("\n  - service `admin` of compose.yaml has the label `preview.hostname: admin` but stays private: hostnames are off"),
             "{text}"
         );
 

@@ -390,6 +390,20 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                 app.image.as_deref().unwrap_or("-")
             ));
         }
+        let built_others: Vec<String> = c
+            .services
+            .iter()
+            .filter(|s| s.name != c.app_service && s.build.is_some() && !s.awaited)
+            .map(|s| format!("`{}`", s.name))
+            .collect();
+        if !built_others.is_empty() {
+            warnings.push(format!(
+                "on an update, {} (built from the repo) {} replaced in place when the new commit starts, before its web service is ready; only `{}` starts beside the serving one",
+                built_others.join(", "),
+                if built_others.len() == 1 { "is" } else { "are" },
+                c.app_service
+            ));
+        }
     }
 
     // 6. preview-config.yml overrides.
