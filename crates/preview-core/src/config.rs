@@ -659,8 +659,9 @@ impl PreviewConfig {
                 line,
             });
         }
-        if let Some(s) = raw.web_service {
-            let line = line_of(&s);
+        // `web_service` and `hostname_service` name a service of the compose file.
+        let service_key = |key: &str, s: &Spanned<String>| {
+            let line = line_of(s);
             let name = s.value.trim();
             let valid = !name.is_empty()
                 && name.len() <= 63
@@ -670,7 +671,7 @@ impl PreviewConfig {
             if !valid {
                 return Err(err(
                     Some(line),
-                    Some("web_service"),
+                    Some(key),
                     format!("{name:?} is not a compose service name ([a-zA-Z0-9._-], at most 63)"),
                 ));
             }
@@ -683,49 +684,23 @@ impl PreviewConfig {
             ) {
                 return Err(err(
                     Some(line),
-                    Some("web_service"),
+                    Some(key),
                     "names a compose service, but compose is none".to_owned(),
                 ));
             }
-            config.web_service = Some(Located {
+            Ok(Located {
                 value: name.to_owned(),
                 line,
-            });
-        }
-
-        if let Some(s) = raw.hostname_service {
-            let line = line_of(&s);
-            let name = s.value.trim();
-            let valid = !name.is_empty()
-                && name.len() <= 63
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !valid {
-                return Err(err(
-                    Some(line),
-                    Some("hostname_service"),
-                    format!("{name:?} is not a compose service name ([a-zA-Z0-9._-], at most 63)"),
-                ));
-            }
-            if matches!(
-                config.compose,
-                Some(Located {
-                    value: ComposeChoice::Off,
-                    ..
-                })
-            ) {
-                return Err(err(
-                    Some(line),
-                    Some("hostname_service"),
-                    "names a compose service, but compose is none".to_owned(),
-                ));
-            }
-            config.hostname_service = Some(Located {
-                value: name.to_owned(),
-                line,
-            });
-        }
+            })
+        };
+        config.web_service = raw
+            .web_service
+            .map(|s| service_key("web_service", &s))
+            .transpose()?;
+        config.hostname_service = raw
+            .hostname_service
+            .map(|s| service_key("hostname_service", &s))
+            .transpose()?;
 
         if let Some(list) = raw.extra_services {
             let line = line_of(&list);

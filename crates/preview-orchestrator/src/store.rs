@@ -459,30 +459,57 @@ impl Store {
         id: &PreviewId,
         published: &BTreeSet<u16>,
     ) -> Result<u16> {
+        self.allocate_extra_port(
+            id,
+            published,
+            |a| a.next_app,
+            |a, port| a.next_app = Some(port),
+        )
+        .await
+    }
+
+    /// The port of preview `id`'s second web service (routed at its own hostname), chosen as
+    /// [`Store::allocate_next_app_port`] chooses. It keeps the port from commit to commit, so
+    /// nginx routes to the service across updates.
+    pub async fn allocate_service_port(
+        &self,
+        id: &PreviewId,
+        published: &BTreeSet<u16>,
+    ) -> Result<u16> {
+        self.allocate_extra_port(
+            id,
+            published,
+            |a| a.service,
+            |a, port| a.service = Some(port),
+        )
+        .await
+    }
+
+    /// A port of preview `id` besides its app port, read with `held` and recorded with `hold`:
+    /// the one it holds, or a new one from the app pool.
+    async fn allocate_extra_port(
+        &self,
+        id: &PreviewId,
+        published: &BTreeSet<u16>,
+        held: fn(&PortAllocation) -> Option<u16>,
+        hold: fn(&mut PortAllocation, u16),
+    ) -> Result<u16> {
         let pools = self.inner.pools;
         let (r, ticket) = self.mutate(|s| {
-            let Some(existing) = s.port_allocations.get(id).copied() else {
-                return (
-                    Err(Error::Ports(format!("{id} holds no ports to update"))),
-                    false,
-                );
+            let Some(mut existing) = s.port_allocations.get(id).copied() else {
+                return (Err(Error::Ports(format!("{id} holds no ports"))), false);
             };
-            if let Some(next) = existing.next_app {
-                return (Ok(next), false);
+            if let Some(port) = held(&existing) {
+                return (Ok(port), false);
             }
             let taken = s.allocated_ports();
             match pools.pick(preview_core::ports::PortKind::App, |p| {
                 !taken.contains(&p) && !published.contains(&p) && port_is_free_on_host(p)
             }) {
-                Ok(next) => {
-                    s.port_allocations.insert(
-                        id.clone(),
-                        PortAllocation {
-                            next_app: Some(next),
-                            ..existing
-                        },
-                    );
-                    (Ok(next), true)
+                Ok(port) => {
+                    hold(&mut existing, port);
+                    s.port_allocations.insert(id.clone(), existing);
+                    (Ok(port), true)
                 }
                 Err(e) => (Err(Error::Ports(e.to_string())), false),
             }
@@ -515,44 +542,6 @@ impl Store {
             _ => ((), false),
         });
         ticket.wait().await
-    }
-
-    /// The port of preview `id`'s second web service (routed at its own hostname): the one it
-    /// holds, or a new one from the app pool that no preview holds, no container in `published`
-    /// publishes and nothing on the host listens on. The preview must hold ports already. It
-    /// keeps the port from commit to commit, so nginx routes to the service across updates.
-    pub async fn allocate_service_port(
-        &self,
-        id: &PreviewId,
-        published: &BTreeSet<u16>,
-    ) -> Result<u16> {
-        let pools = self.inner.pools;
-        let (r, ticket) = self.mutate(|s| {
-            let Some(existing) = s.port_allocations.get(id).copied() else {
-                return (Err(Error::Ports(format!("{id} holds no ports"))), false);
-            };
-            if let Some(port) = existing.service {
-                return (Ok(port), false);
-            }
-            let taken = s.allocated_ports();
-            match pools.pick(preview_core::ports::PortKind::App, |p| {
-                !taken.contains(&p) && !published.contains(&p) && port_is_free_on_host(p)
-            }) {
-                Ok(port) => {
-                    s.port_allocations.insert(
-                        id.clone(),
-                        PortAllocation {
-                            service: Some(port),
-                            ..existing
-                        },
-                    );
-                    (Ok(port), true)
-                }
-                Err(e) => (Err(Error::Ports(e.to_string())), false),
-            }
-        });
-        ticket.wait().await?;
-        r
     }
 
     /// Gives back the port of preview `id`'s second web service (its commit has none any more).

@@ -152,6 +152,13 @@ impl Browser {
 
     /// Calls a DevTools method and returns its result (events in between are skipped).
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .await
+            .unwrap_or_else(|error| panic!("{method}: {error}"))
+    }
+
+    /// [`Browser::call`], returning DevTools' error instead of failing on it.
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         self.send_frame(&json!({ "id": id, "method": method, "params": params }).to_string())
@@ -162,8 +169,10 @@ impl Browser {
                 .await
                 .unwrap_or_else(|_| panic!("{method} got no answer"));
             if message["id"] == id {
-                assert!(message.get("error").is_none(), "{method}: {message}");
-                return message["result"].clone();
+                return match message.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(message["result"].clone()),
+                };
             }
         }
     }
@@ -187,10 +196,24 @@ impl Browser {
     async fn wait_for_page(&mut self, path_end: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let state = self
-                .eval("document.readyState + ' ' + location.pathname + location.search")
-                .await;
-            let state = state.as_str().unwrap_or_default().to_owned();
+            // The page may be navigating away as it is asked ("Inspected target navigated or
+            // closed"): that is not loaded yet, so ask again.
+            let state = match self
+                .try_call(
+                    "Runtime.evaluate",
+                    json!({
+                        "expression": "document.readyState + ' ' + location.pathname + location.search",
+                        "returnByValue": true
+                    }),
+                )
+                .await
+            {
+                Ok(result) => result["result"]["value"].as_str().unwrap_or_default().to_owned(),
+                Err(error) if error["message"].as_str().is_some_and(|m| m.contains("navigated")) => {
+                    String::new()
+                }
+                Err(error) => panic!("Runtime.evaluate: {error}"),
+            };
             if let Some(path) = state.strip_prefix("complete ")
                 && path.ends_with(path_end)
             {
