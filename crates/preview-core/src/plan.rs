@@ -194,6 +194,23 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             .iter()
             .any(|s| s.name == c.app_service && (s.build.is_some() || s.image.is_some()))
     });
+    // The web service's own directory says what it is better than the app dir: where its
+    // Dockerfile is (`backend/Dockerfile` built from the root), else its build context.
+    if let Some(dir) = repo_compose.as_ref().and_then(web_service_dir)
+        && dir != app_dir
+        && config.app_path.is_none()
+        && let Some(d) =
+            detect::detect_all(checkout, &dir, false, forced_language, forced_framework)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|d| d.strength >= Strength::Plain)
+    {
+        reasons.push(format!(
+            "language={} because the web service is built from {dir}, which has {}",
+            d.language, d.evidence
+        ));
+        found = Some(d);
+    }
 
     // 4. Detection, unless the repo builds its own image and nothing was found.
     let detection = match found.take() {
@@ -295,8 +312,11 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         plan.startup_commands = startup_commands;
         plan.port = port;
         plan.port_env = port_env;
-        plan.database = database;
-        plan.extra_services = extra_services;
+        // A repo's compose file brings its own database and services.
+        if repo_compose.is_none() {
+            plan.database = database;
+            plan.extra_services = extra_services;
+        }
         if let Some(c) = context_dir {
             reasons.push(format!(
                 "context_dir={c} because the app is built from its workspace or module root"
@@ -1020,6 +1040,23 @@ fn find_compose(
             .map_err(with_compose_none_hint);
     }
     Ok(None)
+}
+
+/// The directory of the web service's Dockerfile (relative to the checkout root), else its
+/// build context; `None` when it is not built from the repo.
+fn web_service_dir(compose: &SanitizedCompose) -> Option<String> {
+    let build = compose
+        .services
+        .iter()
+        .find(|s| s.name == compose.app_service)?
+        .build
+        .as_ref()?;
+    Some(
+        match build.dockerfile.as_deref().and_then(|d| d.rsplit_once('/')) {
+            Some((dir, _)) => dir.to_owned(),
+            None => build.context.clone(),
+        },
+    )
 }
 
 /// The port a service tells a development proxy to route to: Traefik's
