@@ -34,7 +34,7 @@ const MAX_TOTAL: usize = 256 * 1024;
 
 /// Parses `text`, the file `file` (relative to the checkout root, for messages). A line it
 /// cannot read is left out with a warning, as a key that cannot be resolved is: only values
-/// adding up to more than [`MAX_TOTAL`] refuse the file.
+/// adding up to more than `MAX_TOTAL` refuse the file.
 pub fn parse(file: &str, text: &str) -> Result<DotEnv> {
     let mut env = DotEnv::default();
     let mut total = 0;
