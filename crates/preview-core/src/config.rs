@@ -663,12 +663,7 @@ impl PreviewConfig {
         let service_key = |key: &str, s: &Spanned<String>| {
             let line = line_of(s);
             let name = s.value.trim();
-            let valid = !name.is_empty()
-                && name.len() <= 63
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !valid {
+            if !valid_service_name(name) {
                 return Err(err(
                     Some(line),
                     Some(key),
@@ -796,6 +791,15 @@ pub fn parse_env_file(text: &str, file: &str) -> Result<BTreeMap<String, String>
         out.insert(key.to_owned(), value.to_owned());
     }
     Ok(out)
+}
+
+/// A compose service (or volume, network) name: 1 to 63 of `[a-zA-Z0-9._-]`.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 #[cfg(test)]

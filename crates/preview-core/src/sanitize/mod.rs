@@ -19,7 +19,7 @@ pub use variables::{INTERPOLATED, VariableRef, check_variables, resolve_text};
 use variables::{scan_variables, with_defaults};
 
 use crate::checkout::{Checkout, normalize_relative};
-use crate::config::{parser_options, yaml_error};
+use crate::config::{parser_options, valid_service_name, yaml_error};
 use crate::{Error, Result};
 
 /// File names looked for, in the app dir and then at the repo root.
@@ -1079,14 +1079,6 @@ fn choose_web_service(
             "cannot tell which service is the web app ({found}): name it `{APP_SERVICE}`, give it the label `{WEB_LABEL}: \"true\"`, or set web_service in preview-config.yml"
         ),
     ))
-}
-
-fn valid_service_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
