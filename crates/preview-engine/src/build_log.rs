@@ -43,6 +43,23 @@ pub fn build_failure(log: &str) -> Option<String> {
     buildkit_failure(&log)
         .or_else(|| classic_failure(&log))
         .or_else(|| network_failure(&log))
+        .or_else(|| daemon_refusal(&log))
+}
+
+/// The engine's last refusal (a container that could not be created or started), e.g. a port
+/// that another process took between its allocation and the start.
+fn daemon_refusal(log: &str) -> Option<String> {
+    const MARK: &str = "Error response from daemon: ";
+    let line = log.lines().rev().find(|l| l.contains(MARK))?;
+    let refusal = line.split_once(MARK)?.1.trim();
+    if refusal.ends_with("address already in use") || refusal.contains("port is already allocated")
+    {
+        return Some(format!(
+            "a port the preview publishes was taken on the host by another process meanwhile; \
+             the next deploy picks a free one (Docker: {refusal})"
+        ));
+    }
+    Some(format!("Docker refused: {refusal}"))
 }
 
 /// Docker's default address pools hold about 30 bridge networks, and each preview has one.
@@ -150,6 +167,22 @@ mod tests {
         let log = "Successfully tagged p-pr-23-app:latest\n Network p-pr-23_default Creating \n Network p-pr-23_default Error Error response from daemon: could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network\nfailed to create network p-pr-23_default\n";
         let reason = build_failure(log).unwrap();
         assert!(reason.contains("default-address-pools"), "{reason}");
+    }
+
+    #[test]
+    fn names_the_engines_refusal_when_no_step_failed() {
+        let log = "Successfully tagged p-pr-4-app:latest\n Container p-pr-4-app-1  Starting\nError response from daemon: driver failed programming external connectivity on endpoint p-pr-4-app-1 (359a): Error starting userland proxy: listen tcp4 127.0.0.1:53000: bind: address already in use\n";
+        let reason = build_failure(log).unwrap();
+        assert!(
+            reason.starts_with("a port the preview publishes was taken"),
+            "{reason}"
+        );
+        assert!(reason.contains("127.0.0.1:53000"), "{reason}");
+        let log = " Container p-pr-4-app-1  Creating\nError response from daemon: invalid mount config for type \"bind\": bind source path does not exist: /x\n";
+        assert_eq!(
+            build_failure(log).unwrap(),
+            "Docker refused: invalid mount config for type \"bind\": bind source path does not exist: /x"
+        );
     }
 
     #[test]

@@ -62,11 +62,16 @@ pub fn sha(a: u64, b: u64) -> String {
 
 static PORT_BASE: AtomicU64 = AtomicU64::new(0);
 
-/// Disjoint port ranges per test server, so parallel tests do not compete.
+/// Disjoint port ranges per test server, so parallel tests do not compete: 300 ports each (200
+/// app, 100 db) from 20000-59899, taken in turn, so a range comes back only after 133 other
+/// test servers (with 40 it came back while a long test still held it: two orchestrators gave
+/// the same port to two previews, and the second could not start). The process id picks the
+/// first, for two test processes run at once.
 fn port_ranges() -> (String, String) {
+    const SLOTS: u64 = 133;
     let n = PORT_BASE.fetch_add(1, Ordering::Relaxed);
-    let pid = u64::from(std::process::id()) % 40;
-    let base = 20_000 + (pid * 40 + n % 40) * 500 % 40_000;
+    let slot = (u64::from(std::process::id()) + n) % SLOTS;
+    let base = 20_000 + slot * 300;
     (
         format!("{}-{}", base, base + 199),
         format!("{}-{}", base + 200, base + 299),
