@@ -7,13 +7,17 @@ use preview_core::render::labels;
 
 use crate::{Error, Result};
 
-/// One container of a compose project, as `docker ps -a` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One container of a compose project, as `docker ps -a` reports it (on a swarm: one task).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ContainerState {
     pub name: String,
     pub service: String,
     /// `created`, `running`, `restarting`, `exited`, `dead`, ...
     pub state: String,
+    /// The engine's words for people: `Up 3 minutes (healthy)`, `Exited (0) 2 minutes ago`;
+    /// on a swarm the task's state, node and error.
+    pub status: String,
     /// Parsed from the status text when the container has exited.
     pub exit_code: Option<i32>,
     /// Whether it runs a task meant to end, such as a migration ([`labels::ONE_SHOT`]).
@@ -74,6 +78,7 @@ fn parse_ps_line(line: &str) -> Result<ContainerState> {
         name: field("Names"),
         service,
         state: field("State").to_ascii_lowercase(),
+        status,
         exit_code,
         one_shot,
     })
@@ -90,6 +95,7 @@ mod tests {
         assert_eq!(c.name, "p-app-1");
         assert_eq!(c.service, "app");
         assert_eq!(c.exit_code, Some(3));
+        assert_eq!(c.status, "Exited (3) 2 seconds ago");
         assert!(c.has_stopped());
         assert!(!c.one_shot);
         assert!(parse_ps_line("not json").is_err());

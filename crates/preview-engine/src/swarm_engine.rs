@@ -935,10 +935,16 @@ impl Engine for SwarmEngine {
                     // Swarm says `complete` only of a task that ended with 0 under a
                     // restart policy that lets it end: a migration that is done.
                     let one_shot = t.state == "complete";
+                    let node = t.node.get(..12).unwrap_or(&t.node);
+                    let status = match &t.error {
+                        Some(error) => format!("{} on node {node}: {error}", t.state),
+                        None => format!("{} on node {node}", t.state),
+                    };
                     ContainerState {
                         name: t.service.clone(),
                         service,
                         state: state.to_owned(),
+                        status,
                         exit_code: if one_shot { Some(0) } else { t.exit_code },
                         one_shot,
                     }

@@ -107,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/previews/{id}/redeploy", post(redeploy_preview))
         .route("/api/previews/{id}/sleep", post(sleep_preview))
+        .route("/api/previews/{id}/services", get(preview_services))
         .route("/api/nodes", get(list_nodes))
         .route(
             "/api/repos/{owner}/{repo}/access",
@@ -682,6 +683,23 @@ async fn sleep_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>)
 
 /// The machines previews run on (the host, or each node of the swarm), with their free memory
 /// and previews.
+async fn preview_services(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if app.scheduler.store().get(&id).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no preview {id}"));
+    }
+    match app.wakes.runner().services(&id).await {
+        Ok(services) => axum::Json(json!({ "id": id, "services": services })).into_response(),
+        Err(reason) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("listing the services of {id}: {reason}"),
+        ),
+    }
+}
+
 async fn list_nodes(State(app): State<Arc<AppState>>) -> Response {
     match app.wakes.runner().nodes().await {
         Ok((engine, nodes)) => {

@@ -144,6 +144,17 @@ pub trait JobRunner: Send + Sync + 'static {
         Box::pin(async { Err("this runner runs no previews".to_owned()) })
     }
 
+    /// The containers of preview `id`'s services and their states (`GET
+    /// /api/previews/{id}/services`, the dashboard's preview page); the error says why they
+    /// cannot be listed.
+    fn services<'a>(
+        &'a self,
+        id: &'a PreviewId,
+    ) -> BoxFuture<'a, Result<Vec<preview_engine::ContainerState>, String>> {
+        let _ = id;
+        Box::pin(async { Err("this runner runs no previews".to_owned()) })
+    }
+
     /// Puts preview `id` to sleep now, idle or not (`POST /api/previews/{id}/sleep`); the
     /// error says why it cannot.
     fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {

@@ -119,12 +119,13 @@ impl Orchestrator {
             scheduler: scheduler.clone(),
             metrics,
             started: Instant::now(),
-            wakes: http::wake::WakeFlights::new(runner),
+            wakes: http::wake::WakeFlights::new(runner.clone()),
         });
         let (stop_http, stopped) = oneshot::channel::<()>();
         let dashboard = Arc::new(dashboard::Dashboard::new(
             state.config.clone(),
             scheduler.clone(),
+            runner,
             state.secrets.clone(),
             addr,
         ));

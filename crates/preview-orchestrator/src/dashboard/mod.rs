@@ -57,6 +57,8 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub struct Dashboard {
     config: Arc<Config>,
     scheduler: Scheduler,
+    /// Lists a preview's services for its page.
+    runner: Arc<dyn crate::jobs::JobRunner>,
     secrets: Arc<RepoSecretStore>,
     sessions: Sessions,
     templates: Environment<'static>,
@@ -83,6 +85,7 @@ impl Dashboard {
     pub fn new(
         config: Arc<Config>,
         scheduler: Scheduler,
+        runner: Arc<dyn crate::jobs::JobRunner>,
         secrets: Arc<RepoSecretStore>,
         listening: SocketAddr,
     ) -> Self {
@@ -95,6 +98,7 @@ impl Dashboard {
             templates: templates(),
             config,
             scheduler,
+            runner,
             secrets,
         }
     }
@@ -297,10 +301,18 @@ async fn preview_page(
         })
     });
     let notice = views::notice(query.get("notice").map(String::as_str));
+    let (services, services_error) = match d.runner.services(&rec.id).await {
+        Ok(containers) => (views::services(&containers), None),
+        Err(e) => (
+            Vec::new(),
+            Some(format!("The services cannot be listed: {e}")),
+        ),
+    };
     d.render(
         "preview.html.j2",
         context! {
             base, preview => Value::from(minijinja::value::Serde(&row)), history => Value::from(minijinja::value::Serde(&history)),
+            services => Value::from(minijinja::value::Serde(&services)), services_error,
             builds => Value::from(minijinja::value::Serde(&builds)), newest_log, notice,
             actions => Value::from(minijinja::value::Serde(views::actions())),
             viewer => viewer.who(), csrf => viewer.csrf(),
@@ -756,6 +768,19 @@ mod tests {
                 }])),
                 newest_log => context! { name => "20261206T090100Z-0123456.log", text => "Step 1/2 : FROM node\n<script>alert(1)</script>\n", truncated => false },
                 notice => None::<&str>, actions => Value::from(minijinja::value::Serde(views::actions())),
+                services => Value::from(minijinja::value::Serde(views::services(&[
+                    preview_engine::ContainerState {
+                        name: "acme-api-pr-2-migrate-1".into(), service: "migrate".into(),
+                        state: "exited".into(), status: "Exited (0) 2 minutes ago".into(),
+                        exit_code: Some(0), one_shot: true,
+                    },
+                    preview_engine::ContainerState {
+                        name: "acme-api-pr-2-web-1".into(), service: "web".into(),
+                        state: "restarting".into(), status: "Restarting (1) 3 seconds ago".into(),
+                        exit_code: None, one_shot: false,
+                    },
+                ]))),
+                services_error => None::<&str>,
                 viewer => "api-token", csrf => "CSRF",
             })
             .unwrap();

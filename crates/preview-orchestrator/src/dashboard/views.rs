@@ -166,6 +166,51 @@ pub struct HistoryRow {
     pub note: Option<String>,
 }
 
+/// One container of a preview's services, as its page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceRow {
+    pub service: String,
+    pub container: String,
+    /// `running`, `done` (a task that ended with 0), `exited 1`, `restarting`, ...
+    pub state: String,
+    /// The state's colour: one of the page's `state-*` classes.
+    pub class: &'static str,
+    /// The engine's words: `Up 3 minutes (healthy)`.
+    pub status: String,
+    /// A task meant to end, such as a migration.
+    pub task: bool,
+}
+
+/// The rows of a preview's containers, in the order given.
+pub fn services(containers: &[preview_engine::ContainerState]) -> Vec<ServiceRow> {
+    containers
+        .iter()
+        .map(|c| {
+            let done = c.one_shot && c.state == "exited" && c.exit_code == Some(0);
+            let state = match (done, c.state.as_str(), c.exit_code) {
+                (true, ..) => "done".to_owned(),
+                (false, "exited", Some(code)) => format!("exited {code}"),
+                (false, state, _) => state.to_owned(),
+            };
+            let class = if done || c.state == "running" {
+                "running"
+            } else if c.has_stopped() {
+                "failed"
+            } else {
+                "starting"
+            };
+            ServiceRow {
+                service: c.service.clone(),
+                container: c.name.clone(),
+                state,
+                class,
+                status: c.status.clone(),
+                task: c.one_shot,
+            }
+        })
+        .collect()
+}
+
 /// The history, newest first, failure reasons redacted.
 pub fn history(rec: &DeploymentRecord, redaction: &RepoSecrets) -> Vec<HistoryRow> {
     rec.history
@@ -255,5 +300,45 @@ pub fn notice(key: Option<&str>) -> Option<&'static str> {
         "destroy" => Some("Teardown queued."),
         "waiting" => Some("Queued: it waits for a free slot under the cap on live previews."),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_show_a_finished_task_as_done_and_a_failed_one_as_failed() {
+        let container = |service: &str, state: &str, code: Option<i32>, one_shot: bool| {
+            preview_engine::ContainerState {
+                name: format!("p-{service}-1"),
+                service: service.into(),
+                state: state.into(),
+                status: "as docker says".into(),
+                exit_code: code,
+                one_shot,
+            }
+        };
+        let rows = services(&[
+            container("web", "running", None, false),
+            container("migrate", "exited", Some(0), true),
+            container("seed", "exited", Some(2), true),
+            container("worker", "restarting", None, false),
+            container("db", "created", None, false),
+        ]);
+        let seen: Vec<(&str, &str, bool)> = rows
+            .iter()
+            .map(|r| (r.state.as_str(), r.class, r.task))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("running", "running", false),
+                ("done", "running", true),
+                ("exited 2", "failed", true),
+                ("restarting", "failed", false),
+                ("created", "starting", false),
+            ]
+        );
     }
 }

@@ -1268,6 +1268,22 @@ impl JobRunner for DockerRunner {
         })
     }
 
+    fn services<'a>(
+        &'a self,
+        id: &'a PreviewId,
+    ) -> BoxFuture<'a, Result<Vec<preview_engine::ContainerState>, String>> {
+        Box::pin(async move {
+            let mut containers = self
+                .settings
+                .engine
+                .containers(id.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            containers.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+            Ok(containers)
+        })
+    }
+
     fn sleep_now<'a>(&'a self, id: &'a PreviewId) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(self.sleep_preview_now(id))
     }

@@ -9,6 +9,7 @@ use preview_orchestrator::DeploymentStatus;
 use preview_testkit::{docker, wait_for_http};
 
 use crate::e2e_support::{E2e, Tree};
+use crate::harness::TOKEN;
 
 /// Cold builds share 2 cores with other tests.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -65,6 +66,77 @@ async fn assert_running_with_migration_done(id: &str) {
     }
 }
 
+/// The API and the dashboard's page list the stack's services as the engine runs them: the
+/// migration as a task that is done, the others running.
+async fn assert_services_shown(e2e: &E2e, id: &str) {
+    let client = reqwest::Client::new();
+    let get = |path: String| client.get(format!("{}{path}", e2e.api)).bearer_auth(TOKEN);
+    let answer = get(format!("/api/previews/{id}/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let rows: Vec<String> = body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} {} {}",
+                s["service"].as_str().unwrap(),
+                s["state"].as_str().unwrap(),
+                s["exitCode"],
+                s["oneShot"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows[..3],
+        [
+            "cache running null false",
+            "db running null false",
+            "migrate exited 0 true"
+        ],
+        "{body}"
+    );
+    assert!(rows[3].starts_with("web"), "{body}");
+    let migrate = &body["services"][2];
+    assert!(
+        migrate["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("Exited (0)"),
+        "{body}"
+    );
+    let missing = get("/api/previews/octo-org-nothing-pr-1/services".into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let page = get(format!("/dashboard/previews/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let table = page
+        .split_once("<table id=\"services\">")
+        .and_then(|(_, rest)| rest.split_once("</table>"))
+        .map(|(table, _)| table)
+        .unwrap_or_else(|| panic!("a services table: {page}"));
+    for row in [
+        "<td>migrate <span class=\"muted\">(task)</span></td>",
+        "<span class=\"state state-running\">done</span>",
+        "<td>db</td>",
+        "<td>cache</td>",
+    ] {
+        assert!(table.contains(row), "{row} in {table}");
+    }
+}
+
 /// The id of the running container of `service`.
 async fn container_id(id: &str, service: &str) -> String {
     docker([
@@ -107,6 +179,7 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
         .await;
     assert_running_with_migration_done(id.as_str()).await;
+    assert_services_shown(&e2e, id.as_str()).await;
     // Only the web service publishes a port, on 127.0.0.1; the repo's 8000:8000 is dropped.
     let published = docker([
         "ps",
