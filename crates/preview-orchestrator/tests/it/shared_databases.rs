@@ -103,10 +103,12 @@ fn test_subnets() -> String {
 
 /// Starts an orchestrator in shared mode with the servers' project `project`. Its ports come
 /// from above the kernel's ephemeral range (61000+), apart from the other tests' pools, which a
-/// process of another build may share.
+/// process of another build may share; each test of this process its own 100 (a random
+/// choice gave two tests run at once the same pool one time in 40).
 async fn start(name: &str, project: &str) -> E2e {
-    use rand::Rng;
-    let base = 61_000 + rand::rng().random_range(0..40u32) * 100;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = 61_000 + (std::process::id() + n) % 40 * 100;
     E2e::start(
         name,
         &[
