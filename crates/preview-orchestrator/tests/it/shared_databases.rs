@@ -95,10 +95,11 @@ impl Drop for ServersGuard {
 }
 
 /// A /24 of 10.213.0.0/16 for one test's database networks (16 subnets of 16 addresses), so
-/// that tests running at once do not overlap.
+/// that tests running at once do not overlap: each test of this process its own, in turn.
 fn test_subnets() -> String {
-    use rand::Rng;
-    format!("10.213.{}.0/24", rand::rng().random_range(0..=255u8))
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("10.213.{}.0/24", (std::process::id() + n) % 256)
 }
 
 /// Starts an orchestrator in shared mode with the servers' project `project`. Its ports come
