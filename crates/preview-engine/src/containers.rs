@@ -28,8 +28,12 @@ impl ContainerState {
     /// True when the container stopped or is crash-looping; a task meant to end that ended
     /// with 0 has not stopped, it is done.
     pub fn has_stopped(&self) -> bool {
-        let done = self.one_shot && self.state == "exited" && self.exit_code == Some(0);
-        matches!(self.state.as_str(), "exited" | "dead" | "restarting") && !done
+        matches!(self.state.as_str(), "exited" | "dead" | "restarting") && !self.is_done()
+    }
+
+    /// True for a task meant to end that ended with 0.
+    pub fn is_done(&self) -> bool {
+        self.one_shot && self.state == "exited" && self.exit_code == Some(0)
     }
 }
 

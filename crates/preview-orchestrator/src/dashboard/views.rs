@@ -186,7 +186,7 @@ pub fn services(containers: &[preview_engine::ContainerState]) -> Vec<ServiceRow
     containers
         .iter()
         .map(|c| {
-            let done = c.one_shot && c.state == "exited" && c.exit_code == Some(0);
+            let done = c.is_done();
             let state = match (done, c.state.as_str(), c.exit_code) {
                 (true, ..) => "done".to_owned(),
                 (false, "exited", Some(code)) => format!("exited {code}"),
