@@ -394,6 +394,7 @@ mod tests {
             "compose-project-config",
             "compose-project-images-only",
             "compose-project-label",
+            "upstream-shape-angular",
             "upstream-shape-django-subdir",
             "upstream-shape-file-secret",
             "upstream-shape-flask-redis",

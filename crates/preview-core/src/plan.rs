@@ -10,7 +10,8 @@ use crate::config::{self, ComposeChoice, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
 use crate::dotenv;
 use crate::model::{
-    ComposeServiceSummary, ComposeSummary, DockerfileSource, Language, Plan, ReadyWhen,
+    ComposeServiceSummary, ComposeSummary, DockerfileSource, Framework, Language, Plan, ReadyWhen,
+    Recipe,
 };
 use crate::sanitize::{self, SanitizeContext, SanitizedCompose, WebOverride};
 use crate::versions;
@@ -287,6 +288,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             recipe,
             reasons: detected_reasons,
             warnings: detected_warnings,
+            build_warnings,
             ..
         } = d;
         if forced_language.is_some() {
@@ -303,6 +305,18 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         }
         reasons.extend(detected_reasons);
         warnings.extend(detected_warnings);
+        // What detection says of the image it would generate is moot when the repo builds its
+        // own, except that a front end built for the site root is then served as it is.
+        if repo_image {
+            if let Recipe::Node(node) = &recipe
+                && node.static_root.is_some()
+                && let Some(f) = framework.filter(|f| *f != Framework::Static)
+            {
+                warnings.push(detect::node::site_root_warning_for_repo_image(f));
+            }
+        } else {
+            warnings.extend(build_warnings);
+        }
         plan.language = Some(language);
         plan.framework = framework;
         plan.language_version = language_version;
@@ -536,6 +550,14 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         plan.start_argv.clear();
         reasons.push(
             "start_command=the image's own CMD, because the repo builds its image".to_owned(),
+        );
+    }
+    // Inferred build steps are for the generated Dockerfile (configured ones are refused below).
+    if repo_image && config.build_commands.is_none() && !plan.build_commands.is_empty() {
+        plan.build_commands.clear();
+        reasons.push(
+            "build_command=the steps of the repo's own Dockerfile, because the repo builds its image"
+                .to_owned(),
         );
     }
     if plan.start_argv.is_empty() && !repo_image {
@@ -1372,6 +1394,30 @@ mod tests {
         let planned = plan_files(&[backend, ("docker-compose.yml", images)]).unwrap();
         assert_eq!(planned.plan.app_dir, "backend");
         assert_eq!(planned.plan.compose_file, None);
+    }
+
+    #[test]
+    fn warnings_about_the_generated_image_are_dropped_for_the_repos_own() {
+        let flask = [
+            ("requirements.txt", "flask\n"),
+            ("app.py", "from flask import Flask\napp = Flask(__name__)\n"),
+        ];
+        let gunicorn = |planned: &Planned| {
+            planned
+                .plan
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("gunicorn is not a dependency"))
+        };
+        assert!(gunicorn(&plan_files(&flask).unwrap()));
+        let mut own = flask.to_vec();
+        own.push((
+            "Dockerfile",
+            "FROM python:3.12-slim-bookworm\nCMD [\"flask\", \"run\"]\n",
+        ));
+        let planned = plan_files(&own).unwrap();
+        assert!(!gunicorn(&planned), "{:?}", planned.plan.warnings);
+        assert!(planned.plan.build_commands.is_empty() && planned.plan.start_argv.is_empty());
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub const PLANNABLE: &[&str] = &[
     "static-html",
     "sveltekit-node",
     "ts-tsx",
+    "upstream-shape-angular",
     "upstream-shape-django-subdir",
     "upstream-shape-file-secret",
     "upstream-shape-flask-redis",
