@@ -401,6 +401,7 @@ mod tests {
             "upstream-shape-fullstack-fastapi",
             "upstream-shape-nginx-proxy",
             "upstream-shape-voting-app",
+            "upstream-shape-vue-cli",
         ] {
             let planned = preview_core::plan(&fixture(name)).unwrap();
             insta::assert_snapshot!(format!("plan-{name}"), human(&planned.plan));

@@ -196,7 +196,10 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             .any(|s| s.name == c.app_service && (s.build.is_some() || s.image.is_some()))
     });
     // The web service's own directory says what it is better than the app dir: where its
-    // Dockerfile is (`backend/Dockerfile` built from the root), else its build context.
+    // Dockerfile is (`backend/Dockerfile` built from the root), else its build context. Its
+    // image starts it, so a manifest with nothing we could start (a Vue CLI app's package.json
+    // without a start script) still names the language, unless the directory is in a language
+    // we do not build (a package.json for the assets of a Java app).
     if let Some(dir) = repo_compose.as_ref().and_then(web_service_dir)
         && dir != app_dir
         && config.app_path.is_none()
@@ -204,7 +207,11 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             detect::detect_all(checkout, &dir, false, forced_language, forced_framework)
                 .unwrap_or_default()
                 .into_iter()
-                .find(|d| d.strength >= Strength::Plain)
+                .next()
+                .filter(|d| {
+                    d.strength >= Strength::Plain
+                        || detect::unsupported_language(checkout, &dir).is_none()
+                })
     {
         reasons.push(format!(
             "language={} because the web service is built from {dir}, which has {}",
@@ -1394,6 +1401,32 @@ mod tests {
         let planned = plan_files(&[backend, ("docker-compose.yml", images)]).unwrap();
         assert_eq!(planned.plan.app_dir, "backend");
         assert_eq!(planned.plan.compose_file, None);
+    }
+
+    #[test]
+    fn the_web_services_manifest_names_its_language_unless_the_dir_is_another_language() {
+        let compose = (
+            "compose.yaml",
+            "services:\n  web:\n    build: ui\n    ports: [\"8080:8080\"]\n",
+        );
+        let vue = [
+            compose,
+            (
+                "ui/Dockerfile",
+                "FROM node:22-bookworm-slim\nCMD [\"yarn\", \"serve\"]\n",
+            ),
+            (
+                "ui/package.json",
+                r#"{"scripts": {"serve": "vue-cli-service serve"}, "dependencies": {"vue": "^3.4.0"}}"#,
+            ),
+        ];
+        let planned = plan_files(&vue).unwrap();
+        assert_eq!(planned.plan.language, Some(Language::Node));
+        // A package.json for a Java app's assets does not make it a Node app.
+        let mut java = vue.to_vec();
+        java.push(("ui/pom.xml", "<project/>\n"));
+        let planned = plan_files(&java).unwrap();
+        assert_eq!(planned.plan.language, None, "{:?}", planned.plan.reasons);
     }
 
     #[test]

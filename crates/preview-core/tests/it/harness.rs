@@ -48,6 +48,7 @@ pub const PLANNABLE: &[&str] = &[
     "upstream-shape-fullstack-fastapi",
     "upstream-shape-nginx-proxy",
     "upstream-shape-voting-app",
+    "upstream-shape-vue-cli",
     "vite-spa",
 ];
 
