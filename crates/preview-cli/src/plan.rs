@@ -399,6 +399,7 @@ mod tests {
             "upstream-shape-file-secret",
             "upstream-shape-flask-redis",
             "upstream-shape-fullstack-fastapi",
+            "upstream-shape-java-maven",
             "upstream-shape-nginx-proxy",
             "upstream-shape-voting-app",
             "upstream-shape-vue-cli",

@@ -239,9 +239,21 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         }
     };
     let repo_image = dockerfile_path.is_some() || compose_builds_app;
-    if detection.is_none() {
-        warnings
-            .push("no supported language detected; the repo's own image is used as is".to_owned());
+    // A web service run from a registry image is warned about below, with its image.
+    let web_from_image = repo_compose
+        .as_ref()
+        .is_some_and(|c| web_service_dir(c).is_none());
+    if detection.is_none() && !web_from_image {
+        let dir = repo_compose
+            .as_ref()
+            .and_then(web_service_dir)
+            .unwrap_or_else(|| app_dir.clone());
+        warnings.push(match detect::unsupported_language(checkout, &dir) {
+            Some(Error::Unsupported { language, found }) => format!(
+                "{language} (found {found}) is not a language previews detect: the repo's own image is used as is"
+            ),
+            _ => "no supported language detected; the repo's own image is used as is".to_owned(),
+        });
     }
 
     let mut plan = Plan {
@@ -1427,6 +1439,48 @@ mod tests {
         java.push(("ui/pom.xml", "<project/>\n"));
         let planned = plan_files(&java).unwrap();
         assert_eq!(planned.plan.language, None, "{:?}", planned.plan.reasons);
+    }
+
+    #[test]
+    fn a_language_we_do_not_build_is_named_when_the_repos_image_runs_it() {
+        let planned = plan_files(&[
+            (
+                "compose.yaml",
+                "services:\n  api:\n    build: api\n    ports: [\"8080:8080\"]\n",
+            ),
+            (
+                "api/Dockerfile",
+                "FROM eclipse-temurin:21\nCMD [\"java\", \"-jar\", \"app.jar\"]\n",
+            ),
+            ("api/pom.xml", "<project/>\n"),
+        ])
+        .unwrap();
+        assert!(
+            planned.plan.warnings.contains(
+                &"java (found api/pom.xml) is not a language previews detect: the repo's own image is used as is"
+                    .to_owned()
+            ),
+            "{:?}",
+            planned.plan.warnings
+        );
+        // A proxy run from its image is named with the image instead.
+        let planned = plan_files(&[
+            (
+                "compose.yaml",
+                "services:\n  proxy:\n    image: nginx:1.27\n    ports: [\"80:80\"]\n    depends_on: [api]\n  api:\n    build: api\n",
+            ),
+            ("api/Dockerfile", "FROM eclipse-temurin:21\n"),
+        ])
+        .unwrap();
+        assert!(
+            !planned
+                .plan
+                .warnings
+                .iter()
+                .any(|w| w.contains("the repo's own image is used as is")),
+            "{:?}",
+            planned.plan.warnings
+        );
     }
 
     #[test]

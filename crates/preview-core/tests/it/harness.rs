@@ -46,6 +46,7 @@ pub const PLANNABLE: &[&str] = &[
     "upstream-shape-file-secret",
     "upstream-shape-flask-redis",
     "upstream-shape-fullstack-fastapi",
+    "upstream-shape-java-maven",
     "upstream-shape-nginx-proxy",
     "upstream-shape-voting-app",
     "upstream-shape-vue-cli",
