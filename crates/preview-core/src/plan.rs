@@ -179,7 +179,14 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
     };
 
     // 3. A repo-owned compose file, sanitised.
-    let mut repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
+    let mut images_only_file = None;
+    let mut repo_compose = find_compose(
+        checkout,
+        &config,
+        &app_dir,
+        &mut images_only_file,
+        &mut reasons,
+    )?;
     name_hostname_service(&config, repo_compose.as_mut())?;
     if let Some(c) = &mut repo_compose {
         read_dotenv(checkout, c, &mut reasons)?;
@@ -231,9 +238,13 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                     .flat_map(|d| d.markers().iter().copied())
                     .collect();
                 Error::NoApp(format!(
-                    "no app found in {}: looked for {} (and a Dockerfile); set app_path in preview-config.yml for a monorepo",
+                    "no app found in {}: looked for {} (and a Dockerfile); set app_path in preview-config.yml for a monorepo{}",
                     if app_dir == "." { "the repository root" } else { &app_dir },
-                    markers.join(", ")
+                    markers.join(", "),
+                    images_only_file
+                        .as_deref()
+                        .map(|file| images_only_hint(checkout, &config, file))
+                        .unwrap_or_default()
                 ))
             }));
         }
@@ -958,10 +969,13 @@ fn name_hostname_service(
     )
 }
 
+/// Finds and sanitises the compose file the preview runs. A project file that builds nothing
+/// from the repo is not used; its name is put in `images_only_file`, for an error to mention.
 fn find_compose(
     checkout: &Checkout,
     config: &PreviewConfig,
     app_dir: &str,
+    images_only_file: &mut Option<String>,
     reasons: &mut Vec<String>,
 ) -> Result<Option<SanitizedCompose>> {
     let web = config.web_service.as_ref().map(|w| WebOverride {
@@ -1057,6 +1071,7 @@ fn find_compose(
                 "{file} is not used: none of its services is built from the repo (set web_service in {} to use it)",
                 if config.file.is_empty() { config::FILE_NAMES[0] } else { &config.file }
             ));
+            *images_only_file = Some(file);
             return Ok(None);
         }
         reasons.push(format!(
@@ -1081,6 +1096,32 @@ fn find_compose(
             .map_err(with_compose_none_hint);
     }
     Ok(None)
+}
+
+/// What to say of a project compose file that runs only images when nothing else in the checkout
+/// is an app: the service `web_service` would route, else why the file could not be used as it is.
+fn images_only_hint(checkout: &Checkout, config: &PreviewConfig, file: &str) -> String {
+    let config_file = if config.file.is_empty() {
+        config::FILE_NAMES[0]
+    } else {
+        &config.file
+    };
+    let Ok(Some(text)) = checkout.read_text(Path::new(file), CONFIG_LIMIT) else {
+        return String::new();
+    };
+    let ctx = SanitizeContext {
+        checkout,
+        file: file.to_owned(),
+    };
+    match sanitize::sanitize_choosing(&text, &ctx, None) {
+        Ok(c) => format!(
+            "; {file} is not used, as none of its services is built from the repo: to preview it as it is, set `web_service: {}` in {config_file} ({} because {})",
+            c.app_service, c.app_service, c.app_service_reason
+        ),
+        Err(e) => format!(
+            "; {file} is not used, as none of its services is built from the repo, and as it is it would be refused: {e}"
+        ),
+    }
 }
 
 /// The directory of the web service's Dockerfile (relative to the checkout root), else its
@@ -1480,6 +1521,40 @@ mod tests {
                 .any(|w| w.contains("the repo's own image is used as is")),
             "{:?}",
             planned.plan.warnings
+        );
+    }
+
+    #[test]
+    fn no_app_beside_a_compose_file_of_images_says_how_to_use_it_or_why_not() {
+        let err = plan_files(&[(
+            "compose.yaml",
+            "services:\n  site:\n    image: nginx:1.27\n    ports: [\"80:80\"]\n  cache:\n    image: redis:7-bookworm\n",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("; compose.yaml is not used, as none of its services is built from the repo: to preview it as it is, set `web_service: site` in preview-config.yml (site because it is the only service of compose.yaml that publishes port 80)"),
+            "{err}"
+        );
+        // The advice works.
+        let planned = plan_files(&[
+            (
+                "compose.yaml",
+                "services:\n  site:\n    image: nginx:1.27\n    ports: [\"80:80\"]\n  cache:\n    image: redis:7-bookworm\n",
+            ),
+            ("preview-config.yml", "web_service: site\n"),
+        ])
+        .unwrap();
+        assert_eq!(planned.plan.port, 80);
+        let err = plan_files(&[(
+            "compose.yaml",
+            "services:\n  ui:\n    image: portainer/portainer-ce\n    ports: [\"9000:9000\"]\n    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("; compose.yaml is not used, as none of its services is built from the repo, and as it is it would be refused: compose.yaml:5: service `ui`: key `volumes`: the Docker socket would give the preview control of the host"),
+            "{err}"
         );
     }
 

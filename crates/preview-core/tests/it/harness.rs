@@ -192,6 +192,10 @@ pub const REFUSED: &[(&str, &str)] = &[
         "compose.yaml:8: key `configs.shadow.file`: \"../../../../etc/shadow\" leads outside the checkout",
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
+    (
+        "upstream-shape-wordpress",
+        "compose.yaml is not used, as none of its services is built from the repo: to preview it as it is, set `web_service: blog` in preview-config.yml",
+    ),
 ];
 
 /// The directory holding the sample apps.
