@@ -178,12 +178,18 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         }
     };
 
-    // 3. A repo-owned compose file, sanitised.
+    // 3. A repo-owned compose file, sanitised. Its refusals suggest `compose: none` only when
+    // the checkout has an app without it.
+    let app_without_compose = dockerfile_path.is_some()
+        || found
+            .as_ref()
+            .is_some_and(|d| d.strength >= Strength::Plain);
     let mut images_only_file = None;
     let mut repo_compose = find_compose(
         checkout,
         &config,
         &app_dir,
+        app_without_compose,
         &mut images_only_file,
         &mut reasons,
     )?;
@@ -644,7 +650,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             if sanitize::is_preview_file(&c.file) {
                 e
             } else {
-                with_compose_none_hint(e)
+                with_compose_none_hint(e, app_without_compose)
             }
         })?;
     }
@@ -975,6 +981,7 @@ fn find_compose(
     checkout: &Checkout,
     config: &PreviewConfig,
     app_dir: &str,
+    app_without_compose: bool,
     images_only_file: &mut Option<String>,
     reasons: &mut Vec<String>,
 ) -> Result<Option<SanitizedCompose>> {
@@ -1028,7 +1035,7 @@ fn find_compose(
             };
             return sanitize::sanitize_choosing(&text, &ctx, web)
                 .map(Some)
-                .map_err(with_compose_none_hint);
+                .map_err(|e| with_compose_none_hint(e, app_without_compose));
         }
         None => {}
     }
@@ -1093,7 +1100,7 @@ fn find_compose(
         }
         return sanitize::sanitize_choosing(&text, &ctx, web)
             .map(Some)
-            .map_err(with_compose_none_hint);
+            .map_err(|e| with_compose_none_hint(e, app_without_compose));
     }
     Ok(None)
 }
@@ -1252,9 +1259,10 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
     }
 }
 
-/// True for a `docker-compose.preview.yml` (or `.yaml`), written for previews.
-/// A refusal of the project's own compose file, with the way to preview the app without it.
-fn with_compose_none_hint(e: Error) -> Error {
+/// A refusal of the project's own compose file, with the way to preview the app without it when
+/// there is one (an app detected, or a Dockerfile): otherwise `compose: none` would only trade
+/// this refusal for "no app found".
+fn with_compose_none_hint(e: Error, app_without_compose: bool) -> Error {
     match e {
         Error::ComposeRefused {
             file,
@@ -1262,7 +1270,7 @@ fn with_compose_none_hint(e: Error) -> Error {
             service,
             key,
             reason,
-        } => Error::ComposeRefused {
+        } if app_without_compose => Error::ComposeRefused {
             file,
             line,
             service,
@@ -1556,6 +1564,29 @@ mod tests {
             err.ends_with("; compose.yaml is not used, as none of its services is built from the repo, and as it is it would be refused: compose.yaml:5: service `ui`: key `volumes`: the Docker socket would give the preview control of the host"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_refusal_suggests_compose_none_only_when_the_app_plans_without_the_file() {
+        let compose = (
+            "compose.yaml",
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    runtime: runsc\n",
+        );
+        let hint =
+            "(or set `compose: none` in preview-config.yml to preview the app without this file)";
+        let err = plan_files(&[compose]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "compose.yaml:5: service `web`: key `runtime`: previews use the default runtime"
+        );
+        let err = plan_files(&[compose, ("Dockerfile", "FROM python:3.12-slim-bookworm\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with(hint), "{err}");
+        let err = plan_files(&[compose, ("main.go", "package main\n\nfunc main() {}\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with(hint), "{err}");
     }
 
     #[test]

@@ -193,6 +193,10 @@ pub const REFUSED: &[(&str, &str)] = &[
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
     (
+        "upstream-shape-wasm-runtime",
+        "compose.yml:18: service `api`: key `runtime`: previews use the default runtime",
+    ),
+    (
         "upstream-shape-wordpress",
         "compose.yaml is not used, as none of its services is built from the repo: to preview it as it is, set `web_service: blog` in preview-config.yml",
     ),
