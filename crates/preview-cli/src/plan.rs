@@ -401,6 +401,7 @@ mod tests {
             "upstream-shape-fullstack-fastapi",
             "upstream-shape-java-maven",
             "upstream-shape-nginx-proxy",
+            "upstream-shape-react-proxy-dev",
             "upstream-shape-voting-app",
             "upstream-shape-vue-cli",
         ] {

@@ -8,7 +8,9 @@ use std::path::Path;
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
 use crate::config::{self, ComposeChoice, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
+use crate::dev_server::{self, DevServer};
 use crate::dotenv;
+use crate::images;
 use crate::model::{
     ComposeServiceSummary, ComposeSummary, DockerfileSource, Framework, Language, Plan, ReadyWhen,
     Recipe,
@@ -472,6 +474,48 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                 built_others.join(", "),
                 if built_others.len() == 1 { "is" } else { "are" },
                 c.app_service
+            ));
+        }
+    }
+
+    // 5b. A development server in the web service's own image turns the preview's host away.
+    if repo_image && config.app_entrypoint.is_none() {
+        let found = match &repo_compose {
+            Some(c) => c
+                .services
+                .iter()
+                .find(|s| s.name == c.app_service)
+                .and_then(|app| {
+                    let build = app.build.as_ref()?;
+                    let dockerfile = match (&build.dockerfile_inline, &build.dockerfile) {
+                        (Some(text), _) => Some(text.clone()),
+                        (None, Some(path)) => checkout.peek_text(Path::new(path), MANIFEST_LIMIT),
+                        (None, None) => checkout.peek_text(
+                            Path::new(&join_str(&build.context, "Dockerfile")),
+                            MANIFEST_LIMIT,
+                        ),
+                    };
+                    image_dev_server(
+                        checkout,
+                        app.passthrough.get("command").and_then(compose_command),
+                        dockerfile.as_deref(),
+                        build.target.as_deref(),
+                        &build.context,
+                    )
+                })
+                .map(|d| (format!("the web service `{}`", c.app_service), d)),
+            None => dockerfile_path
+                .as_ref()
+                .and_then(|path| {
+                    let text = checkout.peek_text(Path::new(path), MANIFEST_LIMIT)?;
+                    image_dev_server(checkout, None, Some(&text), None, &plan.context_dir)
+                })
+                .map(|d| ("the repo's image".to_owned(), d)),
+        };
+        if let Some((who, server)) = found {
+            warnings.push(format!(
+                "{who} runs {} ({}): it answers {} to hosts it does not know, such as the preview's, so visitors would see that instead of the app; let it answer any host ({}) or serve a production build",
+                server.name, server.found_in, server.answer, server.remedy
             ));
         }
     }
@@ -1105,6 +1149,41 @@ fn find_compose(
     Ok(None)
 }
 
+/// The development server an image runs, found in `command` (a compose `command:`), else in
+/// the `target` stage of its Dockerfile, with the package.json of its build `context` for the
+/// scripts a package manager runs.
+fn image_dev_server(
+    checkout: &Checkout,
+    command: Option<String>,
+    dockerfile: Option<&str>,
+    target: Option<&str>,
+    context: &str,
+) -> Option<DevServer> {
+    let command = command.or_else(|| images::run_command(dockerfile?, target))?;
+    let package_json: Option<serde_json::Value> = checkout
+        .peek_text(
+            Path::new(&join_str(context, "package.json")),
+            MANIFEST_LIMIT,
+        )
+        .and_then(|text| serde_json::from_str(&text).ok());
+    dev_server::find(&command, package_json.as_ref())
+}
+
+/// A compose `command:` as one line: the string, or the list's words joined by spaces.
+fn compose_command(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(words) => Some(
+            words
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    }
+}
+
 /// What to say of a project compose file that runs only images when nothing else in the checkout
 /// is an app: the service `web_service` would route, else why the file could not be used as it is.
 fn images_only_hint(checkout: &Checkout, config: &PreviewConfig, file: &str) -> String {
@@ -1587,6 +1666,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.ends_with(hint), "{err}");
+    }
+
+    #[test]
+    fn a_dev_server_in_the_repos_image_is_warned_about() {
+        let vite = |planned: &Planned| {
+            planned
+                .plan
+                .warnings
+                .iter()
+                .find(|w| w.contains("runs Vite's dev server"))
+                .cloned()
+        };
+        let package = (
+            "package.json",
+            r#"{"scripts": {"dev": "vite --host 0.0.0.0", "build": "vite build"}, "devDependencies": {"vite": "^6.3.0"}}"#,
+        );
+        let dev = [
+            package,
+            (
+                "Dockerfile",
+                "FROM node:22-bookworm-slim\nCMD [\"npm\", \"run\", \"dev\"]\n",
+            ),
+        ];
+        assert_eq!(
+            vite(&plan_files(&dev).unwrap()).unwrap(),
+            "the repo's image runs Vite's dev server (`npm run dev`, whose dev script runs `vite --host 0.0.0.0`): it answers \"Blocked request. This host is not allowed\" to hosts it does not know, such as the preview's, so visitors would see that instead of the app; let it answer any host (`server: { allowedHosts: true }` in vite.config) or serve a production build"
+        );
+        // A production image is not; a compose `command:` is what runs.
+        let production = [
+            package,
+            (
+                "Dockerfile",
+                "FROM node:22-bookworm-slim AS build\nRUN npm run build\nFROM nginx:1.27\n",
+            ),
+        ];
+        assert_eq!(vite(&plan_files(&production).unwrap()), None);
+        let mut overridden = production.to_vec();
+        overridden.push((
+            "compose.yaml",
+            "services:\n  web:\n    build: .\n    command: [\"npx\", \"vite\", \"--host\"]\n    ports: [\"5173:5173\"]\n",
+        ));
+        assert!(
+            vite(&plan_files(&overridden).unwrap())
+                .unwrap()
+                .starts_with("the web service `web` runs Vite's dev server (`npx vite --host`)")
+        );
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub const PLANNABLE: &[&str] = &[
     "upstream-shape-fullstack-fastapi",
     "upstream-shape-java-maven",
     "upstream-shape-nginx-proxy",
+    "upstream-shape-react-proxy-dev",
     "upstream-shape-voting-app",
     "upstream-shape-vue-cli",
     "vite-spa",
