@@ -394,12 +394,16 @@ mod tests {
             "compose-project-config",
             "compose-project-images-only",
             "compose-project-label",
+            "upstream-shape-angular",
             "upstream-shape-django-subdir",
             "upstream-shape-file-secret",
             "upstream-shape-flask-redis",
             "upstream-shape-fullstack-fastapi",
+            "upstream-shape-java-maven",
             "upstream-shape-nginx-proxy",
+            "upstream-shape-react-proxy-dev",
             "upstream-shape-voting-app",
+            "upstream-shape-vue-cli",
         ] {
             let planned = preview_core::plan(&fixture(name)).unwrap();
             insta::assert_snapshot!(format!("plan-{name}"), human(&planned.plan));

@@ -5,6 +5,8 @@
 
 mod dockerfile;
 
+pub use dockerfile::run_command;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

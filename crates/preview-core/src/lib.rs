@@ -6,6 +6,7 @@ pub mod access;
 pub mod checkout;
 pub mod config;
 pub mod detect;
+pub mod dev_server;
 pub mod dotenv;
 mod error;
 pub mod id;

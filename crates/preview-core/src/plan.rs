@@ -8,9 +8,12 @@ use std::path::Path;
 use crate::checkout::{CONFIG_LIMIT, Checkout, MANIFEST_LIMIT};
 use crate::config::{self, ComposeChoice, FrameworkChoice, PreviewConfig};
 use crate::detect::{self, Detection, Strength, display_argv, join, join_str};
+use crate::dev_server::{self, DevServer};
 use crate::dotenv;
+use crate::images;
 use crate::model::{
-    ComposeServiceSummary, ComposeSummary, DockerfileSource, Language, Plan, ReadyWhen,
+    ComposeServiceSummary, ComposeSummary, DockerfileSource, Framework, Language, Plan, ReadyWhen,
+    Recipe,
 };
 use crate::sanitize::{self, SanitizeContext, SanitizedCompose, WebOverride};
 use crate::versions;
@@ -177,8 +180,21 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         }
     };
 
-    // 3. A repo-owned compose file, sanitised.
-    let mut repo_compose = find_compose(checkout, &config, &app_dir, &mut reasons)?;
+    // 3. A repo-owned compose file, sanitised. Its refusals suggest `compose: none` only when
+    // the checkout has an app without it.
+    let app_without_compose = dockerfile_path.is_some()
+        || found
+            .as_ref()
+            .is_some_and(|d| d.strength >= Strength::Plain);
+    let mut images_only_file = None;
+    let mut repo_compose = find_compose(
+        checkout,
+        &config,
+        &app_dir,
+        app_without_compose,
+        &mut images_only_file,
+        &mut reasons,
+    )?;
     name_hostname_service(&config, repo_compose.as_mut())?;
     if let Some(c) = &mut repo_compose {
         read_dotenv(checkout, c, &mut reasons)?;
@@ -195,7 +211,10 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             .any(|s| s.name == c.app_service && (s.build.is_some() || s.image.is_some()))
     });
     // The web service's own directory says what it is better than the app dir: where its
-    // Dockerfile is (`backend/Dockerfile` built from the root), else its build context.
+    // Dockerfile is (`backend/Dockerfile` built from the root), else its build context. Its
+    // image starts it, so a manifest with nothing we could start (a Vue CLI app's package.json
+    // without a start script) still names the language, unless the directory is in a language
+    // we do not build (a package.json for the assets of a Java app).
     if let Some(dir) = repo_compose.as_ref().and_then(web_service_dir)
         && dir != app_dir
         && config.app_path.is_none()
@@ -203,7 +222,11 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             detect::detect_all(checkout, &dir, false, forced_language, forced_framework)
                 .unwrap_or_default()
                 .into_iter()
-                .find(|d| d.strength >= Strength::Plain)
+                .next()
+                .filter(|d| {
+                    d.strength >= Strength::Plain
+                        || detect::unsupported_language(checkout, &dir).is_none()
+                })
     {
         reasons.push(format!(
             "language={} because the web service is built from {dir}, which has {}",
@@ -223,17 +246,33 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                     .flat_map(|d| d.markers().iter().copied())
                     .collect();
                 Error::NoApp(format!(
-                    "no app found in {}: looked for {} (and a Dockerfile); set app_path in preview-config.yml for a monorepo",
+                    "no app found in {}: looked for {} (and a Dockerfile); set app_path in preview-config.yml for a monorepo{}",
                     if app_dir == "." { "the repository root" } else { &app_dir },
-                    markers.join(", ")
+                    markers.join(", "),
+                    images_only_file
+                        .as_deref()
+                        .map(|file| images_only_hint(checkout, &config, file))
+                        .unwrap_or_default()
                 ))
             }));
         }
     };
     let repo_image = dockerfile_path.is_some() || compose_builds_app;
-    if detection.is_none() {
-        warnings
-            .push("no supported language detected; the repo's own image is used as is".to_owned());
+    // A web service run from a registry image is warned about below, with its image.
+    let web_from_image = repo_compose
+        .as_ref()
+        .is_some_and(|c| web_service_dir(c).is_none());
+    if detection.is_none() && !web_from_image {
+        let dir = repo_compose
+            .as_ref()
+            .and_then(web_service_dir)
+            .unwrap_or_else(|| app_dir.clone());
+        warnings.push(match detect::unsupported_language(checkout, &dir) {
+            Some(Error::Unsupported { language, found }) => format!(
+                "{language} (found {found}) is not a language previews detect: the repo's own image is used as is"
+            ),
+            _ => "no supported language detected; the repo's own image is used as is".to_owned(),
+        });
     }
 
     let mut plan = Plan {
@@ -287,6 +326,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             recipe,
             reasons: detected_reasons,
             warnings: detected_warnings,
+            build_warnings,
             ..
         } = d;
         if forced_language.is_some() {
@@ -303,6 +343,18 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         }
         reasons.extend(detected_reasons);
         warnings.extend(detected_warnings);
+        // What detection says of the image it would generate is moot when the repo builds its
+        // own, except that a front end built for the site root is then served as it is.
+        if repo_image {
+            if let Recipe::Node(node) = &recipe
+                && node.static_root.is_some()
+                && let Some(f) = framework.filter(|f| *f != Framework::Static)
+            {
+                warnings.push(detect::node::site_root_warning_for_repo_image(f));
+            }
+        } else {
+            warnings.extend(build_warnings);
+        }
         plan.language = Some(language);
         plan.framework = framework;
         plan.language_version = language_version;
@@ -426,6 +478,48 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         }
     }
 
+    // 5b. A development server in the web service's own image turns the preview's host away.
+    if repo_image && config.app_entrypoint.is_none() {
+        let found = match &repo_compose {
+            Some(c) => c
+                .services
+                .iter()
+                .find(|s| s.name == c.app_service)
+                .and_then(|app| {
+                    let build = app.build.as_ref()?;
+                    let dockerfile = match (&build.dockerfile_inline, &build.dockerfile) {
+                        (Some(text), _) => Some(text.clone()),
+                        (None, Some(path)) => checkout.peek_text(Path::new(path), MANIFEST_LIMIT),
+                        (None, None) => checkout.peek_text(
+                            Path::new(&join_str(&build.context, "Dockerfile")),
+                            MANIFEST_LIMIT,
+                        ),
+                    };
+                    image_dev_server(
+                        checkout,
+                        app.passthrough.get("command").and_then(compose_command),
+                        dockerfile.as_deref(),
+                        build.target.as_deref(),
+                        &build.context,
+                    )
+                })
+                .map(|d| (format!("the web service `{}`", c.app_service), d)),
+            None => dockerfile_path
+                .as_ref()
+                .and_then(|path| {
+                    let text = checkout.peek_text(Path::new(path), MANIFEST_LIMIT)?;
+                    image_dev_server(checkout, None, Some(&text), None, &plan.context_dir)
+                })
+                .map(|d| ("the repo's image".to_owned(), d)),
+        };
+        if let Some((who, server)) = found {
+            warnings.push(format!(
+                "{who} runs {} ({}): it answers {} to hosts it does not know, such as the preview's, so visitors would see that instead of the app; let it answer any host ({}) or serve a production build",
+                server.name, server.found_in, server.answer, server.remedy
+            ));
+        }
+    }
+
     // 6. preview-config.yml overrides.
     let cfg = &config.file;
     if let Some(p) = &config.app_port {
@@ -538,6 +632,14 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             "start_command=the image's own CMD, because the repo builds its image".to_owned(),
         );
     }
+    // Inferred build steps are for the generated Dockerfile (configured ones are refused below).
+    if repo_image && config.build_commands.is_none() && !plan.build_commands.is_empty() {
+        plan.build_commands.clear();
+        reasons.push(
+            "build_command=the steps of the repo's own Dockerfile, because the repo builds its image"
+                .to_owned(),
+        );
+    }
     if plan.start_argv.is_empty() && !repo_image {
         return Err(Error::NoApp(format!(
             "{}: found {} but nothing to start; set app_entrypoint in preview-config.yml",
@@ -592,7 +694,7 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
             if sanitize::is_preview_file(&c.file) {
                 e
             } else {
-                with_compose_none_hint(e)
+                with_compose_none_hint(e, app_without_compose)
             }
         })?;
     }
@@ -917,10 +1019,14 @@ fn name_hostname_service(
     )
 }
 
+/// Finds and sanitises the compose file the preview runs. A project file that builds nothing
+/// from the repo is not used; its name is put in `images_only_file`, for an error to mention.
 fn find_compose(
     checkout: &Checkout,
     config: &PreviewConfig,
     app_dir: &str,
+    app_without_compose: bool,
+    images_only_file: &mut Option<String>,
     reasons: &mut Vec<String>,
 ) -> Result<Option<SanitizedCompose>> {
     let web = config.web_service.as_ref().map(|w| WebOverride {
@@ -973,7 +1079,7 @@ fn find_compose(
             };
             return sanitize::sanitize_choosing(&text, &ctx, web)
                 .map(Some)
-                .map_err(with_compose_none_hint);
+                .map_err(|e| with_compose_none_hint(e, app_without_compose));
         }
         None => {}
     }
@@ -1016,6 +1122,7 @@ fn find_compose(
                 "{file} is not used: none of its services is built from the repo (set web_service in {} to use it)",
                 if config.file.is_empty() { config::FILE_NAMES[0] } else { &config.file }
             ));
+            *images_only_file = Some(file);
             return Ok(None);
         }
         reasons.push(format!(
@@ -1037,9 +1144,70 @@ fn find_compose(
         }
         return sanitize::sanitize_choosing(&text, &ctx, web)
             .map(Some)
-            .map_err(with_compose_none_hint);
+            .map_err(|e| with_compose_none_hint(e, app_without_compose));
     }
     Ok(None)
+}
+
+/// The development server an image runs, found in `command` (a compose `command:`), else in
+/// the `target` stage of its Dockerfile, with the package.json of its build `context` for the
+/// scripts a package manager runs.
+fn image_dev_server(
+    checkout: &Checkout,
+    command: Option<String>,
+    dockerfile: Option<&str>,
+    target: Option<&str>,
+    context: &str,
+) -> Option<DevServer> {
+    let command = command.or_else(|| images::run_command(dockerfile?, target))?;
+    let package_json: Option<serde_json::Value> = checkout
+        .peek_text(
+            Path::new(&join_str(context, "package.json")),
+            MANIFEST_LIMIT,
+        )
+        .and_then(|text| serde_json::from_str(&text).ok());
+    dev_server::find(&command, package_json.as_ref())
+}
+
+/// A compose `command:` as one line: the string, or the list's words joined by spaces.
+fn compose_command(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(words) => Some(
+            words
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    }
+}
+
+/// What to say of a project compose file that runs only images when nothing else in the checkout
+/// is an app: the service `web_service` would route, else why the file could not be used as it is.
+fn images_only_hint(checkout: &Checkout, config: &PreviewConfig, file: &str) -> String {
+    let config_file = if config.file.is_empty() {
+        config::FILE_NAMES[0]
+    } else {
+        &config.file
+    };
+    let Ok(Some(text)) = checkout.read_text(Path::new(file), CONFIG_LIMIT) else {
+        return String::new();
+    };
+    let ctx = SanitizeContext {
+        checkout,
+        file: file.to_owned(),
+    };
+    match sanitize::sanitize_choosing(&text, &ctx, None) {
+        Ok(c) => format!(
+            "; {file} is not used, as none of its services is built from the repo: to preview it as it is, set `web_service: {}` in {config_file} ({} because {})",
+            c.app_service, c.app_service, c.app_service_reason
+        ),
+        Err(e) => format!(
+            "; {file} is not used, as none of its services is built from the repo, and as it is it would be refused: {e}"
+        ),
+    }
 }
 
 /// The directory of the web service's Dockerfile (relative to the checkout root), else its
@@ -1170,9 +1338,10 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
     }
 }
 
-/// True for a `docker-compose.preview.yml` (or `.yaml`), written for previews.
-/// A refusal of the project's own compose file, with the way to preview the app without it.
-fn with_compose_none_hint(e: Error) -> Error {
+/// A refusal of the project's own compose file, with the way to preview the app without it when
+/// there is one (an app detected, or a Dockerfile): otherwise `compose: none` would only trade
+/// this refusal for "no app found".
+fn with_compose_none_hint(e: Error, app_without_compose: bool) -> Error {
     match e {
         Error::ComposeRefused {
             file,
@@ -1180,7 +1349,7 @@ fn with_compose_none_hint(e: Error) -> Error {
             service,
             key,
             reason,
-        } => Error::ComposeRefused {
+        } if app_without_compose => Error::ComposeRefused {
             file,
             line,
             service,
@@ -1372,6 +1541,201 @@ mod tests {
         let planned = plan_files(&[backend, ("docker-compose.yml", images)]).unwrap();
         assert_eq!(planned.plan.app_dir, "backend");
         assert_eq!(planned.plan.compose_file, None);
+    }
+
+    #[test]
+    fn the_web_services_manifest_names_its_language_unless_the_dir_is_another_language() {
+        let compose = (
+            "compose.yaml",
+            "services:\n  web:\n    build: ui\n    ports: [\"8080:8080\"]\n",
+        );
+        let vue = [
+            compose,
+            (
+                "ui/Dockerfile",
+                "FROM node:22-bookworm-slim\nCMD [\"yarn\", \"serve\"]\n",
+            ),
+            (
+                "ui/package.json",
+                r#"{"scripts": {"serve": "vue-cli-service serve"}, "dependencies": {"vue": "^3.4.0"}}"#,
+            ),
+        ];
+        let planned = plan_files(&vue).unwrap();
+        assert_eq!(planned.plan.language, Some(Language::Node));
+        // A package.json for a Java app's assets does not make it a Node app.
+        let mut java = vue.to_vec();
+        java.push(("ui/pom.xml", "<project/>\n"));
+        let planned = plan_files(&java).unwrap();
+        assert_eq!(planned.plan.language, None, "{:?}", planned.plan.reasons);
+    }
+
+    #[test]
+    fn a_language_we_do_not_build_is_named_when_the_repos_image_runs_it() {
+        let planned = plan_files(&[
+            (
+                "compose.yaml",
+                "services:\n  api:\n    build: api\n    ports: [\"8080:8080\"]\n",
+            ),
+            (
+                "api/Dockerfile",
+                "FROM eclipse-temurin:21\nCMD [\"java\", \"-jar\", \"app.jar\"]\n",
+            ),
+            ("api/pom.xml", "<project/>\n"),
+        ])
+        .unwrap();
+        assert!(
+            planned.plan.warnings.contains(
+                &"java (found api/pom.xml) is not a language previews detect: the repo's own image is used as is"
+                    .to_owned()
+            ),
+            "{:?}",
+            planned.plan.warnings
+        );
+        // A proxy run from its image is named with the image instead.
+        let planned = plan_files(&[
+            (
+                "compose.yaml",
+                "services:\n  proxy:\n    image: nginx:1.27\n    ports: [\"80:80\"]\n    depends_on: [api]\n  api:\n    build: api\n",
+            ),
+            ("api/Dockerfile", "FROM eclipse-temurin:21\n"),
+        ])
+        .unwrap();
+        assert!(
+            !planned
+                .plan
+                .warnings
+                .iter()
+                .any(|w| w.contains("the repo's own image is used as is")),
+            "{:?}",
+            planned.plan.warnings
+        );
+    }
+
+    #[test]
+    fn no_app_beside_a_compose_file_of_images_says_how_to_use_it_or_why_not() {
+        let err = plan_files(&[(
+            "compose.yaml",
+            "services:\n  site:\n    image: nginx:1.27\n    ports: [\"80:80\"]\n  cache:\n    image: redis:7-bookworm\n",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("; compose.yaml is not used, as none of its services is built from the repo: to preview it as it is, set `web_service: site` in preview-config.yml (site because it is the only service of compose.yaml that publishes port 80)"),
+            "{err}"
+        );
+        // The advice works.
+        let planned = plan_files(&[
+            (
+                "compose.yaml",
+                "services:\n  site:\n    image: nginx:1.27\n    ports: [\"80:80\"]\n  cache:\n    image: redis:7-bookworm\n",
+            ),
+            ("preview-config.yml", "web_service: site\n"),
+        ])
+        .unwrap();
+        assert_eq!(planned.plan.port, 80);
+        let err = plan_files(&[(
+            "compose.yaml",
+            "services:\n  ui:\n    image: portainer/portainer-ce\n    ports: [\"9000:9000\"]\n    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("; compose.yaml is not used, as none of its services is built from the repo, and as it is it would be refused: compose.yaml:5: service `ui`: key `volumes`: the Docker socket would give the preview control of the host"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_suggests_compose_none_only_when_the_app_plans_without_the_file() {
+        let compose = (
+            "compose.yaml",
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    runtime: runsc\n",
+        );
+        let hint =
+            "(or set `compose: none` in preview-config.yml to preview the app without this file)";
+        let err = plan_files(&[compose]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "compose.yaml:5: service `web`: key `runtime`: previews use the default runtime"
+        );
+        let err = plan_files(&[compose, ("Dockerfile", "FROM python:3.12-slim-bookworm\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with(hint), "{err}");
+        let err = plan_files(&[compose, ("main.go", "package main\n\nfunc main() {}\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with(hint), "{err}");
+    }
+
+    #[test]
+    fn a_dev_server_in_the_repos_image_is_warned_about() {
+        let vite = |planned: &Planned| {
+            planned
+                .plan
+                .warnings
+                .iter()
+                .find(|w| w.contains("runs Vite's dev server"))
+                .cloned()
+        };
+        let package = (
+            "package.json",
+            r#"{"scripts": {"dev": "vite --host 0.0.0.0", "build": "vite build"}, "devDependencies": {"vite": "^6.3.0"}}"#,
+        );
+        let dev = [
+            package,
+            (
+                "Dockerfile",
+                "FROM node:22-bookworm-slim\nCMD [\"npm\", \"run\", \"dev\"]\n",
+            ),
+        ];
+        assert_eq!(
+            vite(&plan_files(&dev).unwrap()).unwrap(),
+            "the repo's image runs Vite's dev server (`npm run dev`, whose dev script runs `vite --host 0.0.0.0`): it answers \"Blocked request. This host is not allowed\" to hosts it does not know, such as the preview's, so visitors would see that instead of the app; let it answer any host (`server: { allowedHosts: true }` in vite.config) or serve a production build"
+        );
+        // A production image is not; a compose `command:` is what runs.
+        let production = [
+            package,
+            (
+                "Dockerfile",
+                "FROM node:22-bookworm-slim AS build\nRUN npm run build\nFROM nginx:1.27\n",
+            ),
+        ];
+        assert_eq!(vite(&plan_files(&production).unwrap()), None);
+        let mut overridden = production.to_vec();
+        overridden.push((
+            "compose.yaml",
+            "services:\n  web:\n    build: .\n    command: [\"npx\", \"vite\", \"--host\"]\n    ports: [\"5173:5173\"]\n",
+        ));
+        assert!(
+            vite(&plan_files(&overridden).unwrap())
+                .unwrap()
+                .starts_with("the web service `web` runs Vite's dev server (`npx vite --host`)")
+        );
+    }
+
+    #[test]
+    fn warnings_about_the_generated_image_are_dropped_for_the_repos_own() {
+        let flask = [
+            ("requirements.txt", "flask\n"),
+            ("app.py", "from flask import Flask\napp = Flask(__name__)\n"),
+        ];
+        let gunicorn = |planned: &Planned| {
+            planned
+                .plan
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("gunicorn is not a dependency"))
+        };
+        assert!(gunicorn(&plan_files(&flask).unwrap()));
+        let mut own = flask.to_vec();
+        own.push((
+            "Dockerfile",
+            "FROM python:3.12-slim-bookworm\nCMD [\"flask\", \"run\"]\n",
+        ));
+        let planned = plan_files(&own).unwrap();
+        assert!(!gunicorn(&planned), "{:?}", planned.plan.warnings);
+        assert!(planned.plan.build_commands.is_empty() && planned.plan.start_argv.is_empty());
     }
 
     #[test]

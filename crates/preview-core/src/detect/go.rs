@@ -35,7 +35,7 @@ impl Detector for GoDetector {
             }
         });
         let mut reasons = Vec::new();
-        let mut warnings = Vec::new();
+        let mut build_warnings = Vec::new();
         // A lone main.go without go.mod (as `go run main.go` allows): the build makes a module.
         let (module_dir, go_mod_rel, module) = match module_dir {
             Some(module_dir) => {
@@ -55,7 +55,7 @@ impl Detector for GoDetector {
                     "language=go because {} is a main package (no go.mod: the build creates one)",
                     ctx.show("main.go")
                 ));
-                warnings.push(
+                build_warnings.push(
                     "no go.mod: only the standard library can be imported; run `go mod init` and commit go.mod"
                         .to_owned(),
                 );
@@ -118,7 +118,7 @@ impl Detector for GoDetector {
                                 "package=./cmd/{c} because it is the server-like one of cmd/{{{}}}",
                                 many.join(",")
                             ));
-                            warnings.push(format!(
+                            build_warnings.push(format!(
                                 "several commands under cmd/ ({}); set app_path: cmd/<name> to choose another",
                                 many.join(", ")
                             ));
@@ -171,7 +171,7 @@ impl Detector for GoDetector {
             ));
         }
         if !module.requires.is_empty() {
-            warnings.push(
+            build_warnings.push(
                 "the module has dependencies: the build downloads them through the Go module proxy"
                     .to_owned(),
             );
@@ -215,7 +215,8 @@ impl Detector for GoDetector {
             context_dir: (module_dir != ctx.dir).then_some(module_dir),
             recipe: Recipe::Go(recipe),
             reasons,
-            warnings,
+            warnings: Vec::new(),
+            build_warnings,
         }))
     }
 }

@@ -46,7 +46,11 @@ pub struct Detection {
     pub context_dir: Option<String>,
     pub recipe: Recipe,
     pub reasons: Vec<String>,
+    /// Warnings about the app itself, whoever builds its image.
     pub warnings: Vec<String>,
+    /// Warnings about the image preview-deployer generates (its install, build and start
+    /// command): moot, and not shown, when the repo builds its own image.
+    pub build_warnings: Vec<String>,
 }
 
 /// The directory a detector looks at, inside a checkout.

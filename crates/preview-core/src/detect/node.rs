@@ -76,6 +76,7 @@ impl Detector for NodeDetector {
         }
         let mut reasons = Vec::new();
         let mut warnings = Vec::new();
+        let mut build_warnings = Vec::new();
 
         let deps = dep_names(&pkg, "dependencies");
         let dev_deps = dep_names(&pkg, "devDependencies");
@@ -141,7 +142,7 @@ impl Detector for NodeDetector {
                     reasons.push(format!(
                         "package_manager=bun because the {name} script runs bun ({s}) and there is no lockfile"
                     ));
-                    warnings.push(
+                    build_warnings.push(
                         "no lockfile: `bun install` resolves dependency versions afresh on every build; commit bun.lock"
                             .to_owned(),
                     );
@@ -149,7 +150,7 @@ impl Detector for NodeDetector {
                 }
                 None => {
                     reasons.push("package_manager=npm because there is no lockfile".to_owned());
-                    warnings.push(
+                    build_warnings.push(
                         "no lockfile: `npm install` resolves dependency versions afresh on every build; commit package-lock.json"
                             .to_owned(),
                     );
@@ -219,11 +220,12 @@ impl Detector for NodeDetector {
         }
 
         // Start command and the file whose source tells the port.
-        let mut start =
-            match framework.and_then(|f| web::start(ctx, &m, f, &mut reasons, &mut warnings)) {
-                Some(start) => start,
-                None => generic_start(ctx, &m, bun.is_some(), &mut reasons, &mut warnings),
-            };
+        let mut start = match framework
+            .and_then(|f| web::start(ctx, &m, f, &mut reasons, &mut build_warnings))
+        {
+            Some(start) => start,
+            None => generic_start(ctx, &m, bun.is_some(), &mut reasons, &mut build_warnings),
+        };
         // Nothing else to start, nothing to build, and an index.html: a static site.
         if start.argv.is_empty() && build_commands.is_empty() && ctx.is_file("index.html") {
             start = web::static_site(
@@ -297,7 +299,7 @@ impl Detector for NodeDetector {
                 "Next.js serves its assets from /_next/ at the site root; behind the preview's path prefix set basePath in next.config.js (the prefix is in PREVIEW_BASE_PATH at run time)"
                     .to_owned(),
             ),
-            Some(f) if start.static_root.is_some() && f != Framework::Static => warnings.push(format!(
+            Some(f) if start.static_root.is_some() && f != Framework::Static => build_warnings.push(format!(
                 "{} builds for the site root: the static server points the page's root links (src=\"/...\", href=\"/...\") under the preview's path prefix, but URLs inside scripts and styles, and client-side routes, still assume the root; build with the prefix as the base path (it is in PREVIEW_BASE_PATH at run time) if they break",
                 web::label(f)
             )),
@@ -381,8 +383,19 @@ impl Detector for NodeDetector {
             recipe: Recipe::Node(recipe),
             reasons,
             warnings,
+            build_warnings,
         }))
     }
+}
+
+/// The warning for a front end of `framework` built for the site root when the repo's own image
+/// serves it: nothing there points its root links under the preview's path prefix, as the
+/// generated image's static server does.
+pub fn site_root_warning_for_repo_image(framework: Framework) -> String {
+    format!(
+        "{} builds for the site root, and the repo's own image serves it as it is: behind the preview's path prefix its root links (src=\"/...\", href=\"/...\"), the URLs inside scripts and styles, and client-side routes point outside the preview; build or serve it with the prefix as the base path (it is in PREVIEW_BASE_PATH at run time)",
+        web::label(framework)
+    )
 }
 
 /// What the start decision reads from package.json.
@@ -497,6 +510,7 @@ fn plain_static_site(ctx: &Ctx) -> Option<Detection> {
         recipe: Recipe::Node(recipe),
         reasons,
         warnings: Vec::new(),
+        build_warnings: Vec::new(),
     })
 }
 

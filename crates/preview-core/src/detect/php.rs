@@ -227,6 +227,7 @@ impl Detector for PhpDetector {
             }),
             reasons,
             warnings,
+            build_warnings: Vec::new(),
         }))
     }
 }

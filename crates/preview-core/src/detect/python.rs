@@ -91,6 +91,7 @@ impl Detector for PythonDetector {
         }
         let mut reasons = Vec::new();
         let mut warnings = Vec::new();
+        let mut build_warnings = Vec::new();
 
         // Dependencies from every source we understand.
         let mut reqs = Requirements {
@@ -337,7 +338,7 @@ impl Detector for PythonDetector {
                         ])
                     }
                     (Some(_), false) | (None, _) => {
-                        warnings.push(
+                        build_warnings.push(
                             "gunicorn is not a dependency (or no wsgi.py was found): the app runs on Django's development server; add gunicorn"
                                 .to_owned(),
                         );
@@ -356,7 +357,7 @@ impl Detector for PythonDetector {
                     "start_command=uvicorn {target} because it creates the FastAPI app"
                 ));
                 if !has_uvicorn {
-                    warnings.push(
+                    build_warnings.push(
                         "uvicorn is not a dependency; add uvicorn (or fastapi[standard])"
                             .to_owned(),
                     );
@@ -389,7 +390,7 @@ impl Detector for PythonDetector {
                         &target,
                     ])
                 } else {
-                    warnings.push("gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".to_owned());
+                    build_warnings.push("gunicorn is not a dependency: the app runs on Flask's development server; add gunicorn".to_owned());
                     reasons.push(format!(
                         "start_command=flask run for {target} because gunicorn is missing"
                     ));
@@ -558,6 +559,7 @@ impl Detector for PythonDetector {
             recipe: Recipe::Python(recipe),
             reasons,
             warnings,
+            build_warnings,
         }))
     }
 }

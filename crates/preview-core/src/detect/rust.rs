@@ -39,7 +39,7 @@ impl Detector for RustDetector {
             return Ok(None);
         };
         let mut reasons = Vec::new();
-        let mut warnings = Vec::new();
+        let mut build_warnings = Vec::new();
 
         // The workspace root: this manifest, or (for a member chosen by app_path) an ancestor's.
         let mut root_dir = ctx.dir.clone();
@@ -168,7 +168,7 @@ impl Detector for RustDetector {
 
         let locked = ctx.checkout.is_file(super::join(&root_dir, "Cargo.lock"));
         if !locked {
-            warnings.push(
+            build_warnings.push(
                 "no Cargo.lock: dependency versions are resolved afresh on every build".to_owned(),
             );
         }
@@ -231,7 +231,8 @@ impl Detector for RustDetector {
             context_dir: (root_dir != ctx.dir).then_some(root_dir),
             recipe: Recipe::Rust(recipe),
             reasons,
-            warnings,
+            warnings: Vec::new(),
+            build_warnings,
         }))
     }
 }

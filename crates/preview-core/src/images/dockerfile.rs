@@ -1,4 +1,5 @@
-//! The images a Dockerfile builds from: its `FROM` lines, `COPY --from=` and
+//! What is read from a Dockerfile: the command its target stage runs ([`run_command`]), and the
+//! images it builds from: its `FROM` lines, `COPY --from=` and
 //! `RUN --mount=...,from=`, less its own stages (by name or index) and `scratch`. The `ARG`s
 //! declared before the first `FROM` are substituted, with the build's args over their defaults,
 //! as Docker does; a reference that still holds a variable is reported as such, to be skipped.
@@ -102,6 +103,96 @@ pub fn images(text: &str, args: &BTreeMap<String, String>, target: Option<&str>)
         }
     }
     found
+}
+
+/// What a container built from the Dockerfile `text` runs, as written (`ENTRYPOINT` then `CMD`,
+/// each exec-form array joined by spaces): the `target` stage's, else the last stage's, inherited
+/// from the stage it is built `FROM` when it sets none. `None` when no stage on that chain sets
+/// either, or the target is not a stage.
+pub fn run_command(text: &str, target: Option<&str>) -> Option<String> {
+    struct Stage {
+        name: Option<String>,
+        parent: Option<usize>,
+        entrypoint: Option<String>,
+        cmd: Option<String>,
+    }
+    let mut stages: Vec<Stage> = Vec::new();
+    for instruction in instructions(text) {
+        let (keyword, rest) = split_word(&instruction.text);
+        match keyword.to_ascii_lowercase().as_str() {
+            "from" => {
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .skip_while(|w| w.starts_with("--"))
+                    .collect();
+                let Some(image) = words.first() else { continue };
+                let image = image.to_ascii_lowercase();
+                let parent = stages
+                    .iter()
+                    .rposition(|s| s.name.as_deref() == Some(image.as_str()));
+                let name = match words.as_slice() {
+                    [_, r#as, stage, ..] if r#as.eq_ignore_ascii_case("as") => {
+                        Some(stage.to_ascii_lowercase())
+                    }
+                    _ => None,
+                };
+                stages.push(Stage {
+                    name,
+                    parent,
+                    entrypoint: None,
+                    cmd: None,
+                });
+            }
+            "cmd" => {
+                if let Some(stage) = stages.last_mut() {
+                    stage.cmd = Some(command_words(rest));
+                }
+            }
+            "entrypoint" => {
+                if let Some(stage) = stages.last_mut() {
+                    stage.entrypoint = Some(command_words(rest));
+                    // Docker resets an inherited CMD when a stage sets its ENTRYPOINT.
+                    stage.cmd.get_or_insert_with(String::new);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut at = match target {
+        Some(t) => {
+            let t = t.to_ascii_lowercase();
+            stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.as_str()))?
+        }
+        None => stages.len().checked_sub(1)?,
+    };
+    let (mut entrypoint, mut cmd) = (None, None);
+    // Each stage's parent comes before it, so the walk ends.
+    loop {
+        let stage = &stages[at];
+        entrypoint = entrypoint.or_else(|| stage.entrypoint.clone());
+        cmd = cmd.or_else(|| stage.cmd.clone());
+        match stage.parent {
+            Some(parent) if entrypoint.is_none() || cmd.is_none() => at = parent,
+            _ => break,
+        }
+    }
+    let words: Vec<String> = [entrypoint, cmd]
+        .into_iter()
+        .flatten()
+        .filter(|w| !w.is_empty())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// A `CMD` or `ENTRYPOINT` argument as words joined by single spaces: an exec-form JSON array's,
+/// else the shell form's.
+fn command_words(args: &str) -> String {
+    match serde_json::from_str::<Vec<String>>(args) {
+        Ok(words) => words.join(" "),
+        Err(_) => args.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// One instruction: its continuation lines joined, comments and heredoc bodies left out.
@@ -292,6 +383,37 @@ mod tests {
 
     fn image(line: usize, reference: &str) -> (usize, Option<String>) {
         (line, Some(reference.to_owned()))
+    }
+
+    #[test]
+    fn the_command_of_the_target_stage_or_the_last() {
+        let text = "FROM node:22 AS development\nWORKDIR /code\nCMD [\"npm\", \"start\"]\n\n\
+                    FROM development AS build\nRUN npm run build\n\n\
+                    FROM nginx:1.27\nCOPY --from=build /code/build /usr/share/nginx/html\n\
+                    ENTRYPOINT [\"nginx\", \"-g\", \"daemon off;\"]\n";
+        assert_eq!(
+            run_command(text, Some("development")).as_deref(),
+            Some("npm start")
+        );
+        // Inherited from the stage it is built from.
+        assert_eq!(
+            run_command(text, Some("BUILD")).as_deref(),
+            Some("npm start")
+        );
+        assert_eq!(
+            run_command(text, None).as_deref(),
+            Some("nginx -g daemon off;")
+        );
+        assert_eq!(run_command(text, Some("nope")), None);
+        // Shell form, continuation lines; an ENTRYPOINT resets the CMD it inherits.
+        let text = "FROM python:3.12 AS base\nCMD python \\\n  app.py\nFROM base\nENTRYPOINT [\"tini\", \"--\"]\n";
+        assert_eq!(
+            run_command(text, Some("base")).as_deref(),
+            Some("python app.py")
+        );
+        assert_eq!(run_command(text, None).as_deref(), Some("tini --"));
+        assert_eq!(run_command("FROM scratch\n", None), None);
+        assert_eq!(run_command("", None), None);
     }
 
     #[test]

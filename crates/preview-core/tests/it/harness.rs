@@ -41,12 +41,16 @@ pub const PLANNABLE: &[&str] = &[
     "static-html",
     "sveltekit-node",
     "ts-tsx",
+    "upstream-shape-angular",
     "upstream-shape-django-subdir",
     "upstream-shape-file-secret",
     "upstream-shape-flask-redis",
     "upstream-shape-fullstack-fastapi",
+    "upstream-shape-java-maven",
     "upstream-shape-nginx-proxy",
+    "upstream-shape-react-proxy-dev",
     "upstream-shape-voting-app",
+    "upstream-shape-vue-cli",
     "vite-spa",
 ];
 
@@ -189,6 +193,14 @@ pub const REFUSED: &[(&str, &str)] = &[
         "compose.yaml:8: key `configs.shadow.file`: \"../../../../etc/shadow\" leads outside the checkout",
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
+    (
+        "upstream-shape-wasm-runtime",
+        "compose.yml:18: service `api`: key `runtime`: previews use the default runtime",
+    ),
+    (
+        "upstream-shape-wordpress",
+        "compose.yaml is not used, as none of its services is built from the repo: to preview it as it is, set `web_service: blog` in preview-config.yml",
+    ),
 ];
 
 /// The directory holding the sample apps.
