@@ -43,15 +43,23 @@ pub fn build_failure(log: &str) -> Option<String> {
     buildkit_failure(&log)
         .or_else(|| classic_failure(&log))
         .or_else(|| network_failure(&log))
-        .or_else(|| daemon_refusal(&log))
+        .or_else(|| engine_failure(&log))
 }
 
-/// The engine's last refusal (a container that could not be created or started), e.g. a port
-/// that another process took between its allocation and the start.
-fn daemon_refusal(log: &str) -> Option<String> {
+/// The engine's last error when no step failed: its refusal of a container (that could not be
+/// created or started, e.g. at a port another process took between its allocation and the
+/// start), or the builder's own failure (`failed to export image: ...`).
+fn engine_failure(log: &str) -> Option<String> {
     const MARK: &str = "Error response from daemon: ";
-    let line = log.lines().rev().find(|l| l.contains(MARK))?;
-    let refusal = line.split_once(MARK)?.1.trim();
+    let line = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.contains(MARK) || l.starts_with("failed to "))?;
+    let Some((_, refusal)) = line.split_once(MARK) else {
+        return Some(format!("Docker failed: {line}"));
+    };
+    let refusal = refusal.trim();
     if refusal.ends_with("address already in use") || refusal.contains("port is already allocated")
     {
         return Some(format!(
@@ -182,6 +190,12 @@ mod tests {
         assert_eq!(
             build_failure(log).unwrap(),
             "Docker refused: invalid mount config for type \"bind\": bind source path does not exist: /x"
+        );
+        // As the classic builder printed it when an image it took from its cache was removed.
+        let log = "Step 2/10 : WORKDIR /app\n ---> Using cache\n ---> 953f825cf4f0\nStep 3/10 : COPY main.py .\nfailed to export image: failed to set parent sha256:953f: unknown parent image ID sha256:953f\n";
+        assert_eq!(
+            build_failure(log).unwrap(),
+            "Docker failed: failed to export image: failed to set parent sha256:953f: unknown parent image ID sha256:953f"
         );
     }
 

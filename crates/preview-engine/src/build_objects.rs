@@ -151,6 +151,7 @@ pub async fn remove_leftovers(
         }
     }
     if !objects.images.is_empty() {
+        let _removing = crate::image_lock::for_removal().await;
         let dangling: Vec<String> = dangling_images()
             .await?
             .into_iter()

@@ -56,7 +56,9 @@ impl ComposeEngine {
         log: &Path,
         make: impl FnOnce(&Compose) -> preview_exec::Result<preview_exec::Cmd>,
     ) -> Result<()> {
+        let building = crate::image_lock::for_build().await;
         let result = self.run(env, Some(log), make).await;
+        drop(building);
         if let Err(e) = build_objects::record_build(&project.dir, log)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -173,6 +175,7 @@ impl Engine for ComposeEngine {
             let image = format!("{name}-{service}");
             let built = built_images(name).await?;
             if built.iter().any(|i| *i == format!("{image}:latest")) {
+                let _removing = crate::image_lock::for_removal().await;
                 docker("remove an image the preview no longer runs")
                     .args(["image", "rm", &image])
                     .run()

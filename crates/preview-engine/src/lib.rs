@@ -8,6 +8,7 @@ mod compose_engine;
 mod containers;
 mod engine;
 mod health;
+pub mod image_lock;
 mod project;
 pub mod stack_file;
 mod swarm_engine;

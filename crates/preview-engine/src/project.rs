@@ -118,6 +118,7 @@ pub async fn built_images(project: &str) -> Result<Vec<String>> {
 pub async fn remove_built_images(project: &str) -> Result<()> {
     let images = built_images(project).await?;
     if !images.is_empty() {
+        let _removing = crate::image_lock::for_removal().await;
         docker("remove the preview's built images")
             .args(["image", "rm", "--force"])
             .args(&images)

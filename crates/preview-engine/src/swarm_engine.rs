@@ -359,6 +359,7 @@ impl SwarmEngine {
             format!("{}/{name}/", self.registry),
             format!("{}/{name}/", self.push_registry),
         ];
+        let removing = crate::image_lock::for_removal().await;
         with_listed(
             on_node(endpoint, "list the images on a node").args([
                 "image",
@@ -371,6 +372,7 @@ impl SwarmEngine {
                 .args(["image", "rm", "--force"]),
         )
         .await?;
+        drop(removing);
         with_listed(
             on_node(endpoint, "list the preview's volumes on a node")
                 .args(["volume", "ls", "-q", "--filter"])
@@ -752,12 +754,14 @@ impl Engine for SwarmEngine {
 
     fn build<'a>(&'a self, p: &'a ComposeProject, log: &'a Path) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            let building = crate::image_lock::for_build().await;
             let built = self
                 .compose
                 .build(&p.name, &p.dir, &p.file)?
                 .log_to(log)
                 .run()
                 .await;
+            drop(building);
             // Whatever the outcome, what the build left is known by its log (as on compose).
             if let Err(e) = build_objects::record_build(&p.dir, log)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -1005,6 +1009,7 @@ impl Engine for SwarmEngine {
                 })
                 .collect();
             if !ours.is_empty() {
+                let _removing = crate::image_lock::for_removal().await;
                 // Without --force: an image a container still runs stays.
                 let _ = docker("remove an image the preview no longer runs")
                     .args(["image", "rm"])

@@ -1,5 +1,6 @@
-//! File-system calls std does not offer: swapping two paths in one step, proving that no other
-//! process has a file open, and reserving a file's disk space in one piece.
+//! File-system calls std does not offer (at the workspace's Rust version): swapping two paths in
+//! one step, proving that no other process has a file open, reserving a file's disk space in one
+//! piece, and advisory locks.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -54,6 +55,25 @@ pub fn take_write_lease(file: &File) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Locks `file` (flock(2)), shared with other shared holders or alone, waiting as long as it
+/// takes; closing `file` unlocks it. Each open of the file is a holder of its own, in one
+/// process as between processes.
+pub fn lock(file: &File, shared: bool) -> io::Result<()> {
+    let operation = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+    loop {
+        // SAFETY: flock on a descriptor `file` owns, with integer arguments only.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

@@ -123,6 +123,8 @@ impl DockerRunner {
     /// steps'; a stopped Swarm task's too, which is only history), untagged images no preview's
     /// build ledger names, and BuildKit's unused cache. Best effort; each failure is logged.
     pub(super) async fn prune_unused(&self) {
+        // A build's step container is not running before its step starts: builds wait.
+        let removing = preview_engine::image_lock::for_removal().await;
         let containers = preview_engine::docker("remove stopped build containers")
             .args([
                 "container",
@@ -135,6 +137,7 @@ impl DockerRunner {
             ])
             .run()
             .await;
+        drop(removing);
         if let Err(e) = containers {
             tracing::warn!(error = %e, "pruning stopped build containers failed");
         }
@@ -156,10 +159,12 @@ impl DockerRunner {
             ),
             Err(e) => tracing::warn!(error = %e, "pruning untagged images failed"),
         }
+        let removing = preview_engine::image_lock::for_removal().await;
         let cache = preview_engine::docker("prune BuildKit's build cache")
             .args(["builder", "prune", "--force"])
             .run()
             .await;
+        drop(removing);
         if let Err(e) = cache {
             tracing::info!(error = %e, "pruning BuildKit's cache failed");
         }

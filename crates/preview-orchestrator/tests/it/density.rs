@@ -90,6 +90,8 @@ async fn by_hand_leaves_leftovers(dir: &Path) -> usize {
     )
     .unwrap();
     let project = format!("density-control-{}", std::process::id());
+    // As the orchestrator does, so that other tests' builds and removals do not meet this one's.
+    let building = preview_engine::image_lock::for_build().await;
     let out = preview_exec::Cmd::new("docker", "a failing build by hand")
         .args(["compose", "-p", &project, "build"])
         .current_dir(dir)
@@ -98,10 +100,12 @@ async fn by_hand_leaves_leftovers(dir: &Path) -> usize {
         .output()
         .await
         .unwrap();
+    drop(building);
     let log = format!("{}{}", out.stdout_text(), out.stderr_text());
     let objects = objects_in_log(&log);
     let left = still_there(&objects).await;
     // Clean up what the control left.
+    let _removing = preview_engine::image_lock::for_removal().await;
     for line in &left {
         let (kind, id) = line.split_once(' ').unwrap();
         let _ = match kind {
@@ -196,7 +200,39 @@ async fn failed_builds_and_teardowns_leave_no_build_leftovers() {
         !still_there(&second_build).await.is_empty(),
         "the serving commit's images stay"
     );
-    e2e.close_and_assert_nothing_left(pr, &second).await;
+    // A build under way (here, held by the test) holds back the removal of images, which may
+    // be its cache, and only that: the containers go at once, the images once it ends.
+    let building = preview_engine::image_lock::for_build().await;
+    e2e.send("closed", pr, &second).await;
+    let label = format!("label=com.docker.compose.project={id}");
+    let deadline = std::time::Instant::now() + DEPLOY_TIMEOUT;
+    while !docker(["ps", "-aq", "--filter", &label])
+        .await
+        .unwrap()
+        .trim()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "the containers go");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let images = docker([
+        "image",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("reference={id}-*"),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        !images.trim().is_empty(),
+        "the preview's images stay while a build runs"
+    );
+    drop(building);
+    e2e.wait_status(pr, DeploymentStatus::Stopped, DEPLOY_TIMEOUT)
+        .await;
+    e2e.assert_nothing_left(pr).await;
     assert_eq!(still_there(&second_build).await, Vec::<String>::new());
     e2e.shutdown().await;
 }

@@ -1,0 +1,119 @@
+//! One lock per host between builds and the removal of images.
+//!
+//! The classic builder builds each step on the image of the step before, found in its cache
+//! (` ---> Using cache`), and that image is untagged. Removing an image (a preview's teardown, its
+//! build's leftovers, a retired slot's image, the disk guard's prune) also removes the untagged
+//! images under it that nothing else builds on; a build that has just taken one of them from
+//! the cache then fails with `failed to set parent sha256:...: unknown parent image ID`. Two
+//! previews of one repository share their first steps, so closing one while the other builds
+//! was enough (seen in a full test run: two tests of their own repositories shared `WORKDIR
+//! /app` on the Python image).
+//!
+//! So builds hold this lock shared, and removals of images hold it alone: a removal waits for
+//! the builds under way, and builds that start meanwhile wait for the removal (a second or two).
+//! It is an advisory `flock` on a file of the temp dir, so that every process of the host that
+//! builds or removes (several orchestrators in one test run) takes the same lock. When the file
+//! cannot be opened, the work goes on unlocked, with a warning.
+
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+
+/// The lock file's name in the temp dir.
+const LOCK_FILE: &str = "preview-deployer-images.lock";
+
+/// Holds the lock until dropped.
+#[must_use = "the lock is released when this is dropped"]
+#[derive(Debug)]
+pub struct ImageLock {
+    _file: Option<File>,
+}
+
+/// Shared with other builds, for as long as a build runs.
+pub async fn for_build() -> ImageLock {
+    take(lock_path(), Mode::Shared).await
+}
+
+/// Alone, for as long as images are removed.
+pub async fn for_removal() -> ImageLock {
+    take(lock_path(), Mode::Alone).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Shared,
+    Alone,
+}
+
+fn lock_path() -> PathBuf {
+    std::env::temp_dir().join(LOCK_FILE)
+}
+
+async fn take(path: PathBuf, mode: Mode) -> ImageLock {
+    let shown = path.display().to_string();
+    // flock blocks the thread: it waits on the blocking pool. When the waiting task is dropped
+    // (a cancelled job), the file comes back to nobody and is closed, which unlocks it.
+    let taken = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            // Made by another user: reading is enough to lock.
+            .or_else(|_| File::open(&path))?;
+        preview_exec::fs::lock(&file, matches!(mode, Mode::Shared))?;
+        Ok(file)
+    })
+    .await;
+    match taken {
+        Ok(Ok(file)) => ImageLock { _file: Some(file) },
+        Ok(Err(e)) => {
+            tracing::warn!(path = %shown, error = %e, "the lock between builds and image removals cannot be taken; going on without it");
+            ImageLock { _file: None }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "taking the lock between builds and image removals failed; going on without it");
+            ImageLock { _file: None }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_removal_waits_for_the_builds_and_builds_share() {
+        // A lock file of its own: the host's may be held by a test run beside.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let for_build = || take(path.clone(), Mode::Shared);
+        let for_removal = || take(path.clone(), Mode::Alone);
+        let first = for_build().await;
+        assert!(first._file.is_some());
+        // Another build goes at once.
+        let second = tokio::time::timeout(Duration::from_secs(5), for_build())
+            .await
+            .expect("builds share the lock");
+        let removal = tokio::spawn(for_removal());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!removal.is_finished(), "the removal waits for the builds");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!removal.is_finished(), "and for the last of them");
+        drop(second);
+        let alone = tokio::time::timeout(Duration::from_secs(5), removal)
+            .await
+            .expect("the removal goes once the builds end")
+            .unwrap();
+        let build = tokio::spawn(for_build());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!build.is_finished(), "a build waits for the removal");
+        drop(alone);
+        let _build = tokio::time::timeout(Duration::from_secs(5), build)
+            .await
+            .expect("the build goes once the removal ends")
+            .unwrap();
+    }
+}
