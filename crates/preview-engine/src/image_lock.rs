@@ -10,13 +10,14 @@
 //! /app` on the Python image).
 //!
 //! So builds hold this lock shared, and removals of images hold it alone: a removal waits for
-//! the builds under way, and builds that start meanwhile wait for the removal (a second or two).
-//! It is an advisory `flock` on a file of the temp dir, so that every process of the host that
+//! the builds under way, and builds that start meanwhile wait for the removal (a second or two)
+//! rather than pass it, through a turnstile lock everyone passes alone. These are advisory
+//! `flock`s on two files of the temp dir, so that every process of the host that
 //! builds or removes (several orchestrators in one test run) takes the same lock. When the file
 //! cannot be opened, the work goes on unlocked, with a warning.
 
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The lock file's name in the temp dir.
 const LOCK_FILE: &str = "preview-deployer-images.lock";
@@ -53,15 +54,23 @@ async fn take(path: PathBuf, mode: Mode) -> ImageLock {
     // flock blocks the thread: it waits on the blocking pool. When the waiting task is dropped
     // (a cancelled job), the file comes back to nobody and is closed, which unlocks it.
     let taken = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            // Made by another user: reading is enough to lock.
-            .or_else(|_| File::open(&path))?;
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                // Made by another user: reading is enough to lock.
+                .or_else(|_| File::open(path))
+        };
+        // Everyone passes the turnstile alone: a removal waits in it for the builds under way,
+        // so builds that come after it wait too, and a steady flow of builds cannot starve it.
+        let turnstile = open(&path.with_extension("turnstile"))?;
+        preview_exec::fs::lock(&turnstile, false)?;
+        let file = open(&path)?;
         preview_exec::fs::lock(&file, matches!(mode, Mode::Shared))?;
+        drop(turnstile);
         Ok(file)
     })
     .await;
@@ -111,9 +120,31 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!build.is_finished(), "a build waits for the removal");
         drop(alone);
-        let _build = tokio::time::timeout(Duration::from_secs(5), build)
+        let build = tokio::time::timeout(Duration::from_secs(5), build)
             .await
             .expect("the build goes once the removal ends")
+            .unwrap();
+
+        // A build that comes while a removal waits goes after the removal, not before.
+        let removal = tokio::spawn(for_removal());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = tokio::spawn(for_build());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!removal.is_finished() && !later.is_finished());
+        drop(build);
+        let alone = tokio::time::timeout(Duration::from_secs(5), removal)
+            .await
+            .expect("the removal goes first")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !later.is_finished(),
+            "the later build waits behind the removal"
+        );
+        drop(alone);
+        let _later = tokio::time::timeout(Duration::from_secs(5), later)
+            .await
+            .expect("then the later build goes")
             .unwrap();
     }
 }
