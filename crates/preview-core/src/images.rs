@@ -250,10 +250,15 @@ fn dockerfile_needs(
     for found in dockerfile::images(&source, &args, text("target")) {
         let place = origin.at(found.line);
         match found.resolved {
-            Some(reference) => needs.add(&reference, place),
-            None => needs.unchecked.push(format!(
+            Ok(reference) => needs.add(&reference, place),
+            Err(dockerfile::Unresolved::Variable) => needs.unchecked.push(format!(
                 "`{}` ({place}) holds a variable without a value",
                 found.written
+            )),
+            Err(dockerfile::Unresolved::TooLong) => needs.unchecked.push(format!(
+                "`{}` ({place}) grows beyond {} bytes once its variables are substituted, longer than any image reference",
+                found.written,
+                dockerfile::MAX_REFERENCE
             )),
         }
     }
