@@ -665,6 +665,20 @@ pub fn sanitize_choosing(
         }
     }
     let (app_service, app_service_reason) = choose_web_service(&r, &services, web)?;
+    // Only the web service may leave both out: it is then built from the generated Dockerfile.
+    if let Some(service) = services
+        .iter()
+        .find(|s| s.name != app_service && s.build.is_none() && s.image.is_none())
+    {
+        return Err(r.refuse_at(
+            &service.name,
+            "image",
+            locate(text, None, &format!("services.{}", service.name)),
+            format!(
+                "the service has neither `image` nor `build`, so Compose cannot create it (only the web service, `{app_service}`, is built from the generated Dockerfile without one)"
+            ),
+        ));
+    }
     let hostname_service = choose_hostname_service(&r, &services, &app_service)?;
     Ok(SanitizedCompose {
         file: ctx.file.clone(),
@@ -1951,6 +1965,22 @@ mod tests {
                 line: 3,
             }),
         )
+    }
+
+    /// Found by the hostile-input properties: a service other than the web service with
+    /// neither `image` nor `build` passed, and the render then failed with a message naming no
+    /// file, line or key.
+    #[test]
+    fn a_service_without_image_or_build_is_refused_with_its_line() {
+        let text = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  redis:\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n";
+        let err = run_project(text, None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("compose.yaml:5: service `redis`: key `image`: the service has neither `image` nor `build`"),
+            "{err}"
+        );
+        // The web service may leave both out: it is built from the generated Dockerfile.
+        let s = run("services:\n  app:\n    environment: {A: b}\n").unwrap();
+        assert_eq!(s.app_service, "app");
     }
 
     #[test]
