@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{OVERRIDDEN, Refusals, RepoService, SanitizedCompose, locate_text};
+use super::{OVERRIDDEN, Refusals, RepoService, SanitizedCompose, ServiceLines, locate_text};
 use crate::{Error, Result};
 
 /// A reference to a variable in a repo's compose file.
@@ -285,6 +285,7 @@ pub(super) fn scan_variables(
         }
     }
     let mut refs = Vec::new();
+    let mut lines = ServiceLines::new(r.text, service);
     for (key, text) in strings {
         let pieces = parse_template(text).map_err(|why| {
             r.refuse_at(
@@ -309,7 +310,7 @@ pub(super) fn scan_variables(
             ));
         }
         for (name, required) in names {
-            let line = locate_text(r.text, service, &key, &needles(&name));
+            let line = lines.locate_variable(&key, &name);
             refs.push(VariableRef {
                 name,
                 required,
@@ -321,7 +322,7 @@ pub(super) fn scan_variables(
     }
     for (key, name) in bare {
         refs.push(VariableRef {
-            line: locate_text(r.text, service, &key, std::slice::from_ref(&name)),
+            line: lines.locate(&key, std::slice::from_ref(&name)),
             name,
             required: true,
             service: service.to_owned(),
