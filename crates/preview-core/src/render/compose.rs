@@ -179,9 +179,8 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                     ),
                 });
             }
-            for service in &repo.services {
+            for service in repo.resolved_services(&values)? {
                 let is_app = service.name == repo.app_service;
-                let service = service.resolved(&repo.file, &values)?;
                 let labels = if is_app { &app_labels } else { &labels };
                 let rename = (slot != AppSlot::Blue)
                     .then_some((repo.app_service.as_str(), slotted.as_str()));

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 mod variables;
 
-pub use variables::{INTERPOLATED, VariableRef, check_variables, resolve_text};
+pub use variables::{INTERPOLATED, MAX_RESOLVED_TOTAL, VariableRef, check_variables, resolve_text};
 use variables::{scan_variables, with_defaults};
 
 use crate::checkout::{Checkout, normalize_relative};
@@ -2587,6 +2587,39 @@ mod tests {
             let err = resolve_text(text, &values).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
         }
+    }
+
+    /// Found by the hostile-input properties: each value was capped once resolved, but not
+    /// their sum, so 60 KiB of `- ${A}${A}...` with an 8 KiB `A` rendered 98 MB of compose file.
+    #[test]
+    fn resolved_values_are_capped_for_the_whole_file() {
+        let items = |n: usize| "      - ${A}${A}${A}${A}${A}${A}${A}${A}\n".repeat(n);
+        let values = BTreeMap::from([("A".to_owned(), "x".repeat(8 * 1024))]);
+        // Each service alone stays within the limit, the two together do not.
+        let text = format!(
+            "services:\n  app:\n    build: .\n    command:\n{}  worker:\n    image: python:3\n    command:\n{}",
+            items(10),
+            items(10)
+        );
+        let c = run(&text).unwrap();
+        let one = c.services[0].resolved(&c.file, &values).unwrap();
+        assert_eq!(one.passthrough["command"].as_array().unwrap().len(), 10);
+        let err = c.resolved_services(&values).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "docker-compose.preview.yml: service `worker`: key `command`: the file's values grow beyond 1048576 bytes once their variables are resolved"
+        );
+        // One service alone cannot go beyond it either.
+        let text = format!(
+            "services:\n  app:\n    build: .\n    command:\n{}",
+            items(1500)
+        );
+        let c = run(&text).unwrap();
+        let err = c.services[0]
+            .resolved(&c.file, &values)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grow beyond 1048576 bytes"), "{err}");
     }
 
     #[test]
