@@ -994,8 +994,8 @@ mod tests {
         );
     }
 
-    /// Found by the hostile-input properties: the refusal was a template error, naming neither
-    /// the compose file nor a key.
+    /// Found while writing the hostile-input tests: the refusal was a template error, naming
+    /// neither the compose file nor a key.
     #[test]
     fn a_service_named_as_the_green_app_is_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();

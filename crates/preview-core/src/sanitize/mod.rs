@@ -2063,9 +2063,9 @@ mod tests {
         )
     }
 
-    /// Found by the hostile-input properties: each reference was located by reading the file
-    /// from the top, so 3,000 of them in 60 KiB took 7.7 s (debug) and 30,000 `$X` 4.4 s. The
-    /// lines found are those of the variable itself, not of one whose name it begins.
+    /// Found while writing the hostile-input tests: each reference was located by reading the
+    /// file from the top, so 3,000 of them in 60 KiB took 7.7 s (debug) and 30,000 `$X` 4.4 s.
+    /// The lines found are those of the variable itself, not of one whose name it begins.
     #[test]
     fn thousands_of_references_are_each_located_on_their_line() {
         let mut text = "services:\n  app:\n    build: .\n    environment:\n".to_owned();
@@ -2589,8 +2589,9 @@ mod tests {
         }
     }
 
-    /// Found by the hostile-input properties: each value was capped once resolved, but not
-    /// their sum, so 60 KiB of `- ${A}${A}...` with an 8 KiB `A` rendered 98 MB of compose file.
+    /// Found while writing the hostile-input tests: each value was capped once resolved, but
+    /// not their sum, so 60 KiB of `- ${A}${A}...` with an 8 KiB `A` rendered 98 MB of compose
+    /// file.
     #[test]
     fn resolved_values_are_capped_for_the_whole_file() {
         let items = |n: usize| "      - ${A}${A}${A}${A}${A}${A}${A}${A}\n".repeat(n);
