@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 use preview_core::checkout::Checkout;
 use preview_core::config::PreviewConfig;
 use preview_core::images::{NeededImages, RenderedProject, needed};
-use preview_core::render::{RenderInput, render};
-use preview_core::sanitize::{SanitizeContext, resolve_text, sanitize};
+use preview_core::render::{AppSlot, RenderInput, render};
+use preview_core::sanitize::{MAX_RESOLVED_TOTAL, SanitizeContext, resolve_text, sanitize};
 use preview_core::{Error, dotenv};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -673,7 +673,7 @@ fn check_config(text: &str) {
 }
 
 proptest! {
-    #![proptest_config(cases(256))]
+    #![proptest_config(cases(384))]
 
     #[test]
     fn config_arbitrary_text(text in arbitrary_text()) {
@@ -724,7 +724,7 @@ fn check_compose(app: &str, file: &Path, text: &str) {
 }
 
 proptest! {
-    #![proptest_config(cases(192))]
+    #![proptest_config(cases(384))]
 
     #[test]
     fn compose_arbitrary_text(text in arbitrary_text()) {
@@ -826,7 +826,7 @@ fn dockerfile_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(cases(192))]
+    #![proptest_config(cases(256))]
 
     #[test]
     fn dockerfile_instructions_with_variables(
@@ -885,12 +885,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Plans a copy of fixture `app` with its file chosen by `file` mutated; a plan that succeeds
-/// is rendered and its images listed. A refusal must name a file of the checkout.
-fn check_plan(app: &str, file: Index, m: &[Mutation]) {
+/// Plans a copy of fixture `app` with its file chosen by `file` mutated, and `dotenv` (if any)
+/// written as the `.env` at its root, which Compose reads beside a compose file there. A plan
+/// that succeeds is rendered in both slots and its images listed. A refusal must name a file of
+/// the checkout.
+fn check_plan(app: &str, file: Index, m: &[Mutation], dotenv: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
     copy_dir(&fixtures_dir().join(app), &root);
+    if let Some(dotenv) = dotenv {
+        std::fs::write(root.join(".env"), dotenv).unwrap();
+    }
     let parsed: Vec<PathBuf> = files_of(&root)
         .into_iter()
         .filter(|rel| {
@@ -911,62 +916,89 @@ fn check_plan(app: &str, file: Index, m: &[Mutation]) {
             Some((rel, text))
         }
     };
-    let input_text = mutated
-        .as_ref()
-        .map(|(_, t)| t.as_str())
-        .unwrap_or_default();
-    let names: Vec<String> = entries_of(&fixtures_dir().join(app), true)
+    let context = || {
+        format!(
+            "{app}, {:?} = {:?}, .env = {:?}",
+            mutated.as_ref().map(|(rel, _)| rel),
+            excerpt(
+                mutated
+                    .as_ref()
+                    .map(|(_, t)| t.as_str())
+                    .unwrap_or_default()
+            ),
+            dotenv.map(excerpt)
+        )
+    };
+    let names: Vec<String> = entries_of(&root, true)
         .into_iter()
-        .chain(mutated.iter().map(|(rel, _)| rel.clone()))
         .chain(preview_core::config::FILE_NAMES.iter().map(PathBuf::from))
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    match preview_core::plan(&root) {
-        Ok(planned) => {
-            let input = RenderInput::new(
-                format!("acme-{app}-pr-7"),
-                format!("acme/{app}"),
-                7,
-                "0123456789abcdef0123456789abcdef01234567",
-                format!("acme-{app}"),
-                8007,
-                root.clone(),
-                root.join("Dockerfile.generated"),
-                "SnapshotSecret0123456789",
-            );
-            match render(&planned, &input) {
-                Ok(rendered) => {
-                    let checkout = Checkout::open(&root).unwrap();
-                    let _ = rendered.needed_images(&input, &checkout);
-                }
-                Err(e) => panic!(
-                    "{app}: a plan that succeeded fails to render: {e} ({e:?}) with {:?} = {:?}",
-                    mutated.as_ref().map(|(rel, _)| rel),
-                    excerpt(input_text)
-                ),
-            }
-        }
+    let names_a_file = |e: &Error| {
+        let shown = e.to_string();
+        names.iter().any(|n| shown.contains(n.as_str()))
+            || matches!(e, Error::NoApp(_) | Error::Unsupported { .. })
+    };
+    let planned = match preview_core::plan(&root) {
+        Ok(planned) => planned,
         Err(e) => {
-            let shown = e.to_string();
-            let names_a_file = names.iter().any(|n| shown.contains(n.as_str()))
-                || matches!(e, Error::NoApp(_) | Error::Unsupported { .. });
             assert!(
-                names_a_file,
-                "{app}: an error that names no file of the checkout: {shown:?} ({e:?}) with {:?} = {:?}",
-                mutated.as_ref().map(|(rel, _)| rel),
-                excerpt(input_text)
+                names_a_file(&e),
+                "an error that names no file of the checkout: {e} ({e:?}) for {}",
+                context()
             );
+            return;
+        }
+    };
+    let checkout = Checkout::open(&root).unwrap();
+    for slot in [AppSlot::Blue, AppSlot::Green] {
+        let mut input = RenderInput::new(
+            format!("acme-{app}-pr-7"),
+            format!("acme/{app}"),
+            7,
+            "0123456789abcdef0123456789abcdef01234567",
+            format!("acme-{app}"),
+            8007,
+            root.clone(),
+            root.join("Dockerfile.generated"),
+            "SnapshotSecret0123456789",
+        );
+        input.app_slot = slot;
+        match render(&planned, &input) {
+            Ok(rendered) => {
+                // The repo's values resolve to at most MAX_RESOLVED_TOTAL bytes; what the
+                // renderer adds is a few KiB a service.
+                assert!(
+                    rendered.compose.len() <= MAX_RESOLVED_TOTAL + 2 * CONFIG_LIMIT,
+                    "a compose file of {} bytes rendered for {}",
+                    rendered.compose.len(),
+                    context()
+                );
+                let _ = rendered.needed_images(&input, &checkout);
+            }
+            // Resolving the repo's variables can refuse a plan; it must say where.
+            Err(e @ Error::ComposeRefused { .. }) if names_a_file(&e) => {}
+            Err(e) => panic!(
+                "a plan that succeeded fails to render ({slot:?}): {e} ({e:?}) for {}",
+                context()
+            ),
         }
     }
 }
 
 proptest! {
-    #![proptest_config(cases(128))]
+    #![proptest_config(cases(256))]
 
     #[test]
-    fn plan_of_mutated_fixture_checkouts(app in any::<Index>(), file in any::<Index>(), m in mutations()) {
+    fn plan_of_mutated_fixture_checkouts(
+        app in any::<Index>(),
+        file in any::<Index>(),
+        m in mutations(),
+        dotenv in prop::option::weighted(0.3, mutations()),
+    ) {
         let apps = plan_fixtures();
-        check_plan(&apps[app.index(apps.len())], file, &m);
+        let dotenv = dotenv.map(|m| mutate(FULL_DOTENV, &m));
+        check_plan(&apps[app.index(apps.len())], file, &m, dotenv.as_deref());
     }
 }
 
@@ -1055,4 +1087,108 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
         let needs = dockerfile_needs(&dockerfile, &BTreeMap::new(), None);
         assert!(needs.images.is_empty(), "{needs:?}");
     }
+}
+
+/// Writes `files` into a new checkout.
+fn checkout_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn render_blue(root: &Path) -> preview_core::Result<preview_core::render::Rendered> {
+    let planned = preview_core::plan(root)?;
+    let input = RenderInput::new(
+        "acme-app-pr-7",
+        "acme/app",
+        7,
+        "0123456789abcdef0123456789abcdef01234567",
+        "acme-app",
+        8007,
+        root,
+        root.join("Dockerfile.generated"),
+        "SnapshotSecret0123456789",
+    );
+    render(&planned, &input)
+}
+
+/// The worst a 64 KiB compose file and its `.env` can do through variables: an 8 KiB value
+/// referred to eight times in each of 1,500 items is refused when rendered, naming the file,
+/// service and key, instead of rendering about 100 MB.
+#[test]
+fn variables_cannot_amplify_a_compose_file() {
+    let items = "      - ${A}${A}${A}${A}${A}${A}${A}${A}\n".repeat(1_500);
+    let compose = format!("services:\n  web:\n    build: .\n    command:\n{items}");
+    assert!(compose.len() <= CONFIG_LIMIT);
+    let dotenv = format!("A={}\n", "x".repeat(8 * 1024));
+    let dir = checkout_with(&[
+        ("compose.yaml", &compose),
+        (".env", &dotenv),
+        ("Dockerfile", "FROM python:3.12-slim-bookworm\n"),
+    ]);
+    let err = render_blue(dir.path()).err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "compose.yaml: service `web`: key `command`: the file's values grow beyond {MAX_RESOLVED_TOTAL} bytes once their variables are resolved"
+        )
+    );
+}
+
+/// Thousands of references in one file plan (every reference located on its line) and render.
+#[test]
+fn thousands_of_references_plan_and_render() {
+    let mut compose = "services:\n  web:\n    build: .\n    environment:\n".to_owned();
+    let mut dotenv = String::new();
+    for i in 0..2_000 {
+        compose.push_str(&format!("      A{i}: $V{i}\n"));
+        dotenv.push_str(&format!("V{i}={i}\n"));
+    }
+    compose.push_str(&format!("      MANY: {}\n", "$X".repeat(5_000)));
+    dotenv.push_str("X=x\n");
+    let dir = checkout_with(&[
+        ("compose.yaml", &compose),
+        (".env", &dotenv),
+        ("Dockerfile", "FROM python:3.12-slim-bookworm\n"),
+    ]);
+    let rendered = render_blue(dir.path()).unwrap();
+    let line = |key: &str| {
+        rendered
+            .compose
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {}", excerpt(&rendered.compose)))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(line("A1999"), "A1999: \"1999\"");
+    assert_eq!(line("MANY"), format!("MANY: \"{}\"", "x".repeat(5_000)));
+}
+
+/// A Dockerfile's variables cannot grow a reference beyond any valid one, nor its invalid lines
+/// make more than a few dozen notes.
+#[test]
+fn a_dockerfile_cannot_amplify_its_image_list() {
+    let mut dockerfile = format!("ARG A={}\n", "x".repeat(100_000));
+    dockerfile.push_str(&format!("FROM {}\n", "$A".repeat(10_000)));
+    dockerfile.push_str(&"FROM $A\nCOPY --from=$A / /\nFROM python: -1\n".repeat(1_000));
+    let needs = dockerfile_needs(&dockerfile, &BTreeMap::new(), None);
+    assert!(needs.images.is_empty(), "{:?}", needs.images);
+    assert_eq!(
+        needs.unchecked.len(),
+        preview_core::images::MAX_UNCHECKED + 1,
+        "{:?}",
+        needs.unchecked
+    );
+    assert!(
+        needs.unchecked[0].contains("grows beyond 1024 bytes once its variables are substituted"),
+        "{}",
+        needs.unchecked[0]
+    );
+    let total: usize = needs.unchecked.iter().map(String::len).sum();
+    assert!(total < 64 * 1024, "{total} bytes of notes");
 }
