@@ -477,15 +477,72 @@ fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
 
 /// The first line of `service`'s block that contains one of `needles`, else the line of `key`.
 fn locate_text(text: &str, service: &str, key: &str, needles: &[String]) -> Option<u64> {
-    ServiceLines::new(text, service).locate(key, needles)
+    ServiceLines::new(&ComposeLines::new(text), service).locate(key, needles)
 }
 
-/// Lines of one service's block, for locating many values in it: the block is found once, the
-/// variables it refers to are indexed once and each key's line is found once, so that a file
-/// of thousands of references is not read from the top for each (it took seconds for 64 KiB).
+/// A compose text's lines, with the line each key under `services` first starts, as
+/// [`service_block`] finds them; made once for a file, so that finding a service's block does
+/// not read the file from the top for each service.
+pub(super) struct ComposeLines<'t> {
+    lines: Vec<&'t str>,
+    /// Each key on an indented line after the top-level `services:`, and its first line.
+    starts: BTreeMap<&'t str, usize>,
+}
+
+impl<'t> ComposeLines<'t> {
+    pub(super) fn new(text: &'t str) -> Self {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut starts = BTreeMap::new();
+        if let Some(services) = lines
+            .iter()
+            .position(|l| key_line(l, "services") && indent(l) == 0)
+        {
+            for (i, l) in lines.iter().enumerate().skip(services + 1) {
+                if indent(l) > 0
+                    && let Some(key) = line_key(l)
+                {
+                    starts.entry(key).or_insert(i);
+                }
+            }
+        }
+        ComposeLines { lines, starts }
+    }
+
+    /// The lines of `service`'s block, as [`service_block`] finds them.
+    fn block(&self, service: &str) -> Option<Vec<(usize, &'t str)>> {
+        let at = *self.starts.get(service)?;
+        let base = indent(self.lines[at]);
+        Some(
+            self.lines
+                .iter()
+                .copied()
+                .enumerate()
+                .skip(at + 1)
+                .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .take_while(|(_, l)| indent(l) > base)
+                .collect(),
+        )
+    }
+}
+
+/// The key a line starts with, as [`key_line`] reads it: the text before its first `:`,
+/// unquoted. For a service name (no space, no `:`), `line_key(l) == Some(k)` exactly when
+/// `key_line(l, k)`.
+fn line_key(l: &str) -> Option<&str> {
+    let t = l.trim_start().trim_start_matches("- ");
+    let (key, _) = t.split_once(':')?;
+    let key = key.trim_end();
+    Some(
+        key.strip_prefix('"')
+            .and_then(|k| k.strip_suffix('"'))
+            .unwrap_or(key),
+    )
+}
+
+/// Lines of one service's block, for locating many values in it: the variables it refers to
+/// are indexed once and each key's line is found once, so that a file of thousands of
+/// references is not read from the top for each (it took seconds for 64 KiB).
 pub(super) struct ServiceLines<'t> {
-    text: &'t str,
-    service: &'t str,
     block: Option<Vec<(usize, &'t str)>>,
     /// The first line referring to each variable, `${NAME` and `$NAME` apart; built on first use.
     variables: Option<[BTreeMap<&'t str, usize>; 2]>,
@@ -494,12 +551,9 @@ pub(super) struct ServiceLines<'t> {
 }
 
 impl<'t> ServiceLines<'t> {
-    pub(super) fn new(text: &'t str, service: &'t str) -> Self {
-        let lines: Vec<&str> = text.lines().collect();
+    pub(super) fn new(lines: &ComposeLines<'t>, service: &str) -> Self {
         ServiceLines {
-            text,
-            service,
-            block: service_block(&lines, service),
+            block: lines.block(service),
             variables: None,
             keys: BTreeMap::new(),
         }
@@ -534,13 +588,16 @@ impl<'t> ServiceLines<'t> {
         }
     }
 
+    /// The line of `key`'s first segment in the block, as [`locate`] finds it.
     fn key_line(&mut self, key: &str) -> Option<u64> {
         let first = key.split('.').next().unwrap_or(key);
-        let (text, service) = (self.text, self.service);
-        *self
-            .keys
-            .entry(first.to_owned())
-            .or_insert_with(|| locate(text, Some(service), first))
+        let block = self.block.as_ref()?;
+        *self.keys.entry(first.to_owned()).or_insert_with(|| {
+            block
+                .iter()
+                .find(|(_, l)| key_line(l, first))
+                .map(|(i, _)| *i as u64 + 1)
+        })
     }
 }
 
@@ -585,6 +642,14 @@ fn variable_names(line: &str) -> Vec<(usize, &str)> {
 struct Refusals<'a> {
     text: &'a str,
     file: &'a str,
+    /// The text's lines, split once when first needed.
+    lines: std::cell::OnceCell<ComposeLines<'a>>,
+}
+
+impl<'a> Refusals<'a> {
+    fn lines(&self) -> &ComposeLines<'a> {
+        self.lines.get_or_init(|| ComposeLines::new(self.text))
+    }
 }
 
 impl Refusals<'_> {
@@ -639,6 +704,7 @@ pub fn sanitize_choosing(
     let r = Refusals {
         text,
         file: &ctx.file,
+        lines: std::cell::OnceCell::new(),
     };
     if text.len() as u64 > crate::checkout::CONFIG_LIMIT {
         return Err(Error::Config {
@@ -2061,6 +2127,33 @@ mod tests {
                 line: 3,
             }),
         )
+    }
+
+    proptest::proptest! {
+        /// The index of service blocks reads a line's key as `key_line` does, for any service
+        /// name, so it finds the blocks `service_block` found.
+        #[test]
+        fn line_key_reads_keys_as_key_line_does(
+            line in "[ \t\"a-b:_.#-]{0,12}",
+            name in "[a-b_.-]{1,3}",
+        ) {
+            proptest::prop_assert_eq!(line_key(&line) == Some(name.as_str()), key_line(&line, &name));
+        }
+    }
+
+    /// Many services, each with a reference, located by the block index.
+    #[test]
+    fn each_of_many_services_has_its_references_located() {
+        let mut text = "services:\n  app:\n    build: .\n".to_owned();
+        for i in 0..1200 {
+            text.push_str(&format!("  s{i}:\n    image: a\n    command: echo $V{i}\n"));
+        }
+        let s = run(&text).unwrap();
+        assert_eq!(s.variables.len(), 1200);
+        for v in &s.variables {
+            let i: u64 = v.name[1..].parse().unwrap();
+            assert_eq!(v.line, Some(6 + 3 * i), "{v:?}");
+        }
     }
 
     /// Found while writing the hostile-input tests: each reference was located by reading the

@@ -291,7 +291,7 @@ pub(super) fn scan_variables(
         }
     }
     let mut refs = Vec::new();
-    let mut lines = ServiceLines::new(r.text, service);
+    let mut lines = ServiceLines::new(r.lines(), service);
     for (key, text) in strings {
         let pieces = parse_template(text).map_err(|why| {
             r.refuse_at(
