@@ -740,6 +740,126 @@ proptest! {
     }
 }
 
+/// Every service key the sanitiser reads, passes through, overrides or refuses (from
+/// `sanitize/mod.rs`), and a few it does not know.
+const SERVICE_KEYS: &[&str] = &[
+    "build",
+    "image",
+    "environment",
+    "labels",
+    "env_file",
+    "volumes",
+    "expose",
+    "ports",
+    "restart",
+    "develop",
+    "privileged",
+    "network_mode",
+    "volumes_from",
+    "pid",
+    "ipc",
+    "post_start",
+    "pre_stop",
+    "command",
+    "entrypoint",
+    "working_dir",
+    "user",
+    "healthcheck",
+    "depends_on",
+    "tmpfs",
+    "stop_signal",
+    "read_only",
+    "shm_size",
+    "ulimits",
+    "extra_hosts",
+    "hostname",
+    "domainname",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "platform",
+    "pull_policy",
+    "profiles",
+    "stdin_open",
+    "tty",
+    "cap_drop",
+    "group_add",
+    "links",
+    "networks",
+    "init",
+    "attach",
+    "mac_address",
+    "annotations",
+    "secrets",
+    "configs",
+    "mem_limit",
+    "cpus",
+    "deploy",
+    "stop_grace_period",
+    "container_name",
+    "scale",
+    "devices",
+    "cap_add",
+    "sysctls",
+    "logging",
+    "userns_mode",
+    "x-custom",
+    "extends",
+    "unknown",
+    "",
+];
+
+/// Every `build` key the sanitiser reads, passes through or refuses, and one it does not know.
+const BUILD_KEYS: &[&str] = &[
+    "context",
+    "dockerfile",
+    "dockerfile_inline",
+    "target",
+    "args",
+    "labels",
+    "network",
+    "tags",
+    "cache_to",
+    "no_cache",
+    "pull",
+    "shm_size",
+    "ulimits",
+    "cache_from",
+    "extra_hosts",
+    "secrets",
+    "ssh",
+    "platforms",
+    "additional_contexts",
+    "privileged",
+    "unknown",
+];
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    #[test]
+    fn compose_every_key_with_a_wrong_value(
+        key in prop::sample::select(SERVICE_KEYS),
+        build_key in prop::sample::select(BUILD_KEYS),
+        top in prop::sample::select(vec!["volumes", "networks", "secrets", "configs", "name", "version", "include", "x-a"]),
+        value in wrong_value(),
+    ) {
+        let file = Path::new("compose.yaml");
+        for text in [
+            format!("services:\n  web:\n    build: .\n    {key}:{value}\n"),
+            format!("services:\n  web:\n    build: .\n    {key}:\n      - {value}\n"),
+            format!("services:\n  web:\n    build: .\n    {key}:\n      nested:{value}\n"),
+            format!("services:\n  web:\n    build:\n      context: .\n      {build_key}:{value}\n"),
+            format!("services:\n  web:\n    build: .\n    volumes: [v:/v]\n{top}:\n  v:{value}\n"),
+            format!("services:\n  web:\n    build: .\n{top}:{value}\n"),
+            format!("services:{value}\n"),
+            format!("services:\n  web:{value}\n"),
+        ] {
+            check_compose("compose-project", file, &text);
+        }
+    }
+}
+
 // ----- Dockerfiles --------------------------------------------------------------------------
 
 /// The images a Dockerfile needs, scanned as the compose file's `dockerfile_inline`, with
@@ -967,9 +1087,14 @@ fn check_plan(app: &str, file: Index, m: &[Mutation], dotenv: Option<&str>) {
         match render(&planned, &input) {
             Ok(rendered) => {
                 // The repo's values resolve to at most MAX_RESOLVED_TOTAL bytes; what the
-                // renderer adds is a few KiB a service.
+                // renderer adds is at most a few KiB a service.
+                let services = planned
+                    .repo_compose
+                    .as_ref()
+                    .map_or(0, |c| c.services.len());
                 assert!(
-                    rendered.compose.len() <= MAX_RESOLVED_TOTAL + 2 * CONFIG_LIMIT,
+                    rendered.compose.len()
+                        <= MAX_RESOLVED_TOTAL + 2 * CONFIG_LIMIT + 4096 * (services + 3),
                     "a compose file of {} bytes rendered for {}",
                     rendered.compose.len(),
                     context()
