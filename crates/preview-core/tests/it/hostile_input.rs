@@ -622,6 +622,25 @@ fn interpolation() -> impl Strategy<Value = String> {
     })
 }
 
+/// A valid Compose interpolation expression, nested up to 12 deep (deeper than the parser's
+/// limit of 8).
+fn valid_interpolation() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        "[a-z ]{0,6}",
+        Just("$$".to_owned()),
+        "[A-D]".prop_map(|n| format!("${n}")),
+        "[A-D]".prop_map(|n| format!("${{{n}}}")),
+    ];
+    leaf.prop_recursive(12, 64, 3, |inner| {
+        (
+            "[A-D]",
+            prop::sample::select(vec![":-", "-", ":?", "?", ":+", "+"]),
+            prop::collection::vec(inner, 0..3),
+        )
+            .prop_map(|(name, op, parts)| format!("${{{name}{op}{}}}", parts.concat()))
+    })
+}
+
 proptest! {
     #![proptest_config(cases(384))]
 
@@ -643,7 +662,10 @@ proptest! {
     }
 
     #[test]
-    fn interpolation_resolves_or_says_why(text in interpolation(), a in "[a-z$]{0,8}") {
+    fn interpolation_resolves_or_says_why(
+        text in prop_oneof![valid_interpolation(), interpolation()],
+        a in "[a-z$]{0,8}",
+    ) {
         let values: BTreeMap<String, String> =
             [("A".to_owned(), a), ("B".to_owned(), String::new())].into();
         match resolve_text(&text, &values) {
@@ -737,6 +759,72 @@ proptest! {
         let files = &corpus().compose;
         let f = &files[file.index(files.len())];
         check_compose(&f.app, &f.rel, &mutate(&f.text, &m));
+    }
+}
+
+/// A YAML double-quoted scalar holding `text`.
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).unwrap()
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Compose interpolation, nested and broken, in each key that may hold it and in some that
+    /// may not; what passes is checked against the preview's variables and resolved.
+    #[test]
+    fn compose_interpolation_in_every_key(
+        key in prop::sample::select(vec![
+            "environment", "labels", "command", "entrypoint", "working_dir", "user", "image",
+            "hostname", "extra_hosts", "annotations", "ports", "expose", "volumes", "env_file",
+            "build.args", "build.labels", "build.target", "build.dockerfile_inline",
+            "build.context", "healthcheck", "post_start",
+        ]),
+        values in prop::collection::vec(prop_oneof![3 => valid_interpolation(), 1 => interpolation()], 1..4),
+        preview in prop::collection::btree_set("[A-D]", 0..4),
+    ) {
+        let quoted_values: Vec<String> = values.iter().map(|v| quoted(v)).collect();
+        let list = quoted_values.join(", ");
+        let entry = match key {
+            "environment" | "labels" | "annotations" => format!(
+                "{{{}}}",
+                quoted_values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| format!("K{i}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "healthcheck" => format!("{{test: [{list}]}}"),
+            "post_start" => format!("[{{command: [{list}]}}]"),
+            "command" | "entrypoint" | "extra_hosts" | "ports" | "expose" | "volumes"
+            | "env_file" => format!("[{list}]"),
+            _ => quoted_values[0].clone(),
+        };
+        let service = match key.strip_prefix("build.") {
+            Some("args" | "labels") => format!("    build:\n      context: .\n      {}: {{A: {}}}\n", &key[6..], quoted_values[0]),
+            Some(build_key) => format!("    build:\n      context: .\n      {build_key}: {entry}\n"),
+            None => format!("    build: .\n    {key}: {entry}\n"),
+        };
+        let text = format!("services:\n  web:\n{service}");
+        let checkout = Checkout::open(&fixtures_dir().join("compose-project")).unwrap();
+        let ctx = SanitizeContext { checkout: &checkout, file: "compose.yaml".to_owned() };
+        match sanitize(&text, &ctx) {
+            Ok(compose) => {
+                let names: std::collections::BTreeSet<String> = preview.iter().cloned().collect();
+                if let Err(e) = preview_core::sanitize::check_variables(&compose, &names) {
+                    assert_precise(&e, "compose.yaml", &text);
+                    prop_assert!(matches!(&e, Error::ComposeRefused { line: Some(_), .. }), "{e}");
+                } else {
+                    let values: BTreeMap<String, String> =
+                        names.iter().map(|n| (n.clone(), format!("{n}$"))).collect();
+                    if let Err(e) = compose.resolved_services(&values) {
+                        assert_precise(&e, "compose.yaml", &text);
+                    }
+                }
+            }
+            Err(e) => assert_precise(&e, "compose.yaml", &text),
+        }
     }
 }
 
@@ -1255,7 +1343,7 @@ fn variables_cannot_amplify_a_compose_file() {
         (".env", &dotenv),
         ("Dockerfile", "FROM python:3.12-slim-bookworm\n"),
     ]);
-    let err = render_blue(dir.path()).err().expect("refused");
+    let err = render_blue(dir.path()).expect_err("refused");
     assert_eq!(
         err.to_string(),
         format!(
