@@ -516,10 +516,20 @@ fn arbitrary_text() -> impl Strategy<Value = String> {
 
 // ----- what a precise error is --------------------------------------------------------------
 
+/// The longest an error may be: it is the reason in the PR comment, which GitHub caps at 65,536
+/// characters, and it should point at the fault, not quote the file.
+const MAX_ERROR_CHARS: usize = 2_000;
+
 /// `err` names `file`, and the key or line at fault where the kind of error has one.
 fn assert_precise(err: &Error, file: &str, input: &str) {
     let shown = err.to_string();
-    let context = || format!("error {shown:?} ({err:?}) for input {:?}", excerpt(input));
+    let context = || format!("error {:?} for input {:?}", excerpt(&shown), excerpt(input));
+    assert!(
+        shown.chars().count() <= MAX_ERROR_CHARS,
+        "an error of {} characters: {}",
+        shown.chars().count(),
+        context()
+    );
     match err {
         Error::Config {
             file: f,
@@ -1144,6 +1154,13 @@ fn check_plan(app: &str, file: Index, m: &[Mutation], dotenv: Option<&str>) {
         .collect();
     let names_a_file = |e: &Error| {
         let shown = e.to_string();
+        assert!(
+            shown.chars().count() <= MAX_ERROR_CHARS,
+            "an error of {} characters: {:?} for {}",
+            shown.chars().count(),
+            excerpt(&shown),
+            context()
+        );
         names.iter().any(|n| shown.contains(n.as_str()))
             || matches!(e, Error::NoApp(_) | Error::Unsupported { .. })
     };
@@ -1158,6 +1175,18 @@ fn check_plan(app: &str, file: Index, m: &[Mutation], dotenv: Option<&str>) {
             return;
         }
     };
+    // A plan's warnings go into the PR comment too.
+    assert!(
+        planned.plan.warnings.len() <= 21
+            && planned
+                .plan
+                .warnings
+                .iter()
+                .all(|w| w.chars().count() <= 1_001),
+        "warnings {:?} for {}",
+        planned.plan.warnings,
+        context()
+    );
     let checkout = Checkout::open(&root).unwrap();
     for slot in [AppSlot::Blue, AppSlot::Green] {
         let mut input = RenderInput::new(
