@@ -1070,20 +1070,29 @@ proptest! {
 
 // ----- the whole planner ---------------------------------------------------------------------
 
-/// The fixtures whose files are mutated: those with a compose file, the upstream shapes and the
-/// hostile ones.
-fn plan_fixtures() -> Vec<String> {
+/// The fixtures with a compose file, the upstream shapes and the hostile ones, or when `all`,
+/// every fixture.
+fn plan_fixtures(all: bool) -> Vec<String> {
     let mut apps: Vec<String> = std::fs::read_dir(fixtures_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| {
-            n.starts_with("compose-")
+            all || n.starts_with("compose-")
                 || n.starts_with("upstream-shape-")
                 || n.starts_with("hostile-")
         })
         .collect();
     apps.sort();
     apps
+}
+
+/// Which files of a fixture a plan property mutates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mutated {
+    /// Compose files, preview-config.yml, Dockerfiles and `.env` files.
+    Parsed,
+    /// Any text file: manifests, lockfiles, version pins and sources too.
+    AnyText,
 }
 
 /// Copies `from` to `to`, symlinks as symlinks.
@@ -1107,7 +1116,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// written as the `.env` at its root, which Compose reads beside a compose file there. A plan
 /// that succeeds is rendered in both slots and its images listed. A refusal must name a file of
 /// the checkout.
-fn check_plan(app: &str, file: Index, m: &[Mutation], dotenv: Option<&str>) {
+fn check_plan(app: &str, which: Mutated, file: Index, m: &[Mutation], dotenv: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
     copy_dir(&fixtures_dir().join(app), &root);
@@ -1118,11 +1127,13 @@ fn check_plan(app: &str, file: Index, m: &[Mutation], dotenv: Option<&str>) {
         .into_iter()
         .filter(|rel| {
             let name = rel.file_name().unwrap().to_string_lossy();
-            is_compose_name(&name)
+            which == Mutated::AnyText
+                || is_compose_name(&name)
                 || preview_core::config::FILE_NAMES.contains(&&*name)
                 || name.starts_with("Dockerfile")
                 || name.starts_with(".env")
         })
+        .filter(|rel| std::fs::read_to_string(root.join(rel)).is_ok())
         .collect();
     let mutated = match parsed.as_slice() {
         [] => None,
@@ -1238,9 +1249,21 @@ proptest! {
         m in mutations(),
         dotenv in prop::option::weighted(0.3, mutations()),
     ) {
-        let apps = plan_fixtures();
+        let apps = plan_fixtures(false);
         let dotenv = dotenv.map(|m| mutate(FULL_DOTENV, &m));
-        check_plan(&apps[app.index(apps.len())], file, &m, dotenv.as_deref());
+        check_plan(&apps[app.index(apps.len())], Mutated::Parsed, file, &m, dotenv.as_deref());
+    }
+
+    /// Every fixture, any of its text files mutated: the detectors read manifests, lockfiles,
+    /// version pins and sources, all the repository's.
+    #[test]
+    fn plan_of_fixtures_with_any_file_mutated(
+        app in any::<Index>(),
+        file in any::<Index>(),
+        m in mutations(),
+    ) {
+        let apps = plan_fixtures(true);
+        check_plan(&apps[app.index(apps.len())], Mutated::AnyText, file, &m, None);
     }
 }
 
