@@ -1227,7 +1227,13 @@ fn check_plan(app: &str, which: Mutated, file: Index, m: &[Mutation], dotenv: Op
                     rendered.compose.len(),
                     context()
                 );
-                let _ = rendered.needed_images(&input, &checkout);
+                let needs = rendered.needed_images(&input, &checkout);
+                assert!(
+                    needs.images.len() <= preview_core::images::MAX_IMAGES
+                        && needs.unchecked.len() <= preview_core::images::MAX_UNCHECKED + 1,
+                    "{needs:?} for {}",
+                    context()
+                );
             }
             // Resolving the repo's variables can refuse a plan; it must say where.
             Err(e @ Error::ComposeRefused { .. }) if names_a_file(&e) => {}
@@ -1319,9 +1325,12 @@ fn alias_bombs_are_refused_without_expanding() {
         ));
     }
     let compose = format!("{merge}services:\n  app:\n    image: x\n    labels: *m9\n");
-    if let Err(e) = sanitize(&compose, &ctx) {
-        assert_precise(&e, "docker-compose.preview.yml", &compose);
-    }
+    let err = sanitize(&compose, &ctx).unwrap_err();
+    assert!(
+        err.to_string().contains("refused: the YAML exceeds"),
+        "{err}"
+    );
+    assert_precise(&err, "docker-compose.preview.yml", &compose);
 
     let peak = peak_memory();
     assert!(peak < 1 << 30, "peak resident memory {peak} bytes");
@@ -1339,9 +1348,8 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
             .map(|i| format!("{}- x:\n", " ".repeat(2 * i)))
             .collect();
         let block = format!("env:\n{block}");
-        if let Err(e) = PreviewConfig::parse(&block, "preview-config.yml") {
-            assert_precise(&e, "preview-config.yml", &block);
-        }
+        let err = PreviewConfig::parse(&block, "preview-config.yml").unwrap_err();
+        assert_precise(&err, "preview-config.yml", &block);
 
         let nested = format!("A={}x{}\n", "${B:-".repeat(depth), "}".repeat(depth));
         let env = dotenv::parse(".env", &nested).unwrap();
