@@ -1424,6 +1424,124 @@ fn top_level_networks(r: &Refusals, value: Value) -> Result<Vec<(String, bool)>>
     Ok(out)
 }
 
+/// What Compose's schema accepts at the top of a key's value. The sanitiser passes many keys
+/// through as written, so a value of the wrong shape is refused here, naming the file, line and
+/// key, rather than by Compose when the preview is deployed (or, for a key the sanitiser reads,
+/// instead of being dropped without a word).
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    String,
+    BoolOrString,
+    NumberOrString,
+    Mapping,
+    /// A list of strings (or of numbers or strings, when `numbers`).
+    List {
+        numbers: bool,
+    },
+    /// A string or a list of strings.
+    StringOrList,
+    /// Nothing, a string or a list of strings.
+    NullStringOrList,
+    /// A list of strings or a mapping.
+    ListOrMapping,
+}
+
+/// The shapes of the service keys (and build keys, as `build.KEY`) that are passed through or
+/// read as strings, as Compose's schema has them (checked against `docker compose config`).
+const SHAPES: [(&str, Shape); 42] = [
+    ("working_dir", Shape::String),
+    ("user", Shape::String),
+    ("stop_signal", Shape::String),
+    ("pull_policy", Shape::String),
+    ("platform", Shape::String),
+    ("mac_address", Shape::String),
+    ("hostname", Shape::String),
+    ("domainname", Shape::String),
+    ("ipc", Shape::String),
+    ("tty", Shape::BoolOrString),
+    ("stdin_open", Shape::BoolOrString),
+    ("read_only", Shape::BoolOrString),
+    ("init", Shape::BoolOrString),
+    ("attach", Shape::BoolOrString),
+    ("shm_size", Shape::NumberOrString),
+    // Compose's schema allows `pid: null`, and Compose then panics.
+    ("pid", Shape::String),
+    ("healthcheck", Shape::Mapping),
+    ("ulimits", Shape::Mapping),
+    ("volumes_from", Shape::List { numbers: false }),
+    ("profiles", Shape::List { numbers: false }),
+    ("links", Shape::List { numbers: false }),
+    ("dns_opt", Shape::List { numbers: false }),
+    ("cap_drop", Shape::List { numbers: false }),
+    ("group_add", Shape::List { numbers: true }),
+    ("expose", Shape::List { numbers: true }),
+    ("tmpfs", Shape::StringOrList),
+    ("dns", Shape::StringOrList),
+    ("dns_search", Shape::StringOrList),
+    ("command", Shape::NullStringOrList),
+    ("entrypoint", Shape::NullStringOrList),
+    ("networks", Shape::ListOrMapping),
+    ("extra_hosts", Shape::ListOrMapping),
+    ("depends_on", Shape::ListOrMapping),
+    ("annotations", Shape::ListOrMapping),
+    ("build.target", Shape::String),
+    ("build.dockerfile_inline", Shape::String),
+    ("build.pull", Shape::BoolOrString),
+    ("build.no_cache", Shape::BoolOrString),
+    ("build.shm_size", Shape::NumberOrString),
+    ("build.ulimits", Shape::Mapping),
+    ("build.cache_from", Shape::List { numbers: false }),
+    ("build.extra_hosts", Shape::ListOrMapping),
+];
+
+/// Refuses `value` of `key` if its shape is not one Compose accepts (see [`SHAPES`]).
+fn check_shape(r: &Refusals, service: &str, key: &str, value: &Value) -> Result<()> {
+    let Some((_, shape)) = SHAPES.iter().find(|(k, _)| *k == key) else {
+        return Ok(());
+    };
+    let strings = |items: &[Value], numbers: bool| {
+        items
+            .iter()
+            .all(|v| v.is_string() || (numbers && v.is_number()))
+    };
+    let (fits, expected) = match (*shape, value) {
+        (Shape::String, v) => (v.is_string(), "a string"),
+        (Shape::BoolOrString, v) => (v.is_string() || v.is_boolean(), "true, false or a string"),
+        (Shape::NumberOrString, v) => (v.is_string() || v.is_number(), "a number or a string"),
+        (Shape::Mapping, v) => (v.is_object(), "a mapping"),
+        (Shape::List { numbers }, Value::Array(items)) => (
+            strings(items, numbers),
+            if numbers {
+                "a list of numbers or strings"
+            } else {
+                "a list of strings"
+            },
+        ),
+        (Shape::List { numbers: true }, _) => (false, "a list of numbers or strings"),
+        (Shape::List { numbers: false }, _) => (false, "a list of strings"),
+        (Shape::StringOrList | Shape::NullStringOrList, Value::Array(items)) => {
+            (strings(items, false), "a string or a list of strings")
+        }
+        (Shape::StringOrList, v) => (v.is_string(), "a string or a list of strings"),
+        (Shape::NullStringOrList, v) => (
+            v.is_string() || v.is_null(),
+            "a string or a list of strings",
+        ),
+        (Shape::ListOrMapping, Value::Array(items)) => {
+            (strings(items, false), "a list of strings or a mapping")
+        }
+        (Shape::ListOrMapping, v) => (v.is_object(), "a list of strings or a mapping"),
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(r.refuse(
+        Some(service),
+        key,
+        format!("must be {expected}, as Compose reads it"),
+    ))
+}
+
 fn sanitize_service(
     r: &Refusals,
     ctx: &SanitizeContext,
@@ -1459,6 +1577,7 @@ fn sanitize_service(
         if let Some((_, reason)) = REFUSED.iter().find(|(r, _)| *r == k) {
             return Err(r.refuse(svc, k, *reason));
         }
+        check_shape(r, name, k, &value)?;
         match k {
             "privileged" => {
                 if value.as_bool() != Some(false) {
@@ -1661,6 +1780,7 @@ fn sanitize_build(
     let mut dockerfile = None;
     for (key, value) in map {
         let k = format!("build.{key}");
+        check_shape(r, service, &k, &value)?;
         match key.as_str() {
             "context" => {
                 let Value::String(c) = value else {
@@ -2180,6 +2300,55 @@ mod tests {
         assert_eq!(line("V1"), Some(7));
         assert_eq!(line("V2499"), Some(2505));
         assert_eq!(line("X"), Some(2506));
+    }
+
+    /// Found while writing the hostile-input tests, by giving every key a wrong value and asking
+    /// `docker compose config`: a passed-through value of a shape Compose refuses passed, and
+    /// the deploy then failed on Compose's message about the rendered file; `build.target`,
+    /// `build.dockerfile_inline` and `expose` of the wrong shape were dropped without a word.
+    #[test]
+    fn values_of_a_shape_compose_refuses_are_refused_with_their_line() {
+        for (service, expected) in [
+            (
+                "    working_dir: 5\n",
+                "compose.yaml:4: service `web`: key `working_dir`: must be a string, as Compose reads it",
+            ),
+            (
+                "    expose: \"8000\"\n",
+                "compose.yaml:4: service `web`: key `expose`: must be a list of numbers or strings, as Compose reads it",
+            ),
+            (
+                "    volumes_from: db\n",
+                "compose.yaml:4: service `web`: key `volumes_from`: must be a list of strings, as Compose reads it",
+            ),
+            (
+                "    pid: null\n",
+                "compose.yaml:4: service `web`: key `pid`: must be a string, as Compose reads it",
+            ),
+            (
+                "    command: [echo, [a]]\n",
+                "compose.yaml:4: service `web`: key `command`: must be a string or a list of strings, as Compose reads it",
+            ),
+            (
+                "    build:\n      context: .\n      target: [prod]\n",
+                "compose.yaml:5: service `web`: key `build.target`: must be a string, as Compose reads it",
+            ),
+        ] {
+            let build = if service.contains("build:") {
+                ""
+            } else {
+                "    build: .\n"
+            };
+            let text = format!("services:\n  web:\n{build}{service}");
+            let err = run_project(&text, None).unwrap_err().to_string();
+            assert_eq!(err, expected, "{text}");
+        }
+        // Shapes Compose accepts pass.
+        run_project(
+            "services:\n  web:\n    build:\n      context: .\n      target: prod\n      no_cache: true\n    command: [echo, hi]\n    expose: [8000, \"9000\"]\n    init: true\n    tty: \"true\"\n    shm_size: 64m\n    dns: 1.1.1.1\n    depends_on: {db: {condition: service_started}}\n  db:\n    image: postgres:16\n",
+            None,
+        )
+        .unwrap();
     }
 
     /// Found by the hostile-input properties: a service other than the web service with
