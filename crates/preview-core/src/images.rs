@@ -22,6 +22,9 @@ const TABLE: &str = include_str!("../base-images.tsv");
 pub const MAX_IMAGES: usize = 40;
 /// Most places named for one image; the rest are counted.
 const MAX_WANTERS: usize = 4;
+/// Most notes of what is not checked; the rest are counted in one last note, so that a
+/// Dockerfile of thousands of invalid `FROM` lines does not log thousands of notes.
+pub const MAX_UNCHECKED: usize = 40;
 
 /// One row of the base-image table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,8 +119,11 @@ pub struct NeededImages {
     /// in order); at most [`MAX_IMAGES`].
     pub images: Vec<NeededImage>,
     /// What is not checked, and why (a variable without a value, an unreadable Dockerfile, an
-    /// invalid reference): the build meets it by itself.
+    /// invalid reference): the build meets it by itself. At most [`MAX_UNCHECKED`] notes, and
+    /// one more that counts the others.
     pub unchecked: Vec<String>,
+    /// Notes past [`MAX_UNCHECKED`], counted.
+    unchecked_more: usize,
 }
 
 /// A rendered preview, as far as its images go.
@@ -138,17 +144,26 @@ pub struct RenderedProject<'a> {
 /// not started, so it needs nothing.
 pub fn needed(project: &RenderedProject) -> NeededImages {
     let mut needs = NeededImages::default();
+    needed_into(project, &mut needs);
+    if needs.unchecked_more > 0 {
+        let more = std::mem::take(&mut needs.unchecked_more);
+        needs
+            .unchecked
+            .push(format!("{more} more references are not checked"));
+    }
+    needs
+}
+
+fn needed_into(project: &RenderedProject, needs: &mut NeededImages) {
     let services = match serde_saphyr::from_str::<Value>(project.compose) {
         Ok(root) => root.get("services").cloned().unwrap_or(Value::Null),
         Err(e) => {
-            needs
-                .unchecked
-                .push(format!("the compose file could not be read: {e}"));
-            return needs;
+            needs.not_checked(|| format!("the compose file could not be read: {e}"));
+            return;
         }
     };
     let Value::Object(services) = services else {
-        return needs;
+        return;
     };
     let built: Vec<String> = services
         .values()
@@ -166,7 +181,7 @@ pub fn needed(project: &RenderedProject) -> NeededImages {
             continue;
         }
         match service.get("build") {
-            Some(build) => dockerfile_needs(project, name, build, &mut needs),
+            Some(build) => dockerfile_needs(project, name, build, needs),
             None => {
                 if let Some(image) = service.get("image").and_then(Value::as_str).map(literal)
                     && !built.contains(&image)
@@ -176,7 +191,6 @@ pub fn needed(project: &RenderedProject) -> NeededImages {
             }
         }
     }
-    needs
 }
 
 /// A value of the rendered compose file as Compose reads it: the renderer writes every `$` of
@@ -241,9 +255,9 @@ fn dockerfile_needs(
             _ => match read_dockerfile(project, &path) {
                 Ok((file, source)) => (DockerfileOrigin::File(file), source),
                 Err(why) => {
-                    needs.unchecked.push(format!(
-                        "the Dockerfile of service `{service}` is not checked: {why}"
-                    ));
+                    needs.not_checked(|| {
+                        format!("the Dockerfile of service `{service}` is not checked: {why}")
+                    });
                     return;
                 }
             },
@@ -252,10 +266,15 @@ fn dockerfile_needs(
     for found in dockerfile::images(&source, &args, text("target")) {
         let place = origin.at(found.line);
         match found.resolved {
-            Some(reference) => needs.add(&reference, place),
-            None => needs.unchecked.push(format!(
+            Ok(reference) => needs.add(&reference, place),
+            Err(dockerfile::Unresolved::Variable) => needs.not_checked(|| format!(
                 "`{}` ({place}) holds a variable without a value",
                 found.written
+            )),
+            Err(dockerfile::Unresolved::TooLong) => needs.not_checked(|| format!(
+                "`{}` ({place}) grows beyond {} bytes once its variables are substituted, longer than any image reference",
+                found.written,
+                dockerfile::MAX_REFERENCE
             )),
         }
     }
@@ -275,13 +294,24 @@ fn read_dockerfile(project: &RenderedProject, path: &Path) -> Result<(String, St
 }
 
 impl NeededImages {
+    /// Notes what is not checked; past [`MAX_UNCHECKED`] notes, only counts it.
+    fn not_checked(&mut self, note: impl FnOnce() -> String) {
+        if self.unchecked.len() < MAX_UNCHECKED {
+            self.unchecked.push(note());
+        } else {
+            self.unchecked_more += 1;
+        }
+    }
+
     /// Records that `wanted_by` needs `reference`.
     fn add(&mut self, reference: &str, wanted_by: WantedBy) {
         if !is_image_reference(reference) {
-            self.unchecked.push(format!(
-                "`{}` ({wanted_by}) is not a valid image reference",
-                reference.escape_debug()
-            ));
+            self.not_checked(|| {
+                format!(
+                    "`{}` ({wanted_by}) is not a valid image reference",
+                    reference.escape_debug()
+                )
+            });
             return;
         }
         if let Some(image) = self.images.iter_mut().find(|i| i.reference == reference) {
@@ -299,9 +329,11 @@ impl NeededImages {
                 more: 0,
             });
         } else {
-            self.unchecked.push(format!(
-                "`{reference}` ({wanted_by}): only the first {MAX_IMAGES} images are checked"
-            ));
+            self.not_checked(|| {
+                format!(
+                    "`{reference}` ({wanted_by}): only the first {MAX_IMAGES} images are checked"
+                )
+            });
         }
     }
 }
@@ -526,6 +558,31 @@ services:
         assert!(
             same.wanted_by_text()
                 .ends_with(&format!(" and {} more", 500 - MAX_WANTERS))
+        );
+        // 461 images past the cap (500 and `same:1`): 40 notes, and one that counts the other 421.
+        assert_eq!(
+            needs.unchecked.len(),
+            MAX_UNCHECKED + 1,
+            "{:?}",
+            needs.unchecked
+        );
+        assert!(needs.unchecked[0].ends_with("only the first 40 images are checked"));
+        assert_eq!(
+            needs.unchecked[MAX_UNCHECKED],
+            "421 more references are not checked"
+        );
+        // Found by the hostile-input properties: each invalid line of a Dockerfile was a note,
+        // so a 256 KiB Dockerfile made about five times its size in notes, each one logged.
+        let invalid = "FROM python: -1\n".repeat(10_000);
+        let needs = super::tests::needs(compose, &[("Dockerfile", &invalid)], None);
+        assert_eq!(needs.unchecked.len(), MAX_UNCHECKED + 1);
+        assert!(
+            needs.unchecked[0]
+                .contains("`python:` (`Dockerfile:1`) is not a valid image reference")
+        );
+        assert_eq!(
+            needs.unchecked[MAX_UNCHECKED],
+            "9960 more references are not checked"
         );
         let huge = "#".repeat(SOURCE_LIMIT as usize + 1);
         let needs = super::tests::needs(compose, &[("Dockerfile", &huge)], None);

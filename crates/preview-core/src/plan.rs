@@ -705,8 +705,33 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
         reasons.push("the generated Dockerfile is not used".to_owned());
     }
     plan.reasons = reasons;
-    plan.warnings = warnings;
+    plan.warnings = bounded_notes(warnings);
     Ok(Planned { plan, repo_compose })
+}
+
+/// Most warnings a plan keeps; the rest are counted in one more.
+const MAX_WARNINGS: usize = 20;
+
+/// Most characters a warning keeps; the rest is cut, marked with `…`.
+const MAX_WARNING_CHARS: usize = 1000;
+
+/// `notes` within [`MAX_WARNINGS`] and [`MAX_WARNING_CHARS`]: a plan's warnings go into the PR
+/// comment (which GitHub caps at 65,536 characters), and a repo's files can make any number of
+/// them (a `.env` of 32,000 lines without `=` made 32,000, 4 MB), each quoting a line of any
+/// length.
+fn bounded_notes(mut notes: Vec<String>) -> Vec<String> {
+    let more = notes.len().saturating_sub(MAX_WARNINGS);
+    notes.truncate(MAX_WARNINGS);
+    for note in &mut notes {
+        if let Some((at, _)) = note.char_indices().nth(MAX_WARNING_CHARS) {
+            note.truncate(at);
+            note.push('…');
+        }
+    }
+    if more > 0 {
+        notes.push(format!("{more} more warnings are not shown"));
+    }
+    notes
 }
 
 /// The version of `language` pinned by asdf's `.tool-versions` or mise's `mise.toml`, in the app
@@ -1334,7 +1359,7 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
         web_service: compose.app_service.clone(),
         web_service_reason: compose.app_service_reason.clone(),
         services,
-        changed: compose.warnings.clone(),
+        changed: bounded_notes(compose.warnings.clone()),
     }
 }
 
@@ -1459,6 +1484,49 @@ mod tests {
     }
 
     const BUILT_WEB: &str = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n";
+
+    /// Found while writing the hostile-input tests: a `.env` of 32,000 lines without `=` gave
+    /// the plan 32,000 warnings (4 MB for the PR comment, which GitHub caps at 65,536
+    /// characters), and a warning quotes its line, however long.
+    #[test]
+    fn warnings_are_bounded_in_number_and_length() {
+        let plan_with = |dotenv: &str| {
+            plan_files(&[
+                ("compose.yaml", "services:\n  web:\n    build: .\n"),
+                ("Dockerfile", "FROM python:3.12-slim-bookworm\n"),
+                (".env", dotenv),
+            ])
+            .unwrap()
+        };
+        let planned = plan_with(&"x\n".repeat(32_000));
+        let warnings = &planned.plan.warnings;
+        assert_eq!(warnings.len(), MAX_WARNINGS + 1, "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(".env:1: \"x\" has no `=`")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[MAX_WARNINGS].ends_with(" more warnings are not shown"),
+            "{}",
+            warnings[MAX_WARNINGS]
+        );
+        let changed = &planned.plan.compose.as_ref().unwrap().changed;
+        assert_eq!(changed.len(), MAX_WARNINGS + 1);
+        let long_line = plan_with(&"y".repeat(60_000));
+        let warning = long_line
+            .plan
+            .warnings
+            .iter()
+            .find(|w| w.starts_with(".env:1:"))
+            .unwrap();
+        assert_eq!(warning.chars().count(), MAX_WARNING_CHARS + 1);
+        let long = bounded_notes(vec![format!("a{}", "é".repeat(5_000))]);
+        assert_eq!(long[0].chars().count(), MAX_WARNING_CHARS + 1);
+        assert!(long[0].ends_with("é…"));
+        assert_eq!(bounded_notes(vec!["short".to_owned()]), ["short"]);
+    }
 
     #[test]
     fn the_compose_file_is_looked_for_in_order() {

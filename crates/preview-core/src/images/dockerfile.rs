@@ -12,6 +12,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// How deeply `${A:-${B:-...}}` may nest before the reference counts as unresolved.
 const MAX_NESTING: usize = 8;
 
+/// The longest a reference may grow as its variables are substituted: Docker accepts no
+/// reference this long (a name of at most 255 bytes, a tag of 128, a sha512 digest), and a
+/// hostile `FROM $A$A$A...` with a long `A` must not grow without bound.
+pub const MAX_REFERENCE: usize = 1024;
+
 /// An image reference found in a Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -19,8 +24,17 @@ pub struct Found {
     pub line: usize,
     /// The reference as written, e.g. `python:${PY}`.
     pub written: String,
-    /// The reference with the global `ARG`s substituted; `None` when a variable has no value.
-    pub resolved: Option<String>,
+    /// The reference with the global `ARG`s substituted, or why it has none.
+    pub resolved: Result<String, Unresolved>,
+}
+
+/// Why a reference found in a Dockerfile has no value to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// A variable it needs has no value, or its syntax is one Docker would not expand.
+    Variable,
+    /// Its variables make it longer than [`MAX_REFERENCE`] bytes.
+    TooLong,
 }
 
 /// The images the Dockerfile `text` names, in order; `args` are the build's args, `target` the
@@ -44,7 +58,7 @@ pub fn images(text: &str, args: &BTreeMap<String, String>, target: Option<&str>)
                 found.push(Found {
                     line: instruction.line,
                     written: written.to_owned(),
-                    resolved: expand(written, &global_args, 0),
+                    resolved: expand(written, &global_args),
                 });
             }
         };
@@ -311,49 +325,71 @@ fn unquote(value: &str) -> &str {
 }
 
 /// `text` with `$NAME`, `${NAME}`, `${NAME:-word}` and `${NAME:+word}` substituted from `vars`;
-/// `None` when a variable it needs has no value or the syntax is one Docker would not expand.
-fn expand(text: &str, vars: &HashMap<String, Option<String>>, depth: usize) -> Option<String> {
-    if depth > MAX_NESTING {
-        return None;
-    }
+/// unresolved when a variable it needs has no value, the syntax is one Docker would not expand,
+/// or it grows beyond [`MAX_REFERENCE`] bytes.
+fn expand(text: &str, vars: &HashMap<String, Option<String>>) -> Result<String, Unresolved> {
     let mut out = String::new();
+    expand_into(text, vars, 0, &mut out)?;
+    Ok(out)
+}
+
+fn expand_into(
+    text: &str,
+    vars: &HashMap<String, Option<String>>,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), Unresolved> {
+    if depth > MAX_NESTING {
+        return Err(Unresolved::Variable);
+    }
+    let push = |out: &mut String, piece: &str| {
+        if out.len() + piece.len() > MAX_REFERENCE {
+            return Err(Unresolved::TooLong);
+        }
+        out.push_str(piece);
+        Ok(())
+    };
     let mut rest = text;
     while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
+        push(out, &rest[..at])?;
         let after = &rest[at + 1..];
-        let value;
         if let Some(braced) = after.strip_prefix('{') {
-            let end = closing_brace(braced)?;
+            let end = closing_brace(braced).ok_or(Unresolved::Variable)?;
             let inner = &braced[..end];
             let name_len = inner
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(inner.len());
             let (name, modifier) = inner.split_at(name_len);
-            let current = vars.get(name).cloned().flatten().filter(|v| !v.is_empty());
-            value = match (modifier, current) {
-                ("", Some(v)) => v,
-                ("", None) => return None,
-                (m, Some(v)) if m.starts_with(":-") => v,
-                (m, None) if m.starts_with(":-") => expand(&m[2..], vars, depth + 1)?,
-                (m, Some(_)) if m.starts_with(":+") => expand(&m[2..], vars, depth + 1)?,
-                (m, None) if m.starts_with(":+") => String::new(),
-                _ => return None,
-            };
+            let current = vars
+                .get(name)
+                .and_then(Option::as_deref)
+                .filter(|v| !v.is_empty());
+            match (modifier, current) {
+                ("", Some(v)) => push(out, v)?,
+                ("", None) => return Err(Unresolved::Variable),
+                (m, Some(v)) if m.starts_with(":-") => push(out, v)?,
+                (m, None) if m.starts_with(":-") => expand_into(&m[2..], vars, depth + 1, out)?,
+                (m, Some(_)) if m.starts_with(":+") => expand_into(&m[2..], vars, depth + 1, out)?,
+                (m, None) if m.starts_with(":+") => {}
+                _ => return Err(Unresolved::Variable),
+            }
             rest = &braced[end + 1..];
         } else {
             let name_len = after
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(after.len());
             if name_len == 0 {
-                return None;
+                return Err(Unresolved::Variable);
             }
-            value = vars.get(&after[..name_len]).cloned().flatten()?;
+            let value = vars
+                .get(&after[..name_len])
+                .and_then(Option::as_deref)
+                .ok_or(Unresolved::Variable)?;
+            push(out, value)?;
             rest = &after[name_len..];
         }
-        out.push_str(&value);
     }
-    out.push_str(rest);
-    Some(out)
+    push(out, rest)
 }
 
 /// The byte offset of the `}` closing a `${`, whose text after the brace is `text`.
@@ -374,15 +410,15 @@ fn closing_brace(text: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn resolved(text: &str) -> Vec<(usize, Option<String>)> {
+    fn resolved(text: &str) -> Vec<(usize, Result<String, Unresolved>)> {
         images(text, &BTreeMap::new(), None)
             .into_iter()
             .map(|f| (f.line, f.resolved))
             .collect()
     }
 
-    fn image(line: usize, reference: &str) -> (usize, Option<String>) {
-        (line, Some(reference.to_owned()))
+    fn image(line: usize, reference: &str) -> (usize, Result<String, Unresolved>) {
+        (line, Ok(reference.to_owned()))
     }
 
     #[test]
@@ -498,7 +534,12 @@ COPY --from=$TAG /a /b
 ";
         let found = images(text, &BTreeMap::new(), None);
         assert_eq!(found.len(), 6);
-        assert!(found.iter().all(|f| f.resolved.is_none()), "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .all(|f| f.resolved == Err(Unresolved::Variable)),
+            "{found:#?}"
+        );
         assert_eq!(found[0].written, "python:${TAG}");
         assert_eq!(found[5].line, 7);
     }
@@ -565,13 +606,32 @@ FROM node:22
         let stages = |target| -> Vec<String> {
             images(text, &BTreeMap::new(), target)
                 .into_iter()
-                .filter_map(|f| f.resolved)
+                .filter_map(|f| f.resolved.ok())
                 .collect()
         };
         assert_eq!(stages(Some("dev")), ["python:3.12"]);
         assert_eq!(stages(Some("prod")), ["python:3.12", "node:22", "redis:7"]);
         assert_eq!(stages(None).len(), 4);
         assert_eq!(stages(Some("missing")).len(), 4);
+    }
+
+    /// Found by the hostile-input properties: each `$A` copied the whole of a long `A`, so a
+    /// few hundred bytes of `FROM` asked for megabytes (a 256 KiB file, for gigabytes).
+    #[test]
+    fn variables_cannot_grow_a_reference_beyond_any_valid_one() {
+        let text = format!(
+            "ARG A={}\nFROM {}\nFROM ${{B:-$A}}\n",
+            "x".repeat(1000),
+            "$A".repeat(500)
+        );
+        let found = images(&text, &BTreeMap::new(), None);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].resolved, Err(Unresolved::TooLong));
+        assert_eq!(found[1].resolved, Ok("x".repeat(1000)));
+        let args = BTreeMap::from([("A".to_owned(), "y".repeat(600))]);
+        let found = images(&text, &args, None);
+        assert_eq!(found[0].resolved, Err(Unresolved::TooLong));
+        assert_eq!(found[1].resolved, Ok("y".repeat(600)));
     }
 
     #[test]
@@ -590,7 +650,8 @@ FROM node:22
         assert!(
             found
                 .iter()
-                .any(|f| f.written.starts_with("x${A:-") && f.resolved.is_none())
+                .any(|f| f.written.starts_with("x${A:-")
+                    && f.resolved == Err(Unresolved::Variable))
         );
         let step = text.len() / 40;
         for cut in (0..text.len()).step_by(step) {

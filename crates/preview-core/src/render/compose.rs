@@ -171,17 +171,19 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
             let values = repo_compose_values(plan, input, &repo.dotenv);
             let slotted = slot.service_name(&repo.app_service);
             if slot != AppSlot::Blue && repo.services.iter().any(|s| s.name == slotted) {
-                return Err(Error::Render {
-                    template: "docker-compose.yml.j2".to_owned(),
-                    message: format!(
-                        "service `{slotted}` is the name the app service `{}` takes during an update; rename it",
+                return Err(Error::ComposeRefused {
+                    file: repo.file.clone(),
+                    line: None,
+                    service: Some(slotted),
+                    key: "services".to_owned(),
+                    reason: format!(
+                        "the name is the one the web service `{}` takes during an update; rename it",
                         repo.app_service
                     ),
                 });
             }
-            for service in &repo.services {
+            for service in repo.resolved_services(&values)? {
                 let is_app = service.name == repo.app_service;
-                let service = service.resolved(&repo.file, &values)?;
                 let labels = if is_app { &app_labels } else { &labels };
                 let rename = (slot != AppSlot::Blue)
                     .then_some((repo.app_service.as_str(), slotted.as_str()));
@@ -989,6 +991,39 @@ mod tests {
         assert!(
             seen.contains("DATABASE_URL") && seen.contains("APP_KEY"),
             "{seen:?}"
+        );
+    }
+
+    /// Found while writing the hostile-input tests: the refusal was a template error, naming
+    /// neither the compose file nor a key.
+    #[test]
+    fn a_service_named_as_the_green_app_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("Dockerfile"), "FROM python:3.12-slim-bookworm\n").unwrap();
+        std::fs::write(
+            root.join("compose.yaml"),
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  web-green:\n    image: redis:7\n",
+        )
+        .unwrap();
+        let planned = crate::plan(root).unwrap();
+        let mut input = RenderInput::new(
+            "acme-app-pr-1",
+            "acme/app",
+            1,
+            "0".repeat(40),
+            "acme-app",
+            8000,
+            root,
+            root.join("Dockerfile.generated"),
+            "0123456789abcdef",
+        );
+        render_compose(&planned, &input).unwrap();
+        input.app_slot = AppSlot::Green;
+        let err = render_compose(&planned, &input).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "compose.yaml: service `web-green`: key `services`: the name is the one the web service `web` takes during an update; rename it"
         );
     }
 

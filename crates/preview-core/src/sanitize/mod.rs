@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 mod variables;
 
-pub use variables::{INTERPOLATED, VariableRef, check_variables, resolve_text};
+pub use variables::{INTERPOLATED, MAX_RESOLVED_TOTAL, VariableRef, check_variables, resolve_text};
 use variables::{scan_variables, with_defaults};
 
 use crate::checkout::{Checkout, normalize_relative};
@@ -477,18 +477,179 @@ fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
 
 /// The first line of `service`'s block that contains one of `needles`, else the line of `key`.
 fn locate_text(text: &str, service: &str, key: &str, needles: &[String]) -> Option<u64> {
-    let lines: Vec<&str> = text.lines().collect();
-    let block = service_block(&lines, service)?;
-    needles
-        .iter()
-        .find_map(|n| block.iter().find(|(_, l)| l.contains(n.as_str())))
-        .map(|(i, _)| *i as u64 + 1)
-        .or_else(|| locate(text, Some(service), key.split('.').next().unwrap_or(key)))
+    ServiceLines::new(&ComposeLines::new(text), service).locate(key, needles)
+}
+
+/// A compose text's lines, with the line each key under `services` first starts, as
+/// [`service_block`] finds them; made once for a file, so that finding a service's block does
+/// not read the file from the top for each service.
+pub(super) struct ComposeLines<'t> {
+    lines: Vec<&'t str>,
+    /// Each key on an indented line after the top-level `services:`, and its first line.
+    starts: BTreeMap<&'t str, usize>,
+}
+
+impl<'t> ComposeLines<'t> {
+    pub(super) fn new(text: &'t str) -> Self {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut starts = BTreeMap::new();
+        if let Some(services) = lines
+            .iter()
+            .position(|l| key_line(l, "services") && indent(l) == 0)
+        {
+            for (i, l) in lines.iter().enumerate().skip(services + 1) {
+                if indent(l) > 0
+                    && let Some(key) = line_key(l)
+                {
+                    starts.entry(key).or_insert(i);
+                }
+            }
+        }
+        ComposeLines { lines, starts }
+    }
+
+    /// The lines of `service`'s block, as [`service_block`] finds them.
+    fn block(&self, service: &str) -> Option<Vec<(usize, &'t str)>> {
+        let at = *self.starts.get(service)?;
+        let base = indent(self.lines[at]);
+        Some(
+            self.lines
+                .iter()
+                .copied()
+                .enumerate()
+                .skip(at + 1)
+                .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .take_while(|(_, l)| indent(l) > base)
+                .collect(),
+        )
+    }
+}
+
+/// The key a line starts with, as [`key_line`] reads it: the text before its first `:`,
+/// unquoted. For a service name (no space, no `:`), `line_key(l) == Some(k)` exactly when
+/// `key_line(l, k)`.
+fn line_key(l: &str) -> Option<&str> {
+    let t = l.trim_start().trim_start_matches("- ");
+    let (key, _) = t.split_once(':')?;
+    let key = key.trim_end();
+    Some(
+        key.strip_prefix('"')
+            .and_then(|k| k.strip_suffix('"'))
+            .unwrap_or(key),
+    )
+}
+
+/// Lines of one service's block, for locating many values in it: the variables it refers to
+/// are indexed once and each key's line is found once, so that a file of thousands of
+/// references is not read from the top for each (it took seconds for 64 KiB).
+pub(super) struct ServiceLines<'t> {
+    block: Option<Vec<(usize, &'t str)>>,
+    /// The first line referring to each variable, `${NAME` and `$NAME` apart; built on first use.
+    variables: Option<[BTreeMap<&'t str, usize>; 2]>,
+    /// The line of each top-level key of the service, as [`locate`] finds it.
+    keys: BTreeMap<String, Option<u64>>,
+}
+
+impl<'t> ServiceLines<'t> {
+    pub(super) fn new(lines: &ComposeLines<'t>, service: &str) -> Self {
+        ServiceLines {
+            block: lines.block(service),
+            variables: None,
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// The first line of the block that contains one of `needles`, else the line of `key`.
+    pub(super) fn locate(&mut self, key: &str, needles: &[String]) -> Option<u64> {
+        let block = self.block.as_ref()?;
+        needles
+            .iter()
+            .find_map(|n| block.iter().find(|(_, l)| l.contains(n.as_str())))
+            .map(|(i, _)| *i as u64 + 1)
+            .or_else(|| self.key_line(key))
+    }
+
+    /// The first line of the block that refers to variable `name` (as `${name`, else as
+    /// `$name`), else the line of `key`.
+    pub(super) fn locate_variable(&mut self, key: &str, name: &str) -> Option<u64> {
+        let block = self.block.as_ref()?;
+        let [braced, plain] = self.variables.get_or_insert_with(|| {
+            let mut index: [BTreeMap<&str, usize>; 2] = Default::default();
+            for &(i, line) in block {
+                for (form, name) in variable_names(line) {
+                    index[form].entry(name).or_insert(i);
+                }
+            }
+            index
+        });
+        match braced.get(name).or_else(|| plain.get(name)) {
+            Some(i) => Some(*i as u64 + 1),
+            None => self.key_line(key),
+        }
+    }
+
+    /// The line of `key`'s first segment in the block, as [`locate`] finds it.
+    fn key_line(&mut self, key: &str) -> Option<u64> {
+        let first = key.split('.').next().unwrap_or(key);
+        let block = self.block.as_ref()?;
+        *self.keys.entry(first.to_owned()).or_insert_with(|| {
+            block
+                .iter()
+                .find(|(_, l)| key_line(l, first))
+                .map(|(i, _)| *i as u64 + 1)
+        })
+    }
+}
+
+/// The variables `line` names, each as `(0, name)` for `${name` or `(1, name)` for `$name`;
+/// `$$` is a literal `$`.
+fn variable_names(line: &str) -> Vec<(usize, &str)> {
+    let bytes = line.as_bytes();
+    let name_end = |from: usize| {
+        from + bytes[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+            .count()
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'$' {
+            at += 1;
+            continue;
+        }
+        match bytes.get(at + 1) {
+            Some(b'$') => at += 2,
+            Some(b'{') => {
+                let end = name_end(at + 2);
+                if end > at + 2 {
+                    out.push((0, &line[at + 2..end]));
+                }
+                at = end.max(at + 2);
+            }
+            _ => {
+                let end = name_end(at + 1);
+                if end > at + 1 {
+                    out.push((1, &line[at + 1..end]));
+                }
+                at = end.max(at + 1);
+            }
+        }
+    }
+    out
 }
 
 struct Refusals<'a> {
     text: &'a str,
     file: &'a str,
+    /// The text's lines, split once when first needed.
+    lines: std::cell::OnceCell<ComposeLines<'a>>,
+}
+
+impl<'a> Refusals<'a> {
+    fn lines(&self) -> &ComposeLines<'a> {
+        self.lines.get_or_init(|| ComposeLines::new(self.text))
+    }
 }
 
 impl Refusals<'_> {
@@ -543,6 +704,7 @@ pub fn sanitize_choosing(
     let r = Refusals {
         text,
         file: &ctx.file,
+        lines: std::cell::OnceCell::new(),
     };
     if text.len() as u64 > crate::checkout::CONFIG_LIMIT {
         return Err(Error::Config {
@@ -665,6 +827,20 @@ pub fn sanitize_choosing(
         }
     }
     let (app_service, app_service_reason) = choose_web_service(&r, &services, web)?;
+    // Only the web service may leave both out: it is then built from the generated Dockerfile.
+    if let Some(service) = services
+        .iter()
+        .find(|s| s.name != app_service && s.build.is_none() && s.image.is_none())
+    {
+        return Err(r.refuse_at(
+            &service.name,
+            "image",
+            locate(text, None, &format!("services.{}", service.name)),
+            format!(
+                "the service has neither `image` nor `build`, so Compose cannot create it (only the web service, `{app_service}`, is built from the generated Dockerfile without one)"
+            ),
+        ));
+    }
     let hostname_service = choose_hostname_service(&r, &services, &app_service)?;
     Ok(SanitizedCompose {
         file: ctx.file.clone(),
@@ -1248,6 +1424,124 @@ fn top_level_networks(r: &Refusals, value: Value) -> Result<Vec<(String, bool)>>
     Ok(out)
 }
 
+/// What Compose's schema accepts at the top of a key's value. The sanitiser passes many keys
+/// through as written, so a value of the wrong shape is refused here, naming the file, line and
+/// key, rather than by Compose when the preview is deployed (or, for a key the sanitiser reads,
+/// instead of being dropped without a word).
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    String,
+    BoolOrString,
+    NumberOrString,
+    Mapping,
+    /// A list of strings (or of numbers or strings, when `numbers`).
+    List {
+        numbers: bool,
+    },
+    /// A string or a list of strings.
+    StringOrList,
+    /// Nothing, a string or a list of strings.
+    NullStringOrList,
+    /// A list of strings or a mapping.
+    ListOrMapping,
+}
+
+/// The shapes of the service keys (and build keys, as `build.KEY`) that are passed through or
+/// read as strings, as Compose's schema has them (checked against `docker compose config`).
+const SHAPES: [(&str, Shape); 42] = [
+    ("working_dir", Shape::String),
+    ("user", Shape::String),
+    ("stop_signal", Shape::String),
+    ("pull_policy", Shape::String),
+    ("platform", Shape::String),
+    ("mac_address", Shape::String),
+    ("hostname", Shape::String),
+    ("domainname", Shape::String),
+    ("ipc", Shape::String),
+    ("tty", Shape::BoolOrString),
+    ("stdin_open", Shape::BoolOrString),
+    ("read_only", Shape::BoolOrString),
+    ("init", Shape::BoolOrString),
+    ("attach", Shape::BoolOrString),
+    ("shm_size", Shape::NumberOrString),
+    // Compose's schema allows `pid: null`, and Compose then panics.
+    ("pid", Shape::String),
+    ("healthcheck", Shape::Mapping),
+    ("ulimits", Shape::Mapping),
+    ("volumes_from", Shape::List { numbers: false }),
+    ("profiles", Shape::List { numbers: false }),
+    ("links", Shape::List { numbers: false }),
+    ("dns_opt", Shape::List { numbers: false }),
+    ("cap_drop", Shape::List { numbers: false }),
+    ("group_add", Shape::List { numbers: true }),
+    ("expose", Shape::List { numbers: true }),
+    ("tmpfs", Shape::StringOrList),
+    ("dns", Shape::StringOrList),
+    ("dns_search", Shape::StringOrList),
+    ("command", Shape::NullStringOrList),
+    ("entrypoint", Shape::NullStringOrList),
+    ("networks", Shape::ListOrMapping),
+    ("extra_hosts", Shape::ListOrMapping),
+    ("depends_on", Shape::ListOrMapping),
+    ("annotations", Shape::ListOrMapping),
+    ("build.target", Shape::String),
+    ("build.dockerfile_inline", Shape::String),
+    ("build.pull", Shape::BoolOrString),
+    ("build.no_cache", Shape::BoolOrString),
+    ("build.shm_size", Shape::NumberOrString),
+    ("build.ulimits", Shape::Mapping),
+    ("build.cache_from", Shape::List { numbers: false }),
+    ("build.extra_hosts", Shape::ListOrMapping),
+];
+
+/// Refuses `value` of `key` if its shape is not one Compose accepts (see [`SHAPES`]).
+fn check_shape(r: &Refusals, service: &str, key: &str, value: &Value) -> Result<()> {
+    let Some((_, shape)) = SHAPES.iter().find(|(k, _)| *k == key) else {
+        return Ok(());
+    };
+    let strings = |items: &[Value], numbers: bool| {
+        items
+            .iter()
+            .all(|v| v.is_string() || (numbers && v.is_number()))
+    };
+    let (fits, expected) = match (*shape, value) {
+        (Shape::String, v) => (v.is_string(), "a string"),
+        (Shape::BoolOrString, v) => (v.is_string() || v.is_boolean(), "true, false or a string"),
+        (Shape::NumberOrString, v) => (v.is_string() || v.is_number(), "a number or a string"),
+        (Shape::Mapping, v) => (v.is_object(), "a mapping"),
+        (Shape::List { numbers }, Value::Array(items)) => (
+            strings(items, numbers),
+            if numbers {
+                "a list of numbers or strings"
+            } else {
+                "a list of strings"
+            },
+        ),
+        (Shape::List { numbers: true }, _) => (false, "a list of numbers or strings"),
+        (Shape::List { numbers: false }, _) => (false, "a list of strings"),
+        (Shape::StringOrList | Shape::NullStringOrList, Value::Array(items)) => {
+            (strings(items, false), "a string or a list of strings")
+        }
+        (Shape::StringOrList, v) => (v.is_string(), "a string or a list of strings"),
+        (Shape::NullStringOrList, v) => (
+            v.is_string() || v.is_null(),
+            "a string or a list of strings",
+        ),
+        (Shape::ListOrMapping, Value::Array(items)) => {
+            (strings(items, false), "a list of strings or a mapping")
+        }
+        (Shape::ListOrMapping, v) => (v.is_object(), "a list of strings or a mapping"),
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(r.refuse(
+        Some(service),
+        key,
+        format!("must be {expected}, as Compose reads it"),
+    ))
+}
+
 fn sanitize_service(
     r: &Refusals,
     ctx: &SanitizeContext,
@@ -1283,6 +1577,7 @@ fn sanitize_service(
         if let Some((_, reason)) = REFUSED.iter().find(|(r, _)| *r == k) {
             return Err(r.refuse(svc, k, *reason));
         }
+        check_shape(r, name, k, &value)?;
         match k {
             "privileged" => {
                 if value.as_bool() != Some(false) {
@@ -1485,6 +1780,7 @@ fn sanitize_build(
     let mut dockerfile = None;
     for (key, value) in map {
         let k = format!("build.{key}");
+        check_shape(r, service, &k, &value)?;
         match key.as_str() {
             "context" => {
                 let Value::String(c) = value else {
@@ -1951,6 +2247,124 @@ mod tests {
                 line: 3,
             }),
         )
+    }
+
+    proptest::proptest! {
+        /// The index of service blocks reads a line's key as `key_line` does, for any service
+        /// name, so it finds the blocks `service_block` found.
+        #[test]
+        fn line_key_reads_keys_as_key_line_does(
+            line in "[ \t\"a-b:_.#-]{0,12}",
+            name in "[a-b_.-]{1,3}",
+        ) {
+            proptest::prop_assert_eq!(line_key(&line) == Some(name.as_str()), key_line(&line, &name));
+        }
+    }
+
+    /// Many services, each with a reference, located by the block index.
+    #[test]
+    fn each_of_many_services_has_its_references_located() {
+        let mut text = "services:\n  app:\n    build: .\n".to_owned();
+        for i in 0..1200 {
+            text.push_str(&format!("  s{i}:\n    image: a\n    command: echo $V{i}\n"));
+        }
+        let s = run(&text).unwrap();
+        assert_eq!(s.variables.len(), 1200);
+        for v in &s.variables {
+            let i: u64 = v.name[1..].parse().unwrap();
+            assert_eq!(v.line, Some(6 + 3 * i), "{v:?}");
+        }
+    }
+
+    /// Found while writing the hostile-input tests: each reference was located by reading the
+    /// file from the top, so 3,000 of them in 60 KiB took 7.7 s (debug) and 30,000 `$X` 4.4 s.
+    /// The lines found are those of the variable itself, not of one whose name it begins.
+    #[test]
+    fn thousands_of_references_are_each_located_on_their_line() {
+        let mut text = "services:\n  app:\n    build: .\n    environment:\n".to_owned();
+        text.push_str("      LITERAL: $$V1 ${V10}\n");
+        for i in 0..2500 {
+            text.push_str(&format!("      A{i}: $V{i}\n"));
+        }
+        text.push_str(&format!("      MANY: {}\n", "$X".repeat(8_000)));
+        let s = run(&text).unwrap();
+        assert_eq!(s.variables.len(), 2500 + 1 + 8_000);
+        let line = |name: &str| {
+            s.variables
+                .iter()
+                .find(|v| v.name == name)
+                .and_then(|v| v.line)
+        };
+        // `$$V1` is a literal, and `${V10}` another variable: `V1` is on its own line.
+        assert_eq!(line("V10"), Some(5));
+        assert_eq!(line("V1"), Some(7));
+        assert_eq!(line("V2499"), Some(2505));
+        assert_eq!(line("X"), Some(2506));
+    }
+
+    /// Found while writing the hostile-input tests, by giving every key a wrong value and asking
+    /// `docker compose config`: a passed-through value of a shape Compose refuses passed, and
+    /// the deploy then failed on Compose's message about the rendered file; `build.target`,
+    /// `build.dockerfile_inline` and `expose` of the wrong shape were dropped without a word.
+    #[test]
+    fn values_of_a_shape_compose_refuses_are_refused_with_their_line() {
+        for (service, expected) in [
+            (
+                "    working_dir: 5\n",
+                "compose.yaml:4: service `web`: key `working_dir`: must be a string, as Compose reads it",
+            ),
+            (
+                "    expose: \"8000\"\n",
+                "compose.yaml:4: service `web`: key `expose`: must be a list of numbers or strings, as Compose reads it",
+            ),
+            (
+                "    volumes_from: db\n",
+                "compose.yaml:4: service `web`: key `volumes_from`: must be a list of strings, as Compose reads it",
+            ),
+            (
+                "    pid: null\n",
+                "compose.yaml:4: service `web`: key `pid`: must be a string, as Compose reads it",
+            ),
+            (
+                "    command: [echo, [a]]\n",
+                "compose.yaml:4: service `web`: key `command`: must be a string or a list of strings, as Compose reads it",
+            ),
+            (
+                "    build:\n      context: .\n      target: [prod]\n",
+                "compose.yaml:5: service `web`: key `build.target`: must be a string, as Compose reads it",
+            ),
+        ] {
+            let build = if service.contains("build:") {
+                ""
+            } else {
+                "    build: .\n"
+            };
+            let text = format!("services:\n  web:\n{build}{service}");
+            let err = run_project(&text, None).unwrap_err().to_string();
+            assert_eq!(err, expected, "{text}");
+        }
+        // Shapes Compose accepts pass.
+        run_project(
+            "services:\n  web:\n    build:\n      context: .\n      target: prod\n      no_cache: true\n    command: [echo, hi]\n    expose: [8000, \"9000\"]\n    init: true\n    tty: \"true\"\n    shm_size: 64m\n    dns: 1.1.1.1\n    depends_on: {db: {condition: service_started}}\n  db:\n    image: postgres:16\n",
+            None,
+        )
+        .unwrap();
+    }
+
+    /// Found by the hostile-input properties: a service other than the web service with
+    /// neither `image` nor `build` passed, and the render then failed with a message naming no
+    /// file, line or key.
+    #[test]
+    fn a_service_without_image_or_build_is_refused_with_its_line() {
+        let text = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  redis:\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n";
+        let err = run_project(text, None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("compose.yaml:5: service `redis`: key `image`: the service has neither `image` nor `build`"),
+            "{err}"
+        );
+        // The web service may leave both out: it is built from the generated Dockerfile.
+        let s = run("services:\n  app:\n    environment: {A: b}\n").unwrap();
+        assert_eq!(s.app_service, "app");
     }
 
     #[test]
@@ -2435,6 +2849,40 @@ mod tests {
             let err = resolve_text(text, &values).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
         }
+    }
+
+    /// Found while writing the hostile-input tests: each value was capped once resolved, but
+    /// not their sum, so 60 KiB of `- ${A}${A}...` with an 8 KiB `A` rendered 98 MB of compose
+    /// file.
+    #[test]
+    fn resolved_values_are_capped_for_the_whole_file() {
+        let items = |n: usize| "      - ${A}${A}${A}${A}${A}${A}${A}${A}\n".repeat(n);
+        let values = BTreeMap::from([("A".to_owned(), "x".repeat(8 * 1024))]);
+        // Each service alone stays within the limit, the two together do not.
+        let text = format!(
+            "services:\n  app:\n    build: .\n    command:\n{}  worker:\n    image: python:3\n    command:\n{}",
+            items(10),
+            items(10)
+        );
+        let c = run(&text).unwrap();
+        let one = c.services[0].resolved(&c.file, &values).unwrap();
+        assert_eq!(one.passthrough["command"].as_array().unwrap().len(), 10);
+        let err = c.resolved_services(&values).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "docker-compose.preview.yml: service `worker`: key `command`: the file's values grow beyond 1048576 bytes once their variables are resolved"
+        );
+        // One service alone cannot go beyond it either.
+        let text = format!(
+            "services:\n  app:\n    build: .\n    command:\n{}",
+            items(1500)
+        );
+        let c = run(&text).unwrap();
+        let err = c.services[0]
+            .resolved(&c.file, &values)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grow beyond 1048576 bytes"), "{err}");
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! service makes, and their resolution from the preview's own values (the rule is at
 //! [`VariableRef`]). Compose's interpolation syntax is parsed here, depth- and size-limited.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{OVERRIDDEN, Refusals, RepoService, SanitizedCompose, locate_text};
+use super::{OVERRIDDEN, Refusals, RepoService, SanitizedCompose, ServiceLines, locate_text};
 use crate::{Error, Result};
 
 /// A reference to a variable in a repo's compose file.
@@ -133,6 +134,11 @@ const MAX_NESTING: usize = 8;
 /// How long a value may grow when its references are resolved: a hostile `.env` doubling a
 /// value on each line must not exhaust memory.
 const MAX_RESOLVED: usize = crate::checkout::CONFIG_LIMIT as usize;
+
+/// How long all the values of one compose file may grow together when their references are
+/// resolved: each is capped at 64 KiB, and a 64 KiB file of `- ${A}${A}...` items
+/// with an 8 KiB `A` must not render a compose file of 100 MB.
+pub const MAX_RESOLVED_TOTAL: usize = 16 * MAX_RESOLVED;
 
 /// Parses `s` as Compose interpolates it.
 fn parse_template(s: &str) -> std::result::Result<Vec<Piece>, String> {
@@ -285,6 +291,7 @@ pub(super) fn scan_variables(
         }
     }
     let mut refs = Vec::new();
+    let mut lines = ServiceLines::new(r.lines(), service);
     for (key, text) in strings {
         let pieces = parse_template(text).map_err(|why| {
             r.refuse_at(
@@ -309,7 +316,7 @@ pub(super) fn scan_variables(
             ));
         }
         for (name, required) in names {
-            let line = locate_text(r.text, service, &key, &needles(&name));
+            let line = lines.locate_variable(&key, &name);
             refs.push(VariableRef {
                 name,
                 required,
@@ -321,7 +328,7 @@ pub(super) fn scan_variables(
     }
     for (key, name) in bare {
         refs.push(VariableRef {
-            line: locate_text(r.text, service, &key, std::slice::from_ref(&name)),
+            line: lines.locate(&key, std::slice::from_ref(&name)),
             name,
             required: true,
             service: service.to_owned(),
@@ -457,10 +464,33 @@ fn resolve_pieces(
     Ok(())
 }
 
+impl SanitizedCompose {
+    /// Its services with their variables substituted from `values` (the preview's own), as
+    /// [`RepoService::resolved`] does, all together within [`MAX_RESOLVED_TOTAL`] bytes.
+    pub fn resolved_services(&self, values: &BTreeMap<String, String>) -> Result<Vec<RepoService>> {
+        let left = Cell::new(MAX_RESOLVED_TOTAL);
+        self.services
+            .iter()
+            .map(|s| s.resolved_within(&self.file, values, &left))
+            .collect()
+    }
+}
+
 impl RepoService {
     /// The service with its variables substituted from `values` (the preview's own) and every
-    /// `$` escaped for Compose; an entry without a value takes the preview's.
+    /// `$` escaped for Compose; an entry without a value takes the preview's. Its values
+    /// together may grow to at most [`MAX_RESOLVED_TOTAL`] bytes.
     pub fn resolved(&self, file: &str, values: &BTreeMap<String, String>) -> Result<RepoService> {
+        self.resolved_within(file, values, &Cell::new(MAX_RESOLVED_TOTAL))
+    }
+
+    /// [`Self::resolved`], taking the bytes of its values from `left`.
+    fn resolved_within(
+        &self,
+        file: &str,
+        values: &BTreeMap<String, String>,
+        left: &Cell<usize>,
+    ) -> Result<RepoService> {
         let refuse = |key: &str, reason: String| Error::ComposeRefused {
             file: file.to_owned(),
             line: None,
@@ -468,7 +498,21 @@ impl RepoService {
             key: key.to_owned(),
             reason,
         };
-        let text = |key: &str, s: &str| resolve_text(s, values).map_err(|why| refuse(key, why));
+        let text = |key: &str, s: &str| {
+            let resolved = resolve_text(s, values).map_err(|why| refuse(key, why))?;
+            match left.get().checked_sub(resolved.len()) {
+                Some(rest) => left.set(rest),
+                None => {
+                    return Err(refuse(
+                        key,
+                        format!(
+                            "the file's values grow beyond {MAX_RESOLVED_TOTAL} bytes once their variables are resolved"
+                        ),
+                    ));
+                }
+            }
+            Ok(resolved)
+        };
         let pairs = |key: &str, map: &BTreeMap<String, Option<String>>| {
             map.iter()
                 .map(|(k, v)| {

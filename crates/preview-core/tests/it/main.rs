@@ -4,6 +4,7 @@
 mod detection;
 mod external;
 mod harness;
+mod hostile_input;
 mod images;
 mod real_builds;
 mod snapshots;
