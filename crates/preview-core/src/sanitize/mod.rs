@@ -53,6 +53,11 @@ pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
 /// The prefix of the labels the orchestrator sets on what it runs; a repo may not set them.
 const RESERVED_LABELS: &str = "dev.preview-deployer.";
 
+/// The most services one compose file may define: more than the largest stacks people run
+/// (Sentry's self-hosted one has about 40), far fewer than the 3,000 a 64 KiB file can hold,
+/// each a container to start.
+pub const MAX_SERVICES: usize = 100;
+
 /// The label that marks a service as the web app, overriding the automatic choice.
 pub const WEB_LABEL: &str = "preview.web";
 
@@ -765,6 +770,16 @@ pub fn sanitize_choosing(
     };
     if services_map.is_empty() {
         return Err(r.refuse(None, "services", "no services are defined"));
+    }
+    if services_map.len() > MAX_SERVICES {
+        return Err(r.refuse(
+            None,
+            "services",
+            &format!(
+                "{} services are defined; a preview runs at most {MAX_SERVICES}",
+                services_map.len()
+            ),
+        ));
     }
     let mut services = Vec::new();
     let mut variables = Vec::new();
@@ -2261,15 +2276,15 @@ mod tests {
         }
     }
 
-    /// Many services, each with a reference, located by the block index.
+    /// As many services as a file may have, each with a reference, located by the block index.
     #[test]
     fn each_of_many_services_has_its_references_located() {
         let mut text = "services:\n  app:\n    build: .\n".to_owned();
-        for i in 0..1200 {
+        for i in 0..MAX_SERVICES - 1 {
             text.push_str(&format!("  s{i}:\n    image: a\n    command: echo $V{i}\n"));
         }
         let s = run(&text).unwrap();
-        assert_eq!(s.variables.len(), 1200);
+        assert_eq!(s.variables.len(), MAX_SERVICES - 1);
         for v in &s.variables {
             let i: u64 = v.name[1..].parse().unwrap();
             assert_eq!(v.line, Some(6 + 3 * i), "{v:?}");
@@ -2365,6 +2380,26 @@ mod tests {
         // The web service may leave both out: it is built from the generated Dockerfile.
         let s = run("services:\n  app:\n    environment: {A: b}\n").unwrap();
         assert_eq!(s.app_service, "app");
+    }
+
+    /// A 64 KiB file can define about 3,000 services, each a container to start (found by the
+    /// hostile-input properties: such a file planned, and rendered a 2 MB compose file).
+    #[test]
+    fn at_most_max_services_are_previewed() {
+        let file = |n: usize| {
+            let mut text =
+                String::from("services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n");
+            for i in 1..n {
+                text.push_str(&format!("  s{i}: {{image: r}}\n"));
+            }
+            text
+        };
+        run_project(&file(MAX_SERVICES), None).unwrap();
+        let err = run_project(&file(3000), None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "compose.yaml:1: key `services`: 3000 services are defined; a preview runs at most 100"
+        );
     }
 
     #[test]
