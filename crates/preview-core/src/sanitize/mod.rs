@@ -775,7 +775,7 @@ pub fn sanitize_choosing(
         return Err(r.refuse(
             None,
             "services",
-            &format!(
+            format!(
                 "{} services are defined; a preview runs at most {MAX_SERVICES}",
                 services_map.len()
             ),
