@@ -432,17 +432,23 @@ fn service_block<'t>(lines: &[&'t str], service: &str) -> Option<Vec<(usize, &'t
         .skip(services + 1)
         .find(|(_, l)| key_line(l, service) && indent(l) > 0)?
         .0;
+    Some(nested_under(lines, at).collect())
+}
+
+/// The lines nested under line `at` (0-based, with their indexes): those after it indented
+/// deeper, blank lines and comments left out.
+fn nested_under<'l, 't>(
+    lines: &'l [&'t str],
+    at: usize,
+) -> impl Iterator<Item = (usize, &'t str)> + 'l {
     let base = indent(lines[at]);
-    Some(
-        lines
-            .iter()
-            .copied()
-            .enumerate()
-            .skip(at + 1)
-            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .take_while(|(_, l)| indent(l) > base)
-            .collect(),
-    )
+    lines
+        .iter()
+        .copied()
+        .enumerate()
+        .skip(at + 1)
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .take_while(move |(_, l)| indent(l) > base)
 }
 
 /// The line of `key` inside `service` (or at the top level) in the compose text, found by
@@ -464,14 +470,7 @@ fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
             .position(|l| key_line(l, first) && indent(l) == 0)?,
     };
     for segment in segments {
-        let base = indent(lines[at]);
-        let inner = lines
-            .iter()
-            .enumerate()
-            .skip(at + 1)
-            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .take_while(|(_, l)| indent(l) > base)
-            .find(|(_, l)| key_line(l, segment));
+        let inner = nested_under(&lines, at).find(|(_, l)| key_line(l, segment));
         match inner {
             Some((i, _)) => at = i,
             None => break,
@@ -516,17 +515,7 @@ impl<'t> ComposeLines<'t> {
     /// The lines of `service`'s block, as [`service_block`] finds them.
     fn block(&self, service: &str) -> Option<Vec<(usize, &'t str)>> {
         let at = *self.starts.get(service)?;
-        let base = indent(self.lines[at]);
-        Some(
-            self.lines
-                .iter()
-                .copied()
-                .enumerate()
-                .skip(at + 1)
-                .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                .take_while(|(_, l)| indent(l) > base)
-                .collect(),
-        )
+        Some(nested_under(&self.lines, at).collect())
     }
 }
 
