@@ -348,6 +348,7 @@ pub struct E2e {
     pub api: String,
     /// Minutes added to a fixed date for each delivery's `updated_at`, so each is newer.
     clock: AtomicU64,
+    _left_by_a_failure: RemovedOnPanic,
 }
 
 impl E2e {
@@ -378,6 +379,7 @@ impl E2e {
         let config = Config::load(e2e_settings(dir.path(), &nginx, &github, overrides)).unwrap();
         let (orch, runner) = start_orchestrator(config).await;
         Self {
+            _left_by_a_failure: RemovedOnPanic::for_repo(&repo),
             api: format!("http://{}", orch.addr()),
             dir,
             nginx,
@@ -1071,6 +1073,62 @@ pub struct DaemonWorld {
     /// `{dir}/orchestrator.env`.
     pub env_file: PathBuf,
     clock: std::sync::atomic::AtomicU64,
+    _left_by_a_failure: RemovedOnPanic,
+}
+
+/// When a test of a world fails half-way, removes the Compose projects of its repository's
+/// previews (containers, volumes, networks, built images), so that they do not hold ports and
+/// memory through the next tests and runs on this machine (a failed CI run left one running).
+struct RemovedOnPanic {
+    /// `{slug}-pr-`, the start of the repository's preview ids.
+    prefix: String,
+}
+
+impl RemovedOnPanic {
+    fn for_repo(repo: &str) -> Self {
+        let repo = RepoFullName::parse(repo).unwrap();
+        Self {
+            prefix: format!("{}-pr-", RepoSlug::base_for(&repo).as_str()),
+        }
+    }
+}
+
+impl Drop for RemovedOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let projects = docker(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Label \"com.docker.compose.project\"}}",
+        ]);
+        let ours: std::collections::BTreeSet<&str> = projects
+            .lines()
+            .filter(|p| p.starts_with(&self.prefix))
+            .collect();
+        for project in ours {
+            eprintln!("removing {project}, left by the failed test");
+            docker(&[
+                "compose",
+                "-p",
+                project,
+                "down",
+                "--volumes",
+                "--rmi",
+                "local",
+            ]);
+        }
+    }
 }
 
 impl DaemonWorld {
@@ -1088,6 +1146,7 @@ impl DaemonWorld {
             dir,
             nginx,
             github,
+            _left_by_a_failure: RemovedOnPanic::for_repo(&repo),
             repo,
             origin,
             env_file,
