@@ -69,7 +69,14 @@ pub fn images(text: &str, args: &BTreeMap<String, String>, target: Option<&str>)
                         Some((key, value)) => (key, Some(unquote(value).to_owned())),
                         None => (declaration, None),
                     };
-                    let value = args.get(key).cloned().or(default);
+                    // A build arg is taken as given; a default may name the ARGs above it
+                    // (`ARG BASE=python:${PY}`), and one that names an ARG without a value has
+                    // none itself.
+                    let value = match (args.get(key), default) {
+                        (Some(given), _) => Some(given.clone()),
+                        (None, Some(d)) if d.contains('$') => expand(&d, &global_args).ok(),
+                        (None, d) => d,
+                    };
                     global_args.insert(key.to_owned(), value);
                 }
             }
@@ -519,6 +526,38 @@ FROM node:${PY:+22}
                 image(8, "node:22"),
             ]
         );
+    }
+
+    #[test]
+    fn an_args_default_may_name_the_args_above_it() {
+        let text = "\
+ARG PY=3.12
+ARG VARIANT=slim
+ARG BASE=python:${PY}-$VARIANT
+ARG NONE
+ARG BROKEN=node:${NONE}
+FROM $BASE
+FROM ${BROKEN}
+";
+        let found = |args: &[(&str, &str)]| -> Vec<_> {
+            let args = args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            images(text, &args, None)
+                .into_iter()
+                .map(|f| (f.line, f.resolved))
+                .collect()
+        };
+        assert_eq!(
+            found(&[]),
+            [image(6, "python:3.12-slim"), (7, Err(Unresolved::Variable))]
+        );
+        // A build arg given for an ARG above reaches the default that names it; one given for
+        // the ARG itself is taken as it is.
+        assert_eq!(found(&[("PY", "3.11")])[0], image(6, "python:3.11-slim"));
+        assert_eq!(found(&[("BASE", "node:22")])[0], image(6, "node:22"));
+        assert_eq!(found(&[("NONE", "20")])[1], image(7, "node:20"));
     }
 
     #[test]
