@@ -11,7 +11,7 @@ use preview_engine::build_objects::{BuildObjects, objects_in_log};
 use preview_orchestrator::DeploymentStatus;
 use preview_testkit::docker;
 
-use crate::e2e_support::{E2e, Tree};
+use crate::e2e_support::{E2e, Tree, built_image_ids};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -216,15 +216,7 @@ async fn failed_builds_and_teardowns_leave_no_build_leftovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let images = docker([
-        "image",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("reference={id}-*"),
-    ])
-    .await
-    .unwrap();
+    let images = built_image_ids(id.as_str()).await;
     assert!(
         !images.trim().is_empty(),
         "the preview's images stay while a build runs"
@@ -309,15 +301,7 @@ async fn a_build_waits_while_the_disk_is_short_and_goes_on_when_space_frees() {
     assert!(comment.body.contains("GB free"), "{}", comment.body);
     let waiting = e2e.record(pr).unwrap();
     assert_eq!(waiting.status, DeploymentStatus::Queued);
-    let built = docker([
-        "image",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("reference={id}-*"),
-    ])
-    .await
-    .unwrap();
+    let built = built_image_ids(id.as_str()).await;
     assert_eq!(built, "", "nothing is built while the disk is short");
 
     // Space frees: the build goes on by itself.

@@ -302,6 +302,19 @@ pub async fn eventually<T>(
     }
 }
 
+/// The ids of the images built for preview `id` (named `{id}-{service}`), one a line.
+pub async fn built_image_ids(id: &str) -> String {
+    docker([
+        "image",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("reference={id}-*"),
+    ])
+    .await
+    .expect("listing images")
+}
+
 /// What a preview may leave on this host, as readable lines; empty when nothing is left:
 /// containers, networks and volumes labelled with `id`, images built for it, its nginx conf
 /// (and staged or backup copies) and its work dir.

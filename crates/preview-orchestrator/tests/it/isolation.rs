@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use preview_testkit::{docker, unique_suffix, wait_for_http};
 
-use crate::e2e_support::{DaemonWorld, Tree, descendants, files_under, find_secret};
+use crate::e2e_support::{
+    DaemonWorld, Tree, built_image_ids, descendants, files_under, find_secret,
+};
 use crate::harness::{SECRET, TOKEN};
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -81,15 +83,7 @@ async fn leak_surfaces(world: &DaemonWorld, pr: u64) -> Vec<(String, Vec<u8>)> {
         let logs = docker(["logs", c]).await.unwrap();
         found.push((format!("docker logs {c}"), logs.into_bytes()));
     }
-    let images = docker([
-        "image",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("reference={id}-*"),
-    ])
-    .await
-    .unwrap();
+    let images = built_image_ids(&id).await;
     for i in images.split_whitespace() {
         let config = docker(["image", "inspect", i]).await.unwrap();
         found.push((format!("docker image inspect {i}"), config.into_bytes()));
