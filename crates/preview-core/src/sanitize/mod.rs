@@ -1261,29 +1261,44 @@ fn choose_web_service(
     ))
 }
 
-fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
+/// The entries of the top-level `volumes` or `networks` mapping (`kind`), their names checked,
+/// each with its spec (empty when it is not a mapping).
+fn top_level_entries(
+    r: &Refusals,
+    kind: &str,
+    value: Value,
+) -> Result<Vec<(String, Map<String, Value>)>> {
     let Value::Object(map) = value else {
         return Ok(Vec::new());
     };
+    let noun = kind.trim_end_matches('s');
+    map.into_iter()
+        .map(|(name, spec)| {
+            if !valid_service_name(&name) {
+                return Err(r.refuse(
+                    None,
+                    &format!("{kind}.{name}"),
+                    format!("{noun} names are [a-zA-Z0-9._-]"),
+                ));
+            }
+            let spec = match spec {
+                Value::Object(spec) => spec,
+                _ => Map::new(),
+            };
+            Ok((name, spec))
+        })
+        .collect()
+}
+
+fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for (name, spec) in map {
-        if !valid_service_name(&name) {
+    for (name, spec) in top_level_entries(r, "volumes", value)? {
+        if let Some(key) = spec.keys().find(|key| *key != "labels") {
             return Err(r.refuse(
                 None,
-                &format!("volumes.{name}"),
-                "volume names are [a-zA-Z0-9._-]",
+                &format!("volumes.{name}.{key}"),
+                "volumes are plain local volumes of the preview: drivers, driver options, names and external volumes can reach the host or other previews",
             ));
-        }
-        if let Value::Object(spec) = spec {
-            for key in spec.keys() {
-                if key != "labels" {
-                    return Err(r.refuse(
-                        None,
-                        &format!("volumes.{name}.{key}"),
-                        "volumes are plain local volumes of the preview: drivers, driver options, names and external volumes can reach the host or other previews",
-                    ));
-                }
-            }
         }
         out.push(name);
     }
@@ -1394,32 +1409,20 @@ fn check_file_refs(
 }
 
 fn top_level_networks(r: &Refusals, value: Value) -> Result<Vec<(String, bool)>> {
-    let Value::Object(map) = value else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    for (name, spec) in map {
-        if !valid_service_name(&name) {
-            return Err(r.refuse(
-                None,
-                &format!("networks.{name}"),
-                "network names are [a-zA-Z0-9._-]",
-            ));
-        }
+    for (name, spec) in top_level_entries(r, "networks", value)? {
         let mut internal = false;
-        if let Value::Object(spec) = spec {
-            for (key, v) in spec {
-                match key.as_str() {
-                    "labels" => {}
-                    "internal" => internal = v.as_bool().unwrap_or(false),
-                    "driver" if v.as_str() == Some("bridge") => {}
-                    _ => {
-                        return Err(r.refuse(
-                            None,
-                            &format!("networks.{name}.{key}"),
-                            "networks are private bridges of the preview: drivers, names, IPAM and external networks could join the host or other previews",
-                        ));
-                    }
+        for (key, v) in spec {
+            match key.as_str() {
+                "labels" => {}
+                "internal" => internal = v.as_bool().unwrap_or(false),
+                "driver" if v.as_str() == Some("bridge") => {}
+                _ => {
+                    return Err(r.refuse(
+                        None,
+                        &format!("networks.{name}.{key}"),
+                        "networks are private bridges of the preview: drivers, names, IPAM and external networks could join the host or other previews",
+                    ));
                 }
             }
         }
