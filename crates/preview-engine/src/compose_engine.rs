@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use preview_core::model::ReadyWhen;
 use preview_exec::compose::{AppEnv, Compose};
@@ -250,11 +250,44 @@ impl Engine for ComposeEngine {
 /// volumes.
 pub(crate) async fn local_disk_usage(name: &str) -> Result<DiskUsage> {
     preview_exec::compose::validate_project_name(name)?;
-    let out = docker("read what the preview takes on disk")
-        .args(["system", "df", "-v", "--format", "{{json .}}"])
-        .run()
-        .await?;
-    parse_disk_usage(&out.stdout_text(), name)
+    parse_disk_usage(&system_df().await?, name)
+}
+
+/// What the daemon answers while another `docker system df` runs: it runs one at a time.
+const DF_BUSY: &str = "a disk usage operation is already running";
+
+/// How long a `docker system df` waits for other processes' to end.
+const DF_BUSY_WAIT: Duration = Duration::from_secs(30);
+
+/// The output of `docker system df -v --format '{{json .}}'`. The daemon refuses a second one
+/// while one runs, so callers in this process take turns, and one reuses an answer begun after
+/// it asked (it covers every preview); another process's is waited out, up to [`DF_BUSY_WAIT`].
+async fn system_df() -> Result<String> {
+    static LAST: tokio::sync::Mutex<Option<(Instant, String)>> =
+        tokio::sync::Mutex::const_new(None);
+    let asked = Instant::now();
+    let mut last = LAST.lock().await;
+    if let Some((began, out)) = last.as_ref()
+        && *began >= asked
+    {
+        return Ok(out.clone());
+    }
+    let began = Instant::now();
+    let out = loop {
+        match docker("read what the preview takes on disk")
+            .args(["system", "df", "-v", "--format", "{{json .}}"])
+            .run()
+            .await
+        {
+            Ok(out) => break out.stdout_text(),
+            Err(e) if e.stderr_tail().contains(DF_BUSY) && began.elapsed() < DF_BUSY_WAIT => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    *last = Some((began, out.clone()));
+    Ok(out)
 }
 
 /// [`Engine::remove_build_leftovers`] for builds that ran on this host's engine.

@@ -215,3 +215,57 @@ async fn the_compose_engine_sleeps_wakes_and_reports_usage() {
     );
     assert!(engine.containers(&project.name).await.unwrap().is_empty());
 }
+
+/// The daemon runs one `docker system df` at a time and refuses the others ("a disk usage
+/// operation is already running"). A preview's disk use is read all the same while other
+/// processes, and other previews of this one, read theirs: a PR comment once lacked its disk
+/// line for this.
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_use_is_read_while_others_read_theirs() {
+    use preview_engine::{ComposeEngine, Engine};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    require_docker().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let others: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut refused = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let out = tokio::process::Command::new("docker")
+                        .args(["system", "df", "-v"])
+                        .output()
+                        .await
+                        .unwrap();
+                    refused += usize::from(
+                        String::from_utf8_lossy(&out.stderr).contains("already running"),
+                    );
+                }
+                refused
+            })
+        })
+        .collect();
+    let engine = ComposeEngine::new(Compose::detect().await.unwrap());
+    for round in 0..3 {
+        let mut reads = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let engine = engine.clone();
+            reads.spawn(async move { engine.disk_usage("absent-pr-1").await });
+        }
+        for read in reads.join_all().await {
+            let usage = read.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!((usage.images_bytes, usage.volumes_bytes), (0, 0));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut refused = 0;
+    for other in others {
+        refused += other.await.unwrap();
+    }
+    assert!(
+        refused > 0,
+        "the other processes were refused too, so the reads met a busy daemon"
+    );
+}
