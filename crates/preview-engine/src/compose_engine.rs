@@ -56,7 +56,7 @@ impl ComposeEngine {
         log: &Path,
         make: impl FnOnce(&Compose) -> preview_exec::Result<preview_exec::Cmd>,
     ) -> Result<()> {
-        let building = crate::image_lock::for_build().await;
+        let building = crate::image_lock::for_build(log).await;
         let result = self.run(env, Some(log), make).await;
         drop(building);
         if let Err(e) = build_objects::record_build(&project.dir, log)

@@ -17,7 +17,9 @@
 //! cannot be opened, the work goes on unlocked, with a warning.
 
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The lock file's name in the temp dir.
 const LOCK_FILE: &str = "preview-deployer-images.lock";
@@ -29,10 +31,38 @@ pub struct ImageLock {
     _file: Option<File>,
 }
 
-/// Shared with other builds, for as long as a build runs.
-pub async fn for_build() -> ImageLock {
-    take(lock_path(), Mode::Shared).await
+/// Shared with other builds, for as long as a build runs. A wait of [`TOLD_WAIT`] or more is
+/// told in the build's `log`, so that a slow build shows why.
+pub async fn for_build(log: &Path) -> ImageLock {
+    shared_telling_the_wait(lock_path(), log).await
 }
+
+async fn shared_telling_the_wait(path: PathBuf, log: &Path) -> ImageLock {
+    let asked = Instant::now();
+    let lock = take(path, Mode::Shared).await;
+    let waited = asked.elapsed();
+    if waited >= TOLD_WAIT {
+        let line = format!("{WAITED} {:.1} s {WAITED_FOR}\n", waited.as_secs_f64());
+        let told = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = told {
+            tracing::warn!(log = %log.display(), error = %e, "writing the wait for the image lock to the build log failed");
+        }
+    }
+    lock
+}
+
+/// The shortest wait for the lock that a build's log tells.
+pub const TOLD_WAIT: Duration = Duration::from_secs(1);
+
+/// How the build log's line on the wait for the lock begins, before the seconds.
+pub const WAITED: &str = "preview-deployer: waited";
+
+/// How it goes on after the seconds.
+const WAITED_FOR: &str = "for image removals on this host to finish before building";
 
 /// Alone, for as long as images are removed.
 pub async fn for_removal() -> ImageLock {
@@ -90,14 +120,17 @@ async fn take(path: PathBuf, mode: Mode) -> ImageLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn a_removal_waits_for_the_builds_and_builds_share() {
         // A lock file of its own: the host's may be held by a test run beside.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOCK_FILE);
-        let for_build = || take(path.clone(), Mode::Shared);
+        let log = dir.path().join("build.log");
+        let for_build = || {
+            let (path, log) = (path.clone(), log.clone());
+            async move { shared_telling_the_wait(path, &log).await }
+        };
         let for_removal = || take(path.clone(), Mode::Alone);
         let first = for_build().await;
         assert!(first._file.is_some());
@@ -116,14 +149,20 @@ mod tests {
             .await
             .expect("the removal goes once the builds end")
             .unwrap();
+        assert!(!log.exists(), "builds that did not wait tell nothing");
         let build = tokio::spawn(for_build());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(TOLD_WAIT + Duration::from_millis(100)).await;
         assert!(!build.is_finished(), "a build waits for the removal");
         drop(alone);
         let build = tokio::time::timeout(Duration::from_secs(5), build)
             .await
             .expect("the build goes once the removal ends")
             .unwrap();
+        let told = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            told.starts_with(&format!("{WAITED} 1.")) && told.ends_with(&format!("{WAITED_FOR}\n")),
+            "the build's log tells its wait: {told:?}"
+        );
 
         // A build that comes while a removal waits goes after the removal, not before.
         let removal = tokio::spawn(for_removal());

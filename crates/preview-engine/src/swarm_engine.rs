@@ -754,7 +754,7 @@ impl Engine for SwarmEngine {
 
     fn build<'a>(&'a self, p: &'a ComposeProject, log: &'a Path) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let building = crate::image_lock::for_build().await;
+            let building = crate::image_lock::for_build(log).await;
             let built = self
                 .compose
                 .build(&p.name, &p.dir, &p.file)?

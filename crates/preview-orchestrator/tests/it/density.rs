@@ -91,7 +91,7 @@ async fn by_hand_leaves_leftovers(dir: &Path) -> usize {
     .unwrap();
     let project = format!("density-control-{}", std::process::id());
     // As the orchestrator does, so that other tests' builds and removals do not meet this one's.
-    let building = preview_engine::image_lock::for_build().await;
+    let building = preview_engine::image_lock::for_build(&dir.join("build.log")).await;
     let out = preview_exec::Cmd::new("docker", "a failing build by hand")
         .args(["compose", "-p", &project, "build"])
         .current_dir(dir)
@@ -202,7 +202,7 @@ async fn failed_builds_and_teardowns_leave_no_build_leftovers() {
     );
     // A build under way (here, held by the test) holds back the removal of images, which may
     // be its cache, and only that: the containers go at once, the images once it ends.
-    let building = preview_engine::image_lock::for_build().await;
+    let building = preview_engine::image_lock::for_build(&e2e.dir.path().join("held.log")).await;
     e2e.send("closed", pr, &second).await;
     let label = format!("label=com.docker.compose.project={id}");
     let deadline = std::time::Instant::now() + DEPLOY_TIMEOUT;
