@@ -37,7 +37,7 @@ enum Command {
     Setup(commands::SetupArgs),
     /// Build and ship a new orchestrator binary, rolling back if it is not healthy
     Sync(commands::SyncArgs),
-    /// Show the server's health and the live previews
+    /// Show the server's health and the live previews, or one preview's services
     Status(commands::StatusArgs),
     /// Tear down the previews, the webhooks and the server
     Destroy(commands::DestroyArgs),

@@ -7,8 +7,9 @@ use preview_core::render::labels;
 
 use crate::{Error, Result};
 
-/// One container of a compose project, as `docker ps -a` reports it (on a swarm: one task).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One container of a compose project, as `docker ps -a` reports it (on a swarm: one task). Its
+/// JSON is what `GET /api/previews/{id}/services` lists.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerState {
     pub name: String,

@@ -681,8 +681,8 @@ async fn sleep_preview(State(app): State<Arc<AppState>>, Path(id): Path<String>)
     }
 }
 
-/// The machines previews run on (the host, or each node of the swarm), with their free memory
-/// and previews.
+/// The containers of preview `id` (on a swarm, its tasks), with their state; 404 for an unknown
+/// preview.
 async fn preview_services(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
@@ -700,6 +700,8 @@ async fn preview_services(State(app): State<Arc<AppState>>, Path(id): Path<Strin
     }
 }
 
+/// The machines previews run on (the host, or each node of the swarm), with their free memory
+/// and previews.
 async fn list_nodes(State(app): State<Arc<AppState>>) -> Response {
     match app.wakes.runner().nodes().await {
         Ok((engine, nodes)) => {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use preview_engine::ContainerState;
 use preview_exec::{Cmd, Output};
 use serde::{Deserialize, Serialize};
 
@@ -559,16 +560,32 @@ impl Remote {
             .with_context(|| format!("the orchestrator on {} sent a bad node list", self.host))
     }
 
+    /// `GET /api/previews/{id}/services` with the API token: the preview's containers (on a
+    /// swarm, its tasks) and their state.
+    pub async fn preview_services(&self, token: &str, id: &str) -> Result<Vec<ContainerState>> {
+        let path = format!("/api/previews/{}/services", plain_id(id)?);
+        let response = self.api("GET", &path, Some(token)).await?;
+        if response.status != 200 {
+            bail!(
+                "listing the services of {id} on {}: HTTP {}: {}",
+                self.host,
+                response.status,
+                response.body.trim()
+            );
+        }
+        #[derive(Deserialize)]
+        struct Services {
+            services: Vec<ContainerState>,
+        }
+        let list: Services = serde_json::from_str(&response.body).with_context(|| {
+            format!("the orchestrator on {} sent a bad service list", self.host)
+        })?;
+        Ok(list.services)
+    }
+
     /// `DELETE /api/previews/{id}`; 202, 204 and 404 (already gone) are success.
     pub async fn delete_preview(&self, token: &str, id: &str) -> Result<()> {
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            bail!("refusing the preview id {id:?} from the server: not a plain id");
-        }
-        let path = format!("/api/previews/{id}");
+        let path = format!("/api/previews/{}", plain_id(id)?);
         let response = self.api("DELETE", &path, Some(token)).await?;
         match response.status {
             200 | 202 | 204 | 404 => Ok(()),
@@ -579,6 +596,18 @@ impl Remote {
             ),
         }
     }
+}
+
+/// `id`, a preview id the server sent, when it is a plain one that goes into a URL path as it is.
+fn plain_id(id: &str) -> Result<&str> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!("refusing the preview id {id:?} from the server: not a plain id");
+    }
+    Ok(id)
 }
 
 /// curl's command line for one internal API request: `method`, the answer's HTTP status on a

@@ -1,9 +1,11 @@
 //! `preview status`: whether the server answers, the orchestrator's version, health and queue
-//! depth, and a table of the live previews (or all of it as JSON).
+//! depth, and a table of the live previews (or all of it as JSON). Given one preview, it shows
+//! that preview's services: each container (on a swarm, each task) and its state.
 
 use anyhow::{Result, bail};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use preview_engine::ContainerState;
 use serde::Serialize;
 
 use super::config::Config;
@@ -16,14 +18,21 @@ use super::tools::{self, Tool};
 /// Arguments of `preview status`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
-Exits with status 1 when the server or the orchestrator does not answer.
+Exits with status 1 when the server or the orchestrator does not answer, or when the preview
+asked for is not there.
 
 Examples:
   preview status
-  preview status --json | jq '.previews[] | select(.status != \"running\")'")]
+  preview status acme/api#7        # that preview's services: app, database, worker, ...
+  preview status 7                 # the same, when only one repository has a PR #7
+  preview status --json | jq '.previews[] | select(.status != \"running\")'
+  preview status acme-api-pr-7 --json | jq '.services[] | select(.state != \"running\")'")]
 pub struct StatusArgs {
     #[command(flatten)]
     pub home: HomeArgs,
+    /// Show one preview and its services: `OWNER/REPO#PR`, a PR number, or a preview id
+    #[arg(value_name = "PREVIEW", value_parser = PreviewSelector::parse)]
+    pub preview: Option<PreviewSelector>,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -43,6 +52,9 @@ pub struct StatusReport {
     /// The machines previews run on (the server, or each node of the swarm), when the API
     /// answered.
     pub nodes: Option<Nodes>,
+    /// The services of the preview asked for (then `previews` holds only it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ContainerState>>,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
@@ -52,7 +64,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     let home = Home::resolve(&args.home)?;
     let config = Config::load(&home)?;
     let state = SetupState::load(&home)?;
-    let report = gather(&config, &home, &state).await?;
+    let report = gather(&config, &home, &state, args.preview.as_ref()).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -64,7 +76,12 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     }
 }
 
-async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<StatusReport> {
+async fn gather(
+    config: &Config,
+    home: &Home,
+    state: &SetupState,
+    preview: Option<&PreviewSelector>,
+) -> Result<StatusReport> {
     let Some(server) = state.server.clone() else {
         return Ok(StatusReport {
             server: None,
@@ -72,6 +89,7 @@ async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<Stat
             health: None,
             previews: Vec::new(),
             nodes: None,
+            services: None,
             error: Some("no server yet: run `preview setup` first".to_owned()),
         });
     };
@@ -83,6 +101,7 @@ async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<Stat
         health: None,
         previews: Vec::new(),
         nodes: None,
+        services: None,
         error: None,
     };
     match remote.health().await {
@@ -102,6 +121,21 @@ async fn gather(config: &Config, home: &Home, state: &SetupState) -> Result<Stat
     match remote.nodes(&token).await {
         Ok(nodes) => report.nodes = Some(nodes),
         Err(err) => report.error = report.error.take().or(Some(format!("{err:#}"))),
+    }
+    if let Some(selector) = preview
+        && report.error.is_none()
+    {
+        match selector.find(&report.previews) {
+            Ok(one) => {
+                let one = one.clone();
+                match remote.preview_services(&token, &one.id).await {
+                    Ok(services) => report.services = Some(services),
+                    Err(err) => report.error = Some(format!("{err:#}")),
+                }
+                report.previews = vec![one];
+            }
+            Err(err) => report.error = Some(err),
+        }
     }
     if report.error.is_none()
         && let Some(health) = &report.health
@@ -173,6 +207,141 @@ fn print_human(report: &StatusReport, config: &Config) {
         "{}",
         preview_table(&report.previews, jiff::Timestamp::now())
     );
+    if let Some(services) = &report.services {
+        if services.is_empty() {
+            println!("No containers: the preview is not started.");
+        } else {
+            println!("{}", service_table(services));
+        }
+    }
+}
+
+/// Which preview `preview status PREVIEW` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreviewSelector {
+    /// `acme-api-pr-7`.
+    Id(String),
+    /// `acme/api#7`.
+    RepoPr { repo: String, pr: u64 },
+    /// `7` or `#7`: the only preview of a PR numbered so.
+    Pr(u64),
+}
+
+impl PreviewSelector {
+    /// Reads `OWNER/REPO#PR`, `#PR`, `PR` or a preview id.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let number = |n: &str| match n.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "{n:?} is not a PR number (a whole number from 1); give OWNER/REPO#PR, a PR number or a preview id such as acme-api-pr-7"
+            )),
+        };
+        if let Some((repo, pr)) = text.split_once('#') {
+            if repo.is_empty() {
+                return number(pr).map(Self::Pr);
+            }
+            let valid_repo = repo.split_once('/').is_some_and(|(owner, name)| {
+                [owner, name].iter().all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                })
+            });
+            if !valid_repo {
+                return Err(format!(
+                    "{repo:?} is not a repository: write it OWNER/REPO, as in acme/api#7"
+                ));
+            }
+            return Ok(Self::RepoPr {
+                repo: repo.to_owned(),
+                pr: number(pr)?,
+            });
+        }
+        if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+            return number(text).map(Self::Pr);
+        }
+        if text.is_empty()
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "{text:?} is neither OWNER/REPO#PR, a PR number nor a preview id (letters, digits, `-`, `_`, `.`)"
+            ));
+        }
+        Ok(Self::Id(text.to_owned()))
+    }
+
+    /// The one preview of `previews` this selects, or why there is none.
+    pub fn find<'a>(&self, previews: &'a [Preview]) -> Result<&'a Preview, String> {
+        let matches: Vec<&Preview> = previews
+            .iter()
+            .filter(|p| match self {
+                Self::Id(id) => p.id == *id,
+                Self::RepoPr { repo, pr } => p.repo.eq_ignore_ascii_case(repo) && p.pr == *pr,
+                Self::Pr(pr) => p.pr == *pr,
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => {
+                let known: Vec<String> = previews
+                    .iter()
+                    .map(|p| format!("{}#{}", p.repo, p.pr))
+                    .collect();
+                Err(format!(
+                    "no preview {self} on the server; {}",
+                    if known.is_empty() {
+                        "there are none".to_owned()
+                    } else {
+                        format!("there are: {}", known.join(", "))
+                    }
+                ))
+            }
+            several => {
+                let repos: Vec<&str> = several.iter().map(|p| p.repo.as_str()).collect();
+                Err(format!(
+                    "{self} is previewed in {} repositories ({}): name one, as in `preview status {}{self}`",
+                    several.len(),
+                    repos.join(", "),
+                    repos[0]
+                ))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for PreviewSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::RepoPr { repo, pr } => write!(f, "{repo}#{pr}"),
+            Self::Pr(pr) => write!(f, "#{pr}"),
+        }
+    }
+}
+
+/// The service table: each container (on a swarm, each task), its state and the engine's
+/// words for it. A task that ended as it should (a migration that exited 0) is `done`.
+pub fn service_table(services: &[ContainerState]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_header(["SERVICE", "CONTAINER", "STATE", "STATUS"]);
+    for c in services {
+        table.add_row([
+            c.service.clone(),
+            c.name.clone(),
+            if c.is_done() {
+                "done".to_owned()
+            } else {
+                c.state.clone()
+            },
+            c.status.clone(),
+        ]);
+    }
+    table
 }
 
 /// The preview table: repo, PR, status, age, URL, ports.
@@ -276,6 +445,115 @@ mod tests {
         }];
         let now: jiff::Timestamp = "2025-01-01T02:30:00Z".parse().unwrap();
         insta::assert_snapshot!(preview_table(&previews, now).to_string());
+    }
+
+    fn preview(repo: &str, pr: u64) -> Preview {
+        Preview {
+            id: format!("{}-pr-{pr}", repo.replace('/', "-")),
+            repo: repo.into(),
+            pr,
+            status: "running".into(),
+            url: None,
+            app_port: None,
+            db_port: None,
+            created_at: None,
+            updated_at: None,
+            sha: None,
+        }
+    }
+
+    #[test]
+    fn a_preview_is_named_by_repo_and_pr_by_pr_or_by_id() {
+        use PreviewSelector::*;
+        let parse = PreviewSelector::parse;
+        assert_eq!(
+            parse("acme/api#7"),
+            Ok(RepoPr {
+                repo: "acme/api".into(),
+                pr: 7
+            })
+        );
+        assert_eq!(parse("#7"), Ok(Pr(7)));
+        assert_eq!(parse("7"), Ok(Pr(7)));
+        assert_eq!(parse("acme-api-pr-7"), Ok(Id("acme-api-pr-7".into())));
+        for (bad, says) in [
+            ("acme/api#x", "\"x\" is not a PR number"),
+            ("acme/api#0", "\"0\" is not a PR number"),
+            ("#", "\"\" is not a PR number"),
+            ("acme#7", "\"acme\" is not a repository"),
+            ("acme/api/x#7", "is not a repository"),
+            ("a b", "is neither OWNER/REPO#PR"),
+            ("../x", "is neither OWNER/REPO#PR"),
+            ("", "is neither OWNER/REPO#PR"),
+            ("99999999999999999999999", "is not a PR number"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_selector_finds_one_preview_or_says_why_not() {
+        let previews = [
+            preview("acme/api", 7),
+            preview("acme/web", 7),
+            preview("acme/web", 3),
+        ];
+        let find = |text: &str| {
+            PreviewSelector::parse(text)
+                .unwrap()
+                .find(&previews)
+                .map(|p| p.id.clone())
+        };
+        assert_eq!(find("ACME/Api#7").unwrap(), "acme-api-pr-7");
+        assert_eq!(find("3").unwrap(), "acme-web-pr-3");
+        assert_eq!(find("acme-web-pr-7").unwrap(), "acme-web-pr-7");
+        assert_eq!(
+            find("7").unwrap_err(),
+            "#7 is previewed in 2 repositories (acme/api, acme/web): name one, as in `preview status acme/api#7`"
+        );
+        assert_eq!(
+            find("acme/api#3").unwrap_err(),
+            "no preview acme/api#3 on the server; there are: acme/api#7, acme/web#7, acme/web#3"
+        );
+        assert_eq!(
+            PreviewSelector::Pr(1).find(&[]).unwrap_err(),
+            "no preview #1 on the server; there are none"
+        );
+    }
+
+    #[test]
+    fn service_table_shape() {
+        let container =
+            |service: &str, state: &str, status: &str, exit_code, one_shot| ContainerState {
+                name: format!("acme-api-pr-7-{service}-1"),
+                service: service.into(),
+                state: state.into(),
+                status: status.into(),
+                exit_code,
+                one_shot,
+            };
+        insta::assert_snapshot!(
+            service_table(&[
+                container("app", "running", "Up 3 minutes (healthy)", None, false),
+                container(
+                    "worker",
+                    "restarting",
+                    "Restarting (1) 5 seconds ago",
+                    Some(1),
+                    false
+                ),
+                container(
+                    "migrate",
+                    "exited",
+                    "Exited (0) 3 minutes ago",
+                    Some(0),
+                    true
+                ),
+                container("seed", "exited", "Exited (2) 3 minutes ago", Some(2), true),
+            ])
+            .to_string()
+        );
     }
 
     #[test]

@@ -186,6 +186,40 @@ async fn init_setup_status_sync_destroy() {
         table.stdout.contains("NODE (compose)") && table.stdout.contains("2.8 GiB of 3.8 GiB"),
         "the node table: {table:?}"
     );
+    // One preview, by repository and PR or by PR number alone: its services.
+    for selector in ["acme/api#7", "7"] {
+        let one = bed.run(bed.preview(&["status", selector])).await;
+        one.ok();
+        assert!(
+            one.stdout.contains("acme-api-pr-7-migrate-1")
+                && one.stdout.contains("done")
+                && one.stdout.contains("Up 3 minutes (healthy)")
+                && !one.stdout.contains("acme/web"),
+            "{selector}: {one:?}"
+        );
+    }
+    let one = bed
+        .run(bed.preview(&["status", "acme-api-pr-7", "--json"]))
+        .await;
+    one.ok();
+    let report: serde_json::Value = serde_json::from_str(&one.stdout).unwrap();
+    assert_eq!(report["previews"].as_array().unwrap().len(), 1);
+    assert_eq!(report["services"].as_array().unwrap().len(), 3);
+    assert_eq!(report["services"][2]["exitCode"], 0);
+    assert!(
+        bed.stdin_of(bed.call_count() - 1)
+            .contains(&format!("Authorization: Bearer {}", secrets[3])),
+        "the API token travels on stdin"
+    );
+    // A preview that is not there is an error naming those that are.
+    let missing = bed.run(bed.preview(&["status", "acme/api#8"])).await;
+    missing.failed();
+    assert!(
+        missing
+            .stderr
+            .contains("no preview acme/api#8 on the server; there are: acme/api#7, acme/web#3"),
+        "{missing:?}"
+    );
 
     // sync.
     let sync = bed

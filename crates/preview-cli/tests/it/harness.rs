@@ -107,6 +107,14 @@ case "$last" in
   *curl*DELETE*/api/previews/*)
     echo '{"previews":[]}' > "$R/previews.json"
     printf '{"status":"queued"}\n202' ;;
+  *curl*/api/previews/acme-api-pr-7/services*)
+    if grep -q "Authorization: Bearer $(cat "$R/expected-api-token" 2>/dev/null)" "$R/stdin/$n"; then
+      printf '{"id":"acme-api-pr-7","services":%s}\n200' "$(cat "$R/services.json")"
+    else
+      printf '{"error":"missing or wrong bearer token"}\n401'
+    fi ;;
+  *curl*/api/previews/*/services*)
+    printf '{"error":"no preview"}\n404' ;;
   *curl*/api/previews*)
     if grep -q "Authorization: Bearer $(cat "$R/expected-api-token" 2>/dev/null)" "$R/stdin/$n"; then
       printf '%s\n200' "$(cat "$R/previews.json")"
@@ -138,6 +146,32 @@ PROG=preview-orchestrator
 @RECORD@
 echo "preview-orchestrator 0.2.0"
 "#;
+
+/// The services the fake orchestrator lists for `acme-api-pr-7`, in the orchestrator's own type:
+/// its app, its database and a migration that ended.
+pub fn services() -> Vec<preview_engine::ContainerState> {
+    let container = |service: &str, state: &str, status: &str, exit_code, one_shot| {
+        preview_engine::ContainerState {
+            name: format!("acme-api-pr-7-{service}-1"),
+            service: service.to_owned(),
+            state: state.to_owned(),
+            status: status.to_owned(),
+            exit_code,
+            one_shot,
+        }
+    };
+    vec![
+        container("app", "running", "Up 3 minutes (healthy)", None, false),
+        container("db", "running", "Up 4 minutes", None, false),
+        container(
+            "migrate",
+            "exited",
+            "Exited (0) 3 minutes ago",
+            Some(0),
+            true,
+        ),
+    ]
+}
 
 /// The previews the fake orchestrator lists.
 pub const PREVIEWS: &str = r#"{"previews":[{"id":"acme-api-pr-7","repo":"acme/api","slug":"acme-api","prNumber":7,"status":"running","url":"http://203.0.113.10/acme-api/pr-7/","createdAt":"2025-01-01T00:00:00Z","updatedAt":"2025-01-01T01:00:00Z","headSha":"0123456789abcdef0123456789abcdef01234567","ports":{"app":8001,"db":9001}},{"id":"acme-web-pr-3","repo":"acme/web","slug":"acme-web","prNumber":3,"status":"building","url":"http://203.0.113.10/acme-web/pr-3/","createdAt":"2025-01-02T00:00:00Z","updatedAt":"2025-01-02T00:00:00Z","headSha":"89abcdef0123456789abcdef0123456789abcdef","ports":{"app":8002}}]}"#;
@@ -181,6 +215,11 @@ impl Bed {
         std::fs::write(bed.path("infra/ansible/playbook.yml"), "---\n").unwrap();
         std::fs::write(bed.path("rec/server-version"), "0.1.0").unwrap();
         std::fs::write(bed.path("rec/previews.json"), PREVIEWS).unwrap();
+        std::fs::write(
+            bed.path("rec/services.json"),
+            serde_json::to_string(&services()).unwrap(),
+        )
+        .unwrap();
         let record = RECORD.replace("@REC@", &bed.path("rec").display().to_string());
         for (name, script) in [
             ("bin/terraform", TERRAFORM),
