@@ -98,7 +98,37 @@ impl Engine for ComposeEngine {
     }
 
     fn converge<'a>(&'a self, p: &'a ComposeProject, env: &'a AppEnv) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.run(Some(env), None, |c| c.start(&p.name, &p.dir, &p.file)))
+        Box::pin(async move {
+            // A task that ended as it should (a migration) is not run again: when there is one,
+            // only the services of the other containers start.
+            let containers = project_containers(&p.name).await?;
+            let done: BTreeSet<&str> = containers
+                .iter()
+                .filter(|c| c.is_done())
+                .map(|c| c.service.as_str())
+                .collect();
+            let others: BTreeSet<&str> = containers
+                .iter()
+                .map(|c| c.service.as_str())
+                .filter(|s| !done.contains(s))
+                .collect();
+            if done.is_empty() || others.is_empty() {
+                return self
+                    .run(Some(env), None, |c| c.start(&p.name, &p.dir, &p.file))
+                    .await;
+            }
+            let others: Vec<&str> = others.into_iter().collect();
+            self.run(Some(env), None, |c| {
+                c.start_only(
+                    &p.name,
+                    &p.dir,
+                    &p.file,
+                    &others,
+                    "start the preview's services from their built images, but the tasks that ended",
+                )
+            })
+            .await
+        })
     }
 
     fn retire<'a>(

@@ -94,7 +94,8 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Brings the project to its file from built images: starts what is stopped, recreates what
     /// changed and removes the containers of services the file no longer has (an update's old
-    /// app slot). Also wakes a preview that sleeps.
+    /// app slot). Also wakes a preview that sleeps. A task that ended as it should (a
+    /// migration) is not run again.
     fn converge<'a>(
         &'a self,
         project: &'a ComposeProject,

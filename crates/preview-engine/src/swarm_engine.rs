@@ -805,9 +805,19 @@ impl Engine for SwarmEngine {
 
     fn stop<'a>(&'a self, p: &'a ComposeProject) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // A task that completed (a migration) holds no memory, and stays completed through
+            // the wake's deploy while its scale and spec are unchanged: it is not run again.
+            let done: BTreeSet<String> = self
+                .containers(&p.name)
+                .await?
+                .into_iter()
+                .filter(ContainerState::is_done)
+                .map(|c| c.service)
+                .collect();
             let scales: Vec<String> = stack_services(&p.name)
                 .await?
                 .into_iter()
+                .filter(|s| !done.contains(&s.service))
                 .map(|s| format!("{}_{}=0", s.stack, s.service))
                 .collect();
             if !scales.is_empty() {

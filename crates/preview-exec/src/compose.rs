@@ -155,30 +155,47 @@ impl Compose {
         ))
     }
 
-    /// `up -d --no-build --no-deps --remove-orphans SERVICE`: after an update's switch, removes
-    /// the containers of services the file no longer has (the previous app slot, services the
-    /// commit dropped) and touches nothing else: unlike [`Compose::start`], it does not start
-    /// again a task that ended (a migration), since `SERVICE`, the running app, has no deps
-    /// brought up.
-    pub fn retire(&self, project: &str, dir: &Path, file: &str, service: &str) -> Result<Cmd> {
-        validate_service_name(service)?;
+    /// `up -d --no-build --no-deps --remove-orphans SERVICE...`: starts (or recreates) only
+    /// `services`, in their order, each still waiting for the conditions of its dependencies
+    /// among them, and brings up no other service: a task that ended (a migration) is not run
+    /// again, as [`Compose::start`] would. Also removes the containers of services the file no
+    /// longer has. `description` says what for.
+    pub fn start_only(
+        &self,
+        project: &str,
+        dir: &Path,
+        file: &str,
+        services: &[&str],
+        description: &str,
+    ) -> Result<Cmd> {
+        if services.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "services to start",
+                reason: "none given".into(),
+            });
+        }
+        for service in services {
+            validate_service_name(service)?;
+        }
         Ok(self.app_env.apply_to(
-            self.project(
-                project,
-                dir,
-                file,
-                "remove the previous commit's containers",
-            )?
-            .args([
-                "up",
-                "-d",
-                "--no-build",
-                "--no-deps",
-                "--remove-orphans",
-                service,
-            ])
-            .timeout(self.up_timeout),
+            self.project(project, dir, file, description)?
+                .args(["up", "-d", "--no-build", "--no-deps", "--remove-orphans"])
+                .args(services)
+                .timeout(self.up_timeout),
         ))
+    }
+
+    /// [`Compose::start_only`] the running app `service` after an update's switch: removes the
+    /// containers of services the file no longer has (the previous app slot, services the
+    /// commit dropped) and touches nothing else.
+    pub fn retire(&self, project: &str, dir: &Path, file: &str, service: &str) -> Result<Cmd> {
+        self.start_only(
+            project,
+            dir,
+            file,
+            &[service],
+            "remove the previous commit's containers",
+        )
     }
 
     /// `build`: builds every service of `project` that has a build section, and starts nothing
@@ -495,7 +512,30 @@ mod tests {
         );
         for bad in ["", "-d", "--remove-orphans", "a b", "a/b", "a;b"] {
             assert!(compose.retire("p", dir, "f", bad).is_err(), "{bad:?}");
+            assert!(
+                compose
+                    .start_only("p", dir, "f", &["db", bad], "wake")
+                    .is_err(),
+                "{bad:?}"
+            );
         }
+        // A wake starts the services it names, and no task that ended.
+        let wake = compose
+            .start_only("p", dir, "c.yml", &["db", "web"], "wake")
+            .unwrap();
+        assert_eq!(
+            argv(&wake)[6..],
+            [
+                "up",
+                "-d",
+                "--no-build",
+                "--no-deps",
+                "--remove-orphans",
+                "db",
+                "web"
+            ]
+        );
+        assert!(compose.start_only("p", dir, "c.yml", &[], "wake").is_err());
     }
 
     #[test]

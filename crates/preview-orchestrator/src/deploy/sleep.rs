@@ -236,13 +236,13 @@ impl DockerRunner {
             return WakeOutcome::Busy("being removed".into());
         }
         // Whether its containers need starting: a sleeping preview's do. So do some of a
-        // serving one's after a sleep killed half-way; when all of them run, the app itself
-        // is slow or failing, and the wake only waits for it to answer (never a redirect the
-        // browser would loop on).
+        // serving one's after a sleep killed half-way; when all of them run (or ended as they
+        // should, as a migration does), the app itself is slow or failing, and the wake only
+        // waits for it to answer (never a redirect the browser would loop on).
         let start = match &rec.status {
             DeploymentStatus::Sleeping => true,
             DeploymentStatus::Running => match self.settings.engine.containers(id.as_str()).await {
-                Ok(c) => c.is_empty() || c.iter().any(|c| c.state != "running"),
+                Ok(c) => c.is_empty() || c.iter().any(|c| c.state != "running" && !c.is_done()),
                 Err(e) => return WakeOutcome::Failed(e.to_string()),
             },
             DeploymentStatus::Waiting { .. } => {

@@ -1,14 +1,14 @@
 //! A repository's own compose stack through the whole loop on the real engine, a private nginx,
 //! real git and a fake GitHub: `fixtures/apps/compose-stack` (a web app built from the repo,
-//! Postgres, Redis, a one-shot migration the web app waits on and a file secret) opens, updates
-//! and closes.
+//! Postgres, Redis, a one-shot migration the web app waits on and a file secret) opens, updates,
+//! sleeps and wakes without running its migration again, and closes.
 
 use std::time::Duration;
 
 use preview_orchestrator::DeploymentStatus;
 use preview_testkit::{docker, wait_for_http};
 
-use crate::e2e_support::{E2e, Tree};
+use crate::e2e_support::{E2e, Tree, visit};
 use crate::harness::TOKEN;
 
 /// Cold builds share 2 cores with other tests.
@@ -137,6 +137,25 @@ async fn assert_services_shown(e2e: &E2e, id: &str) {
     }
 }
 
+/// When the container of `service` last started, as Docker says.
+async fn started_at(id: &str, service: &str) -> String {
+    let container = docker([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=dev.preview-deployer.deployment={id}"),
+        "--filter",
+        &format!("label=com.docker.compose.service={service}"),
+    ])
+    .await
+    .unwrap();
+    docker(["inspect", "-f", "{{.State.StartedAt}}", container.trim()])
+        .await
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 /// The id of the running container of `service`.
 async fn container_id(id: &str, service: &str) -> String {
     docker([
@@ -155,7 +174,8 @@ async fn container_id(id: &str, service: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repos_own_compose_stack_opens_updates_and_closes() {
-    let e2e = E2e::start("compose-stack", &[]).await;
+    // Sleep on request only (the API), so that the wake is this test's own.
+    let e2e = E2e::start("compose-stack", &[("--idle-sleep-minutes", "600".into())]).await;
     let pr = 4;
     let id = e2e.id(pr);
     let port = e2e.nginx.port();
@@ -233,6 +253,36 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
         after.body.contains("\nmigrations: 2\n"),
         "the migration ran once per commit: {}",
         after.body
+    );
+
+    // sleep → every container stops; a visit wakes the stack, and the migration, done before
+    // the sleep, does not run again (its container is not started again).
+    let migrate_started = started_at(id.as_str(), "migrate").await;
+    let slept = reqwest::Client::new()
+        .post(format!("{}/api/previews/{id}/sleep", e2e.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slept.status(), 200, "{:?}", slept.text().await);
+    e2e.wait_status(pr, DeploymentStatus::Sleeping, FEEDBACK_TIMEOUT)
+        .await;
+    let woke = visit(port, &path).await;
+    assert!(
+        woke.waits + woke.redirects > 0 && woke.body.contains("\nmigrations: 2\n"),
+        "the stack woke on the kept database, and its migration did not run again: {woke:?}"
+    );
+    e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
+        .await;
+    assert_running_with_migration_done(id.as_str()).await;
+    assert_eq!(
+        started_at(id.as_str(), "migrate").await,
+        migrate_started,
+        "the wake started the finished migration again"
+    );
+    eprintln!(
+        "wake of the compose stack (first request through nginx to its 200): {:.2} s",
+        woke.took.as_secs_f64()
     );
 
     // closed → nothing left: containers, the database's volume, networks, built images

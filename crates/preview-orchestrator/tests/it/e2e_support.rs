@@ -1247,3 +1247,70 @@ impl DaemonWorld {
         assert!(rec["ports"].is_null(), "{rec}");
     }
 }
+
+/// How long [`visit`] waits for a 200.
+const VISIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a visitor saw: the final body, the time from the first request to the 200, and how
+/// many answers before it (waking pages and redirects).
+#[derive(Debug)]
+pub struct Visit {
+    pub body: String,
+    pub took: Duration,
+    pub waits: usize,
+    pub redirects: usize,
+}
+
+/// Visits `path` through nginx as a browser does: follows the wake's redirect to the same
+/// URL and reloads the waking page after its `Retry-After`, until a 200 (within five minutes:
+/// a wake may wait for cold builds of other tests). Any other answer fails the test.
+pub async fn visit(port: u16, path: &str) -> Visit {
+    visit_host(port, "localhost", path).await
+}
+
+/// [`visit`] with the `Host` header `host`.
+pub async fn visit_host(port: u16, host: &str, path: &str) -> Visit {
+    let started = std::time::Instant::now();
+    let (mut waits, mut redirects) = (0, 0);
+    loop {
+        assert!(
+            started.elapsed() < VISIT_TIMEOUT,
+            "{path} did not answer 200 in {VISIT_TIMEOUT:?}"
+        );
+        let answer = match preview_testkit::http_get_host(port, host, path).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        let headers = answer.headers.to_ascii_lowercase();
+        match answer.status {
+            200 => {
+                return Visit {
+                    body: answer.body,
+                    took: started.elapsed(),
+                    waits,
+                    redirects,
+                };
+            }
+            307 => {
+                assert!(
+                    headers.contains(&format!("location: {path}")),
+                    "the wake sends the browser back where it was going: {}",
+                    answer.headers
+                );
+                redirects += 1;
+            }
+            503 => {
+                assert!(
+                    headers.contains("retry-after: ")
+                        && answer.body.contains("http-equiv=\"refresh\""),
+                    "a waiting browser gets a page that reloads itself: {} {}",
+                    answer.headers,
+                    answer.body
+                );
+                waits += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            status => panic!("GET {path}: {status}\n{}\n{}", answer.headers, answer.body),
+        }
+    }
+}

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use preview_engine::{ComposeEngine, Engine};
 use preview_exec::compose::Compose;
 use preview_orchestrator::DeploymentStatus;
-use preview_testkit::{docker, free_port, http_get, http_get_host, wait_for_http};
+use preview_testkit::{docker, free_port, http_get, wait_for_http};
 
-use crate::e2e_support::{Daemon, DaemonWorld, E2e, Tree, eventually};
+use crate::e2e_support::{Daemon, DaemonWorld, E2e, Tree, eventually, visit, visit_host};
 use crate::harness::TOKEN;
 
 /// Cold builds share 2 cores with other tests.
@@ -27,70 +27,6 @@ fn app(body: &str) -> Tree {
     Tree::fixture("python-plain")
         .replace("python-plain ok", body)
         .with("preview-config.yml", "database: postgres\n")
-}
-
-/// What a visitor saw: the final body, the time from the first request to the 200, and how
-/// many answers before it (waking pages and redirects).
-#[derive(Debug)]
-struct Visit {
-    body: String,
-    took: Duration,
-    waits: usize,
-    redirects: usize,
-}
-
-/// Visits `path` through nginx as a browser does: follows the wake's redirect to the same
-/// URL and reloads the waking page after its `Retry-After`, until a 200. Any other answer
-/// fails the test.
-async fn visit(port: u16, path: &str) -> Visit {
-    visit_host(port, "localhost", path).await
-}
-
-/// [`visit`] with the `Host` header `host`.
-async fn visit_host(port: u16, host: &str, path: &str) -> Visit {
-    let started = Instant::now();
-    let (mut waits, mut redirects) = (0, 0);
-    loop {
-        assert!(
-            started.elapsed() < LIVE_TIMEOUT,
-            "{path} did not answer 200 in {LIVE_TIMEOUT:?}"
-        );
-        let answer = match http_get_host(port, host, path).await {
-            Ok(answer) => answer,
-            Err(e) => panic!("GET {path}: {e}"),
-        };
-        let headers = answer.headers.to_ascii_lowercase();
-        match answer.status {
-            200 => {
-                return Visit {
-                    body: answer.body,
-                    took: started.elapsed(),
-                    waits,
-                    redirects,
-                };
-            }
-            307 => {
-                assert!(
-                    headers.contains(&format!("location: {path}")),
-                    "the wake sends the browser back where it was going: {}",
-                    answer.headers
-                );
-                redirects += 1;
-            }
-            503 => {
-                assert!(
-                    headers.contains("retry-after: ")
-                        && answer.body.contains("http-equiv=\"refresh\""),
-                    "a waiting browser gets a page that reloads itself: {} {}",
-                    answer.headers,
-                    answer.body
-                );
-                waits += 1;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            status => panic!("GET {path}: {status}\n{}\n{}", answer.headers, answer.body),
-        }
-    }
 }
 
 /// The compose engine, to read a preview's usage as the orchestrator does.
