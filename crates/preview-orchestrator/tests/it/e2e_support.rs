@@ -1131,15 +1131,18 @@ impl Drop for RemovedOnPanic {
             .collect();
         for project in ours {
             eprintln!("removing {project}, left by the failed test");
-            docker(&[
-                "compose",
-                "-p",
-                project,
-                "down",
-                "--volumes",
-                "--rmi",
-                "local",
+            docker(&["compose", "-p", project, "down", "--volumes"]);
+            // Its built images are tagged `{project}-{service}`, so `--rmi local` keeps them.
+            let images = docker(&[
+                "images",
+                "-q",
+                "--filter",
+                &format!("reference={project}-*"),
             ]);
+            let images: Vec<&str> = images.lines().collect();
+            if !images.is_empty() {
+                docker(&[&["rmi", "--force"][..], &images].concat());
+            }
         }
     }
 }
