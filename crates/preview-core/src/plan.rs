@@ -1368,12 +1368,14 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
 /// this refusal for "no app found".
 fn with_compose_none_hint(e: Error, app_without_compose: bool) -> Error {
     match e {
+        // With several refusals, the hint goes with the first, which is always listed.
         Error::ComposeRefused {
             file,
             line,
             service,
             key,
             reason,
+            more,
         } if app_without_compose => Error::ComposeRefused {
             file,
             line,
@@ -1382,6 +1384,7 @@ fn with_compose_none_hint(e: Error, app_without_compose: bool) -> Error {
             reason: format!(
                 "{reason} (or set `compose: none` in preview-config.yml to preview the app without this file)"
             ),
+            more,
         },
         other => other,
     }
