@@ -298,4 +298,46 @@ mod tests {
             format!("{}…(2 characters)…{}", "é".repeat(133), "é".repeat(66))
         );
     }
+
+    fn refusal(line: Option<u64>, key: &str) -> Error {
+        Error::ComposeRefused {
+            file: "compose.yaml".into(),
+            line,
+            service: Some("web".into()),
+            key: key.into(),
+            reason: "no".into(),
+            more: Vec::new(),
+        }
+    }
+
+    /// Refusals are put in line order (those without a line last, as found), repeats dropped
+    /// and lists flattened; another kind of error wins, and no refusal is no error.
+    #[test]
+    fn refusals_are_gathered_in_line_order() {
+        assert!(Error::from_refusals(Vec::new()).is_none());
+        let one = Error::from_refusals(vec![refusal(Some(3), "a")]).unwrap();
+        assert_eq!(one.to_string(), "compose.yaml:3: service `web`: key `a`: no");
+        let nested = Error::from_refusals(vec![refusal(Some(9), "d"), refusal(None, "e")]);
+        let all = Error::from_refusals(vec![
+            refusal(None, "f"),
+            nested.unwrap(),
+            refusal(Some(3), "b"),
+            refusal(Some(3), "b"),
+            refusal(Some(1), "a"),
+        ])
+        .unwrap();
+        assert_eq!(
+            all.to_string(),
+            "compose.yaml: 5 refusals:
+- compose.yaml:1: service `web`: key `a`: no
+- compose.yaml:3: service `web`: key `b`: no
+- compose.yaml:9: service `web`: key `d`: no
+- compose.yaml: service `web`: key `f`: no
+- compose.yaml: service `web`: key `e`: no"
+        );
+        assert_eq!(all.refusals().len(), 5);
+        assert!(Error::NoApp("none".into()).refusals().is_empty());
+        let other = Error::from_refusals(vec![refusal(Some(1), "a"), Error::NoApp("x".into())]);
+        assert!(matches!(other, Some(Error::NoApp(_))));
+    }
 }

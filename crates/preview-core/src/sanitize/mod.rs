@@ -3280,3 +3280,183 @@ mod hostname_service_profile_tests {
         assert_eq!(profiles("other"), ["tools"], "not started");
     }
 }
+
+#[cfg(test)]
+mod every_refusal_tests {
+    use super::*;
+
+    fn run(text: &str) -> Result<SanitizedCompose> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let checkout = Checkout::open(dir.path()).unwrap();
+        sanitize(
+            text,
+            &SanitizeContext {
+                checkout: &checkout,
+                file: "compose.yaml".into(),
+            },
+        )
+    }
+
+    /// The line and key of each refusal an error holds, in its order.
+    fn lines_and_keys(e: &Error) -> Vec<(Option<u64>, String)> {
+        e.refusals()
+            .into_iter()
+            .map(|r| match r {
+                Error::ComposeRefused { line, key, .. } => (*line, key.clone()),
+                other => panic!("not a refusal: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Services and keys are read in name order (`worker` after `web`, `cap_add` before
+    /// `privileged`); the refusals are listed in the order of the file's lines.
+    #[test]
+    fn refusals_of_several_services_and_the_top_level_are_listed_in_line_order() {
+        let text = "services:\n  worker:\n    image: busybox\n    volumes:\n      - /etc:/host-etc\n    network_mode: host\n    devices: [/dev/sda]\n  web:\n    build: .\n    privileged: true\n    ports: [\"8000:8000\"]\n    cap_add: [SYS_ADMIN]\nvolumes:\n  data:\n    driver: nfs\ninclude: [other.yaml]\n";
+        let err = run(text).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(4), "volumes".to_owned()),
+                (Some(6), "network_mode".to_owned()),
+                (Some(7), "devices".to_owned()),
+                (Some(10), "privileged".to_owned()),
+                (Some(12), "cap_add".to_owned()),
+                (Some(15), "volumes.data.driver".to_owned()),
+                (Some(16), "include".to_owned()),
+            ]
+        );
+        assert_eq!(
+            err.to_string(),
+            "compose.yaml: 7 refusals:
+- compose.yaml:4: service `worker`: key `volumes`: the bind mount \"/etc\" is outside the checkout; previews may only mount their own files
+- compose.yaml:6: service `worker`: key `network_mode`: network_mode \"host\" would leave the preview's own network (only `none` and `service:NAME` are allowed)
+- compose.yaml:7: service `worker`: key `devices`: host devices are not available to previews
+- compose.yaml:10: service `web`: key `privileged`: privileged containers control the host
+- compose.yaml:12: service `web`: key `cap_add`: previews run without added capabilities
+- compose.yaml:15: key `volumes.data.driver`: volumes are plain local volumes of the preview: drivers, driver options, names and external volumes can reach the host or other previews
+- compose.yaml:16: key `include`: including other files is not supported; inline them"
+        );
+        // Each alone reads as it always did.
+        let alone = run("services:\n  web:\n    build: .\n    privileged: true\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            alone,
+            "compose.yaml:4: service `web`: key `privileged`: privileged containers control the host"
+        );
+    }
+
+    /// awesome-compose's plex sample, in our words: the variable in `volumes` (line 10) was
+    /// refused alone, though `network_mode: host` comes first (line 5). The volume, whose
+    /// variable is refused, is not judged again as a path.
+    #[test]
+    fn the_plex_shape_names_network_mode_first_then_the_variable_in_volumes() {
+        let text = "services:\n  media:\n    image: example/media-server\n    container_name: media\n    network_mode: host\n    environment:\n      - VERSION=docker\n    restart: always\n    volumes:\n      - ${MEDIA_PATH}:/media/\n";
+        let err = run(text).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(5), "network_mode".to_owned()),
+                (Some(10), "volumes".to_owned())
+            ]
+        );
+        let shown = err.to_string();
+        assert!(shown.starts_with("compose.yaml: 2 refusals:\n- compose.yaml:5: service `media`: key `network_mode`: network_mode \"host\""), "{shown}");
+        assert!(shown.contains("\n- compose.yaml:10: service `media`: key `volumes`: variables are not substituted in `volumes` (found `MEDIA_PATH`)"), "{shown}");
+    }
+
+    /// A build key whose variable is refused is not judged again, and the Dockerfile, read from
+    /// a refused context, is not judged at all; the other build keys are.
+    #[test]
+    fn a_key_depending_on_a_refused_one_is_not_judged() {
+        let text = "services:\n  web:\n    build:\n      context: ${CTX}\n      dockerfile: missing/Dockerfile\n      network: host\n";
+        let err = run(text).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(4), "build.context".to_owned()),
+                (Some(6), "build.network".to_owned())
+            ]
+        );
+        // With the context fine, the missing Dockerfile is refused beside the network.
+        let text = "services:\n  web:\n    build:\n      context: .\n      dockerfile: missing/Dockerfile\n      network: host\n";
+        let keys: Vec<String> = lines_and_keys(&run(text).unwrap_err())
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(keys, ["build.dockerfile", "build.network"]);
+    }
+
+    /// 200 refusals: 20 are listed, in line order, and the rest counted; a refusal's long value
+    /// is cut so that the list fits too. The message stays well under 8 KiB either way.
+    #[test]
+    fn two_hundred_refusals_list_twenty_and_count_the_rest() {
+        let mut text = "services:\n".to_owned();
+        for i in 0..MAX_SERVICES {
+            text.push_str(&format!(
+                "  s{i:03}:\n    image: busybox\n    privileged: true\n    cap_add: [SYS_ADMIN]\n"
+            ));
+        }
+        let err = run(&text).unwrap_err();
+        assert_eq!(err.refusals().len(), 200);
+        let shown = err.to_string();
+        assert!(shown.starts_with("compose.yaml: 200 refusals:\n- compose.yaml:4: service `s000`: key `privileged`: "), "{shown}");
+        assert_eq!(shown.matches("\n- compose.yaml:").count(), 20, "{shown}");
+        assert!(
+            shown.contains("\n- compose.yaml:41: service `s009`: key `cap_add`: previews run without added capabilities\n- and 180 more"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("\n- and 180 more"), "{shown}");
+        assert!(shown.len() < 8 * 1024, "{} bytes", shown.len());
+
+        // Each refusal quotes a 1,000-character path (as many as fit the file's 64 KiB): each
+        // is cut, and fewer are listed.
+        let long = "x".repeat(1_000);
+        let mut text = "services:\n  web:\n    build: .\n    volumes:\n".to_owned();
+        for i in 0..60 {
+            text.push_str(&format!("      - /{long}{i}:/m{i}\n"));
+        }
+        let err = run(&text).unwrap_err();
+        assert_eq!(err.refusals().len(), 60);
+        let shown = err.to_string();
+        let listed = shown
+            .matches("\n- compose.yaml:4: service `web`: key `volumes`: the bind mount")
+            .count();
+        assert!((5..20).contains(&listed), "{listed} listed: {shown}");
+        assert!(
+            shown.ends_with(&format!("\n- and {} more", 60 - listed)),
+            "{shown}"
+        );
+        assert!(shown.contains("…("), "{shown}");
+        assert!(shown.len() < 8 * 1024, "{} bytes", shown.len());
+    }
+
+    /// Variables outside the preview are refused all at once, in line order: the first says why,
+    /// the others refer to it.
+    #[test]
+    fn every_variable_outside_the_preview_is_named() {
+        let text = "services:\n  web:\n    build: .\n    environment:\n      TOKEN: ${GITHUB_TOKEN}\n      PORT: ${PORT}\n  worker:\n    image: busybox\n    command: echo $HOME\n    environment:\n      - SECRET\n";
+        let compose = run(text).unwrap();
+        let names: BTreeSet<String> = ["PORT".to_owned()].into();
+        let err = check_variables(&compose, &names).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(5), "environment".to_owned()),
+                (Some(9), "command".to_owned()),
+                (Some(11), "environment".to_owned()),
+            ]
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("compose.yaml: 3 refusals:\n- compose.yaml:5: service `web`: key `environment`: `GITHUB_TOKEN` is not a variable of this preview, and Compose's own environment is never used;"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("\n- compose.yaml:9: service `worker`: key `command`: `HOME` is not a variable of this preview either\n- compose.yaml:11: service `worker`: key `environment`: `SECRET` is not a variable of this preview either"),
+            "{shown}"
+        );
+    }
+}
