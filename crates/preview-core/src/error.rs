@@ -316,7 +316,10 @@ mod tests {
     fn refusals_are_gathered_in_line_order() {
         assert!(Error::from_refusals(Vec::new()).is_none());
         let one = Error::from_refusals(vec![refusal(Some(3), "a")]).unwrap();
-        assert_eq!(one.to_string(), "compose.yaml:3: service `web`: key `a`: no");
+        assert_eq!(
+            one.to_string(),
+            "compose.yaml:3: service `web`: key `a`: no"
+        );
         let nested = Error::from_refusals(vec![refusal(Some(9), "d"), refusal(None, "e")]);
         let all = Error::from_refusals(vec![
             refusal(None, "f"),

@@ -3402,7 +3402,12 @@ mod every_refusal_tests {
         let err = run(&text).unwrap_err();
         assert_eq!(err.refusals().len(), 200);
         let shown = err.to_string();
-        assert!(shown.starts_with("compose.yaml: 200 refusals:\n- compose.yaml:4: service `s000`: key `privileged`: "), "{shown}");
+        assert!(
+            shown.starts_with(
+                "compose.yaml: 200 refusals:\n- compose.yaml:4: service `s000`: key `privileged`: "
+            ),
+            "{shown}"
+        );
         assert_eq!(shown.matches("\n- compose.yaml:").count(), 20, "{shown}");
         assert!(
             shown.contains("\n- compose.yaml:41: service `s009`: key `cap_add`: previews run without added capabilities\n- and 180 more"),
