@@ -1737,6 +1737,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.ends_with(hint), "{err}");
+        // With several refusals, the hint goes once, with the first: always listed.
+        let twice = (
+            "compose.yaml",
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    runtime: runsc\n    privileged: true\n",
+        );
+        let err = plan_files(&[twice, ("Dockerfile", "FROM python:3.12-slim-bookworm\n")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "compose.yaml: 2 refusals:\n- compose.yaml:5: service `web`: key `runtime`: previews use the default runtime {hint}\n- compose.yaml:6: service `web`: key `privileged`: privileged containers control the host"
+            )
+        );
     }
 
     #[test]
