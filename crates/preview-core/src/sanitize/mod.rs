@@ -2,7 +2,9 @@
 //! ones that would reach the host are refused with the service and key named: `privileged`, host
 //! network/pid/ipc, `devices`, `cap_add`, the Docker socket, bind mounts outside the checkout and
 //! host ports. Limits, labels, restart policy and published ports are the orchestrator's, so the
-//! repo's are dropped with a warning. What passes is handed to the compose template.
+//! repo's are dropped with a warning. What passes is handed to the compose template. A refused
+//! file is refused for every refusal one pass finds, listed in line order
+//! ([`crate::Error::from_refusals`]).
 //!
 //! `$` follows one rule, explained at [`VariableRef`]: a repo's compose file may use only the
 //! preview's own variables, which the orchestrator substitutes itself; Compose never interpolates
