@@ -3440,6 +3440,78 @@ mod every_refusal_tests {
         assert!(shown.len() < 8 * 1024, "{} bytes", shown.len());
     }
 
+    /// Service lines refused whatever else the service has, with the key each refusal names.
+    const INDEPENDENT: [(&str, &str); 13] = [
+        ("privileged: true", "privileged"),
+        ("network_mode: host", "network_mode"),
+        ("cap_add: [SYS_ADMIN]", "cap_add"),
+        ("devices: [/dev/sda]", "devices"),
+        ("pid: host", "pid"),
+        ("ipc: host", "ipc"),
+        ("volumes: [\"/etc:/etc\"]", "volumes"),
+        ("env_file: /etc/environment", "env_file"),
+        ("runtime: runsc", "runtime"),
+        ("sysctls: {net.core.somaxconn: 1024}", "sysctls"),
+        ("command: \"echo $ money\"", "command"),
+        ("volumes_from: [\"container:other\"]", "volumes_from"),
+        ("no_such_key: 1", "no_such_key"),
+    ];
+
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any mix of independent refusals, in any order over several services, is listed
+        /// whole: one refusal for each, in the order of the file's lines.
+        #[test]
+        fn every_independent_refusal_is_listed_in_line_order(
+            services in proptest::collection::vec(
+                proptest::sample::subsequence((0..INDEPENDENT.len()).collect::<Vec<_>>(), 0..=INDEPENDENT.len())
+                    .prop_shuffle(),
+                1..5,
+            ),
+            include in proptest::bool::ANY,
+        ) {
+            let mut text = String::new();
+            let mut expected = Vec::new();
+            let mut line = 0u64;
+            let mut push = |text: &mut String, l: &str| {
+                text.push_str(l);
+                text.push('\n');
+                line += 1;
+                line
+            };
+            if include {
+                let at = push(&mut text, "include: [other.yaml]");
+                expected.push((Some(at), "include".to_owned()));
+            }
+            push(&mut text, "services:");
+            // `app` is the web service, so that a file without refusals passes; the others are
+            // named so that the name order is not the file's.
+            for (i, chosen) in services.iter().enumerate() {
+                if i == 0 {
+                    push(&mut text, "  app:");
+                    push(&mut text, "    build: .");
+                } else {
+                    push(&mut text, &format!("  s{}:", services.len() - i));
+                    push(&mut text, "    image: busybox");
+                }
+                for &c in chosen {
+                    let (l, key) = INDEPENDENT[c];
+                    let at = push(&mut text, &format!("    {l}"));
+                    expected.push((Some(at), key.to_owned()));
+                }
+            }
+            match run(&text) {
+                Ok(_) => proptest::prop_assert!(expected.is_empty(), "{text}"),
+                Err(e) => {
+                    proptest::prop_assert_eq!(lines_and_keys(&e), expected, "{}", text);
+                    proptest::prop_assert!(e.to_string().len() < 8 * 1024);
+                }
+            }
+        }
+    }
+
     /// Variables outside the preview are refused all at once, in line order: the first says why,
     /// the others refer to it.
     #[test]
