@@ -69,7 +69,7 @@ pub enum Error {
 }
 
 /// The most refusals of one file an error lists; the rest are counted.
-pub const MAX_REFUSALS_LISTED: usize = 20;
+const MAX_REFUSALS_LISTED: usize = 20;
 
 /// The most characters one refusal shows in a list of several.
 const LISTED_REFUSAL: usize = 600;
@@ -77,7 +77,7 @@ const LISTED_REFUSAL: usize = 600;
 /// The most bytes the listed refusals of one file take together: with the header and the count
 /// of the rest, the whole message stays well under 8 KiB, however many refusals a hostile file
 /// has (the PR comment it goes into is capped at 64 KiB).
-pub const REFUSALS_BUDGET: usize = 6_000;
+const REFUSALS_BUDGET: usize = 6_000;
 
 /// A compose refusal as one line: `FILE:LINE: service `S`: key `K`: REASON`.
 fn refusal_line(
@@ -117,6 +117,8 @@ fn compose_refused(
     let mut used = 0;
     let mut listed = 0;
     for refusal in std::iter::once(first).chain(more.iter().map(Error::to_string)) {
+        // One line each, even when a key the repo wrote holds a line break.
+        let refusal = refusal.replace('\r', "\\r").replace('\n', "\\n");
         let item = format!("\n- {}", shown(&refusal, LISTED_REFUSAL));
         if listed == MAX_REFUSALS_LISTED || (listed > 0 && used + item.len() > REFUSALS_BUDGET) {
             break;
@@ -339,6 +341,12 @@ mod tests {
 - compose.yaml: service `web`: key `e`: no"
         );
         assert_eq!(all.refusals().len(), 5);
+        // A key with a line break stays on its line.
+        let broken = Error::from_refusals(vec![refusal(Some(1), "a\nb"), refusal(Some(2), "c")]);
+        assert_eq!(
+            broken.unwrap().to_string(),
+            "compose.yaml: 2 refusals:\n- compose.yaml:1: service `web`: key `a\\nb`: no\n- compose.yaml:2: service `web`: key `c`: no"
+        );
         assert!(Error::NoApp("none".into()).refusals().is_empty());
         let other = Error::from_refusals(vec![refusal(Some(1), "a"), Error::NoApp("x".into())]);
         assert!(matches!(other, Some(Error::NoApp(_))));
