@@ -371,6 +371,26 @@ mod tests {
         assert!(routed_plan(&bad).is_err(), "the domain is checked");
     }
 
+    /// `preview plan` on the plex shape (a project file of images only, refused twice) names
+    /// both refusals, in the order of the file's lines: `network_mode: host` (line 5) before
+    /// the variable in `volumes` (line 10), which alone was named before.
+    #[test]
+    fn a_refused_file_names_every_refusal_in_line_order() {
+        let mut human_args = args(fixture("upstream-shape-plex"), None);
+        human_args.json = false;
+        let err = format!("{:#}", run(human_args).unwrap_err());
+        insta::assert_snapshot!("plan-upstream-shape-plex", err);
+        let network_mode = err.find("\n- compose.yaml:5: service `media`: key `network_mode`");
+        let volumes = err.find("\n- compose.yaml:10: service `media`: key `volumes`");
+        assert!(
+            matches!((network_mode, volumes), (Some(n), Some(v)) if n < v),
+            "{err}"
+        );
+        // `--json` carries the same lines.
+        let json: serde_json::Value = serde_json::from_str(&error_json(&err)).unwrap();
+        assert_eq!(json["error"], err.as_str());
+    }
+
     #[test]
     fn errors_name_the_file_and_key() {
         let err = run(args(fixture("hostile-bad-keys"), None)).unwrap_err();

@@ -21,14 +21,19 @@ pub enum Error {
         key: Option<String>,
         message: String,
     },
-    /// The repo's `docker-compose.preview.yml` asks for something a preview may not have.
-    #[error("{}{}: {}key `{}`: {}", shown(file, PART), line_suffix(*line), service_prefix(service.as_deref()), shown(key, PART), shown(reason, MESSAGE))]
+    /// The repo's compose file asks for something a preview may not have. The fields are the
+    /// refusal that comes first in the file; `more` holds the others found in the same pass
+    /// (each a `ComposeRefused` without `more`, in line order), so that one push learns of them
+    /// all. Alone, it reads `FILE:LINE: service `S`: key `K`: REASON`; with others, a line for
+    /// each under `FILE: N refusals:` (see [`Error::from_refusals`]).
+    #[error("{}", compose_refused(file, *line, service.as_deref(), key, reason, more))]
     ComposeRefused {
         file: String,
         line: Option<u64>,
         service: Option<String>,
         key: String,
         reason: String,
+        more: Vec<Error>,
     },
     /// The app is written in a language (or uses a build tool) we do not build yet.
     #[error(
@@ -61,6 +66,71 @@ pub enum Error {
     /// A template failed to render: a bug in a template or its inputs.
     #[error("rendering {template}: {}", shown(message, MESSAGE))]
     Render { template: String, message: String },
+}
+
+/// The most refusals of one file an error lists; the rest are counted.
+const MAX_REFUSALS_LISTED: usize = 20;
+
+/// The most characters one refusal shows in a list of several.
+const LISTED_REFUSAL: usize = 600;
+
+/// The most bytes the listed refusals of one file take together: with the header and the count
+/// of the rest, the whole message stays well under 8 KiB, however many refusals a hostile file
+/// has (the PR comment it goes into is capped at 64 KiB).
+const REFUSALS_BUDGET: usize = 6_000;
+
+/// A compose refusal as one line: `FILE:LINE: service `S`: key `K`: REASON`.
+fn refusal_line(
+    file: &str,
+    line: Option<u64>,
+    service: Option<&str>,
+    key: &str,
+    reason: &str,
+) -> String {
+    format!(
+        "{}{}: {}key `{}`: {}",
+        shown(file, PART),
+        line_suffix(line),
+        service_prefix(service),
+        shown(key, PART),
+        shown(reason, MESSAGE)
+    )
+}
+
+/// [`Error::ComposeRefused`] shown: its own line alone, or, with `more`, a header and a line for
+/// each refusal in order, at most [`MAX_REFUSALS_LISTED`] within [`REFUSALS_BUDGET`] bytes, then
+/// how many more there are.
+fn compose_refused(
+    file: &str,
+    line: Option<u64>,
+    service: Option<&str>,
+    key: &str,
+    reason: &str,
+    more: &[Error],
+) -> String {
+    let first = refusal_line(file, line, service, key, reason);
+    if more.is_empty() {
+        return first;
+    }
+    let total = 1 + more.len();
+    let mut out = format!("{}: {total} refusals:", shown(file, PART));
+    let mut used = 0;
+    let mut listed = 0;
+    for refusal in std::iter::once(first).chain(more.iter().map(Error::to_string)) {
+        // One line each, even when a key the repo wrote holds a line break.
+        let refusal = refusal.replace('\r', "\\r").replace('\n', "\\n");
+        let item = format!("\n- {}", shown(&refusal, LISTED_REFUSAL));
+        if listed == MAX_REFUSALS_LISTED || (listed > 0 && used + item.len() > REFUSALS_BUDGET) {
+            break;
+        }
+        used += item.len();
+        listed += 1;
+        out.push_str(&item);
+    }
+    if listed < total {
+        out.push_str(&format!("\n- and {} more", total - listed));
+    }
+    out
 }
 
 fn line_suffix(line: Option<u64>) -> String {
@@ -102,6 +172,88 @@ fn shown_path(path: &Path) -> String {
 }
 
 impl Error {
+    /// One error for every refusal found in a pass over a compose file, or `None` when none
+    /// was: the earliest in the file leads, the others follow in line order (those without a
+    /// line last, in the order found) in its `more`, and exact repeats are dropped. An error of
+    /// another kind among them is returned as it is: it is not a refusal, and it says more.
+    pub fn from_refusals(found: Vec<Error>) -> Option<Error> {
+        let mut refusals = Vec::new();
+        for error in found {
+            match error {
+                Error::ComposeRefused {
+                    file,
+                    line,
+                    service,
+                    key,
+                    reason,
+                    more,
+                } => {
+                    refusals.push(Error::ComposeRefused {
+                        file,
+                        line,
+                        service,
+                        key,
+                        reason,
+                        more: Vec::new(),
+                    });
+                    refusals.extend(more);
+                }
+                other => return Some(other),
+            }
+        }
+        let line = |e: &Error| match e {
+            Error::ComposeRefused { line, .. } => line.unwrap_or(u64::MAX),
+            _ => u64::MAX,
+        };
+        refusals.sort_by_key(line);
+        let mut seen = std::collections::HashSet::new();
+        refusals.retain(|e| match e {
+            Error::ComposeRefused {
+                file,
+                line,
+                service,
+                key,
+                reason,
+                ..
+            } => seen.insert((
+                file.clone(),
+                *line,
+                service.clone(),
+                key.clone(),
+                reason.clone(),
+            )),
+            _ => true,
+        });
+        let mut refusals = refusals.into_iter();
+        match refusals.next()? {
+            Error::ComposeRefused {
+                file,
+                line,
+                service,
+                key,
+                reason,
+                ..
+            } => Some(Error::ComposeRefused {
+                file,
+                line,
+                service,
+                key,
+                reason,
+                more: refusals.collect(),
+            }),
+            other => Some(other),
+        }
+    }
+
+    /// The refusals this error holds, in line order: itself and its `more` for
+    /// [`Error::ComposeRefused`], none for any other error.
+    pub fn refusals(&self) -> Vec<&Error> {
+        match self {
+            Error::ComposeRefused { more, .. } => std::iter::once(self).chain(more).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub(crate) fn manifest(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::Manifest {
             path: path.into(),
@@ -147,5 +299,56 @@ mod tests {
             cut,
             format!("{}…(2 characters)…{}", "é".repeat(133), "é".repeat(66))
         );
+    }
+
+    fn refusal(line: Option<u64>, key: &str) -> Error {
+        Error::ComposeRefused {
+            file: "compose.yaml".into(),
+            line,
+            service: Some("web".into()),
+            key: key.into(),
+            reason: "no".into(),
+            more: Vec::new(),
+        }
+    }
+
+    /// Refusals are put in line order (those without a line last, as found), repeats dropped
+    /// and lists flattened; another kind of error wins, and no refusal is no error.
+    #[test]
+    fn refusals_are_gathered_in_line_order() {
+        assert!(Error::from_refusals(Vec::new()).is_none());
+        let one = Error::from_refusals(vec![refusal(Some(3), "a")]).unwrap();
+        assert_eq!(
+            one.to_string(),
+            "compose.yaml:3: service `web`: key `a`: no"
+        );
+        let nested = Error::from_refusals(vec![refusal(Some(9), "d"), refusal(None, "e")]);
+        let all = Error::from_refusals(vec![
+            refusal(None, "f"),
+            nested.unwrap(),
+            refusal(Some(3), "b"),
+            refusal(Some(3), "b"),
+            refusal(Some(1), "a"),
+        ])
+        .unwrap();
+        assert_eq!(
+            all.to_string(),
+            "compose.yaml: 5 refusals:
+- compose.yaml:1: service `web`: key `a`: no
+- compose.yaml:3: service `web`: key `b`: no
+- compose.yaml:9: service `web`: key `d`: no
+- compose.yaml: service `web`: key `f`: no
+- compose.yaml: service `web`: key `e`: no"
+        );
+        assert_eq!(all.refusals().len(), 5);
+        // A key with a line break stays on its line.
+        let broken = Error::from_refusals(vec![refusal(Some(1), "a\nb"), refusal(Some(2), "c")]);
+        assert_eq!(
+            broken.unwrap().to_string(),
+            "compose.yaml: 2 refusals:\n- compose.yaml:1: service `web`: key `a\\nb`: no\n- compose.yaml:2: service `web`: key `c`: no"
+        );
+        assert!(Error::NoApp("none".into()).refusals().is_empty());
+        let other = Error::from_refusals(vec![refusal(Some(1), "a"), Error::NoApp("x".into())]);
+        assert!(matches!(other, Some(Error::NoApp(_))));
     }
 }

@@ -1368,12 +1368,14 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
 /// this refusal for "no app found".
 fn with_compose_none_hint(e: Error, app_without_compose: bool) -> Error {
     match e {
+        // With several refusals, the hint goes with the first, which is always listed.
         Error::ComposeRefused {
             file,
             line,
             service,
             key,
             reason,
+            more,
         } if app_without_compose => Error::ComposeRefused {
             file,
             line,
@@ -1382,6 +1384,7 @@ fn with_compose_none_hint(e: Error, app_without_compose: bool) -> Error {
             reason: format!(
                 "{reason} (or set `compose: none` in preview-config.yml to preview the app without this file)"
             ),
+            more,
         },
         other => other,
     }
@@ -1734,6 +1737,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.ends_with(hint), "{err}");
+        // With several refusals, the hint goes once, with the first: always listed.
+        let twice = (
+            "compose.yaml",
+            "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    runtime: runsc\n    privileged: true\n",
+        );
+        let err = plan_files(&[twice, ("Dockerfile", "FROM python:3.12-slim-bookworm\n")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "compose.yaml: 2 refusals:\n- compose.yaml:5: service `web`: key `runtime`: previews use the default runtime {hint}\n- compose.yaml:6: service `web`: key `privileged`: privileged containers control the host"
+            )
+        );
     }
 
     #[test]

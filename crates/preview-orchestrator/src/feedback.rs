@@ -549,6 +549,37 @@ mod tests {
                 },
             ),
             (
+                // A compose file refused in several places: a line for each, as the list
+                // `preview_core::Error` makes of them.
+                "failed_refusals",
+                CommentState::Failed {
+                    phase: "plan".into(),
+                    reason: {
+                        let refusal = |line, key: &str, reason: &str| {
+                            preview_core::Error::ComposeRefused {
+                                file: "compose.yaml".into(),
+                                line: Some(line),
+                                service: Some("media".into()),
+                                key: key.into(),
+                                reason: reason.into(),
+                                more: Vec::new(),
+                            }
+                        };
+                        preview_core::Error::from_refusals(vec![
+                            refusal(10, "volumes", "variables are not substituted in `volumes` (found `MEDIA_LIBRARY`): the sanitiser judges this key's value as written, so write the value itself"),
+                            refusal(5, "network_mode", "network_mode \"host\" would leave the preview's own network (only `none` and `service:NAME` are allowed)"),
+                        ])
+                        .unwrap()
+                        .to_string()
+                    },
+                    log_tail: String::new(),
+                    previous_url: None,
+                    previous_sha_short: None,
+                    warnings: Vec::new(),
+                    missing_images: Vec::new(),
+                },
+            ),
+            (
                 "failed_images",
                 CommentState::Failed {
                     phase: "images".into(),

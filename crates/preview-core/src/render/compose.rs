@@ -180,6 +180,7 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
                         "the name is the one the web service `{}` takes during an update; rename it",
                         repo.app_service
                     ),
+                    more: Vec::new(),
                 });
             }
             for service in repo.resolved_services(&values)? {

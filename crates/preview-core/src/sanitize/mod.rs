@@ -2,7 +2,9 @@
 //! ones that would reach the host are refused with the service and key named: `privileged`, host
 //! network/pid/ipc, `devices`, `cap_add`, the Docker socket, bind mounts outside the checkout and
 //! host ports. Limits, labels, restart policy and published ports are the orchestrator's, so the
-//! repo's are dropped with a warning. What passes is handed to the compose template.
+//! repo's are dropped with a warning. What passes is handed to the compose template. A refused
+//! file is refused for every refusal one pass finds, listed in line order
+//! ([`crate::Error::from_refusals`]).
 //!
 //! `$` follows one rule, explained at [`VariableRef`]: a repo's compose file may use only the
 //! preview's own variables, which the orchestrator substitutes itself; Compose never interpolates
@@ -421,18 +423,17 @@ fn key_line(l: &str, k: &str) -> bool {
             .is_some_and(|r| r.trim_start().starts_with(':'))
 }
 
-/// The lines of `service`'s block (0-based, after its name) in the compose text, by indentation.
-fn service_block<'t>(lines: &[&'t str], service: &str) -> Option<Vec<(usize, &'t str)>> {
+/// The line (0-based) of `service`'s name under the top-level `services`, by indentation.
+fn service_line(lines: &[&str], service: &str) -> Option<usize> {
     let services = lines
         .iter()
         .position(|l| key_line(l, "services") && indent(l) == 0)?;
-    let at = lines
+    lines
         .iter()
         .enumerate()
         .skip(services + 1)
-        .find(|(_, l)| key_line(l, service) && indent(l) > 0)?
-        .0;
-    Some(nested_under(lines, at).collect())
+        .find(|(_, l)| key_line(l, service) && indent(l) > 0)
+        .map(|(i, _)| i)
 }
 
 /// The lines nested under line `at` (0-based, with their indexes): those after it indented
@@ -451,41 +452,8 @@ fn nested_under<'l, 't>(
         .take_while(move |(_, l)| indent(l) > base)
 }
 
-/// The line of `key` inside `service` (or at the top level) in the compose text, found by
-/// indentation; for messages. A dotted key (`secrets.token.environment`) is followed as deep as
-/// the text shows it.
-fn locate(text: &str, service: Option<&str>, key: &str) -> Option<u64> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut segments = key.split('.');
-    let first = segments.next()?;
-    let mut at = match service {
-        Some(s) => {
-            service_block(&lines, s)?
-                .into_iter()
-                .find(|(_, l)| key_line(l, first))?
-                .0
-        }
-        None => lines
-            .iter()
-            .position(|l| key_line(l, first) && indent(l) == 0)?,
-    };
-    for segment in segments {
-        let inner = nested_under(&lines, at).find(|(_, l)| key_line(l, segment));
-        match inner {
-            Some((i, _)) => at = i,
-            None => break,
-        }
-    }
-    Some(at as u64 + 1)
-}
-
-/// The first line of `service`'s block that contains one of `needles`, else the line of `key`.
-fn locate_text(text: &str, service: &str, key: &str, needles: &[String]) -> Option<u64> {
-    ServiceLines::new(&ComposeLines::new(text), service).locate(key, needles)
-}
-
 /// A compose text's lines, with the line each key under `services` first starts, as
-/// [`service_block`] finds them; made once for a file, so that finding a service's block does
+/// [`service_line`] finds them; made once for a file, so that finding a service's block does
 /// not read the file from the top for each service.
 pub(super) struct ComposeLines<'t> {
     lines: Vec<&'t str>,
@@ -512,10 +480,48 @@ impl<'t> ComposeLines<'t> {
         ComposeLines { lines, starts }
     }
 
-    /// The lines of `service`'s block, as [`service_block`] finds them.
+    /// The line (0-based) of `service`'s name, as [`service_line`] finds it: from the index,
+    /// or by reading for an invalid name, which the index may read otherwise (one with a `:`).
+    fn service_start(&self, service: &str) -> Option<usize> {
+        match self.starts.get(service) {
+            Some(at) => Some(*at),
+            None if !valid_service_name(service) => service_line(&self.lines, service),
+            None => None,
+        }
+    }
+
+    /// The lines of `service`'s block (after its name), by indentation.
     fn block(&self, service: &str) -> Option<Vec<(usize, &'t str)>> {
-        let at = *self.starts.get(service)?;
+        let at = self.service_start(service)?;
         Some(nested_under(&self.lines, at).collect())
+    }
+
+    /// The line of `key` inside `service` (or at the top level), found by indentation; for
+    /// messages. A dotted key (`secrets.token.environment`) is followed as deep as the text
+    /// shows it.
+    fn locate(&self, service: Option<&str>, key: &str) -> Option<u64> {
+        let mut segments = key.split('.');
+        let first = segments.next()?;
+        let mut at = match service {
+            Some(s) => {
+                let at = self.service_start(s)?;
+                nested_under(&self.lines, at)
+                    .find(|(_, l)| key_line(l, first))?
+                    .0
+            }
+            None => self
+                .lines
+                .iter()
+                .position(|l| key_line(l, first) && indent(l) == 0)?,
+        };
+        for segment in segments {
+            let inner = nested_under(&self.lines, at).find(|(_, l)| key_line(l, segment));
+            match inner {
+                Some((i, _)) => at = i,
+                None => break,
+            }
+        }
+        Some(at as u64 + 1)
     }
 }
 
@@ -633,14 +639,28 @@ fn variable_names(line: &str) -> Vec<(usize, &str)> {
     out
 }
 
+/// The refusals of one pass over a compose file: each check that finds one notes it here and
+/// the pass goes on to the next check that does not depend on it, so that the error lists every
+/// refusal at once ([`Error::from_refusals`]).
 struct Refusals<'a> {
     text: &'a str,
     file: &'a str,
     /// The text's lines, split once when first needed.
     lines: std::cell::OnceCell<ComposeLines<'a>>,
+    /// The refusals found so far.
+    found: std::cell::RefCell<Vec<Error>>,
 }
 
 impl<'a> Refusals<'a> {
+    fn new(text: &'a str, file: &'a str) -> Self {
+        Refusals {
+            text,
+            file,
+            lines: std::cell::OnceCell::new(),
+            found: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
     fn lines(&self) -> &ComposeLines<'a> {
         self.lines.get_or_init(|| ComposeLines::new(self.text))
     }
@@ -654,18 +674,42 @@ impl Refusals<'_> {
             service: Some(service.to_owned()),
             key: key.to_owned(),
             reason,
+            more: Vec::new(),
         }
     }
-}
 
-impl Refusals<'_> {
     fn refuse(&self, service: Option<&str>, key: &str, reason: impl Into<String>) -> Error {
         Error::ComposeRefused {
             file: self.file.to_owned(),
-            line: locate(self.text, service, key),
+            line: self.lines().locate(service, key),
             service: service.map(str::to_owned),
             key: key.to_owned(),
             reason: reason.into(),
+            more: Vec::new(),
+        }
+    }
+
+    /// The first line of `service`'s block that contains one of `needles`, else the line of
+    /// `key`.
+    fn locate_text(&self, service: &str, key: &str, needles: &[String]) -> Option<u64> {
+        ServiceLines::new(self.lines(), service).locate(key, needles)
+    }
+
+    /// Notes a refusal; the pass goes on.
+    fn note(&self, refusal: Error) {
+        self.found.borrow_mut().push(refusal);
+    }
+
+    /// The value of `result`, or `None` with its refusal noted.
+    fn noted<T>(&self, result: Result<T>) -> Option<T> {
+        result.map_err(|e| self.note(e)).ok()
+    }
+
+    /// Every refusal noted, as one error, if there is any.
+    fn check(&self) -> Result<()> {
+        match Error::from_refusals(self.found.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }
@@ -695,11 +739,7 @@ pub fn sanitize_choosing(
     ctx: &SanitizeContext,
     web: Option<WebOverride>,
 ) -> Result<SanitizedCompose> {
-    let r = Refusals {
-        text,
-        file: &ctx.file,
-        lines: std::cell::OnceCell::new(),
-    };
+    let r = Refusals::new(text, &ctx.file);
     if text.len() as u64 > crate::checkout::CONFIG_LIMIT {
         return Err(Error::Config {
             file: ctx.file.clone(),
@@ -721,12 +761,19 @@ pub fn sanitize_choosing(
             "the file must be a mapping with a `services` key",
         ));
     };
+    // From here on each check notes its refusal and the pass goes on, so that the error lists
+    // every refusal of the file at once; a check that depends on another's passing says so.
     let mut warnings = Vec::new();
     let mut services_value = None;
     let mut volumes = Vec::new();
     let mut networks = Vec::new();
     let mut secrets = Vec::new();
     let mut configs = Vec::new();
+    // The names the top-level `secrets` and `configs` declare, refused entries included (so
+    // that a service naming one is not refused too); `None` when the key is not a mapping, and
+    // the services' references cannot be checked.
+    let mut secret_names = Some(Vec::new());
+    let mut config_names = Some(Vec::new());
     for (key, value) in root {
         match key.as_str() {
             "services" => services_value = Some(value),
@@ -735,51 +782,63 @@ pub fn sanitize_choosing(
                 "{}: `name` is ignored; the project is named after the preview",
                 ctx.file
             )),
-            "volumes" => volumes = top_level_volumes(&r, value)?,
-            "networks" => networks = top_level_networks(&r, value)?,
+            "volumes" => volumes = top_level_volumes(&r, value),
+            "networks" => networks = top_level_networks(&r, value),
             k if k.starts_with("x-") => {}
-            "include" => {
-                return Err(r.refuse(
-                    None,
-                    "include",
-                    "including other files is not supported; inline them",
-                ));
+            "include" => r.note(r.refuse(
+                None,
+                "include",
+                "including other files is not supported; inline them",
+            )),
+            "secrets" => {
+                secret_names = declared_names(&value);
+                secrets = top_level_files(&r, ctx, "secrets", value);
             }
-            "secrets" => secrets = top_level_files(&r, ctx, "secrets", value)?,
-            "configs" => configs = top_level_files(&r, ctx, "configs", value)?,
-            _ => return Err(r.refuse(None, &key, "unknown top-level key")),
+            "configs" => {
+                config_names = declared_names(&value);
+                configs = top_level_files(&r, ctx, "configs", value);
+            }
+            _ => r.note(r.refuse(None, &key, "unknown top-level key")),
         }
     }
-    let Some(Value::Object(services_map)) = services_value else {
-        return Err(r.refuse(
-            None,
-            "services",
-            "the file must define `services` as a mapping",
-        ));
+    let services_map = match services_value {
+        Some(Value::Object(map)) if map.is_empty() => {
+            r.note(r.refuse(None, "services", "no services are defined"));
+            Map::new()
+        }
+        Some(Value::Object(map)) if map.len() > MAX_SERVICES => {
+            r.note(r.refuse(
+                None,
+                "services",
+                format!(
+                    "{} services are defined; a preview runs at most {MAX_SERVICES}",
+                    map.len()
+                ),
+            ));
+            Map::new()
+        }
+        Some(Value::Object(map)) => map,
+        _ => {
+            r.note(r.refuse(
+                None,
+                "services",
+                "the file must define `services` as a mapping",
+            ));
+            Map::new()
+        }
     };
-    if services_map.is_empty() {
-        return Err(r.refuse(None, "services", "no services are defined"));
-    }
-    if services_map.len() > MAX_SERVICES {
-        return Err(r.refuse(
-            None,
-            "services",
-            format!(
-                "{} services are defined; a preview runs at most {MAX_SERVICES}",
-                services_map.len()
-            ),
-        ));
-    }
     let mut services = Vec::new();
     let mut variables = Vec::new();
     let mut restart_declared = BTreeSet::new();
     let mut left_out = Vec::new();
     for (name, value) in services_map {
         if !valid_service_name(&name) {
-            return Err(r.refuse(Some(&name), "services", "service names are [a-zA-Z0-9._-]"));
+            r.note(r.refuse(Some(&name), "services", "service names are [a-zA-Z0-9._-]"));
+            continue;
         }
         let Value::Object(map) = value else {
-            return Err(r.refuse(Some(&name), &name, "a service must be a mapping"));
+            r.note(r.refuse(Some(&name), &name, "a service must be a mapping"));
+            continue;
         };
         if let Some(image) = docker_router(&map) {
             warnings.push(format!(
@@ -788,7 +847,8 @@ pub fn sanitize_choosing(
             left_out.push(name);
             continue;
         }
-        variables.extend(scan_variables(&r, &name, &map, ctx.is_preview_file())?);
+        let scanned = scan_variables(&r, &name, &map, ctx.is_preview_file());
+        variables.extend(scanned.refs);
         if map.contains_key("restart") {
             restart_declared.insert(name.clone());
         }
@@ -797,16 +857,17 @@ pub fn sanitize_choosing(
             ctx,
             &name,
             map,
+            &scanned.refused_keys,
             &volumes,
             &mut warnings,
-        )?);
+        ));
     }
     for service in &services {
         if let Some((key, name)) = shared_with(&service.passthrough)
             .into_iter()
             .find(|(_, name)| left_out.contains(name))
         {
-            return Err(r.refuse(
+            r.note(r.refuse(
                 Some(&service.name),
                 key,
                 format!("it shares `{name}`, a proxy that reads the Docker socket, which a preview never runs"),
@@ -817,12 +878,16 @@ pub fn sanitize_choosing(
         for name in &left_out {
             forget_service(&mut service.passthrough, name);
         }
-        for (kind, declared) in [("secrets", &secrets), ("configs", &configs)] {
-            if let Some(refs) = service.passthrough.get(kind) {
-                check_file_refs(&r, &service.name, kind, refs, declared)?;
+        for (kind, declared) in [("secrets", &secret_names), ("configs", &config_names)] {
+            if let (Some(refs), Some(declared)) = (service.passthrough.get(kind), declared) {
+                check_file_refs(&r, &service.name, kind, refs, declared);
             }
         }
     }
+    // The web service is chosen among all the services, so the choice, and the checks that
+    // depend on it (the services without image or build, the second web service), wait for a
+    // file without other refusals: with a service refused, they would judge a partial file.
+    r.check()?;
     let awaited = awaited_to_complete(&services);
     for service in &mut services {
         service.awaited = awaited.contains(&service.name);
@@ -832,20 +897,23 @@ pub fn sanitize_choosing(
     }
     let (app_service, app_service_reason) = choose_web_service(&r, &services, web)?;
     // Only the web service may leave both out: it is then built from the generated Dockerfile.
-    if let Some(service) = services
+    for service in services
         .iter()
-        .find(|s| s.name != app_service && s.build.is_none() && s.image.is_none())
+        .filter(|s| s.name != app_service && s.build.is_none() && s.image.is_none())
     {
-        return Err(r.refuse_at(
+        r.note(r.refuse_at(
             &service.name,
             "image",
-            locate(text, None, &format!("services.{}", service.name)),
+            r.lines().locate(None, &format!("services.{}", service.name)),
             format!(
                 "the service has neither `image` nor `build`, so Compose cannot create it (only the web service, `{app_service}`, is built from the generated Dockerfile without one)"
             ),
         ));
     }
-    let hostname_service = choose_hostname_service(&r, &services, &app_service)?;
+    let hostname_service = r
+        .noted(choose_hostname_service(&r, &services, &app_service))
+        .flatten();
+    r.check()?;
     Ok(SanitizedCompose {
         file: ctx.file.clone(),
         services,
@@ -860,6 +928,20 @@ pub fn sanitize_choosing(
         hostname_service,
         dotenv: BTreeMap::new(),
     })
+}
+
+/// The valid names a top-level `secrets` or `configs` value declares, or `None` when it is not
+/// a mapping.
+fn declared_names(value: &Value) -> Option<Vec<String>> {
+    let Value::Object(map) = value else {
+        return None;
+    };
+    Some(
+        map.keys()
+            .filter(|name| valid_service_name(name))
+            .cloned()
+            .collect(),
+    )
 }
 
 /// Images of reverse proxies that route by reading the Docker socket. A project runs one in
@@ -1261,40 +1343,39 @@ fn choose_web_service(
     ))
 }
 
-/// The entries of the top-level `volumes` or `networks` mapping (`kind`), their names checked,
-/// each with its spec (empty when it is not a mapping).
-fn top_level_entries(
-    r: &Refusals,
-    kind: &str,
-    value: Value,
-) -> Result<Vec<(String, Map<String, Value>)>> {
+/// The entries of the top-level `volumes` or `networks` mapping (`kind`), each with its spec
+/// (empty when it is not a mapping); an entry with an invalid name is refused, and left out.
+fn top_level_entries(r: &Refusals, kind: &str, value: Value) -> Vec<(String, Map<String, Value>)> {
     let Value::Object(map) = value else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     let noun = kind.trim_end_matches('s');
     map.into_iter()
-        .map(|(name, spec)| {
+        .filter_map(|(name, spec)| {
             if !valid_service_name(&name) {
-                return Err(r.refuse(
+                r.note(r.refuse(
                     None,
                     &format!("{kind}.{name}"),
                     format!("{noun} names are [a-zA-Z0-9._-]"),
                 ));
+                return None;
             }
             let spec = match spec {
                 Value::Object(spec) => spec,
                 _ => Map::new(),
             };
-            Ok((name, spec))
+            Some((name, spec))
         })
         .collect()
 }
 
-fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
+/// The named volumes the top-level `volumes` declares. One whose spec is refused is still
+/// declared, so that the services mounting it are not refused for that too.
+fn top_level_volumes(r: &Refusals, value: Value) -> Vec<String> {
     let mut out = Vec::new();
-    for (name, spec) in top_level_entries(r, "volumes", value)? {
-        if let Some(key) = spec.keys().find(|key| *key != "labels") {
-            return Err(r.refuse(
+    for (name, spec) in top_level_entries(r, "volumes", value) {
+        for key in spec.keys().filter(|key| *key != "labels") {
+            r.note(r.refuse(
                 None,
                 &format!("volumes.{name}.{key}"),
                 "volumes are plain local volumes of the preview: drivers, driver options, names and external volumes can reach the host or other previews",
@@ -1302,7 +1383,7 @@ fn top_level_volumes(r: &Refusals, value: Value) -> Result<Vec<String>> {
         }
         out.push(name);
     }
-    Ok(out)
+    out
 }
 
 /// A service's `post_start` or `pre_stop` hooks: commands Compose runs in the container. A
@@ -1333,60 +1414,66 @@ fn check_hooks(r: &Refusals, service: &str, key: &str, hooks: &Value) -> Result<
 }
 
 /// Top-level `secrets` or `configs` (`kind`): each must be a `file:` of the checkout; secrets and
-/// configs from the environment, the host or the swarm are refused.
+/// configs from the environment, the host or the swarm are refused. Each entry is judged on its
+/// own; the refused ones are left out.
 fn top_level_files(
     r: &Refusals,
     ctx: &SanitizeContext,
     kind: &str,
     value: Value,
-) -> Result<Vec<FileObject>> {
+) -> Vec<FileObject> {
     let Value::Object(map) = value else {
-        return Err(r.refuse(None, kind, "must be a mapping"));
+        r.note(r.refuse(None, kind, "must be a mapping"));
+        return Vec::new();
     };
-    let mut out = Vec::new();
-    for (name, spec) in map {
-        let key = format!("{kind}.{name}");
-        if !valid_service_name(&name) {
-            return Err(r.refuse(None, &key, "names are [a-zA-Z0-9._-]"));
-        }
-        let file = match spec {
-            Value::Object(spec) => match (spec.get("file"), spec.keys().find(|k| *k != "file")) {
-                (Some(Value::String(file)), None) => file.clone(),
-                (_, Some(other)) => {
-                    return Err(r.refuse(
-                        None,
-                        &format!("{key}.{other}"),
-                        format!("only `file:` (a file of the checkout) is supported: {kind} from the environment, the host or a swarm are not given to previews"),
-                    ));
-                }
-                _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
-            },
-            _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
-        };
-        let rel = inside_checkout(r, ctx, None, &format!("{key}.file"), &file)?;
-        if !ctx.checkout.is_file(&rel) {
-            return Err(r.refuse(
-                None,
-                &key,
-                format!("{file:?} is not a file in the checkout"),
-            ));
-        }
-        out.push(FileObject { name, file: rel });
-    }
-    Ok(out)
+    map.into_iter()
+        .filter_map(|(name, spec)| r.noted(top_level_file(r, ctx, kind, name, spec)))
+        .collect()
 }
 
-/// A service's `secrets` or `configs` (`kind`): each entry a declared name, or a mapping with
-/// such a `source`.
-fn check_file_refs(
+/// One entry of the top-level `secrets` or `configs` (`kind`): a `file:` of the checkout.
+fn top_level_file(
     r: &Refusals,
-    service: &str,
+    ctx: &SanitizeContext,
     kind: &str,
-    refs: &Value,
-    declared: &[FileObject],
-) -> Result<()> {
+    name: String,
+    spec: Value,
+) -> Result<FileObject> {
+    let key = format!("{kind}.{name}");
+    if !valid_service_name(&name) {
+        return Err(r.refuse(None, &key, "names are [a-zA-Z0-9._-]"));
+    }
+    let file = match spec {
+        Value::Object(spec) => match (spec.get("file"), spec.keys().find(|k| *k != "file")) {
+            (Some(Value::String(file)), None) => file.clone(),
+            (_, Some(other)) => {
+                return Err(r.refuse(
+                    None,
+                    &format!("{key}.{other}"),
+                    format!("only `file:` (a file of the checkout) is supported: {kind} from the environment, the host or a swarm are not given to previews"),
+                ));
+            }
+            _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+        },
+        _ => return Err(r.refuse(None, &key, "needs `file:`, a file of the checkout")),
+    };
+    let rel = inside_checkout(r, ctx, None, &format!("{key}.file"), &file)?;
+    if !ctx.checkout.is_file(&rel) {
+        return Err(r.refuse(
+            None,
+            &key,
+            format!("{file:?} is not a file in the checkout"),
+        ));
+    }
+    Ok(FileObject { name, file: rel })
+}
+
+/// A service's `secrets` or `configs` (`kind`): each entry a name `declared` at the top level,
+/// or a mapping with such a `source`; each entry that is not is refused.
+fn check_file_refs(r: &Refusals, service: &str, kind: &str, refs: &Value, declared: &[String]) {
     let Value::Array(items) = refs else {
-        return Err(r.refuse(Some(service), kind, "must be a list"));
+        r.note(r.refuse(Some(service), kind, "must be a list"));
+        return;
     };
     for item in items {
         let name = match item {
@@ -1397,38 +1484,35 @@ fn check_file_refs(
                 .unwrap_or_default(),
             _ => "",
         };
-        if !declared.iter().any(|d| d.name == name) {
-            return Err(r.refuse(
+        if !declared.iter().any(|d| d == name) {
+            r.note(r.refuse(
                 Some(service),
                 kind,
                 format!("{name:?} is not among the file's top-level {kind}"),
             ));
         }
     }
-    Ok(())
 }
 
-fn top_level_networks(r: &Refusals, value: Value) -> Result<Vec<(String, bool)>> {
+fn top_level_networks(r: &Refusals, value: Value) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    for (name, spec) in top_level_entries(r, "networks", value)? {
+    for (name, spec) in top_level_entries(r, "networks", value) {
         let mut internal = false;
         for (key, v) in spec {
             match key.as_str() {
                 "labels" => {}
                 "internal" => internal = v.as_bool().unwrap_or(false),
                 "driver" if v.as_str() == Some("bridge") => {}
-                _ => {
-                    return Err(r.refuse(
-                        None,
-                        &format!("networks.{name}.{key}"),
-                        "networks are private bridges of the preview: drivers, names, IPAM and external networks could join the host or other previews",
-                    ));
-                }
+                _ => r.note(r.refuse(
+                    None,
+                    &format!("networks.{name}.{key}"),
+                    "networks are private bridges of the preview: drivers, names, IPAM and external networks could join the host or other previews",
+                )),
             }
         }
         out.push((name, internal));
     }
-    Ok(out)
+    out
 }
 
 /// What Compose's schema accepts at the top of a key's value. The sanitiser passes many keys
@@ -1549,15 +1633,18 @@ fn check_shape(r: &Refusals, service: &str, key: &str, value: &Value) -> Result<
     ))
 }
 
+/// A service, each of its keys judged on its own: a refused key is noted and left out, and the
+/// rest go on. A key in `refused_keys` (its variables were refused) is not judged again: its
+/// value as written is not what the repo meant.
 fn sanitize_service(
     r: &Refusals,
     ctx: &SanitizeContext,
     name: &str,
     map: Map<String, Value>,
+    refused_keys: &BTreeSet<String>,
     declared_volumes: &[String],
     warnings: &mut Vec<String>,
-) -> Result<RepoService> {
-    let svc = Some(name);
+) -> RepoService {
     let mut out = RepoService {
         name: name.to_owned(),
         build: None,
@@ -1573,149 +1660,22 @@ fn sanitize_service(
         passthrough: Map::new(),
     };
     for (key, value) in map {
-        let k = key.as_str();
-        if k == "ports" && !ctx.is_preview_file() {
-            out.published = published_ports(r, name, &value)?;
-            warnings.push(format!(
-                "service `{name}`: `ports` dropped; no host port is published, and only the web service's port is routed, through nginx"
-            ));
+        if refused_keys.contains(&key) {
             continue;
         }
-        if let Some((_, reason)) = REFUSED.iter().find(|(r, _)| *r == k) {
-            return Err(r.refuse(svc, k, *reason));
-        }
-        check_shape(r, name, k, &value)?;
-        match k {
-            "privileged" => {
-                if value.as_bool() != Some(false) {
-                    return Err(r.refuse(svc, k, "privileged containers control the host"));
+        let value = match (key.as_str(), value) {
+            ("build", Value::Object(mut build)) => {
+                build.retain(|k, _| !refused_keys.contains(&format!("build.{k}")));
+                // The Dockerfile's path is read from the context, which is then unknown.
+                if refused_keys.contains("build.context") {
+                    build.remove("dockerfile");
                 }
+                Value::Object(build)
             }
-            "network_mode" => {
-                let mode = value.as_str().unwrap_or_default();
-                if !(mode == "none" || mode.starts_with("service:")) {
-                    return Err(r.refuse(
-                        svc,
-                        k,
-                        format!("network_mode {mode:?} would leave the preview's own network (only `none` and `service:NAME` are allowed)"),
-                    ));
-                }
-                out.passthrough.insert(key, value);
-            }
-            "pid" | "ipc" => {
-                let mode = value.as_str().unwrap_or_default();
-                if mode == "host" || mode.starts_with("container:") || (k == "ipc" && mode == "shareable") {
-                    return Err(r.refuse(
-                        svc,
-                        k,
-                        format!("{k} {mode:?} shares a namespace outside the preview"),
-                    ));
-                }
-                out.passthrough.insert(key, value);
-            }
-            "volumes_from" => {
-                for v in value.as_array().into_iter().flatten() {
-                    let s = v.as_str().unwrap_or_default();
-                    if s.starts_with("container:") {
-                        return Err(r.refuse(svc, k, "volumes of containers outside the preview are not reachable"));
-                    }
-                }
-                out.passthrough.insert(key, value);
-            }
-            "build" => out.build = Some(sanitize_build(r, ctx, name, value)?),
-            "image" => {
-                let Value::String(image) = value else {
-                    return Err(r.refuse(svc, k, "must be a string"));
-                };
-                out.image = Some(image);
-            }
-            "environment" => out.environment = key_values(r, svc, k, value)?,
-            "post_start" | "pre_stop" => {
-                check_hooks(r, name, k, &value)?;
-                out.passthrough.insert(key, value);
-            }
-            "labels" => {
-                out.labels = key_values(r, svc, k, value)?
-                    .into_iter()
-                    .map(|(k, v)| (k, v.unwrap_or_default()))
-                    .collect();
-                if let Some(reserved) = out.labels.keys().find(|l| l.starts_with(RESERVED_LABELS)) {
-                    return Err(r.refuse(
-                        svc,
-                        k,
-                        format!("`{reserved}`: labels under `{RESERVED_LABELS}` are the orchestrator's"),
-                    ));
-                }
-            }
-            "env_file" => {
-                let files = match value {
-                    Value::String(s) => vec![s],
-                    Value::Array(items) => items
-                        .into_iter()
-                        .map(|i| match i {
-                            Value::String(s) => Ok(s),
-                            Value::Object(m) => m
-                                .get("path")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned)
-                                .ok_or_else(|| r.refuse(svc, k, "each entry needs a path")),
-                            _ => Err(r.refuse(svc, k, "entries must be paths")),
-                        })
-                        .collect::<Result<_>>()?,
-                    _ => return Err(r.refuse(svc, k, "must be a path or a list of paths")),
-                };
-                for file in files {
-                    let rel = inside_checkout(r, ctx, svc, k, &file)?;
-                    if !ctx.checkout.is_file(&rel) {
-                        return Err(r.refuse(svc, k, format!("{file:?} is not a file in the checkout")));
-                    }
-                    out.env_files.push(rel);
-                }
-            }
-            "volumes" => {
-                let Value::Array(items) = value else {
-                    return Err(r.refuse(svc, k, "must be a list"));
-                };
-                for item in items {
-                    let mut mount = sanitize_volume(r, ctx, name, item, declared_volumes)?;
-                    if let Mount::Bind { source, read_only, .. } = &mut mount {
-                        if ctx.checkout.kind(std::path::Path::new(source)).is_none() {
-                            warnings.push(format!(
-                                "service `{name}`: the bind mount {source:?} is not in the checkout; Docker creates an empty directory there, which the app gets instead of a file"
-                            ));
-                        }
-                        // A container that could write the checkout could put a symlink where
-                        // Docker, on the host, later reads a mount, a secret or an env file.
-                        if !*read_only {
-                            *read_only = true;
-                            warnings.push(format!(
-                                "service `{name}`: the bind mount {source:?} is read-only in previews (a preview must not change its checkout, which the host reads)"
-                            ));
-                        }
-                    }
-                    out.volumes.push(mount);
-                }
-            }
-            "expose" => {
-                for v in value.as_array().into_iter().flatten() {
-                    let port = match v {
-                        Value::String(s) => s.clone(),
-                        Value::Number(n) => n.to_string(),
-                        _ => return Err(r.refuse(svc, k, "entries must be ports")),
-                    };
-                    out.expose.push(port);
-                }
-            }
-            "restart" => out.restart = restart_policy(r, name, &value)?,
-            "develop" => warnings.push(format!("service `{name}`: `develop` is ignored in previews")),
-            _ if OVERRIDDEN.contains(&k) => warnings.push(format!(
-                "service `{name}`: `{k}` is ignored; limits, restart policy and names are set by the orchestrator"
-            )),
-            _ if PASSTHROUGH.contains(&k) || k.starts_with("x-") => {
-                out.passthrough.insert(key, value);
-            }
-            _ => return Err(r.refuse(svc, k, "this key is not allowed in previews")),
-        }
+            (_, value) => value,
+        };
+        let judged = service_key(r, ctx, &mut out, key, value, declared_volumes, warnings);
+        r.noted(judged);
     }
     if out.build.is_some()
         && let Some(image) = out.image.take()
@@ -1724,7 +1684,173 @@ fn sanitize_service(
             "service `{name}`: `image: {image}` is ignored because the service is built; a built image must not take another image's name on the host"
         ));
     }
-    Ok(out)
+    out
+}
+
+/// One key of service `out` (`out.name`), judged and put into `out`; see [`sanitize_service`].
+/// Within `build`, `volumes` and `env_file`, each entry is judged on its own (and noted).
+fn service_key(
+    r: &Refusals,
+    ctx: &SanitizeContext,
+    out: &mut RepoService,
+    key: String,
+    value: Value,
+    declared_volumes: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let name = out.name.clone();
+    let name = name.as_str();
+    let svc = Some(name);
+    let k = key.as_str();
+    if k == "ports" && !ctx.is_preview_file() {
+        out.published = published_ports(r, name, &value)?;
+        warnings.push(format!(
+            "service `{name}`: `ports` dropped; no host port is published, and only the web service's port is routed, through nginx"
+        ));
+        return Ok(());
+    }
+    if let Some((_, reason)) = REFUSED.iter().find(|(r, _)| *r == k) {
+        return Err(r.refuse(svc, k, *reason));
+    }
+    check_shape(r, name, k, &value)?;
+    match k {
+        "privileged" => {
+            if value.as_bool() != Some(false) {
+                return Err(r.refuse(svc, k, "privileged containers control the host"));
+            }
+        }
+        "network_mode" => {
+            let mode = value.as_str().unwrap_or_default();
+            if !(mode == "none" || mode.starts_with("service:")) {
+                return Err(r.refuse(
+                    svc,
+                    k,
+                    format!("network_mode {mode:?} would leave the preview's own network (only `none` and `service:NAME` are allowed)"),
+                ));
+            }
+            out.passthrough.insert(key, value);
+        }
+        "pid" | "ipc" => {
+            let mode = value.as_str().unwrap_or_default();
+            if mode == "host" || mode.starts_with("container:") || (k == "ipc" && mode == "shareable") {
+                return Err(r.refuse(
+                    svc,
+                    k,
+                    format!("{k} {mode:?} shares a namespace outside the preview"),
+                ));
+            }
+            out.passthrough.insert(key, value);
+        }
+        "volumes_from" => {
+            for v in value.as_array().into_iter().flatten() {
+                let s = v.as_str().unwrap_or_default();
+                if s.starts_with("container:") {
+                    return Err(r.refuse(svc, k, "volumes of containers outside the preview are not reachable"));
+                }
+            }
+            out.passthrough.insert(key, value);
+        }
+        "build" => out.build = Some(sanitize_build(r, ctx, name, value)?),
+        "image" => {
+            let Value::String(image) = value else {
+                return Err(r.refuse(svc, k, "must be a string"));
+            };
+            out.image = Some(image);
+        }
+        "environment" => out.environment = key_values(r, svc, k, value)?,
+        "post_start" | "pre_stop" => {
+            check_hooks(r, name, k, &value)?;
+            out.passthrough.insert(key, value);
+        }
+        "labels" => {
+            out.labels = key_values(r, svc, k, value)?
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default()))
+                .collect();
+            if let Some(reserved) = out.labels.keys().find(|l| l.starts_with(RESERVED_LABELS)) {
+                return Err(r.refuse(
+                    svc,
+                    k,
+                    format!("`{reserved}`: labels under `{RESERVED_LABELS}` are the orchestrator's"),
+                ));
+            }
+        }
+        "env_file" => {
+            let entries = match value {
+                Value::String(s) => vec![Value::String(s)],
+                Value::Array(items) => items,
+                _ => return Err(r.refuse(svc, k, "must be a path or a list of paths")),
+            };
+            let files: Vec<String> = entries
+                .into_iter()
+                .filter_map(|i| r.noted(match i {
+                    Value::String(s) => Ok(s),
+                    Value::Object(m) => m
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| r.refuse(svc, k, "each entry needs a path")),
+                    _ => Err(r.refuse(svc, k, "entries must be paths")),
+                }))
+                .collect();
+            for file in files {
+                let env_file = inside_checkout(r, ctx, svc, k, &file).and_then(|rel| {
+                    if ctx.checkout.is_file(&rel) {
+                        Ok(rel)
+                    } else {
+                        Err(r.refuse(svc, k, format!("{file:?} is not a file in the checkout")))
+                    }
+                });
+                out.env_files.extend(r.noted(env_file));
+            }
+        }
+        "volumes" => {
+            let Value::Array(items) = value else {
+                return Err(r.refuse(svc, k, "must be a list"));
+            };
+            for item in items {
+                let Some(mut mount) = r.noted(sanitize_volume(r, ctx, name, item, declared_volumes)) else {
+                    continue;
+                };
+                if let Mount::Bind { source, read_only, .. } = &mut mount {
+                    if ctx.checkout.kind(std::path::Path::new(source)).is_none() {
+                        warnings.push(format!(
+                            "service `{name}`: the bind mount {source:?} is not in the checkout; Docker creates an empty directory there, which the app gets instead of a file"
+                        ));
+                    }
+                    // A container that could write the checkout could put a symlink where
+                    // Docker, on the host, later reads a mount, a secret or an env file.
+                    if !*read_only {
+                        *read_only = true;
+                        warnings.push(format!(
+                            "service `{name}`: the bind mount {source:?} is read-only in previews (a preview must not change its checkout, which the host reads)"
+                        ));
+                    }
+                }
+                out.volumes.push(mount);
+            }
+        }
+        "expose" => {
+            for v in value.as_array().into_iter().flatten() {
+                let port = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return Err(r.refuse(svc, k, "entries must be ports")),
+                };
+                out.expose.push(port);
+            }
+        }
+        "restart" => out.restart = restart_policy(r, name, &value)?,
+        "develop" => warnings.push(format!("service `{name}`: `develop` is ignored in previews")),
+        _ if OVERRIDDEN.contains(&k) => warnings.push(format!(
+            "service `{name}`: `{k}` is ignored; limits, restart policy and names are set by the orchestrator"
+        )),
+        _ if PASSTHROUGH.contains(&k) || k.starts_with("x-") => {
+            out.passthrough.insert(key, value);
+        }
+        _ => return Err(r.refuse(svc, k, "this key is not allowed in previews")),
+    }
+    Ok(())
 }
 
 /// The container ports of a `ports` list (short or long syntax), skipping ranges and ports given
@@ -1785,73 +1911,82 @@ fn sanitize_build(
         passthrough: Map::new(),
     };
     let mut dockerfile = None;
+    let mut context_refused = false;
     for (key, value) in map {
-        let k = format!("build.{key}");
-        check_shape(r, service, &k, &value)?;
-        match key.as_str() {
-            "context" => {
-                let Value::String(c) = value else {
-                    return Err(r.refuse(svc, &k, "must be a path"));
-                };
-                if c.contains("://") || c.starts_with("git@") {
-                    return Err(r.refuse(svc, &k, "remote build contexts are not fetched"));
+        let key_is_context = key == "context";
+        let judge = || -> Result<()> {
+            let k = format!("build.{key}");
+            check_shape(r, service, &k, &value)?;
+            match key.as_str() {
+                "context" => {
+                    let Value::String(c) = value else {
+                        return Err(r.refuse(svc, &k, "must be a path"));
+                    };
+                    if c.contains("://") || c.starts_with("git@") {
+                        return Err(r.refuse(svc, &k, "remote build contexts are not fetched"));
+                    }
+                    build.context = inside_checkout(r, ctx, svc, &k, &c)?;
+                    if !ctx.checkout.is_dir(&build.context) {
+                        return Err(r.refuse(
+                            svc,
+                            &k,
+                            format!("{c:?} is not a directory in the checkout"),
+                        ));
+                    }
                 }
-                build.context = inside_checkout(r, ctx, svc, &k, &c)?;
-                if !ctx.checkout.is_dir(&build.context) {
+                "dockerfile" => {
+                    let Value::String(d) = value else {
+                        return Err(r.refuse(svc, &k, "must be a path"));
+                    };
+                    dockerfile = Some(d);
+                }
+                "dockerfile_inline" => build.dockerfile_inline = value.as_str().map(str::to_owned),
+                "target" => build.target = value.as_str().map(str::to_owned),
+                "args" => build.args = key_values(r, svc, &k, value)?,
+                "labels" => {
+                    build.labels = key_values(r, svc, &k, value)?
+                        .into_iter()
+                        .map(|(k, v)| (k, v.unwrap_or_default()))
+                        .collect();
+                }
+                b if BUILD_PASSTHROUGH.contains(&b) => {
+                    build.passthrough.insert(key, value);
+                }
+                "network" => {
                     return Err(r.refuse(
                         svc,
                         &k,
-                        format!("{c:?} is not a directory in the checkout"),
+                        "build steps use the default build network, never the host's",
                     ));
                 }
+                "tags" => {
+                    return Err(r.refuse(
+                        svc,
+                        &k,
+                        "extra tags could overwrite other images on the host",
+                    ));
+                }
+                "privileged" | "entitlements" => {
+                    return Err(r.refuse(svc, &k, "builds run unprivileged"));
+                }
+                "additional_contexts" | "ssh" | "secrets" => {
+                    return Err(r.refuse(
+                        svc,
+                        &k,
+                        "builds see only the checkout, never host files, agents or secrets",
+                    ));
+                }
+                "cache_to" => return Err(r.refuse(svc, &k, "cache exports can write to the host")),
+                _ => return Err(r.refuse(svc, &k, "this build key is not allowed in previews")),
             }
-            "dockerfile" => {
-                let Value::String(d) = value else {
-                    return Err(r.refuse(svc, &k, "must be a path"));
-                };
-                dockerfile = Some(d);
-            }
-            "dockerfile_inline" => build.dockerfile_inline = value.as_str().map(str::to_owned),
-            "target" => build.target = value.as_str().map(str::to_owned),
-            "args" => build.args = key_values(r, svc, &k, value)?,
-            "labels" => {
-                build.labels = key_values(r, svc, &k, value)?
-                    .into_iter()
-                    .map(|(k, v)| (k, v.unwrap_or_default()))
-                    .collect();
-            }
-            b if BUILD_PASSTHROUGH.contains(&b) => {
-                build.passthrough.insert(key, value);
-            }
-            "network" => {
-                return Err(r.refuse(
-                    svc,
-                    &k,
-                    "build steps use the default build network, never the host's",
-                ));
-            }
-            "tags" => {
-                return Err(r.refuse(
-                    svc,
-                    &k,
-                    "extra tags could overwrite other images on the host",
-                ));
-            }
-            "privileged" | "entitlements" => {
-                return Err(r.refuse(svc, &k, "builds run unprivileged"));
-            }
-            "additional_contexts" | "ssh" | "secrets" => {
-                return Err(r.refuse(
-                    svc,
-                    &k,
-                    "builds see only the checkout, never host files, agents or secrets",
-                ));
-            }
-            "cache_to" => return Err(r.refuse(svc, &k, "cache exports can write to the host")),
-            _ => return Err(r.refuse(svc, &k, "this build key is not allowed in previews")),
-        }
+            Ok(())
+        };
+        let judged = judge();
+        context_refused |= key_is_context && judged.is_err();
+        r.noted(judged);
     }
-    if let Some(d) = dockerfile {
+    // The Dockerfile's path is read from the context: with the context refused, it is unknown.
+    if let Some(d) = dockerfile.filter(|_| !context_refused) {
         let joined = crate::detect::join_str(&build.context, &d);
         let rel = inside_checkout(r, ctx, svc, "build.dockerfile", &joined).map_err(|_| {
             r.refuse(
@@ -2128,7 +2263,7 @@ fn choose_hostname_service(
     };
     let name = service.name.as_str();
     let refuse = |reason: String| {
-        let line = locate_text(r.text, name, "labels", &[HOSTNAME_LABEL.to_owned()]);
+        let line = r.locate_text(name, "labels", &[HOSTNAME_LABEL.to_owned()]);
         r.refuse_at(name, "labels", line, reason)
     };
     let label = service.labels[HOSTNAME_LABEL].trim();
@@ -2258,7 +2393,7 @@ mod tests {
 
     proptest::proptest! {
         /// The index of service blocks reads a line's key as `key_line` does, for any service
-        /// name, so it finds the blocks `service_block` found.
+        /// name, so it finds the blocks `service_line` finds.
         #[test]
         fn line_key_reads_keys_as_key_line_does(
             line in "[ \t\"a-b:_.#-]{0,12}",
@@ -3145,5 +3280,262 @@ mod hostname_service_profile_tests {
         };
         assert!(profiles("admin").is_empty(), "started");
         assert_eq!(profiles("other"), ["tools"], "not started");
+    }
+}
+
+#[cfg(test)]
+mod every_refusal_tests {
+    use super::*;
+
+    fn run(text: &str) -> Result<SanitizedCompose> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let checkout = Checkout::open(dir.path()).unwrap();
+        sanitize(
+            text,
+            &SanitizeContext {
+                checkout: &checkout,
+                file: "compose.yaml".into(),
+            },
+        )
+    }
+
+    /// The line and key of each refusal an error holds, in its order.
+    fn lines_and_keys(e: &Error) -> Vec<(Option<u64>, String)> {
+        e.refusals()
+            .into_iter()
+            .map(|r| match r {
+                Error::ComposeRefused { line, key, .. } => (*line, key.clone()),
+                other => panic!("not a refusal: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Services and keys are read in name order (`worker` after `web`, `cap_add` before
+    /// `privileged`); the refusals are listed in the order of the file's lines.
+    #[test]
+    fn refusals_of_several_services_and_the_top_level_are_listed_in_line_order() {
+        let text = "services:\n  worker:\n    image: busybox\n    volumes:\n      - /etc:/host-etc\n    network_mode: host\n    devices: [/dev/sda]\n  web:\n    build: .\n    privileged: true\n    ports: [\"8000:8000\"]\n    cap_add: [SYS_ADMIN]\nvolumes:\n  data:\n    driver: nfs\ninclude: [other.yaml]\n";
+        let err = run(text).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(4), "volumes".to_owned()),
+                (Some(6), "network_mode".to_owned()),
+                (Some(7), "devices".to_owned()),
+                (Some(10), "privileged".to_owned()),
+                (Some(12), "cap_add".to_owned()),
+                (Some(15), "volumes.data.driver".to_owned()),
+                (Some(16), "include".to_owned()),
+            ]
+        );
+        assert_eq!(
+            err.to_string(),
+            "compose.yaml: 7 refusals:
+- compose.yaml:4: service `worker`: key `volumes`: the bind mount \"/etc\" is outside the checkout; previews may only mount their own files
+- compose.yaml:6: service `worker`: key `network_mode`: network_mode \"host\" would leave the preview's own network (only `none` and `service:NAME` are allowed)
+- compose.yaml:7: service `worker`: key `devices`: host devices are not available to previews
+- compose.yaml:10: service `web`: key `privileged`: privileged containers control the host
+- compose.yaml:12: service `web`: key `cap_add`: previews run without added capabilities
+- compose.yaml:15: key `volumes.data.driver`: volumes are plain local volumes of the preview: drivers, driver options, names and external volumes can reach the host or other previews
+- compose.yaml:16: key `include`: including other files is not supported; inline them"
+        );
+        // Each alone reads as it always did.
+        let alone = run("services:\n  web:\n    build: .\n    privileged: true\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            alone,
+            "compose.yaml:4: service `web`: key `privileged`: privileged containers control the host"
+        );
+    }
+
+    /// awesome-compose's plex sample, in our words: the variable in `volumes` (line 10) was
+    /// refused alone, though `network_mode: host` comes first (line 5). The volume, whose
+    /// variable is refused, is not judged again as a path.
+    #[test]
+    fn the_plex_shape_names_network_mode_first_then_the_variable_in_volumes() {
+        let text = "services:\n  media:\n    image: example/media-server\n    container_name: media\n    network_mode: host\n    environment:\n      - VERSION=docker\n    restart: always\n    volumes:\n      - ${MEDIA_PATH}:/media/\n";
+        let err = run(text).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(5), "network_mode".to_owned()),
+                (Some(10), "volumes".to_owned())
+            ]
+        );
+        let shown = err.to_string();
+        assert!(shown.starts_with("compose.yaml: 2 refusals:\n- compose.yaml:5: service `media`: key `network_mode`: network_mode \"host\""), "{shown}");
+        assert!(shown.contains("\n- compose.yaml:10: service `media`: key `volumes`: variables are not substituted in `volumes` (found `MEDIA_PATH`)"), "{shown}");
+    }
+
+    /// A build key whose variable is refused is not judged again, and the Dockerfile, read from
+    /// a refused context, is not judged at all; the other build keys are.
+    #[test]
+    fn a_key_depending_on_a_refused_one_is_not_judged() {
+        let text = "services:\n  web:\n    build:\n      context: ${CTX}\n      dockerfile: missing/Dockerfile\n      network: host\n";
+        let err = run(text).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(4), "build.context".to_owned()),
+                (Some(6), "build.network".to_owned())
+            ]
+        );
+        // With the context fine, the missing Dockerfile is refused beside the network.
+        let text = "services:\n  web:\n    build:\n      context: .\n      dockerfile: missing/Dockerfile\n      network: host\n";
+        let keys: Vec<String> = lines_and_keys(&run(text).unwrap_err())
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(keys, ["build.dockerfile", "build.network"]);
+    }
+
+    /// 200 refusals: 20 are listed, in line order, and the rest counted; a refusal's long value
+    /// is cut so that the list fits too. The message stays well under 8 KiB either way.
+    #[test]
+    fn two_hundred_refusals_list_twenty_and_count_the_rest() {
+        let mut text = "services:\n".to_owned();
+        for i in 0..MAX_SERVICES {
+            text.push_str(&format!(
+                "  s{i:03}:\n    image: busybox\n    privileged: true\n    cap_add: [SYS_ADMIN]\n"
+            ));
+        }
+        let err = run(&text).unwrap_err();
+        assert_eq!(err.refusals().len(), 200);
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(
+                "compose.yaml: 200 refusals:\n- compose.yaml:4: service `s000`: key `privileged`: "
+            ),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("\n- compose.yaml:").count(), 20, "{shown}");
+        assert!(
+            shown.contains("\n- compose.yaml:41: service `s009`: key `cap_add`: previews run without added capabilities\n- and 180 more"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("\n- and 180 more"), "{shown}");
+        assert!(shown.len() < 8 * 1024, "{} bytes", shown.len());
+
+        // Each refusal quotes a 1,000-character path (as many as fit the file's 64 KiB): each
+        // is cut, and fewer are listed.
+        let long = "x".repeat(1_000);
+        let mut text = "services:\n  web:\n    build: .\n    volumes:\n".to_owned();
+        for i in 0..60 {
+            text.push_str(&format!("      - /{long}{i}:/m{i}\n"));
+        }
+        let err = run(&text).unwrap_err();
+        assert_eq!(err.refusals().len(), 60);
+        let shown = err.to_string();
+        let listed = shown
+            .matches("\n- compose.yaml:4: service `web`: key `volumes`: the bind mount")
+            .count();
+        assert!((5..20).contains(&listed), "{listed} listed: {shown}");
+        assert!(
+            shown.ends_with(&format!("\n- and {} more", 60 - listed)),
+            "{shown}"
+        );
+        assert!(shown.contains("…("), "{shown}");
+        assert!(shown.len() < 8 * 1024, "{} bytes", shown.len());
+    }
+
+    /// Service lines refused whatever else the service has, with the key each refusal names.
+    const INDEPENDENT: [(&str, &str); 13] = [
+        ("privileged: true", "privileged"),
+        ("network_mode: host", "network_mode"),
+        ("cap_add: [SYS_ADMIN]", "cap_add"),
+        ("devices: [/dev/sda]", "devices"),
+        ("pid: host", "pid"),
+        ("ipc: host", "ipc"),
+        ("volumes: [\"/etc:/etc\"]", "volumes"),
+        ("env_file: /etc/environment", "env_file"),
+        ("runtime: runsc", "runtime"),
+        ("sysctls: {net.core.somaxconn: 1024}", "sysctls"),
+        ("command: \"echo $ money\"", "command"),
+        ("volumes_from: [\"container:other\"]", "volumes_from"),
+        ("no_such_key: 1", "no_such_key"),
+    ];
+
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any mix of independent refusals, in any order over several services, is listed
+        /// whole: one refusal for each, in the order of the file's lines.
+        #[test]
+        fn every_independent_refusal_is_listed_in_line_order(
+            services in proptest::collection::vec(
+                proptest::sample::subsequence((0..INDEPENDENT.len()).collect::<Vec<_>>(), 0..=INDEPENDENT.len())
+                    .prop_shuffle(),
+                1..5,
+            ),
+            include in proptest::bool::ANY,
+        ) {
+            let mut text = String::new();
+            let mut expected = Vec::new();
+            let mut line = 0u64;
+            let mut push = |text: &mut String, l: &str| {
+                text.push_str(l);
+                text.push('\n');
+                line += 1;
+                line
+            };
+            if include {
+                let at = push(&mut text, "include: [other.yaml]");
+                expected.push((Some(at), "include".to_owned()));
+            }
+            push(&mut text, "services:");
+            // `app` is the web service, so that a file without refusals passes; the others are
+            // named so that the name order is not the file's.
+            for (i, chosen) in services.iter().enumerate() {
+                if i == 0 {
+                    push(&mut text, "  app:");
+                    push(&mut text, "    build: .");
+                } else {
+                    push(&mut text, &format!("  s{}:", services.len() - i));
+                    push(&mut text, "    image: busybox");
+                }
+                for &c in chosen {
+                    let (l, key) = INDEPENDENT[c];
+                    let at = push(&mut text, &format!("    {l}"));
+                    expected.push((Some(at), key.to_owned()));
+                }
+            }
+            match run(&text) {
+                Ok(_) => proptest::prop_assert!(expected.is_empty(), "{text}"),
+                Err(e) => {
+                    proptest::prop_assert_eq!(lines_and_keys(&e), expected, "{}", text);
+                    proptest::prop_assert!(e.to_string().len() < 8 * 1024);
+                }
+            }
+        }
+    }
+
+    /// Variables outside the preview are refused all at once, in line order: the first says why,
+    /// the others refer to it.
+    #[test]
+    fn every_variable_outside_the_preview_is_named() {
+        let text = "services:\n  web:\n    build: .\n    environment:\n      TOKEN: ${GITHUB_TOKEN}\n      PORT: ${PORT}\n  worker:\n    image: busybox\n    command: echo $HOME\n    environment:\n      - SECRET\n";
+        let compose = run(text).unwrap();
+        let names: BTreeSet<String> = ["PORT".to_owned()].into();
+        let err = check_variables(&compose, &names).unwrap_err();
+        assert_eq!(
+            lines_and_keys(&err),
+            [
+                (Some(5), "environment".to_owned()),
+                (Some(9), "command".to_owned()),
+                (Some(11), "environment".to_owned()),
+            ]
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("compose.yaml: 3 refusals:\n- compose.yaml:5: service `web`: key `environment`: `GITHUB_TOKEN` is not a variable of this preview, and Compose's own environment is never used;"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("\n- compose.yaml:9: service `worker`: key `command`: `HOME` is not a variable of this preview either\n- compose.yaml:11: service `worker`: key `environment`: `SECRET` is not a variable of this preview either"),
+            "{shown}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{OVERRIDDEN, Refusals, RepoService, SanitizedCompose, ServiceLines, locate_text};
+use super::{OVERRIDDEN, REFUSED, Refusals, RepoService, SanitizedCompose, ServiceLines};
 use crate::{Error, Result};
 
 /// A reference to a variable in a repo's compose file.
@@ -253,14 +253,24 @@ fn may_interpolate(key: &str) -> bool {
     INTERPOLATED.contains(&key) || INTERPOLATED.contains(&key.split('.').next().unwrap_or(key))
 }
 
-/// Every variable a service refers to, refusing invalid `$` syntax and references in keys whose
-/// values the sanitiser judges.
+/// What [`scan_variables`] found in one service.
+pub(super) struct ScannedService {
+    /// Every variable the service refers to.
+    pub refs: Vec<VariableRef>,
+    /// The keys (`build.KEY` for build keys) whose variables were refused, and noted: their
+    /// values as written are not what the repo meant, so they are not judged further.
+    pub refused_keys: BTreeSet<String>,
+}
+
+/// Every variable a service refers to, refusing (and noting) invalid `$` syntax and references
+/// in keys whose values the sanitiser judges, each string on its own. Keys refused whatever
+/// their value ([`REFUSED`]) are left to that refusal, which says more.
 pub(super) fn scan_variables(
     r: &Refusals,
     service: &str,
     map: &Map<String, Value>,
     preview_file: bool,
-) -> Result<Vec<VariableRef>> {
+) -> ScannedService {
     let mut strings = Vec::new();
     let mut bare = Vec::new();
     for (key, value) in map {
@@ -271,6 +281,9 @@ pub(super) fn scan_variables(
         }
         // Dropped or replaced by the orchestrator: their variables are never substituted.
         if OVERRIDDEN.contains(&key.as_str()) || key == "restart" || key == "develop" {
+            continue;
+        }
+        if REFUSED.iter().any(|(refused, _)| refused == key) {
             continue;
         }
         if key == "build"
@@ -291,29 +304,34 @@ pub(super) fn scan_variables(
         }
     }
     let mut refs = Vec::new();
+    let mut refused_keys = BTreeSet::new();
     let mut lines = ServiceLines::new(r.lines(), service);
     for (key, text) in strings {
-        let pieces = parse_template(text).map_err(|why| {
-            r.refuse_at(
-                service,
-                &key,
-                locate_text(r.text, service, &key, &[text.to_owned()]),
-                format!("{text:?}: {why}"),
-            )
-        })?;
+        let pieces = match parse_template(text) {
+            Ok(pieces) => pieces,
+            Err(why) => {
+                let line = lines.locate(&key, &[text.to_owned()]);
+                r.note(r.refuse_at(service, &key, line, format!("{text:?}: {why}")));
+                refused_keys.insert(key);
+                continue;
+            }
+        };
         let mut names = Vec::new();
         referenced(&pieces, &mut names);
         if let Some((name, _)) = names.first()
             && !may_interpolate(&key)
         {
-            return Err(r.refuse_at(
+            let line = lines.locate(&key, &needles(name));
+            r.note(r.refuse_at(
                 service,
                 &key,
-                locate_text(r.text, service, &key, &needles(name)),
+                line,
                 format!(
                     "variables are not substituted in `{key}` (found `{name}`): the sanitiser judges this key's value as written, so write the value itself"
                 ),
             ));
+            refused_keys.insert(key);
+            continue;
         }
         for (name, required) in names {
             let line = lines.locate_variable(&key, &name);
@@ -335,7 +353,7 @@ pub(super) fn scan_variables(
             key,
         });
     }
-    Ok(refs)
+    ScannedService { refs, refused_keys }
 }
 
 fn needles(name: &str) -> [String; 2] {
@@ -376,28 +394,44 @@ fn bare_entries(value: &Value, key: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// Refuses a reference to a variable that is not one of `names`, the preview's own, unless it
-/// brings its own text (see [`VariableRef`]).
+/// Refuses every reference to a variable that is not one of `names`, the preview's own, unless
+/// it brings its own text (see [`VariableRef`]): all of them at once, in line order.
+///
+/// This runs once the plan knows the preview's variables, which needs a file the sanitiser
+/// passed (the web service chosen); so these refusals come after the sanitiser's, not with them.
 pub fn check_variables(compose: &SanitizedCompose, names: &BTreeSet<String>) -> Result<()> {
-    let Some(v) = compose
+    let mut unknown: Vec<&VariableRef> = compose
         .variables
         .iter()
-        .find(|v| v.required && !names.contains(&v.name))
-    else {
-        return Ok(());
-    };
+        .filter(|v| v.required && !names.contains(&v.name))
+        .collect();
+    // The first in the file says why; the others refer to it.
+    unknown.sort_by_key(|v| v.line.unwrap_or(u64::MAX));
     let known: Vec<&str> = names.iter().map(String::as_str).collect();
-    Err(Error::ComposeRefused {
-        file: compose.file.clone(),
-        line: v.line,
-        service: Some(v.service.clone()),
-        key: v.key.clone(),
-        reason: format!(
-            "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of the `.env` beside it, of preview-config.yml's env and env_file, and those the preview sets ({}); preview secrets reach the app's environment by themselves and cannot be referred to; write `$$` for a literal `$`",
-            v.name,
-            known.join(", ")
-        ),
-    })
+    let refusals = unknown
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Error::ComposeRefused {
+            file: compose.file.clone(),
+            line: v.line,
+            service: Some(v.service.clone()),
+            key: v.key.clone(),
+            reason: if i == 0 {
+                format!(
+                    "`{}` is not a variable of this preview, and Compose's own environment is never used; a repo's compose file may use only the variables of the `.env` beside it, of preview-config.yml's env and env_file, and those the preview sets ({}); preview secrets reach the app's environment by themselves and cannot be referred to; write `$$` for a literal `$`",
+                    v.name,
+                    known.join(", ")
+                )
+            } else {
+                format!("`{}` is not a variable of this preview either", v.name)
+            },
+            more: Vec::new(),
+        })
+        .collect();
+    match Error::from_refusals(refusals) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// `text` with its references replaced by `values` (the preview's own variables) and every `$`
@@ -497,6 +531,7 @@ impl RepoService {
             service: Some(self.name.clone()),
             key: key.to_owned(),
             reason,
+            more: Vec::new(),
         };
         let text = |key: &str, s: &str| {
             let resolved = resolve_text(s, values).map_err(|why| refuse(key, why))?;

@@ -194,6 +194,10 @@ pub const REFUSED: &[(&str, &str)] = &[
     ),
     ("ruby-unsupported", "unsupported: ruby (found Gemfile)"),
     (
+        "upstream-shape-plex",
+        "compose.yaml: 2 refusals:\n- compose.yaml:5: service `media`: key `network_mode`: network_mode \"host\" would leave the preview's own network",
+    ),
+    (
         "upstream-shape-wasm-runtime",
         "compose.yml:18: service `api`: key `runtime`: previews use the default runtime",
     ),

@@ -520,16 +520,54 @@ fn arbitrary_text() -> impl Strategy<Value = String> {
 /// characters, and it should point at the fault, not quote the file.
 const MAX_ERROR_CHARS: usize = 2_000;
 
-/// `err` names `file`, and the key or line at fault where the kind of error has one.
+/// The longest an error listing several refusals of one compose file may be, in bytes: each
+/// listed refusal within [`MAX_ERROR_CHARS`], all of them well under 8 KiB.
+const MAX_REFUSALS_BYTES: usize = 8 * 1024;
+
+/// Whether `shown`, the text of `err`, is within the limits: [`MAX_ERROR_CHARS`], or for a list
+/// of refusals, [`MAX_REFUSALS_BYTES`] with each line within [`MAX_ERROR_CHARS`].
+fn within_limits(err: &Error, shown: &str) -> bool {
+    if err.refusals().len() > 1 {
+        shown.len() <= MAX_REFUSALS_BYTES
+            && shown
+                .lines()
+                .all(|line| line.chars().count() <= MAX_ERROR_CHARS)
+    } else {
+        shown.chars().count() <= MAX_ERROR_CHARS
+    }
+}
+
+/// `err` names `file`, and the key or line at fault where the kind of error has one; so does
+/// each refusal it lists.
 fn assert_precise(err: &Error, file: &str, input: &str) {
     let shown = err.to_string();
     let context = || format!("error {:?} for input {:?}", excerpt(&shown), excerpt(input));
     assert!(
-        shown.chars().count() <= MAX_ERROR_CHARS,
+        within_limits(err, &shown),
         "an error of {} characters: {}",
         shown.chars().count(),
         context()
     );
+    for refusal in err.refusals() {
+        let Error::ComposeRefused {
+            file: f,
+            key,
+            reason,
+            more,
+            ..
+        } = refusal
+        else {
+            unreachable!("refusals() holds refusals only");
+        };
+        assert_eq!(f, file, "names another file: {}", context());
+        assert!(!key.is_empty(), "names no key: {}", context());
+        assert!(!reason.trim().is_empty(), "no reason: {}", context());
+        assert!(
+            std::ptr::eq(refusal, err) || more.is_empty(),
+            "a listed refusal lists more: {}",
+            context()
+        );
+    }
     match err {
         Error::Config {
             file: f,
@@ -547,16 +585,8 @@ fn assert_precise(err: &Error, file: &str, input: &str) {
                 context()
             );
         }
-        Error::ComposeRefused {
-            file: f,
-            key,
-            reason,
-            ..
-        } => {
-            assert_eq!(f, file, "names another file: {}", context());
-            assert!(!key.is_empty(), "names no key: {}", context());
-            assert!(!reason.trim().is_empty(), "no reason: {}", context());
-        }
+        // Each refusal it lists was checked above.
+        Error::ComposeRefused { .. } => {}
         other => panic!("not an error about {file}: {other:?}: {}", context()),
     }
 }
@@ -824,7 +854,11 @@ proptest! {
                 let names: std::collections::BTreeSet<String> = preview.iter().cloned().collect();
                 if let Err(e) = preview_core::sanitize::check_variables(&compose, &names) {
                     assert_precise(&e, "compose.yaml", &text);
-                    prop_assert!(matches!(&e, Error::ComposeRefused { line: Some(_), .. }), "{e}");
+                    prop_assert!(!e.refusals().is_empty(), "{e}");
+                    prop_assert!(
+                        e.refusals().iter().all(|r| matches!(r, Error::ComposeRefused { line: Some(_), .. })),
+                        "{e}"
+                    );
                 } else {
                     let values: BTreeMap<String, String> =
                         names.iter().map(|n| (n.clone(), format!("{n}$"))).collect();
@@ -1166,7 +1200,7 @@ fn check_plan(app: &str, which: Mutated, file: Index, m: &[Mutation], dotenv: Op
     let names_a_file = |e: &Error| {
         let shown = e.to_string();
         assert!(
-            shown.chars().count() <= MAX_ERROR_CHARS,
+            within_limits(e, &shown),
             "an error of {} characters: {:?} for {}",
             shown.chars().count(),
             excerpt(&shown),

@@ -193,15 +193,25 @@ async fn an_app_that_exits_at_start_fails_fast_with_its_log() {
 
 /// A repository whose compose file mounts the Docker socket, asks for privileges or refers to
 /// the orchestrator's environment is refused by the sanitiser in the plan phase, before anything
-/// is built or started, and the comment names the file, service, key and line.
+/// is built or started, and the comment names the file, service, key and line: of every
+/// refusal, one line each in the order of the file, when there are several.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_compose_file_is_refused_in_the_plan_phase() {
     let e2e = E2e::start("fail-compose", &[]).await;
     let tree = Tree::fixture("python-plain").with(
         "docker-compose.preview.yml",
-        "services:\n  app:\n    build: .\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
+        "services:\n  app:\n    build: .\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n    cap_add: [SYS_ADMIN]\n",
     );
-    open_and_expect_failure(&e2e, 14, &tree, "plan", &["`volumes`", "the Docker socket"]).await;
+    open_and_expect_failure(
+        &e2e,
+        14,
+        &tree,
+        "plan",
+        &["failed in the **plan** phase: docker-compose.preview.yml: 2 refusals:\n\
+            - docker-compose.preview.yml:4: service `app`: key `volumes`: the Docker socket would give the preview control of the host\n\
+            - docker-compose.preview.yml:6: service `app`: key `cap_add`: previews run without added capabilities\n"],
+    )
+    .await;
     let privileged = Tree::fixture("python-plain").with(
         "docker-compose.preview.yml",
         "services:\n  app:\n    build: .\n    privileged: true\n",
