@@ -74,6 +74,21 @@ impl Planned {
                         note.clone_from(&routed);
                     }
                 }
+                // It starts beside the serving one on an update, as the web service does.
+                let in_place = replaced_in_place_warning(compose, None);
+                if let Some(at) = self
+                    .plan
+                    .warnings
+                    .iter()
+                    .position(|w| Some(w) == in_place.as_ref())
+                {
+                    match replaced_in_place_warning(compose, Some(&second.service)) {
+                        Some(warning) => self.plan.warnings[at] = warning,
+                        None => {
+                            self.plan.warnings.remove(at);
+                        }
+                    }
+                }
                 if let Some(summary) = self.plan.compose.as_mut()
                     && let Some(service) = summary
                         .services
@@ -95,6 +110,34 @@ impl Planned {
             }
         }
     }
+}
+
+/// The warning that the services built from the repo besides the web service (and `routed`, a
+/// second web service routed at its own hostname, which starts beside the serving one too) are
+/// replaced in place on an update; `None` when there are none.
+fn replaced_in_place_warning(c: &SanitizedCompose, routed: Option<&str>) -> Option<String> {
+    let built_others: Vec<String> = c
+        .services
+        .iter()
+        .filter(|s| s.name != c.app_service && Some(s.name.as_str()) != routed && s.build.is_some())
+        .filter(|s| !s.awaited)
+        .map(|s| format!("`{}`", s.name))
+        .collect();
+    if built_others.is_empty() {
+        return None;
+    }
+    let beside = match routed {
+        None => format!("only `{}` starts beside the serving one", c.app_service),
+        Some(routed) => format!(
+            "only `{}` and `{routed}` (its own hostname) start beside the serving ones",
+            c.app_service
+        ),
+    };
+    Some(format!(
+        "on an update, {} (built from the repo) {} replaced in place when the new commit starts, before its web service is ready; {beside}",
+        built_others.join(", "),
+        if built_others.len() == 1 { "is" } else { "are" },
+    ))
 }
 
 /// Plans the checkout at `root`.
@@ -462,19 +505,8 @@ pub fn plan_checkout(checkout: &Checkout) -> Result<Planned> {
                 app.image.as_deref().unwrap_or("-")
             ));
         }
-        let built_others: Vec<String> = c
-            .services
-            .iter()
-            .filter(|s| s.name != c.app_service && s.build.is_some() && !s.awaited)
-            .map(|s| format!("`{}`", s.name))
-            .collect();
-        if !built_others.is_empty() {
-            warnings.push(format!(
-                "on an update, {} (built from the repo) {} replaced in place when the new commit starts, before its web service is ready; only `{}` starts beside the serving one",
-                built_others.join(", "),
-                if built_others.len() == 1 { "is" } else { "are" },
-                c.app_service
-            ));
+        if let Some(warning) = replaced_in_place_warning(c, None) {
+            warnings.push(warning);
         }
     }
 
@@ -1887,6 +1919,45 @@ mod hostname_service_key_tests {
             ("compose.yaml", compose),
             ("preview-config.yml", key),
         ])
+    }
+
+    /// A routed second web service starts beside the serving one on an update, so the plan's
+    /// warning about services replaced in place leaves it out (and goes when it was the only
+    /// one); a private one is still replaced in place.
+    #[test]
+    fn a_routed_second_web_service_is_not_warned_as_replaced_in_place() {
+        let in_place = |planned: &Planned| -> Vec<String> {
+            planned
+                .plan
+                .warnings
+                .iter()
+                .filter(|w| w.starts_with("on an update, "))
+                .cloned()
+                .collect()
+        };
+        let with_worker = format!("{TWO}  worker:\n    build: ./ui\n");
+        let planned = with_key(&with_worker, "hostname_service: frontend\n").unwrap();
+        assert_eq!(
+            in_place(&planned),
+            [
+                "on an update, `frontend`, `worker` (built from the repo) are replaced in place when the new commit starts, before its web service is ready; only `web` starts beside the serving one"
+            ]
+        );
+        let mut private = planned.clone();
+        private.route_hostname_service(|_| None);
+        assert_eq!(in_place(&private), in_place(&planned), "private: unchanged");
+        let mut routed = planned;
+        routed.route_hostname_service(|label| Some(format!("{label}.example.com")));
+        assert_eq!(
+            in_place(&routed),
+            [
+                "on an update, `worker` (built from the repo) is replaced in place when the new commit starts, before its web service is ready; only `web` and `frontend` (its own hostname) start beside the serving ones"
+            ]
+        );
+        let mut alone = with_key(TWO, "hostname_service: frontend\n").unwrap();
+        assert_eq!(in_place(&alone).len(), 1);
+        alone.route_hostname_service(|label| Some(format!("{label}.example.com")));
+        assert!(in_place(&alone).is_empty(), "{:?}", alone.plan.warnings);
     }
 
     /// preview-config.yml's `hostname_service` names the second web service; its label is its

@@ -128,6 +128,14 @@ pub struct PortAllocation {
     /// ([`crate::sanitize::HostnameService`]); from the app pool, as it is proxied by nginx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<u16>,
+    /// During an update, the port of the new commit's second web service, which starts beside
+    /// the serving one as the app does; it becomes `service` when nginx switches to them.
+    #[serde(
+        default,
+        rename = "nextService",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_service: Option<u16>,
 }
 
 impl PortAllocation {
@@ -137,6 +145,7 @@ impl PortAllocation {
             .chain(self.db)
             .chain(self.next_app)
             .chain(self.service)
+            .chain(self.next_service)
     }
 }
 
@@ -207,6 +216,7 @@ impl PortPools {
             db,
             next_app: None,
             service: None,
+            next_service: None,
         })
     }
 }
@@ -261,6 +271,7 @@ mod tests {
                 db: Some(30011),
                 next_app: None,
                 service: None,
+                next_service: None,
             }
         );
         let err = pools

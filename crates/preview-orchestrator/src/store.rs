@@ -469,8 +469,8 @@ impl Store {
     }
 
     /// The port of preview `id`'s second web service (routed at its own hostname), chosen as
-    /// [`Store::allocate_next_app_port`] chooses. It keeps the port from commit to commit, so
-    /// nginx routes to the service across updates.
+    /// [`Store::allocate_next_app_port`] chooses, on a first deploy. An update starts the new
+    /// commit's at [`Store::allocate_next_service_port`], which becomes this one at the switch.
     pub async fn allocate_service_port(
         &self,
         id: &PreviewId,
@@ -518,13 +518,34 @@ impl Store {
         r
     }
 
-    /// Makes `next_app` the app port of preview `id` once nginx routes to it, giving the old
-    /// app port back. Nothing changes unless `next_app` is `port`.
-    pub async fn switch_app_port(&self, id: &PreviewId, port: u16) -> Result<()> {
+    /// A second port for preview `id`'s second web service during an update, for the new
+    /// commit's to start on beside the serving one, chosen as
+    /// [`Store::allocate_next_app_port`] chooses.
+    pub async fn allocate_next_service_port(
+        &self,
+        id: &PreviewId,
+        published: &BTreeSet<u16>,
+    ) -> Result<u16> {
+        self.allocate_extra_port(
+            id,
+            published,
+            |a| a.next_service,
+            |a, port| a.next_service = Some(port),
+        )
+        .await
+    }
+
+    /// Once nginx routes to an update's new commit: makes `next_app` the app port of preview
+    /// `id` and `next_service` (if held) its second web service's port, in one change, giving
+    /// the old ones back. Nothing changes unless `next_app` is `app_port`.
+    pub async fn switch_to_next_ports(&self, id: &PreviewId, app_port: u16) -> Result<()> {
         let ((), ticket) = self.mutate(|s| match s.port_allocations.get_mut(id) {
-            Some(a) if a.next_app == Some(port) => {
-                a.app = port;
+            Some(a) if a.next_app == Some(app_port) => {
+                a.app = app_port;
                 a.next_app = None;
+                if let Some(service) = a.next_service.take() {
+                    a.service = Some(service);
+                }
                 ((), true)
             }
             _ => ((), false),
@@ -532,11 +553,13 @@ impl Store {
         ticket.wait().await
     }
 
-    /// Gives back the second app port of preview `id` (an update that failed or was abandoned).
-    pub async fn release_next_app_port(&self, id: &PreviewId) -> Result<()> {
+    /// Gives back the second app port of preview `id` and its second web service's next port
+    /// (an update that failed or was abandoned).
+    pub async fn release_next_ports(&self, id: &PreviewId) -> Result<()> {
         let ((), ticket) = self.mutate(|s| match s.port_allocations.get_mut(id) {
-            Some(a) if a.next_app.is_some() => {
+            Some(a) if a.next_app.is_some() || a.next_service.is_some() => {
                 a.next_app = None;
+                a.next_service = None;
                 ((), true)
             }
             _ => ((), false),

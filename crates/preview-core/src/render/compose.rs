@@ -3,8 +3,9 @@
 //!
 //! Every service gets the limits, `no-new-privileges`, a restart policy (`unless-stopped`, or a
 //! repo service's own `no`/`on-failure` when it is a task meant to end) and the deployment's
-//! labels; the app alone is published, on 127.0.0.1 only, and runs under an init with a short
-//! stop grace period so a new commit replaces it in about a second. The app is rendered in one
+//! labels; the app alone is published (and a second web service routed at its own hostname), on
+//! 127.0.0.1 only, and runs under an init with a short stop grace period so a new commit
+//! replaces it in about a second. The app (with a routed second web service) is rendered in one
 //! of two slots ([`AppSlot`]), so that an update starts it beside the serving one; only the app
 //! carries the commit's sha, so everything else keeps one definition across commits. Values we write are escaped
 //! for Compose's `$` interpolation. In the repo's compose file, references to the preview's own
@@ -169,26 +170,58 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
         }
         Some(repo) => {
             let values = repo_compose_values(plan, input, &repo.dotenv);
-            let slotted = slot.service_name(&repo.app_service);
-            if slot != AppSlot::Blue && repo.services.iter().any(|s| s.name == slotted) {
-                return Err(Error::ComposeRefused {
-                    file: repo.file.clone(),
-                    line: None,
-                    service: Some(slotted),
-                    key: "services".to_owned(),
-                    reason: format!(
-                        "the name is the one the web service `{}` takes during an update; rename it",
-                        repo.app_service
-                    ),
-                    more: Vec::new(),
-                });
+            // The services that change their name with the slot: the app, and the routed second
+            // web service, which starts beside the serving one as the app does.
+            let routed = routed_service(repo, input);
+            let slotted: Vec<&str> = std::iter::once(repo.app_service.as_str())
+                .chain(routed)
+                .collect();
+            let renamed: Vec<(&str, String)> = slotted
+                .iter()
+                .map(|name| (*name, slot.service_name(name)))
+                .collect();
+            if slot != AppSlot::Blue {
+                for (name, green) in &renamed {
+                    if repo.services.iter().any(|s| s.name == *green) {
+                        let reason = if *name == repo.app_service {
+                            format!(
+                                "the name is the one the web service `{name}` takes during an update; rename it"
+                            )
+                        } else {
+                            format!(
+                                "the name is the one the service `{name}` (its own hostname) takes during an update; rename it"
+                            )
+                        };
+                        return Err(Error::ComposeRefused {
+                            file: repo.file.clone(),
+                            line: None,
+                            service: Some(green.clone()),
+                            key: "services".to_owned(),
+                            reason,
+                            more: Vec::new(),
+                        });
+                    }
+                }
             }
+            let renames: Vec<(&str, &str)> = match slot {
+                AppSlot::Blue => Vec::new(),
+                AppSlot::Green => renamed.iter().map(|(f, t)| (*f, t.as_str())).collect(),
+            };
+            let routed_labels = {
+                let mut l = labels.clone();
+                l.insert(labels::SLOT.to_owned(), slot.as_str().to_owned());
+                l
+            };
             for service in repo.resolved_services(&values)? {
                 let is_app = service.name == repo.app_service;
-                let labels = if is_app { &app_labels } else { &labels };
-                let rename = (slot != AppSlot::Blue)
-                    .then_some((repo.app_service.as_str(), slotted.as_str()));
-                let mut view = repo_service(plan, input, labels, &service, is_app, rename)?;
+                let labels = if is_app {
+                    &app_labels
+                } else if Some(service.name.as_str()) == routed {
+                    &routed_labels
+                } else {
+                    &labels
+                };
+                let mut view = repo_service(plan, input, labels, &service, is_app, &renames)?;
                 publish_hostname_service(&mut view, &service, repo, input);
                 services.push(view);
             }
@@ -281,22 +314,39 @@ pub fn services(planned: &Planned, input: &RenderInput) -> ComposeServices {
                         .map(|e| e.as_str().to_owned()),
                 )
                 .collect(),
+            routed: None,
         },
-        Some(repo) => ComposeServices {
-            app: slot.service_name(&repo.app_service),
-            // Services left in a profile are not started.
-            others: repo
-                .services
-                .iter()
-                .filter(|s| s.name != repo.app_service && s.profiles().is_empty())
-                .map(|s| s.name.clone())
-                .collect(),
-        },
+        Some(repo) => {
+            let routed = routed_service(repo, input);
+            let in_slot = |name: &str| match routed {
+                Some(r) if r == name => slot.service_name(name),
+                _ => name.to_owned(),
+            };
+            ComposeServices {
+                app: slot.service_name(&repo.app_service),
+                // Services left in a profile are not started.
+                others: repo
+                    .services
+                    .iter()
+                    .filter(|s| s.name != repo.app_service && s.profiles().is_empty())
+                    .map(|s| in_slot(&s.name))
+                    .collect(),
+                routed: routed.map(|name| slot.service_name(name)),
+            }
+        }
     }
 }
 
-/// The app's `networks` in the green slot: the same networks (`default` when it names none),
-/// each with the alias `app_name`, so the other services reach it under its usual name.
+/// The repo's second web service when it is routed at its own hostname (the input has a
+/// route for it): it is then slotted with the app. A private one (hostnames off) is not.
+fn routed_service<'a>(repo: &'a SanitizedCompose, input: &RenderInput) -> Option<&'a str> {
+    input.service_route.as_ref()?;
+    repo.hostname_service.as_ref().map(|h| h.service.as_str())
+}
+
+/// A slotted service's `networks` in the green slot: the same networks (`default` when it
+/// names none), each with the alias `app_name` (its usual name), so the other services reach it
+/// under that name.
 fn aliased_networks(networks: Option<Value>, app_name: &str) -> Value {
     let alias = || serde_json::json!({ "aliases": [app_name] });
     let mut out = serde_json::Map::new();
@@ -720,7 +770,7 @@ fn repo_service(
     labels: &BTreeMap<String, String>,
     service: &RepoService,
     is_app: bool,
-    rename: Option<(&str, &str)>,
+    renames: &[(&str, &str)],
 ) -> Result<ServiceView> {
     let mut passthrough = service.passthrough.clone();
     let mut view = hardened(&service.name, labels);
@@ -825,11 +875,12 @@ fn repo_service(
             view.command = Some(plan.start_argv.iter().map(|a| literal(a)).collect());
         }
     }
-    // In the green slot the app's service is renamed: it keeps its usual name as an alias, and
-    // the other services' references follow it.
-    if let Some((from, to)) = rename {
-        if is_app {
-            view.name = to.to_owned();
+    // In the green slot the slotted services (the app, a routed second web service) are
+    // renamed: each keeps its usual name as an alias, and the other services' references
+    // follow it (the app may name the second service, and it the app).
+    for (from, to) in renames {
+        if service.name == *from {
+            view.name = (*to).to_owned();
             let networks = passthrough.remove("networks");
             passthrough.insert("networks".to_owned(), aliased_networks(networks, from));
         } else {
@@ -848,9 +899,10 @@ fn repo_service(
 
 /// Publishes the repo's second web service ([`crate::sanitize::HostnameService`]) on
 /// 127.0.0.1 at its route's port, as the app is, when previews have hostnames. Its other
-/// `ports` were dropped by the sanitiser like every service's. An update recreates it in place
-/// (it has no slots), so it gets the app's short stop grace period (it runs under an init, as
-/// every service does): its host answers again about a second later.
+/// `ports` were dropped by the sanitiser like every service's. It is slotted with the app (see
+/// [`routed_service`]): an update starts it beside the serving one, at the route's port (the
+/// new slot's), and nginx switches to both at once. It gets the app's short stop grace period
+/// (it runs under an init, as every service does), so the old slot's goes quickly.
 fn publish_hostname_service(
     view: &mut ServiceView,
     service: &RepoService,
@@ -1025,6 +1077,90 @@ mod tests {
         assert_eq!(
             err,
             "compose.yaml: service `web-green`: key `services`: the name is the one the web service `web` takes during an update; rename it"
+        );
+    }
+
+    /// A compose file whose web service and routed second service (`front`) name each other,
+    /// rendered in `slot` with hostnames; the parsed services.
+    fn two_web_services(compose: &str, slot: AppSlot) -> Result<Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("Dockerfile"), "FROM python:3.12-slim-bookworm\n").unwrap();
+        std::fs::write(root.join("compose.yaml"), compose).unwrap();
+        let mut planned = crate::plan(root).unwrap();
+        planned.route_hostname_service(|label| Some(format!("acme-app-pr-1-{label}.example.com")));
+        let mut input = RenderInput::new(
+            "acme-app-pr-1",
+            "acme/app",
+            1,
+            "0".repeat(40),
+            "acme-app",
+            8000,
+            root,
+            root.join("Dockerfile.generated"),
+            "0123456789abcdef",
+        );
+        let route = |hostname: &str| super::super::HostRoute {
+            hostname: hostname.to_owned(),
+            listen: vec!["80".to_owned()],
+            tls: None,
+        };
+        input.host = Some(route("acme-app-pr-1.example.com"));
+        input.service_route = Some(super::super::ServiceRoute {
+            host_port: 8001,
+            route: route("acme-app-pr-1-front.example.com"),
+        });
+        input.app_slot = slot;
+        let text = render_compose(&planned, &input)?;
+        let parsed: Value = serde_saphyr::from_str(&text).unwrap();
+        Ok(parsed["services"].clone())
+    }
+
+    /// In the green slot both slotted services are renamed, and each one's references to the
+    /// other follow it, whichever way they point; a service that is neither follows both.
+    #[test]
+    fn references_between_the_app_and_the_routed_service_follow_both_renames() {
+        let compose = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    depends_on: [front, worker]\n  front:\n    image: redis:7\n    labels:\n      preview.hostname: front\n    expose: [\"3000\"]\n  worker:\n    image: redis:7\n    links: [\"front:ui\"]\n";
+        let green = two_web_services(compose, AppSlot::Green).unwrap();
+        assert_eq!(
+            green["web-green"]["depends_on"],
+            serde_json::json!(["front-green", "worker"])
+        );
+        assert_eq!(
+            green["worker"]["links"],
+            serde_json::json!(["front-green:ui"])
+        );
+        let blue = two_web_services(compose, AppSlot::Blue).unwrap();
+        assert_eq!(
+            blue["web"]["depends_on"],
+            serde_json::json!(["front", "worker"])
+        );
+
+        let compose = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  front:\n    image: redis:7\n    labels:\n      preview.hostname: front\n    expose: [\"3000\"]\n    depends_on:\n      web:\n        condition: service_started\n";
+        let green = two_web_services(compose, AppSlot::Green).unwrap();
+        assert_eq!(
+            green["front-green"]["depends_on"],
+            serde_json::json!({"web-green": {"condition": "service_started"}})
+        );
+        assert_eq!(
+            green["front-green"]["networks"],
+            serde_json::json!({"default": {"aliases": ["front"]}})
+        );
+        assert_eq!(green["front-green"]["ports"][0]["published"], "8001");
+        assert_eq!(green["front-green"]["ports"][0]["target"], 3000);
+    }
+
+    /// A service already named as the routed service's green slot is refused, as for the app.
+    #[test]
+    fn a_service_named_as_the_green_routed_service_is_refused() {
+        let compose = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  front:\n    image: redis:7\n    labels:\n      preview.hostname: front\n    expose: [\"3000\"]\n  front-green:\n    image: redis:7\n";
+        two_web_services(compose, AppSlot::Blue).unwrap();
+        let err = two_web_services(compose, AppSlot::Green)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "compose.yaml: service `front-green`: key `services`: the name is the one the service `front` (its own hostname) takes during an update; rename it"
         );
     }
 

@@ -38,7 +38,9 @@ pub mod labels {
     /// network or volume keeps the same definition from commit to commit, so Compose leaves it
     /// running through an update (a changed label would make Compose recreate it).
     pub const SHA: &str = "dev.preview-deployer.sha";
-    /// Which of the two app slots (`blue`, `green`) a container belongs to; only on the app.
+    /// Which of the two app slots (`blue`, `green`) a container belongs to; only on the app and
+    /// on a second web service routed at its own hostname, which updates start beside the
+    /// serving one too.
     pub const SLOT: &str = "dev.preview-deployer.slot";
     /// `true` on the container of a task meant to end (a migration): its exit with 0 is its
     /// success, which readiness does not take for a crash.
@@ -50,7 +52,8 @@ pub mod labels {
 /// One of a preview's two sets of app containers. An update starts the new commit in the slot
 /// that is not serving, beside the serving one, then nginx switches to it (see the
 /// orchestrator's runtime). The slots differ in the app's service name only, so they share the
-/// project's network, volumes and services.
+/// project's network, volumes and services. A repo's second web service routed at its own
+/// hostname ([`ServiceRoute`]) is slotted with the app: renamed in the green slot the same way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum AppSlot {
     /// The app's own service name (`app`, or the repo compose file's app service): a first
@@ -170,14 +173,16 @@ pub struct RenderInput {
     pub shared_database: Option<SharedDatabase>,
     /// Set when the repo's compose file has a second web service
     /// ([`crate::sanitize::HostnameService`]) and previews have hostnames: it is published on
-    /// 127.0.0.1 at this route's port, and nginx serves it at this route's host.
+    /// 127.0.0.1 at this route's port, and nginx serves it at this route's host. It is then in
+    /// [`RenderInput::app_slot`] with the app.
     pub service_route: Option<ServiceRoute>,
 }
 
 /// Where a preview's second web service is published and served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRoute {
-    /// The port on 127.0.0.1 (from the app pool) it is published on.
+    /// The port on 127.0.0.1 (from the app pool) it is published on: in an update, the new
+    /// slot's own port, beside the serving one's (as [`RenderInput::host_port`] is the app's).
     pub host_port: u16,
     /// Its own host, with the same listen addresses and certificate as the app's.
     pub route: HostRoute,
@@ -520,8 +525,11 @@ pub struct ComposeServices {
     /// The app's service, under its slot's name.
     pub app: String,
     /// Every other service that starts (databases, extra services, the repo's other services not
-    /// left in a profile).
+    /// left in a profile), the routed second web service under its slot's name.
     pub others: Vec<String>,
+    /// The second web service routed at its own hostname ([`RenderInput::service_route`]),
+    /// under its slot's name; `None` when none is routed.
+    pub routed: Option<String>,
 }
 
 impl Rendered {

@@ -201,6 +201,97 @@ fn green_slot_compose_files() {
     });
 }
 
+/// An update of a preview whose second web service is routed at its own hostname renders that
+/// service in the green slot with the app: renamed `admin-green`, reachable as `admin`, labelled
+/// with the slot, published at the new slot's port; the nginx conf routes both hosts to the new
+/// slot's ports. Without a route (hostnames off) it keeps its name, unslotted.
+#[test]
+fn a_routed_second_web_service_is_slotted_with_the_app() {
+    use preview_core::id::{PrNumber, PreviewId, RepoSlug};
+    use preview_core::render::{AppSlot, ServiceRoute, labels};
+    use preview_core::routing::Routing;
+
+    let settings = settings();
+    settings.bind(|| {
+        let name = "compose-two-web";
+        let id = PreviewId::new(
+            &RepoSlug::parse("acme-compose-two-web").unwrap(),
+            PrNumber::new(7).unwrap(),
+        );
+        let routing = Routing::Hostname {
+            domain: "preview.example.com".into(),
+            listen: vec!["80".into()],
+            tls: None,
+        };
+        let mut planned = plan(name);
+        planned.route_hostname_service(|label| {
+            routing.service_host_route(&id, label).map(|r| r.hostname)
+        });
+        let mut input = snapshot_input(name);
+        input.host = routing.host_route(&id);
+        input.service_route = Some(ServiceRoute {
+            host_port: 8107,
+            route: routing.service_host_route(&id, "admin").unwrap(),
+        });
+        let blue = render(&planned, &input).unwrap();
+        assert_eq!(blue.services.routed.as_deref(), Some("admin"));
+        input.app_slot = AppSlot::Green;
+        input.host_port = 8008;
+        input.service_route.as_mut().unwrap().host_port = 8109;
+        let green = render(&planned, &input).unwrap();
+        insta::assert_snapshot!(
+            format!("{name}@green-hostnames@docker-compose.yml"),
+            green.compose
+        );
+        insta::assert_snapshot!(format!("{name}@green-hostnames@nginx.conf"), green.nginx);
+        assert_eq!(green.services.app, "web-green");
+        assert_eq!(green.services.routed.as_deref(), Some("admin-green"));
+        assert_eq!(green.services.others, ["admin-green"]);
+
+        let parsed =
+            |compose: &str| -> serde_json::Value { serde_saphyr::from_str(compose).unwrap() };
+        let (blue, green) = (parsed(&blue.compose), parsed(&green.compose));
+        let admin = &green["services"]["admin-green"];
+        assert!(green["services"].get("admin").is_none(), "renamed");
+        assert_eq!(
+            admin["networks"]["default"]["aliases"],
+            serde_json::json!(["admin"])
+        );
+        assert_eq!(admin["labels"][labels::SLOT], "green");
+        assert_eq!(blue["services"]["admin"]["labels"][labels::SLOT], "blue");
+        assert_eq!(admin["ports"][0]["published"], "8109");
+        assert_eq!(admin["ports"][0]["host_ip"], "127.0.0.1");
+        assert_eq!(
+            green["services"]["web-green"]["ports"][0]["published"],
+            "8008"
+        );
+        // nginx routes both hosts to the new slot's ports.
+        let nginx = render(&planned, &input).unwrap().nginx;
+        assert!(
+            nginx.contains("proxy_pass http://127.0.0.1:8008"),
+            "{nginx}"
+        );
+        assert!(
+            nginx.contains("proxy_pass http://127.0.0.1:8109"),
+            "{nginx}"
+        );
+
+        // Private (no route): not slotted, not labelled with a slot, not published.
+        let mut private = plan(name);
+        private.route_hostname_service(|_| None);
+        let mut input = snapshot_input(name);
+        input.app_slot = AppSlot::Green;
+        let rendered = render(&private, &input).unwrap();
+        assert_eq!(rendered.services.routed, None);
+        assert_eq!(rendered.services.others, ["admin"]);
+        let compose = parsed(&rendered.compose);
+        let admin = &compose["services"]["admin"];
+        assert!(admin["labels"].get(labels::SLOT).is_none(), "{admin}");
+        assert!(admin.get("ports").is_none(), "{admin}");
+        assert!(admin.get("networks").is_none(), "{admin}");
+    });
+}
+
 /// Sleep and wake: a preview that may sleep logs its requests to its activity log and sends
 /// nginx's own 502 (its port refuses connections while it sleeps) to the orchestrator's wake
 /// endpoint, in both routing modes.

@@ -1,4 +1,5 @@
-//! Draining an app port after nginx switched away from it, before its containers go.
+//! Draining the old ports after nginx switched away from them (the app's, and a routed second
+//! web service's), before their containers go.
 //!
 //! A reload returns before nginx serves the new config, and old workers finish (and for a moment
 //! still accept) requests for the old port. So the drain first waits a settle time, then until no
@@ -28,13 +29,13 @@ impl Default for DrainPolicy {
 /// How often the open connections are counted.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Waits until `port` is drained under `policy`. Returns the connections still open at the end
-/// (0 when it drained).
-pub async fn drain(port: u16, policy: DrainPolicy) -> usize {
+/// Waits until every one of `ports` is drained under `policy` (one settle time for all).
+/// Returns the connections still open at the end (0 when they drained).
+pub async fn drain(ports: &[u16], policy: DrainPolicy) -> usize {
     let started = Instant::now();
     tokio::time::sleep(policy.settle).await;
     loop {
-        let open = open_connections(port);
+        let open = ports.iter().map(|p| open_connections(*p)).sum();
         if open == 0 || started.elapsed() >= policy.max {
             return open;
         }

@@ -1,12 +1,14 @@
 //! A repository's second web service (a front end beside its API), labelled
 //! `preview.hostname` in its compose file ([`preview_core::sanitize::HostnameService`]). With
-//! hostnames on, it is published on 127.0.0.1 at a port the preview holds from commit to commit
-//! (the allocation's `service`), and the preview's nginx conf serves it at its own host beside
-//! the app's; teardown removes both with that one conf, and gives the port back with the
-//! others. It is not started beside the serving one as the app is: an update recreates it in
-//! place when the new commit starts (Compose's `up` of the next file), at the same port, so
-//! nginx keeps routing to it. Readiness waits for it after the app, and fails the deploy when
-//! it never answers.
+//! hostnames on, it is published on 127.0.0.1 at a port of the preview's (the allocation's
+//! `service`), and the preview's nginx conf serves it at its own host beside the app's;
+//! teardown removes both with that one conf, and gives the port back with the others. It is
+//! slotted with the app ([`preview_core::render::AppSlot`]): an update starts the new commit's
+//! beside the serving one, at a second port (`nextService`), readiness waits for the new app and
+//! then for it, and the one nginx switch moves both hosts; the two ports switch together and
+//! the old slot's app and service are retired together. A deploy where it never answers fails
+//! (an update's new slot is then removed, the serving one untouched). A private one (hostnames
+//! off) has no port and no slot.
 
 use std::collections::BTreeSet;
 
@@ -30,17 +32,23 @@ pub(super) fn route(planned: &mut Planned, routing: &Routing, id: &PreviewId) {
     });
 }
 
-/// The service's port: held (or newly taken) when the plan routes one, given back otherwise.
+/// The port the rendered files publish the service at, when the plan routes one: on a first
+/// deploy the one it holds (or a new one), on an update (`updating`) the new slot's second port,
+/// which becomes its port at the switch. When the plan routes none, its port is given back.
 pub(super) async fn hold_port(
     store: &crate::Store,
     id: &PreviewId,
     planned: &Planned,
     published: &BTreeSet<u16>,
+    updating: bool,
 ) -> crate::Result<Option<u16>> {
-    if routed(planned).is_some() {
-        store.allocate_service_port(id, published).await.map(Some)
-    } else {
-        store.release_service_port(id).await.map(|()| None)
+    match (routed(planned), updating) {
+        (Some(_), true) => store
+            .allocate_next_service_port(id, published)
+            .await
+            .map(Some),
+        (Some(_), false) => store.allocate_service_port(id, published).await.map(Some),
+        (None, _) => store.release_service_port(id).await.map(|()| None),
     }
 }
 
@@ -60,21 +68,24 @@ pub(super) fn service_route(
 
 /// Waits until the routed service answers at its `port` (any HTTP answer below 500, as the
 /// app's default), failing fast when its container stops: the comment lists its URL, so it must
-/// serve once the preview is live. Nothing to wait for when the plan routes none.
+/// serve once the preview is live. `service` is its compose service in the slot it starts in
+/// ([`preview_core::render::ComposeServices::routed`]). Nothing to wait for when the plan
+/// routes none.
 pub(super) async fn wait_ready(
     engine: &dyn Engine,
     project: &ComposeProject,
     planned: &Planned,
+    service: Option<&str>,
     port: Option<u16>,
     policy: HealthPolicy,
 ) -> Result<(), String> {
-    let (Some(second), Some(port)) = (routed_service(planned), port) else {
+    let (Some(second), Some(service), Some(port)) = (routed_service(planned), service, port) else {
         return Ok(());
     };
     engine
         .wait_ready(
             project,
-            Some(&second.service),
+            Some(service),
             port,
             "/",
             ReadyWhen::AnyAnswer,

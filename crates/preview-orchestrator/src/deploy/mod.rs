@@ -22,29 +22,32 @@
 //!    (`build`), creates the services that do not exist yet without touching running ones
 //!    (`up --no-recreate --no-deps db ...`: the database keeps running), and starts the new app
 //!    service alone (`up --no-deps app-green`); the serving app is an orphan to this file and
-//!    Compose leaves it alone.
-//! 2. **Ready.** The usual health wait, on the new port.
-//! 3. **Switch.** The nginx conf, rendered for the new port, is installed with `nginx -t` and a
-//!    reload. Then the next compose file becomes `docker-compose.yml` and the new port becomes
-//!    the allocation's `app`, the old one going back to the pool.
+//!    Compose leaves it alone. A second web service routed at its own hostname
+//!    ([`hostname_service`]) is slotted with the app: it starts beside the serving one too, as
+//!    `{name}-green` (or back under its plain name), at a second port of its own (`nextService`).
+//! 2. **Ready.** The usual health wait, on the new port; then the new second service's.
+//! 3. **Switch.** The nginx conf, rendered for the new ports (both server blocks in one conf,
+//!    one reload), is installed with `nginx -t` and a reload. Then the next compose file becomes
+//!    `docker-compose.yml` and the new ports become the allocation's `app` and `service` in one
+//!    change, the old ones going back to the pool.
 //! 4. **Drain, retire.** A reload returns before nginx serves the new config, and old workers
-//!    finish their requests: the old port is drained ([`drain`]), then `up --no-build
-//!    --remove-orphans` from the new file removes the old slot's containers (and recreates a
-//!    service whose own definition the commit changed, such as a rebuilt worker); the old
-//!    slot's image goes too.
+//!    finish their requests: the old ports are drained ([`drain`]), then `up --no-build
+//!    --remove-orphans` from the new file removes the old slot's containers (the app and the
+//!    routed second service together; and recreates a service whose own definition the commit
+//!    changed, such as a rebuilt worker); the old slot's images go too.
 //!
 //! Only the app carries the commit's sha and its slot as labels; the other services, networks
 //! and volumes have the same definition at every commit, so Compose never recreates them on an
 //! update. (A preview deployed before this carries the sha on every object: on its first update
 //! Compose recreates its network, so its containers restart once; its volumes stay.) A failed
-//! update (build, health or nginx) removes the new slot's containers and image, the next compose
-//! file and the second port: the serving commit was never touched.
+//! update (build, health or nginx) removes the new slot's containers and images, the next compose
+//! file and the second ports: the serving commit was never touched.
 //!
 //! **Crashes.** What serves is what nginx routes to: the port in the installed conf, and the slot
 //! of the container that publishes it (a switch killed half-way, its backup conf still there,
 //! goes back to the conf before it). An update that was killed is finished or undone from
 //! there ([`DockerRunner::settle`]): a switch that happened is recorded (the next file renamed,
-//! the port switched), and the resumed job first removes whatever the slot it starts in holds.
+//! both ports switched), and the resumed job first removes whatever the slot it starts in holds.
 //! The reconcile sweep does the same for previews no job is updating
 //! ([`DockerRunner::clear_unfinished_update`]), so a half-finished start never lingers.
 
@@ -543,9 +546,10 @@ impl DockerRunner {
             .allocate_ports(false, &published)
             .await
             .map_err(store_failed)?;
-        let service_port = hostname_service::hold_port(ctx.store(), &job.id, &planned, &published)
-            .await
-            .map_err(store_failed)?;
+        let service_port =
+            hostname_service::hold_port(ctx.store(), &job.id, &planned, &published, updating)
+                .await
+                .map_err(store_failed)?;
         let host_port = if updating {
             let port = ctx
                 .store()
@@ -554,10 +558,17 @@ impl DockerRunner {
                 .map_err(store_failed)?;
             *beside = Some(SideBySide {
                 serving_port: serving.as_ref().map_or(ports.app, |s| s.port),
+                serving_routed_port: ctx
+                    .store()
+                    .ports(&job.id)
+                    .and_then(|a| a.service)
+                    .filter(|_| service_port.is_some()),
                 serving_service: serving.and_then(|s| s.service),
                 slot,
                 port,
                 service: None,
+                routed_service: None,
+                serving_routed_service: None,
             });
             port
         } else {
@@ -618,6 +629,13 @@ impl DockerRunner {
             preview_core::render::render(&planned, &input).map_err(|e| fail("render", e, ""))?;
         let compose_file = if let Some(beside) = beside.as_mut() {
             beside.service = Some(rendered.services.app.clone());
+            beside.routed_service.clone_from(&rendered.services.routed);
+            beside.serving_routed_service = planned
+                .repo_compose
+                .as_ref()
+                .and_then(|c| c.hostname_service.as_ref())
+                .filter(|_| rendered.services.routed.is_some())
+                .map(|second| slot.other().service_name(&second.service));
             NEXT_COMPOSE_FILE
         } else {
             COMPOSE_FILE
@@ -731,8 +749,12 @@ impl DockerRunner {
                 Ok(_) => {
                     let engine = &*self.settings.engine;
                     let second = input.service_route.as_ref().map(|s| s.host_port);
+                    let service = rendered.services.routed.as_deref();
                     let health = self.settings.health;
-                    hostname_service::wait_ready(engine, &project, &planned, second, health).await
+                    hostname_service::wait_ready(
+                        engine, &project, &planned, service, second, health,
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
@@ -778,8 +800,8 @@ impl DockerRunner {
             if let Err(e) = std::fs::rename(work.join(NEXT_COMPOSE_FILE), work.join(COMPOSE_FILE)) {
                 tracing::warn!(preview = id, error = %e, "could not make the new compose file the current one");
             }
-            if let Err(e) = ctx.store().switch_app_port(&job.id, beside.port).await {
-                tracing::warn!(preview = id, error = %e, "could not record the new app port");
+            if let Err(e) = ctx.store().switch_to_next_ports(&job.id, beside.port).await {
+                tracing::warn!(preview = id, error = %e, "could not record the new ports");
             }
         }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");
@@ -930,8 +952,8 @@ impl DockerRunner {
             {
                 tracing::warn!(preview = %id, error = %e, "could not make the new compose file the current one");
             }
-            if let Err(e) = store.switch_app_port(id, port).await {
-                tracing::warn!(preview = %id, error = %e, "could not record the new app port");
+            if let Err(e) = store.switch_to_next_ports(id, port).await {
+                tracing::warn!(preview = %id, error = %e, "could not record the new ports");
             }
         }
         let containers = match self.settings.engine.slot_containers(id.as_str()).await {
@@ -979,7 +1001,7 @@ impl DockerRunner {
         if let Err(e) = self.remove_slot(id.as_str(), beside.slot).await {
             tracing::warn!(preview = %id, error = %e, "removing the new commit's containers failed");
         }
-        if let Some(service) = &beside.service {
+        for service in beside.service.iter().chain(&beside.routed_service) {
             self.remove_image_of(id.as_str(), service).await;
         }
         // What the failed build left; the serving commit's own image chain is tagged, so stays.
@@ -991,8 +1013,8 @@ impl DockerRunner {
         self.remove_build_leftovers(id.as_str(), Some(&log), BTreeSet::new())
             .await;
         let _ = std::fs::remove_file(self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE));
-        if let Err(e) = store.release_next_app_port(id).await {
-            tracing::warn!(preview = %id, error = %e, "could not give back the new commit's port");
+        if let Err(e) = store.release_next_ports(id).await {
+            tracing::warn!(preview = %id, error = %e, "could not give back the new commit's ports");
         }
         tracing::info!(preview = %id, "the update was undone; the previous commit serves on");
     }
@@ -1003,11 +1025,14 @@ impl DockerRunner {
     /// with its secrets: without them Compose would recreate the new app without them.
     async fn retire(&self, env: &AppEnv, id: &str, beside: &SideBySide) {
         let started = Instant::now();
-        let open = drain::drain(beside.serving_port, self.settings.drain).await;
+        let old_ports: Vec<u16> = std::iter::once(beside.serving_port)
+            .chain(beside.serving_routed_port)
+            .collect();
+        let open = drain::drain(&old_ports, self.settings.drain).await;
         if open > 0 {
             tracing::warn!(
                 preview = id,
-                port = beside.serving_port,
+                ports = ?old_ports,
                 open,
                 "connections to the old commit are cut after the drain time"
             );
@@ -1036,10 +1061,16 @@ impl DockerRunner {
             tracing::warn!(preview = id, error = %e, "removing the previous commit's containers failed");
             return;
         }
-        if let Some(service) = &beside.serving_service
-            && Some(service) != beside.service.as_ref()
-        {
-            self.remove_image_of(id, service).await;
+        let retired_images = [
+            (&beside.serving_service, &beside.service),
+            (&beside.serving_routed_service, &beside.routed_service),
+        ];
+        for (old, new) in retired_images {
+            if let Some(service) = old
+                && Some(service) != new.as_ref()
+            {
+                self.remove_image_of(id, service).await;
+            }
         }
         // The earlier builds' stage images, but not what this commit's build used: the cache
         // of the next push.
@@ -1143,8 +1174,10 @@ impl DockerRunner {
             .map(|c| c.id.clone())
             .collect();
         let next_file = self.settings.work_dir(id.as_str()).join(NEXT_COMPOSE_FILE);
-        let next_port = store.ports(id).and_then(|a| a.next_app);
-        if leftovers.is_empty() && next_port.is_none() && !next_file.exists() {
+        let next_ports = store
+            .ports(id)
+            .is_some_and(|a| a.next_app.is_some() || a.next_service.is_some());
+        if leftovers.is_empty() && !next_ports && !next_file.exists() {
             return false;
         }
         tracing::info!(preview = %id, containers = leftovers.len(), "reconcile removes what an unfinished update started");
@@ -1152,8 +1185,8 @@ impl DockerRunner {
             tracing::warn!(preview = %id, error = %e, "removing an unfinished update's containers failed");
         }
         let _ = std::fs::remove_file(next_file);
-        if let Err(e) = store.release_next_app_port(id).await {
-            tracing::warn!(preview = %id, error = %e, "could not give back an unfinished update's port");
+        if let Err(e) = store.release_next_ports(id).await {
+            tracing::warn!(preview = %id, error = %e, "could not give back an unfinished update's ports");
         }
         true
     }
@@ -1360,6 +1393,13 @@ pub(crate) struct SideBySide {
     port: u16,
     /// The new commit's app service, once rendered.
     service: Option<String>,
+    /// The new commit's second web service routed at its own hostname (in the new slot), once
+    /// rendered, when the plan routes one.
+    routed_service: Option<String>,
+    /// That service's name in the serving slot, whose image the retirement removes.
+    serving_routed_service: Option<String>,
+    /// The port nginx routes that service's host to until the switch, drained after it.
+    serving_routed_port: Option<u16>,
 }
 
 /// The app port an installed nginx conf routes to (`proxy_pass http://{host}:{port}`);

@@ -283,3 +283,161 @@ async fn sigkill_mid_update_then_restart_runs_the_last_commit() {
     crash.world.close_and_check(&daemon, pr, &last).await;
     daemon.stop().await;
 }
+
+/// A kill between an update's nginx switch and the retirement of the old slot, for a preview
+/// with a second web service at its own hostname (the compose-two-web fixture): nginx already
+/// routes both hosts to the new slot's ports. The restart records the switch for both ports
+/// (the service's follows the app's) and the resumed job ends with the preview running at the
+/// last commit on both hosts, one container per service, each publishing the port the
+/// allocation holds for it, no next port held, and nothing of the old slot left.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_between_switch_and_retire_moves_the_second_service_port_too() {
+    use preview_testkit::http_get_host;
+
+    let world = DaemonWorld::new_with_hostnames("crash-second", &[]).await;
+    let pr = 5;
+    let id = world.id(pr);
+    let preview = preview_core::id::PreviewId::parse(&id).unwrap();
+    let hosts = [
+        format!(
+            "{}.{}",
+            preview.host_label(),
+            crate::e2e_support::PREVIEW_DOMAIN
+        ),
+        format!(
+            "{}.{}",
+            preview.service_host_label("admin"),
+            crate::e2e_support::PREVIEW_DOMAIN
+        ),
+    ];
+    let tree = Tree::fixture("compose-two-web");
+    let sha = world.origin.commit(pr, &tree, "first").await;
+    let daemon = world.start();
+    world.send(&daemon, "opened", pr, &sha).await;
+    let rec = daemon.settled(&id).await;
+    assert_eq!(rec["status"]["state"], "running", "{rec}");
+    let before = rec["ports"].clone();
+
+    let v2 = tree
+        .replace("admin: compose-two-web", "admin v2: compose-two-web")
+        .replace("web: compose-two-web at", "web v2: compose-two-web at");
+    let sha2 = world.origin.commit(pr, &v2, "v2 of both").await;
+    world.send(&daemon, "synchronize", pr, &sha2).await;
+    // The switch is done once the conf routes elsewhere and its backup is gone; the drain of
+    // the old ports (a second at least) follows, then the retirement.
+    let conf = world.nginx.conf_dir().join(format!("{id}.conf"));
+    let old_app = format!("127.0.0.1:{};", before["app"]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let text = std::fs::read_to_string(&conf).unwrap_or_default();
+        if !text.is_empty()
+            && !text.contains(&old_app)
+            && !conf.with_extension("conf.previous").exists()
+        {
+            break;
+        }
+        let rec = daemon.preview(&id).await;
+        assert!(
+            rec.as_ref()
+                .is_some_and(|r| r["status"]["state"] != "failed" && r["deployedSha"] != sha2),
+            "the update ended before the kill: {rec:?}"
+        );
+        assert!(Instant::now() < deadline, "the update never switched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill9();
+    let at_kill = services_of(&id).await;
+    eprintln!("killed between the switch and the retirement; containers: {at_kill:?}");
+    assert_eq!(at_kill.len(), 4, "both slots run at the kill: {at_kill:?}");
+    world.wait_survivors_gone(pr).await;
+
+    let daemon = world.start();
+    let rec = daemon.settled(&id).await;
+    assert_eq!(rec["status"]["state"], "running", "{rec}");
+    assert_eq!(rec["deployedSha"], sha2, "{rec}");
+    let ports = &rec["ports"];
+    assert!(
+        ports["nextApp"].is_null() && ports["nextService"].is_null(),
+        "{rec}"
+    );
+    let port = world.nginx.port();
+    for (host, body) in hosts.iter().zip([
+        "web v2: compose-two-web at /\n",
+        "admin v2: compose-two-web at /\n",
+    ]) {
+        wait_for_http_host(port, host, body).await;
+    }
+    // One container per service, each publishing the port the allocation holds for it.
+    let after = services_of(&id).await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    let published = preview_testkit::docker([
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--format",
+        "{{.Ports}}",
+    ])
+    .await
+    .unwrap();
+    let mut published: Vec<&str> = published.lines().collect();
+    published.sort_unstable();
+    let mut expected = vec![
+        format!("127.0.0.1:{}->8000/tcp", ports["app"]),
+        format!("127.0.0.1:{}->3000/tcp", ports["service"]),
+    ];
+    expected.sort();
+    assert_eq!(published, expected, "{rec}");
+    let direct = http_get_host(
+        u16::try_from(ports["service"].as_u64().unwrap()).unwrap(),
+        "localhost",
+        "/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(direct.body, "admin v2: compose-two-web at /\n");
+    let objects = world.leftovers(pr).await;
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|o| o.starts_with("nginx conf "))
+            .count(),
+        1,
+        "{objects:?}"
+    );
+
+    world.close_and_check(&daemon, pr, &sha2).await;
+    daemon.stop().await;
+}
+
+/// `{service} {slot}` of each container of project `id`, running or not, sorted.
+async fn services_of(id: &str) -> Vec<String> {
+    let out = preview_testkit::docker([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.Label \"dev.preview-deployer.slot\"}}",
+    ])
+    .await
+    .unwrap();
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// Waits until nginx answers `/` of `host` with `body` (30 s at most).
+async fn wait_for_http_host(port: u16, host: &str, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = preview_testkit::http_get_host(port, host, "/").await;
+        if answer
+            .as_ref()
+            .is_ok_and(|a| a.status == 200 && a.body == body)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{host}: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

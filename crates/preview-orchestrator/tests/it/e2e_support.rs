@@ -1153,6 +1153,22 @@ impl DaemonWorld {
     pub async fn new(name: &str, overrides: &[(&str, String)]) -> Self {
         require_docker().await;
         let nginx = PrivateNginx::start().await;
+        Self::with_nginx(name, nginx, overrides).await
+    }
+
+    /// [`DaemonWorld::new`] with each preview at its own hostname under [`PREVIEW_DOMAIN`].
+    pub async fn new_with_hostnames(name: &str, overrides: &[(&str, String)]) -> Self {
+        require_docker().await;
+        let nginx = PrivateNginx::start_with_hostnames().await;
+        let mut all = vec![
+            ("--preview-domain", PREVIEW_DOMAIN.to_owned()),
+            ("--nginx-listen", format!("127.0.0.1:{}", nginx.port())),
+        ];
+        all.extend(overrides.iter().map(|(k, v)| (*k, v.clone())));
+        Self::with_nginx(name, nginx, &all).await
+    }
+
+    async fn with_nginx(name: &str, nginx: PrivateNginx, overrides: &[(&str, String)]) -> Self {
         let github = FakeGitHub::start().await;
         let dir = tempfile::tempdir().unwrap();
         let repo = format!("{OWNER}/{name}-{}", unique_suffix());

@@ -156,8 +156,9 @@ async fn upstream_starters_load_their_root_relative_assets_by_hostname() {
 /// A repository's compose file with a second web service (`preview.hostname: admin`, the
 /// compose-two-web fixture): each host answers through nginx with its own service's body, the
 /// second one published on 127.0.0.1 only at the port the preview holds for it; the PR comment
-/// lists both URLs; an update recreates that service at the same port and nginx goes on routing
-/// to it; closing leaves nothing (conf, ports, containers, images).
+/// lists both URLs; an update starts both services beside the serving ones and switches both
+/// hosts at once, failing no request on either host (the old slot's containers and ports go);
+/// closing leaves nothing (conf, ports, containers, images).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_web_service_is_served_at_its_own_hostname() {
     // Previews sleep only when asked (through the internal API).
@@ -215,54 +216,100 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
     let published = admin_ports(id.as_str()).await;
     assert_eq!(published, format!("127.0.0.1:{service_port}->3000/tcp"));
 
-    // An update recreates it in place when the new commit starts (it has no slots, unlike the
-    // app, which switches once healthy), at the same port, and nginx routes to the new one.
+    // An update starts both web services beside the serving ones (in the green slot, at
+    // second ports) and nginx switches both hosts at once: while a client hammers both hosts
+    // through nginx, every answer is the old commit's page or the new one's, none a failure.
     let tree = tree
         .replace("admin: compose-two-web", "admin v2: compose-two-web")
         .replace("web: compose-two-web at", "web v2: compose-two-web at");
     let sha2 = e2e.commit(pr, &tree, "v2 of both").await;
+    let pages = |v: &str| -> [String; 2] {
+        [
+            format!("web{v}: compose-two-web at /\n"),
+            format!("admin{v}: compose-two-web at /\n"),
+        ]
+    };
+    let (old_pages, new_pages) = (pages(""), pages(" v2"));
+    let hosts = [host.clone(), admin_host.clone()];
+    wait_stable(port, &hosts, &old_pages).await;
+    let hammer = BothHosts::start(port, hosts.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = std::time::Instant::now();
     e2e.send("synchronize", pr, &sha2).await;
-    // Polled every 20 ms; the longest run of failed answers on the second host is printed (the
-    // app's host, switched blue/green, fails none: see zero_downtime.rs).
-    let deadline = std::time::Instant::now() + DEPLOY_TIMEOUT;
-    let (mut gap_started, mut longest_gap, mut failed) = (None, Duration::ZERO, 0);
-    loop {
-        let admin = http_get_host(port, &admin_host, "/").await.unwrap();
-        if admin.status == 200 {
-            if let Some(at) = gap_started.take() {
-                longest_gap = longest_gap.max(std::time::Instant::now() - at);
-            }
-        } else {
-            failed += 1;
-            gap_started.get_or_insert_with(std::time::Instant::now);
-        }
-        let web = http_get_host(port, &host, "/").await.unwrap();
-        if admin.body == "admin v2: compose-two-web at /\n"
-            && web.body == "web v2: compose-two-web at /\n"
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the update never served both: {web:?} {admin:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::e2e_support::eventually("the update to run", DEPLOY_TIMEOUT, || {
+        e2e.record(pr).filter(|r| {
+            r.status == preview_orchestrator::DeploymentStatus::Running
+                && r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha2)
+        })
+    })
+    .await;
+    let to_done = sent.elapsed();
+    wait_stable(port, &hosts, &new_pages).await;
+    let samples = hammer.finish().await;
+    let failures: Vec<_> = samples
+        .iter()
+        .filter(|s| {
+            !matches!(&s.answer, Ok((200, body)) if *body == old_pages[s.host] || *body == new_pages[s.host])
+        })
+        .collect();
+    let per_host = |h: usize| samples.iter().filter(|s| s.host == h).count();
+    let first_new = |h: usize| {
+        samples
+            .iter()
+            .find(|s| s.host == h && matches!(&s.answer, Ok((200, b)) if *b == new_pages[h]))
+            .map(|s| s.at.saturating_duration_since(sent).as_secs_f64())
+    };
     eprintln!(
-        "second web service during the update: {failed} failed answers, longest gap {:.2} s",
-        longest_gap.as_secs_f64()
+        "update of two web services under load: {} requests ({} to the app's host, {} to the second service's), {} failed; new pages served {:.2} s / {:.2} s after the webhook, job done after {:.2} s",
+        samples.len(),
+        per_host(0),
+        per_host(1),
+        failures.len(),
+        first_new(0).unwrap_or_default(),
+        first_new(1).unwrap_or_default(),
+        to_done.as_secs_f64()
     );
-    assert_eq!(
-        e2e.orch.store().ports(&id).unwrap().service,
-        Some(service_port),
-        "the service keeps its port across commits"
+    assert!(per_host(0) > 0 && per_host(1) > 0, "both hosts were asked");
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the update: {failures:#?}",
+        failures.len(),
+        samples.len()
     );
+    assert!(
+        first_new(0).is_some() && first_new(1).is_some(),
+        "both switched under load"
+    );
+
+    // Both ports switched together, the old ones given back; the old slot's containers are gone.
+    let after = e2e.orch.store().ports(&id).unwrap();
+    let new_service_port = after.service.expect("the service's port");
+    assert_ne!(
+        new_service_port, service_port,
+        "the service moved to its second port"
+    );
+    assert_ne!(after.app, held.app, "the app moved to its second port");
+    assert_eq!((after.next_app, after.next_service), (None, None));
+    let allocated = e2e.orch.store().read(|s| s.allocated_ports());
+    for old in [held.app, service_port] {
+        assert!(
+            !allocated.contains(&old),
+            "port {old} is given back: {allocated:?}"
+        );
+    }
     e2e.idle(Duration::from_secs(120)).await;
     assert_eq!(
         admin_ports(id.as_str()).await,
-        format!("127.0.0.1:{service_port}->3000/tcp"),
-        "one admin container, still at its port"
+        format!("127.0.0.1:{new_service_port}->3000/tcp"),
+        "one admin container, at its new port"
     );
+    assert_eq!(
+        services_of(id.as_str()).await,
+        ["admin-green green", "web-green green"],
+        "only the new slot's containers are left"
+    );
+    let work = e2e.dir.path().join("deployments").join(id.as_str());
+    assert!(!work.join("docker-compose.next.yml").exists());
 
     // Asleep, a visit to the second host wakes the preview (the same sleep hooks as the app's).
     let asleep = reqwest::Client::new()
@@ -279,6 +326,11 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
     assert_eq!(admin_ports(id.as_str()).await, "", "stopped");
     let woke = get_within(port, &admin_host, "/after-sleep", Duration::from_secs(60)).await;
     assert_eq!(woke.body, "admin v2: compose-two-web at /after-sleep\n");
+    assert_eq!(
+        services_of(id.as_str()).await,
+        ["admin-green green", "web-green green"],
+        "the same slot wakes"
+    );
     assert_eq!(
         e2e.record(pr).unwrap().status,
         preview_orchestrator::DeploymentStatus::Running
@@ -380,14 +432,119 @@ async fn a_second_web_service_that_never_serves_fails_the_deploy() {
     e2e.shutdown().await;
 }
 
-/// The `docker ps` ports of preview `id`'s admin containers, one line each.
+/// An update whose new second web service never answers (it exits at start) fails in the
+/// health phase naming it, while the serving commit answers on both hosts throughout; the
+/// serving containers are untouched (same ids), the ports are as before, and nothing of the new
+/// slot is left (containers, next ports, next compose file, images).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_whose_second_web_service_never_serves_leaves_the_serving_commit() {
+    let e2e = E2e::start_with_hostnames(
+        "second-update-down",
+        &[("--health-timeout-secs", "20".into())],
+    )
+    .await;
+    let pr = 44;
+    let tree = Tree::fixture("compose-two-web");
+    let sha = e2e.commit(pr, &tree, "web and admin").await;
+    e2e.send("opened", pr, &sha).await;
+    e2e.wait_status(
+        pr,
+        preview_orchestrator::DeploymentStatus::Running,
+        DEPLOY_TIMEOUT,
+    )
+    .await;
+    let id = e2e.id(pr);
+    let port = e2e.nginx.port();
+    let hosts = [
+        format!("{}.{PREVIEW_DOMAIN}", id.host_label()),
+        format!("{}.{PREVIEW_DOMAIN}", id.service_host_label("admin")),
+    ];
+    let serving = [
+        "web: compose-two-web at /\n".to_owned(),
+        "admin: compose-two-web at /\n".to_owned(),
+    ];
+    wait_stable(port, &hosts, &serving).await;
+    e2e.idle(Duration::from_secs(120)).await;
+    let ports_before = e2e.orch.store().ports(&id);
+    let containers_before = container_ids(id.as_str()).await;
+    let mut left_before = e2e.leftovers(pr).await;
+    left_before.sort();
+
+    let hammer = BothHosts::start(port, hosts.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let broken = tree
+        .replace("web: compose-two-web at", "web v2: compose-two-web at")
+        .with(
+            "admin/main.py",
+            "raise SystemExit('the new admin cannot start')\n",
+        );
+    let sha2 = e2e.commit(pr, &broken, "a broken admin").await;
+    e2e.send("synchronize", pr, &sha2).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(
+        reason.starts_with("health: service `admin` (its own hostname): "),
+        "{reason}"
+    );
+    e2e.idle(Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let samples = hammer.finish().await;
+    let wrong: Vec<_> = samples
+        .iter()
+        .filter(|s| !matches!(&s.answer, Ok((200, b)) if *b == serving[s.host]))
+        .collect();
+    eprintln!(
+        "failed update of the second web service under load: {} requests to both hosts, {} not answered by the serving commit",
+        samples.len(),
+        wrong.len()
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(
+        e2e.orch.store().ports(&id),
+        ports_before,
+        "the ports are as before"
+    );
+    assert_eq!(
+        container_ids(id.as_str()).await,
+        containers_before,
+        "the serving containers are untouched, the new slot's gone"
+    );
+    assert_eq!(services_of(id.as_str()).await, ["admin blue", "web blue"]);
+    let work = e2e.dir.path().join("deployments").join(id.as_str());
+    assert!(!work.join("docker-compose.next.yml").exists());
+    let mut left_after = e2e.leftovers(pr).await;
+    left_after.sort();
+    assert_eq!(left_after, left_before, "nothing of the new slot is left");
+
+    e2e.close_and_assert_nothing_left(pr, &sha2).await;
+    e2e.shutdown().await;
+}
+
+/// The ids of preview `id`'s containers, running or not, sorted.
+async fn container_ids(id: &str) -> Vec<String> {
+    let out = preview_testkit::docker([
+        "ps",
+        "-a",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+    ])
+    .await
+    .expect("docker ps");
+    let mut ids: Vec<String> = out.lines().map(str::to_owned).collect();
+    ids.sort();
+    ids
+}
+
+/// The `docker ps` ports of preview `id`'s running admin containers (labelled
+/// `preview.hostname`, in either slot), one line each.
 async fn admin_ports(id: &str) -> String {
     preview_testkit::docker([
         "ps",
         "--filter",
         &format!("label=com.docker.compose.project={id}"),
         "--filter",
-        "label=com.docker.compose.service=admin",
+        "label=preview.hostname=admin",
         "--format",
         "{{.Ports}}",
     ])
@@ -426,5 +583,88 @@ async fn get_until_ok(port: u16, host: &str, path: &str) -> preview_testkit::Htt
             return answer;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `{service} {slot}` of each container of preview `id`, running or not, sorted.
+async fn services_of(id: &str) -> Vec<String> {
+    let out = preview_testkit::docker([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.Label \"dev.preview-deployer.slot\"}}",
+    ])
+    .await
+    .expect("docker ps");
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// Waits until each of `hosts` answers its page in `pages` ten times in a row through nginx:
+/// after a reload, old workers may answer with the previous config for a moment.
+async fn wait_stable(port: u16, hosts: &[String; 2], pages: &[String; 2]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        let mut good = true;
+        for (host, page) in hosts.iter().zip(pages) {
+            good &= http_get_host(port, host, "/")
+                .await
+                .is_ok_and(|a| a.status == 200 && a.body == *page);
+        }
+        in_a_row = if good { in_a_row + 1 } else { 0 };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{hosts:?} never answered {pages:?} steadily"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One answer of [`BothHosts`]: which host (0 or 1), when, and its status and body or error.
+#[derive(Debug)]
+struct HostSample {
+    host: usize,
+    at: std::time::Instant,
+    answer: Result<(u16, String), String>,
+}
+
+/// A client that GETs `/` of two hosts through nginx in turn, every 25 ms, until stopped.
+struct BothHosts {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<HostSample>>,
+}
+
+impl BothHosts {
+    fn start(port: u16, hosts: [String; 2]) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !flag.load(Ordering::Relaxed) {
+                tick.tick().await;
+                for (host, name) in hosts.iter().enumerate() {
+                    let at = std::time::Instant::now();
+                    let answer = match http_get_host(port, name, "/").await {
+                        Ok(a) => Ok((a.status, a.body)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    samples.push(HostSample { host, at, answer });
+                }
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Vec<HostSample> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("the client")
     }
 }

@@ -197,7 +197,7 @@ async fn an_update_holds_a_second_app_port_until_the_switch() {
         .unwrap();
     assert_eq!(other.app, 29101);
     // The switch: the new port serves, the old one is free for the next update.
-    store.switch_app_port(&a, 29102).await.unwrap();
+    store.switch_to_next_ports(&a, 29102).await.unwrap();
     let switched = store.ports(&a).unwrap();
     assert_eq!((switched.app, switched.next_app), (29102, None));
     assert_eq!(
@@ -208,9 +208,9 @@ async fn an_update_holds_a_second_app_port_until_the_switch() {
         29100
     );
     // A failed update gives its port back; a switch to another port changes nothing.
-    store.switch_app_port(&a, 29103).await.unwrap();
+    store.switch_to_next_ports(&a, 29103).await.unwrap();
     assert_eq!(store.ports(&a).unwrap().app, 29102);
-    store.release_next_app_port(&a).await.unwrap();
+    store.release_next_ports(&a).await.unwrap();
     assert_eq!(store.ports(&a).unwrap().next_app, None);
     assert_eq!(store.ports(&a).unwrap().app, 29102);
 }
@@ -275,6 +275,95 @@ async fn a_second_web_service_holds_a_port_of_its_own() {
     store.release_ports(&a).await.unwrap();
     assert_eq!(store.ports(&a), None);
     assert!(!store.read(|s| s.allocated_ports()).contains(&29122));
+}
+
+/// An update of a preview with a second web service holds a second port for it too
+/// (`nextService`, from the app pool, never another's): the switch moves both ports at once
+/// and gives both old ones back; a failed update gives back both next ports, the serving ones
+/// untouched.
+#[tokio::test]
+async fn an_update_holds_a_second_service_port_and_switches_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = PortPools::new(
+        "29140-29145".parse().unwrap(),
+        "29150-29151".parse().unwrap(),
+    )
+    .unwrap();
+    let path = dir.path().join("d.json");
+    let store = Store::open(&path, pools).unwrap();
+    let a = PreviewId::parse("a-b-pr-1").unwrap();
+    assert!(
+        store
+            .allocate_next_service_port(&a, &BTreeSet::new())
+            .await
+            .is_err(),
+        "only a preview that holds ports updates"
+    );
+    store
+        .allocate_ports(&a, false, &BTreeSet::new())
+        .await
+        .unwrap();
+    let service = store
+        .allocate_service_port(&a, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(service, 29141);
+    let next_app = store
+        .allocate_next_app_port(&a, &BTreeSet::new())
+        .await
+        .unwrap();
+    // 29143 is published by some container: skipped.
+    let next_service = store
+        .allocate_next_service_port(&a, &BTreeSet::from([29143]))
+        .await
+        .unwrap();
+    assert_eq!((next_app, next_service), (29142, 29144));
+    assert_eq!(
+        store
+            .allocate_next_service_port(&a, &BTreeSet::new())
+            .await
+            .unwrap(),
+        next_service,
+        "an unfinished update's port is reused"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["portAllocations"]["a-b-pr-1"]["nextService"], 29144);
+    let read: preview_core::ports::PortAllocation =
+        serde_json::from_value(v["portAllocations"]["a-b-pr-1"].clone()).unwrap();
+    assert_eq!(read.next_service, Some(29144), "read back from the file");
+    assert!(store.read(|s| s.allocated_ports()).contains(&29144));
+
+    // A failed update: both next ports go back, the serving ones stay.
+    store.release_next_ports(&a).await.unwrap();
+    let held = store.ports(&a).unwrap();
+    assert_eq!(
+        (held.app, held.service, held.next_app, held.next_service),
+        (29140, Some(29141), None, None)
+    );
+
+    // A switch to another app port changes nothing; the right one moves both.
+    store
+        .allocate_next_app_port(&a, &BTreeSet::new())
+        .await
+        .unwrap();
+    store
+        .allocate_next_service_port(&a, &BTreeSet::new())
+        .await
+        .unwrap();
+    store.switch_to_next_ports(&a, 29145).await.unwrap();
+    assert_eq!(store.ports(&a).unwrap().service, Some(29141));
+    store.switch_to_next_ports(&a, 29142).await.unwrap();
+    let held = store.ports(&a).unwrap();
+    assert_eq!(
+        (held.app, held.service, held.next_app, held.next_service),
+        (29142, Some(29143), None, None)
+    );
+    let allocated = store.read(|s| s.allocated_ports());
+    assert!(
+        !allocated.contains(&29140) && !allocated.contains(&29141),
+        "the old ports are given back: {allocated:?}"
+    );
 }
 
 fn inode(path: &std::path::Path) -> u64 {
