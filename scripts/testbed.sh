@@ -26,7 +26,7 @@ declare -A wanted=(
     [dockerd]=docker.io [nginx]=nginx [mmdebstrap]=mmdebstrap [git]=git [wrk]=wrk
     [hyperfine]=hyperfine [keyctl]=keyutils [curl]=curl [systemd-analyze]=systemd
     # A real Secret Service for the CLI's keychain test: a session bus and gnome-keyring.
-    [dbus-daemon]=dbus [gnome-keyring-daemon]=gnome-keyring
+    [dbus-daemon]=dbus [dbus-send]=dbus-bin [gnome-keyring-daemon]=gnome-keyring
     # The generators of the upstream starters (scripts/upstream-starters.sh) run on npm.
     [node]=nodejs [npm]=npm
     # The wildcard-certificate test: pebble (ACME test server) and pebble-challtestsrv (mock DNS),

@@ -419,6 +419,32 @@ impl SessionBus {
         .run()
         .await
         .expect("gnome-keyring-daemon (scripts/testbed.sh installs gnome-keyring)");
+        // The forked daemon takes its bus name a moment later (on a busy machine, later than the
+        // CLI looked for it, which then chose the file store): wait until the name has an owner.
+        let owned = || {
+            std::process::Command::new("dbus-send")
+                .args([
+                    &format!("--bus={address}"),
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .output()
+                .expect("dbus-send (scripts/testbed.sh installs dbus-bin)")
+                .stdout
+                .windows(12)
+                .any(|w| w == b"boolean true")
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !owned() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Secret Service did not take its bus name in 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         Self { address, bus }
     }
 }
