@@ -3158,22 +3158,26 @@ mod tests {
     }
 }
 
+/// Sanitises `text` as a project's own `compose.yaml`, in a checkout holding a Dockerfile.
+#[cfg(test)]
+fn sanitize_compose_yaml(text: &str) -> Result<SanitizedCompose> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    let checkout = Checkout::open(dir.path()).unwrap();
+    sanitize(
+        text,
+        &SanitizeContext {
+            checkout: &checkout,
+            file: "compose.yaml".into(),
+        },
+    )
+}
+
 #[cfg(test)]
 mod hostname_service_tests {
     use super::*;
 
-    fn run(text: &str) -> Result<SanitizedCompose> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-        let checkout = Checkout::open(dir.path()).unwrap();
-        sanitize(
-            text,
-            &SanitizeContext {
-                checkout: &checkout,
-                file: "compose.yaml".into(),
-            },
-        )
-    }
+    use super::sanitize_compose_yaml as run;
 
     const TWO: &str = "services:\n  web:\n    build: .\n    labels: {preview.web: \"true\"}\n    ports: [\"8000:8000\"]\n  admin:\n    build: .\n    labels:\n      preview.hostname: admin\n    ports: [\"3001:3000\"]\n  db:\n    image: postgres:16-bookworm\n";
 
@@ -3287,18 +3291,7 @@ mod hostname_service_profile_tests {
 mod every_refusal_tests {
     use super::*;
 
-    fn run(text: &str) -> Result<SanitizedCompose> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-        let checkout = Checkout::open(dir.path()).unwrap();
-        sanitize(
-            text,
-            &SanitizeContext {
-                checkout: &checkout,
-                file: "compose.yaml".into(),
-            },
-        )
-    }
+    use super::sanitize_compose_yaml as run;
 
     /// The line and key of each refusal an error holds, in its order.
     fn lines_and_keys(e: &Error) -> Vec<(Option<u64>, String)> {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use preview_testkit::{free_port, http_get, nginx_binary, unique_suffix, wait_for_http};
 use serde_json::Value;
 
-use crate::e2e_support::{Daemon, DaemonWorld, GitHttpServer, Tree, processes_under};
+use crate::e2e_support::{Daemon, DaemonWorld, GitHttpServer, Tree, processes_under, services_of};
 
 /// Where in a deploy the orchestrator is killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,23 +407,6 @@ async fn sigkill_between_switch_and_retire_moves_the_second_service_port_too() {
 
     world.close_and_check(&daemon, pr, &sha2).await;
     daemon.stop().await;
-}
-
-/// `{service} {slot}` of each container of project `id`, running or not, sorted.
-async fn services_of(id: &str) -> Vec<String> {
-    let out = preview_testkit::docker([
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=com.docker.compose.project={id}"),
-        "--format",
-        "{{.Label \"com.docker.compose.service\"}} {{.Label \"dev.preview-deployer.slot\"}}",
-    ])
-    .await
-    .unwrap();
-    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
 }
 
 /// Waits until nginx answers `/` of `host` with `body` (30 s at most).

@@ -364,6 +364,20 @@ pub struct E2e {
     _left_by_a_failure: RemovedOnPanic,
 }
 
+/// `overrides` after the settings that give each preview its own hostname under
+/// [`PREVIEW_DOMAIN`], served by `nginx`.
+fn with_hostnames<'a>(
+    nginx: &PrivateNginx,
+    overrides: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
+    let mut all = vec![
+        ("--preview-domain", PREVIEW_DOMAIN.to_owned()),
+        ("--nginx-listen", format!("127.0.0.1:{}", nginx.port())),
+    ];
+    all.extend(overrides.iter().map(|(k, v)| (*k, v.clone())));
+    all
+}
+
 impl E2e {
     /// Starts everything for a new repository `octo-org/{name}-{unique}`; `overrides` replace
     /// settings (e.g. `("--health-timeout-secs", "5".into())`). Fails loudly without Docker.
@@ -376,11 +390,7 @@ impl E2e {
     pub async fn start_with_hostnames(name: &str, overrides: &[(&str, String)]) -> Self {
         require_docker().await;
         let nginx = PrivateNginx::start_with_hostnames().await;
-        let mut all = vec![
-            ("--preview-domain", PREVIEW_DOMAIN.to_owned()),
-            ("--nginx-listen", format!("127.0.0.1:{}", nginx.port())),
-        ];
-        all.extend(overrides.iter().map(|(k, v)| (*k, v.clone())));
+        let all = with_hostnames(&nginx, overrides);
         Self::start_on(nginx, name, &all).await
     }
 
@@ -1160,11 +1170,7 @@ impl DaemonWorld {
     pub async fn new_with_hostnames(name: &str, overrides: &[(&str, String)]) -> Self {
         require_docker().await;
         let nginx = PrivateNginx::start_with_hostnames().await;
-        let mut all = vec![
-            ("--preview-domain", PREVIEW_DOMAIN.to_owned()),
-            ("--nginx-listen", format!("127.0.0.1:{}", nginx.port())),
-        ];
-        all.extend(overrides.iter().map(|(k, v)| (*k, v.clone())));
+        let all = with_hostnames(&nginx, overrides);
         Self::with_nginx(name, nginx, &all).await
     }
 
@@ -1332,4 +1338,21 @@ pub async fn visit_host(port: u16, host: &str, path: &str) -> Visit {
             status => panic!("GET {path}: {status}\n{}\n{}", answer.headers, answer.body),
         }
     }
+}
+
+/// `{service} {slot}` of each container of preview `id`, running or not, sorted.
+pub async fn services_of(id: &str) -> Vec<String> {
+    let out = preview_testkit::docker([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.Label \"dev.preview-deployer.slot\"}}",
+    ])
+    .await
+    .expect("docker ps");
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
 }

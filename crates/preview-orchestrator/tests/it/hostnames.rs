@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use preview_testkit::{http_get_host, wait_for_http};
 
-use crate::e2e_support::{E2e, PREVIEW_DOMAIN, Tree};
+use crate::e2e_support::{E2e, PREVIEW_DOMAIN, Tree, services_of};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -584,23 +584,6 @@ async fn get_until_ok(port: u16, host: &str, path: &str) -> preview_testkit::Htt
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// `{service} {slot}` of each container of preview `id`, running or not, sorted.
-async fn services_of(id: &str) -> Vec<String> {
-    let out = preview_testkit::docker([
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=com.docker.compose.project={id}"),
-        "--format",
-        "{{.Label \"com.docker.compose.service\"}} {{.Label \"dev.preview-deployer.slot\"}}",
-    ])
-    .await
-    .expect("docker ps");
-    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
 }
 
 /// Waits until each of `hosts` answers its page in `pages` ten times in a row through nginx:
