@@ -43,6 +43,40 @@ fn cases(n: u32) -> Config {
     }
 }
 
+/// How long one case may take before the run counts it as a hang. A case takes milliseconds;
+/// proptest's own timeout would fork a process for every case.
+const CASE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Ends the whole test process (exit code 101, as a failed test) when the case it guards runs
+/// past [`CASE_DEADLINE`], naming the parser and the input: a parser that hangs would otherwise
+/// hold the test, and the CI run, until its own limit. Dropped when the case ends.
+#[must_use = "the case is watched while this lives"]
+struct Watchdog {
+    /// Dropped with the guard, which tells the watching thread the case ended.
+    _done: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn new(parser: &'static str, input: &str) -> Self {
+        let (done, watched) = std::sync::mpsc::channel::<()>();
+        let input = excerpt(input);
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                watched.recv_timeout(CASE_DEADLINE)
+            {
+                // Straight to the process's stderr: the test's captured output dies with it.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "hostile_input: {parser} ran past {CASE_DEADLINE:?} on this input, a hang: {input:?}"
+                );
+                std::process::exit(101);
+            }
+        });
+        Self { _done: done }
+    }
+}
+
 // ----- the corpus: the real fixture files ---------------------------------------------------
 
 /// A file of a fixture app.
@@ -605,6 +639,7 @@ fn excerpt(text: &str) -> String {
 // ----- .env ---------------------------------------------------------------------------------
 
 fn check_dotenv(text: &str) {
+    let _watched = Watchdog::new("the .env parsers", text);
     match dotenv::parse(".env", text) {
         Ok(env) => {
             for (key, value) in &env.values {
@@ -708,6 +743,7 @@ proptest! {
     ) {
         let values: BTreeMap<String, String> =
             [("A".to_owned(), a), ("B".to_owned(), String::new())].into();
+        let _watched = Watchdog::new("Compose interpolation", &text);
         match resolve_text(&text, &values) {
             Ok(resolved) => prop_assert!(resolved.len() <= CONFIG_LIMIT),
             Err(why) => prop_assert!(!why.trim().is_empty()),
@@ -729,6 +765,7 @@ proptest! {
 // ----- preview-config.yml ------------------------------------------------------------------
 
 fn check_config(text: &str) {
+    let _watched = Watchdog::new("the preview-config.yml parser", text);
     if let Err(e) = PreviewConfig::parse(text, "preview-config.yml") {
         assert_precise(&e, "preview-config.yml", text);
     }
@@ -761,6 +798,7 @@ proptest! {
 /// Sanitises `text` as `file` of fixture `app`, whose checkout the bind mounts and env files are
 /// checked against.
 fn check_compose(app: &str, file: &Path, text: &str) {
+    let _watched = Watchdog::new("the compose sanitiser", text);
     let checkout = Checkout::open(&fixtures_dir().join(app)).unwrap();
     let file = file.to_string_lossy().into_owned();
     let ctx = SanitizeContext {
@@ -847,6 +885,7 @@ proptest! {
             None => format!("    build: .\n    {key}: {entry}\n"),
         };
         let text = format!("services:\n  web:\n{service}");
+        let _watched = Watchdog::new("the compose sanitiser", &text);
         let checkout = Checkout::open(&fixtures_dir().join("compose-project")).unwrap();
         let ctx = SanitizeContext { checkout: &checkout, file: "compose.yaml".to_owned() };
         match sanitize(&text, &ctx) {
@@ -1019,6 +1058,7 @@ fn dockerfile_needs(
 /// What the scan reports stays within a small multiple of its input: variables cannot
 /// amplify it.
 fn check_dockerfile(text: &str, args: &BTreeMap<String, String>, target: Option<&str>) {
+    let _watched = Watchdog::new("the Dockerfile image scan", text);
     let needs = dockerfile_needs(text, args, target);
     let input = text.len() + args.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
     let output: usize = needs
@@ -1151,6 +1191,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// that succeeds is rendered in both slots and its images listed. A refusal must name a file of
 /// the checkout.
 fn check_plan(app: &str, which: Mutated, file: Index, m: &[Mutation], dotenv: Option<&str>) {
+    let _watched = Watchdog::new("the planner", &format!("{app}, {which:?}, {m:?}"));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
     copy_dir(&fixtures_dir().join(app), &root);
