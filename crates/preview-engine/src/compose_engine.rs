@@ -100,24 +100,32 @@ impl Engine for ComposeEngine {
     fn converge<'a>(&'a self, p: &'a ComposeProject, env: &'a AppEnv) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             // A task that ended as it should (a migration) is not run again: when there is one,
-            // only the services of the other containers start.
-            let containers = project_containers(&p.name).await?;
-            let done: BTreeSet<&str> = containers
-                .iter()
-                .filter(|c| c.is_done())
-                .map(|c| c.service.as_str())
+            // the file's other services start, by name.
+            let done: BTreeSet<String> = project_containers(&p.name)
+                .await?
+                .into_iter()
+                .filter(ContainerState::is_done)
+                .map(|c| c.service)
                 .collect();
-            let others: BTreeSet<&str> = containers
-                .iter()
-                .map(|c| c.service.as_str())
-                .filter(|s| !done.contains(s))
+            let listed = if done.is_empty() {
+                String::new()
+            } else {
+                self.compose
+                    .services(&p.name, &p.dir, &p.file)?
+                    .run()
+                    .await?
+                    .stdout_text()
+            };
+            let others: Vec<&str> = listed
+                .lines()
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && !done.contains(*s))
                 .collect();
-            if done.is_empty() || others.is_empty() {
+            if others.is_empty() {
                 return self
                     .run(Some(env), None, |c| c.start(&p.name, &p.dir, &p.file))
                     .await;
             }
-            let others: Vec<&str> = others.into_iter().collect();
             self.run(Some(env), None, |c| {
                 c.start_only(
                     &p.name,
@@ -287,7 +295,7 @@ pub(crate) async fn local_disk_usage(name: &str) -> Result<DiskUsage> {
 const DF_BUSY: &str = "a disk usage operation is already running";
 
 /// How long a `docker system df` waits for other processes' to end.
-const DF_BUSY_WAIT: Duration = Duration::from_secs(30);
+const DF_BUSY_WAIT: Duration = Duration::from_secs(60);
 
 /// The output of `docker system df -v --format '{{json .}}'`. The daemon refuses a second one
 /// while one runs, so callers in this process take turns, and one reuses an answer begun after
@@ -303,6 +311,9 @@ async fn system_df() -> Result<String> {
         return Ok(out.clone());
     }
     let began = Instant::now();
+    // Another process's read is waited out from 50 ms up to 1 s apart, so that many waiting
+    // processes do not crowd the daemon they wait for.
+    let mut pause = Duration::from_millis(50);
     let out = loop {
         match docker("read what the preview takes on disk")
             .args(["system", "df", "-v", "--format", "{{json .}}"])
@@ -311,7 +322,8 @@ async fn system_df() -> Result<String> {
         {
             Ok(out) => break out.stdout_text(),
             Err(e) if e.stderr_tail().contains(DF_BUSY) && began.elapsed() < DF_BUSY_WAIT => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
             Err(e) => return Err(e.into()),
         }

@@ -242,6 +242,8 @@ async fn disk_use_is_read_while_others_read_theirs() {
                     refused += usize::from(
                         String::from_utf8_lossy(&out.stderr).contains("already running"),
                     );
+                    // As other previews' comments do: often, not back to back.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 refused
             })

@@ -287,6 +287,15 @@ impl Compose {
             .timeout(self.short_timeout))
     }
 
+    /// `config --services`: the services `up` would start from `file`, one per line (those of
+    /// a profile that is not active are not listed).
+    pub fn services(&self, project: &str, dir: &Path, file: &str) -> Result<Cmd> {
+        Ok(self
+            .project(project, dir, file, "list the preview's services")?
+            .args(["config", "--services"])
+            .timeout(self.short_timeout))
+    }
+
     /// `logs --no-color --tail N`: the last lines of every service, for failure reports.
     pub fn logs(&self, project: &str, dir: &Path, file: &str, tail: usize) -> Result<Cmd> {
         Ok(self

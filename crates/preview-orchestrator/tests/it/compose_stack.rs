@@ -258,6 +258,26 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     // sleep → every container stops; a visit wakes the stack, and the migration, done before
     // the sleep, does not run again (its container is not started again).
     let migrate_started = started_at(id.as_str(), "migrate").await;
+    // A container of a service the file no longer has (what a failed retirement leaves) does
+    // not stop the wake: the wake names the file's services, not the containers'.
+    let stray = docker([
+        "run",
+        "-d",
+        "--label",
+        &format!("com.docker.compose.project={id}"),
+        "--label",
+        "com.docker.compose.service=gone",
+        "--label",
+        "com.docker.compose.oneoff=False",
+        "--label",
+        &format!("dev.preview-deployer.deployment={id}"),
+        "debian:bookworm-slim",
+        "sleep",
+        "infinity",
+    ])
+    .await
+    .unwrap();
+    let stray = stray.trim();
     let slept = reqwest::Client::new()
         .post(format!("{}/api/previews/{id}/sleep", e2e.api))
         .bearer_auth(TOKEN)
@@ -274,6 +294,7 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     );
     e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
         .await;
+    docker(["rm", "--force", stray]).await.unwrap();
     assert_running_with_migration_done(id.as_str()).await;
     assert_eq!(
         started_at(id.as_str(), "migrate").await,
