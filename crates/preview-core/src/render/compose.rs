@@ -170,43 +170,50 @@ pub fn render_compose(planned: &Planned, input: &RenderInput) -> Result<String> 
         }
         Some(repo) => {
             let values = repo_compose_values(plan, input, &repo.dotenv);
-            // The services that change their name with the slot: the app, and the routed second
-            // web service, which starts beside the serving one as the app does.
+            // The services that change their name with the slot: the app (in the green slot),
+            // and the routed second web service (in both), which starts beside the serving one
+            // as the app does.
             let routed = routed_service(repo, input);
-            let slotted: Vec<&str> = std::iter::once(repo.app_service.as_str())
-                .chain(routed)
-                .collect();
-            let renamed: Vec<(&str, String)> = slotted
-                .iter()
-                .map(|name| (*name, slot.service_name(name)))
-                .collect();
-            if slot != AppSlot::Blue {
-                for (name, green) in &renamed {
-                    if repo.services.iter().any(|s| s.name == *green) {
-                        let reason = if *name == repo.app_service {
+            let app_name = slot.service_name(&repo.app_service);
+            let routed_name = routed.map(|name| slot.routed_service_name(name));
+            let clash = |taken: &str| repo.services.iter().any(|s| s.name == taken);
+            let refuse = |service: String, reason: String| Error::ComposeRefused {
+                file: repo.file.clone(),
+                line: None,
+                service: Some(service),
+                key: "services".to_owned(),
+                reason,
+                more: Vec::new(),
+            };
+            let green_app = AppSlot::Green.service_name(&repo.app_service);
+            if slot == AppSlot::Green && clash(&green_app) {
+                return Err(refuse(
+                    green_app,
+                    format!(
+                        "the name is the one the web service `{}` takes during an update; rename it",
+                        repo.app_service
+                    ),
+                ));
+            }
+            if let Some(name) = routed {
+                for taken in [AppSlot::Blue, AppSlot::Green].map(|s| s.routed_service_name(name)) {
+                    if clash(&taken) {
+                        return Err(refuse(
+                            taken,
                             format!(
-                                "the name is the one the web service `{name}` takes during an update; rename it"
-                            )
-                        } else {
-                            format!(
-                                "the name is the one the service `{name}` (its own hostname) takes during an update; rename it"
-                            )
-                        };
-                        return Err(Error::ComposeRefused {
-                            file: repo.file.clone(),
-                            line: None,
-                            service: Some(green.clone()),
-                            key: "services".to_owned(),
-                            reason,
-                            more: Vec::new(),
-                        });
+                                "the name is one the service `{name}` (at its own hostname) takes in a preview; rename it"
+                            ),
+                        ));
                     }
                 }
             }
-            let renames: Vec<(&str, &str)> = match slot {
-                AppSlot::Blue => Vec::new(),
-                AppSlot::Green => renamed.iter().map(|(f, t)| (*f, t.as_str())).collect(),
-            };
+            let mut renames: Vec<(&str, &str)> = Vec::new();
+            if slot == AppSlot::Green {
+                renames.push((repo.app_service.as_str(), app_name.as_str()));
+            }
+            if let (Some(from), Some(to)) = (routed, routed_name.as_deref()) {
+                renames.push((from, to));
+            }
             let routed_labels = {
                 let mut l = labels.clone();
                 l.insert(labels::SLOT.to_owned(), slot.as_str().to_owned());
@@ -319,7 +326,7 @@ pub fn services(planned: &Planned, input: &RenderInput) -> ComposeServices {
         Some(repo) => {
             let routed = routed_service(repo, input);
             let in_slot = |name: &str| match routed {
-                Some(r) if r == name => slot.service_name(name),
+                Some(r) if r == name => slot.routed_service_name(name),
                 _ => name.to_owned(),
             };
             ComposeServices {
@@ -331,7 +338,7 @@ pub fn services(planned: &Planned, input: &RenderInput) -> ComposeServices {
                     .filter(|s| s.name != repo.app_service && s.profiles().is_empty())
                     .map(|s| in_slot(&s.name))
                     .collect(),
-                routed: routed.map(|name| slot.service_name(name)),
+                routed: routed.map(|name| slot.routed_service_name(name)),
             }
         }
     }
@@ -1117,7 +1124,8 @@ mod tests {
     }
 
     /// In the green slot both slotted services are renamed, and each one's references to the
-    /// other follow it, whichever way they point; a service that is neither follows both.
+    /// other follow it, whichever way they point; a service that is neither follows both. In the
+    /// blue slot the routed service is `{name}-blue` and the app keeps its name.
     #[test]
     fn references_between_the_app_and_the_routed_service_follow_both_renames() {
         let compose = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n    depends_on: [front, worker]\n  front:\n    image: redis:7\n    labels:\n      preview.hostname: front\n    expose: [\"3000\"]\n  worker:\n    image: redis:7\n    links: [\"front:ui\"]\n";
@@ -1133,8 +1141,13 @@ mod tests {
         let blue = two_web_services(compose, AppSlot::Blue).unwrap();
         assert_eq!(
             blue["web"]["depends_on"],
-            serde_json::json!(["front", "worker"])
+            serde_json::json!(["front-blue", "worker"])
         );
+        assert_eq!(
+            blue["front-blue"]["networks"],
+            serde_json::json!({"default": {"aliases": ["front"]}})
+        );
+        assert!(blue.get("front").is_none(), "{blue:?}");
 
         let compose = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  front:\n    image: redis:7\n    labels:\n      preview.hostname: front\n    expose: [\"3000\"]\n    depends_on:\n      web:\n        condition: service_started\n";
         let green = two_web_services(compose, AppSlot::Green).unwrap();
@@ -1150,18 +1163,24 @@ mod tests {
         assert_eq!(green["front-green"]["ports"][0]["target"], 3000);
     }
 
-    /// A service already named as the routed service's green slot is refused, as for the app.
+    /// A service already named as the routed service in either slot is refused in both, so that
+    /// a plan does not pass on one deploy and fail on the next.
     #[test]
-    fn a_service_named_as_the_green_routed_service_is_refused() {
-        let compose = "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  front:\n    image: redis:7\n    labels:\n      preview.hostname: front\n    expose: [\"3000\"]\n  front-green:\n    image: redis:7\n";
-        two_web_services(compose, AppSlot::Blue).unwrap();
-        let err = two_web_services(compose, AppSlot::Green)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "compose.yaml: service `front-green`: key `services`: the name is the one the service `front` (its own hostname) takes during an update; rename it"
-        );
+    fn a_service_named_as_the_routed_service_in_a_slot_is_refused() {
+        for taken in ["front-blue", "front-green"] {
+            let compose = format!(
+                "services:\n  web:\n    build: .\n    ports: [\"8000:8000\"]\n  front:\n    image: redis:7\n    labels:\n      preview.hostname: front\n    expose: [\"3000\"]\n  {taken}:\n    image: redis:7\n"
+            );
+            for slot in [AppSlot::Blue, AppSlot::Green] {
+                let err = two_web_services(&compose, slot).unwrap_err().to_string();
+                assert_eq!(
+                    err,
+                    format!(
+                        "compose.yaml: service `{taken}`: key `services`: the name is one the service `front` (at its own hostname) takes in a preview; rename it"
+                    )
+                );
+            }
+        }
     }
 
     #[test]

@@ -97,6 +97,15 @@ impl AppSlot {
             AppSlot::Green => format!("{app}-green"),
         }
     }
+
+    /// The compose service name of a second web service routed at its own hostname in this
+    /// slot: `{name}-blue` or `{name}-green`, in both slots unlike the app's. A commit may route
+    /// a service that the serving commit runs under its plain name (private, or from before
+    /// such services had slots): the new slot's must not be that container, which Compose
+    /// would recreate in place and a failed update would then remove.
+    pub fn routed_service_name(self, name: &str) -> String {
+        format!("{name}-{}", self.as_str())
+    }
 }
 
 /// Resource limits of every container of a preview.

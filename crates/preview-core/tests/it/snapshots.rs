@@ -204,7 +204,8 @@ fn green_slot_compose_files() {
 /// An update of a preview whose second web service is routed at its own hostname renders that
 /// service in the green slot with the app: renamed `admin-green`, reachable as `admin`, labelled
 /// with the slot, published at the new slot's port; the nginx conf routes both hosts to the new
-/// slot's ports. Without a route (hostnames off) it keeps its name, unslotted.
+/// slot's ports. In the blue slot it is `admin-blue`. Without a route (hostnames off) it keeps
+/// its name, unslotted.
 #[test]
 fn a_routed_second_web_service_is_slotted_with_the_app() {
     use preview_core::id::{PrNumber, PreviewId, RepoSlug};
@@ -234,7 +235,7 @@ fn a_routed_second_web_service_is_slotted_with_the_app() {
             route: routing.service_host_route(&id, "admin").unwrap(),
         });
         let blue = render(&planned, &input).unwrap();
-        assert_eq!(blue.services.routed.as_deref(), Some("admin"));
+        assert_eq!(blue.services.routed.as_deref(), Some("admin-blue"));
         input.app_slot = AppSlot::Green;
         input.host_port = 8008;
         input.service_route.as_mut().unwrap().host_port = 8109;
@@ -258,7 +259,14 @@ fn a_routed_second_web_service_is_slotted_with_the_app() {
             serde_json::json!(["admin"])
         );
         assert_eq!(admin["labels"][labels::SLOT], "green");
-        assert_eq!(blue["services"]["admin"]["labels"][labels::SLOT], "blue");
+        assert_eq!(
+            blue["services"]["admin-blue"]["labels"][labels::SLOT],
+            "blue"
+        );
+        assert!(
+            blue["services"].get("admin").is_none(),
+            "named for its slot"
+        );
         assert_eq!(admin["ports"][0]["published"], "8109");
         assert_eq!(admin["ports"][0]["host_ip"], "127.0.0.1");
         assert_eq!(

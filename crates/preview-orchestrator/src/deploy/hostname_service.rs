@@ -34,7 +34,9 @@ pub(super) fn route(planned: &mut Planned, routing: &Routing, id: &PreviewId) {
 
 /// The port the rendered files publish the service at, when the plan routes one: on a first
 /// deploy the one it holds (or a new one), on an update (`updating`) the new slot's second port,
-/// which becomes its port at the switch. When the plan routes none, its port is given back.
+/// which becomes its port at the switch. When the plan routes none, its port is given back: at
+/// once on a first deploy, at the switch on an update (the serving commit's still serves there
+/// until then, and stays if the update fails).
 pub(super) async fn hold_port(
     store: &crate::Store,
     id: &PreviewId,
@@ -48,7 +50,8 @@ pub(super) async fn hold_port(
             .await
             .map(Some),
         (Some(_), false) => store.allocate_service_port(id, published).await.map(Some),
-        (None, _) => store.release_service_port(id).await.map(|()| None),
+        (None, true) => Ok(None),
+        (None, false) => store.release_service_port(id).await.map(|()| None),
     }
 }
 

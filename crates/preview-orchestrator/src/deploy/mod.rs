@@ -556,19 +556,24 @@ impl DockerRunner {
                 .allocate_next_app_port(&job.id, &published)
                 .await
                 .map_err(store_failed)?;
+            // The serving commit's second web service, if it routes one: its port (kept until
+            // the switch, whatever the new commit routes) and the service publishing it.
+            let serving_routed_port = ctx.store().ports(&job.id).and_then(|a| a.service);
+            let serving_routed_service = serving.as_ref().and_then(|s| {
+                s.containers
+                    .iter()
+                    .find(|c| serving_routed_port.is_some_and(|p| c.published.contains(&p)))
+                    .map(|c| c.service.clone())
+            });
             *beside = Some(SideBySide {
                 serving_port: serving.as_ref().map_or(ports.app, |s| s.port),
-                serving_routed_port: ctx
-                    .store()
-                    .ports(&job.id)
-                    .and_then(|a| a.service)
-                    .filter(|_| service_port.is_some()),
+                serving_routed_port,
                 serving_service: serving.and_then(|s| s.service),
                 slot,
                 port,
                 service: None,
                 routed_service: None,
-                serving_routed_service: None,
+                serving_routed_service,
             });
             port
         } else {
@@ -630,12 +635,6 @@ impl DockerRunner {
         let compose_file = if let Some(beside) = beside.as_mut() {
             beside.service = Some(rendered.services.app.clone());
             beside.routed_service.clone_from(&rendered.services.routed);
-            beside.serving_routed_service = planned
-                .repo_compose
-                .as_ref()
-                .and_then(|c| c.hostname_service.as_ref())
-                .filter(|_| rendered.services.routed.is_some())
-                .map(|second| slot.other().service_name(&second.service));
             NEXT_COMPOSE_FILE
         } else {
             COMPOSE_FILE
@@ -802,6 +801,14 @@ impl DockerRunner {
             }
             if let Err(e) = ctx.store().switch_to_next_ports(&job.id, beside.port).await {
                 tracing::warn!(preview = id, error = %e, "could not record the new ports");
+            }
+            // A second web service the new commit no longer routes gives its port back now,
+            // not when the update began: the serving commit's served there until the switch.
+            if beside.routed_service.is_none()
+                && beside.serving_routed_port.is_some()
+                && let Err(e) = ctx.store().release_service_port(&job.id).await
+            {
+                tracing::warn!(preview = id, error = %e, "could not give back the second web service's port");
             }
         }
         tracing::info!(preview = %job.id, sha = %job.sha, total_ms = started.elapsed().as_millis() as u64, "preview live");

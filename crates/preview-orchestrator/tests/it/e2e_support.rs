@@ -1352,7 +1352,8 @@ pub async fn services_of(id: &str) -> Vec<String> {
     ])
     .await
     .expect("docker ps");
-    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    // An unslotted service's line ends in a space, which docker() trims from the last line only.
+    let mut lines: Vec<String> = out.lines().map(|l| l.trim().to_owned()).collect();
     lines.sort();
     lines
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use preview_testkit::{http_get_host, wait_for_http};
 
-use crate::e2e_support::{E2e, PREVIEW_DOMAIN, Tree, services_of};
+use crate::e2e_support::{E2e, PREVIEW_DOMAIN, Tree, eventually, services_of};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -508,7 +508,10 @@ async fn an_update_whose_second_web_service_never_serves_leaves_the_serving_comm
         containers_before,
         "the serving containers are untouched, the new slot's gone"
     );
-    assert_eq!(services_of(id.as_str()).await, ["admin blue", "web blue"]);
+    assert_eq!(
+        services_of(id.as_str()).await,
+        ["admin-blue blue", "web blue"]
+    );
     let work = e2e.dir.path().join("deployments").join(id.as_str());
     assert!(!work.join("docker-compose.next.yml").exists());
     let mut left_after = e2e.leftovers(pr).await;
@@ -516,6 +519,83 @@ async fn an_update_whose_second_web_service_never_serves_leaves_the_serving_comm
     assert_eq!(left_after, left_before, "nothing of the new slot is left");
 
     e2e.close_and_assert_nothing_left(pr, &sha2).await;
+    e2e.shutdown().await;
+}
+
+/// A commit that routes a service the serving commit runs privately (the label added while
+/// the preview serves from the green slot, as after an odd number of updates; or a preview from
+/// before routed services had slots) starts it beside that one under its slot's own name. So
+/// when the new service never answers, the failed update removes only what it started: the
+/// serving commit's `admin` runs on, the same container.
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_a_service_the_serving_commit_runs_privately_leaves_that_one_alone() {
+    let e2e = E2e::start_with_hostnames(
+        "second-label-added",
+        &[("--health-timeout-secs", "20".into())],
+    )
+    .await;
+    let pr = 45;
+    let private = Tree::fixture("compose-two-web").replace("      preview.hostname: admin\n", "");
+    let sha = e2e.commit(pr, &private, "admin private").await;
+    e2e.send("opened", pr, &sha).await;
+    e2e.wait_status(
+        pr,
+        preview_orchestrator::DeploymentStatus::Running,
+        DEPLOY_TIMEOUT,
+    )
+    .await;
+    // An update moves the app to the green slot; the private admin stays as it is.
+    let sha2 = e2e
+        .commit(
+            pr,
+            &private.replace("web: compose-two-web at", "web v2: compose-two-web at"),
+            "web v2",
+        )
+        .await;
+    e2e.send("synchronize", pr, &sha2).await;
+    eventually("the update", DEPLOY_TIMEOUT, || {
+        e2e.record(pr).filter(|r| {
+            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha2)
+                && r.status == preview_orchestrator::DeploymentStatus::Running
+        })
+    })
+    .await;
+    e2e.idle(Duration::from_secs(120)).await;
+    let id = e2e.id(pr);
+    assert_eq!(services_of(id.as_str()).await, ["admin", "web-green green"]);
+    let containers_before = container_ids(id.as_str()).await;
+
+    // The next commit routes admin, and its admin cannot start.
+    let routed_broken = Tree::fixture("compose-two-web")
+        .replace("web: compose-two-web at", "web v3: compose-two-web at")
+        .with(
+            "admin/main.py",
+            "raise SystemExit('the new admin cannot start')\n",
+        );
+    let sha3 = e2e.commit(pr, &routed_broken, "admin routed, broken").await;
+    e2e.send("synchronize", pr, &sha3).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(
+        reason.starts_with("health: service `admin-blue` (its own hostname): ")
+            || reason.starts_with("health: service `admin` (its own hostname): "),
+        "{reason}"
+    );
+    e2e.idle(Duration::from_secs(120)).await;
+    assert_eq!(
+        container_ids(id.as_str()).await,
+        containers_before,
+        "the serving commit's containers are untouched, the new slot's gone"
+    );
+    assert_eq!(services_of(id.as_str()).await, ["admin", "web-green green"]);
+    let web = http_get_host(
+        e2e.nginx.port(),
+        &format!("{}.{PREVIEW_DOMAIN}", id.host_label()),
+        "/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(web.body, "web v2: compose-two-web at /\n");
+    e2e.close_and_assert_nothing_left(pr, &sha3).await;
     e2e.shutdown().await;
 }
 
