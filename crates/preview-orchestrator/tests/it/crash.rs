@@ -322,9 +322,13 @@ async fn sigkill_between_switch_and_retire_moves_the_second_service_port_too() {
         .replace("admin: compose-two-web", "admin v2: compose-two-web")
         .replace("web: compose-two-web at", "web v2: compose-two-web at");
     let sha2 = world.origin.commit(pr, &v2, "v2 of both").await;
+    // A connection held open to the old admin port holds the drain after the switch (up to its
+    // 30 s), so that the kill lands before the retirement however loaded the machine is.
+    let old_service_port = before["service"].as_u64().expect("a service port") as u16;
+    let held = std::net::TcpStream::connect(("127.0.0.1", old_service_port)).unwrap();
     world.send(&daemon, "synchronize", pr, &sha2).await;
     // The switch is done once the conf routes elsewhere and its backup is gone; the drain of
-    // the old ports (a second at least) follows, then the retirement.
+    // the old ports follows, then the retirement.
     let conf = world.nginx.conf_dir().join(format!("{id}.conf"));
     let old_app = format!("127.0.0.1:{};", before["app"]);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -346,6 +350,7 @@ async fn sigkill_between_switch_and_retire_moves_the_second_service_port_too() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     daemon.kill9();
+    drop(held);
     let at_kill = services_of(&id).await;
     eprintln!("killed between the switch and the retirement; containers: {at_kill:?}");
     assert_eq!(at_kill.len(), 4, "both slots run at the kill: {at_kill:?}");
