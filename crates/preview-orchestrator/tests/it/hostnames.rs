@@ -526,7 +526,8 @@ async fn an_update_whose_second_web_service_never_serves_leaves_the_serving_comm
 /// the preview serves from the green slot, as after an odd number of updates; or a preview from
 /// before routed services had slots) starts it beside that one under its slot's own name. So
 /// when the new service never answers, the failed update removes only what it started: the
-/// serving commit's `admin` runs on, the same container.
+/// serving commit's `admin` runs on, the same container. Then the other way: a commit that stops
+/// routing it keeps the serving admin's port until the switch.
 #[tokio::test(flavor = "multi_thread")]
 async fn routing_a_service_the_serving_commit_runs_privately_leaves_that_one_alone() {
     let e2e = E2e::start_with_hostnames(
@@ -548,7 +549,9 @@ async fn routing_a_service_the_serving_commit_runs_privately_leaves_that_one_alo
     let sha2 = e2e
         .commit(
             pr,
-            &private.replace("web: compose-two-web at", "web v2: compose-two-web at"),
+            &private
+                .clone()
+                .replace("web: compose-two-web at", "web v2: compose-two-web at"),
             "web v2",
         )
         .await;
@@ -595,7 +598,74 @@ async fn routing_a_service_the_serving_commit_runs_privately_leaves_that_one_alo
     .await
     .unwrap();
     assert_eq!(web.body, "web v2: compose-two-web at /\n");
-    e2e.close_and_assert_nothing_left(pr, &sha3).await;
+
+    // A commit that routes it and works: it serves at its own host, under its slot's name.
+    let sha4 = e2e
+        .commit(pr, &Tree::fixture("compose-two-web"), "admin routed")
+        .await;
+    e2e.send("synchronize", pr, &sha4).await;
+    eventually("the routed admin", DEPLOY_TIMEOUT, || {
+        e2e.record(pr).filter(|r| {
+            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha4)
+                && r.status == preview_orchestrator::DeploymentStatus::Running
+        })
+    })
+    .await;
+    e2e.idle(Duration::from_secs(120)).await;
+    assert_eq!(
+        services_of(id.as_str()).await,
+        ["admin-blue blue", "web blue"]
+    );
+    let service_port = e2e.orch.store().ports(&id).and_then(|a| a.service);
+    assert!(service_port.is_some());
+    let admin_host = format!("{}.{PREVIEW_DOMAIN}", id.service_host_label("admin"));
+    let admin = || async {
+        http_get_host(e2e.nginx.port(), &admin_host, "/")
+            .await
+            .unwrap()
+    };
+    assert_eq!(admin().await.body, "admin: compose-two-web at /\n");
+
+    // A commit that stops routing it and fails: the serving commit's admin keeps its port and
+    // serves on (the port used to be given back when the update began, and the serving admin
+    // was then a leftover to remove).
+    let unrouted_broken = private
+        .clone()
+        .with("main.py", "raise SystemExit('the new web cannot start')\n");
+    let sha5 = e2e
+        .commit(pr, &unrouted_broken, "admin private, web broken")
+        .await;
+    e2e.send("synchronize", pr, &sha5).await;
+    let reason = e2e.wait_failed(pr, DEPLOY_TIMEOUT).await;
+    assert!(reason.starts_with("health: "), "{reason}");
+    e2e.idle(Duration::from_secs(120)).await;
+    assert_eq!(
+        e2e.orch.store().ports(&id).and_then(|a| a.service),
+        service_port,
+        "the serving admin keeps its port"
+    );
+    // The failed commit's private admin stays beside it until the next deploy, as a service a
+    // failed update adds does (only the new slot is removed).
+    assert_eq!(
+        services_of(id.as_str()).await,
+        ["admin", "admin-blue blue", "web blue"]
+    );
+    assert_eq!(admin().await.body, "admin: compose-two-web at /\n");
+
+    // The same commit, working: at the switch the port is given back, and admin runs privately.
+    let sha6 = e2e.commit(pr, &private, "admin private").await;
+    e2e.send("synchronize", pr, &sha6).await;
+    eventually("the private admin", DEPLOY_TIMEOUT, || {
+        e2e.record(pr).filter(|r| {
+            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha6)
+                && r.status == preview_orchestrator::DeploymentStatus::Running
+        })
+    })
+    .await;
+    e2e.idle(Duration::from_secs(120)).await;
+    assert_eq!(e2e.orch.store().ports(&id).and_then(|a| a.service), None);
+    assert_eq!(services_of(id.as_str()).await, ["admin", "web-green green"]);
+    e2e.close_and_assert_nothing_left(pr, &sha6).await;
     e2e.shutdown().await;
 }
 
