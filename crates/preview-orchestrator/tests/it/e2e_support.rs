@@ -470,6 +470,17 @@ impl E2e {
         .await
     }
 
+    /// Waits until PR `pr` runs commit `sha`.
+    pub async fn wait_running_at(&self, pr: u64, sha: &str, timeout: Duration) {
+        eventually(&format!("PR {pr} to run {sha}"), timeout, || {
+            self.record(pr).filter(|r| {
+                r.status == DeploymentStatus::Running
+                    && r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha)
+            })
+        })
+        .await;
+    }
+
     /// Waits until PR `pr`'s record has failed; returns the reason (`phase: message`).
     pub async fn wait_failed(&self, pr: u64, timeout: Duration) -> String {
         eventually(&format!("PR {pr} to fail"), timeout, || {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use preview_testkit::{http_get_host, wait_for_http};
 
-use crate::e2e_support::{E2e, PREVIEW_DOMAIN, Tree, eventually, services_of};
+use crate::e2e_support::{E2e, PREVIEW_DOMAIN, Tree, services_of};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -236,13 +236,7 @@ async fn a_second_web_service_is_served_at_its_own_hostname() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = std::time::Instant::now();
     e2e.send("synchronize", pr, &sha2).await;
-    crate::e2e_support::eventually("the update to run", DEPLOY_TIMEOUT, || {
-        e2e.record(pr).filter(|r| {
-            r.status == preview_orchestrator::DeploymentStatus::Running
-                && r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha2)
-        })
-    })
-    .await;
+    e2e.wait_running_at(pr, &sha2, DEPLOY_TIMEOUT).await;
     let to_done = sent.elapsed();
     wait_stable(port, &hosts, &new_pages).await;
     let samples = hammer.finish().await;
@@ -556,13 +550,7 @@ async fn routing_a_service_the_serving_commit_runs_privately_leaves_that_one_alo
         )
         .await;
     e2e.send("synchronize", pr, &sha2).await;
-    eventually("the update", DEPLOY_TIMEOUT, || {
-        e2e.record(pr).filter(|r| {
-            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha2)
-                && r.status == preview_orchestrator::DeploymentStatus::Running
-        })
-    })
-    .await;
+    e2e.wait_running_at(pr, &sha2, DEPLOY_TIMEOUT).await;
     e2e.idle(Duration::from_secs(120)).await;
     let id = e2e.id(pr);
     assert_eq!(services_of(id.as_str()).await, ["admin", "web-green green"]);
@@ -604,13 +592,7 @@ async fn routing_a_service_the_serving_commit_runs_privately_leaves_that_one_alo
         .commit(pr, &Tree::fixture("compose-two-web"), "admin routed")
         .await;
     e2e.send("synchronize", pr, &sha4).await;
-    eventually("the routed admin", DEPLOY_TIMEOUT, || {
-        e2e.record(pr).filter(|r| {
-            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha4)
-                && r.status == preview_orchestrator::DeploymentStatus::Running
-        })
-    })
-    .await;
+    e2e.wait_running_at(pr, &sha4, DEPLOY_TIMEOUT).await;
     e2e.idle(Duration::from_secs(120)).await;
     assert_eq!(
         services_of(id.as_str()).await,
@@ -655,13 +637,7 @@ async fn routing_a_service_the_serving_commit_runs_privately_leaves_that_one_alo
     // The same commit, working: at the switch the port is given back, and admin runs privately.
     let sha6 = e2e.commit(pr, &private, "admin private").await;
     e2e.send("synchronize", pr, &sha6).await;
-    eventually("the private admin", DEPLOY_TIMEOUT, || {
-        e2e.record(pr).filter(|r| {
-            r.deployed_sha.as_ref().is_some_and(|s| s.as_str() == sha6)
-                && r.status == preview_orchestrator::DeploymentStatus::Running
-        })
-    })
-    .await;
+    e2e.wait_running_at(pr, &sha6, DEPLOY_TIMEOUT).await;
     e2e.idle(Duration::from_secs(120)).await;
     assert_eq!(e2e.orch.store().ports(&id).and_then(|a| a.service), None);
     assert_eq!(services_of(id.as_str()).await, ["admin", "web-green green"]);
