@@ -137,6 +137,18 @@ async fn assert_services_shown(e2e: &E2e, id: &str) {
     }
 }
 
+/// A container made by hand, removed when dropped, also when the test fails (Compose does not
+/// take it for one of the project's, so the failed test's cleanup would leave it).
+struct RemovedOnDrop(String);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "--force", &self.0])
+            .output();
+    }
+}
+
 /// When the container of `service` last started, as Docker says.
 async fn started_at(id: &str, service: &str) -> String {
     let container = docker([
@@ -277,7 +289,7 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     ])
     .await
     .unwrap();
-    let stray = stray.trim();
+    let stray = RemovedOnDrop(stray.trim().to_owned());
     let slept = reqwest::Client::new()
         .post(format!("{}/api/previews/{id}/sleep", e2e.api))
         .bearer_auth(TOKEN)
@@ -294,7 +306,7 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     );
     e2e.wait_status(pr, DeploymentStatus::Running, FEEDBACK_TIMEOUT)
         .await;
-    docker(["rm", "--force", stray]).await.unwrap();
+    drop(stray);
     assert_running_with_migration_done(id.as_str()).await;
     assert_eq!(
         started_at(id.as_str(), "migrate").await,
