@@ -178,36 +178,16 @@ impl Error {
     /// another kind among them is returned as it is: it is not a refusal, and it says more.
     pub fn from_refusals(found: Vec<Error>) -> Option<Error> {
         let mut refusals = Vec::new();
-        for error in found {
-            match error {
-                Error::ComposeRefused {
-                    file,
-                    line,
-                    service,
-                    key,
-                    reason,
-                    more,
-                } => {
-                    refusals.push(Error::ComposeRefused {
-                        file,
-                        line,
-                        service,
-                        key,
-                        reason,
-                        more: Vec::new(),
-                    });
-                    refusals.extend(more);
-                }
-                other => return Some(other),
-            }
+        for mut error in found {
+            let Error::ComposeRefused { more, .. } = &mut error else {
+                return Some(error);
+            };
+            let more = std::mem::take(more);
+            refusals.push(error);
+            refusals.extend(more);
         }
-        let line = |e: &Error| match e {
-            Error::ComposeRefused { line, .. } => line.unwrap_or(u64::MAX),
-            _ => u64::MAX,
-        };
-        refusals.sort_by_key(line);
-        let mut seen = std::collections::HashSet::new();
-        refusals.retain(|e| match e {
+        // What tells a refusal apart: file, line, service, key and reason.
+        let fields = |e: &Error| match e {
             Error::ComposeRefused {
                 file,
                 line,
@@ -215,34 +195,24 @@ impl Error {
                 key,
                 reason,
                 ..
-            } => seen.insert((
+            } => Some((
                 file.clone(),
                 *line,
                 service.clone(),
                 key.clone(),
                 reason.clone(),
             )),
-            _ => true,
-        });
+            _ => None,
+        };
+        refusals.sort_by_key(|e| fields(e).and_then(|f| f.1).unwrap_or(u64::MAX));
+        let mut seen = std::collections::HashSet::new();
+        refusals.retain(|e| seen.insert(fields(e)));
         let mut refusals = refusals.into_iter();
-        match refusals.next()? {
-            Error::ComposeRefused {
-                file,
-                line,
-                service,
-                key,
-                reason,
-                ..
-            } => Some(Error::ComposeRefused {
-                file,
-                line,
-                service,
-                key,
-                reason,
-                more: refusals.collect(),
-            }),
-            other => Some(other),
+        let mut first = refusals.next()?;
+        if let Error::ComposeRefused { more, .. } = &mut first {
+            *more = refusals.collect();
         }
+        Some(first)
     }
 
     /// The refusals this error holds, in line order: itself and its `more` for

@@ -1398,28 +1398,16 @@ fn compose_summary(compose: &SanitizedCompose) -> ComposeSummary {
 /// A refusal of the project's own compose file, with the way to preview the app without it when
 /// there is one (an app detected, or a Dockerfile): otherwise `compose: none` would only trade
 /// this refusal for "no app found".
-fn with_compose_none_hint(e: Error, app_without_compose: bool) -> Error {
-    match e {
-        // With several refusals, the hint goes with the first, which is always listed.
-        Error::ComposeRefused {
-            file,
-            line,
-            service,
-            key,
-            reason,
-            more,
-        } if app_without_compose => Error::ComposeRefused {
-            file,
-            line,
-            service,
-            key,
-            reason: format!(
-                "{reason} (or set `compose: none` in preview-config.yml to preview the app without this file)"
-            ),
-            more,
-        },
-        other => other,
+fn with_compose_none_hint(mut e: Error, app_without_compose: bool) -> Error {
+    // With several refusals, the hint goes with the first, which is always listed.
+    if let Error::ComposeRefused { reason, .. } = &mut e
+        && app_without_compose
+    {
+        reason.push_str(
+            " (or set `compose: none` in preview-config.yml to preview the app without this file)",
+        );
     }
+    e
 }
 
 /// Whether a compose file's text has a service with `build`, read leniently: the sanitiser

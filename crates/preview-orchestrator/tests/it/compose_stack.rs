@@ -290,13 +290,8 @@ async fn a_repos_own_compose_stack_opens_updates_and_closes() {
     .await
     .unwrap();
     let stray = RemovedOnDrop(stray.trim().to_owned());
-    let slept = reqwest::Client::new()
-        .post(format!("{}/api/previews/{id}/sleep", e2e.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(slept.status(), 200, "{:?}", slept.text().await);
+    let (status, body) = e2e.ask_to_sleep(id.as_str()).await;
+    assert_eq!(status, 200, "{body}");
     e2e.wait_status(pr, DeploymentStatus::Sleeping, FEEDBACK_TIMEOUT)
         .await;
     let woke = visit(port, &path).await;

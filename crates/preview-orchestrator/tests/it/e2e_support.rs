@@ -470,6 +470,17 @@ impl E2e {
         .await
     }
 
+    /// Asks the internal API to put preview `id` to sleep now; the answer's status and body.
+    pub async fn ask_to_sleep(&self, id: &str) -> (u16, String) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/previews/{id}/sleep", self.api))
+            .bearer_auth(crate::harness::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
     /// Waits until PR `pr` runs commit `sha`.
     pub async fn wait_running_at(&self, pr: u64, sha: &str, timeout: Duration) {
         eventually(&format!("PR {pr} to run {sha}"), timeout, || {

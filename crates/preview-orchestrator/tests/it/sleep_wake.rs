@@ -241,23 +241,14 @@ async fn a_preview_at_its_own_hostname_sleeps_when_asked_and_wakes() {
     e2e.send("opened", pr, &sha).await;
     e2e.wait_status(pr, DeploymentStatus::Running, LIVE_TIMEOUT)
         .await;
-    let api = reqwest::Client::new();
-    let sleep = |id: String| {
-        let api = api.clone();
-        let url = format!("{}/api/previews/{id}/sleep", e2e.api);
-        async move {
-            let resp = api.post(url).bearer_auth(TOKEN).send().await.unwrap();
-            (resp.status().as_u16(), resp.text().await.unwrap())
-        }
-    };
-    let (status, body) = sleep(e2e.id(pr).as_str().to_owned()).await;
+    let (status, body) = e2e.ask_to_sleep(e2e.id(pr).as_str()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(e2e.record(pr).unwrap().status, DeploymentStatus::Sleeping);
     assert_eq!(
         engine().await.usage(e2e.id(pr).as_str()).await.unwrap(),
         preview_engine::Usage::default()
     );
-    let (status, body) = sleep(e2e.id(2).as_str().to_owned()).await;
+    let (status, body) = e2e.ask_to_sleep(e2e.id(2).as_str()).await;
     assert_eq!(status, 404, "{body}");
     let host = format!(
         "{}.{}",

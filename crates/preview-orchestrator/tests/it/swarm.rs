@@ -413,18 +413,12 @@ async fn a_pr_lives_on_the_swarm_and_moves_when_its_worker_dies() {
     // The update's retirement may still hold the preview (409): asked again until it sleeps.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let slept = reqwest::Client::new()
-            .post(format!("{}/api/previews/{id}/sleep", e2e.api))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        match slept.status().as_u16() {
-            200 => break,
-            409 if Instant::now() < deadline => {
+        match e2e.ask_to_sleep(id.as_str()).await {
+            (200, _) => break,
+            (409, _) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            status => panic!("sleep: {status} {:?}", slept.text().await),
+            (status, body) => panic!("sleep: {status} {body}"),
         }
     }
     assert_eq!(
